@@ -1,0 +1,149 @@
+"""SQLAlchemy 2 typed models: the whole schema of the prompt bank."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Backbone(Base):
+    """A frozen model; versions pin it through `fingerprint`."""
+
+    __tablename__ = "backbones"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(1024))
+    revision: Mapped[str] = mapped_column(String(128), default="")
+    architecture: Mapped[str] = mapped_column(String(32))  # encoder | causal_lm | seq2seq | masked_lm
+    hidden_size: Mapped[int]
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prompt(Base):
+    """A task family: name, task spec, tags; owns immutable versions and aliases."""
+
+    __tablename__ = "prompts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    task: Mapped[dict[str, Any]] = mapped_column(default=dict)  # kind, labels, label_words, label_texts, description
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    owner: Mapped[str] = mapped_column(String(128), default="")
+    latest_version: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    versions: Mapped[list[PromptVersion]] = relationship(back_populates="prompt", cascade="all, delete-orphan")
+    aliases: Mapped[list[Alias]] = relationship(back_populates="prompt", cascade="all, delete-orphan")
+
+
+class PromptVersion(Base):
+    """One immutable trained prompt: safetensors bytes plus what is needed to trust and trace them."""
+
+    __tablename__ = "prompt_versions"
+    __table_args__ = (UniqueConstraint("prompt_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int]
+    backbone_id: Mapped[int] = mapped_column(ForeignKey("backbones.id"), index=True)
+    backbone_fingerprint: Mapped[str] = mapped_column(String(64))
+    tensor: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when a cache misses
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    shape: Mapped[list[Any]]
+    dtype: Mapped[str] = mapped_column(String(16))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    prompt: Mapped[Prompt] = relationship(back_populates="versions")
+    backbone: Mapped[Backbone] = relationship()
+
+
+class Alias(Base):
+    """A movable name (`latest`, `prod`) pointing at one version of a prompt."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("prompt_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"))
+    prompt: Mapped[Prompt] = relationship(back_populates="aliases")
+    version: Mapped[PromptVersion] = relationship()
+
+
+class AliasEvent(Base):
+    """History of alias moves (0 = none), kept even after the alias or version is gone."""
+
+    __tablename__ = "alias_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int] = mapped_column(default=0)
+    to_version: Mapped[int] = mapped_column(default=0)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """A train job. The request (task, data, hyperparameters) is stored whole so a restart can rerun it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_created", "state", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64), default="")
+    prompt_name: Mapped[str] = mapped_column(String(128), index=True)
+    backbone_name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # task, hyperparameters, aliases, data ref
+    examples: Mapped[bytes] = mapped_column(LargeBinary, default=b"")  # JSON lines of {text, label}
+    state: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    step: Mapped[int] = mapped_column(default=0)
+    total_steps: Mapped[int] = mapped_column(default=0)
+    loss: Mapped[float] = mapped_column(default=0.0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    result_version: Mapped[str] = mapped_column(String(256), default="")
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JobEvent(Base):
+    """One event of a job (state change, progress, eval); WatchTrainJob replays these."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "sequence"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    sequence: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))  # STATE_CHANGED | PROGRESS | EVAL | LOG
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int] = mapped_column(default=0)
+    total_steps: Mapped[int] = mapped_column(default=0)
+    loss: Mapped[float] = mapped_column(default=0.0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    examples_per_second: Mapped[float] = mapped_column(default=0.0)
+    eta_seconds: Mapped[float] = mapped_column(default=0.0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,218 @@
+"""The store API over one SQLAlchemy session: catalog and job bookkeeping.
+
+Every function takes the caller's session (one per RPC); the caller commits. Functions raise the domain
+errors of :mod:`bank.errors` with messages that name the bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bank.codec import decode_prompt, sha256_hex
+from bank.errors import AlreadyExists, FailedPrecondition, NotFound
+from bank.models import Alias, AliasEvent, Backbone, Prompt, PromptVersion, utcnow
+from bank.refs import PromptRef, check_name, parse_ref
+
+# ---------------------------------------------------------------- backbones
+
+
+def upsert_backbone(
+    s: Session, name: str, *, model: str, revision: str, architecture: str, hidden_size: int, fingerprint: str
+) -> Backbone:
+    """Register a backbone or refresh its row (a changed fingerprint makes old versions refuse to run)."""
+    check_name("backbone", name)
+    bb = s.scalar(select(Backbone).where(Backbone.name == name))
+    if bb is None:
+        bb = Backbone(name=name)
+        s.add(bb)
+    bb.model, bb.revision, bb.architecture = model, revision, architecture
+    bb.hidden_size, bb.fingerprint = hidden_size, fingerprint
+    s.flush()
+    return bb
+
+
+def get_backbone(s: Session, name: str) -> Backbone:
+    bb = s.scalar(select(Backbone).where(Backbone.name == name))
+    if bb is None:
+        raise NotFound(f"backbone {name!r} not found")
+    return bb
+
+
+def list_backbones(s: Session, offset: int, limit: int) -> Sequence[Backbone]:
+    return s.scalars(select(Backbone).order_by(Backbone.name).offset(offset).limit(limit)).all()
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def create_prompt(s: Session, name: str, task: dict[str, Any], tags: list[str] | None = None, owner: str = "") -> Prompt:
+    check_name("prompt", name)
+    if s.scalar(select(Prompt.id).where(Prompt.name == name)) is not None:
+        raise AlreadyExists(f"prompt {name!r} already exists")
+    p = Prompt(name=name, task=task, tags=sorted(set(tags or [])), owner=owner)
+    s.add(p)
+    s.flush()
+    return p
+
+
+def find_prompt(s: Session, name: str) -> Prompt | None:
+    return s.scalar(select(Prompt).where(Prompt.name == name))
+
+
+def get_prompt(s: Session, name: str) -> Prompt:
+    p = find_prompt(s, name)
+    if p is None:
+        raise NotFound(f"prompt {name!r} not found")
+    return p
+
+
+def list_prompts(s: Session, offset: int, limit: int, tag: str = "", backbone: str = "") -> Sequence[Prompt]:
+    q = select(Prompt).order_by(Prompt.name)
+    if backbone:
+        q = q.where(
+            Prompt.id.in_(
+                select(PromptVersion.prompt_id).join(Backbone).where(Backbone.name == backbone)
+            )
+        )
+    if not tag:
+        return s.scalars(q.offset(offset).limit(limit)).all()
+    # Tags are a JSON list; filter in Python (portable across SQLite and PostgreSQL).
+    rows = [p for p in s.scalars(q).all() if tag in (p.tags or [])]
+    return rows[offset : offset + limit]
+
+
+def delete_prompt(s: Session, name: str, force: bool) -> None:
+    p = get_prompt(s, name)
+    if p.versions and not force:
+        raise FailedPrecondition(f"prompt {name!r} has {len(p.versions)} versions; pass force to delete them too")
+    s.delete(p)
+    s.flush()
+
+
+# ---------------------------------------------------------------- versions
+
+
+def add_version(
+    s: Session,
+    prompt: Prompt,
+    backbone: Backbone,
+    tensor: bytes,
+    *,
+    metrics: dict[str, float] | None = None,
+    lineage: dict[str, str] | None = None,
+    aliases: Sequence[str] = (),
+) -> PromptVersion:
+    """Commit-ready new immutable version (tensor + metadata in the caller's one transaction); moves `latest`."""
+    t = decode_prompt(tensor)
+    if t.shape[1] != backbone.hidden_size:
+        raise FailedPrecondition(
+            f"prompt width {t.shape[1]} does not match backbone {backbone.name!r} hidden size {backbone.hidden_size}"
+        )
+    prompt.latest_version += 1
+    v = PromptVersion(
+        prompt=prompt,
+        version=prompt.latest_version,
+        backbone=backbone,
+        backbone_fingerprint=backbone.fingerprint,
+        tensor=tensor,
+        sha256=sha256_hex(tensor),
+        shape=list(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."),
+        metrics=dict(metrics or {}),
+        lineage=dict(lineage or {}),
+    )
+    s.add(v)
+    s.flush()
+    for alias in ["latest", *aliases]:
+        set_alias(s, prompt, alias, v)
+    return v
+
+
+def get_version(s: Session, prompt: Prompt, number: int) -> PromptVersion:
+    v = s.scalar(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id, PromptVersion.version == number))
+    if v is None:
+        raise NotFound(f"version {number} of prompt {prompt.name!r} not found")
+    return v
+
+
+def resolve(s: Session, ref: str | PromptRef) -> PromptVersion:
+    """Resolve a prompt reference to its immutable version."""
+    r = parse_ref(ref) if isinstance(ref, str) else ref
+    p = get_prompt(s, r.prompt)
+    if r.version is not None:
+        return get_version(s, p, r.version)
+    a = s.scalar(select(Alias).where(Alias.prompt_id == p.id, Alias.name == r.alias))
+    if a is None:
+        if r.alias == "latest":
+            raise NotFound(f"prompt {p.name!r} has no versions yet")
+        raise NotFound(f"alias {r.alias!r} of prompt {p.name!r} not found")
+    return a.version
+
+
+def list_versions(s: Session, prompt: Prompt, offset: int, limit: int) -> Sequence[PromptVersion]:
+    q = select(PromptVersion).where(PromptVersion.prompt_id == prompt.id).order_by(PromptVersion.version.desc())
+    return s.scalars(q.offset(offset).limit(limit)).all()
+
+
+def version_aliases(s: Session, v: PromptVersion) -> list[str]:
+    return sorted(s.scalars(select(Alias.name).where(Alias.version_id == v.id)).all())
+
+
+def delete_version(s: Session, v: PromptVersion, force: bool) -> None:
+    names = version_aliases(s, v)
+    if names and not force:
+        raise FailedPrecondition(
+            f"version {v.version} of prompt {v.prompt.name!r} is pointed at by aliases {names}; move them or pass force"
+        )
+    for name in names:
+        delete_alias(s, v.prompt, name)
+    s.delete(v)
+    s.flush()
+
+
+# ---------------------------------------------------------------- aliases
+
+
+def set_alias(s: Session, prompt: Prompt, name: str, v: PromptVersion) -> Alias:
+    check_name("alias", name)
+    a = s.scalar(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == name))
+    before = a.version.version if a is not None else 0
+    if a is None:
+        a = Alias(prompt=prompt, name=name, version=v)
+        s.add(a)
+    else:
+        a.version = v
+    if before != v.version:
+        s.add(AliasEvent(prompt_id=prompt.id, alias=name, from_version=before, to_version=v.version, at=utcnow()))
+    s.flush()
+    return a
+
+
+def delete_alias(s: Session, prompt: Prompt, name: str) -> None:
+    a = s.scalar(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == name))
+    if a is None:
+        raise NotFound(f"alias {name!r} of prompt {prompt.name!r} not found")
+    s.add(AliasEvent(prompt_id=prompt.id, alias=name, from_version=a.version.version, to_version=0, at=utcnow()))
+    s.delete(a)
+    s.flush()
+
+
+def alias_map(s: Session, prompt: Prompt) -> dict[str, int]:
+    rows = s.execute(
+        select(Alias.name, PromptVersion.version).join(PromptVersion, Alias.version_id == PromptVersion.id)
+        .where(Alias.prompt_id == prompt.id)
+    ).all()
+    return {name: number for name, number in rows}
+
+
+def alias_history(s: Session, prompt: Prompt, offset: int, limit: int) -> Sequence[AliasEvent]:
+    q = select(AliasEvent).where(AliasEvent.prompt_id == prompt.id).order_by(AliasEvent.id.desc())
+    return s.scalars(q.offset(offset).limit(limit)).all()
+
+
+def count(s: Session, model: type) -> int:
+    return int(s.scalar(select(func.count()).select_from(model)) or 0)

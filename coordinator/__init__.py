@@ -1,0 +1,1 @@
+"""The gRPC coordinator: services, error mapping, job scheduler and Ray dispatch. Owns all persistence."""

@@ -1,0 +1,168 @@
+"""PromptCatalog: admin over backbones, prompts, versions and aliases (one session per RPC)."""
+
+from __future__ import annotations
+
+import grpc
+from sqlalchemy.orm import Session
+
+from bank import store
+from bank.errors import InvalidArgument
+from bank.refs import check_name, strip_collection
+from coordinator import convert as cv
+from coordinator.db import BankDB
+from coordinator.pool import ReplicaPool
+from promptbank.v1 import catalog_pb2 as cat
+from promptbank.v1 import catalog_pb2_grpc as cat_grpc
+from workers.task import TaskSpec
+
+UPDATABLE = {"tags", "owner", "task.description"}
+
+
+def task_dict(spec: cat.TaskSpec) -> dict:
+    """Validate a TaskSpec message into the stored dict form."""
+    return TaskSpec(
+        labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
+        kind=spec.kind or "classification", description=spec.description,
+    ).to_dict()
+
+
+def version_ref(name: str) -> str:
+    """Accept `prompts/p/versions/n` and the short reference forms."""
+    return strip_collection(name, "prompts")
+
+
+class CatalogService(cat_grpc.PromptCatalogServicer):
+    def __init__(self, db: BankDB, pool: ReplicaPool):
+        self.db, self.pool = db, pool
+
+    def _replicas(self, name: str) -> int:
+        bb = self.pool.backbones.get(name)
+        return len(bb.replicas) if bb else 0
+
+    async def ListBackbones(self, request: cat.ListBackbonesRequest, context: grpc.aio.ServicerContext) -> cat.ListBackbonesResponse:
+        offset, limit = cv.page(request.page_size, request.page_token, {})
+
+        def q(s: Session) -> cat.ListBackbonesResponse:
+            rows = store.list_backbones(s, offset, limit)
+            return cat.ListBackbonesResponse(
+                backbones=[cv.backbone_to_proto(b, self._replicas(b.name)) for b in rows],
+                next_page_token=cv.next_token(offset, limit, len(rows), {}),
+            )
+
+        return await self.db.run(q)
+
+    async def GetBackbone(self, request: cat.GetBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
+        name = strip_collection(request.name, "backbones")
+        return await self.db.run(lambda s: cv.backbone_to_proto(store.get_backbone(s, name), self._replicas(name)))
+
+    async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
+        name = check_name("prompt", request.prompt_id)
+        task = task_dict(request.prompt.task)
+
+        def q(s: Session) -> cat.Prompt:
+            p = store.create_prompt(s, name, task, list(request.prompt.tags), request.prompt.owner)
+            return cv.prompt_to_proto(s, p)
+
+        return await self.db.run(q)
+
+    async def GetPrompt(self, request: cat.GetPromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
+        name = strip_collection(request.name, "prompts")
+        return await self.db.run(lambda s: cv.prompt_to_proto(s, store.get_prompt(s, name)))
+
+    async def ListPrompts(self, request: cat.ListPromptsRequest, context: grpc.aio.ServicerContext) -> cat.ListPromptsResponse:
+        query = {"tag": request.tag, "backbone": strip_collection(request.backbone, "backbones")}
+        offset, limit = cv.page(request.page_size, request.page_token, query)
+
+        def q(s: Session) -> cat.ListPromptsResponse:
+            rows = store.list_prompts(s, offset, limit, tag=query["tag"], backbone=query["backbone"])
+            return cat.ListPromptsResponse(
+                prompts=[cv.prompt_to_proto(s, p) for p in rows],
+                next_page_token=cv.next_token(offset, limit, len(rows), query),
+            )
+
+        return await self.db.run(q)
+
+    async def UpdatePrompt(self, request: cat.UpdatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
+        name = strip_collection(request.prompt.name, "prompts")
+        paths = list(request.update_mask.paths)
+        bad = sorted(set(paths) - UPDATABLE)
+        if not paths or bad:
+            raise InvalidArgument(f"update_mask paths {bad or paths} are not updatable; use some of {sorted(UPDATABLE)}")
+
+        def q(s: Session) -> cat.Prompt:
+            p = store.get_prompt(s, name)
+            if "tags" in paths:
+                p.tags = sorted(set(request.prompt.tags))
+            if "owner" in paths:
+                p.owner = request.prompt.owner
+            if "task.description" in paths:
+                p.task = {**p.task, "description": request.prompt.task.description}
+            s.flush()
+            return cv.prompt_to_proto(s, p)
+
+        return await self.db.run(q)
+
+    async def DeletePrompt(self, request: cat.DeletePromptRequest, context: grpc.aio.ServicerContext) -> cat.DeletePromptResponse:
+        name = strip_collection(request.name, "prompts")
+        await self.db.run(lambda s: store.delete_prompt(s, name, request.force))
+        return cat.DeletePromptResponse()
+
+    async def GetPromptVersion(self, request: cat.GetPromptVersionRequest, context: grpc.aio.ServicerContext) -> cat.PromptVersion:
+        ref = version_ref(request.name)
+        return await self.db.run(lambda s: cv.version_to_proto(s, store.resolve(s, ref), request.include_tensor))
+
+    async def ListPromptVersions(
+        self, request: cat.ListPromptVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> cat.ListPromptVersionsResponse:
+        name = strip_collection(request.parent, "prompts")
+        offset, limit = cv.page(request.page_size, request.page_token, {"parent": name})
+
+        def q(s: Session) -> cat.ListPromptVersionsResponse:
+            rows = store.list_versions(s, store.get_prompt(s, name), offset, limit)
+            return cat.ListPromptVersionsResponse(
+                versions=[cv.version_to_proto(s, v) for v in rows],
+                next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
+            )
+
+        return await self.db.run(q)
+
+    async def DeletePromptVersion(
+        self, request: cat.DeletePromptVersionRequest, context: grpc.aio.ServicerContext
+    ) -> cat.DeletePromptVersionResponse:
+        ref = version_ref(request.name)
+        await self.db.run(lambda s: store.delete_version(s, store.resolve(s, ref), request.force))
+        return cat.DeletePromptVersionResponse()
+
+    async def SetAlias(self, request: cat.SetAliasRequest, context: grpc.aio.ServicerContext) -> cat.Alias:
+        name = strip_collection(request.parent, "prompts")
+
+        def q(s: Session) -> cat.Alias:
+            p = store.get_prompt(s, name)
+            v = store.get_version(s, p, request.version)
+            store.set_alias(s, p, request.alias, v)
+            return cat.Alias(name=f"prompts/{name}/aliases/{request.alias}", version=cv.version_name(name, v.version))
+
+        return await self.db.run(q)
+
+    async def DeleteAlias(self, request: cat.DeleteAliasRequest, context: grpc.aio.ServicerContext) -> cat.DeleteAliasResponse:
+        parts = strip_collection(request.name, "prompts").split("/aliases/")
+        if len(parts) != 2:
+            raise InvalidArgument(f"alias name {request.name!r} must look like prompts/{{prompt}}/aliases/{{alias}}")
+        await self.db.run(lambda s: store.delete_alias(s, store.get_prompt(s, parts[0]), parts[1]))
+        return cat.DeleteAliasResponse()
+
+    async def ListAliasHistory(
+        self, request: cat.ListAliasHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> cat.ListAliasHistoryResponse:
+        name = strip_collection(request.parent, "prompts")
+        offset, limit = cv.page(request.page_size, request.page_token, {"parent": name})
+
+        def q(s: Session) -> cat.ListAliasHistoryResponse:
+            rows = store.alias_history(s, store.get_prompt(s, name), offset, limit)
+            return cat.ListAliasHistoryResponse(
+                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=cv.ts(e.at))
+                        for e in rows],
+                next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
+            )
+
+        return await self.db.run(q)

@@ -1,0 +1,128 @@
+"""ORM rows -> API messages, names, and opaque page tokens. Call inside the session that loaded the rows."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.orm import Session
+
+from bank import models as m
+from bank import store
+from bank.errors import InvalidArgument
+from promptbank.v1 import catalog_pb2 as cat
+from promptbank.v1 import jobs_pb2 as jp
+
+ARCH = {
+    "encoder": cat.ARCHITECTURE_ENCODER,
+    "causal_lm": cat.ARCHITECTURE_CAUSAL_LM,
+    "seq2seq": cat.ARCHITECTURE_SEQ2SEQ,
+    "masked_lm": cat.ARCHITECTURE_MASKED_LM,
+}
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+
+
+def ts(dt: datetime | None) -> Timestamp | None:
+    if dt is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(dt.replace(tzinfo=timezone.utc))
+    return t
+
+
+def version_name(prompt: str, number: int) -> str:
+    return f"prompts/{prompt}/versions/{number}"
+
+
+def task_to_proto(task: dict) -> cat.TaskSpec:
+    return cat.TaskSpec(
+        kind=task.get("kind", "classification"),
+        labels=task.get("labels", []),
+        label_words=task.get("label_words", []),
+        label_texts=task.get("label_texts", []),
+        description=task.get("description", ""),
+    )
+
+
+def backbone_to_proto(bb: m.Backbone, replicas: int = 0) -> cat.Backbone:
+    return cat.Backbone(
+        name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, 0),
+        hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=replicas, create_time=ts(bb.created_at),
+    )
+
+
+def prompt_to_proto(s: Session, p: m.Prompt) -> cat.Prompt:
+    return cat.Prompt(
+        name=f"prompts/{p.name}", task=task_to_proto(p.task), tags=p.tags or [], owner=p.owner,
+        aliases=store.alias_map(s, p), latest_version=p.latest_version,
+        create_time=ts(p.created_at), update_time=ts(p.updated_at),
+    )
+
+
+def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = False) -> cat.PromptVersion:
+    lin = v.lineage or {}
+    return cat.PromptVersion(
+        name=version_name(v.prompt.name, v.version), version=v.version, backbone=f"backbones/{v.backbone.name}",
+        backbone_fingerprint=v.backbone_fingerprint, shape=v.shape, dtype=v.dtype, sha256=v.sha256,
+        metrics={k: float(x) for k, x in (v.metrics or {}).items()},
+        lineage=cat.Lineage(job=lin.get("job", ""), data=lin.get("data", ""), init=lin.get("init", ""),
+                            imported_from=lin.get("imported_from", "")),
+        aliases=store.version_aliases(s, v), tags=v.tags or [], create_time=ts(v.created_at),
+        tensor=v.tensor if include_tensor else b"",
+    )
+
+
+def job_to_proto(j: m.Job) -> jp.TrainJob:
+    spec = j.spec or {}
+    hp = spec.get("config", {})
+    return jp.TrainJob(
+        name=f"jobs/{j.id}", prompt=f"prompts/{j.prompt_name}", backbone=f"backbones/{j.backbone_name}",
+        task=task_to_proto(spec.get("task", {})),
+        dataset=jp.Dataset(eval_fraction=hp.get("eval_fraction", 0.0), text_column=spec.get("text_column", ""),
+                           label_column=spec.get("label_column", "")),
+        hyperparameters=jp.Hyperparameters(
+            num_virtual_tokens=hp.get("num_virtual_tokens", 0), epochs=hp.get("epochs", 0),
+            learning_rate=hp.get("learning_rate", 0.0), batch_size=hp.get("batch_size", 0), seed=hp.get("seed", 0),
+            init=spec.get("init", hp.get("init", "")), init_text=hp.get("init_text", ""),
+            max_length=hp.get("max_length", 0), max_steps=hp.get("max_steps", 0),
+        ),
+        aliases=spec.get("aliases", []), state=jp.TrainJob.State.Value(j.state), step=j.step,
+        total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},
+        error=j.error, result_version=j.result_version, create_time=ts(j.created_at), start_time=ts(j.started_at),
+        end_time=ts(j.ended_at),
+    )
+
+
+def event_to_proto(e: m.JobEvent) -> jp.TrainJobEvent:
+    return jp.TrainJobEvent(
+        job=f"jobs/{e.job_id}", sequence=e.sequence, kind=jp.TrainJobEvent.Kind.Value(e.kind),
+        state=jp.TrainJob.State.Value(e.state), step=e.step, total_steps=e.total_steps, loss=e.loss,
+        metrics={k: float(x) for k, x in (e.metrics or {}).items()}, examples_per_second=e.examples_per_second,
+        eta_seconds=e.eta_seconds, message=e.message, time=ts(e.at),
+    )
+
+
+def page(page_size: int, page_token: str, query: dict) -> tuple[int, int]:
+    """(offset, limit) from a request; the token is opaque and bound to the query's filters."""
+    if page_size < 0:
+        raise InvalidArgument(f"page_size must be >= 0, got {page_size}")
+    limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
+    if not page_token:
+        return 0, limit
+    try:
+        tok = json.loads(base64.urlsafe_b64decode(page_token.encode()))
+        offset = int(tok["o"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token is not a token this server issued") from None
+    if tok.get("q") != query:
+        raise InvalidArgument("page_token was issued for a different query; keep the filters unchanged")
+    return offset, limit
+
+
+def next_token(offset: int, limit: int, got: int, query: dict) -> str:
+    if got < limit:
+        return ""
+    return base64.urlsafe_b64encode(json.dumps({"o": offset + got, "q": query}).encode()).decode()

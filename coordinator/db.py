@@ -1,0 +1,40 @@
+"""The coordinator's one door to SQL: each call runs in one session on one writer thread, then commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+
+from bank.db import make_engine, make_sessionmaker
+
+T = TypeVar("T")
+
+
+class BankDB:
+    """Serialises SQL work on one thread: one writer for embedded SQLite, and the event loop never blocks."""
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self.sessions = make_sessionmaker(self.engine)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
+
+    def run_sync(self, fn: Callable[[Session], T]) -> T:
+        with self.sessions() as s:
+            try:
+                result = fn(s)
+                s.commit()
+                return result
+            except BaseException:
+                s.rollback()
+                raise
+
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.run_sync, fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()

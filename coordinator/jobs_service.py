@@ -1,0 +1,182 @@
+"""TrainJobs: validate a job at the edge, commit it QUEUED, then let the scheduler run it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import grpc
+from sqlalchemy.orm import Session
+
+from bank import jobs as jobstore
+from bank import store
+from bank.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from bank.refs import check_name, parse_ref, strip_collection
+from coordinator import convert as cv
+from coordinator.catalog_service import task_dict
+from coordinator.config import ServerConfig
+from coordinator.db import BankDB
+from coordinator.pool import ReplicaPool
+from coordinator.scheduler import JobScheduler
+from promptbank.v1 import jobs_pb2 as jp
+from promptbank.v1 import jobs_pb2_grpc as jp_grpc
+from workers.task import INITS, TaskSpec, TrainConfig
+
+
+def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
+    """Zero fields take the defaults; the dataclass validates the rest and names any bad value."""
+    base = TrainConfig()
+    init = hp.init or base.init
+    over: dict[str, Any] = {
+        "num_virtual_tokens": hp.num_virtual_tokens or base.num_virtual_tokens,
+        "epochs": hp.epochs or base.epochs,
+        "learning_rate": hp.learning_rate or base.learning_rate,
+        "batch_size": hp.batch_size or base.batch_size,
+        "seed": hp.seed,
+        "init": init if init in INITS else base.init,
+        "init_from": "" if init in INITS else init,
+        "init_text": hp.init_text,
+        "max_length": hp.max_length or base.max_length,
+        "max_steps": hp.max_steps,
+        "eval_fraction": eval_fraction if eval_fraction > 0 else base.eval_fraction,
+    }
+    return replace(base, **over)
+
+
+def examples_of(ds: jp.Dataset, limit: int) -> list[tuple[str, str]]:
+    which = ds.WhichOneof("source")
+    if which == "uri":
+        raise InvalidArgument("dataset.uri is not supported yet; send the examples inline (the CLI reads files for you)")
+    if which != "inline" or not ds.inline.examples:
+        raise InvalidArgument("dataset is empty: send at least two labelled examples in dataset.inline")
+    if len(ds.inline.examples) > limit:
+        raise ResourceExhausted(f"{len(ds.inline.examples)} examples exceed the limit of {limit}")
+    rows = []
+    for i, ex in enumerate(ds.inline.examples):
+        if not ex.text.strip():
+            raise InvalidArgument(f"dataset example {i} has an empty text")
+        if not ex.label.strip():
+            raise InvalidArgument(f"dataset example {i} has an empty label")
+        rows.append((ex.text, ex.label))
+    return rows
+
+
+def check_labels(task: dict[str, Any], rows: list[tuple[str, str]]) -> None:
+    counts = Counter(label for _, label in rows)
+    unknown = sorted(set(counts) - set(task["labels"]))
+    if unknown:
+        raise InvalidArgument(f"dataset labels {unknown[:10]} are not among the task's labels {task['labels']}")
+    if len(counts) < 2:
+        raise InvalidArgument(f"dataset has a single label {sorted(counts)}; a classifier needs at least two")
+
+
+class JobsService(jp_grpc.TrainJobsServicer):
+    def __init__(self, db: BankDB, pool: ReplicaPool, scheduler: JobScheduler, config: ServerConfig):
+        self.db, self.pool, self.scheduler, self.config = db, pool, scheduler, config
+
+    async def CreateTrainJob(self, request: jp.CreateTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
+        job = request.job
+        prompt = check_name("prompt", strip_collection(job.prompt, "prompts"))
+        backbone = strip_collection(job.backbone, "backbones")
+        if not backbone:
+            raise InvalidArgument("job.backbone is required (e.g. 'backbones/minilm')")
+        served = self.pool.get(backbone)  # FAILED_PRECONDITION when not served
+        rows = examples_of(job.dataset, self.config.max_train_examples)
+        cfg = train_config(job.hyperparameters, job.dataset.eval_fraction)
+        for alias in job.aliases:
+            check_name("alias", alias)
+        if cfg.init_from:
+            parse_ref(cfg.init_from)
+        request_hash = hashlib.sha256(job.SerializeToString(deterministic=True)).hexdigest()
+        examples = "\n".join(json.dumps([t, lab]) for t, lab in rows).encode()
+
+        requested = task_dict(job.task) if job.task.labels else None
+
+        def pick_task(s: Session) -> dict[str, Any]:
+            existing = store.find_prompt(s, prompt)
+            if existing is None:
+                task = requested or TaskSpec(labels=tuple(sorted({lab for _, lab in rows}))).to_dict()
+            else:
+                task = existing.task
+                if requested and requested["labels"] != task["labels"]:
+                    raise FailedPrecondition(
+                        f"prompt {prompt!r} has labels {task['labels']}, the job asks for {requested['labels']}"
+                    )
+            check_labels(task, rows)
+            return task
+
+        task = await self.db.run(pick_task)
+        await self.pool.check_task(backbone, task)  # label words/texts usable on this backbone, before any compute
+
+        def q(s: Session) -> jp.TrainJob:
+            if store.find_prompt(s, prompt) is None:
+                store.create_prompt(s, prompt, task)
+            if cfg.init_from:
+                init_v = store.resolve(s, cfg.init_from)
+                if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info["fingerprint"]:
+                    raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
+            spec = {
+                "task": task, "config": cfg.to_dict(), "aliases": list(job.aliases), "init": cfg.init_from or cfg.init,
+                "init_from": cfg.init_from, "data_ref": f"inline:{len(rows)} rows",
+            }
+            j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec, examples=examples,
+                                       request_id=request.request_id or None, request_hash=request_hash)
+            return cv.job_to_proto(j)
+
+        out = await self.db.run(q)
+        self.scheduler.wake()
+        return out
+
+    async def GetTrainJob(self, request: jp.GetTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
+        job_id = strip_collection(request.name, "jobs")
+        return await self.db.run(lambda s: cv.job_to_proto(jobstore.get_job(s, job_id)))
+
+    async def ListTrainJobs(self, request: jp.ListTrainJobsRequest, context: grpc.aio.ServicerContext) -> jp.ListTrainJobsResponse:
+        state = jp.TrainJob.State.Name(request.state) if request.state else ""
+        query = {"state": state, "prompt": strip_collection(request.prompt, "prompts")}
+        offset, limit = cv.page(request.page_size, request.page_token, query)
+
+        def q(s: Session) -> jp.ListTrainJobsResponse:
+            rows = jobstore.list_jobs(s, offset, limit, state=state, prompt=query["prompt"])
+            return jp.ListTrainJobsResponse(jobs=[cv.job_to_proto(j) for j in rows],
+                                            next_page_token=cv.next_token(offset, limit, len(rows), query))
+
+        return await self.db.run(q)
+
+    async def CancelTrainJob(self, request: jp.CancelTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
+        job_id = strip_collection(request.name, "jobs")
+
+        def q(s: Session) -> jp.TrainJob:
+            job = jobstore.get_job(s, job_id)
+            jobstore.request_cancel(s, job)
+            return cv.job_to_proto(job)
+
+        out = await self.db.run(q)
+        await self.scheduler.cancel(job_id)
+        await self.scheduler.notify()
+        return out
+
+    async def WatchTrainJob(self, request: jp.WatchTrainJobRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
+        job_id = strip_collection(request.name, "jobs")
+        await self.db.run(lambda s: jobstore.get_job(s, job_id))  # NOT_FOUND before streaming starts
+        seq = 0
+        while True:
+            def q(s: Session) -> tuple[list[jp.TrainJobEvent], str]:
+                evs = jobstore.events_after(s, job_id, seq)
+                return [cv.event_to_proto(e) for e in evs], jobstore.get_job(s, job_id).state
+
+            events, state = await self.db.run(q)
+            for ev in events:
+                seq = ev.sequence
+                yield ev
+            if state in jobstore.TERMINAL and not events:
+                return
+            async with self.scheduler.changed:
+                try:
+                    await asyncio.wait_for(self.scheduler.changed.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass

@@ -1,0 +1,189 @@
+"""The Python SDK: a thin, typed wrapper over the gRPC API with a deadline on every call."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from promptbank.v1 import catalog_pb2 as cat
+from promptbank.v1 import catalog_pb2_grpc as cat_grpc
+from promptbank.v1 import inference_pb2 as inf
+from promptbank.v1 import inference_pb2_grpc as inf_grpc
+from promptbank.v1 import jobs_pb2 as jp
+from promptbank.v1 import jobs_pb2_grpc as jp_grpc
+
+RpcError = grpc.RpcError
+DEFAULT_SERVER = "localhost:50051"
+TERMINAL = {jp.TrainJob.SUCCEEDED, jp.TrainJob.FAILED, jp.TrainJob.CANCELLED}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified row."""
+
+    prompt: str
+    text: str
+    version: str
+    label: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def job_name(job: str) -> str:
+    return job if job.startswith("jobs/") else f"jobs/{job}"
+
+
+class Client:
+    """`Client("localhost:50051")`; every unary call carries `timeout` seconds as its deadline."""
+
+    def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20):
+        self.server = server or os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER)
+        self.timeout = timeout
+        opts = [("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes)]
+        self.channel = grpc.insecure_channel(self.server, options=opts)
+        self.catalog = cat_grpc.PromptCatalogStub(self.channel)
+        self.jobs = jp_grpc.TrainJobsStub(self.channel)
+        self.inference = inf_grpc.InferenceStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ health
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the server answers its health check SERVING."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        if resp.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(f"server {self.server} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
+
+    # ------------------------------------------------------------ inference
+
+    def classify(self, rows: Iterable[tuple[str, str]], timeout: float | None = None) -> list[Prediction]:
+        """Classify (prompt reference, text) rows; rows may name different tasks."""
+        rows = list(rows)
+        req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=p, text=t) for p, t in rows])
+        resp = self.inference.Classify(req, timeout=timeout or self.timeout)
+        return [
+            Prediction(p, t, r.version, r.label, {s.label: s.score for s in r.scores})
+            for (p, t), r in zip(rows, resp.results, strict=True)
+        ]
+
+    # ------------------------------------------------------------ training
+
+    def create_train_job(
+        self,
+        prompt: str,
+        backbone: str,
+        examples: Sequence[tuple[str, str]],
+        *,
+        labels: Sequence[str] = (),
+        label_texts: Sequence[str] = (),
+        label_words: Sequence[str] = (),
+        description: str = "",
+        hyperparameters: jp.Hyperparameters | None = None,
+        eval_fraction: float = 0.0,
+        aliases: Sequence[str] = (),
+        request_id: str | None = None,
+    ) -> jp.TrainJob:
+        """Submit a job; it is committed QUEUED before this returns. A fresh request_id makes retries safe."""
+        job = jp.TrainJob(
+            prompt=f"prompts/{prompt}",
+            backbone=backbone if backbone.startswith("backbones/") else f"backbones/{backbone}",
+            task=cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
+                              description=description),
+            dataset=jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab) for t, lab in examples]),
+                               eval_fraction=eval_fraction),
+            hyperparameters=hyperparameters or jp.Hyperparameters(),
+            aliases=aliases,
+        )
+        req = jp.CreateTrainJobRequest(job=job, request_id=request_id or uuid.uuid4().hex)
+        return self.jobs.CreateTrainJob(req, timeout=self.timeout)
+
+    def get_job(self, job: str) -> jp.TrainJob:
+        return self.jobs.GetTrainJob(jp.GetTrainJobRequest(name=job_name(job)), timeout=self.timeout)
+
+    def list_jobs(self, state: int = 0, prompt: str = "", page_size: int = 0) -> list[jp.TrainJob]:
+        out: list[jp.TrainJob] = []
+        token = ""
+        while True:
+            resp = self.jobs.ListTrainJobs(
+                jp.ListTrainJobsRequest(page_size=page_size, page_token=token, state=state,
+                                        prompt=f"prompts/{prompt}" if prompt else ""),
+                timeout=self.timeout,
+            )
+            out.extend(resp.jobs)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def cancel_job(self, job: str) -> jp.TrainJob:
+        return self.jobs.CancelTrainJob(jp.CancelTrainJobRequest(name=job_name(job)), timeout=self.timeout)
+
+    def watch_job(self, job: str, timeout: float = 24 * 3600) -> Iterator[jp.TrainJobEvent]:
+        """Every event of the job from the first, until it ends (deadline `timeout` for the whole stream)."""
+        yield from self.jobs.WatchTrainJob(jp.WatchTrainJobRequest(name=job_name(job)), timeout=timeout)
+
+    def wait_job(self, job: str, timeout: float = 24 * 3600) -> jp.TrainJob:
+        for _ in self.watch_job(job, timeout):
+            pass
+        return self.get_job(job)
+
+    # ------------------------------------------------------------ catalog
+
+    def list_backbones(self) -> list[cat.Backbone]:
+        return list(self.catalog.ListBackbones(cat.ListBackbonesRequest(page_size=1000), timeout=self.timeout).backbones)
+
+    def list_prompts(self, tag: str = "", backbone: str = "") -> list[cat.Prompt]:
+        out: list[cat.Prompt] = []
+        token = ""
+        while True:
+            resp = self.catalog.ListPrompts(
+                cat.ListPromptsRequest(page_token=token, tag=tag, backbone=backbone), timeout=self.timeout
+            )
+            out.extend(resp.prompts)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def get_prompt(self, name: str) -> cat.Prompt:
+        return self.catalog.GetPrompt(cat.GetPromptRequest(name=name), timeout=self.timeout)
+
+    def get_version(self, ref: str, include_tensor: bool = False) -> cat.PromptVersion:
+        return self.catalog.GetPromptVersion(
+            cat.GetPromptVersionRequest(name=ref, include_tensor=include_tensor), timeout=self.timeout
+        )
+
+    def list_versions(self, prompt: str) -> list[cat.PromptVersion]:
+        req = cat.ListPromptVersionsRequest(parent=f"prompts/{prompt}", page_size=1000)
+        return list(self.catalog.ListPromptVersions(req, timeout=self.timeout).versions)
+
+    def update_prompt(self, prompt: str, *, tags: Sequence[str] | None = None, owner: str | None = None,
+                      description: str | None = None) -> cat.Prompt:
+        msg, paths = cat.Prompt(name=f"prompts/{prompt}"), []
+        if tags is not None:
+            msg.tags.extend(tags)
+            paths.append("tags")
+        if owner is not None:
+            msg.owner, _ = owner, paths.append("owner")
+        if description is not None:
+            msg.task.description, _ = description, paths.append("task.description")
+        req = cat.UpdatePromptRequest(prompt=msg, update_mask=FieldMask(paths=paths))
+        return self.catalog.UpdatePrompt(req, timeout=self.timeout)
+
+    def set_alias(self, prompt: str, alias: str, version: int) -> cat.Alias:
+        req = cat.SetAliasRequest(parent=f"prompts/{prompt}", alias=alias, version=version)
+        return self.catalog.SetAlias(req, timeout=self.timeout)

@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny random HF models built from configs, one local Ray per session, a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+
+from coordinator.config import BackboneSpec, ServerConfig, packaged_minilm
+from coordinator.server import Coordinator, start
+from promptbank import Client
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _tokenizer() -> PreTrainedTokenizerBase:
+    """A real WordPiece vocabulary: the packaged MiniLM's tokenizer (no download)."""
+    return AutoTokenizer.from_pretrained(packaged_minilm())
+
+
+def build_tiny_encoder(path: Path) -> str:
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=256)
+    BertModel(cfg).save_pretrained(path)
+    _tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def build_tiny_causal_lm(path: Path) -> str:
+    torch.manual_seed(1)
+    cfg = GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    _tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-causal-lm"))
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole test session (ray.init takes seconds)."""
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20)
+    yield
+    ray.shutdown()
+
+
+class LiveServer:
+    """A coordinator running on its own event loop thread, as a real process would."""
+
+    def __init__(self, config: ServerConfig):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.coord: Coordinator = self.call(start(config))
+        self.address = f"127.0.0.1:{self.coord.port}"
+
+    def call(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=300)
+
+    def stop(self) -> None:
+        self.call(self.coord.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(ray_session: None, tiny_encoder: str, tiny_causal_lm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    db = tmp_path_factory.mktemp("bank") / "bank.db"
+    cfg = ServerConfig(
+        port=0, db=str(db), max_rows_per_request=64, max_text_chars=500, grace_seconds=1.0,
+        backbones=(BackboneSpec("tiny-enc", tiny_encoder), BackboneSpec("tiny-lm", tiny_causal_lm)),
+    )
+    live = LiveServer(cfg)
+    yield live
+    live.stop()
+
+
+@pytest.fixture()
+def client(server: LiveServer) -> Iterator[Client]:
+    with Client(server.address, timeout=60) as c:
+        yield c

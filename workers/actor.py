@@ -1,0 +1,132 @@
+"""The worker: one frozen backbone replica. Run as a Ray actor by the coordinator, or in-process by benches.
+
+It receives prompts as safetensors bytes keyed by content hash and keeps decoded tensors in an LRU
+bounded in bytes, so a hot prompt is decoded once per replica and never re-fetched.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from bank.codec import decode_prompt
+from workers.backbone import FrozenBackbone
+from workers.heads import Heads
+from workers.task import TaskSpec, TrainConfig
+from workers.train import Event, train_prompt
+
+
+class PromptCache:
+    """LRU of decoded prompts keyed by sha256, bounded by tensor bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> torch.Tensor | None:
+        with self._lock:
+            t = self._items.get(key)
+            if t is not None:
+                self._items.move_to_end(key)
+            return t
+
+    def put(self, key: str, t: torch.Tensor) -> None:
+        size = t.numel() * t.element_size()
+        with self._lock:
+            if key in self._items or size > self.max_bytes:
+                return
+            self._items[key] = t
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._items)
+
+
+class BackboneWorker:
+    """One replica: classify mixed-task batches and train prompts on a frozen backbone."""
+
+    def __init__(self, model: str, revision: str = "", num_threads: int = 0, cache_bytes: int = 256 << 20):
+        if num_threads > 0:  # Ray pins OMP_NUM_THREADS to num_cpus; make torch use what we asked for
+            torch.set_num_threads(num_threads)
+            os.environ["OMP_NUM_THREADS"] = str(num_threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.bb = FrozenBackbone(model, revision)
+        self.bb.model.to(self.device)
+        self.heads = Heads(self.bb)
+        self.cache = PromptCache(cache_bytes)
+        self._cancelled: set[str] = set()
+
+    def info(self) -> dict[str, Any]:
+        i = self.bb.info
+        return dict(model=i.model, revision=i.revision, architecture=i.architecture, hidden_size=i.hidden_size,
+                    fingerprint=i.fingerprint, max_positions=i.max_positions, device=str(self.device),
+                    threads=torch.get_num_threads())
+
+    def check_task(self, task: dict[str, Any]) -> None:
+        """Raise ConfigError now if the task cannot run here (e.g. label words sharing a first token)."""
+        self.heads.labels_for(TaskSpec.from_dict(task))
+
+    def parameter_digest(self) -> str:
+        return self.bb.parameter_digest()
+
+    def cached_prompts(self) -> list[str]:
+        return self.cache.keys()
+
+    def _prompt(self, key: str, prompts: dict[str, bytes]) -> torch.Tensor:
+        t = self.cache.get(key)
+        if t is None:
+            if key not in prompts:
+                raise KeyError(f"prompt {key[:12]} is neither cached nor sent")
+            t = decode_prompt(prompts[key]).to(self.device, self.bb.embed.weight.dtype)
+            self.cache.put(key, t)
+        return t
+
+    def classify(
+        self,
+        rows: list[tuple[str, str]],
+        prompts: dict[str, bytes],
+        tasks: dict[str, dict[str, Any]],
+        max_length: int = 256,
+    ) -> list[list[float]]:
+        """rows: (prompt sha, text). Returns each row's class logits in its task's label order, one forward."""
+        specs = {k: TaskSpec.from_dict(v) for k, v in tasks.items()}
+        with torch.inference_mode():
+            logits = self.heads.logits(
+                [text for _, text in rows],
+                [self._prompt(k, prompts) for k, _ in rows],
+                [specs[k] for k, _ in rows],
+                max_length,
+            )
+        return [row.float().cpu().tolist() for row in logits]
+
+    def train(
+        self,
+        job_id: str,
+        task: dict[str, Any],
+        examples: list[tuple[str, str]],
+        config: dict[str, Any],
+        init_prompt: bytes | None = None,
+    ) -> Iterator[Event]:
+        """Stream training events (Ray streaming generator); stops at the next step after `cancel(job_id)`."""
+        self._cancelled.discard(job_id)
+        stored = decode_prompt(init_prompt) if init_prompt else None
+        try:
+            yield from train_prompt(
+                self.heads, TaskSpec.from_dict(task), examples, TrainConfig.from_dict(config), stored,
+                should_stop=lambda: job_id in self._cancelled,
+            )
+        finally:
+            self._cancelled.discard(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        self._cancelled.add(job_id)

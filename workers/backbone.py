@@ -1,0 +1,102 @@
+"""Load one frozen transformer (hub id or local path), identify its architecture and fingerprint it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+ENCODER, CAUSAL_LM, SEQ2SEQ, MASKED_LM = "encoder", "causal_lm", "seq2seq", "masked_lm"
+_LOADERS = {
+    ENCODER: AutoModel,
+    CAUSAL_LM: AutoModelForCausalLM,
+    SEQ2SEQ: AutoModelForSeq2SeqLM,
+    MASKED_LM: AutoModelForMaskedLM,
+}
+
+
+def detect_architecture(config: object) -> str:
+    """Decide how prompts are scored: encoders (no LM head) by label-text similarity, LMs by label words."""
+    if getattr(config, "is_encoder_decoder", False):
+        return SEQ2SEQ
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "CausalLM" in archs or "LMHeadModel" in archs or getattr(config, "is_decoder", False):
+        return CAUSAL_LM
+    if "MaskedLM" in archs:
+        return MASKED_LM
+    return ENCODER
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the coordinator records about a loaded backbone."""
+
+    model: str
+    revision: str
+    architecture: str
+    hidden_size: int
+    fingerprint: str
+    max_positions: int
+
+
+class FrozenBackbone:
+    """A frozen model and its tokenizer. Nothing here has `requires_grad`; prompts are passed in per call."""
+
+    def __init__(self, model: str, revision: str = "", architecture: str = "", dtype: torch.dtype = torch.float32):
+        kwargs = {"revision": revision} if revision else {}
+        config = AutoConfig.from_pretrained(model, **kwargs)
+        self.architecture = architecture or detect_architecture(config)
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model, **kwargs)
+        self.model: PreTrainedModel = _LOADERS[self.architecture].from_pretrained(model, dtype=dtype, **kwargs)
+        self.model.eval()  # never train(): dropout off, so a row's result does not depend on its batch
+        self.model.requires_grad_(False)
+        if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers ship without a pad token
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.embed = self.model.get_input_embeddings()
+        self.hidden_size = int(self.embed.weight.shape[1])
+        self.max_positions = int(
+            getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 512
+        )
+        self.info = BackboneInfo(
+            model=str(model),
+            revision=revision,
+            architecture=self.architecture,
+            hidden_size=self.hidden_size,
+            fingerprint=self._fingerprint(config),
+            max_positions=self.max_positions,
+        )
+
+    def _fingerprint(self, config: object) -> str:
+        """sha256 of the config and input-embedding weights: the identity a prompt version pins."""
+        h = hashlib.sha256()
+        cfg = config.to_dict()  # type: ignore[attr-defined]
+        for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"):
+            cfg.pop(volatile, None)
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+        h.update(self.embed.weight.detach().to(torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def parameter_digest(self) -> str:
+        """sha256 over every parameter; tests use it to prove training left the backbone bit-identical."""
+        h = hashlib.sha256()
+        for name, p in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+
+def is_local_path(model: str) -> bool:
+    return Path(model).expanduser().exists()

@@ -1,0 +1,75 @@
+"""Apply a soft prompt per row: `inputs_embeds = concat(prompt_i, embed(ids_i))`, padded as the model needs.
+
+Rows of one batch may carry different prompts of different lengths. The prompt always sits next to the
+real tokens (never behind padding), after a leading special token ([CLS]/<s>) when the tokenizer adds
+one, and position ids count only real positions, so each row's output equals running that row alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from workers.backbone import FrozenBackbone
+
+
+@dataclass
+class PromptedBatch:
+    inputs_embeds: torch.Tensor  # (B, T, H)
+    attention_mask: torch.Tensor  # (B, T) 1 on prompt + text, 0 on padding
+    position_ids: torch.Tensor  # (B, T) 0..L_i-1 over each row's real positions
+    text_mask: torch.Tensor  # (B, T) 1 on the row's own tokens only (not prompt, not padding)
+    last_index: torch.Tensor  # (B,) index of each row's last real position
+
+
+def tokenize(backbone: FrozenBackbone, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids per row, truncated so that prompt + text fit the model's positions."""
+    enc = backbone.tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
+    return [list(ids) for ids in enc["input_ids"]]
+
+
+def build_batch(
+    backbone: FrozenBackbone,
+    token_ids: list[list[int]],
+    prompts: list[torch.Tensor],
+    padding_side: str = "right",
+) -> PromptedBatch:
+    """Assemble one batch; `prompts[i]` is row i's `(n_i, H)` prompt (may require grad)."""
+    if len(token_ids) != len(prompts):
+        raise ValueError(f"{len(token_ids)} rows but {len(prompts)} prompts")
+    special = set(backbone.tokenizer.all_special_ids)
+    device = backbone.embed.weight.device
+    n_tok = [len(ids) for ids in token_ids]
+    lengths = [n + int(p.shape[0]) for n, p in zip(n_tok, prompts, strict=True)]
+    T = max(lengths)
+    if T > backbone.max_positions:
+        raise ValueError(f"prompt + text is {T} positions; the backbone allows {backbone.max_positions}")
+    pad_id = backbone.tokenizer.pad_token_id or 0
+    ids = torch.full((len(token_ids), max(n_tok)), pad_id, dtype=torch.long, device=device)
+    for i, row in enumerate(token_ids):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    tok = backbone.embed(ids)  # (B, Tt, H)
+
+    rows, masks, texts, positions, last = [], [], [], [], []
+    for i, (row, prompt) in enumerate(zip(token_ids, prompts, strict=True)):
+        off = 1 if row and row[0] in special else 0  # keep [CLS]/<s> first, prompt right after it
+        n, p, L = len(row), int(prompt.shape[0]), lengths[i]
+        seq = torch.cat([tok[i, :off], prompt.to(tok.dtype), tok[i, off:n]])  # (L, H)
+        text = torch.cat([torch.ones(off), torch.zeros(p), torch.ones(n - off)])  # (L,)
+        pad = T - L
+        left = pad if padding_side == "left" else 0
+        right = pad - left
+        rows.append(F.pad(seq, (0, 0, left, right)))  # (T, H)
+        masks.append(F.pad(torch.ones(L), (left, right)))
+        texts.append(F.pad(text, (left, right)))
+        positions.append(F.pad(torch.arange(L), (left, right)))
+        last.append(left + L - 1)
+    return PromptedBatch(
+        inputs_embeds=torch.stack(rows),
+        attention_mask=torch.stack(masks).to(device=device, dtype=torch.long),
+        position_ids=torch.stack(positions).to(device),
+        text_mask=torch.stack(texts).to(device),
+        last_index=torch.tensor(last, device=device),
+    )

@@ -1,0 +1,95 @@
+"""Task and training configs as dataclasses, validated in `__post_init__` with errors that name the value."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from bank.errors import InvalidArgument
+
+KINDS = ("classification",)
+INITS = ("random", "vocab", "labels", "text")
+
+
+class ConfigError(InvalidArgument, ValueError):
+    """A config value is invalid (INVALID_ARGUMENT at the gRPC edge)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a prompt does: a classification over `labels`, read through label words or label texts."""
+
+    labels: tuple[str, ...]
+    label_words: tuple[str, ...] = ()
+    label_texts: tuple[str, ...] = ()
+    kind: str = "classification"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"task kind {self.kind!r} is not supported; use one of {list(KINDS)}")
+        labels = tuple(str(x) for x in self.labels)
+        if len(labels) < 2:
+            raise ConfigError(f"a classification task needs at least 2 labels, got {list(labels)}")
+        if len(set(labels)) != len(labels) or any(not x.strip() for x in labels):
+            raise ConfigError(f"labels must be distinct and non-empty, got {list(labels)}")
+        object.__setattr__(self, "labels", labels)
+        for name in ("label_words", "label_texts"):
+            value = tuple(str(x) for x in getattr(self, name)) or labels
+            if len(value) != len(labels):
+                raise ConfigError(f"{name} has {len(value)} entries but there are {len(labels)} labels")
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one prompt-tuning run. Defaults are tuned for prompt tuning on a small encoder."""
+
+    num_virtual_tokens: int = 20
+    epochs: int = 3
+    learning_rate: float = 3e-2
+    batch_size: int = 32
+    seed: int = 0
+    init: str = "vocab"
+    init_text: str = ""
+    max_length: int = 128
+    max_steps: int = 0
+    warmup_fraction: float = 0.06
+    weight_decay: float = 0.0
+    eval_fraction: float = 0.1
+    eval_every_epochs: int = 1
+    progress_every: int = 5
+    init_from: str = field(default="", repr=False)  # filled by the coordinator for a stored-version init
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.num_virtual_tokens <= 512, "num_virtual_tokens", "between 1 and 512"),
+            (1 <= self.epochs <= 1000, "epochs", "between 1 and 1000"),
+            (0 < self.learning_rate <= 10, "learning_rate", "in (0, 10]"),
+            (1 <= self.batch_size <= 4096, "batch_size", "between 1 and 4096"),
+            (8 <= self.max_length <= 8192, "max_length", "between 8 and 8192"),
+            (self.max_steps >= 0, "max_steps", ">= 0"),
+            (0 <= self.warmup_fraction < 1, "warmup_fraction", "in [0, 1)"),
+            (0 <= self.eval_fraction < 0.9, "eval_fraction", "in [0, 0.9)"),
+            (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
+            (self.init != "text" or bool(self.init_text.strip()), "init_text", "non-empty when init is 'text'"),
+        ]
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: must be {rule}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
