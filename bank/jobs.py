@@ -77,7 +77,9 @@ def requeue_running(s: Session) -> list[str]:
     return [j.id for j in jobs]
 
 
-def set_state(s: Session, job: Job, state: str, *, message: str = "", error: str = "") -> JobEvent:
+def set_state(
+    s: Session, job: Job, state: str, *, message: str = "", error: str = "", metrics: dict[str, float] | None = None
+) -> JobEvent:
     if job.state in TERMINAL:
         raise FailedPrecondition(f"job 'jobs/{job.id}' already ended {job.state}")
     job.state = state
@@ -87,7 +89,7 @@ def set_state(s: Session, job: Job, state: str, *, message: str = "", error: str
         job.ended_at = utcnow()
     if error:
         job.error = error
-    return add_event(s, job, "STATE_CHANGED", message=message or error)
+    return add_event(s, job, "STATE_CHANGED", message=message or error, metrics=metrics)
 
 
 def request_cancel(s: Session, job: Job) -> bool:

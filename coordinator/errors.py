@@ -22,6 +22,7 @@ CODES: dict[type[BaseException], grpc.StatusCode] = {
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    NotImplementedError: grpc.StatusCode.UNIMPLEMENTED,  # generated servicer base for RPCs not built yet
 }
 
 
@@ -37,6 +38,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
     code, message = status_for(exc)
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        message = f"{method} is not implemented yet"
     if code is grpc.StatusCode.INTERNAL:
         log.exception("unhandled error in %s", method, exc_info=exc)
     else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -66,12 +65,9 @@ def examples_of(ds: jp.Dataset, limit: int) -> list[tuple[str, str]]:
 
 
 def check_labels(task: dict[str, Any], rows: list[tuple[str, str]]) -> None:
-    counts = Counter(label for _, label in rows)
-    unknown = sorted(set(counts) - set(task["labels"]))
+    unknown = sorted({label for _, label in rows} - set(task["labels"]))
     if unknown:
         raise InvalidArgument(f"dataset labels {unknown[:10]} are not among the task's labels {task['labels']}")
-    if len(counts) < 2:
-        raise InvalidArgument(f"dataset has a single label {sorted(counts)}; a classifier needs at least two")
 
 
 class JobsService(jp_grpc.TrainJobsServicer):
@@ -86,6 +82,9 @@ class JobsService(jp_grpc.TrainJobsServicer):
             raise InvalidArgument("job.backbone is required (e.g. 'backbones/minilm')")
         served = self.pool.get(backbone)  # FAILED_PRECONDITION when not served
         rows = examples_of(job.dataset, self.config.max_train_examples)
+        distinct = sorted({lab for _, lab in rows})
+        if len(distinct) < 2:
+            raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
         cfg = train_config(job.hyperparameters, job.dataset.eval_fraction)
         for alias in job.aliases:
             check_name("alias", alias)

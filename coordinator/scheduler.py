@@ -144,8 +144,8 @@ class JobScheduler:
                                   aliases=spec.get("aliases", []))
             job.metrics = ev["metrics"]
             job.result_version = version_name(prompt.name, v.version)
-            jobstore.add_event(s, job, "EVAL", step=ev["step"], total_steps=ev["total_steps"], metrics=ev["metrics"])
-            jobstore.set_state(s, job, "SUCCEEDED", message=job.result_version)
+            job.step = ev["step"]
+            jobstore.set_state(s, job, "SUCCEEDED", message=job.result_version, metrics=ev["metrics"])
 
         await self.db.run(q)
 

@@ -55,10 +55,14 @@ class PromptCache:
 class BackboneWorker:
     """One replica: classify mixed-task batches and train prompts on a frozen backbone."""
 
-    def __init__(self, model: str, revision: str = "", num_threads: int = 0, cache_bytes: int = 256 << 20):
-        if num_threads > 0:  # Ray pins OMP_NUM_THREADS to num_cpus; make torch use what we asked for
-            torch.set_num_threads(num_threads)
-            os.environ["OMP_NUM_THREADS"] = str(num_threads)
+    def __init__(
+        self, model: str, revision: str = "", num_threads: int = 0, cache_bytes: int = 256 << 20, chunk_rows: int = 64
+    ):
+        self.chunk_rows = chunk_rows
+        # Ray pins OMP_NUM_THREADS to the actor's num_cpus (1 by default): use the node's cores unless told.
+        num_threads = num_threads or os.cpu_count() or 1
+        torch.set_num_threads(num_threads)
+        os.environ["OMP_NUM_THREADS"] = str(num_threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bb = FrozenBackbone(model, revision)
         self.bb.model.to(self.device)
@@ -100,14 +104,21 @@ class BackboneWorker:
     ) -> list[list[float]]:
         """rows: (prompt sha, text). Returns each row's class logits in its task's label order, one forward."""
         specs = {k: TaskSpec.from_dict(v) for k, v in tasks.items()}
+        out: list[list[float]] = [[] for _ in rows]
+        # Similar lengths together, chunks of `chunk_rows`: less padding; results are per row, so order is free.
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
         with torch.inference_mode():
-            logits = self.heads.logits(
-                [text for _, text in rows],
-                [self._prompt(k, prompts) for k, _ in rows],
-                [specs[k] for k, _ in rows],
-                max_length,
-            )
-        return [row.float().cpu().tolist() for row in logits]
+            for start in range(0, len(order), self.chunk_rows):
+                idx = order[start : start + self.chunk_rows]
+                logits = self.heads.logits(
+                    [rows[i][1] for i in idx],
+                    [self._prompt(rows[i][0], prompts) for i in idx],
+                    [specs[rows[i][0]] for i in idx],
+                    max_length,
+                )
+                for i, row in zip(idx, logits, strict=True):
+                    out[i] = row.float().cpu().tolist()
+        return out
 
     def train(
         self,

@@ -1,0 +1,46 @@
+"""`python -m coordinator` (what `promptbank serve` runs): parse flags into a ServerConfig and serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+from coordinator.config import BackboneSpec, ServerConfig, default_db, packaged_minilm
+from coordinator.server import serve_forever
+
+
+def parse(argv: list[str] | None = None) -> ServerConfig:
+    ap = argparse.ArgumentParser(prog="promptbank serve", description="Run the promptbank coordinator.")
+    ap.add_argument("--host", default=os.environ.get("PROMPTBANK_HOST", "127.0.0.1"), help="bind address")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PROMPTBANK_PORT", "50051")))
+    ap.add_argument("--db", default=os.environ.get("PROMPTBANK_DB", default_db()),
+                    help="SQLite file path or SQLAlchemy URL (postgresql://...)")
+    ap.add_argument("--ray-address", default=os.environ.get("PROMPTBANK_RAY_ADDRESS", ""),
+                    help="'' starts a local Ray; 'auto' or 'ray://host:10001' joins a cluster")
+    ap.add_argument("--backbone", action="append", default=[], metavar="NAME=MODEL",
+                    help="backbone to serve (model id or path, optional @revision); repeatable. "
+                         "Default: minilm = packaged all-MiniLM-L6-v2")
+    ap.add_argument("--replicas", type=int, default=1, help="replicas (Ray actors) per backbone")
+    ap.add_argument("--worker-cpus", type=float, default=0.0, help="Ray CPUs reserved per CPU actor (default 1)")
+    ap.add_argument("--log-level", default="INFO")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        backbones = tuple(BackboneSpec.parse(b, a.replicas) for b in a.backbone)
+        if not backbones:
+            backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
+        return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
+                            worker_cpus=a.worker_cpus)
+    except ValueError as exc:
+        ap.error(str(exc))
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(serve_forever(parse(argv)))
+
+
+if __name__ == "__main__":
+    main()

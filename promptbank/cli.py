@@ -1,0 +1,234 @@
+"""The `promptbank` command line: serve, train, classify, prompts, jobs, backbones, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from tqdm import tqdm
+
+from promptbank.client import DEFAULT_SERVER, Client
+from promptbank.data import read_examples
+from promptbank.v1 import catalog_pb2 as cat
+from promptbank.v1 import jobs_pb2 as jp
+
+STATE = jp.TrainJob.State.Name
+
+
+def emit(obj: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj if isinstance(obj, dict) else MessageToDict(obj, preserving_proto_field_name=True)))
+    else:
+        print(obj if isinstance(obj, str) else json.dumps(MessageToDict(obj, preserving_proto_field_name=True), indent=2))
+
+
+def follow(client: Client, job: str, quiet: bool = False) -> jp.TrainJob:
+    """Show a live progress bar until the job ends; returns the final job."""
+    bar = None
+    for ev in client.watch_job(job):
+        if quiet:
+            continue
+        if ev.total_steps and bar is None:
+            bar = tqdm(total=ev.total_steps, desc=job, unit="step", dynamic_ncols=True, disable=None)
+        if bar is not None and ev.step > bar.n:
+            bar.update(ev.step - bar.n)
+        if bar is not None and ev.kind == jp.TrainJobEvent.PROGRESS:
+            bar.set_postfix(loss=f"{ev.loss:.4f}", ex_s=f"{ev.examples_per_second:.0f}")
+        if ev.kind == jp.TrainJobEvent.EVAL and "eval_accuracy" in ev.metrics:
+            (bar.write if bar else print)(f"  step {ev.step}: eval_accuracy={ev.metrics['eval_accuracy']:.4f}")
+        if ev.kind == jp.TrainJobEvent.STATE_CHANGED and (bar is None or bar.disable):
+            print(f"  {STATE(ev.state)} {ev.message}".rstrip())
+    if bar is not None:
+        bar.close()
+    return client.get_job(job)
+
+
+def cmd_serve(a: argparse.Namespace, rest: list[str]) -> int:
+    """The coordinator runs as its own module so the SDK never imports server code."""
+    os.execvp(sys.executable, [sys.executable, "-m", "coordinator", *rest])
+    return 0  # pragma: no cover
+
+
+def cmd_train(a: argparse.Namespace, c: Client) -> int:
+    rows = read_examples(a.data, a.text_column, a.label_column)
+    if a.max_rows:
+        rows = rows[: a.max_rows]
+    hp = jp.Hyperparameters(num_virtual_tokens=a.virtual_tokens, epochs=a.epochs, learning_rate=a.lr,
+                            batch_size=a.batch_size, seed=a.seed, init=a.init, init_text=a.init_text)
+    job = c.create_train_job(a.task, a.backbone, rows, labels=a.labels or (), label_texts=a.label_texts or (),
+                             label_words=a.label_words or (), hyperparameters=hp, aliases=a.alias or ())
+    if a.no_wait:
+        print(job.name)
+        return 0
+    print(f"{job.name}: training prompt {a.task!r} on {len(rows)} examples (backbone {a.backbone})", file=sys.stderr)
+    job = follow(c, job.name)
+    if job.state != jp.TrainJob.SUCCEEDED:
+        print(f"{job.name} {STATE(job.state)}: {job.error}", file=sys.stderr)
+        return 1
+    acc = job.metrics.get("eval_accuracy")
+    print(f"{job.result_version}" + (f"  eval_accuracy={acc:.4f} (majority {job.metrics.get('majority_rate', 0):.4f})" if acc is not None else ""))
+    return 0
+
+
+def cmd_classify(a: argparse.Namespace, c: Client) -> int:
+    if a.input:
+        with open(a.input, encoding="utf-8") as f:
+            rows = [(r["prompt"], r["text"]) for r in (json.loads(line) for line in f if line.strip())]
+    else:
+        if not a.prompt or not a.texts:
+            print("classify: give --prompt REF and TEXT..., or --input FILE.jsonl", file=sys.stderr)
+            return 2
+        rows = [(a.prompt, t) for t in a.texts]
+    for p in c.classify(rows):
+        if a.json:
+            print(json.dumps({"prompt": p.prompt, "text": p.text, "label": p.label, "scores": p.scores, "version": p.version}))
+        else:
+            print(f"{p.label}\t{p.scores[p.label]:.3f}\t{p.version}\t{p.text}")
+    return 0
+
+
+def cmd_prompts(a: argparse.Namespace, c: Client) -> int:
+    if a.action == "list":
+        for p in c.list_prompts(tag=a.tag or ""):
+            if a.json:
+                emit(p, True)
+            else:
+                aliases = ",".join(f"{k}->{v}" for k, v in sorted(p.aliases.items()))
+                print(f"{p.name}\tlabels={list(p.task.labels)}\tversions={p.latest_version}\t{aliases}")
+        return 0
+    if not a.ref:
+        print("prompts show: give a prompt reference", file=sys.stderr)
+        return 2
+    v = c.get_version(a.ref)
+    emit(v, a.json)
+    return 0
+
+
+def cmd_jobs(a: argparse.Namespace, c: Client) -> int:
+    if a.action == "list":
+        for j in c.list_jobs():
+            if a.json:
+                emit(j, True)
+            else:
+                print(f"{j.name}\t{STATE(j.state)}\t{j.prompt}\tstep {j.step}/{j.total_steps}\t{j.result_version or j.error}")
+        return 0
+    if not a.job:
+        print(f"jobs {a.action}: give a job name (jobs/<id>)", file=sys.stderr)
+        return 2
+    if a.action == "show":
+        emit(c.get_job(a.job), a.json)
+        return 0
+    if a.action == "cancel":
+        emit(c.cancel_job(a.job), a.json)
+        return 0
+    job = follow(c, a.job, quiet=a.json)
+    if a.json:
+        emit(job, True)
+    else:
+        print(f"{job.name} {STATE(job.state)} {job.result_version or job.error}")
+    return 0 if job.state == jp.TrainJob.SUCCEEDED else 1
+
+
+def cmd_backbones(a: argparse.Namespace, c: Client) -> int:
+    for b in c.list_backbones():
+        if a.json:
+            emit(b, True)
+        else:
+            print(f"{b.name}\t{cat.Architecture.Name(b.architecture)}\thidden={b.hidden_size}\treplicas={b.replicas}\t{b.model}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="promptbank", description="A prompt bank: one frozen model, many soft-prompt tasks.")
+    ap.add_argument("--server", default=os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER),
+                    help="coordinator address (env PROMPTBANK_SERVER)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds for each call")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("serve", help="run the coordinator (flags: see `promptbank serve --help`)", add_help=False)
+
+    t = sub.add_parser("train", help="train a prompt on a labelled file")
+    t.add_argument("--task", required=True, help="prompt (task) name; created on first use")
+    t.add_argument("--backbone", default="minilm")
+    t.add_argument("--data", required=True, help="csv/tsv/json/jsonl/parquet file")
+    t.add_argument("--text-column", default="text")
+    t.add_argument("--label-column", default="label")
+    t.add_argument("--labels", nargs="+", help="label order (default: sorted labels of the data)")
+    t.add_argument("--label-texts", nargs="+", help="texts embedded for each label (encoder backbones)")
+    t.add_argument("--label-words", nargs="+", help="words scored for each label (LM backbones)")
+    t.add_argument("--virtual-tokens", type=int, default=0, help="prompt length (default 20)")
+    t.add_argument("--epochs", type=int, default=0, help="default 3")
+    t.add_argument("--lr", type=float, default=0.0, help="learning rate (default 0.03)")
+    t.add_argument("--batch-size", type=int, default=0, help="default 32")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init", default="", help="random | vocab | labels | text | a prompt reference")
+    t.add_argument("--init-text", default="")
+    t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
+    t.add_argument("--max-rows", type=int, default=0, help="use only the first N rows of the file")
+    t.add_argument("--no-wait", action="store_true", help="print the job name and return")
+
+    c = sub.add_parser("classify", help="classify texts with one prompt, or mixed rows from a jsonl file")
+    c.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N")
+    c.add_argument("--input", help='jsonl with {"prompt": REF, "text": ...} per line (may mix tasks)')
+    c.add_argument("--json", action="store_true")
+    c.add_argument("texts", nargs="*")
+
+    p = sub.add_parser("prompts", help="list prompts, show a version")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("ref", nargs="?")
+    p.add_argument("--tag")
+    p.add_argument("--json", action="store_true")
+
+    j = sub.add_parser("jobs", help="list, show, watch or cancel train jobs")
+    j.add_argument("action", choices=["list", "show", "watch", "cancel"])
+    j.add_argument("job", nargs="?")
+    j.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("backbones", help="list backbones")
+    b.add_argument("action", choices=["list"])
+    b.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
+    d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
+    d.add_argument("--eval-rows", type=int, default=500, help="held-out rows per task")
+    d.add_argument("--epochs", type=int, default=3)
+    d.add_argument("--port", type=int, default=0, help="0 = a free port")
+    d.add_argument("--workdir", default="", help="where the demo's SQLite bank goes (default: a temp dir)")
+    return ap
+
+
+COMMANDS = {"train": cmd_train, "classify": cmd_classify, "prompts": cmd_prompts, "jobs": cmd_jobs,
+            "backbones": cmd_backbones}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    a, rest = ap.parse_known_args(argv)
+    if a.cmd == "serve":
+        return cmd_serve(a, rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    if a.cmd == "demo":
+        from promptbank.demo import run_demo
+
+        return run_demo(a)
+    try:
+        with Client(a.server, timeout=a.timeout) as client:
+            return COMMANDS[a.cmd](a, client)
+    except grpc.RpcError as err:
+        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 1
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

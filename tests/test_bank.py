@@ -1,0 +1,125 @@
+"""The SQL bank on a real SQLite file: versions, aliases, refs, transactions, codec safety."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import text
+
+from bank import jobs, store
+from bank.codec import decode_prompt, encode_prompt, sha256_hex
+from bank.db import make_engine, make_sessionmaker
+from bank.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from bank.models import PromptVersion
+from bank.refs import parse_ref
+
+
+@pytest.fixture()
+def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = make_engine(str(tmp_path / "bank.db"))
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def seed(s, hidden: int = 8):  # type: ignore[no-untyped-def]
+    bb = store.upsert_backbone(s, "bb", model="m", revision="", architecture="encoder", hidden_size=hidden,
+                               fingerprint="f" * 64)
+    p = store.create_prompt(s, "sent", {"labels": ["neg", "pos"]})
+    return bb, p
+
+
+def test_sqlite_is_wal_with_busy_timeout(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert s.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+
+
+def test_versions_aliases_and_refs(sessions) -> None:  # type: ignore[no-untyped-def]
+    t1, t2 = torch.randn(3, 8), torch.randn(5, 8)
+    with sessions() as s:
+        bb, p = seed(s)
+        v1 = store.add_version(s, p, bb, encode_prompt(t1), metrics={"eval_accuracy": 0.8}, lineage={"job": "jobs/1"})
+        store.add_version(s, p, bb, encode_prompt(t2), aliases=["prod"])
+        store.set_alias(s, p, "prod", v1)
+        s.commit()
+    with sessions() as s:
+        assert store.resolve(s, "sent").version == 2  # latest
+        assert store.resolve(s, "sent@prod").version == 1
+        v = store.resolve(s, "prompts/sent/versions/2")
+        assert v.shape == [5, 8] and v.dtype == "float32" and v.sha256 == sha256_hex(v.tensor)
+        torch.testing.assert_close(decode_prompt(v.tensor), t2)
+        assert store.resolve(s, "sent/versions/1").metrics == {"eval_accuracy": 0.8}
+        hist = [(e.alias, e.from_version, e.to_version) for e in store.alias_history(s, p, 0, 10)]
+        assert hist[0] == ("prod", 2, 1) and ("latest", 1, 2) in hist and ("latest", 0, 1) in hist
+        with pytest.raises(NotFound, match="alias 'staging'"):
+            store.resolve(s, "sent@staging")
+        with pytest.raises(NotFound, match="version 9"):
+            store.resolve(s, "sent/versions/9")
+        with pytest.raises(NotFound, match="prompt 'nope'"):
+            store.resolve(s, "nope")
+
+
+def test_delete_version_under_alias_needs_force(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        bb, p = seed(s)
+        v = store.add_version(s, p, bb, encode_prompt(torch.randn(2, 8)))
+        with pytest.raises(FailedPrecondition, match=r"aliases \['latest'\]"):
+            store.delete_version(s, v, force=False)
+        store.delete_version(s, v, force=True)
+        s.commit()
+        assert s.query(PromptVersion).count() == 0
+
+
+def test_a_bad_version_commits_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        seed(s)
+        s.commit()
+    with sessions() as s:
+        p, bb = store.get_prompt(s, "sent"), store.get_backbone(s, "bb")
+        with pytest.raises(FailedPrecondition, match="hidden size 8"):
+            store.add_version(s, p, bb, encode_prompt(torch.randn(2, 16)))
+        s.rollback()
+    with sessions() as s:
+        assert store.get_prompt(s, "sent").latest_version == 0
+        assert s.query(PromptVersion).count() == 0
+
+
+def test_duplicate_prompt_and_bad_names(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        seed(s)
+        with pytest.raises(AlreadyExists):
+            store.create_prompt(s, "sent", {})
+        with pytest.raises(InvalidArgument, match="invalid prompt name 'Bad Name'"):
+            store.create_prompt(s, "Bad Name", {})
+    with pytest.raises(InvalidArgument, match="invalid prompt reference"):
+        parse_ref("a/b/c")
+
+
+def test_codec_refuses_pickle_and_garbage() -> None:
+    with pytest.raises(InvalidArgument, match="pickle"):
+        decode_prompt(pickle.dumps({"prompt_embeddings": [1.0]}))
+    with pytest.raises(InvalidArgument, match="safetensors"):
+        decode_prompt(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
+
+
+def test_jobs_idempotency_and_events(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        a, created = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=b"",
+                                     request_id="r1", request_hash="h1")
+        b, again = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=b"",
+                                   request_id="r1", request_hash="h1")
+        assert created and not again and a.id == b.id
+        with pytest.raises(AlreadyExists, match="request_id 'r1'"):
+            jobs.create_job(s, prompt_name="x", backbone_name="bb", spec={}, examples=b"", request_id="r1",
+                            request_hash="h2")
+        jobs.set_state(s, a, "RUNNING")
+        jobs.add_event(s, a, "PROGRESS", step=3, total_steps=10, loss=0.5)
+        assert jobs.requeue_running(s) == [a.id] and a.state == "QUEUED"
+        assert jobs.request_cancel(s, a) is True and a.state == "CANCELLED"
+        with pytest.raises(FailedPrecondition, match="already ended CANCELLED"):
+            jobs.request_cancel(s, a)
+        seqs = [e.sequence for e in jobs.events_after(s, a.id, 0)]
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 5

@@ -1,0 +1,77 @@
+"""Mechanics of prompt application on tiny random models: mixed batches are exact, padding is right."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.backbone import CAUSAL_LM, ENCODER, FrozenBackbone
+from workers.heads import Heads
+from workers.soft_prompt import build_batch, tokenize
+from workers.task import ConfigError, TaskSpec
+
+TEXTS = ["a good day", "this is a much longer sentence about a terrible awful film", "ok", "the cat sat on the mat"]
+
+
+@pytest.fixture(scope="module", params=["encoder", "causal_lm"])
+def heads(request: pytest.FixtureRequest, tiny_encoder: str, tiny_causal_lm: str) -> Heads:
+    bb = FrozenBackbone(tiny_encoder if request.param == "encoder" else tiny_causal_lm)
+    assert bb.architecture == {"encoder": ENCODER, "causal_lm": CAUSAL_LM}[request.param]
+    return Heads(bb)
+
+
+def test_mixed_task_batch_equals_each_row_alone(heads: Heads) -> None:
+    torch.manual_seed(0)
+    h = heads.bb.hidden_size
+    tasks = [TaskSpec(labels=("negative", "positive")), TaskSpec(labels=("cat", "dog", "bird")),
+             TaskSpec(labels=("yes", "no"))]
+    prompts = [torch.randn(3, h), torch.randn(11, h), torch.randn(1, h)]  # three lengths in one batch
+    rows = [(TEXTS[i % 4], i % 3) for i in range(7)]
+    with torch.no_grad():
+        batch = heads.logits([t for t, _ in rows], [prompts[k] for _, k in rows], [tasks[k] for _, k in rows], 64)
+        for (text, k), got in zip(rows, batch, strict=True):
+            alone = heads.logits([text], [prompts[k]], [tasks[k]], 64)[0]
+            assert got.shape == (len(tasks[k].labels),)
+            torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_changes_the_output(heads: Heads) -> None:
+    h, task = heads.bb.hidden_size, TaskSpec(labels=("negative", "positive"))
+    with torch.no_grad():
+        a = heads.logits(["a good day"], [torch.zeros(4, h)], [task], 64)[0]
+        b = heads.logits(["a good day"], [torch.randn(4, h) * 3], [task], 64)[0]
+    assert not torch.allclose(a, b)
+
+
+def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Heads) -> None:
+    h = heads.bb.hidden_size
+    ids = tokenize(heads.bb, TEXTS, 64)
+    prompts = [torch.randn(5, h), torch.randn(2, h), torch.randn(5, h), torch.randn(8, h)]
+    with torch.no_grad():
+        right = build_batch(heads.bb, ids, prompts, "right")
+        left = build_batch(heads.bb, ids, prompts, "left")
+        fr, fl = heads.features(right), heads.features(left)
+    torch.testing.assert_close(fr, fl, atol=1e-5, rtol=1e-5)
+    for i, p in enumerate(prompts):
+        real = left.attention_mask[i].nonzero().squeeze(-1)
+        # real positions are contiguous (padding never sits between prompt and text) and count from 0
+        assert torch.equal(real, torch.arange(real[0], real[0] + len(ids[i]) + p.shape[0]))
+        assert torch.equal(left.position_ids[i, real], torch.arange(len(real)))
+        # the prompt follows the leading [CLS] directly
+        torch.testing.assert_close(left.inputs_embeds[i, real[1] : real[1] + p.shape[0]], p)
+
+
+def test_label_words_must_be_distinct(tiny_causal_lm: str) -> None:
+    heads = Heads(FrozenBackbone(tiny_causal_lm))
+    with pytest.raises(ConfigError, match="distinct"):
+        heads.labels_for(TaskSpec(labels=("a", "b"), label_words=("running", "running")))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"labels": ("only",)}, "at least 2 labels"),
+    ({"labels": ("a", "a")}, "distinct"),
+    ({"labels": ("a", "b"), "label_texts": ("x",)}, "label_texts has 1 entries"),
+])
+def test_task_spec_validation_names_the_problem(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        TaskSpec(**kwargs)
