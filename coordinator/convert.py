@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.orm import Session
@@ -29,7 +29,7 @@ def ts(dt: datetime | None) -> Timestamp | None:
     if dt is None:
         return None
     t = Timestamp()
-    t.FromDatetime(dt.replace(tzinfo=timezone.utc))
+    t.FromDatetime(dt.replace(tzinfo=UTC))
     return t
 
 

@@ -164,8 +164,8 @@ class JobsService(jp_grpc.TrainJobsServicer):
         await self.db.run(lambda s: jobstore.get_job(s, job_id))  # NOT_FOUND before streaming starts
         seq = 0
         while True:
-            def q(s: Session) -> tuple[list[jp.TrainJobEvent], str]:
-                evs = jobstore.events_after(s, job_id, seq)
+            def q(s: Session, after: int = seq) -> tuple[list[jp.TrainJobEvent], str]:
+                evs = jobstore.events_after(s, job_id, after)
                 return [cv.event_to_proto(e) for e in evs], jobstore.get_job(s, job_id).state
 
             events, state = await self.db.run(q)

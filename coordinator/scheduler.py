@@ -106,9 +106,10 @@ class JobScheduler:
             if ev["kind"] == "RESULT":
                 await self._succeed(job_id, spec, ev)
             elif ev["kind"] == "CANCELLED":
-                await self.db.run(lambda s: self._end(s, job_id, "CANCELLED", f"cancelled at step {ev['step']}"))
+                msg = f"cancelled at step {ev['step']}"
+                await self.db.run(lambda s, msg=msg: self._end(s, job_id, "CANCELLED", msg))
             else:
-                cancel = await self.db.run(lambda s: self._progress(s, job_id, ev))
+                cancel = await self.db.run(lambda s, ev=ev: self._progress(s, job_id, ev))
                 if cancel:
                     await replica.handle.cancel.remote(job_id)
             await self.notify()

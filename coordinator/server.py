@@ -20,7 +20,14 @@ from coordinator.inference_service import InferenceService
 from coordinator.jobs_service import JobsService
 from coordinator.pool import ReplicaPool, ensure_ray
 from coordinator.scheduler import JobScheduler
-from promptbank.v1 import catalog_pb2, catalog_pb2_grpc, inference_pb2, inference_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from promptbank.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+)
 
 log = logging.getLogger("promptbank.coordinator")
 SERVICES = (

@@ -29,7 +29,7 @@ def emit(obj: Any, as_json: bool) -> None:
 
 
 def follow(client: Client, job: str, quiet: bool = False) -> jp.TrainJob:
-    """Show a live progress bar until the job ends; returns the final job."""
+    """Show a live progress bar (stderr; stdout stays for results) until the job ends; returns the final job."""
     bar = None
     for ev in client.watch_job(job):
         if quiet:
@@ -41,9 +41,10 @@ def follow(client: Client, job: str, quiet: bool = False) -> jp.TrainJob:
         if bar is not None and ev.kind == jp.TrainJobEvent.PROGRESS:
             bar.set_postfix(loss=f"{ev.loss:.4f}", ex_s=f"{ev.examples_per_second:.0f}")
         if ev.kind == jp.TrainJobEvent.EVAL and "eval_accuracy" in ev.metrics:
-            (bar.write if bar else print)(f"  step {ev.step}: eval_accuracy={ev.metrics['eval_accuracy']:.4f}")
+            line = f"  step {ev.step}: eval_accuracy={ev.metrics['eval_accuracy']:.4f}"
+            tqdm.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr)
         if ev.kind == jp.TrainJobEvent.STATE_CHANGED and (bar is None or bar.disable):
-            print(f"  {STATE(ev.state)} {ev.message}".rstrip())
+            print(f"  {STATE(ev.state)} {ev.message}".rstrip(), file=sys.stderr)
     if bar is not None:
         bar.close()
     return client.get_job(job)

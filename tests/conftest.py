@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import ray
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerBase,
+)
 
 from coordinator.config import BackboneSpec, ServerConfig, packaged_minilm
 from coordinator.server import Coordinator, start

@@ -31,8 +31,8 @@ def test_training_changes_only_the_prompt(which: str, request: pytest.FixtureReq
     assert prompt.shape == (4, worker.bb.hidden_size)
     assert worker.parameter_digest() == before, "the backbone changed during prompt tuning"
     # the trained prompt is not the init: re-derive the init with the same seed and compare
-    from workers.train import init_prompt
     from workers.task import TaskSpec
+    from workers.train import init_prompt
 
     init = init_prompt(worker.heads, TaskSpec.from_dict(TASK), cfg, None)
     assert not torch.allclose(prompt, init), "training did not move the prompt"

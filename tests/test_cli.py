@@ -1,0 +1,93 @@
+"""The `promptbank` CLI as a user runs it: a subprocess against the live server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promptbank import Client
+from tests.test_server import DATA, TOPIC, train
+
+
+def cli(server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    proc = subprocess.run([sys.executable, "-m", "promptbank.cli", "--server", server.address, *args],
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"promptbank {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture()
+def data_file(tmp_path: Path) -> Path:
+    path = tmp_path / "train.csv"
+    path.write_text("review,sentiment\n" + "\n".join(f'"{t}",{lab}' for t, lab in DATA))
+    return path
+
+
+def test_train_waits_then_prints_the_version(server, data_file: Path) -> None:  # type: ignore[no-untyped-def]
+    out = cli(server, "train", "--task", "cli-sent", "--backbone", "tiny-enc", "--data", str(data_file),
+              "--text-column", "review", "--label-column", "sentiment", "--virtual-tokens", "4", "--epochs", "2",
+              "--alias", "prod")
+    assert out.stdout.startswith("prompts/cli-sent/versions/1") and "eval_accuracy=" in out.stdout
+    shown = json.loads(cli(server, "prompts", "show", "cli-sent@prod", "--json").stdout)
+    assert shown["name"] == "prompts/cli-sent/versions/1" and sorted(shown["aliases"]) == ["latest", "prod"]
+    listed = cli(server, "prompts", "list").stdout
+    assert "prompts/cli-sent" in listed and "prod->1" in listed
+
+
+def test_train_no_wait_then_watch_and_show(server, data_file: Path) -> None:  # type: ignore[no-untyped-def]
+    out = cli(server, "train", "--task", "cli-bg", "--backbone", "tiny-enc", "--data", str(data_file),
+              "--text-column", "review", "--label-column", "sentiment", "--virtual-tokens", "4", "--epochs", "1",
+              "--no-wait")
+    job = out.stdout.strip()
+    assert job.startswith("jobs/") and len(out.stdout.splitlines()) == 1
+    watched = cli(server, "jobs", "watch", job)
+    assert "SUCCEEDED" in watched.stdout and "prompts/cli-bg/versions/1" in watched.stdout
+    shown = json.loads(cli(server, "jobs", "show", job, "--json").stdout)
+    assert shown["state"] == "SUCCEEDED" and shown["result_version"] == "prompts/cli-bg/versions/1"
+    assert job in cli(server, "jobs", "list").stdout
+
+
+def test_watch_exits_nonzero_for_a_cancelled_job(server) -> None:  # type: ignore[no-untyped-def]
+    from promptbank.v1 import jobs_pb2 as jp
+
+    with Client(server.address) as c:
+        job = c.create_train_job("cli-cancel", "tiny-enc", DATA,
+                                 hyperparameters=jp.Hyperparameters(epochs=1000, num_virtual_tokens=2, batch_size=4))
+        cancelled = json.loads(cli(server, "jobs", "cancel", job.name, "--json").stdout)
+        assert cancelled["name"] == job.name
+    watched = cli(server, "jobs", "watch", job.name, check=False)
+    assert watched.returncode == 1 and "CANCELLED" in watched.stdout
+
+
+def test_classify_input_with_mixed_tasks_equals_single_task_requests(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with Client(server.address) as c:
+        train(c, "cli-mix-a")
+        train(c, "cli-mix-b", data=TOPIC)
+    rows = [{"prompt": "cli-mix-a", "text": "great stuff"}, {"prompt": "cli-mix-b", "text": "the coach resigned"},
+            {"prompt": "cli-mix-a@latest", "text": "awful"}, {"prompt": "cli-mix-b/versions/1", "text": "a new law"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    mixed = [json.loads(line) for line in cli(server, "classify", "--input", str(path), "--json").stdout.splitlines()]
+    assert [m["prompt"] for m in mixed] == [r["prompt"] for r in rows]
+    for row, got in zip(rows, mixed, strict=True):
+        alone = json.loads(cli(server, "classify", "--prompt", row["prompt"], row["text"], "--json").stdout)
+        assert got["label"] == alone["label"] and got["text"] == row["text"]
+        assert got["scores"] == pytest.approx(alone["scores"], abs=1e-6)
+        assert set(got) >= {"prompt", "text", "label", "scores"}
+
+
+def test_errors_are_printed_with_their_status(server) -> None:  # type: ignore[no-untyped-def]
+    out = cli(server, "classify", "--prompt", "missing-task", "hello", check=False)
+    assert out.returncode == 1 and "NOT_FOUND" in out.stderr and "missing-task" in out.stderr
+    out = cli(server, "train", "--task", "t", "--data", "/nonexistent.csv", check=False)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_backbones_list(server) -> None:  # type: ignore[no-untyped-def]
+    out = cli(server, "backbones", "list").stdout
+    assert "backbones/tiny-enc\tARCHITECTURE_ENCODER\thidden=32" in out and "ARCHITECTURE_CAUSAL_LM" in out

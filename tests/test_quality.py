@@ -1,0 +1,34 @@
+"""Quality on real parts: the packaged all-MiniLM-L6-v2 and real labelled tweets (no downloads)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from coordinator.config import packaged_minilm
+from promptbank.data import tweet_tasks
+from workers.actor import BackboneWorker
+from workers.task import TrainConfig
+
+TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
+
+
+@pytest.fixture(scope="module")
+def minilm() -> BackboneWorker:
+    return BackboneWorker(packaged_minilm())
+
+
+def test_a_short_prompt_run_beats_the_majority_rate_on_held_out_tweets(minilm: BackboneWorker) -> None:
+    rows = tweet_tasks(seed=0)["sentiment"]
+    train, held_out = rows[:800], rows[800:1200]
+    cfg = TrainConfig(epochs=1, eval_fraction=0.1, seed=0)
+    result = list(minilm.train("q", TASK, train, cfg.to_dict()))[-1]
+    assert result["kind"] == "RESULT"
+    key = "sha-q"
+    logits = minilm.classify([(key, t) for t, _ in held_out], {key: result["prompt"]}, {key: TASK})
+    pred = [TASK["labels"][max(range(2), key=row.__getitem__)] for row in logits]
+    acc = sum(p == g for p, (_, g) in zip(pred, held_out, strict=True)) / len(held_out)
+    majority = Counter(g for _, g in held_out).most_common(1)[0][1] / len(held_out)
+    print(f"held-out accuracy {acc:.3f} vs majority {majority:.3f}")
+    assert acc >= majority + 0.05, f"accuracy {acc:.3f} does not clearly beat the majority rate {majority:.3f}"
