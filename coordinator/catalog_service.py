@@ -126,6 +126,22 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
         return await self.db.run(q)
 
+    async def UpdatePromptVersion(
+        self, request: cat.UpdatePromptVersionRequest, context: grpc.aio.ServicerContext
+    ) -> cat.PromptVersion:
+        paths = list(request.update_mask.paths)
+        if paths != ["tags"]:
+            raise InvalidArgument(f"update_mask paths {paths} are not updatable; a version is immutable except 'tags'")
+        ref = version_ref(request.version.name)
+
+        def q(s: Session) -> cat.PromptVersion:
+            v = store.resolve(s, ref)
+            v.tags = sorted(set(request.version.tags))
+            s.flush()
+            return cv.version_to_proto(s, v)
+
+        return await self.db.run(q)
+
     async def DeletePromptVersion(
         self, request: cat.DeletePromptVersionRequest, context: grpc.aio.ServicerContext
     ) -> cat.DeletePromptVersionResponse:

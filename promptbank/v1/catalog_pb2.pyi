@@ -812,6 +812,36 @@ class ListPromptVersionsResponse(_message.Message):
 Global___ListPromptVersionsResponse: _TypeAlias = ListPromptVersionsResponse  # noqa: Y015
 
 @_typing.final
+class UpdatePromptVersionRequest(_message.Message):
+    """Request for UpdatePromptVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def version(self) -> Global___PromptVersion:
+        """The version with its name set and the new field values."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to update: only "tags"."""
+
+    def __init__(
+        self,
+        *,
+        version: Global___PromptVersion | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePromptVersionRequest: _TypeAlias = UpdatePromptVersionRequest  # noqa: Y015
+
+@_typing.final
 class DeletePromptVersionRequest(_message.Message):
     """Request for DeletePromptVersion."""
 

@@ -86,6 +86,11 @@ class PromptCatalogStub:
                 request_serializer=promptbank_dot_v1_dot_catalog__pb2.ListPromptVersionsRequest.SerializeToString,
                 response_deserializer=promptbank_dot_v1_dot_catalog__pb2.ListPromptVersionsResponse.FromString,
                 _registered_method=True)
+        self.UpdatePromptVersion = channel.unary_unary(
+                '/promptbank.v1.PromptCatalog/UpdatePromptVersion',
+                request_serializer=promptbank_dot_v1_dot_catalog__pb2.UpdatePromptVersionRequest.SerializeToString,
+                response_deserializer=promptbank_dot_v1_dot_catalog__pb2.PromptVersion.FromString,
+                _registered_method=True)
         self.DeletePromptVersion = channel.unary_unary(
                 '/promptbank.v1.PromptCatalog/DeletePromptVersion',
                 request_serializer=promptbank_dot_v1_dot_catalog__pb2.DeletePromptVersionRequest.SerializeToString,
@@ -193,6 +198,13 @@ class PromptCatalogServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdatePromptVersion(self, request, context):
+        """Updates the mutable fields of a version (only `tags`; the tensor and metadata are immutable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeletePromptVersion(self, request, context):
         """Deletes a version; FAILED_PRECONDITION while an alias points at it unless force is set.
         """
@@ -287,6 +299,11 @@ def add_PromptCatalogServicer_to_server(servicer, server):
                     servicer.ListPromptVersions,
                     request_deserializer=promptbank_dot_v1_dot_catalog__pb2.ListPromptVersionsRequest.FromString,
                     response_serializer=promptbank_dot_v1_dot_catalog__pb2.ListPromptVersionsResponse.SerializeToString,
+            ),
+            'UpdatePromptVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePromptVersion,
+                    request_deserializer=promptbank_dot_v1_dot_catalog__pb2.UpdatePromptVersionRequest.FromString,
+                    response_serializer=promptbank_dot_v1_dot_catalog__pb2.PromptVersion.SerializeToString,
             ),
             'DeletePromptVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.DeletePromptVersion,
@@ -591,6 +608,33 @@ class PromptCatalog:
             '/promptbank.v1.PromptCatalog/ListPromptVersions',
             promptbank_dot_v1_dot_catalog__pb2.ListPromptVersionsRequest.SerializeToString,
             promptbank_dot_v1_dot_catalog__pb2.ListPromptVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePromptVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promptbank.v1.PromptCatalog/UpdatePromptVersion',
+            promptbank_dot_v1_dot_catalog__pb2.UpdatePromptVersionRequest.SerializeToString,
+            promptbank_dot_v1_dot_catalog__pb2.PromptVersion.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,8 @@ class PromptCatalogStub:
     """Gets a version by name or by any prompt reference (`task`, `task@alias`, `task/versions/N`)."""
     ListPromptVersions: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListPromptVersionsRequest, _catalog_pb2.ListPromptVersionsResponse]
     """Lists the versions of one prompt, newest first."""
+    UpdatePromptVersion: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdatePromptVersionRequest, _catalog_pb2.PromptVersion]
+    """Updates the mutable fields of a version (only `tags`; the tensor and metadata are immutable)."""
     DeletePromptVersion: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.DeletePromptVersionRequest, _catalog_pb2.DeletePromptVersionResponse]
     """Deletes a version; FAILED_PRECONDITION while an alias points at it unless force is set."""
     SetAlias: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.SetAliasRequest, _catalog_pb2.Alias]
@@ -95,6 +97,8 @@ class PromptCatalogAsyncStub(PromptCatalogStub):
     """Gets a version by name or by any prompt reference (`task`, `task@alias`, `task/versions/N`)."""
     ListPromptVersions: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListPromptVersionsRequest, _catalog_pb2.ListPromptVersionsResponse]  # type: ignore[assignment]
     """Lists the versions of one prompt, newest first."""
+    UpdatePromptVersion: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdatePromptVersionRequest, _catalog_pb2.PromptVersion]  # type: ignore[assignment]
+    """Updates the mutable fields of a version (only `tags`; the tensor and metadata are immutable)."""
     DeletePromptVersion: _aio.UnaryUnaryMultiCallable[_catalog_pb2.DeletePromptVersionRequest, _catalog_pb2.DeletePromptVersionResponse]  # type: ignore[assignment]
     """Deletes a version; FAILED_PRECONDITION while an alias points at it unless force is set."""
     SetAlias: _aio.UnaryUnaryMultiCallable[_catalog_pb2.SetAliasRequest, _catalog_pb2.Alias]  # type: ignore[assignment]
@@ -192,6 +196,14 @@ class PromptCatalogServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.ListPromptVersionsResponse, _abc.Awaitable[_catalog_pb2.ListPromptVersionsResponse]]:
         """Lists the versions of one prompt, newest first."""
+
+    @_abc_1.abstractmethod
+    def UpdatePromptVersion(
+        self,
+        request: _catalog_pb2.UpdatePromptVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.PromptVersion, _abc.Awaitable[_catalog_pb2.PromptVersion]]:
+        """Updates the mutable fields of a version (only `tags`; the tensor and metadata are immutable)."""
 
     @_abc_1.abstractmethod
     def DeletePromptVersion(
