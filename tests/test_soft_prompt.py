@@ -57,8 +57,9 @@ def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Head
         # real positions are contiguous (padding never sits between prompt and text) and count from 0
         assert torch.equal(real, torch.arange(real[0], real[0] + len(ids[i]) + p.shape[0]))
         assert torch.equal(left.position_ids[i, real], torch.arange(len(real)))
-        # the prompt follows the leading [CLS] directly
-        torch.testing.assert_close(left.inputs_embeds[i, real[1] : real[1] + p.shape[0]], p)
+        # encoders: the prompt follows the leading [CLS]; LMs: the prompt comes first (PEFT's placement)
+        start = real[1] if heads.bb.architecture == ENCODER else real[0]
+        torch.testing.assert_close(left.inputs_embeds[i, start : start + p.shape[0]], p)
 
 
 def test_label_words_must_be_distinct(tiny_causal_lm: str) -> None:

@@ -1,8 +1,10 @@
 """Apply a soft prompt per row: `inputs_embeds = concat(prompt_i, embed(ids_i))`, padded as the model needs.
 
 Rows of one batch may carry different prompts of different lengths. The prompt always sits next to the
-real tokens (never behind padding), after a leading special token ([CLS]/<s>) when the tokenizer adds
-one, and position ids count only real positions, so each row's output equals running that row alone.
+real tokens (never behind padding) and position ids count only real positions, so each row's output
+equals running that row alone. Encoders keep their leading [CLS] first (the prompt goes right after it,
+where pooling heads expect [CLS] at position 0); LMs get the prompt before every token, exactly as PEFT
+prompt tuning does, so PEFT adapters give the same logits here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from workers.backbone import FrozenBackbone
+from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 
 
 @dataclass
@@ -39,7 +41,7 @@ def build_batch(
     """Assemble one batch; `prompts[i]` is row i's `(n_i, H)` prompt (may require grad)."""
     if len(token_ids) != len(prompts):
         raise ValueError(f"{len(token_ids)} rows but {len(prompts)} prompts")
-    special = set(backbone.tokenizer.all_special_ids)
+    special = set(backbone.tokenizer.all_special_ids) if backbone.architecture in (ENCODER, MASKED_LM) else set()
     device = backbone.embed.weight.device
     n_tok = [len(ids) for ids in token_ids]
     lengths = [n + int(p.shape[0]) for n, p in zip(n_tok, prompts, strict=True)]
@@ -54,7 +56,7 @@ def build_batch(
 
     rows, masks, texts, positions, last = [], [], [], [], []
     for i, (row, prompt) in enumerate(zip(token_ids, prompts, strict=True)):
-        off = 1 if row and row[0] in special else 0  # keep [CLS]/<s> first, prompt right after it
+        off = 1 if row and row[0] in special else 0  # encoders: keep [CLS] first, prompt right after it
         n, p, L = len(row), int(prompt.shape[0]), lengths[i]
         seq = torch.cat([tok[i, :off], prompt.to(tok.dtype), tok[i, off:n]])  # (L, H)
         text = torch.cat([torch.ones(off), torch.zeros(p), torch.ones(n - off)])  # (L,)
