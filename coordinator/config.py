@@ -63,6 +63,9 @@ class ServerConfig:
     max_text_chars: int = 20_000
     max_train_examples: int = 1_000_000
     max_message_bytes: int = 256 << 20
+    batch_max_rows: int = 64  # micro-batcher: rows per forward across requests and tasks
+    batch_max_tokens: int = 16384  # ... and estimated tokens per forward
+    batch_max_wait_ms: float = 5.0  # ... and how long the oldest row may wait for company
     grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Inference: resolve each row's prompt, group rows per backbone, one replica forward per group."""
+"""Inference: resolve each row's prompt(s), micro-batch rows per backbone across requests, split results back."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from bank import store
 from bank.errors import FailedPrecondition, InvalidArgument
 from bank.refs import parse_ref
+from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.config import ServerConfig
 from coordinator.convert import version_name
 from coordinator.db import BankDB
@@ -21,16 +22,21 @@ from coordinator.pool import ReplicaPool
 from promptbank.v1 import inference_pb2 as inf
 from promptbank.v1 import inference_pb2_grpc as inf_grpc
 
+GENERATIVE = ("causal_lm", "seq2seq")
+MAX_NEW_TOKENS = 512
+
 
 @dataclass(frozen=True)
 class Resolved:
     """What a row needs from the bank: an immutable version, its backbone pin, its task."""
 
+    prompt: str
     version: str
     sha256: str
     backbone: str
     fingerprint: str
     task: dict[str, Any]
+    n_virtual: int
 
 
 class TensorCache:
@@ -57,6 +63,17 @@ class InferenceService(inf_grpc.InferenceServicer):
     def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
         self.db, self.pool, self.config = db, pool, config
         self.tensors = TensorCache()
+        self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms)
+        self.batchers: dict[str, MicroBatcher] = {}
+
+    def batcher(self, backbone: str) -> MicroBatcher:
+        if backbone not in self.batchers:
+            self.batchers[backbone] = MicroBatcher(self.pool, backbone, self.limits)
+        return self.batchers[backbone]
+
+    async def close(self) -> None:
+        for b in self.batchers.values():
+            await b.close()
 
     def _validate(self, request: inf.ClassifyRequest) -> None:
         n = len(request.rows)
@@ -65,13 +82,15 @@ class InferenceService(inf_grpc.InferenceServicer):
         if n > self.config.max_rows_per_request:
             raise InvalidArgument(f"{n} rows exceed the limit of {self.config.max_rows_per_request} rows per request")
         for i, row in enumerate(request.rows):
-            if not row.text.strip():
-                raise InvalidArgument(f"rows[{i}].text is empty")
-            if len(row.text) > self.config.max_text_chars:
-                raise InvalidArgument(
-                    f"rows[{i}].text has {len(row.text)} characters; the limit is {self.config.max_text_chars}"
-                )
-            parse_ref(row.prompt)  # raises INVALID_ARGUMENT naming the bad reference
+            self._check_text(row.text, f"rows[{i}].text")
+            for ref in (row.prompt, *row.ensemble):
+                parse_ref(ref)  # raises INVALID_ARGUMENT naming the bad reference
+
+    def _check_text(self, text: str, what: str) -> None:
+        if not text.strip():
+            raise InvalidArgument(f"{what} is empty")
+        if len(text) > self.config.max_text_chars:
+            raise InvalidArgument(f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
 
     async def resolve(self, refs: set[str]) -> dict[str, Resolved]:
         """Resolve refs in one session; prompt bytes are read only for hashes not cached here."""
@@ -82,57 +101,91 @@ class InferenceService(inf_grpc.InferenceServicer):
                 v = store.resolve(s, ref)
                 if v.sha256 not in self.tensors:
                     self.tensors.put(v.sha256, v.tensor)
-                out[ref] = Resolved(version_name(v.prompt.name, v.version), v.sha256, v.backbone.name,
-                                    v.backbone_fingerprint, v.prompt.task)
+                out[ref] = Resolved(v.prompt.name, version_name(v.prompt.name, v.version), v.sha256, v.backbone.name,
+                                    v.backbone_fingerprint, v.prompt.task, int(v.shape[0]))
             return out
 
-        return await self.db.run(q)
-
-    def _check_backbone(self, ref: str, r: Resolved) -> None:
-        live = self.pool.get(r.backbone).info["fingerprint"]
-        if live != r.fingerprint:
-            raise FailedPrecondition(
-                f"prompt {ref!r} ({r.version}) was trained on backbone {r.backbone!r} with fingerprint "
-                f"{r.fingerprint[:12]}, but the served backbone has fingerprint {live[:12]}; retrain or import it for this backbone"
-            )
+        resolved = await self.db.run(q)
+        for ref, r in resolved.items():
+            live = self.pool.get(r.backbone).info["fingerprint"]
+            if live != r.fingerprint:
+                raise FailedPrecondition(
+                    f"prompt {ref!r} ({r.version}) was trained on backbone {r.backbone!r} with fingerprint "
+                    f"{r.fingerprint[:12]}, but the served backbone has fingerprint {live[:12]}; retrain or import it"
+                )
+        return resolved
 
     async def Classify(self, request: inf.ClassifyRequest, context: grpc.aio.ServicerContext) -> inf.ClassifyResponse:
         self._validate(request)
-        resolved = await self.resolve({row.prompt for row in request.rows})
-        for ref, r in resolved.items():
-            self._check_backbone(ref, r)
-        groups: dict[str, list[int]] = {}
+        resolved = await self.resolve({ref for row in request.rows for ref in (row.prompt, *row.ensemble)})
+        members: list[list[Resolved]] = []  # per request row: its prompt then its ensemble members
         for i, row in enumerate(request.rows):
-            groups.setdefault(resolved[row.prompt].backbone, []).append(i)
+            ms = [resolved[ref] for ref in (row.prompt, *row.ensemble)]
+            if len({m.prompt for m in ms}) != 1 or len({m.backbone for m in ms}) != 1:
+                raise InvalidArgument(f"rows[{i}]: ensemble members must be versions of one task on one backbone")
+            members.append(ms)
 
-        async def run(backbone: str, idx: list[int]) -> tuple[list[int], list[list[float]]]:
-            rs = [resolved[request.rows[i].prompt] for i in idx]
-            rows = [(r.sha256, request.rows[i].text) for r, i in zip(rs, idx, strict=True)]
-            prompts = {r.sha256: self.tensors.get(r.sha256) for r in rs}
-            tasks = {r.sha256: r.task for r in rs}
-            return idx, await self.pool.classify(backbone, rows, prompts, tasks)
+        groups: dict[str, list[tuple[int, int]]] = {}  # backbone -> [(row, member)]
+        for i, ms in enumerate(members):
+            for j, m in enumerate(ms):
+                groups.setdefault(m.backbone, []).append((i, j))
 
-        results: list[inf.ClassifyResult | None] = [None] * len(request.rows)
-        for idx, logits in await asyncio.gather(*[run(b, idx) for b, idx in groups.items()]):
-            for i, row_logits in zip(idx, logits, strict=True):
-                r = resolved[request.rows[i].prompt]
-                results[i] = to_result(r, row_logits)
+        async def run(backbone: str, slots: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[list[float]]]:
+            rs = [members[i][j] for i, j in slots]
+            rows = [(r.sha256, request.rows[i].text) for r, (i, _) in zip(rs, slots, strict=True)]
+            tokens = sum(estimate_tokens(request.rows[i].text, r.n_virtual) for r, (i, _) in zip(rs, slots, strict=True))
+            out = await self.batcher(backbone).submit(
+                rows, {r.sha256: self.tensors.get(r.sha256) for r in rs}, {r.sha256: r.task for r in rs}, tokens
+            )
+            return slots, out
+
+        probs: dict[tuple[int, int], list[float]] = {}
+        for slots, logits in await asyncio.gather(*[run(b, s) for b, s in groups.items()]):
+            for slot, row_logits in zip(slots, logits, strict=True):
+                probs[slot] = softmax(row_logits)
+        results = []
+        for i, ms in enumerate(members):
+            avg = [sum(col) / len(ms) for col in zip(*(probs[(i, j)] for j in range(len(ms))), strict=True)]
+            results.append(to_result(ms, avg))
         return inf.ClassifyResponse(results=results)
 
     async def Generate(self, request: inf.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Generate is not implemented yet (classification only)")
-        yield inf.GenerateResponse()  # pragma: no cover - makes this an async generator
+        self._check_text(request.text, "text")
+        if not 0 <= request.max_new_tokens <= MAX_NEW_TOKENS:
+            raise InvalidArgument(f"max_new_tokens={request.max_new_tokens} must be in 0..{MAX_NEW_TOKENS}")
+        if request.temperature < 0:
+            raise InvalidArgument(f"temperature={request.temperature} must be >= 0")
+        parse_ref(request.prompt)
+        r = (await self.resolve({request.prompt}))[request.prompt]
+        arch = self.pool.get(r.backbone).info["architecture"]
+        if arch not in GENERATIVE:
+            raise FailedPrecondition(f"prompt {request.prompt!r} is on backbone {r.backbone!r} ({arch}), which cannot "
+                                     f"generate; use a causal-LM or seq2seq backbone")
+        rep = self.pool.pick(r.backbone, {r.sha256})
+        rep.outstanding += 1
+        try:
+            gen = rep.handle.generate.remote(r.sha256, {r.sha256: self.tensors.get(r.sha256)}, request.text,
+                                             request.max_new_tokens or 32, request.temperature, request.seed)
+            async for ref in gen:
+                yield inf.GenerateResponse(text=await ref)
+        finally:
+            rep.outstanding -= 1
+        rep.sent.add(r.sha256)
+        yield inf.GenerateResponse(done=True)
 
 
-def to_result(r: Resolved, logits: list[float]) -> inf.ClassifyResult:
-    """Softmax over the task's labels."""
+def softmax(logits: list[float]) -> list[float]:
     top = max(logits)
     exp = [math.exp(x - top) for x in logits]
     z = sum(exp)
-    labels = r.task["labels"]
-    probs = [e / z for e in exp]
+    return [e / z for e in exp]
+
+
+def to_result(members: list[Resolved], probs: list[float]) -> inf.ClassifyResult:
+    labels = members[0].task["labels"]
     best = max(range(len(probs)), key=probs.__getitem__)
     return inf.ClassifyResult(
-        version=r.version, label=labels[best],
+        version=members[0].version, label=labels[best],
         scores=[inf.LabelScore(label=lab, score=p) for lab, p in zip(labels, probs, strict=True)],
+        versions=[m.version for m in members] if len(members) > 1 else [],
     )

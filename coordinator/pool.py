@@ -11,7 +11,7 @@ import ray
 
 from bank.errors import FailedPrecondition, Unavailable
 from coordinator.config import BackboneSpec, ServerConfig
-from workers.actor import BackboneWorker
+from workers.actor import BackboneWorker, MissingPrompts
 
 log = logging.getLogger("promptbank.coordinator")
 
@@ -86,21 +86,31 @@ class ReplicaPool:
         return self.backbones[name]
 
     def pick(self, name: str, prompt_keys: set[str] = frozenset()) -> Replica:  # type: ignore[assignment]
-        """Least-loaded replica, ties broken toward the one already holding most of the batch's prompts."""
+        """Among the least-loaded replicas (within one call of the minimum), the one holding most of the prompts."""
         reps = self.get(name).replicas
         if not reps:
             raise Unavailable(f"backbone {name!r} has no live replicas")
-        return min(reps, key=lambda r: (r.load, -len(prompt_keys & r.sent), r.index))
+        floor = min(r.load for r in reps)
+        near = [r for r in reps if r.load <= floor + 1]
+        return min(near, key=lambda r: (-len(prompt_keys & r.sent), r.load, r.index))
 
     async def classify(
         self, name: str, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, dict[str, Any]]
     ) -> list[list[float]]:
+        """Run rows on one replica, sending only the prompt bytes it has not been given (resent if evicted)."""
         keys = {k for k, _ in rows}
         rep = self.pick(name, keys)
-        send = {k: b for k, b in prompts.items() if k in keys}
         rep.outstanding += 1
         try:
-            out = await rep.handle.classify.remote(rows, send, tasks)
+            send = {k: prompts[k] for k in keys - rep.sent}
+            try:
+                out = await rep.handle.classify.remote(rows, send, tasks)
+            except Exception as exc:
+                missing = getattr(getattr(exc, "cause", exc), "keys", None)
+                if not isinstance(getattr(exc, "cause", exc), MissingPrompts):
+                    raise
+                rep.sent -= set(missing or ())  # evicted from the replica's LRU: send again
+                out = await rep.handle.classify.remote(rows, {k: prompts[k] for k in keys}, tasks)
         finally:
             rep.outstanding -= 1
         rep.sent |= keys

@@ -47,6 +47,7 @@ class Coordinator:
     db: BankDB
     pool: ReplicaPool
     scheduler: JobScheduler
+    inference: InferenceService
     port: int
 
     async def stop(self) -> None:
@@ -54,6 +55,7 @@ class Coordinator:
         await self.health.enter_graceful_shutdown()
         await self.scheduler.stop()
         await self.server.stop(self.config.grace_seconds)
+        await self.inference.close()
         self.pool.shutdown()
         self.db.close()
 
@@ -76,7 +78,8 @@ async def start(config: ServerConfig) -> Coordinator:
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=opts)
     catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool), server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), server)
-    inference_pb2_grpc.add_InferenceServicer_to_server(InferenceService(db, pool, config), server)
+    inference = InferenceService(db, pool, config)
+    inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -88,7 +91,7 @@ async def start(config: ServerConfig) -> Coordinator:
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("promptbank coordinator on %s:%d (db %s)", config.host, port, config.db)
-    return Coordinator(config, server, health_servicer, db, pool, scheduler, port)
+    return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port)
 
 
 async def serve_forever(config: ServerConfig, ready: asyncio.Event | None = None) -> None:

@@ -94,6 +94,13 @@ def cmd_classify(a: argparse.Namespace, c: Client) -> int:
     return 0
 
 
+def cmd_generate(a: argparse.Namespace, c: Client) -> int:
+    for piece in c.generate(a.prompt, " ".join(a.text), a.max_new_tokens, a.temperature, a.seed):
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:
     if a.action == "list":
         for p in c.list_prompts(tag=a.tag or ""):
@@ -180,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("texts", nargs="*")
 
+    g = sub.add_parser("generate", help="generate text with a soft prompt, streamed (causal-LM/seq2seq backbones)")
+    g.add_argument("--prompt", required=True, help="prompt reference")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("text", nargs="+")
+
     p = sub.add_parser("prompts", help="list prompts, show a version")
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("ref", nargs="?")
@@ -204,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-COMMANDS = {"train": cmd_train, "classify": cmd_classify, "prompts": cmd_prompts, "jobs": cmd_jobs,
+COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "prompts": cmd_prompts, "jobs": cmd_jobs,
             "backbones": cmd_backbones}
 
 

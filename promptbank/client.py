@@ -82,6 +82,25 @@ class Client:
             for (p, t), r in zip(rows, resp.results, strict=True)
         ]
 
+    def classify_ensemble(self, rows: Iterable[tuple[Sequence[str], str]], timeout: float | None = None) -> list[Prediction]:
+        """Rows of ([ref, more refs of the same task...], text): scores averaged over the refs in one forward."""
+        rows = [(list(refs), t) for refs, t in rows]
+        req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=r[0], ensemble=r[1:], text=t) for r, t in rows])
+        resp = self.inference.Classify(req, timeout=timeout or self.timeout)
+        return [
+            Prediction("+".join(refs), t, r.version, r.label, {s.label: s.score for s in r.scores})
+            for (refs, t), r in zip(rows, resp.results, strict=True)
+        ]
+
+    def generate(self, prompt: str, text: str, max_new_tokens: int = 32, temperature: float = 0.0, seed: int = 0,
+                 timeout: float | None = None) -> Iterator[str]:
+        """Stream generated text pieces (causal-LM and seq2seq backbones)."""
+        req = inf.GenerateRequest(prompt=prompt, text=text, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  seed=seed)
+        for resp in self.inference.Generate(req, timeout=timeout or self.timeout):
+            if resp.text:
+                yield resp.text
+
     # ------------------------------------------------------------ training
 
     def create_train_job(

@@ -14,10 +14,13 @@ import torch
 from transformers import (
     AutoTokenizer,
     BertConfig,
+    BertForMaskedLM,
     BertModel,
     GPT2Config,
     GPT2LMHeadModel,
     PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 from coordinator.config import BackboneSpec, ServerConfig, packaged_minilm
@@ -44,10 +47,39 @@ def build_tiny_encoder(path: Path) -> str:
 
 def build_tiny_causal_lm(path: Path) -> str:
     torch.manual_seed(1)
-    cfg = GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102)
+    cfg = GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102,
+                     initializer_range=0.2)  # wide init: a random model whose outputs depend on its context
     GPT2LMHeadModel(cfg).save_pretrained(path)
     _tokenizer().save_pretrained(path)
     return str(path)
+
+
+def build_tiny_seq2seq(path: Path) -> str:
+    torch.manual_seed(2)
+    cfg = T5Config(vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=102)
+    T5ForConditionalGeneration(cfg).save_pretrained(path)
+    _tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def build_tiny_masked_lm(path: Path) -> str:
+    torch.manual_seed(3)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=256, architectures=["BertForMaskedLM"])
+    BertForMaskedLM(cfg).save_pretrained(path)
+    _tokenizer().save_pretrained(path)
+    return str(path)
+
+
+TINY_BUILDERS = {"encoder": build_tiny_encoder, "causal_lm": build_tiny_causal_lm,
+                 "seq2seq": build_tiny_seq2seq, "masked_lm": build_tiny_masked_lm}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One tiny random model per architecture: {"encoder": path, "causal_lm": ..., "seq2seq": ..., "masked_lm": ...}."""
+    return {arch: build(tmp_path_factory.mktemp(f"tiny-{arch}")) for arch, build in TINY_BUILDERS.items()}
 
 
 @pytest.fixture(scope="session")

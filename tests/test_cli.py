@@ -91,3 +91,11 @@ def test_errors_are_printed_with_their_status(server) -> None:  # type: ignore[n
 def test_backbones_list(server) -> None:  # type: ignore[no-untyped-def]
     out = cli(server, "backbones", "list").stdout
     assert "backbones/tiny-enc\tARCHITECTURE_ENCODER\thidden=32" in out and "ARCHITECTURE_CAUSAL_LM" in out
+
+
+def test_generate_prints_the_streamed_text(server) -> None:  # type: ignore[no-untyped-def]
+    with Client(server.address) as c:
+        train(c, "cli-gen", backbone="tiny-lm", labels=["negative", "positive"], label_words=["bad", "good"])
+        expected = "".join(c.generate("cli-gen", "once upon a time", max_new_tokens=5))
+    out = cli(server, "generate", "--prompt", "cli-gen", "--max-new-tokens", "5", "once", "upon", "a", "time")
+    assert out.stdout == expected + "\n" and expected.strip()

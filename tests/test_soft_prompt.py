@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.backbone import CAUSAL_LM, ENCODER, FrozenBackbone
+from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import ConfigError, TaskSpec
@@ -13,20 +13,22 @@ from workers.task import ConfigError, TaskSpec
 TEXTS = ["a good day", "this is a much longer sentence about a terrible awful film", "ok", "the cat sat on the mat"]
 
 
-@pytest.fixture(scope="module", params=["encoder", "causal_lm"])
-def heads(request: pytest.FixtureRequest, tiny_encoder: str, tiny_causal_lm: str) -> Heads:
-    bb = FrozenBackbone(tiny_encoder if request.param == "encoder" else tiny_causal_lm)
-    assert bb.architecture == {"encoder": ENCODER, "causal_lm": CAUSAL_LM}[request.param]
+@pytest.fixture(scope="module", params=["encoder", "causal_lm", "seq2seq", "masked_lm"])
+def heads(request: pytest.FixtureRequest, tiny_models: dict[str, str]) -> Heads:
+    bb = FrozenBackbone(tiny_models[request.param])
+    assert bb.architecture == request.param
     return Heads(bb)
 
 
-def test_mixed_task_batch_equals_each_row_alone(heads: Heads) -> None:
-    torch.manual_seed(0)
+@pytest.mark.parametrize("n_tasks", [2, 3, 6])
+def test_mixed_task_batch_equals_each_row_alone(heads: Heads, n_tasks: int) -> None:
+    torch.manual_seed(n_tasks)
     h = heads.bb.hidden_size
-    tasks = [TaskSpec(labels=("negative", "positive")), TaskSpec(labels=("cat", "dog", "bird")),
-             TaskSpec(labels=("yes", "no"))]
-    prompts = [torch.randn(3, h), torch.randn(11, h), torch.randn(1, h)]  # three lengths in one batch
-    rows = [(TEXTS[i % 4], i % 3) for i in range(7)]
+    label_sets = [("negative", "positive"), ("cat", "dog", "bird"), ("yes", "no"), ("red", "green", "blue", "black"),
+                  ("up", "down"), ("hot", "cold")]
+    tasks = [TaskSpec(labels=label_sets[k]) for k in range(n_tasks)]
+    prompts = [torch.randn(1 + 5 * k, h) for k in range(n_tasks)]  # a different prompt length per task
+    rows = [(TEXTS[i % 4], i % n_tasks) for i in range(2 * n_tasks + 1)]
     with torch.no_grad():
         batch = heads.logits([t for t, _ in rows], [prompts[k] for _, k in rows], [tasks[k] for _, k in rows], 64)
         for (text, k), got in zip(rows, batch, strict=True):
@@ -58,7 +60,7 @@ def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Head
         assert torch.equal(real, torch.arange(real[0], real[0] + len(ids[i]) + p.shape[0]))
         assert torch.equal(left.position_ids[i, real], torch.arange(len(real)))
         # encoders: the prompt follows the leading [CLS]; LMs: the prompt comes first (PEFT's placement)
-        start = real[1] if heads.bb.architecture == ENCODER else real[0]
+        start = real[1] if heads.bb.architecture in (ENCODER, MASKED_LM) else real[0]
         torch.testing.assert_close(left.inputs_embeds[i, start : start + p.shape[0]], p)
 
 

@@ -14,9 +14,9 @@ DATA = [("good great lovely nice", "positive"), ("bad awful terrible poor", "neg
         ("wonderful happy joy", "positive"), ("sad horrible hate", "negative")] * 12
 
 
-@pytest.mark.parametrize("which", ["tiny_encoder", "tiny_causal_lm"])
-def test_training_changes_only_the_prompt(which: str, request: pytest.FixtureRequest) -> None:
-    worker = BackboneWorker(request.getfixturevalue(which), num_threads=1)
+@pytest.mark.parametrize("arch", ["encoder", "causal_lm", "seq2seq", "masked_lm"])
+def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str]) -> None:
+    worker = BackboneWorker(tiny_models[arch], num_threads=1)
     before = worker.parameter_digest()
     assert all(not p.requires_grad for p in worker.bb.model.parameters())
     cfg = TrainConfig(num_virtual_tokens=4, epochs=3, learning_rate=0.1, batch_size=8, init="random", seed=3,

@@ -16,9 +16,18 @@ import torch
 
 from bank.codec import decode_prompt
 from workers.backbone import FrozenBackbone
+from workers.generate import generate
 from workers.heads import Heads
 from workers.task import TaskSpec, TrainConfig
 from workers.train import Event, train_prompt
+
+
+class MissingPrompts(KeyError):
+    """The caller assumed prompts are cached here, but the LRU evicted them: send their bytes again."""
+
+    def __init__(self, keys: list[str]):
+        super().__init__(f"prompts not cached on this replica: {[k[:12] for k in keys]}")
+        self.keys = keys
 
 
 class PromptCache:
@@ -90,7 +99,7 @@ class BackboneWorker:
         t = self.cache.get(key)
         if t is None:
             if key not in prompts:
-                raise KeyError(f"prompt {key[:12]} is neither cached nor sent")
+                raise MissingPrompts([key])
             t = decode_prompt(prompts[key]).to(self.device, self.bb.embed.weight.dtype)
             self.cache.put(key, t)
         return t
@@ -104,6 +113,10 @@ class BackboneWorker:
     ) -> list[list[float]]:
         """rows: (prompt sha, text). Returns each row's class logits in its task's label order, one forward."""
         specs = {k: TaskSpec.from_dict(v) for k, v in tasks.items()}
+        missing = sorted({k for k, _ in rows if k not in prompts and self.cache.get(k) is None})
+        if missing:
+            raise MissingPrompts(missing)
+        local = {k: self._prompt(k, prompts) for k in {k for k, _ in rows}}  # held for the whole call
         out: list[list[float]] = [[] for _ in rows]
         # Similar lengths together, chunks of `chunk_rows`: less padding; results are per row, so order is free.
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
@@ -112,7 +125,7 @@ class BackboneWorker:
                 idx = order[start : start + self.chunk_rows]
                 logits = self.heads.logits(
                     [rows[i][1] for i in idx],
-                    [self._prompt(rows[i][0], prompts) for i in idx],
+                    [local[rows[i][0]] for i in idx],
                     [specs[rows[i][0]] for i in idx],
                     max_length,
                 )
@@ -138,6 +151,13 @@ class BackboneWorker:
             )
         finally:
             self._cancelled.discard(job_id)
+
+    def generate(
+        self, key: str, prompts: dict[str, bytes], text: str, max_new_tokens: int = 32, temperature: float = 0.0,
+        seed: int = 0,
+    ) -> Iterator[str]:
+        """Stream generated text pieces (Ray streaming generator)."""
+        yield from generate(self.bb, self._prompt(key, prompts), text, max_new_tokens, temperature, seed)
 
     def cancel(self, job_id: str) -> None:
         self._cancelled.add(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,11 @@ class FrozenBackbone:
         if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers ship without a pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.embed = self.model.get_input_embeddings()
+        lm_body = self.model.base_model if self.architecture in (CAUSAL_LM, MASKED_LM) else self.model
+        self.accepts_position_ids = "position_ids" in inspect.signature(lm_body.forward).parameters
+        self.decoder_start_id = int(
+            getattr(config, "decoder_start_token_id", None) or getattr(config, "pad_token_id", None) or 0
+        )
         self.hidden_size = int(self.embed.weight.shape[1])
         self.max_positions = int(
             getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 512

@@ -1,7 +1,9 @@
 """Classification without a trained head, so the prompt stays the whole adaptation.
 
 - encoder (no LM head): cosine of the mean-pooled text embedding with embeddings of the label texts;
-- causal LM: logits of each label word's first token at the row's last position.
+- causal LM: logits of each label word's first token at the row's last position;
+- masked LM: logits of each label word's first token at a [MASK] appended to the text;
+- seq2seq: logits of each label word's first token as the decoder's first token.
 Each row is scored against its own task's labels, so one forward serves a batch of many tasks.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from workers.backbone import CAUSAL_LM, ENCODER, FrozenBackbone
+from workers.backbone import CAUSAL_LM, ENCODER, MASKED_LM, SEQ2SEQ, FrozenBackbone
 from workers.soft_prompt import PromptedBatch, build_batch, tokenize
 from workers.task import ConfigError, TaskSpec
 
@@ -23,19 +25,27 @@ class Heads:
     def __init__(self, backbone: FrozenBackbone):
         self.bb = backbone
         self._label_cache: dict[tuple[str, ...], torch.Tensor] = {}
-        if backbone.architecture not in (ENCODER, CAUSAL_LM):
-            raise ConfigError(f"architecture {backbone.architecture!r} is not supported for classification yet")
+        arch = backbone.architecture
+        self._lm_head = None
+        if arch == MASKED_LM:  # the MLM head (transform + decoder), applied only at the mask position
+            model = backbone.model
+            self._lm_head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+            if self._lm_head is None:
+                raise ConfigError(f"masked LM {type(model).__name__} has no 'cls' or 'lm_head' module to score with")
 
     def labels_for(self, task: TaskSpec) -> torch.Tensor:
-        """Encoder: (K, H) unit label-text embeddings. Causal LM: (K,) label-word token ids."""
+        """Encoder: (K, H) unit label-text embeddings. LMs: (K,) label-word token ids."""
         key = task.label_texts if self.bb.architecture == ENCODER else task.label_words
         if key not in self._label_cache:
-            self._label_cache[key] = self._label_text_embeddings(key) if self.bb.architecture == ENCODER else self._word_ids(key)
+            if self.bb.architecture == ENCODER:
+                self._label_cache[key] = self._label_text_embeddings(key)
+            else:
+                self._label_cache[key] = self._word_ids(key)
         return self._label_cache[key]
 
     @torch.no_grad()
     def _label_text_embeddings(self, texts: tuple[str, ...]) -> torch.Tensor:
-        enc = self.bb.tokenizer(list(texts), padding=True, return_tensors="pt")
+        enc = self.bb.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.bb.embed.weight.device)
         out = self.bb.model(**enc).last_hidden_state  # (K, T, H)
         return F.normalize(mean_pool(out, enc["attention_mask"]), dim=-1)  # (K, H)
 
@@ -48,32 +58,40 @@ class Heads:
             ids.append(toks[0])
         if len(set(ids)) != len(ids):
             raise ConfigError(f"label words {list(words)} do not start with distinct tokens; choose other label_words")
-        return torch.tensor(ids)
+        return torch.tensor(ids, device=self.bb.embed.weight.device)
 
     def features(self, batch: PromptedBatch) -> torch.Tensor:
-        """One forward of the frozen model. Encoder: (B, H) unit pooled text; causal LM: (B, V) next-token logits."""
-        kw = dict(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
-        if self.bb.architecture == ENCODER:
-            hidden = self.bb.model(**kw).last_hidden_state  # (B, T, H)
+        """One forward of the frozen model. Encoder: (B, H) unit pooled text; LMs: (B, V) logits to score."""
+        arch, model = self.bb.architecture, self.bb.model
+        kw = {"inputs_embeds": batch.inputs_embeds, "attention_mask": batch.attention_mask}
+        if self.bb.accepts_position_ids:
+            kw["position_ids"] = batch.position_ids
+        rows = torch.arange(batch.inputs_embeds.shape[0], device=batch.inputs_embeds.device)
+        if arch == ENCODER:
+            hidden = model(**kw).last_hidden_state  # (B, T, H)
             return F.normalize(mean_pool(hidden, batch.text_mask), dim=-1)
-        hidden = self.bb.model.base_model(**kw).last_hidden_state  # (B, T, H)
-        last = hidden[torch.arange(hidden.shape[0]), batch.last_index]  # (B, H)
-        return self.bb.model.get_output_embeddings()(last)  # (B, V)
+        if arch == SEQ2SEQ:
+            start = torch.full((len(rows), 1), self.bb.decoder_start_id, device=rows.device)
+            return model(**kw, decoder_input_ids=start).logits[:, 0]  # (B, V)
+        hidden = model.base_model(**kw).last_hidden_state  # (B, T, H)
+        if arch == CAUSAL_LM:
+            return model.get_output_embeddings()(hidden[rows, batch.last_index])  # (B, V)
+        return self._lm_head(hidden[rows, batch.mask_index])  # type: ignore[misc]  # (B, V)
+
+    def class_logits(self, tasks: list[TaskSpec], feats: torch.Tensor) -> list[torch.Tensor]:
+        """Row i's (K_i,) class logits from its (H|V,) features and its own task's labels."""
+        out = []
+        for i, task in enumerate(tasks):
+            lab = self.labels_for(task)
+            out.append(SIMILARITY_SCALE * feats[i] @ lab.T if lab.dim() == 2 else feats[i, lab])
+        return out
 
     def logits(
         self, texts: list[str], prompts: list[torch.Tensor], tasks: list[TaskSpec], max_length: int
     ) -> list[torch.Tensor]:
         """Row i's (K_i,) class logits under its own prompt and task, all rows in one forward."""
         ids = tokenize(self.bb, texts, max_length)
-        feats = self.features(build_batch(self.bb, ids, prompts))
-        out = []
-        for i, task in enumerate(tasks):
-            lab = self.labels_for(task)
-            if self.bb.architecture == ENCODER:
-                out.append(SIMILARITY_SCALE * feats[i] @ lab.T)  # (K,)
-            else:
-                out.append(feats[i, lab])  # (K,)
-        return out
+        return self.class_logits(tasks, self.features(build_batch(self.bb, ids, prompts)))
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

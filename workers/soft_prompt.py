@@ -24,12 +24,23 @@ class PromptedBatch:
     position_ids: torch.Tensor  # (B, T) 0..L_i-1 over each row's real positions
     text_mask: torch.Tensor  # (B, T) 1 on the row's own tokens only (not prompt, not padding)
     last_index: torch.Tensor  # (B,) index of each row's last real position
+    mask_index: torch.Tensor  # (B,) index of the [MASK] token (masked LMs), else = last_index
 
 
 def tokenize(backbone: FrozenBackbone, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids per row, truncated so that prompt + text fit the model's positions."""
-    enc = backbone.tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
-    return [list(ids) for ids in enc["input_ids"]]
+    """Token ids per row, truncated. Masked LMs get a [MASK] before the closing special token to score."""
+    tok = backbone.tokenizer
+    if backbone.architecture != MASKED_LM:
+        enc = tok(texts, truncation=True, max_length=max_length, add_special_tokens=True)
+        return [list(ids) for ids in enc["input_ids"]]
+    enc = tok(texts, truncation=True, max_length=max_length - 1, add_special_tokens=True)
+    special = set(tok.all_special_ids)
+    out = []
+    for ids in enc["input_ids"]:
+        ids = list(ids)
+        at = len(ids) - 1 if ids and ids[-1] in special else len(ids)
+        out.append(ids[:at] + [tok.mask_token_id] + ids[at:])
+    return out
 
 
 def build_batch(
@@ -41,20 +52,22 @@ def build_batch(
     """Assemble one batch; `prompts[i]` is row i's `(n_i, H)` prompt (may require grad)."""
     if len(token_ids) != len(prompts):
         raise ValueError(f"{len(token_ids)} rows but {len(prompts)} prompts")
-    special = set(backbone.tokenizer.all_special_ids) if backbone.architecture in (ENCODER, MASKED_LM) else set()
+    tok_ = backbone.tokenizer
+    special = set(tok_.all_special_ids) if backbone.architecture in (ENCODER, MASKED_LM) else set()
+    mask_id = tok_.mask_token_id if backbone.architecture == MASKED_LM else None
     device = backbone.embed.weight.device
     n_tok = [len(ids) for ids in token_ids]
     lengths = [n + int(p.shape[0]) for n, p in zip(n_tok, prompts, strict=True)]
     T = max(lengths)
     if T > backbone.max_positions:
         raise ValueError(f"prompt + text is {T} positions; the backbone allows {backbone.max_positions}")
-    pad_id = backbone.tokenizer.pad_token_id or 0
-    ids = torch.full((len(token_ids), max(n_tok)), pad_id, dtype=torch.long, device=device)
+    pad_id = tok_.pad_token_id or 0
+    ids = torch.full((len(token_ids), max(n_tok)), pad_id, dtype=torch.long)
     for i, row in enumerate(token_ids):
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    tok = backbone.embed(ids)  # (B, Tt, H)
+    tok = backbone.embed(ids.to(device))  # (B, Tt, H)
 
-    rows, masks, texts, positions, last = [], [], [], [], []
+    rows, masks, texts, positions, last, masked = [], [], [], [], [], []
     for i, (row, prompt) in enumerate(zip(token_ids, prompts, strict=True)):
         off = 1 if row and row[0] in special else 0  # encoders: keep [CLS] first, prompt right after it
         n, p, L = len(row), int(prompt.shape[0]), lengths[i]
@@ -68,10 +81,16 @@ def build_batch(
         texts.append(F.pad(text, (left, right)))
         positions.append(F.pad(torch.arange(L), (left, right)))
         last.append(left + L - 1)
+        if mask_id is not None and mask_id in row:
+            j = len(row) - 1 - row[::-1].index(mask_id)
+            masked.append(left + (j if j < off else j + p))
+        else:
+            masked.append(left + L - 1)
     return PromptedBatch(
         inputs_embeds=torch.stack(rows),
         attention_mask=torch.stack(masks).to(device=device, dtype=torch.long),
         position_ids=torch.stack(positions).to(device),
         text_mask=torch.stack(texts).to(device),
         last_index=torch.tensor(last, device=device),
+        mask_index=torch.tensor(masked, device=device),
     )

@@ -78,11 +78,9 @@ def evaluate(heads: Heads, task: TaskSpec, prompt: torch.Tensor, ids: list[list[
 
 
 def class_logits(heads: Heads, task: TaskSpec, feats: torch.Tensor) -> torch.Tensor:
-    """(B, H|V) features of rows sharing one task -> (B, K) class logits (same rule as `Heads.logits`)."""
+    """(B, H|V) features of rows sharing one task -> (B, K) class logits (same rule as `Heads.class_logits`)."""
     lab = heads.labels_for(task)
-    if lab.dim() == 2:  # encoder: unit label embeddings
-        return SIMILARITY_SCALE * feats @ lab.T
-    return feats[:, lab]
+    return SIMILARITY_SCALE * feats @ lab.T if lab.dim() == 2 else feats[:, lab]
 
 
 def train_prompt(

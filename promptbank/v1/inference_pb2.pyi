@@ -26,19 +26,27 @@ class ClassifyRow(_message.Message):
 
     PROMPT_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    ENSEMBLE_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Prompt reference: `task` (alias latest), `task@alias`, `task/versions/N`, or `prompts/...` names."""
     text: _builtins.str
     """Input text."""
+    @_builtins.property
+    def ensemble(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Prompt ensembling: more references to versions of the same task. The row is scored under `prompt`
+        and each of these in the same forward pass, and the label probabilities are averaged.
+        """
+
     def __init__(
         self,
         *,
         prompt: _builtins.str = ...,
         text: _builtins.str = ...,
+        ensemble: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompt", b"prompt", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble", "prompt", b"prompt", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -103,6 +111,7 @@ class ClassifyResult(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """The resolved version, `prompts/{p}/versions/{n}`."""
     label: _builtins.str
@@ -111,16 +120,21 @@ class ClassifyResult(_message.Message):
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelScore]:
         """All labels with their scores, in the task's label order."""
 
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With ensembling: every version that was averaged, `prompt`'s first."""
+
     def __init__(
         self,
         *,
         version: _builtins.str = ...,
         label: _builtins.str = ...,
         scores: _abc.Iterable[Global___LabelScore] | None = ...,
+        versions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "scores", b"scores", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "scores", b"scores", "version", b"version", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,6 +174,7 @@ class GenerateRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     MAX_NEW_TOKENS_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Prompt reference."""
     text: _builtins.str
@@ -168,6 +183,8 @@ class GenerateRequest(_message.Message):
     """Maximum new tokens (default 32)."""
     temperature: _builtins.float
     """Sampling temperature; 0 = greedy."""
+    seed: _builtins.int
+    """Seed for sampling (temperature > 0)."""
     def __init__(
         self,
         *,
@@ -175,10 +192,11 @@ class GenerateRequest(_message.Message):
         text: _builtins.str = ...,
         max_new_tokens: _builtins.int = ...,
         temperature: _builtins.float = ...,
+        seed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "temperature", b"temperature", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "seed", b"seed", "temperature", b"temperature", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

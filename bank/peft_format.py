@@ -1,0 +1,290 @@
+"""promptbank prompt versions <-> PEFT prompt-tuning adapters. Pure functions over bytes; no DB, no pickle.
+
+An exported adapter is exactly what `PeftModel.save_pretrained` writes for `PromptTuningConfig` (checked
+against peft 0.21 in tests/test_peft_format.py): `adapter_config.json` (same keys, `indent=2, sort_keys=True`)
+and `adapter_model.safetensors` holding the `[num_virtual_tokens, token_dim]` prompt under
+`prompt_embeddings`. It loads with `PeftModel.from_pretrained(base, dir)`. promptbank-only metadata (task
+spec, architecture, `extra`) rides in the safetensors header under `promptbank.*` keys, which PEFT never
+reads; unknown keys in adapter_config.json would make `PeftConfig.from_pretrained` warn, so none are added.
+
+Where each side puts the prompt (what an adapter means after crossing over):
+- causal LM (`CAUSAL_LM`): both prepend it to every row and count positions from 0 over prompt + text, so
+  the logits are identical (with right padding; PEFT prepends the prompt in front of left padding, PEFT bug
+  1093, where promptbank keeps it next to the text).
+- seq2seq (`SEQ_2_SEQ_LM`): current PEFT prepends prompt-tuning vectors to the encoder input only. Its own
+  default `num_transformer_submodules=2` stores a second, decoder half of `num_virtual_tokens` rows that it
+  no longer uses (older PEFT releases prepended it to the decoder input). Export therefore writes
+  `num_transformer_submodules=1` with just the encoder prompt, which every PEFT version reads the same way;
+  import of a two-submodule adapter keeps the first (encoder) half, the part current PEFT applies.
+- encoder / masked LM: PEFT has no masked-LM task type, and an adapter without a task type is loaded as a
+  bare `PeftModel` whose forward ignores the prompt. `FEATURE_EXTRACTION` is the type whose forward
+  prepends it, so both export to that. PEFT prepends the prompt before `[CLS]`; promptbank inserts it right
+  after `[CLS]`, so an encoder prompt is portable as a tensor but scores differ across the two (retrain or
+  accept the shift). PEFT also drops `token_type_ids` and `position_ids` for prompt tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bank.codec import PROMPT_KEY, decode_prompt, encode_prompt
+from bank.errors import InvalidArgument, ResourceExhausted
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+PEFT_VERSION = "0.21.2"  # the peft release whose save_pretrained output the export mirrors (see the tests)
+MAX_ADAPTER_BYTES = 64 << 20  # a prompt is KBs to a few MB; refuse anything far beyond that
+_META = "promptbank."  # prefix of promptbank's keys in the safetensors header
+
+# promptbank architecture -> PEFT task type (architecture names as in workers.backbone)
+TASK_TYPES = {
+    "causal_lm": "CAUSAL_LM",
+    "seq2seq": "SEQ_2_SEQ_LM",
+    "encoder": "FEATURE_EXTRACTION",
+    "masked_lm": "FEATURE_EXTRACTION",  # PEFT has no masked-LM type; see the module docstring
+}
+_ARCH_OF_TASK_TYPE = {"CAUSAL_LM": "causal_lm", "SEQ_2_SEQ_LM": "seq2seq", "FEATURE_EXTRACTION": "encoder"}
+
+
+@dataclass(frozen=True, eq=False)
+class ImportedPrompt:
+    """A PEFT prompt-tuning adapter read back as a promptbank prompt."""
+
+    tensor: torch.Tensor  # (num_virtual_tokens, token_dim), dtype as stored in the file
+    num_virtual_tokens: int
+    token_dim: int
+    base_model: str  # base_model_name_or_path; "" when the adapter names none
+    revision: str  # base model revision; "" when none
+    task_type: str  # PEFT task type ("CAUSAL_LM", ...); "" when none
+    architecture: str  # promptbank architecture it maps to; "" when the task type says nothing usable
+    peft_version: str  # peft release that wrote the config; "" when not recorded (peft < 0.18)
+    num_transformer_submodules: int  # as in the file; 2 means the unused decoder half was dropped
+    task: dict[str, Any] | None  # promptbank task spec, when promptbank exported the adapter
+    extra: dict[str, Any] | None  # promptbank's extra metadata, when promptbank exported the adapter
+
+
+def export_peft(
+    tensor_bytes: bytes,
+    *,
+    base_model: str,
+    revision: str,
+    architecture: str,
+    num_virtual_tokens: int,
+    token_dim: int,
+    task: dict[str, Any],
+    extra: dict[str, Any] | None,
+) -> tuple[bytes, bytes]:
+    """A stored prompt version (safetensors bytes) -> (adapter_config.json, adapter_model.safetensors) bytes."""
+    if architecture not in TASK_TYPES:
+        raise InvalidArgument(f"architecture {architecture!r} cannot be exported to PEFT; use one of {sorted(TASK_TYPES)}")
+    n = _positive_int("num_virtual_tokens", num_virtual_tokens)
+    dim = _positive_int("token_dim", token_dim)
+    prompt = decode_prompt(_check_size("prompt", tensor_bytes))  # refuses pickle and non-safetensors data
+    if list(prompt.shape) != [n, dim]:
+        raise InvalidArgument(
+            f"the prompt tensor has shape {list(prompt.shape)} but the version says "
+            f"num_virtual_tokens={n}, token_dim={dim}"
+        )
+    if not prompt.is_floating_point():
+        raise InvalidArgument(f"a soft prompt must be floating point, got {prompt.dtype}")
+    if not isinstance(task, dict) or (extra is not None and not isinstance(extra, dict)):
+        raise InvalidArgument("task must be a dict and extra a dict or None")
+    metadata = {"format": "pt", _META + "architecture": architecture, _META + "task": _to_json("task", task)}
+    if extra is not None:
+        metadata[_META + "extra"] = _to_json("extra", extra)
+    config = {  # every key PromptTuningConfig.save_pretrained writes, nothing else
+        "auto_mapping": None,
+        "base_model_name_or_path": base_model or None,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "num_attention_heads": None,  # PEFT fills these from the base model's config; prompt tuning ignores them
+        "num_layers": None,
+        "num_transformer_submodules": 1,  # also for seq2seq: the prompt is the encoder's; see the module docstring
+        "num_virtual_tokens": n,
+        "peft_type": "PROMPT_TUNING",
+        "peft_version": PEFT_VERSION,
+        "prompt_tuning_init": "RANDOM",  # init is moot for a trained prompt; RANDOM needs no tokenizer on load
+        "prompt_tuning_init_text": None,
+        "revision": revision or None,
+        "task_type": TASK_TYPES[architecture],
+        "token_dim": dim,
+        "tokenizer_kwargs": None,
+        "tokenizer_name_or_path": None,
+    }
+    config_bytes = json.dumps(config, indent=2, sort_keys=True).encode()
+    return config_bytes, encode_prompt(prompt, metadata)
+
+
+def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
+    """(adapter_config.json, adapter_model.safetensors) bytes of a PROMPT_TUNING adapter -> ImportedPrompt."""
+    adapter_config = _check_size(CONFIG_NAME, adapter_config)
+    adapter_model = _check_size(WEIGHTS_NAME, adapter_model)
+    cfg = _parse_config(adapter_config)
+    peft_type = cfg.get("peft_type")
+    if peft_type != "PROMPT_TUNING":
+        raise InvalidArgument(
+            f"PEFT adapter type {peft_type!r} is not supported: only PROMPT_TUNING adapters (soft prompts) "
+            "can be imported"
+        )
+    task_type = cfg.get("task_type") or ""
+    if not isinstance(task_type, str):
+        raise InvalidArgument(f"{CONFIG_NAME}: task_type must be a string, got {task_type!r}")
+    n = _config_int(cfg, "num_virtual_tokens", required=True)
+    subm = _config_int(cfg, "num_transformer_submodules") or (2 if task_type == "SEQ_2_SEQ_LM" else 1)
+    if subm not in (1, 2) or (subm == 2 and task_type != "SEQ_2_SEQ_LM"):
+        raise InvalidArgument(
+            f"{CONFIG_NAME}: num_transformer_submodules={subm} with task_type {task_type or None!r}; PEFT prompt "
+            "tuning uses 1, or 2 only for SEQ_2_SEQ_LM"
+        )
+
+    tensor = decode_prompt(adapter_model)  # refuses pickle (adapter_model.bin) and non-safetensors data
+    header = _safetensors_header(adapter_model)
+    others = sorted(k for k in header if k not in ("__metadata__", PROMPT_KEY))
+    if others:
+        raise InvalidArgument(
+            f"the adapter also carries trained modules {others[:5]}; a promptbank prompt is the whole "
+            "adaptation, so only adapters holding just 'prompt_embeddings' can be imported"
+        )
+    dim = _config_int(cfg, "token_dim") or int(tensor.shape[1])
+    if list(tensor.shape) != [n * subm, dim]:
+        raise InvalidArgument(
+            f"{WEIGHTS_NAME} holds '{PROMPT_KEY}' of shape {list(tensor.shape)}, but {CONFIG_NAME} says "
+            f"num_virtual_tokens={n} x num_transformer_submodules={subm} rows of token_dim={dim}, "
+            f"i.e. shape {[n * subm, dim]}"
+        )
+    if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+        raise InvalidArgument(f"'{PROMPT_KEY}' must hold finite floating-point values (dtype {tensor.dtype})")
+    tensor = tensor[:n].clone()  # (n, dim); with 2 submodules rows n..2n are the decoder half PEFT ignores
+
+    meta = header.get("__metadata__") or {}
+    arch = meta.get(_META + "architecture", "")
+    if TASK_TYPES.get(arch) != task_type:  # no promptbank metadata, or the config was edited since
+        arch = _ARCH_OF_TASK_TYPE.get(task_type, "")
+    return ImportedPrompt(
+        tensor=tensor,
+        num_virtual_tokens=n,
+        token_dim=dim,
+        base_model=_config_str(cfg, "base_model_name_or_path"),
+        revision=_config_str(cfg, "revision"),
+        task_type=task_type,
+        architecture=arch,
+        peft_version=_config_str(cfg, "peft_version"),
+        num_transformer_submodules=subm,
+        task=_meta_dict(meta, "task"),
+        extra=_meta_dict(meta, "extra"),
+    )
+
+
+def read_peft_dir(path: str | os.PathLike[str]) -> ImportedPrompt:
+    """Read a PEFT adapter directory (as `save_pretrained` writes it). Only safetensors weights are read."""
+    d = Path(path)
+    if not d.is_dir():
+        raise InvalidArgument(f"{str(d)!r} is not a directory holding a PEFT adapter")
+    weights = d / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = sorted(f.name for f in d.iterdir() if f.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise InvalidArgument(
+                f"{str(d)!r} holds only {pickles}: pickle files are refused (loading one can run arbitrary code); "
+                f"convert the adapter to safetensors ({WEIGHTS_NAME}) first, e.g. in a trusted environment "
+                "PeftModel.from_pretrained(base, dir).save_pretrained(out, safe_serialization=True)"
+            )
+        raise InvalidArgument(f"{str(d)!r} has no {WEIGHTS_NAME}")
+    config = d / CONFIG_NAME
+    if not config.is_file():
+        raise InvalidArgument(f"{str(d)!r} has no {CONFIG_NAME}")
+    for f in (config, weights):
+        if f.stat().st_size > MAX_ADAPTER_BYTES:
+            raise ResourceExhausted(f"{f.name} is {f.stat().st_size} bytes; the limit is {MAX_ADAPTER_BYTES}")
+    return import_peft(config.read_bytes(), weights.read_bytes())
+
+
+def write_peft_dir(path: str | os.PathLike[str], config_bytes: bytes, model_bytes: bytes) -> Path:
+    """Write an adapter directory that `PeftModel.from_pretrained(base, path)` loads. Validates it first."""
+    import_peft(config_bytes, model_bytes)  # never write what could not be read back
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, data in ((WEIGHTS_NAME, model_bytes), (CONFIG_NAME, config_bytes)):
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, d / name)  # atomic: a reader never sees half a file
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return d
+
+
+def _parse_config(data: bytes) -> dict[str, Any]:
+    try:
+        cfg = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"{CONFIG_NAME} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise InvalidArgument(f"{CONFIG_NAME} must hold a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def _safetensors_header(data: bytes) -> dict[str, Any]:
+    """The JSON header of safetensors bytes (already validated by decode_prompt): tensor entries + metadata."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + n])
+
+
+def _config_int(cfg: dict[str, Any], key: str, required: bool = False) -> int | None:
+    value = cfg.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"{CONFIG_NAME}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _config_str(cfg: dict[str, Any], key: str) -> str:
+    value = cfg.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"{CONFIG_NAME}: {key} must be a string or null, got {value!r}")
+    return value or ""
+
+
+def _meta_dict(meta: dict[str, str], key: str) -> dict[str, Any] | None:
+    raw = meta.get(_META + key)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"safetensors metadata '{_META + key}' is not a JSON object")
+    return value
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _to_json(name: str, value: dict[str, Any]) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{name} is not JSON-serialisable: {exc}") from None
+
+
+def _check_size(name: str, data: bytes) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidArgument(f"{name} must be bytes, got {type(data).__name__}")
+    if len(data) > MAX_ADAPTER_BYTES:
+        raise ResourceExhausted(f"{name} is {len(data)} bytes; the limit is {MAX_ADAPTER_BYTES}")
+    return bytes(data)

@@ -1,0 +1,149 @@
+"""Micro-batching across requests and tasks: rows waiting for one backbone ride in one forward pass.
+
+Each `submit` is one request's rows for one backbone. A loop per backbone forms a batch when a replica
+slot is free: whole requests in arrival order, up to `max_rows` rows / `max_tokens` estimated tokens,
+waiting at most `max_wait_ms` after the oldest row. Results are split back per request. If a batch fails,
+its requests are retried one by one, so a bad request fails alone; a request whose caller has gone
+(cancelled, deadline) is dropped before dispatch and its result discarded after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.pool import ReplicaPool
+
+log = logging.getLogger("promptbank.coordinator")
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_rows: int = 64
+    max_tokens: int = 16384
+    max_wait_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_tokens < 1 or self.max_wait_ms < 0:
+            raise ValueError(f"invalid batch limits {self}")
+
+
+@dataclass
+class _Pending:
+    rows: list[tuple[str, str]]  # (prompt sha, text)
+    prompts: dict[str, bytes]
+    tasks: dict[str, dict[str, Any]]
+    tokens: int
+    future: asyncio.Future[list[list[float]]]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+def estimate_tokens(text: str, n_virtual: int) -> int:
+    """Cheap upper-ish estimate (no tokenizer in the coordinator): ~4 characters per token."""
+    return n_virtual + len(text) // 4 + 2
+
+
+class MicroBatcher:
+    def __init__(self, pool: ReplicaPool, backbone: str, limits: BatchLimits):
+        self.pool, self.backbone, self.limits = pool, backbone, limits
+        self._queue: deque[_Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(2 * len(pool.get(backbone).replicas))  # in-flight batches
+        self._task = asyncio.create_task(self._loop(), name=f"batcher-{backbone}")
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.batches = 0  # counters for tests and logs
+        self.rows = 0
+        self.split_retries = 0  # batches that failed and were retried request by request
+
+    async def submit(
+        self, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, dict[str, Any]], tokens: int
+    ) -> list[list[float]]:
+        fut: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(rows, prompts, tasks, tokens, fut))
+        self._arrived.set()
+        return await fut  # a cancelled caller cancels `fut`; the loop then skips or discards it
+
+    async def _loop(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
+            t = asyncio.create_task(self._run(batch))
+            self._inflight.add(t)
+            t.add_done_callback(self._inflight.discard)
+
+    async def _collect(self) -> list[_Pending]:
+        """Wait for rows, then up to max_wait after the oldest for the batch to fill."""
+        while True:
+            while self._queue and self._queue[0].future.done():
+                self._queue.popleft()
+            if self._queue:
+                break
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = self._queue[0].arrived + self.limits.max_wait_ms / 1000
+        while not self._full() and (left := deadline - time.monotonic()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=left)
+            except TimeoutError:
+                break
+        batch: list[_Pending] = []
+        rows = tokens = 0
+        while self._queue:
+            p = self._queue[0]
+            if p.future.done():
+                self._queue.popleft()
+                continue
+            if batch and (rows + len(p.rows) > self.limits.max_rows or tokens + p.tokens > self.limits.max_tokens):
+                break
+            batch.append(self._queue.popleft())
+            rows, tokens = rows + len(p.rows), tokens + p.tokens
+        return batch
+
+    def _full(self) -> bool:
+        live = [p for p in self._queue if not p.future.done()]
+        return (sum(len(p.rows) for p in live) >= self.limits.max_rows
+                or sum(p.tokens for p in live) >= self.limits.max_tokens)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            if batch:
+                await self._dispatch(batch)
+        finally:
+            self._slots.release()
+
+    async def _dispatch(self, batch: list[_Pending]) -> None:
+        rows = [r for p in batch for r in p.rows]
+        prompts = {k: v for p in batch for k, v in p.prompts.items()}
+        tasks = {k: v for p in batch for k, v in p.tasks.items()}
+        try:
+            out = await self.pool.classify(self.backbone, rows, prompts, tasks)
+        except Exception as exc:  # noqa: BLE001 - isolate the failing request(s)
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            log.warning("batch of %d requests failed (%r); retrying them one by one", len(batch), exc)
+            self.split_retries += 1
+            await asyncio.gather(*[self._dispatch([p]) for p in batch])
+            return
+        self.batches += 1
+        self.rows += len(rows)
+        i = 0
+        for p in batch:
+            if not p.future.done():
+                p.future.set_result(out[i : i + len(p.rows)])
+            i += len(p.rows)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        for t in list(self._inflight):
+            t.cancel()

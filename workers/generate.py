@@ -1,0 +1,79 @@
+"""Text generation with a soft prompt, one token at a time (KV cache), for causal-LM and seq2seq backbones."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+
+import torch
+
+from workers.backbone import CAUSAL_LM, SEQ2SEQ, FrozenBackbone
+from workers.soft_prompt import build_batch, tokenize
+from workers.task import ConfigError
+
+
+def _cache_kw(model: torch.nn.Module) -> str:
+    """transformers 5 renamed `past_key_values` to `cache` (argument and output field); support both."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache(out: object) -> object:
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
+    """(V,) logits -> next token id: greedy at temperature 0, else sampled."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+@torch.inference_mode()
+def generate(
+    bb: FrozenBackbone,
+    prompt: torch.Tensor,
+    text: str,
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    seed: int = 0,
+    max_length: int = 256,
+) -> Iterator[str]:
+    """Yield the newly decoded text after each generated token (pieces concatenate to the whole output)."""
+    if bb.architecture not in (CAUSAL_LM, SEQ2SEQ):
+        raise ConfigError(f"generation needs a causal-LM or seq2seq backbone, not {bb.architecture!r}")
+    model, gen = bb.model, torch.Generator().manual_seed(seed)
+    ckw = _cache_kw(model)
+    batch = build_batch(bb, tokenize(bb, [text], max_length), [prompt])  # one row: no padding
+    eos = bb.tokenizer.eos_token_id
+    dev = batch.inputs_embeds.device
+    out_ids: list[int] = []
+    shown = ""
+    if bb.architecture == CAUSAL_LM:
+        kw = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
+        out = model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=True, **kw)
+        L = batch.inputs_embeds.shape[1]
+    else:
+        encoder_outputs = model.get_encoder()(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask)
+        start = torch.full((1, 1), bb.decoder_start_id, device=dev)
+        out = model(encoder_outputs=encoder_outputs, attention_mask=batch.attention_mask, decoder_input_ids=start,
+                    use_cache=True)
+    for step in range(max_new_tokens):
+        nxt = _pick(out.logits[0, -1], temperature, gen)
+        if eos is not None and nxt == eos:
+            break
+        out_ids.append(nxt)
+        full = bb.tokenizer.decode(out_ids, skip_special_tokens=True)
+        if full != shown:
+            yield full[len(shown):] if full.startswith(shown) else full
+            shown = full
+        ids = torch.tensor([[nxt]], device=dev)
+        if bb.architecture == CAUSAL_LM:
+            pos = L + step
+            kw = {"position_ids": torch.tensor([[pos]], device=dev)} if bb.accepts_position_ids else {}
+            kw[ckw] = _cache(out)
+            out = model(input_ids=ids, use_cache=True,
+                        attention_mask=torch.ones(1, pos + 1, dtype=torch.long, device=dev), **kw)
+        else:
+            out = model(encoder_outputs=encoder_outputs, attention_mask=batch.attention_mask, decoder_input_ids=ids,
+                        use_cache=True, **{ckw: _cache(out)})
