@@ -1,23 +1,96 @@
-"""Engine and session factory: SQLite file (WAL, busy_timeout) by default, any SQLAlchemy URL otherwise."""
+"""Engine and session factory: SQLite file (WAL, busy_timeout) by default, any SQLAlchemy URL otherwise.
+
+The schema belongs to Alembic (bank/migrations): `make_engine` brings the database to the head revision.
+That is a cheap read when it is already there; otherwise the upgrade runs in one transaction under a lock
+(`BEGIN IMMEDIATE` on SQLite, an advisory lock on PostgreSQL), so processes starting together migrate once.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bank.models import Base
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"  # the schema that `Base.metadata.create_all` made before migrations existed
+_PG_LOCK = 0x70726F6D  # pg_advisory_xact_lock key held while migrating ("prom")
+
+
+def normalize_url(url: str) -> str:
+    """A bare path is a SQLite file (its folder is created); `postgresql://` uses the psycopg 3 driver."""
+    if "://" not in url:
+        path = Path(url).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config for the packaged migrations (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return cfg
+
+
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to head; a database from before migrations (tables, no version) is adopted first."""
+    head = _script().get_current_head()
+    with engine.connect() as conn:
+        if current_revision(conn) == head:
+            return
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # Off before BEGIN (a no-op inside a transaction): SQLite alters a table by copying and dropping it,
+            # and a drop with foreign keys on would cascade into the child tables.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+        try:
+            current = current_revision(conn)
+            if current != head:
+                if current is not None and current not in {r.revision for r in _script().walk_revisions()}:
+                    raise RuntimeError(
+                        f"database schema is at revision {current!r}, unknown to this promptbank (head {head!r}); "
+                        "is it from a newer release?"
+                    )
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                if current is None and inspect(conn).has_table("prompts"):
+                    command.stamp(cfg, BASELINE)
+                command.upgrade(cfg, "head")
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("migration left rows that break foreign keys; rolled back")
+            conn.commit()
+        finally:
+            if sqlite:
+                conn.rollback()
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 def make_engine(url: str) -> Engine:
-    """Create the engine; a bare path is taken as a SQLite file. The schema is created if missing."""
-    if "://" not in url:
-        Path(url).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{Path(url).expanduser().resolve()}"
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    engine = create_engine(url, pool_pre_ping=True)
+    """Create the engine; a bare path is taken as a SQLite file. The schema is migrated to head if behind."""
+    engine = create_engine(normalize_url(url), pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -29,7 +102,11 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-    Base.metadata.create_all(engine)
+    try:
+        upgrade_schema(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

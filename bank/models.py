@@ -61,7 +61,10 @@ class PromptVersion(Base):
     """One immutable trained prompt: safetensors bytes plus what is needed to trust and trace them."""
 
     __tablename__ = "prompt_versions"
-    __table_args__ = (UniqueConstraint("prompt_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("prompt_id", "version"),
+        Index("ix_prompt_versions_backbone_prompt", "backbone_id", "prompt_id"),  # list_prompts(backbone=...)
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
     version: Mapped[int]

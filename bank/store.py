@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import cast, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from bank.codec import decode_prompt, sha256_hex
@@ -71,18 +72,25 @@ def get_prompt(s: Session, name: str) -> Prompt:
 
 
 def list_prompts(s: Session, offset: int, limit: int, tag: str = "", backbone: str = "") -> Sequence[Prompt]:
+    """A page of prompts by name; `tag` keeps those whose tags hold it, `backbone` those with a version on it."""
     q = select(Prompt).order_by(Prompt.name)
     if backbone:
-        q = q.where(
-            Prompt.id.in_(
-                select(PromptVersion.prompt_id).join(Backbone).where(Backbone.name == backbone)
-            )
+        backbone_id = select(Backbone.id).where(Backbone.name == backbone).scalar_subquery()
+        q = q.where(  # an index probe per candidate prompt, not a scan of its versions
+            select(PromptVersion.id).where(PromptVersion.backbone_id == backbone_id, PromptVersion.prompt_id == Prompt.id).exists()
         )
-    if not tag:
-        return s.scalars(q.offset(offset).limit(limit)).all()
-    # Tags are a JSON list; filter in Python (portable across SQLite and PostgreSQL).
-    rows = [p for p in s.scalars(q).all() if tag in (p.tags or [])]
-    return rows[offset : offset + limit]
+    if tag:
+        # Tags are a JSON list: test membership in SQL where the dialect can, else in Python.
+        dialect = s.get_bind().dialect.name
+        if dialect == "sqlite":
+            each = func.json_each(Prompt.tags).table_valued("value")
+            q = q.where(select(each.c.value).where(each.c.value == tag).exists())
+        elif dialect == "postgresql":
+            q = q.where(cast(Prompt.tags, JSONB).contains([tag]))
+        else:
+            rows = [p for p in s.scalars(q).all() if tag in (p.tags or [])]
+            return rows[offset : offset + limit]
+    return s.scalars(q.offset(offset).limit(limit)).all()
 
 
 def delete_prompt(s: Session, name: str, force: bool) -> None:

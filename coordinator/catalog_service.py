@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.struct_pb2 import Struct
 from sqlalchemy.orm import Session
 
 from bank import store
-from bank.errors import InvalidArgument
+from bank.codec import encode_prompt
+from bank.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from bank.peft_format import export_peft, import_peft
 from bank.refs import check_name, strip_collection
 from coordinator import convert as cv
+from coordinator.config import BackboneSpec
 from coordinator.db import BankDB
 from coordinator.pool import ReplicaPool
 from promptbank.v1 import catalog_pb2 as cat
@@ -24,6 +28,10 @@ def task_dict(spec: cat.TaskSpec) -> dict:
         labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
         kind=spec.kind or "classification", description=spec.description,
     ).to_dict()
+
+
+def task_message(task: dict) -> cat.TaskSpec:
+    return cv.task_to_proto(task)
 
 
 def version_ref(name: str) -> str:
@@ -53,6 +61,26 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def GetBackbone(self, request: cat.GetBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         name = strip_collection(request.name, "backbones")
+        return await self.db.run(lambda s: cv.backbone_to_proto(store.get_backbone(s, name), self._replicas(name)))
+
+    async def RegisterBackbone(self, request: cat.RegisterBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
+        """Load a backbone on new Ray replicas and record it; repeating the same registration is a no-op."""
+        name = check_name("backbone", request.backbone_id)
+        if not request.model:
+            raise InvalidArgument("model is required: a Hugging Face model id or a path on the workers")
+        served = self.pool.backbones.get(name)
+        if served is not None:
+            if (served.spec.model, served.spec.revision) != (request.model, request.revision):
+                raise AlreadyExists(f"backbone {name!r} is already served from {served.spec.model!r}")
+        else:
+            try:
+                spec = BackboneSpec(name, request.model, request.revision, request.replicas or 1)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
+            info = await self.pool.add(spec)
+            await self.db.run(lambda s: store.upsert_backbone(
+                s, name, model=spec.model, revision=spec.revision, architecture=info["architecture"],
+                hidden_size=info["hidden_size"], fingerprint=info["fingerprint"]))
         return await self.db.run(lambda s: cv.backbone_to_proto(store.get_backbone(s, name), self._replicas(name)))
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
@@ -148,6 +176,59 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         ref = version_ref(request.name)
         await self.db.run(lambda s: store.delete_version(s, store.resolve(s, ref), request.force))
         return cat.DeletePromptVersionResponse()
+
+    async def ImportPromptVersion(
+        self, request: cat.ImportPromptVersionRequest, context: grpc.aio.ServicerContext
+    ) -> cat.PromptVersion:
+        """A PEFT prompt-tuning adapter (its two files) becomes a new version; the prompt is created if new."""
+        name = check_name("prompt", strip_collection(request.parent, "prompts"))
+        backbone = strip_collection(request.backbone, "backbones")
+        imported = import_peft(request.adapter_config, request.adapter_model)
+        requested = task_dict(request.task) if request.task.labels else None
+
+        def q(s: Session) -> cat.PromptVersion:
+            bb = store.get_backbone(s, backbone)
+            if imported.token_dim != bb.hidden_size:
+                raise FailedPrecondition(f"adapter token_dim {imported.token_dim} does not match backbone "
+                                         f"{backbone!r} hidden size {bb.hidden_size}")
+            arch = "encoder" if bb.architecture == "masked_lm" else bb.architecture
+            if imported.architecture and imported.architecture != arch:
+                raise FailedPrecondition(f"adapter task type {imported.task_type} does not fit backbone {backbone!r} "
+                                         f"({bb.architecture})")
+            p = store.find_prompt(s, name)
+            if p is None:
+                task = requested or imported.task
+                if not task:
+                    raise InvalidArgument(f"prompt {name!r} does not exist: give its task (labels) to create it")
+                p = store.create_prompt(s, name, task_dict(task_message(task)))
+            elif requested and requested["labels"] != p.task["labels"]:
+                raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
+                                         f"{requested['labels']}")
+            lineage = {"imported_from": f"peft:{imported.base_model or 'unknown base'}", "init": "import"}
+            v = store.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage)
+            return cv.version_to_proto(s, v)
+
+        return await self.db.run(q)
+
+    async def ExportPromptVersion(
+        self, request: cat.ExportPromptVersionRequest, context: grpc.aio.ServicerContext
+    ) -> cat.ExportPromptVersionResponse:
+        ref = version_ref(request.name)
+
+        def q(s: Session) -> cat.ExportPromptVersionResponse:
+            v = store.resolve(s, ref)
+            bb = v.backbone
+            extra = {"version": cv.version_name(v.prompt.name, v.version), "sha256": v.sha256,
+                     "backbone": bb.name, "fingerprint": v.backbone_fingerprint, "metrics": v.metrics}
+            config, weights = export_peft(
+                v.tensor, base_model=bb.model, revision=bb.revision, architecture=bb.architecture,
+                num_virtual_tokens=int(v.shape[0]), token_dim=int(v.shape[1]), task=v.prompt.task, extra=extra,
+            )
+            meta = Struct()
+            meta.update({"task": v.prompt.task, **extra})
+            return cat.ExportPromptVersionResponse(adapter_config=config, adapter_model=weights, metadata=meta)
+
+        return await self.db.run(q)
 
     async def SetAlias(self, request: cat.SetAliasRequest, context: grpc.aio.ServicerContext) -> cat.Alias:
         name = strip_collection(request.parent, "prompts")

@@ -7,25 +7,17 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 from tqdm import tqdm
 
+from promptbank import cli_catalog
 from promptbank.client import DEFAULT_SERVER, Client
 from promptbank.data import read_examples
-from promptbank.v1 import catalog_pb2 as cat
+from promptbank.output import emit
 from promptbank.v1 import jobs_pb2 as jp
 
 STATE = jp.TrainJob.State.Name
-
-
-def emit(obj: Any, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(obj if isinstance(obj, dict) else MessageToDict(obj, preserving_proto_field_name=True)))
-    else:
-        print(obj if isinstance(obj, str) else json.dumps(MessageToDict(obj, preserving_proto_field_name=True), indent=2))
 
 
 def follow(client: Client, job: str, quiet: bool = False) -> jp.TrainJob:
@@ -101,23 +93,6 @@ def cmd_generate(a: argparse.Namespace, c: Client) -> int:
     return 0
 
 
-def cmd_prompts(a: argparse.Namespace, c: Client) -> int:
-    if a.action == "list":
-        for p in c.list_prompts(tag=a.tag or ""):
-            if a.json:
-                emit(p, True)
-            else:
-                aliases = ",".join(f"{k}->{v}" for k, v in sorted(p.aliases.items()))
-                print(f"{p.name}\tlabels={list(p.task.labels)}\tversions={p.latest_version}\t{aliases}")
-        return 0
-    if not a.ref:
-        print("prompts show: give a prompt reference", file=sys.stderr)
-        return 2
-    v = c.get_version(a.ref)
-    emit(v, a.json)
-    return 0
-
-
 def cmd_jobs(a: argparse.Namespace, c: Client) -> int:
     if a.action == "list":
         for j in c.list_jobs():
@@ -141,15 +116,6 @@ def cmd_jobs(a: argparse.Namespace, c: Client) -> int:
     else:
         print(f"{job.name} {STATE(job.state)} {job.result_version or job.error}")
     return 0 if job.state == jp.TrainJob.SUCCEEDED else 1
-
-
-def cmd_backbones(a: argparse.Namespace, c: Client) -> int:
-    for b in c.list_backbones():
-        if a.json:
-            emit(b, True)
-        else:
-            print(f"{b.name}\t{cat.Architecture.Name(b.architecture)}\thidden={b.hidden_size}\treplicas={b.replicas}\t{b.model}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,20 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("text", nargs="+")
 
-    p = sub.add_parser("prompts", help="list prompts, show a version")
-    p.add_argument("action", choices=["list", "show"])
-    p.add_argument("ref", nargs="?")
-    p.add_argument("--tag")
-    p.add_argument("--json", action="store_true")
-
     j = sub.add_parser("jobs", help="list, show, watch or cancel train jobs")
     j.add_argument("action", choices=["list", "show", "watch", "cancel"])
     j.add_argument("job", nargs="?")
     j.add_argument("--json", action="store_true")
 
-    b = sub.add_parser("backbones", help="list backbones")
-    b.add_argument("action", choices=["list"])
-    b.add_argument("--json", action="store_true")
+    cli_catalog.add_parsers(sub)
 
     d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
     d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
@@ -218,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "prompts": cmd_prompts, "jobs": cmd_jobs,
-            "backbones": cmd_backbones}
+COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "jobs": cmd_jobs,
+            "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

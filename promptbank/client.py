@@ -203,6 +203,53 @@ class Client:
         req = cat.UpdatePromptRequest(prompt=msg, update_mask=FieldMask(paths=paths))
         return self.catalog.UpdatePrompt(req, timeout=self.timeout)
 
+    def create_prompt(self, prompt: str, labels: Sequence[str], *, label_texts: Sequence[str] = (),
+                      label_words: Sequence[str] = (), description: str = "", tags: Sequence[str] = (),
+                      owner: str = "", request_id: str | None = None) -> cat.Prompt:
+        task = cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
+                            description=description)
+        req = cat.CreatePromptRequest(prompt_id=prompt, prompt=cat.Prompt(task=task, tags=tags, owner=owner),
+                                      request_id=request_id or uuid.uuid4().hex)
+        return self.catalog.CreatePrompt(req, timeout=self.timeout)
+
+    def delete_prompt(self, prompt: str, force: bool = False) -> None:
+        self.catalog.DeletePrompt(cat.DeletePromptRequest(name=f"prompts/{prompt}", force=force), timeout=self.timeout)
+
+    def delete_version(self, ref: str, force: bool = False) -> None:
+        self.catalog.DeletePromptVersion(cat.DeletePromptVersionRequest(name=ref, force=force), timeout=self.timeout)
+
+    def tag_version(self, ref: str, tags: Sequence[str]) -> cat.PromptVersion:
+        req = cat.UpdatePromptVersionRequest(version=cat.PromptVersion(name=ref, tags=tags),
+                                             update_mask=FieldMask(paths=["tags"]))
+        return self.catalog.UpdatePromptVersion(req, timeout=self.timeout)
+
+    def delete_alias(self, prompt: str, alias: str) -> None:
+        self.catalog.DeleteAlias(cat.DeleteAliasRequest(name=f"prompts/{prompt}/aliases/{alias}"), timeout=self.timeout)
+
+    def alias_history(self, prompt: str) -> list[cat.AliasEvent]:
+        req = cat.ListAliasHistoryRequest(parent=f"prompts/{prompt}", page_size=1000)
+        return list(self.catalog.ListAliasHistory(req, timeout=self.timeout).events)
+
+    def export_version(self, ref: str) -> cat.ExportPromptVersionResponse:
+        """The two files of a PEFT prompt-tuning adapter (adapter_config.json, adapter_model.safetensors)."""
+        return self.catalog.ExportPromptVersion(cat.ExportPromptVersionRequest(name=ref), timeout=self.timeout)
+
+    def import_version(self, prompt: str, backbone: str, adapter_config: bytes, adapter_model: bytes, *,
+                       labels: Sequence[str] = (), label_texts: Sequence[str] = (), label_words: Sequence[str] = (),
+                       request_id: str | None = None) -> cat.PromptVersion:
+        req = cat.ImportPromptVersionRequest(
+            parent=f"prompts/{prompt}", backbone=backbone if backbone.startswith("backbones/") else f"backbones/{backbone}",
+            adapter_config=adapter_config, adapter_model=adapter_model,
+            task=cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words),
+            request_id=request_id or uuid.uuid4().hex,
+        )
+        return self.catalog.ImportPromptVersion(req, timeout=self.timeout)
+
+    def register_backbone(self, name: str, model: str, revision: str = "", replicas: int = 1,
+                          timeout: float = 600) -> cat.Backbone:
+        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision, replicas=replicas)
+        return self.catalog.RegisterBackbone(req, timeout=timeout)
+
     def set_alias(self, prompt: str, alias: str, version: int) -> cat.Alias:
         req = cat.SetAliasRequest(parent=f"prompts/{prompt}", alias=alias, version=version)
         return self.catalog.SetAlias(req, timeout=self.timeout)

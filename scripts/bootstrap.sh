@@ -16,4 +16,17 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   "$VENV/bin/python" -m pip install -q -e ".[dev]" >&2
   touch "$STAMP"
 fi
+# PostgreSQL server binaries: the tests start their own throwaway server (tests/pg_server.py).
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing PostgreSQL server binaries for the tests" >&2
+    if ! log="$( (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+          postgresql-15 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql) 2>&1)"; then
+      printf '%s\n' "$log" | tail -n 20 >&2
+      echo "bootstrap: could not install PostgreSQL; the PostgreSQL tests will fail until it is installed" >&2
+    fi
+  else
+    echo "bootstrap: PostgreSQL server binaries not found; as root run: apt-get install -y postgresql-15" >&2
+  fi
+fi
 echo "$VENV/bin/python"

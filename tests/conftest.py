@@ -27,6 +27,8 @@ from coordinator.config import BackboneSpec, ServerConfig, packaged_minilm
 from coordinator.server import Coordinator, start
 from promptbank import Client
 
+pytest_plugins = ["tests.pg_fixtures"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -1,4 +1,4 @@
-"""The SQL bank on a real SQLite file: versions, aliases, refs, transactions, codec safety."""
+"""The SQL bank on a real SQLite file and a real PostgreSQL: versions, aliases, refs, transactions, codec safety."""
 
 from __future__ import annotations
 
@@ -15,10 +15,19 @@ from bank.db import make_engine, make_sessionmaker
 from bank.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from bank.models import PromptVersion
 from bank.refs import parse_ref
+from tests.pg_fixtures import BACKENDS, fresh_db_url
+
+
+@pytest.fixture(params=BACKENDS)
+def sessions(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Each test runs once on SQLite and once on PostgreSQL, each time on a fresh, empty database."""
+    engine = make_engine(fresh_db_url(request, request.param, tmp_path))
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 @pytest.fixture()
-def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+def sqlite_sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
     engine = make_engine(str(tmp_path / "bank.db"))
     yield make_sessionmaker(engine)
     engine.dispose()
@@ -31,10 +40,11 @@ def seed(s, hidden: int = 8):  # type: ignore[no-untyped-def]
     return bb, p
 
 
-def test_sqlite_is_wal_with_busy_timeout(sessions) -> None:  # type: ignore[no-untyped-def]
-    with sessions() as s:
+def test_sqlite_is_wal_with_busy_timeout(sqlite_sessions) -> None:  # type: ignore[no-untyped-def]
+    with sqlite_sessions() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert s.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+        assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
 def test_versions_aliases_and_refs(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +133,28 @@ def test_jobs_idempotency_and_events(sessions) -> None:  # type: ignore[no-untyp
             jobs.request_cancel(s, a)
         seqs = [e.sequence for e in jobs.events_after(s, a.id, 0)]
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 5
+
+
+def test_list_prompts_filters_by_tag_and_backbone(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        bb, _ = seed(s)
+        other = store.upsert_backbone(s, "other", model="m2", revision="", architecture="encoder", hidden_size=8,
+                                      fingerprint="e" * 64)
+        tags = {"a": ["en", "prod"], "b": ["eng"], "c": ["en", 'we"ird é'], "d": [], "e": ["en"]}
+        for name, t in tags.items():
+            p = store.create_prompt(s, name, {}, tags=t)
+            store.add_version(s, p, other if name in "ce" else bb, encode_prompt(torch.randn(1, 8)))
+        store.add_version(s, store.get_prompt(s, "e"), bb, encode_prompt(torch.randn(1, 8)))
+        s.commit()
+    with sessions() as s:
+        def names(**kw) -> list[str]:  # type: ignore[no-untyped-def]
+            return [p.name for p in store.list_prompts(s, kw.pop("offset", 0), kw.pop("limit", 10), **kw)]
+
+        assert names() == ["a", "b", "c", "d", "e", "sent"]
+        assert names(tag="en") == ["a", "c", "e"]  # exact members: not "eng"
+        assert names(tag='we"ird é') == ["c"] and names(tag="e") == [] and names(tag="nope") == []
+        assert names(backbone="other") == ["c", "e"]
+        assert names(backbone="bb") == ["a", "b", "d", "e"]  # `sent` has no versions
+        assert names(tag="en", backbone="bb") == ["a", "e"]
+        assert names(tag="en", offset=1, limit=1) == ["c"]
+        assert names(backbone="missing") == []

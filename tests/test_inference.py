@@ -13,7 +13,7 @@ from bank.codec import encode_prompt, sha256_hex
 from coordinator.batcher import BatchLimits
 from promptbank import Client
 from promptbank.v1 import catalog_pb2 as cat
-from tests.test_server import DATA, TOPIC, code_of, train
+from tests.test_server import TOPIC, code_of, train
 from workers.actor import BackboneWorker, MissingPrompts, PromptCache
 
 

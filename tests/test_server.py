@@ -122,7 +122,7 @@ def test_bad_requests_get_clear_status_codes(client: Client) -> None:
                                                        label_words=["running", "running"]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "distinct" in msg
     code, msg = code_of(lambda: client.catalog.ImportPromptVersion(cat.ImportPromptVersionRequest(), timeout=10))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_a_prompt_on_a_changed_backbone_is_refused(server, client: Client) -> None:  # type: ignore[no-untyped-def]
@@ -167,7 +167,8 @@ def test_list_pagination(client: Client) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     names = [p.name for p in client.list_prompts()]
     assert "prompts/page-a" in names and "prompts/page-b" in names and len(names) == len(set(names))
-    assert [b.name for b in client.list_backbones()] == ["backbones/tiny-enc", "backbones/tiny-lm"]
+    names = [b.name for b in client.list_backbones()]
+    assert names == sorted(names) and {"backbones/tiny-enc", "backbones/tiny-lm"} <= set(names)
 
 
 def test_in_process_worker_agrees_with_the_served_one(server, client: Client, tiny_encoder: str) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from bank.codec import decode_prompt
 from workers.backbone import FrozenBackbone
 from workers.generate import generate
 from workers.heads import Heads
+from workers.soft_prompt import build_batch, tokenize
 from workers.task import TaskSpec, TrainConfig
 from workers.train import Event, train_prompt
 
@@ -65,9 +66,15 @@ class BackboneWorker:
     """One replica: classify mixed-task batches and train prompts on a frozen backbone."""
 
     def __init__(
-        self, model: str, revision: str = "", num_threads: int = 0, cache_bytes: int = 256 << 20, chunk_rows: int = 64
+        self,
+        model: str,
+        revision: str = "",
+        num_threads: int = 0,
+        cache_bytes: int = 256 << 20,
+        chunk_rows: int = 64,
+        chunk_tokens: int = 4096,
     ):
-        self.chunk_rows = chunk_rows
+        self.chunk_rows, self.chunk_tokens = chunk_rows, chunk_tokens
         # Ray pins OMP_NUM_THREADS to the actor's num_cpus (1 by default): use the node's cores unless told.
         num_threads = num_threads or os.cpu_count() or 1
         torch.set_num_threads(num_threads)
@@ -117,21 +124,29 @@ class BackboneWorker:
         if missing:
             raise MissingPrompts(missing)
         local = {k: self._prompt(k, prompts) for k in {k for k, _ in rows}}  # held for the whole call
+        ids = tokenize(self.bb, [text for _, text in rows], max_length)
         out: list[list[float]] = [[] for _ in rows]
-        # Similar lengths together, chunks of `chunk_rows`: less padding; results are per row, so order is free.
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i][1]))
         with torch.inference_mode():
-            for start in range(0, len(order), self.chunk_rows):
-                idx = order[start : start + self.chunk_rows]
-                logits = self.heads.logits(
-                    [rows[i][1] for i in idx],
-                    [local[rows[i][0]] for i in idx],
-                    [specs[rows[i][0]] for i in idx],
-                    max_length,
-                )
+            for idx in self._chunks([len(ids[i]) + local[k].shape[0] for i, (k, _) in enumerate(rows)]):
+                feats = self.heads.features(build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx]))
+                logits = self.heads.class_logits([specs[rows[i][0]] for i in idx], feats)
                 for i, row in zip(idx, logits, strict=True):
                     out[i] = row.float().cpu().tolist()
         return out
+
+    def _chunks(self, lengths: list[int]) -> list[list[int]]:
+        """Rows sorted by length, cut into forwards of <= chunk_rows rows and <= chunk_tokens padded positions.
+
+        Results are per row, so the order is free; similar lengths together waste little on padding.
+        """
+        chunks: list[list[int]] = []
+        cur: list[int] = []
+        for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+            if cur and (len(cur) >= self.chunk_rows or (len(cur) + 1) * lengths[i] > self.chunk_tokens):
+                chunks.append(cur)
+                cur = []
+            cur.append(i)
+        return [*chunks, cur] if cur else chunks
 
     def train(
         self,

@@ -1,0 +1,1 @@
+"""Revision files, applied in order by Alembic (this file is not a revision)."""
