@@ -107,6 +107,17 @@ class AliasEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class IdempotencyKey(Base):
+    """AIP-155: the first result of a create call with a request_id, so a retry returns it instead of redoing it."""
+
+    __tablename__ = "idempotency_keys"
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    method: Mapped[str] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(256))  # name of what the first call created
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Job(Base):
     """A train job. The request (task, data, hyperparameters) is stored whole so a restart can rerun it."""
 

@@ -7,6 +7,7 @@ errors of :mod:`bank.errors` with messages that name the bad value.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import cast, func, select
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bank.codec import decode_prompt, sha256_hex
 from bank.errors import AlreadyExists, FailedPrecondition, NotFound
-from bank.models import Alias, AliasEvent, Backbone, Prompt, PromptVersion, utcnow
+from bank.models import Alias, AliasEvent, Backbone, IdempotencyKey, Prompt, PromptVersion, utcnow
 from bank.refs import PromptRef, check_name, parse_ref
 
 # ---------------------------------------------------------------- backbones
@@ -71,25 +72,46 @@ def get_prompt(s: Session, name: str) -> Prompt:
     return p
 
 
-def list_prompts(s: Session, offset: int, limit: int, tag: str = "", backbone: str = "") -> Sequence[Prompt]:
-    """A page of prompts by name; `tag` keeps those whose tags hold it, `backbone` those with a version on it."""
+def _json_list_has(s: Session, column: Any, value: str, path: str = "") -> Any | None:
+    """A SQL condition "the JSON list in `column` (at `path`, e.g. '$.labels') holds `value`", or None where
+    the dialect cannot say it (the caller then filters in Python)."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        each = (func.json_each(column, path) if path else func.json_each(column)).table_valued("value")
+        return select(each.c.value).where(each.c.value == value).exists()
+    if dialect == "postgresql":
+        doc = cast(column, JSONB)
+        return (doc[path.removeprefix("$.")] if path else doc).contains([value])
+    return None
+
+
+def list_prompts(
+    s: Session, offset: int, limit: int, tag: str = "", backbone: str = "", label: str = "",
+    created_after: datetime | None = None,
+) -> Sequence[Prompt]:
+    """A page of prompts by name; `tag`/`label` keep those whose tags/labels hold it, `backbone` those with a
+    version on it, `created_after` those created later."""
     q = select(Prompt).order_by(Prompt.name)
     if backbone:
         backbone_id = select(Backbone.id).where(Backbone.name == backbone).scalar_subquery()
         q = q.where(  # an index probe per candidate prompt, not a scan of its versions
             select(PromptVersion.id).where(PromptVersion.backbone_id == backbone_id, PromptVersion.prompt_id == Prompt.id).exists()
         )
-    if tag:
-        # Tags are a JSON list: test membership in SQL where the dialect can, else in Python.
-        dialect = s.get_bind().dialect.name
-        if dialect == "sqlite":
-            each = func.json_each(Prompt.tags).table_valued("value")
-            q = q.where(select(each.c.value).where(each.c.value == tag).exists())
-        elif dialect == "postgresql":
-            q = q.where(cast(Prompt.tags, JSONB).contains([tag]))
+    if created_after is not None:
+        q = q.where(Prompt.created_at > created_after)
+    python_filters = []
+    for value, column, path, get in ((tag, Prompt.tags, "", lambda p: p.tags or []),
+                                     (label, Prompt.task, "$.labels", lambda p: (p.task or {}).get("labels", []))):
+        if not value:
+            continue
+        cond = _json_list_has(s, column, value, path)
+        if cond is None:
+            python_filters.append((value, get))
         else:
-            rows = [p for p in s.scalars(q).all() if tag in (p.tags or [])]
-            return rows[offset : offset + limit]
+            q = q.where(cond)
+    if python_filters:
+        rows = [p for p in s.scalars(q).all() if all(v in get(p) for v, get in python_filters)]
+        return rows[offset : offset + limit]
     return s.scalars(q.offset(offset).limit(limit)).all()
 
 
@@ -161,8 +183,22 @@ def resolve(s: Session, ref: str | PromptRef) -> PromptVersion:
     return a.version
 
 
-def list_versions(s: Session, prompt: Prompt, offset: int, limit: int) -> Sequence[PromptVersion]:
+def list_versions(
+    s: Session, prompt: Prompt, offset: int, limit: int, backbone: str = "", tag: str = "",
+    created_after: datetime | None = None,
+) -> Sequence[PromptVersion]:
+    """A page of one prompt's versions, newest first, optionally filtered."""
     q = select(PromptVersion).where(PromptVersion.prompt_id == prompt.id).order_by(PromptVersion.version.desc())
+    if backbone:
+        q = q.where(PromptVersion.backbone_id == select(Backbone.id).where(Backbone.name == backbone).scalar_subquery())
+    if created_after is not None:
+        q = q.where(PromptVersion.created_at > created_after)
+    if tag:
+        cond = _json_list_has(s, PromptVersion.tags, tag)
+        if cond is None:
+            rows = [v for v in s.scalars(q).all() if tag in (v.tags or [])]
+            return rows[offset : offset + limit]
+        q = q.where(cond)
     return s.scalars(q.offset(offset).limit(limit)).all()
 
 
@@ -220,6 +256,29 @@ def alias_map(s: Session, prompt: Prompt) -> dict[str, int]:
 def alias_history(s: Session, prompt: Prompt, offset: int, limit: int) -> Sequence[AliasEvent]:
     q = select(AliasEvent).where(AliasEvent.prompt_id == prompt.id).order_by(AliasEvent.id.desc())
     return s.scalars(q.offset(offset).limit(limit)).all()
+
+
+# ---------------------------------------------------------------- idempotency (AIP-155)
+
+
+def seen_request(s: Session, request_id: str, method: str, request_hash: str) -> str | None:
+    """The resource a previous call with this request_id created, or None. Another payload is ALREADY_EXISTS."""
+    if not request_id:
+        return None
+    key = s.get(IdempotencyKey, request_id)
+    if key is None:
+        return None
+    if key.method != method or key.request_hash != request_hash:
+        raise AlreadyExists(f"request_id {request_id!r} was already used for a different {key.method} request")
+    return key.resource
+
+
+def remember_request(s: Session, request_id: str, method: str, request_hash: str, resource: str) -> None:
+    """Record the result in the same transaction as the create it belongs to."""
+    if request_id:
+        s.add(IdempotencyKey(request_id=request_id, method=method, request_hash=request_hash, resource=resource,
+                             created_at=utcnow()))
+        s.flush()
 
 
 def count(s: Session, model: type) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 from sqlalchemy.orm import Session
 
@@ -28,6 +31,14 @@ def task_dict(spec: cat.TaskSpec) -> dict:
         labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
         kind=spec.kind or "classification", description=spec.description,
     ).to_dict()
+
+
+def request_digest(request: Message) -> str:
+    """Hash of a create request without its request_id: the same id must come with the same payload."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
 def task_message(task: dict) -> cat.TaskSpec:
@@ -86,9 +97,14 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)
         task = task_dict(request.prompt.task)
+        digest = request_digest(request)
 
         def q(s: Session) -> cat.Prompt:
+            earlier = store.seen_request(s, request.request_id, "CreatePrompt", digest)
+            if earlier:
+                return cv.prompt_to_proto(s, store.get_prompt(s, strip_collection(earlier, "prompts")))
             p = store.create_prompt(s, name, task, list(request.prompt.tags), request.prompt.owner)
+            store.remember_request(s, request.request_id, "CreatePrompt", digest, f"prompts/{name}")
             return cv.prompt_to_proto(s, p)
 
         return await self.db.run(q)
@@ -98,11 +114,14 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         return await self.db.run(lambda s: cv.prompt_to_proto(s, store.get_prompt(s, name)))
 
     async def ListPrompts(self, request: cat.ListPromptsRequest, context: grpc.aio.ServicerContext) -> cat.ListPromptsResponse:
-        query = {"tag": request.tag, "backbone": strip_collection(request.backbone, "backbones")}
+        after = cv.from_ts(request.create_after)
+        query = {"tag": request.tag, "backbone": strip_collection(request.backbone, "backbones"),
+                 "label": request.label, "after": str(after or "")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
 
         def q(s: Session) -> cat.ListPromptsResponse:
-            rows = store.list_prompts(s, offset, limit, tag=query["tag"], backbone=query["backbone"])
+            rows = store.list_prompts(s, offset, limit, tag=query["tag"], backbone=query["backbone"],
+                                      label=request.label, created_after=after)
             return cat.ListPromptsResponse(
                 prompts=[cv.prompt_to_proto(s, p) for p in rows],
                 next_page_token=cv.next_token(offset, limit, len(rows), query),
@@ -143,13 +162,17 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         self, request: cat.ListPromptVersionsRequest, context: grpc.aio.ServicerContext
     ) -> cat.ListPromptVersionsResponse:
         name = strip_collection(request.parent, "prompts")
-        offset, limit = cv.page(request.page_size, request.page_token, {"parent": name})
+        after = cv.from_ts(request.create_after)
+        backbone = strip_collection(request.backbone, "backbones")
+        query = {"parent": name, "backbone": backbone, "tag": request.tag, "after": str(after or "")}
+        offset, limit = cv.page(request.page_size, request.page_token, query)
 
         def q(s: Session) -> cat.ListPromptVersionsResponse:
-            rows = store.list_versions(s, store.get_prompt(s, name), offset, limit)
+            rows = store.list_versions(s, store.get_prompt(s, name), offset, limit, backbone=backbone,
+                                       tag=request.tag, created_after=after)
             return cat.ListPromptVersionsResponse(
                 versions=[cv.version_to_proto(s, v) for v in rows],
-                next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
+                next_page_token=cv.next_token(offset, limit, len(rows), query),
             )
 
         return await self.db.run(q)
@@ -185,8 +208,12 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         backbone = strip_collection(request.backbone, "backbones")
         imported = import_peft(request.adapter_config, request.adapter_model)
         requested = task_dict(request.task) if request.task.labels else None
+        digest = request_digest(request)
 
         def q(s: Session) -> cat.PromptVersion:
+            earlier = store.seen_request(s, request.request_id, "ImportPromptVersion", digest)
+            if earlier:
+                return cv.version_to_proto(s, store.resolve(s, version_ref(earlier)))
             bb = store.get_backbone(s, backbone)
             if imported.token_dim != bb.hidden_size:
                 raise FailedPrecondition(f"adapter token_dim {imported.token_dim} does not match backbone "
@@ -206,6 +233,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                                          f"{requested['labels']}")
             lineage = {"imported_from": f"peft:{imported.base_model or 'unknown base'}", "init": "import"}
             v = store.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage)
+            store.remember_request(s, request.request_id, "ImportPromptVersion", digest,
+                                   cv.version_name(name, v.version))
             return cv.version_to_proto(s, v)
 
         return await self.db.run(q)

@@ -33,6 +33,13 @@ def ts(dt: datetime | None) -> Timestamp | None:
     return t
 
 
+def from_ts(t: Timestamp) -> datetime | None:
+    """A request Timestamp as naive UTC (how the bank stores times); unset -> None."""
+    if not t.seconds and not t.nanos:
+        return None
+    return t.ToDatetime()
+
+
 def version_name(prompt: str, number: int) -> str:
     return f"prompts/{prompt}/versions/{number}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
 from promptbank.client import Client
@@ -20,7 +21,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("args", nargs="*", help="REF / PROMPT / ALIAS / DIR, depending on the action")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--tag", help="list: only prompts with this tag")
-    p.add_argument("--backbone", default="", help="list: only prompts with versions on it; import: its backbone")
+    p.add_argument("--backbone", default="", help="list/versions: only those on it; import: its backbone")
+    p.add_argument("--label", default="", help="list: only prompts whose task has this label")
+    p.add_argument("--created-after", type=datetime.fromisoformat, help="list/versions: ISO time (UTC if naive)")
     p.add_argument("--task", help="import: the prompt (task) to add the version to")
     p.add_argument("--labels", nargs="+", default=[], help="create/import: class labels")
     p.add_argument("--label-texts", nargs="+", default=[])
@@ -56,7 +59,7 @@ def split_ref(ref: str) -> tuple[str, int]:
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat dispatch reads best
     act = a.action
     if act == "list":
-        for p in c.list_prompts(tag=a.tag or "", backbone=a.backbone):
+        for p in c.list_prompts(tag=a.tag or "", backbone=a.backbone, label=a.label, created_after=a.created_after):
             if a.json:
                 emit(p, True)
             else:
@@ -68,7 +71,7 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
         emit(c.get_version(ref), a.json)
     elif act == "versions":
         (name,) = need(a, 1, "prompts versions PROMPT")
-        for v in c.list_versions(name):
+        for v in c.list_versions(name, backbone=a.backbone, tag=a.tag or "", created_after=a.created_after):
             emit(v, True) if a.json else print(f"{v.name}\t{','.join(v.aliases)}\t"
                                                f"eval_accuracy={v.metrics.get('eval_accuracy', float('nan')):.4f}")
     elif act == "create":

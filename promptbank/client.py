@@ -6,9 +6,11 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promptbank.v1 import catalog_pb2 as cat
@@ -32,6 +34,14 @@ class Prediction:
     version: str
     label: str
     scores: dict[str, float] = field(default_factory=dict)
+
+
+def _timestamp(when: datetime | None) -> Timestamp | None:
+    if when is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
+    return t
 
 
 def job_name(job: str) -> str:
@@ -166,12 +176,16 @@ class Client:
     def list_backbones(self) -> list[cat.Backbone]:
         return list(self.catalog.ListBackbones(cat.ListBackbonesRequest(page_size=1000), timeout=self.timeout).backbones)
 
-    def list_prompts(self, tag: str = "", backbone: str = "") -> list[cat.Prompt]:
+    def list_prompts(self, tag: str = "", backbone: str = "", label: str = "",
+                     created_after: datetime | None = None) -> list[cat.Prompt]:
+        """Every prompt matching the filters (follows page tokens)."""
         out: list[cat.Prompt] = []
         token = ""
+        after = _timestamp(created_after)
         while True:
             resp = self.catalog.ListPrompts(
-                cat.ListPromptsRequest(page_token=token, tag=tag, backbone=backbone), timeout=self.timeout
+                cat.ListPromptsRequest(page_token=token, tag=tag, backbone=backbone, label=label, create_after=after),
+                timeout=self.timeout,
             )
             out.extend(resp.prompts)
             token = resp.next_page_token
@@ -186,9 +200,19 @@ class Client:
             cat.GetPromptVersionRequest(name=ref, include_tensor=include_tensor), timeout=self.timeout
         )
 
-    def list_versions(self, prompt: str) -> list[cat.PromptVersion]:
-        req = cat.ListPromptVersionsRequest(parent=f"prompts/{prompt}", page_size=1000)
-        return list(self.catalog.ListPromptVersions(req, timeout=self.timeout).versions)
+    def list_versions(self, prompt: str, backbone: str = "", tag: str = "",
+                      created_after: datetime | None = None) -> list[cat.PromptVersion]:
+        """Every version of a prompt matching the filters, newest first."""
+        out: list[cat.PromptVersion] = []
+        token = ""
+        while True:
+            req = cat.ListPromptVersionsRequest(parent=f"prompts/{prompt}", page_token=token, backbone=backbone,
+                                                tag=tag, create_after=_timestamp(created_after))
+            resp = self.catalog.ListPromptVersions(req, timeout=self.timeout)
+            out.extend(resp.versions)
+            token = resp.next_page_token
+            if not token:
+                return out
 
     def update_prompt(self, prompt: str, *, tags: Sequence[str] | None = None, owner: str | None = None,
                       description: str | None = None) -> cat.Prompt:

@@ -158,3 +158,49 @@ def test_list_prompts_filters_by_tag_and_backbone(sessions) -> None:  # type: ig
         assert names(tag="en", backbone="bb") == ["a", "e"]
         assert names(tag="en", offset=1, limit=1) == ["c"]
         assert names(backbone="missing") == []
+
+
+def test_filters_by_label_time_and_version_fields(sessions) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from bank.models import utcnow
+
+    with sessions() as s:
+        bb, sent = seed(s)
+        other = store.upsert_backbone(s, "other", model="m2", revision="", architecture="encoder", hidden_size=8,
+                                      fingerprint="e" * 64)
+        store.create_prompt(s, "topic", {"labels": ["sports", "politics"]})
+        v1 = store.add_version(s, sent, bb, encode_prompt(torch.randn(1, 8)))
+        v1.tags = ["golden"]
+        s.commit()
+        time.sleep(0.01)
+        cut = utcnow()
+        time.sleep(0.01)
+        store.create_prompt(s, "late", {"labels": ["pos", "x"]})
+        store.add_version(s, sent, other, encode_prompt(torch.randn(1, 8)))
+        s.commit()
+    with sessions() as s:
+        assert [p.name for p in store.list_prompts(s, 0, 10, label="pos")] == ["late", "sent"]
+        assert [p.name for p in store.list_prompts(s, 0, 10, label="sports")] == ["topic"]
+        assert [p.name for p in store.list_prompts(s, 0, 10, label="po")] == []
+        assert [p.name for p in store.list_prompts(s, 0, 10, created_after=cut)] == ["late"]
+        assert [p.name for p in store.list_prompts(s, 0, 10, label="pos", created_after=cut)] == ["late"]
+        sent = store.get_prompt(s, "sent")
+        assert [v.version for v in store.list_versions(s, sent, 0, 10)] == [2, 1]
+        assert [v.version for v in store.list_versions(s, sent, 0, 10, backbone="other")] == [2]
+        assert [v.version for v in store.list_versions(s, sent, 0, 10, tag="golden")] == [1]
+        assert [v.version for v in store.list_versions(s, sent, 0, 10, created_after=cut)] == [2]
+
+
+def test_request_ids_return_the_first_result(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        assert store.seen_request(s, "r1", "CreatePrompt", "h1") is None
+        store.remember_request(s, "r1", "CreatePrompt", "h1", "prompts/a")
+        s.commit()
+    with sessions() as s:
+        assert store.seen_request(s, "r1", "CreatePrompt", "h1") == "prompts/a"
+        with pytest.raises(AlreadyExists, match="request_id 'r1'"):
+            store.seen_request(s, "r1", "CreatePrompt", "h2")
+        with pytest.raises(AlreadyExists, match="different CreatePrompt"):
+            store.seen_request(s, "r1", "ImportPromptVersion", "h1")
+        assert store.seen_request(s, "", "CreatePrompt", "h1") is None

@@ -7,7 +7,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from promptbank import Client
 from promptbank.v1 import catalog_pb2 as cat
-from tests.test_server import code_of, train
+from tests.test_server import TOPIC, code_of, train
 
 
 def test_update_prompt_and_version_tags(client: Client) -> None:
@@ -62,3 +62,42 @@ def test_create_prompt_validates_the_task(client: Client) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "at least 2 labels" in msg
     code, msg = code_of(lambda: client.classify([("cat-new", "hello")]))
     assert code == grpc.StatusCode.NOT_FOUND and "no versions yet" in msg
+
+
+def test_request_ids_make_creates_and_imports_idempotent(client: Client) -> None:
+    first = client.create_prompt("idem-p", ["a", "b"], request_id="cp-1")
+    again = client.create_prompt("idem-p", ["a", "b"], request_id="cp-1")
+    assert again.name == first.name == "prompts/idem-p"
+    code, msg = code_of(lambda: client.create_prompt("idem-p", ["a", "c"], request_id="cp-1"))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "cp-1" in msg
+    code, _ = code_of(lambda: client.create_prompt("idem-p", ["a", "b"], request_id="cp-2"))
+    assert code == grpc.StatusCode.ALREADY_EXISTS  # a new id really tries again, and the name is taken
+
+    train(client, "idem-src")
+    files = client.export_version("idem-src")
+    v1 = client.import_version("idem-imp", "tiny-enc", files.adapter_config, files.adapter_model,
+                               labels=["negative", "positive"], request_id="imp-1")
+    v2 = client.import_version("idem-imp", "tiny-enc", files.adapter_config, files.adapter_model,
+                               labels=["negative", "positive"], request_id="imp-1")
+    assert v1.name == v2.name == "prompts/idem-imp/versions/1"
+    assert [v.version for v in client.list_versions("idem-imp")] == [1]
+    code, msg = code_of(lambda: client.import_version("idem-imp", "tiny-enc", files.adapter_config,
+                                                      files.adapter_model, labels=["negative", "positive"],
+                                                      label_texts=["bad", "good"], request_id="imp-1"))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_list_filters_over_grpc(client: Client) -> None:
+    from datetime import UTC, datetime
+
+    train(client, "filt-a", data=TOPIC)
+    cut = datetime.now(UTC)
+    train(client, "filt-b")
+    train(client, "filt-a", data=TOPIC)
+    assert [p.name for p in client.list_prompts(label="sports")] == ["prompts/filt-a"]
+    later = {p.name for p in client.list_prompts(created_after=cut)}
+    assert "prompts/filt-b" in later and "prompts/filt-a" not in later
+    assert [v.version for v in client.list_versions("filt-a", created_after=cut)] == [2]
+    assert [v.version for v in client.list_versions("filt-a", backbone="tiny-lm")] == []
+    client.tag_version("filt-a/versions/1", ["keep"])
+    assert [v.version for v in client.list_versions("filt-a", tag="keep")] == [1]

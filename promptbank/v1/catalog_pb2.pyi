@@ -602,6 +602,8 @@ class ListPromptsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TAG_FIELD_NUMBER: _builtins.int
     BACKBONE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CREATE_AFTER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of results; the server caps it."""
     page_token: _builtins.str
@@ -610,6 +612,12 @@ class ListPromptsRequest(_message.Message):
     """Only prompts carrying this tag."""
     backbone: _builtins.str
     """Only prompts with a version on this backbone."""
+    label: _builtins.str
+    """Only prompts whose task has this label."""
+    @_builtins.property
+    def create_after(self) -> _timestamp_pb2.Timestamp:
+        """Only prompts created after this time."""
+
     def __init__(
         self,
         *,
@@ -617,10 +625,12 @@ class ListPromptsRequest(_message.Message):
         page_token: _builtins.str = ...,
         tag: _builtins.str = ...,
         backbone: _builtins.str = ...,
+        label: _builtins.str = ...,
+        create_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_after", b"create_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "page_size", b"page_size", "page_token", b"page_token", "tag", b"tag"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "create_after", b"create_after", "label", b"label", "page_size", b"page_size", "page_token", b"page_token", "tag", b"tag"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -762,22 +772,36 @@ class ListPromptVersionsRequest(_message.Message):
     PARENT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    BACKBONE_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    CREATE_AFTER_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """Parent prompt, `prompts/{p}`."""
     page_size: _builtins.int
     """Maximum number of results; the server caps it."""
     page_token: _builtins.str
     """Token from a previous response."""
+    backbone: _builtins.str
+    """Only versions on this backbone, `backbones/{b}`."""
+    tag: _builtins.str
+    """Only versions carrying this tag."""
+    @_builtins.property
+    def create_after(self) -> _timestamp_pb2.Timestamp:
+        """Only versions created after this time."""
+
     def __init__(
         self,
         *,
         parent: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        backbone: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        create_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_after", b"create_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "create_after", b"create_after", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "tag", b"tag"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
