@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bank.errors import AlreadyExists, FailedPrecondition, NotFound
-from bank.models import Job, JobEvent, utcnow
+from bank.models import Checkpoint, Job, JobEvent, utcnow
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
@@ -140,6 +140,25 @@ def add_event(
     s.add(ev)
     s.flush()
     return ev
+
+
+KEEP_CHECKPOINTS = 2
+
+
+def save_checkpoint(s: Session, job: Job, step: int, data: bytes) -> None:
+    """Store a checkpoint and keep only the newest few per job (one transaction)."""
+    s.add(Checkpoint(job_id=job.id, step=step, data=data, created_at=utcnow()))
+    s.flush()
+    old = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)
+                    .order_by(Checkpoint.step.desc(), Checkpoint.id.desc()).offset(KEEP_CHECKPOINTS)).all()
+    for c in old:
+        s.delete(c)
+    s.flush()
+
+
+def latest_checkpoint(s: Session, job_id: str) -> Checkpoint | None:
+    q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
+    return s.scalars(q.limit(1)).first()
 
 
 def events_after(s: Session, job_id: str, sequence: int) -> Sequence[JobEvent]:

@@ -138,9 +138,21 @@ class Job(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     result_version: Mapped[str] = mapped_column(String(256), default="")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    attempts: Mapped[int] = mapped_column(default=0)  # dispatches so far; a dead replica costs one
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Checkpoint(Base):
+    """A job's training state at a step (safetensors: prompt, optimizer moments, best prompt, RNG)."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobEvent(Base):

@@ -41,6 +41,8 @@ def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
         "init_text": hp.init_text,
         "max_length": hp.max_length or base.max_length,
         "max_steps": hp.max_steps,
+        "patience": hp.patience or base.patience,
+        "checkpoint_every": hp.checkpoint_every or base.checkpoint_every,
         "eval_fraction": eval_fraction if eval_fraction > 0 else base.eval_fraction,
     }
     return replace(base, **over)
@@ -88,7 +90,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         cfg = train_config(job.hyperparameters, job.dataset.eval_fraction)
         for alias in job.aliases:
             check_name("alias", alias)
-        if cfg.init_from:
+        if cfg.init_from and cfg.init_from != "nearest":
             parse_ref(cfg.init_from)
         request_hash = hashlib.sha256(job.SerializeToString(deterministic=True)).hexdigest()
         examples = "\n".join(json.dumps([t, lab]) for t, lab in rows).encode()
@@ -114,7 +116,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         def q(s: Session) -> jp.TrainJob:
             if store.find_prompt(s, prompt) is None:
                 store.create_prompt(s, prompt, task)
-            if cfg.init_from:
+            if cfg.init_from and cfg.init_from != "nearest":  # "nearest" is chosen when the job starts
                 init_v = store.resolve(s, cfg.init_from)
                 if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info["fingerprint"]:
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")

@@ -1,6 +1,10 @@
-"""Runs train jobs: QUEUED rows -> a replica's streaming `train` -> events, checkpoints and the new version.
+"""Runs train jobs: QUEUED rows -> a replica's streaming `train_group` -> events, checkpoints, new versions.
 
-State lives only in SQL, so a restarted coordinator requeues what was RUNNING and carries on.
+Queued jobs on one backbone are co-batched: up to `max_group` of them train together on one replica, one
+frozen forward/backward per step for all (each job keeps its own optimizer, schedule and result). State
+lives only in SQL: every event and checkpoint is committed as it arrives, a dead replica's jobs go back to
+the queue and resume from their last checkpoint (up to `max_attempts` dispatches), and a restarted
+coordinator requeues what was RUNNING.
 """
 
 from __future__ import annotations
@@ -10,25 +14,30 @@ import json
 import logging
 from typing import Any
 
+from ray.exceptions import RayActorError
 from sqlalchemy.orm import Session
 
 from bank import jobs as jobstore
 from bank import store
+from bank.models import Prompt, PromptVersion
 from coordinator.convert import version_name
 from coordinator.db import BankDB
-from coordinator.pool import ReplicaPool
+from coordinator.pool import Replica, ReplicaPool
 
 log = logging.getLogger("promptbank.coordinator")
+NEAREST_CANDIDATES = 64  # stored prompts scored for `init=nearest`
+NEAREST_ROWS = 64  # examples of the new task each candidate is scored on
 
 
 class JobScheduler:
-    """One asyncio loop that starts queued jobs when their backbone has a replica free for training."""
+    """One asyncio loop that starts queued jobs, in co-batched groups, on replicas free for training."""
 
-    def __init__(self, db: BankDB, pool: ReplicaPool):
+    def __init__(self, db: BankDB, pool: ReplicaPool, max_group: int = 4, max_attempts: int = 3):
         self.db, self.pool = db, pool
+        self.max_group, self.max_attempts = max_group, max_attempts
         self.changed = asyncio.Condition()  # notified on every persisted job event
         self._wake = asyncio.Event()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # job id -> the task running its group
         self._loop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -51,30 +60,54 @@ class JobScheduler:
             self._wake.clear()
             try:
                 queued = await self.db.run(lambda s: [(j.id, j.backbone_name) for j in jobstore.queued_jobs(s)])
+                waiting: dict[str, list[str]] = {}
                 for job_id, backbone in queued:
-                    if job_id in self._tasks or backbone not in self.pool.backbones:
-                        continue
-                    replica = self.pool.pick(backbone)
-                    if replica.training:  # one training job per replica at a time
-                        continue
-                    replica.training.add(job_id)
-                    task = asyncio.create_task(self._run(job_id, replica), name=f"job-{job_id}")
-                    self._tasks[job_id] = task
+                    if job_id not in self._tasks and backbone in self.pool.backbones:
+                        waiting.setdefault(backbone, []).append(job_id)
+                for backbone, ids in waiting.items():
+                    for replica in self.pool.get(backbone).replicas:
+                        if not ids:
+                            break
+                        if replica.training:  # one group per replica at a time
+                            continue
+                        group, ids = ids[: self.max_group], ids[self.max_group :]
+                        replica.training.update(group)
+                        task = asyncio.create_task(self._run(group, replica), name=f"jobs-{'-'.join(group)}")
+                        for job_id in group:
+                            self._tasks[job_id] = task
             except Exception:  # noqa: BLE001 - the loop must survive a bad row
                 log.exception("scheduler pass failed")
 
-    async def _run(self, job_id: str, replica: Any) -> None:
+    async def _run(self, group: list[str], replica: Replica) -> None:
+        open_jobs = set(group)
         try:
-            await self._train(job_id, replica)
-        except Exception as exc:  # noqa: BLE001 - any failure ends the job FAILED with a reason
+            await self._train(group, replica, open_jobs)
+        except RayActorError as exc:  # the replica died: its jobs resume elsewhere from their checkpoints
+            log.warning("replica %d died under jobs %s: %s", replica.index, sorted(open_jobs), exc)
+            for job_id in open_jobs:
+                await self.db.run(lambda s, j=job_id: self._retry(s, j, "the replica died"))
+        except Exception as exc:  # noqa: BLE001 - any other failure ends the open jobs FAILED with a reason
             cause = getattr(exc, "cause", None) or exc
-            log.warning("job %s failed: %r", job_id, cause)
-            await self._fail(job_id, f"{type(cause).__name__}: {cause}")
+            log.warning("jobs %s failed: %r", sorted(open_jobs), cause)
+            for job_id in open_jobs:
+                await self._fail(job_id, f"{type(cause).__name__}: {cause}")
         finally:
-            replica.training.discard(job_id)
-            self._tasks.pop(job_id, None)
+            for job_id in group:
+                replica.training.discard(job_id)
+                self._tasks.pop(job_id, None)
             await self.notify()
             self.wake()
+
+    def _retry(self, s: Session, job_id: str, why: str) -> None:
+        job = jobstore.get_job(s, job_id)
+        if job.state in jobstore.TERMINAL:
+            return
+        if job.attempts >= self.max_attempts:
+            jobstore.set_state(s, job, "FAILED", error=f"{why}; gave up after {job.attempts} attempts")
+            return
+        ckpt = jobstore.latest_checkpoint(s, job_id)
+        where = f"checkpoint at step {ckpt.step}" if ckpt else "the start"
+        jobstore.set_state(s, job, "QUEUED", message=f"{why}; will resume from {where}")
 
     async def _fail(self, job_id: str, error: str) -> None:
         def q(s: Session) -> None:
@@ -84,35 +117,85 @@ class JobScheduler:
 
         await self.db.run(q)
 
-    async def _train(self, job_id: str, replica: Any) -> None:
-        def begin(s: Session) -> dict[str, Any] | None:
-            job = jobstore.get_job(s, job_id)
-            if job.state != "QUEUED":
-                return None
-            jobstore.set_state(s, job, "RUNNING", message=f"running on replica {replica.index}")
-            spec = dict(job.spec)
-            spec["examples"] = [tuple(json.loads(line)) for line in job.examples.decode().splitlines() if line]
-            init = spec.get("init_from", "")
-            spec["init_bytes"] = store.resolve(s, init).tensor if init else None
-            return spec
+    def _begin(self, s: Session, job_id: str, replica: Replica, group: int) -> dict[str, Any] | None:
+        """Mark RUNNING and gather what the worker needs: data, init prompt, last checkpoint."""
+        job = jobstore.get_job(s, job_id)
+        if job.state != "QUEUED":
+            return None
+        job.attempts += 1
+        ckpt = jobstore.latest_checkpoint(s, job_id)
+        how = f"resuming from step {ckpt.step}" if ckpt else "starting"
+        mates = f", co-batched with {group - 1} other job(s)" if group > 1 else ""
+        jobstore.set_state(s, job, "RUNNING",
+                           message=f"{how} on replica {replica.index} (attempt {job.attempts}{mates})")
+        spec = dict(job.spec)
+        examples = [tuple(json.loads(line)) for line in job.examples.decode().splitlines() if line]
+        init = spec.get("init_from", "")
+        return {
+            "job_id": job_id, "task": spec["task"], "examples": examples, "config": spec["config"],
+            "init_prompt": store.resolve(s, init).tensor if init and init != "nearest" else None,
+            "nearest": init == "nearest", "backbone": job.backbone_name, "prompt": job.prompt_name,
+            "resume": ckpt.data if ckpt else None, "spec": spec,
+        }
 
-        spec = await self.db.run(begin)
-        if spec is None:
+    async def _train(self, group: list[str], replica: Replica, open_jobs: set[str]) -> None:
+        specs: dict[str, dict[str, Any]] = {}
+        for job_id in group:
+            spec = await self.db.run(lambda s, j=job_id: self._begin(s, j, replica, len(group)))
+            if spec is None:
+                open_jobs.discard(job_id)
+                continue
+            if spec["nearest"] and spec["resume"] is None:
+                spec["init_prompt"], spec["spec"]["init"] = await self._nearest(spec, replica)
+            specs[job_id] = spec
+        if not specs:
             return
         await self.notify()
-        gen = replica.handle.train.remote(job_id, spec["task"], spec["examples"], spec["config"], spec["init_bytes"])
-        async for ref in gen:
+        payload = [{k: v for k, v in sp.items() if k in ("job_id", "task", "examples", "config", "init_prompt",
+                                                          "resume")} for sp in specs.values()]
+        async for ref in replica.handle.train_group.remote(payload):
             ev = await ref
-            if ev["kind"] == "RESULT":
-                await self._succeed(job_id, spec, ev)
-            elif ev["kind"] == "CANCELLED":
-                msg = f"cancelled at step {ev['step']}"
-                await self.db.run(lambda s, msg=msg: self._end(s, job_id, "CANCELLED", msg))
+            job_id = ev["job"]
+            kind = ev["kind"]
+            if kind == "RESULT":
+                await self._succeed(job_id, specs[job_id]["spec"], ev)
+                open_jobs.discard(job_id)
+            elif kind == "CANCELLED":
+                msg = f"cancelled at step {ev['step']}; last checkpoint kept"
+                await self.db.run(lambda s, j=job_id, m=msg: self._end(s, j, "CANCELLED", m))
+                open_jobs.discard(job_id)
+            elif kind == "FAILED":
+                await self._fail(job_id, ev["error"])
+                open_jobs.discard(job_id)
+            elif kind == "CHECKPOINT":
+                await self.db.run(lambda s, ev=ev: jobstore.save_checkpoint(
+                    s, jobstore.get_job(s, ev["job"]), ev["step"], ev["checkpoint"]))
+                continue
             else:
-                cancel = await self.db.run(lambda s, ev=ev: self._progress(s, job_id, ev))
+                cancel = await self.db.run(lambda s, ev=ev: self._progress(s, ev))
                 if cancel:
                     await replica.handle.cancel.remote(job_id)
             await self.notify()
+
+    async def _nearest(self, spec: dict[str, Any], replica: Replica) -> tuple[bytes | None, str]:
+        """SPoT-style transfer: the stored prompt on this backbone under which the new task's data scores best."""
+
+        def candidates(s: Session) -> dict[str, bytes]:
+            bb = store.get_backbone(s, spec["backbone"])
+            rows = s.query(PromptVersion).join(Prompt).filter(
+                PromptVersion.backbone_id == bb.id, PromptVersion.backbone_fingerprint == bb.fingerprint,
+                PromptVersion.version == Prompt.latest_version, Prompt.name != spec["prompt"],
+            ).order_by(PromptVersion.created_at.desc()).limit(NEAREST_CANDIDATES).all()
+            return {version_name(v.prompt.name, v.version): v.tensor for v in rows}
+
+        cands = await self.db.run(candidates)
+        if not cands:
+            return None, "vocab (nearest: no stored prompt on this backbone)"
+        losses = await replica.handle.init_losses.remote(spec["task"], spec["examples"][:NEAREST_ROWS], cands)
+        if not losses:
+            return None, "vocab (nearest: no stored prompt fits)"
+        best = min(losses, key=losses.__getitem__)
+        return cands[best], f"nearest:{best} (loss {losses[best]:.4f} over {len(losses)} candidates)"
 
     @staticmethod
     def _end(s: Session, job_id: str, state: str, message: str) -> None:
@@ -121,13 +204,14 @@ class JobScheduler:
             jobstore.set_state(s, job, state, message=message)
 
     @staticmethod
-    def _progress(s: Session, job_id: str, ev: dict[str, Any]) -> bool:
+    def _progress(s: Session, ev: dict[str, Any]) -> bool:
         """Persist one PROGRESS/EVAL event; returns whether a cancel was requested meanwhile."""
-        job = jobstore.get_job(s, job_id)
+        job = jobstore.get_job(s, ev["job"])
         jobstore.add_event(
             s, job, ev["kind"], step=ev["step"], total_steps=ev["total_steps"], loss=ev.get("loss"),
             metrics=ev.get("metrics"), examples_per_second=ev.get("examples_per_second", 0.0),
             eta_seconds=ev.get("eta_seconds", 0.0),
+            message="stopping early: no better eval accuracy" if ev.get("stopped_early") else "",
         )
         return job.cancel_requested
 
@@ -160,5 +244,5 @@ class JobScheduler:
     async def stop(self) -> None:
         if self._loop_task:
             self._loop_task.cancel()
-        for t in list(self._tasks.values()):
+        for t in set(self._tasks.values()):
             t.cancel()

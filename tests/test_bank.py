@@ -204,3 +204,20 @@ def test_request_ids_return_the_first_result(sessions) -> None:  # type: ignore[
         with pytest.raises(AlreadyExists, match="different CreatePrompt"):
             store.seen_request(s, "r1", "ImportPromptVersion", "h1")
         assert store.seen_request(s, "", "CreatePrompt", "h1") is None
+
+
+def test_checkpoints_keep_the_newest_two(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        job, _ = jobs.create_job(s, prompt_name="p", backbone_name="bb", spec={}, examples=b"", request_id=None,
+                                 request_hash="h")
+        for step in (10, 20, 30):
+            jobs.save_checkpoint(s, job, step, f"ckpt-{step}".encode())
+        s.commit()
+        job_id = job.id
+    with sessions() as s:
+        latest = jobs.latest_checkpoint(s, job_id)
+        assert latest is not None and latest.step == 30 and latest.data == b"ckpt-30"
+        from bank.models import Checkpoint
+
+        assert sorted(c.step for c in s.query(Checkpoint).all()) == [20, 30]
+        assert jobs.latest_checkpoint(s, "nope") is None

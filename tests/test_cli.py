@@ -57,7 +57,7 @@ def test_watch_exits_nonzero_for_a_cancelled_job(server) -> None:  # type: ignor
 
     with Client(server.address) as c:
         job = c.create_train_job("cli-cancel", "tiny-enc", DATA,
-                                 hyperparameters=jp.Hyperparameters(epochs=1000, num_virtual_tokens=2, batch_size=4))
+                                 hyperparameters=jp.Hyperparameters(epochs=1000, num_virtual_tokens=2, batch_size=4, patience=10000))
         cancelled = json.loads(cli(server, "jobs", "cancel", job.name, "--json").stdout)
         assert cancelled["name"] == job.name
     watched = cli(server, "jobs", "watch", job.name, check=False)

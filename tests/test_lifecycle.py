@@ -49,7 +49,7 @@ def test_a_restarted_coordinator_requeues_and_finishes_running_jobs(ray_session:
     cfg = ServerConfig(port=0, db=str(tmp_path / "b.db"), grace_seconds=0.5,
                        backbones=(BackboneSpec("tiny-enc", tiny_encoder),))
     first = LiveServer(cfg)
-    hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=40, batch_size=8)
+    hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=40, batch_size=8, patience=10000)
     with Client(first.address) as c:
         job = c.create_train_job("restart", "tiny-enc", DATA, hyperparameters=hp)
         for ev in c.watch_job(job.name, timeout=120):

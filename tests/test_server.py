@@ -144,7 +144,7 @@ def test_create_is_idempotent_on_request_id(client: Client) -> None:
 
 
 def test_cancel_a_running_job(client: Client) -> None:
-    slow = jp.Hyperparameters(num_virtual_tokens=4, epochs=1000, batch_size=4)
+    slow = jp.Hyperparameters(num_virtual_tokens=4, epochs=1000, batch_size=4, patience=10000)
     job = client.create_train_job("cancel-me", "tiny-enc", DATA, hyperparameters=slow)
     for ev in client.watch_job(job.name, timeout=120):
         if ev.kind == jp.TrainJobEvent.PROGRESS:

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from bank.codec import decode_prompt
+from bank.errors import InvalidArgument
 from workers.actor import BackboneWorker
-from workers.task import ConfigError, TrainConfig
+from workers.task import ConfigError, TaskSpec, TrainConfig
+from workers.train import Trainer, train_jobs
 
 TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
 DATA = [("good great lovely nice", "positive"), ("bad awful terrible poor", "negative"),
@@ -58,15 +60,81 @@ def test_cancel_stops_at_the_next_step(tiny_encoder: str) -> None:
         if ev["kind"] == "PROGRESS" and ev["step"] == 2:
             worker.cancel("c")
     assert events[-1]["kind"] == "CANCELLED" and events[-1]["step"] == 2
+    assert events[-2]["kind"] == "CHECKPOINT" and events[-2]["step"] == 2  # the last state is kept
 
 
-def test_unknown_labels_are_refused(tiny_encoder: str) -> None:
+def test_unknown_labels_fail_that_job_only(tiny_encoder: str) -> None:
     worker = BackboneWorker(tiny_encoder, num_threads=1)
-    with pytest.raises(ConfigError, match="not among the task's labels"):
-        list(worker.train("x", TASK, DATA + [("meh", "neutral")], TrainConfig().to_dict()))
+    cfg = TrainConfig(num_virtual_tokens=2, epochs=1, batch_size=8).to_dict()
+    jobs = [{"job_id": "bad", "task": TASK, "examples": DATA + [("meh", "neutral")], "config": cfg},
+            {"job_id": "good", "task": TASK, "examples": DATA, "config": cfg}]
+    events = list(worker.train_group(jobs))
+    assert events[0]["kind"] == "FAILED" and events[0]["job"] == "bad" and "not among the task's labels" in events[0]["error"]
+    assert events[-1]["kind"] == "RESULT" and events[-1]["job"] == "good"
+    with pytest.raises(ConfigError, match="not among"):
+        Trainer("x", worker.heads, TaskSpec.from_dict(TASK), [("meh", "neutral")] * 4, TrainConfig())
 
 
 @pytest.mark.parametrize("field,value", [("learning_rate", 0.0), ("num_virtual_tokens", 0), ("init", "bogus")])
 def test_train_config_names_the_bad_value(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
+
+
+TOPIC = {"labels": ["politics", "sports"], "label_texts": ["politics", "sports"]}
+TOPIC_DATA = [("the match ended two nil", "sports"), ("parliament passed the bill", "politics"),
+              ("the striker scored twice", "sports"), ("the senator gave a speech", "politics")] * 10
+
+
+def final_prompt(events: list[dict], job: str) -> torch.Tensor:
+    return decode_prompt(next(e for e in events if e["kind"] == "RESULT" and e["job"] == job)["prompt"])
+
+
+@pytest.mark.parametrize("arch", ["encoder", "causal_lm"])
+def test_co_batched_jobs_equal_each_job_trained_alone(arch: str, tiny_models: dict[str, str]) -> None:
+    w = BackboneWorker(tiny_models[arch], num_threads=1)
+    lm = {"label_words": ["bad", "good"]} if arch == "causal_lm" else {}
+    specs = [
+        ("a", {**TASK, **lm}, DATA, TrainConfig(num_virtual_tokens=3, epochs=3, batch_size=8, seed=1, learning_rate=0.1)),
+        ("b", {**TOPIC, **({"label_words": ["vote", "goal"]} if lm else {})}, TOPIC_DATA,
+         TrainConfig(num_virtual_tokens=6, epochs=2, batch_size=5, seed=2, learning_rate=0.05, init="random")),
+        ("c", {**TASK, **lm}, DATA[:30], TrainConfig(num_virtual_tokens=2, epochs=4, batch_size=4, seed=3)),
+    ]
+
+    def trainer(job, task, data, cfg):  # type: ignore[no-untyped-def]
+        return Trainer(job, w.heads, TaskSpec.from_dict(task), data, cfg)
+
+    together = list(train_jobs(w.heads, [trainer(*s) for s in specs]))
+    assert sorted(e["job"] for e in together if e["kind"] == "RESULT") == ["a", "b", "c"]
+    for spec in specs:
+        alone = list(train_jobs(w.heads, [trainer(*spec)]))
+        torch.testing.assert_close(final_prompt(together, spec[0]), final_prompt(alone, spec[0]), atol=2e-5, rtol=1e-4)
+        losses_t = [e["loss"] for e in together if e["kind"] == "PROGRESS" and e["job"] == spec[0]]
+        losses_a = [e["loss"] for e in alone if e["kind"] == "PROGRESS"]
+        assert losses_t == pytest.approx(losses_a, abs=1e-4)
+
+
+def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    cfg = TrainConfig(num_virtual_tokens=3, epochs=4, batch_size=8, seed=5, learning_rate=0.1, checkpoint_every=7)
+    task = TaskSpec.from_dict(TASK)
+    full = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg)]))
+    ckpt = next(e for e in full if e["kind"] == "CHECKPOINT" and e["step"] == 7)
+    resumed = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg, resume=ckpt["checkpoint"])]))
+    assert next(e for e in resumed if e["kind"] == "PROGRESS")["step"] > 7
+    torch.testing.assert_close(final_prompt(resumed, "j"), final_prompt(full, "j"), atol=1e-6, rtol=1e-5)
+    assert [e["metrics"] for e in resumed if e["kind"] == "EVAL"] == [e["metrics"] for e in full if e["kind"] == "EVAL"
+                                                                      and e["step"] > 7]
+    with pytest.raises(InvalidArgument, match="safetensors"):
+        Trainer("j", w.heads, task, DATA, cfg, resume=b"\x80\x04garbage")
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    cfg = TrainConfig(num_virtual_tokens=2, epochs=10, batch_size=8, learning_rate=1e-9, patience=1)
+    events = list(train_jobs(w.heads, [Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, cfg)]))
+    evals = [e for e in events if e["kind"] == "EVAL"]
+    assert len(evals) == 2 and evals[-1]["stopped_early"]
+    result = events[-1]
+    assert result["kind"] == "RESULT" and result["metrics"]["stopped_early"] == 1.0
+    assert result["step"] < result["total_steps"]

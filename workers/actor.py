@@ -15,12 +15,13 @@ from typing import Any
 import torch
 
 from bank.codec import decode_prompt
+from bank.errors import InvalidArgument
 from workers.backbone import FrozenBackbone
 from workers.generate import generate
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import TaskSpec, TrainConfig
-from workers.train import Event, train_prompt
+from workers.train import Event, Trainer, class_logits, train_jobs
 
 
 class MissingPrompts(KeyError):
@@ -155,17 +156,50 @@ class BackboneWorker:
         examples: list[tuple[str, str]],
         config: dict[str, Any],
         init_prompt: bytes | None = None,
+        resume: bytes | None = None,
     ) -> Iterator[Event]:
-        """Stream training events (Ray streaming generator); stops at the next step after `cancel(job_id)`."""
-        self._cancelled.discard(job_id)
-        stored = decode_prompt(init_prompt) if init_prompt else None
+        """Stream one job's training events (Ray streaming generator)."""
+        job = {"job_id": job_id, "task": task, "examples": examples, "config": config, "init_prompt": init_prompt,
+               "resume": resume}
+        yield from self.train_group([job])
+
+    def train_group(self, jobs: list[dict[str, Any]]) -> Iterator[Event]:
+        """Train several jobs together: each step is one forward/backward over a batch of every job.
+
+        A job whose setup fails (bad labels, bad checkpoint) yields FAILED and the others go on. Each job
+        stops at its next step after `cancel(job_id)`, keeping a final checkpoint.
+        """
+        trainers = []
+        for j in jobs:
+            self._cancelled.discard(j["job_id"])
+            try:
+                stored = decode_prompt(j["init_prompt"]) if j.get("init_prompt") else None
+                trainers.append(Trainer(j["job_id"], self.heads, TaskSpec.from_dict(j["task"]), j["examples"],
+                                        TrainConfig.from_dict(j["config"]), stored, j.get("resume")))
+            except InvalidArgument as exc:
+                yield {"kind": "FAILED", "job": j["job_id"], "error": f"{type(exc).__name__}: {exc}"}
         try:
-            yield from train_prompt(
-                self.heads, TaskSpec.from_dict(task), examples, TrainConfig.from_dict(config), stored,
-                should_stop=lambda: job_id in self._cancelled,
-            )
+            yield from train_jobs(self.heads, trainers, lambda job_id: job_id in self._cancelled)
         finally:
-            self._cancelled.discard(job_id)
+            for j in jobs:
+                self._cancelled.discard(j["job_id"])
+
+    def init_losses(self, task: dict[str, Any], examples: list[tuple[str, str]], candidates: dict[str, bytes],
+                    max_length: int = 128) -> dict[str, float]:
+        """Mean loss of the new task's examples under each stored prompt: lower = a better place to start."""
+        spec = TaskSpec.from_dict(task)
+        index = {label: k for k, label in enumerate(spec.labels)}
+        y = torch.tensor([index[lab] for _, lab in examples], device=self.device)
+        ids = tokenize(self.bb, [t for t, _ in examples], max_length)
+        out = {}
+        with torch.inference_mode():
+            for name, data in candidates.items():
+                prompt = decode_prompt(data).to(self.device, self.bb.embed.weight.dtype)
+                if prompt.shape[1] != self.bb.hidden_size:
+                    continue
+                feats = self.heads.features(build_batch(self.bb, ids, [prompt] * len(ids)))
+                out[name] = float(torch.nn.functional.cross_entropy(class_logits(self.heads, spec, feats), y))
+        return out
 
     def generate(
         self, key: str, prompts: dict[str, bytes], text: str, max_new_tokens: int = 32, temperature: float = 0.0,

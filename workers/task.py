@@ -8,7 +8,7 @@ from typing import Any
 from bank.errors import InvalidArgument
 
 KINDS = ("classification",)
-INITS = ("random", "vocab", "labels", "text")
+INITS = ("random", "vocab", "labels", "text")  # plus a stored prompt: a reference, or "nearest" (coordinator)
 
 
 class ConfigError(InvalidArgument, ValueError):
@@ -66,6 +66,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     eval_fraction: float = 0.1
     eval_every_epochs: int = 1
+    patience: int = 2  # early stopping: evaluations without a better eval accuracy before stopping
+    checkpoint_every: int = 50  # steps between checkpoints (also one at every evaluation)
     progress_every: int = 5
     init_from: str = field(default="", repr=False)  # filled by the coordinator for a stored-version init
 
@@ -79,6 +81,8 @@ class TrainConfig:
             (self.max_steps >= 0, "max_steps", ">= 0"),
             (0 <= self.warmup_fraction < 1, "warmup_fraction", "in [0, 1)"),
             (0 <= self.eval_fraction < 0.9, "eval_fraction", "in [0, 0.9)"),
+            (self.patience >= 1, "patience", ">= 1"),
+            (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
             (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
             (self.init != "text" or bool(self.init_text.strip()), "init_text", "non-empty when init is 'text'"),
         ]

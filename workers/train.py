@@ -1,11 +1,16 @@
-"""Prompt tuning: optimise only a `(n_virtual, H)` prompt against a frozen backbone.
+"""Prompt tuning: optimise only `(n_virtual, H)` prompts against a frozen backbone — one job or several at once.
 
-`train_prompt` is a generator of plain-dict events (PROGRESS, EVAL, then RESULT or CANCELLED) so that a
-Ray actor can stream it to the coordinator step by step.
+A `Trainer` holds one job: its split, prompt, optimizer, schedule, place in its batch order, evals and best
+prompt. `train_jobs` drives trainers in lockstep: every step concatenates one batch of each live job into
+ONE forward/backward of the frozen model. A row's output depends only on its own prompt (exact mixed
+batches) and each prompt only receives its own job's loss gradient, so every job's run equals training it
+alone with the same seed. Events are plain dicts (a Ray actor streams them): PROGRESS, EVAL, CHECKPOINT,
+then RESULT, CANCELLED or FAILED, each tagged with its "job".
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -15,8 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from bank.codec import encode_prompt
+from bank.errors import InvalidArgument
 from workers.heads import SIMILARITY_SCALE, Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import ConfigError, TaskSpec, TrainConfig
@@ -41,11 +49,11 @@ def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: torch.Te
     n, gen = cfg.num_virtual_tokens, torch.Generator().manual_seed(cfg.seed)
     special = set(heads.bb.tokenizer.all_special_ids)
     lo, hi = min(1000, emb.shape[0] // 10), min(6000, emb.shape[0])  # common-word range of most vocabularies
-    vocab = emb[[i for i in torch.randint(lo, hi, (n,), generator=gen).tolist()]]  # (n, H)
+    vocab = emb[torch.randint(lo, hi, (n,), generator=gen).tolist()]  # (n, H)
     if stored is not None:
         if stored.shape[1] != emb.shape[1]:
             raise ConfigError(f"init prompt width {stored.shape[1]} != backbone hidden size {emb.shape[1]}")
-        return torch.cat([stored.to(torch.float32), vocab])[:n].clone()
+        return torch.cat([stored.to("cpu", torch.float32), vocab])[:n].clone()
     if cfg.init == "random":
         return torch.randn(n, emb.shape[1], generator=gen) * emb.std()
     if cfg.init in ("labels", "text"):
@@ -66,21 +74,196 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-@torch.no_grad()
-def evaluate(heads: Heads, task: TaskSpec, prompt: torch.Tensor, ids: list[list[int]], y: torch.Tensor, bs: int) -> dict[str, float]:
-    losses, correct = [], 0
-    for i in range(0, len(ids), bs):
-        feats = heads.features(build_batch(heads.bb, ids[i : i + bs], [prompt] * len(ids[i : i + bs])))
-        logits = class_logits(heads, task, feats)
-        losses.append(F.cross_entropy(logits, y[i : i + bs], reduction="sum").item())
-        correct += int((logits.argmax(-1) == y[i : i + bs]).sum())
-    return {"eval_accuracy": correct / max(1, len(ids)), "eval_loss": sum(losses) / max(1, len(ids))}
-
-
 def class_logits(heads: Heads, task: TaskSpec, feats: torch.Tensor) -> torch.Tensor:
     """(B, H|V) features of rows sharing one task -> (B, K) class logits (same rule as `Heads.class_logits`)."""
     lab = heads.labels_for(task)
     return SIMILARITY_SCALE * feats @ lab.T if lab.dim() == 2 else feats[:, lab]
+
+
+class Trainer:
+    """One job's prompt-tuning state; stepping is driven by `train_jobs`."""
+
+    def __init__(
+        self,
+        job_id: str,
+        heads: Heads,
+        task: TaskSpec,
+        examples: list[tuple[str, str]],
+        cfg: TrainConfig,
+        stored_init: torch.Tensor | None = None,
+        resume: bytes | None = None,
+    ):
+        self.job_id, self.heads, self.task, self.cfg = job_id, heads, task, cfg
+        index = {label: k for k, label in enumerate(task.labels)}
+        unknown = sorted({lab for _, lab in examples if lab not in index})
+        if unknown:
+            raise ConfigError(f"labels {unknown[:5]} are not among the task's labels {list(task.labels)}")
+        torch.manual_seed(cfg.seed)
+        train_rows, eval_rows = split(examples, cfg)
+        dev = heads.bb.embed.weight.device
+        self.tr_ids = tokenize(heads.bb, [t for t, _ in train_rows], cfg.max_length)
+        self.tr_y = torch.tensor([index[lab] for _, lab in train_rows], device=dev)
+        self.ev_ids = tokenize(heads.bb, [t for t, _ in eval_rows], cfg.max_length)
+        self.ev_y = torch.tensor([index[lab] for _, lab in eval_rows], device=dev)
+        self.prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # (n, H): all we train
+        self.opt = torch.optim.AdamW([self.prompt], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.tr_ids) / cfg.batch_size)
+        self.total = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps:
+            self.total = min(self.total, cfg.max_steps)
+        self.warmup = max(1, int(self.total * cfg.warmup_fraction))
+        self.majority = Counter(self.ev_y.tolist()).most_common(1)[0][1] / len(self.ev_y) if len(self.ev_y) else 0.0
+        self.n_train, self.n_eval = len(train_rows), len(eval_rows)
+        self.step, self.best, self.stale_evals, self.stopped_early = 0, {}, 0, False
+        self.best_prompt = self.prompt.detach().clone()
+        self._orders: dict[int, list[int]] = {}
+        self._t0, self._window, self.seconds = time.perf_counter(), (time.perf_counter(), 0), 0.0
+        self.seen = 0
+        if resume:
+            self._restore(resume)
+
+    # ------------------------------------------------------------ batches
+
+    def _order(self, epoch: int) -> list[int]:
+        """Epoch e's row order depends only on (seed, e): a resumed run sees the same batches."""
+        if epoch not in self._orders:
+            order = list(range(len(self.tr_ids)))
+            random.Random(f"{self.cfg.seed}:{epoch}").shuffle(order)
+            self._orders = {epoch: order}
+        return self._orders[epoch]
+
+    def next_batch(self) -> tuple[list[list[int]], torch.Tensor]:
+        epoch, b = divmod(self.step, self.steps_per_epoch)
+        idx = self._order(epoch)[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+        return [self.tr_ids[i] for i in idx], self.tr_y[idx]
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total or self.stopped_early
+
+    # ------------------------------------------------------------ after each step
+
+    def after_step(self, loss: float, rows: int) -> Iterator[Event]:
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.seen += rows
+        for g in self.opt.param_groups:  # the schedule is a pure function of the step: exact after resume
+            g["lr"] = self.cfg.learning_rate * lr_factor(self.step, self.total, self.warmup)
+        if self.step % self.cfg.progress_every == 0 or self.step == self.total:
+            now = time.perf_counter()
+            eps = (self.seen - self._window[1]) / max(1e-9, now - self._window[0])
+            self._window = (now, self.seen)
+            rate = self.seen / max(1e-9, now - self._t0)
+            rows_left = (self.total - self.step) * self.cfg.batch_size
+            yield self._event("PROGRESS", loss=loss, examples_per_second=eps, eta_seconds=rows_left / max(1e-9, rate),
+                              epoch=(self.step - 1) // self.steps_per_epoch)
+        epoch_end = self.step % self.steps_per_epoch == 0
+        epoch = (self.step - 1) // self.steps_per_epoch
+        if self.ev_ids and ((epoch_end and (epoch + 1) % self.cfg.eval_every_epochs == 0) or self.step == self.total):
+            yield self._evaluate()
+            yield self.checkpoint()
+        elif self.step % self.cfg.checkpoint_every == 0:
+            yield self.checkpoint()
+
+    @torch.no_grad()
+    def _evaluate(self) -> Event:
+        losses, correct, bs = 0.0, 0, max(32, self.cfg.batch_size)
+        prompt = self.prompt.detach()
+        for i in range(0, len(self.ev_ids), bs):
+            ids = self.ev_ids[i : i + bs]
+            feats = self.heads.features(build_batch(self.heads.bb, ids, [prompt] * len(ids)))
+            logits = class_logits(self.heads, self.task, feats)
+            losses += F.cross_entropy(logits, self.ev_y[i : i + bs], reduction="sum").item()
+            correct += int((logits.argmax(-1) == self.ev_y[i : i + bs]).sum())
+        metrics = {"eval_accuracy": correct / len(self.ev_ids), "eval_loss": losses / len(self.ev_ids)}
+        if not self.best or metrics["eval_accuracy"] > self.best["eval_accuracy"]:
+            self.best, self.best_prompt, self.stale_evals = metrics, prompt.clone(), 0
+        else:
+            self.stale_evals += 1
+            self.stopped_early = self.stale_evals >= self.cfg.patience
+        return self._event("EVAL", metrics=metrics, stopped_early=self.stopped_early)
+
+    def _event(self, kind: str, **kw: Any) -> Event:
+        return {"kind": kind, "job": self.job_id, "step": self.step, "total_steps": self.total, **kw}
+
+    # ------------------------------------------------------------ checkpoints (safetensors only)
+
+    def checkpoint(self) -> Event:
+        """Prompt, optimizer moments, best-so-far and RNG state at this step, as safetensors bytes."""
+        st = self.opt.state.get(self.prompt, {})
+        zeros = torch.zeros_like(self.prompt)
+        tensors = {
+            "prompt": self.prompt.detach(), "best_prompt": self.best_prompt,
+            "exp_avg": st.get("exp_avg", zeros), "exp_avg_sq": st.get("exp_avg_sq", zeros),
+            "torch_rng": torch.get_rng_state(),
+        }
+        meta = {"step": str(self.step), "adam_step": str(float(st["step"]) if "step" in st else 0.0),
+                "best": json.dumps(self.best), "stale_evals": str(self.stale_evals), "seen": str(self.seen)}
+        data = st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=meta)
+        return self._event("CHECKPOINT", checkpoint=data)
+
+    def _restore(self, data: bytes) -> None:
+        try:
+            t = st_load(data)
+            meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__", {})
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad checkpoint
+            raise InvalidArgument(f"checkpoint is not valid safetensors: {exc}") from None
+        if t["prompt"].shape != self.prompt.shape:
+            raise InvalidArgument(f"checkpoint prompt shape {list(t['prompt'].shape)} != {list(self.prompt.shape)}")
+        dev = self.prompt.device
+        with torch.no_grad():
+            self.prompt.copy_(t["prompt"].to(dev))
+        self.best_prompt = t["best_prompt"].to(dev)
+        self.step = int(meta["step"])
+        self.best = json.loads(meta["best"])
+        self.stale_evals = int(meta.get("stale_evals", 0))
+        self.seen = int(meta.get("seen", 0))
+        adam_step = float(meta.get("adam_step", 0.0))
+        if adam_step > 0:
+            self.opt.state[self.prompt] = {
+                "step": torch.tensor(adam_step), "exp_avg": t["exp_avg"].to(dev), "exp_avg_sq": t["exp_avg_sq"].to(dev),
+            }
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg.learning_rate * lr_factor(self.step, self.total, self.warmup)
+        torch.set_rng_state(t["torch_rng"])
+
+    # ------------------------------------------------------------ the end
+
+    def result(self) -> Event:
+        prompt = self.best_prompt if self.best else self.prompt.detach()
+        metrics = dict(self.best)
+        metrics.update(majority_rate=self.majority, train_examples=float(self.n_train), eval_examples=float(self.n_eval),
+                       steps=float(self.step), train_seconds=time.perf_counter() - self._t0,
+                       stopped_early=float(self.stopped_early))
+        return self._event("RESULT", metrics=metrics, prompt=encode_prompt(prompt))
+
+
+def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str], bool] = lambda _: False
+               ) -> Iterator[Event]:
+    """Step every live trainer together: one batch of each job per forward/backward of the frozen model."""
+    live = list(trainers)
+    while live:
+        for t in [t for t in live if should_stop(t.job_id)]:
+            yield t.checkpoint()
+            yield t._event("CANCELLED")
+            live.remove(t)
+        if not live:
+            return
+        batches = [t.next_batch() for t in live]
+        ids = [row for b, _ in batches for row in b]
+        prompts = [t.prompt for t, (b, _) in zip(live, batches, strict=True) for _row in b]
+        feats = heads.features(build_batch(heads.bb, ids, prompts))  # one forward for every job's rows
+        losses, start = [], 0
+        for t, (b, y) in zip(live, batches, strict=True):
+            losses.append(F.cross_entropy(class_logits(heads, t.task, feats[start : start + len(b)]), y))
+            start += len(b)
+        torch.stack(losses).sum().backward()  # prompt i only sees job i's loss: per-job gradients as if alone
+        for t, (b, _), loss in zip(live, batches, losses, strict=True):
+            yield from t.after_step(float(loss.item()), len(b))
+        for t in [t for t in live if t.done]:
+            yield t.result()
+            live.remove(t)
 
 
 def train_prompt(
@@ -90,81 +273,8 @@ def train_prompt(
     cfg: TrainConfig,
     stored_init: torch.Tensor | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    job_id: str = "job",
 ) -> Iterator[Event]:
-    """Train one prompt; yields PROGRESS/EVAL events and finally RESULT (prompt bytes + metrics) or CANCELLED."""
-    label_index = {label: k for k, label in enumerate(task.labels)}
-    unknown = sorted({lab for _, lab in examples if lab not in label_index})
-    if unknown:
-        raise ConfigError(f"labels {unknown[:5]} are not among the task's labels {list(task.labels)}")
-    torch.manual_seed(cfg.seed)
-    train_rows, eval_rows = split(examples, cfg)
-    tr_ids = tokenize(heads.bb, [t for t, _ in train_rows], cfg.max_length)
-    dev = heads.bb.embed.weight.device
-    tr_y = torch.tensor([label_index[lab] for _, lab in train_rows], device=dev)
-    ev_ids = tokenize(heads.bb, [t for t, _ in eval_rows], cfg.max_length)
-    ev_y = torch.tensor([label_index[lab] for _, lab in eval_rows], device=dev)
-
-    prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # (n, H): the only trainable tensor
-    opt = torch.optim.AdamW([prompt], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(tr_ids) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
-    warmup = max(1, int(total * cfg.warmup_fraction))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
-    order_rng = random.Random(cfg.seed + 1)
-
-    majority = Counter(ev_y.tolist()).most_common(1)[0][1] / len(ev_y) if len(ev_y) else 0.0
-    best: dict[str, float] = {}
-    best_prompt = prompt.detach().clone()
-    step, t0, seen, window = 0, time.perf_counter(), 0, (time.perf_counter(), 0)
-    for epoch in range(cfg.epochs):
-        order = list(range(len(tr_ids)))
-        order_rng.shuffle(order)
-        for b in range(steps_per_epoch):
-            if step >= total:
-                break
-            if should_stop():
-                yield {"kind": "CANCELLED", "step": step, "total_steps": total}
-                return
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            feats = heads.features(build_batch(heads.bb, [tr_ids[i] for i in idx], [prompt] * len(idx)))
-            loss = F.cross_entropy(class_logits(heads, task, feats), tr_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            seen += len(idx)
-            if step % cfg.progress_every == 0 or step == total:
-                now = time.perf_counter()
-                eps = (seen - window[1]) / max(1e-9, now - window[0])
-                window = (now, seen)
-                rate = step / max(1e-9, now - t0)
-                yield {
-                    "kind": "PROGRESS",
-                    "step": step,
-                    "total_steps": total,
-                    "loss": float(loss.item()),
-                    "examples_per_second": eps,
-                    "eta_seconds": (total - step) / max(1e-9, rate),
-                    "epoch": epoch,
-                }
-        if ev_ids and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch == cfg.epochs - 1 or step >= total):
-            metrics = evaluate(heads, task, prompt.detach(), ev_ids, ev_y, max(32, cfg.batch_size))
-            yield {"kind": "EVAL", "step": step, "total_steps": total, "metrics": metrics, "epoch": epoch}
-            if not best or metrics["eval_accuracy"] > best["eval_accuracy"]:
-                best, best_prompt = metrics, prompt.detach().clone()
-        if step >= total:
-            break
-    if not ev_ids:
-        best_prompt = prompt.detach().clone()
-    final = dict(best)
-    final.update(
-        majority_rate=majority,
-        train_examples=float(len(train_rows)),
-        eval_examples=float(len(eval_rows)),
-        steps=float(step),
-        train_seconds=time.perf_counter() - t0,
-    )
-    yield {"kind": "RESULT", "step": step, "total_steps": total, "metrics": final, "prompt": encode_prompt(best_prompt)}
+    """Train one prompt alone (a group of one)."""
+    trainer = Trainer(job_id, heads, task, examples, cfg, stored_init)
+    yield from train_jobs(heads, [trainer], lambda _: should_stop())

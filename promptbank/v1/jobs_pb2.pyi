@@ -128,6 +128,8 @@ class Hyperparameters(_message.Message):
     INIT_TEXT_FIELD_NUMBER: _builtins.int
     MAX_LENGTH_FIELD_NUMBER: _builtins.int
     MAX_STEPS_FIELD_NUMBER: _builtins.int
+    PATIENCE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_EVERY_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt (default 20)."""
     epochs: _builtins.int
@@ -139,13 +141,19 @@ class Hyperparameters(_message.Message):
     seed: _builtins.int
     """Random seed for init, split and batch order (default 0)."""
     init: _builtins.str
-    """Prompt init: "random", "vocab", "labels", "text", or a prompt reference (default "labels")."""
+    """Prompt init: "random", "vocab", "labels", "text", a prompt reference (transfer), or "nearest": the stored
+    prompt on this backbone under which the new task's data scores best (SPoT-style). Default "vocab".
+    """
     init_text: _builtins.str
     """Text for init "text"."""
     max_length: _builtins.int
     """Maximum input tokens per row (default 128)."""
     max_steps: _builtins.int
     """Hard cap on optimisation steps (0 = epochs decide)."""
+    patience: _builtins.int
+    """Early stopping: evaluations without a better eval accuracy before the job stops (default 2)."""
+    checkpoint_every: _builtins.int
+    """Steps between checkpoints; one is also kept at every evaluation (default 50)."""
     def __init__(
         self,
         *,
@@ -158,10 +166,12 @@ class Hyperparameters(_message.Message):
         init_text: _builtins.str = ...,
         max_length: _builtins.int = ...,
         max_steps: _builtins.int = ...,
+        patience: _builtins.int = ...,
+        checkpoint_every: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
