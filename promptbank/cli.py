@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from tqdm import tqdm
@@ -110,6 +111,11 @@ def cmd_jobs(a: argparse.Namespace, c: Client) -> int:
     if a.action == "cancel":
         emit(c.cancel_job(a.job), a.json)
         return 0
+    if a.action == "plot":
+        from promptbank.plot import plot_job
+
+        print(plot_job(c, a.job, Path(a.out or f"{a.job.removeprefix('jobs/')}.png")))
+        return 0
     job = follow(c, a.job, quiet=a.json)
     if a.json:
         emit(job, True)
@@ -161,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("text", nargs="+")
 
     j = sub.add_parser("jobs", help="list, show, watch or cancel train jobs")
-    j.add_argument("action", choices=["list", "show", "watch", "cancel"])
+    j.add_argument("action", choices=["list", "show", "watch", "cancel", "plot"])
     j.add_argument("job", nargs="?")
+    j.add_argument("--out", default="", help="plot: the PNG to write (default JOB_ID.png)")
     j.add_argument("--json", action="store_true")
 
     cli_catalog.add_parsers(sub)

@@ -23,8 +23,8 @@ TOPIC = [("the match ended two nil", "sports"), ("parliament passed the bill", "
 HP = jp.Hyperparameters(num_virtual_tokens=4, epochs=2, batch_size=8, learning_rate=0.05)
 
 
-def train(client: Client, prompt: str, backbone: str = "tiny-enc", data=DATA, **kw) -> jp.TrainJob:  # type: ignore[no-untyped-def]
-    job = client.create_train_job(prompt, backbone, data, hyperparameters=HP, **kw)
+def train(client: Client, prompt: str, backbone: str = "tiny-enc", data=DATA, hyperparameters=HP, **kw) -> jp.TrainJob:  # type: ignore[no-untyped-def]
+    job = client.create_train_job(prompt, backbone, data, hyperparameters=hyperparameters, **kw)
     assert job.state == jp.TrainJob.QUEUED and job.name.startswith("jobs/")
     done = client.wait_job(job.name, timeout=300)
     assert done.state == jp.TrainJob.SUCCEEDED, done.error
