@@ -144,6 +144,17 @@ class Job(Base):
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class Dataset(Base):
+    """An uploaded labelled dataset (JSON lines of [text, label]); jobs name it as `datasets/{id}`."""
+
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rows: Mapped[int]
+    label_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Checkpoint(Base):
     """A job's training state at a step (safetensors: prompt, optimizer moments, best prompt, RNG)."""
 

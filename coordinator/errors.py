@@ -59,33 +59,31 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
-        if handler.unary_unary:
-            inner_uu = handler.unary_unary
+        ser = {"request_deserializer": handler.request_deserializer,
+               "response_serializer": handler.response_serializer}
+        if handler.unary_unary or handler.stream_unary:  # one response: await it
+            inner = handler.unary_unary or handler.stream_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    return await inner_uu(request, context)
+                    return await inner(request, context)
                 except (grpc.aio.AbortError, grpc.aio.UsageError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the one place errors are mapped
                     await _abort(context, method, exc)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
+            wrap = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return wrap(single, **ser)
+        inner_stream = handler.unary_stream or handler.stream_stream  # a response stream: iterate it
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except (grpc.aio.AbortError, grpc.aio.UsageError):
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    await _abort(context, method, exc)
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                async for item in inner_stream(request, context):
+                    yield item
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                await _abort(context, method, exc)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
-        return handler
+        wrap = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return wrap(stream, **ser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session
 
 from bank import jobs as jobstore
 from bank import store
-from bank.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from bank.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from bank.models import Dataset as DatasetRow
 from bank.refs import check_name, parse_ref, strip_collection
 from coordinator import convert as cv
 from coordinator.catalog_service import task_dict
 from coordinator.config import ServerConfig
+from coordinator.data import check_rows, decode_rows, encode_rows, inline_rows, label_counts, load_uri
 from coordinator.db import BankDB
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
@@ -48,24 +50,6 @@ def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
     return replace(base, **over)
 
 
-def examples_of(ds: jp.Dataset, limit: int) -> list[tuple[str, str]]:
-    which = ds.WhichOneof("source")
-    if which == "uri":
-        raise InvalidArgument("dataset.uri is not supported yet; send the examples inline (the CLI reads files for you)")
-    if which != "inline" or not ds.inline.examples:
-        raise InvalidArgument("dataset is empty: send at least two labelled examples in dataset.inline")
-    if len(ds.inline.examples) > limit:
-        raise ResourceExhausted(f"{len(ds.inline.examples)} examples exceed the limit of {limit}")
-    rows = []
-    for i, ex in enumerate(ds.inline.examples):
-        if not ex.text.strip():
-            raise InvalidArgument(f"dataset example {i} has an empty text")
-        if not ex.label.strip():
-            raise InvalidArgument(f"dataset example {i} has an empty label")
-        rows.append((ex.text, ex.label))
-    return rows
-
-
 def check_labels(task: dict[str, Any], rows: list[tuple[str, str]]) -> None:
     unknown = sorted({label for _, label in rows} - set(task["labels"]))
     if unknown:
@@ -83,7 +67,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if not backbone:
             raise InvalidArgument("job.backbone is required (e.g. 'backbones/minilm')")
         served = self.pool.get(backbone)  # FAILED_PRECONDITION when not served
-        rows = examples_of(job.dataset, self.config.max_train_examples)
+        rows, data_ref = await self._rows(job.dataset)
         distinct = sorted({lab for _, lab in rows})
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
@@ -93,7 +77,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if cfg.init_from and cfg.init_from != "nearest":
             parse_ref(cfg.init_from)
         request_hash = hashlib.sha256(job.SerializeToString(deterministic=True)).hexdigest()
-        examples = "\n".join(json.dumps([t, lab]) for t, lab in rows).encode()
+        examples = encode_rows(rows)
 
         requested = task_dict(job.task) if job.task.labels else None
 
@@ -122,7 +106,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
             spec = {
                 "task": task, "config": cfg.to_dict(), "aliases": list(job.aliases), "init": cfg.init_from or cfg.init,
-                "init_from": cfg.init_from, "data_ref": f"inline:{len(rows)} rows",
+                "init_from": cfg.init_from, "data_ref": data_ref,
             }
             j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec, examples=examples,
                                        request_id=request.request_id or None, request_hash=request_hash)
@@ -131,6 +115,50 @@ class JobsService(jp_grpc.TrainJobsServicer):
         out = await self.db.run(q)
         self.scheduler.wake()
         return out
+
+    async def _rows(self, ds: jp.Dataset) -> tuple[list[tuple[str, str]], str]:
+        """The job's examples, validated, and a reference to them for the version's lineage."""
+        limit, which = self.config.max_train_examples, ds.WhichOneof("source")
+        if which == "inline":
+            return check_rows(inline_rows(ds), limit, "dataset.inline"), f"inline:{len(ds.inline.examples)} rows"
+        if which != "uri" or not ds.uri:
+            raise InvalidArgument("dataset is empty: send examples in dataset.inline or name them in dataset.uri")
+        if ds.uri.startswith("datasets/"):
+            data_id = ds.uri.removeprefix("datasets/")
+            data = await self.db.run(lambda s: self._upload_bytes(s, data_id))
+            return check_rows(decode_rows(data), limit, ds.uri), ds.uri
+        rows = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column)
+        return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri
+
+    @staticmethod
+    def _upload_bytes(s: Session, data_id: str) -> bytes:
+        row = s.get(DatasetRow, data_id)
+        if row is None:
+            raise NotFound(f"dataset 'datasets/{data_id}' not found; upload it with UploadDataset first")
+        return row.data
+
+    async def UploadDataset(self, request_iterator, context: grpc.aio.ServicerContext) -> jp.UploadedDataset:  # type: ignore[no-untyped-def]
+        rows: list[tuple[str, str]] = []
+        request_id = ""
+        async for chunk in request_iterator:
+            request_id = request_id or chunk.request_id
+            rows.extend((ex.text, ex.label) for ex in chunk.examples)
+            if len(rows) > self.config.max_train_examples:
+                raise ResourceExhausted(f"upload exceeds the limit of {self.config.max_train_examples} examples")
+        check_rows(rows, self.config.max_train_examples, "the upload")
+        data = encode_rows(rows)
+        digest = hashlib.sha256(data).hexdigest()
+        counts = label_counts(rows)
+
+        def q(s: Session) -> jp.UploadedDataset:
+            earlier = store.seen_request(s, request_id, "UploadDataset", digest)
+            data_id = earlier.removeprefix("datasets/") if earlier else uuid.uuid4().hex[:16]
+            if not earlier:
+                s.add(DatasetRow(id=data_id, rows=len(rows), label_counts=counts, data=data))
+                store.remember_request(s, request_id, "UploadDataset", digest, f"datasets/{data_id}")
+            return jp.UploadedDataset(name=f"datasets/{data_id}", rows=len(rows), label_counts=counts)
+
+        return await self.db.run(q)
 
     async def GetTrainJob(self, request: jp.GetTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
         job_id = strip_collection(request.name, "jobs")

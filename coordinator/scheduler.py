@@ -10,7 +10,6 @@ coordinator requeues what was RUNNING.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -21,6 +20,7 @@ from bank import jobs as jobstore
 from bank import store
 from bank.models import Prompt, PromptVersion
 from coordinator.convert import version_name
+from coordinator.data import decode_rows
 from coordinator.db import BankDB
 from coordinator.pool import Replica, ReplicaPool
 
@@ -129,7 +129,7 @@ class JobScheduler:
         jobstore.set_state(s, job, "RUNNING",
                            message=f"{how} on replica {replica.index} (attempt {job.attempts}{mates})")
         spec = dict(job.spec)
-        examples = [tuple(json.loads(line)) for line in job.examples.decode().splitlines() if line]
+        examples = decode_rows(job.examples)
         init = spec.get("init_from", "")
         return {
             "job_id": job_id, "task": spec["task"], "examples": examples, "config": spec["config"],

@@ -49,18 +49,33 @@ def cmd_serve(a: argparse.Namespace, rest: list[str]) -> int:
     return 0  # pragma: no cover
 
 
+INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first
+
+
 def cmd_train(a: argparse.Namespace, c: Client) -> int:
-    rows = read_examples(a.data, a.text_column, a.label_column)
-    if a.max_rows:
-        rows = rows[: a.max_rows]
+    if bool(a.data) == bool(a.data_uri):
+        raise ValueError("train: give exactly one of --data FILE (read here) or --data-uri URI (read by the server)")
+    rows: list[tuple[str, str]] = []
+    uri, what = a.data_uri or "", a.data_uri
+    if a.data:
+        rows = read_examples(a.data, a.text_column, a.label_column)
+        if a.max_rows:
+            rows = rows[: a.max_rows]
+        what = f"{len(rows)} examples from {a.data}"
+        if len(rows) > INLINE_ROWS:
+            up = c.upload_dataset(rows)
+            uri, rows = up.name, []
+            print(f"uploaded {up.rows} examples as {up.name}", file=sys.stderr)
+    init = a.init_from or a.init or ("text" if a.init_text else "")
     hp = jp.Hyperparameters(num_virtual_tokens=a.virtual_tokens, epochs=a.epochs, learning_rate=a.lr,
-                            batch_size=a.batch_size, seed=a.seed, init=a.init, init_text=a.init_text)
-    job = c.create_train_job(a.task, a.backbone, rows, labels=a.labels or (), label_texts=a.label_texts or (),
+                            batch_size=a.batch_size, seed=a.seed, init=init, init_text=a.init_text)
+    job = c.create_train_job(a.task, a.backbone, rows, dataset_uri=uri, text_column=a.text_column,
+                             label_column=a.label_column, labels=a.labels or (), label_texts=a.label_texts or (),
                              label_words=a.label_words or (), hyperparameters=hp, aliases=a.alias or ())
     if a.no_wait:
         print(job.name)
         return 0
-    print(f"{job.name}: training prompt {a.task!r} on {len(rows)} examples (backbone {a.backbone})", file=sys.stderr)
+    print(f"{job.name}: training prompt {a.task!r} on {what} (backbone {a.backbone})", file=sys.stderr)
     job = follow(c, job.name)
     if job.state != jp.TrainJob.SUCCEEDED:
         print(f"{job.name} {STATE(job.state)}: {job.error}", file=sys.stderr)
@@ -136,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a prompt on a labelled file")
     t.add_argument("--task", required=True, help="prompt (task) name; created on first use")
     t.add_argument("--backbone", default="minilm")
-    t.add_argument("--data", required=True, help="csv/tsv/json/jsonl/parquet file")
+    t.add_argument("--data", help="local csv/tsv/json/jsonl/parquet file (sent inline, or uploaded when large)")
+    t.add_argument("--data-uri", help="read by the server: a file path there, a hub dataset id[:split], or datasets/ID")
     t.add_argument("--text-column", default="text")
     t.add_argument("--label-column", default="label")
     t.add_argument("--labels", nargs="+", help="label order (default: sorted labels of the data)")
@@ -147,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=0.0, help="learning rate (default 0.03)")
     t.add_argument("--batch-size", type=int, default=0, help="default 32")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--init", default="", help="random | vocab | labels | text | a prompt reference")
-    t.add_argument("--init-text", default="")
+    t.add_argument("--init", default="", help="random | vocab | labels | text | a prompt reference | nearest")
+    t.add_argument("--init-text", default="", help="text whose token embeddings start the prompt (init=text)")
+    t.add_argument("--init-from", default="", help="start from a stored version (REF), or 'nearest' (transfer)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
     t.add_argument("--max-rows", type=int, default=0, help="use only the first N rows of the file")
     t.add_argument("--no-wait", action="store_true", help="print the job name and return")

@@ -113,12 +113,33 @@ class Client:
 
     # ------------------------------------------------------------ training
 
+    def upload_dataset(self, examples: Iterable[tuple[str, str]], chunk_rows: int = 5000,
+                       request_id: str | None = None, timeout: float = 600) -> jp.UploadedDataset:
+        """Stream a large dataset in chunks; pass the returned name as `dataset_uri` to create_train_job."""
+        rid = request_id or uuid.uuid4().hex
+
+        def chunks() -> Iterator[jp.UploadDatasetRequest]:
+            batch: list[jp.Example] = []
+            first = True
+            for text, label in examples:
+                batch.append(jp.Example(text=text, label=label))
+                if len(batch) >= chunk_rows:
+                    yield jp.UploadDatasetRequest(request_id=rid if first else "", examples=batch)
+                    batch, first = [], False
+            if batch or first:
+                yield jp.UploadDatasetRequest(request_id=rid if first else "", examples=batch)
+
+        return self.jobs.UploadDataset(chunks(), timeout=timeout)
+
     def create_train_job(
         self,
         prompt: str,
         backbone: str,
-        examples: Sequence[tuple[str, str]],
+        examples: Sequence[tuple[str, str]] = (),
         *,
+        dataset_uri: str = "",
+        text_column: str = "",
+        label_column: str = "",
         labels: Sequence[str] = (),
         label_texts: Sequence[str] = (),
         label_words: Sequence[str] = (),
@@ -128,14 +149,20 @@ class Client:
         aliases: Sequence[str] = (),
         request_id: str | None = None,
     ) -> jp.TrainJob:
-        """Submit a job; it is committed QUEUED before this returns. A fresh request_id makes retries safe."""
+        """Submit a job; it is committed QUEUED before this returns. A fresh request_id makes retries safe.
+
+        Data: `examples` inline, or `dataset_uri` = an upload (`datasets/{id}`), a file path on the coordinator
+        or a hub dataset id (with `text_column` / `label_column`).
+        """
         job = jp.TrainJob(
             prompt=f"prompts/{prompt}",
             backbone=backbone if backbone.startswith("backbones/") else f"backbones/{backbone}",
             task=cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
                               description=description),
-            dataset=jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab) for t, lab in examples]),
-                               eval_fraction=eval_fraction),
+            dataset=(jp.Dataset(uri=dataset_uri, text_column=text_column, label_column=label_column,
+                                eval_fraction=eval_fraction) if dataset_uri else
+                     jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab) for t, lab in examples]),
+                                eval_fraction=eval_fraction)),
             hyperparameters=hyperparameters or jp.Hyperparameters(),
             aliases=aliases,
         )

@@ -26,49 +26,57 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from promptbank.v1 import catalog_pb2 as promptbank_dot_v1_dot_catalog__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/jobs.proto\x12\rpromptbank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpromptbank/v1/catalog.proto\"&\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x95\x01\n\x07\x44\x61taset\x12/\n\x06inline\x18\x01 \x01(\x0b\x32\x1d.promptbank.v1.InlineExamplesH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x13\n\x0btext_column\x18\x03 \x01(\t\x12\x14\n\x0clabel_column\x18\x04 \x01(\t\x12\x15\n\reval_fraction\x18\x05 \x01(\x01\x42\x08\n\x06source\":\n\x0eInlineExamples\x12(\n\x08\x65xamples\x18\x01 \x03(\x0b\x32\x16.promptbank.v1.Example\"\xea\x01\n\x0fHyperparameters\x12\x1a\n\x12num_virtual_tokens\x18\x01 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\x05\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x0c\n\x04init\x18\x06 \x01(\t\x12\x11\n\tinit_text\x18\x07 \x01(\t\x12\x12\n\nmax_length\x18\x08 \x01(\x05\x12\x11\n\tmax_steps\x18\t \x01(\x05\x12\x10\n\x08patience\x18\n \x01(\x05\x12\x18\n\x10\x63heckpoint_every\x18\x0b \x01(\x05\"\xb3\x05\n\x08TrainJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12%\n\x04task\x18\x04 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\'\n\x07\x64\x61taset\x18\x05 \x01(\x0b\x32\x16.promptbank.v1.Dataset\x12\x37\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x1e.promptbank.v1.Hyperparameters\x12\x0f\n\x07\x61liases\x18\x07 \x03(\t\x12,\n\x05state\x18\x08 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\t \x01(\x03\x12\x13\n\x0btotal_steps\x18\n \x01(\x03\x12\x0c\n\x04loss\x18\x0b \x01(\x01\x12\x35\n\x07metrics\x18\x0c \x03(\x0b\x32$.promptbank.v1.TrainJob.MetricsEntry\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x16\n\x0eresult_version\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"a\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"Q\n\x15\x43reateTrainJobRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x12GetTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"{\n\x14ListTrainJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0e\n\x06prompt\x18\x04 \x01(\t\"W\n\x15ListTrainJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x43\x61ncelTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14WatchTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe9\x03\n\rTrainJobEvent\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.promptbank.v1.TrainJobEvent.Kind\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x06 \x01(\x03\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12:\n\x07metrics\x18\x08 \x03(\x0b\x32).promptbank.v1.TrainJobEvent.MetricsEntry\x12\x1b\n\x13\x65xamples_per_second\x18\t \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\n \x01(\x01\x12\x0f\n\x07message\x18\x0b \x01(\t\x12(\n\x04time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CHANGED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x08\n\x04\x45VAL\x10\x03\x12\x07\n\x03LOG\x10\x04\x32\xaa\x03\n\tTrainJobs\x12O\n\x0e\x43reateTrainJob\x12$.promptbank.v1.CreateTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12I\n\x0bGetTrainJob\x12!.promptbank.v1.GetTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12Z\n\rListTrainJobs\x12#.promptbank.v1.ListTrainJobsRequest\x1a$.promptbank.v1.ListTrainJobsResponse\x12O\n\x0e\x43\x61ncelTrainJob\x12$.promptbank.v1.CancelTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12T\n\rWatchTrainJob\x12#.promptbank.v1.WatchTrainJobRequest\x1a\x1c.promptbank.v1.TrainJobEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/jobs.proto\x12\rpromptbank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpromptbank/v1/catalog.proto\"T\n\x14UploadDatasetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x08\x65xamples\x18\x02 \x03(\x0b\x32\x16.promptbank.v1.Example\"\xa8\x01\n\x0fUploadedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x45\n\x0clabel_counts\x18\x03 \x03(\x0b\x32/.promptbank.v1.UploadedDataset.LabelCountsEntry\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"&\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\x95\x01\n\x07\x44\x61taset\x12/\n\x06inline\x18\x01 \x01(\x0b\x32\x1d.promptbank.v1.InlineExamplesH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x13\n\x0btext_column\x18\x03 \x01(\t\x12\x14\n\x0clabel_column\x18\x04 \x01(\t\x12\x15\n\reval_fraction\x18\x05 \x01(\x01\x42\x08\n\x06source\":\n\x0eInlineExamples\x12(\n\x08\x65xamples\x18\x01 \x03(\x0b\x32\x16.promptbank.v1.Example\"\xea\x01\n\x0fHyperparameters\x12\x1a\n\x12num_virtual_tokens\x18\x01 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\x05\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x0c\n\x04init\x18\x06 \x01(\t\x12\x11\n\tinit_text\x18\x07 \x01(\t\x12\x12\n\nmax_length\x18\x08 \x01(\x05\x12\x11\n\tmax_steps\x18\t \x01(\x05\x12\x10\n\x08patience\x18\n \x01(\x05\x12\x18\n\x10\x63heckpoint_every\x18\x0b \x01(\x05\"\xb3\x05\n\x08TrainJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12%\n\x04task\x18\x04 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\'\n\x07\x64\x61taset\x18\x05 \x01(\x0b\x32\x16.promptbank.v1.Dataset\x12\x37\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x1e.promptbank.v1.Hyperparameters\x12\x0f\n\x07\x61liases\x18\x07 \x03(\t\x12,\n\x05state\x18\x08 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\t \x01(\x03\x12\x13\n\x0btotal_steps\x18\n \x01(\x03\x12\x0c\n\x04loss\x18\x0b \x01(\x01\x12\x35\n\x07metrics\x18\x0c \x03(\x0b\x32$.promptbank.v1.TrainJob.MetricsEntry\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x16\n\x0eresult_version\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"a\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"Q\n\x15\x43reateTrainJobRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x12GetTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"{\n\x14ListTrainJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0e\n\x06prompt\x18\x04 \x01(\t\"W\n\x15ListTrainJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x43\x61ncelTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"$\n\x14WatchTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xe9\x03\n\rTrainJobEvent\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.promptbank.v1.TrainJobEvent.Kind\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x06 \x01(\x03\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12:\n\x07metrics\x18\x08 \x03(\x0b\x32).promptbank.v1.TrainJobEvent.MetricsEntry\x12\x1b\n\x13\x65xamples_per_second\x18\t \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\n \x01(\x01\x12\x0f\n\x07message\x18\x0b \x01(\t\x12(\n\x04time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CHANGED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x08\n\x04\x45VAL\x10\x03\x12\x07\n\x03LOG\x10\x04\x32\x82\x04\n\tTrainJobs\x12O\n\x0e\x43reateTrainJob\x12$.promptbank.v1.CreateTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12I\n\x0bGetTrainJob\x12!.promptbank.v1.GetTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12Z\n\rListTrainJobs\x12#.promptbank.v1.ListTrainJobsRequest\x1a$.promptbank.v1.ListTrainJobsResponse\x12O\n\x0e\x43\x61ncelTrainJob\x12$.promptbank.v1.CancelTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12T\n\rWatchTrainJob\x12#.promptbank.v1.WatchTrainJobRequest\x1a\x1c.promptbank.v1.TrainJobEvent0\x01\x12V\n\rUploadDataset\x12#.promptbank.v1.UploadDatasetRequest\x1a\x1e.promptbank.v1.UploadedDataset(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'promptbank.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._loaded_options = None
+  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_TRAINJOB_METRICSENTRY']._loaded_options = None
   _globals['_TRAINJOB_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_TRAINJOBEVENT_METRICSENTRY']._loaded_options = None
   _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_EXAMPLE']._serialized_start=105
-  _globals['_EXAMPLE']._serialized_end=143
-  _globals['_DATASET']._serialized_start=146
-  _globals['_DATASET']._serialized_end=295
-  _globals['_INLINEEXAMPLES']._serialized_start=297
-  _globals['_INLINEEXAMPLES']._serialized_end=355
-  _globals['_HYPERPARAMETERS']._serialized_start=358
-  _globals['_HYPERPARAMETERS']._serialized_end=592
-  _globals['_TRAINJOB']._serialized_start=595
-  _globals['_TRAINJOB']._serialized_end=1286
-  _globals['_TRAINJOB_METRICSENTRY']._serialized_start=1141
-  _globals['_TRAINJOB_METRICSENTRY']._serialized_end=1187
-  _globals['_TRAINJOB_STATE']._serialized_start=1189
-  _globals['_TRAINJOB_STATE']._serialized_end=1286
-  _globals['_CREATETRAINJOBREQUEST']._serialized_start=1288
-  _globals['_CREATETRAINJOBREQUEST']._serialized_end=1369
-  _globals['_GETTRAINJOBREQUEST']._serialized_start=1371
-  _globals['_GETTRAINJOBREQUEST']._serialized_end=1405
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_start=1407
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_end=1530
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_start=1532
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_end=1619
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_start=1621
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_end=1658
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_start=1660
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_end=1696
-  _globals['_TRAINJOBEVENT']._serialized_start=1699
-  _globals['_TRAINJOBEVENT']._serialized_end=2188
-  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_start=1141
-  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_end=1187
-  _globals['_TRAINJOBEVENT_KIND']._serialized_start=2108
-  _globals['_TRAINJOBEVENT_KIND']._serialized_end=2188
-  _globals['_TRAINJOBS']._serialized_start=2191
-  _globals['_TRAINJOBS']._serialized_end=2617
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=105
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=189
+  _globals['_UPLOADEDDATASET']._serialized_start=192
+  _globals['_UPLOADEDDATASET']._serialized_end=360
+  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._serialized_start=310
+  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._serialized_end=360
+  _globals['_EXAMPLE']._serialized_start=362
+  _globals['_EXAMPLE']._serialized_end=400
+  _globals['_DATASET']._serialized_start=403
+  _globals['_DATASET']._serialized_end=552
+  _globals['_INLINEEXAMPLES']._serialized_start=554
+  _globals['_INLINEEXAMPLES']._serialized_end=612
+  _globals['_HYPERPARAMETERS']._serialized_start=615
+  _globals['_HYPERPARAMETERS']._serialized_end=849
+  _globals['_TRAINJOB']._serialized_start=852
+  _globals['_TRAINJOB']._serialized_end=1543
+  _globals['_TRAINJOB_METRICSENTRY']._serialized_start=1398
+  _globals['_TRAINJOB_METRICSENTRY']._serialized_end=1444
+  _globals['_TRAINJOB_STATE']._serialized_start=1446
+  _globals['_TRAINJOB_STATE']._serialized_end=1543
+  _globals['_CREATETRAINJOBREQUEST']._serialized_start=1545
+  _globals['_CREATETRAINJOBREQUEST']._serialized_end=1626
+  _globals['_GETTRAINJOBREQUEST']._serialized_start=1628
+  _globals['_GETTRAINJOBREQUEST']._serialized_end=1662
+  _globals['_LISTTRAINJOBSREQUEST']._serialized_start=1664
+  _globals['_LISTTRAINJOBSREQUEST']._serialized_end=1787
+  _globals['_LISTTRAINJOBSRESPONSE']._serialized_start=1789
+  _globals['_LISTTRAINJOBSRESPONSE']._serialized_end=1876
+  _globals['_CANCELTRAINJOBREQUEST']._serialized_start=1878
+  _globals['_CANCELTRAINJOBREQUEST']._serialized_end=1915
+  _globals['_WATCHTRAINJOBREQUEST']._serialized_start=1917
+  _globals['_WATCHTRAINJOBREQUEST']._serialized_end=1953
+  _globals['_TRAINJOBEVENT']._serialized_start=1956
+  _globals['_TRAINJOBEVENT']._serialized_end=2445
+  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_start=1398
+  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_end=1444
+  _globals['_TRAINJOBEVENT_KIND']._serialized_start=2365
+  _globals['_TRAINJOBEVENT_KIND']._serialized_end=2445
+  _globals['_TRAINJOBS']._serialized_start=2448
+  _globals['_TRAINJOBS']._serialized_end=2962
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,86 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class UploadDatasetRequest(_message.Message):
+    """One chunk of an upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional idempotency key (AIP-155); only read from the first chunk."""
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedCompositeFieldContainer[Global___Example]:
+        """Examples in this chunk (any number per chunk; keep chunks a few MB)."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        examples: _abc.Iterable[Global___Example] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples", b"examples", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadDatasetRequest: _TypeAlias = UploadDatasetRequest  # noqa: Y015
+
+@_typing.final
+class UploadedDataset(_message.Message):
+    """A stored upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    LABEL_COUNTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name, `datasets/{id}`: pass it as `Dataset.uri`."""
+    rows: _builtins.int
+    """Number of examples."""
+    @_builtins.property
+    def label_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Examples per label."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        label_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_counts", b"label_counts", "name", b"name", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadedDataset: _TypeAlias = UploadedDataset  # noqa: Y015
+
+@_typing.final
 class Example(_message.Message):
     """One labelled training example."""
 
@@ -59,11 +139,13 @@ class Dataset(_message.Message):
     LABEL_COLUMN_FIELD_NUMBER: _builtins.int
     EVAL_FRACTION_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
-    """A file path readable by the coordinator (csv/json/jsonl/parquet) or a hub dataset id."""
+    """`datasets/{id}` from UploadDataset; a file path readable by the coordinator (csv/tsv/json/jsonl/parquet,
+    through the `datasets` library); or a Hugging Face hub dataset id, optionally `id:split` (needs the hub).
+    """
     text_column: _builtins.str
-    """Column holding the text (for `uri`)."""
+    """Column holding the text (for a file or hub `uri`; default "text")."""
     label_column: _builtins.str
-    """Column holding the label (for `uri`)."""
+    """Column holding the label (for a file or hub `uri`; default "label")."""
     eval_fraction: _builtins.float
     """Fraction of rows held out for evaluation (default 0.1)."""
     @_builtins.property

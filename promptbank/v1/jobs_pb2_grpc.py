@@ -60,6 +60,11 @@ class TrainJobsStub:
                 request_serializer=promptbank_dot_v1_dot_jobs__pb2.WatchTrainJobRequest.SerializeToString,
                 response_deserializer=promptbank_dot_v1_dot_jobs__pb2.TrainJobEvent.FromString,
                 _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/promptbank.v1.TrainJobs/UploadDataset',
+                request_serializer=promptbank_dot_v1_dot_jobs__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=promptbank_dot_v1_dot_jobs__pb2.UploadedDataset.FromString,
+                _registered_method=True)
 
 
 class TrainJobsServicer:
@@ -102,6 +107,13 @@ class TrainJobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadDataset(self, request_iterator, context):
+        """Uploads a large labelled dataset in chunks (client-streamed); a job then names it in `dataset.uri`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainJobsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +141,11 @@ def add_TrainJobsServicer_to_server(servicer, server):
                     servicer.WatchTrainJob,
                     request_deserializer=promptbank_dot_v1_dot_jobs__pb2.WatchTrainJobRequest.FromString,
                     response_serializer=promptbank_dot_v1_dot_jobs__pb2.TrainJobEvent.SerializeToString,
+            ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=promptbank_dot_v1_dot_jobs__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=promptbank_dot_v1_dot_jobs__pb2.UploadedDataset.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +284,33 @@ class TrainJobs:
             '/promptbank.v1.TrainJobs/WatchTrainJob',
             promptbank_dot_v1_dot_jobs__pb2.WatchTrainJobRequest.SerializeToString,
             promptbank_dot_v1_dot_jobs__pb2.TrainJobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/promptbank.v1.TrainJobs/UploadDataset',
+            promptbank_dot_v1_dot_jobs__pb2.UploadDatasetRequest.SerializeToString,
+            promptbank_dot_v1_dot_jobs__pb2.UploadedDataset.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class TrainJobsStub:
     """Requests cancellation (`:cancel`); the job ends CANCELLED within one training step."""
     WatchTrainJob: _grpc.UnaryStreamMultiCallable[_jobs_pb2.WatchTrainJobRequest, _jobs_pb2.TrainJobEvent]
     """Streams the job's events from the first one, and follows it until it ends."""
+    UploadDataset: _grpc.StreamUnaryMultiCallable[_jobs_pb2.UploadDatasetRequest, _jobs_pb2.UploadedDataset]
+    """Uploads a large labelled dataset in chunks (client-streamed); a job then names it in `dataset.uri`."""
 
 @_typing.type_check_only
 class TrainJobsAsyncStub(TrainJobsStub):
@@ -63,6 +65,8 @@ class TrainJobsAsyncStub(TrainJobsStub):
     """Requests cancellation (`:cancel`); the job ends CANCELLED within one training step."""
     WatchTrainJob: _aio.UnaryStreamMultiCallable[_jobs_pb2.WatchTrainJobRequest, _jobs_pb2.TrainJobEvent]  # type: ignore[assignment]
     """Streams the job's events from the first one, and follows it until it ends."""
+    UploadDataset: _aio.StreamUnaryMultiCallable[_jobs_pb2.UploadDatasetRequest, _jobs_pb2.UploadedDataset]  # type: ignore[assignment]
+    """Uploads a large labelled dataset in chunks (client-streamed); a job then names it in `dataset.uri`."""
 
 class TrainJobsServicer(metaclass=_abc_1.ABCMeta):
     """Train jobs as resources, `jobs/{id}` (AIP-152 style long-running jobs)."""
@@ -108,5 +112,13 @@ class TrainJobsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_jobs_pb2.TrainJobEvent], _abc.AsyncIterator[_jobs_pb2.TrainJobEvent]]:
         """Streams the job's events from the first one, and follows it until it ends."""
+
+    @_abc_1.abstractmethod
+    def UploadDataset(
+        self,
+        request_iterator: _MaybeAsyncIterator[_jobs_pb2.UploadDatasetRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobs_pb2.UploadedDataset, _abc.Awaitable[_jobs_pb2.UploadedDataset]]:
+        """Uploads a large labelled dataset in chunks (client-streamed); a job then names it in `dataset.uri`."""
 
 def add_TrainJobsServicer_to_server(servicer: TrainJobsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
