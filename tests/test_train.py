@@ -138,3 +138,10 @@ def test_early_stopping_ends_a_run_that_stops_improving(tiny_encoder: str) -> No
     result = events[-1]
     assert result["kind"] == "RESULT" and result["metrics"]["stopped_early"] == 1.0
     assert result["step"] < result["total_steps"]
+
+
+def test_training_without_an_eval_split(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    events = list(w.train("n", TASK, DATA, TrainConfig(num_virtual_tokens=2, epochs=1, eval_fraction=0.0).to_dict()))
+    assert events[-1]["kind"] == "RESULT" and events[-1]["metrics"]["eval_examples"] == 0
+    assert not [e for e in events if e["kind"] == "EVAL"]

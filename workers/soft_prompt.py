@@ -30,6 +30,8 @@ class PromptedBatch:
 def tokenize(backbone: FrozenBackbone, texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids per row, truncated. Masked LMs get a [MASK] before the closing special token to score."""
     tok = backbone.tokenizer
+    if not texts:
+        return []
     if backbone.architecture != MASKED_LM:
         enc = tok(texts, truncation=True, max_length=max_length, add_special_tokens=True)
         return [list(ids) for ids in enc["input_ids"]]
