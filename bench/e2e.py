@@ -24,6 +24,7 @@ from pathlib import Path
 
 import ray
 import torch
+from _timing import percentile
 
 from bank import store
 from bank.codec import encode_prompt, sha256_hex
@@ -35,11 +36,6 @@ from workers.actor import BackboneWorker
 
 TASK = {"kind": "classification", "labels": ["negative", "positive"], "label_words": ["negative", "positive"],
         "label_texts": ["negative", "positive"], "description": ""}
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def main() -> None:
@@ -106,7 +102,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}; all-MiniLM-L6-v2; "
           f"{a.requests} requests x {a.rows} rows over {a.tasks} tasks, concurrency {a.concurrency}")
     print(f"served (gRPC -> coordinator -> Ray actor): {n_rows / served_s:7.1f} rows/s  {a.requests / served_s:6.1f} req/s  "
-          f"p50 {statistics.median(lat) * 1e3:6.1f} ms  p99 {pct(lat, 0.99) * 1e3:6.1f} ms  "
+          f"p50 {statistics.median(lat) * 1e3:6.1f} ms  p99 {percentile(lat, 0.99) * 1e3:6.1f} ms  "
           f"({batches} batches, {batch_rows / max(1, batches):.1f} rows/batch)")
     print(f"in-process worker, same rows, {avg_batch}-row batches: {n_rows / local_s:7.1f} rows/s")
     print(f"  served / in-process throughput: {local_s / served_s:.3f}  (goal >= 0.90)")

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
+from _timing import median_time
 
 from bank.codec import encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
@@ -21,17 +20,6 @@ from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
 from workers.heads import mean_pool
 from workers.soft_prompt import build_batch, tokenize
-
-
-def median_time(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 import warnings
 
 import torch
+from _timing import median_time
 from peft import PromptTuningConfig, TaskType, get_peft_model
 from transformers import AutoModel
 
@@ -25,16 +24,7 @@ from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
 from workers.heads import SIMILARITY_SCALE, mean_pool
-
-
-def median(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from workers.task import TaskSpec
 
 
 def main() -> None:
@@ -66,7 +56,7 @@ def main() -> None:
             peft.prompt_encoder[f"t{i}"].embedding.weight.copy_(p)
     peft.eval()
     tok = w.bb.tokenizer
-    labels = w.heads.labels_for(__import__("workers.task", fromlist=["TaskSpec"]).TaskSpec(labels=("negative", "positive")))
+    labels = w.heads.labels_for(TaskSpec(labels=("negative", "positive")))
 
     def run_peft() -> list[torch.Tensor]:
         out = []
@@ -82,8 +72,8 @@ def main() -> None:
     def run_promptbank() -> list[list[float]]:
         return w.classify(rows, {}, dict.fromkeys(keys, task))
 
-    t_peft = median(run_peft, a.repeats)
-    t_pb = median(run_promptbank, a.repeats)
+    t_peft = median_time(run_peft, a.repeats)
+    t_pb = median_time(run_promptbank, a.repeats)
     print(f"machine: {platform.machine()} {platform.system()} cpus={torch.get_num_threads()} threads; "
           f"model all-MiniLM-L6-v2; {a.tasks} requests x 1 row over {a.tasks} tasks; {a.virtual_tokens} virtual tokens")
     print(f"PEFT (set_adapter + forward per task)  {t_peft * 1e3:8.1f} ms/window  ({a.tasks / t_peft:6.1f} req/s)")

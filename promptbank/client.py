@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -172,19 +173,19 @@ class Client:
     def get_job(self, job: str) -> jp.TrainJob:
         return self.jobs.GetTrainJob(jp.GetTrainJobRequest(name=job_name(job)), timeout=self.timeout)
 
-    def list_jobs(self, state: int = 0, prompt: str = "", page_size: int = 0) -> list[jp.TrainJob]:
-        out: list[jp.TrainJob] = []
-        token = ""
+    def _all_pages(self, rpc: Any, request: Any, field: str) -> list[Any]:
+        """Follow next_page_token until the last page; every page call carries the deadline."""
+        out: list[Any] = []
         while True:
-            resp = self.jobs.ListTrainJobs(
-                jp.ListTrainJobsRequest(page_size=page_size, page_token=token, state=state,
-                                        prompt=f"prompts/{prompt}" if prompt else ""),
-                timeout=self.timeout,
-            )
-            out.extend(resp.jobs)
-            token = resp.next_page_token
-            if not token:
+            resp = rpc(request, timeout=self.timeout)
+            out.extend(getattr(resp, field))
+            if not resp.next_page_token:
                 return out
+            request.page_token = resp.next_page_token
+
+    def list_jobs(self, state: int = 0, prompt: str = "", page_size: int = 0) -> list[jp.TrainJob]:
+        req = jp.ListTrainJobsRequest(page_size=page_size, state=state, prompt=f"prompts/{prompt}" if prompt else "")
+        return self._all_pages(self.jobs.ListTrainJobs, req, "jobs")
 
     def cancel_job(self, job: str) -> jp.TrainJob:
         return self.jobs.CancelTrainJob(jp.CancelTrainJobRequest(name=job_name(job)), timeout=self.timeout)
@@ -206,18 +207,8 @@ class Client:
     def list_prompts(self, tag: str = "", backbone: str = "", label: str = "",
                      created_after: datetime | None = None) -> list[cat.Prompt]:
         """Every prompt matching the filters (follows page tokens)."""
-        out: list[cat.Prompt] = []
-        token = ""
-        after = _timestamp(created_after)
-        while True:
-            resp = self.catalog.ListPrompts(
-                cat.ListPromptsRequest(page_token=token, tag=tag, backbone=backbone, label=label, create_after=after),
-                timeout=self.timeout,
-            )
-            out.extend(resp.prompts)
-            token = resp.next_page_token
-            if not token:
-                return out
+        req = cat.ListPromptsRequest(tag=tag, backbone=backbone, label=label, create_after=_timestamp(created_after))
+        return self._all_pages(self.catalog.ListPrompts, req, "prompts")
 
     def get_prompt(self, name: str) -> cat.Prompt:
         return self.catalog.GetPrompt(cat.GetPromptRequest(name=name), timeout=self.timeout)
@@ -230,16 +221,9 @@ class Client:
     def list_versions(self, prompt: str, backbone: str = "", tag: str = "",
                       created_after: datetime | None = None) -> list[cat.PromptVersion]:
         """Every version of a prompt matching the filters, newest first."""
-        out: list[cat.PromptVersion] = []
-        token = ""
-        while True:
-            req = cat.ListPromptVersionsRequest(parent=f"prompts/{prompt}", page_token=token, backbone=backbone,
-                                                tag=tag, create_after=_timestamp(created_after))
-            resp = self.catalog.ListPromptVersions(req, timeout=self.timeout)
-            out.extend(resp.versions)
-            token = resp.next_page_token
-            if not token:
-                return out
+        req = cat.ListPromptVersionsRequest(parent=f"prompts/{prompt}", backbone=backbone, tag=tag,
+                                            create_after=_timestamp(created_after))
+        return self._all_pages(self.catalog.ListPromptVersions, req, "versions")
 
     def update_prompt(self, prompt: str, *, tags: Sequence[str] | None = None, owner: str | None = None,
                       description: str | None = None) -> cat.Prompt:
