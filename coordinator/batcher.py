@@ -144,6 +144,8 @@ class MicroBatcher:
             i += len(p.rows)
 
     async def close(self) -> None:
+        log.info("batcher %s: %d batches, %d rows, %d split retries", self.backbone, self.batches, self.rows,
+                 self.split_retries)
         self._task.cancel()
         for t in list(self._inflight):
             t.cancel()

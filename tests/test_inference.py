@@ -149,3 +149,26 @@ def test_routing_prefers_the_replica_holding_the_prompts(server) -> None:  # typ
         bb.replicas = original
 
 
+
+
+def test_a_cancelled_request_leaves_its_batch_mates_alone(server, client: Client) -> None:  # type: ignore[no-untyped-def]
+    train(client, "cxl")
+    expected = client.classify([("cxl", "fine words")])[0]
+    batcher = server.coord.inference.batcher("tiny-enc")
+    batcher.limits, limits = BatchLimits(max_rows=64, max_wait_ms=400), batcher.limits  # hold the batch open
+
+    def call(timeout: float):  # type: ignore[no-untyped-def]
+        with Client(server.address) as c:
+            try:
+                return c.classify([("cxl", "fine words")], timeout=timeout)[0]
+            except grpc.RpcError as err:
+                return err
+
+    try:
+        with ThreadPoolExecutor(max_workers=6) as ex:
+            out = list(ex.map(call, [30, 30, 0.05, 30, 30, 30]))
+    finally:
+        batcher.limits = limits
+    gone = out.pop(2)
+    assert isinstance(gone, grpc.RpcError) and gone.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert all(not isinstance(o, grpc.RpcError) and o.scores == pytest.approx(expected.scores, abs=1e-6) for o in out)
