@@ -145,3 +145,15 @@ def test_training_without_an_eval_split(tiny_encoder: str) -> None:
     events = list(w.train("n", TASK, DATA, TrainConfig(num_virtual_tokens=2, epochs=1, eval_fraction=0.0).to_dict()))
     assert events[-1]["kind"] == "RESULT" and events[-1]["metrics"]["eval_examples"] == 0
     assert not [e for e in events if e["kind"] == "EVAL"]
+
+
+@pytest.mark.parametrize("arch", ["encoder", "causal_lm"])
+def test_training_after_classifying_the_same_task(arch: str, tiny_models: dict[str, str]) -> None:
+    """Label tensors first built under inference_mode (classify) must still serve training afterwards."""
+    from bank.codec import encode_prompt
+
+    w = BackboneWorker(tiny_models[arch], num_threads=1)
+    task = {**TASK, "label_words": ["bad", "good"]}
+    w.classify([("k", "some text")], {"k": encode_prompt(torch.randn(2, w.bb.hidden_size))}, {"k": task})
+    events = list(w.train("t", task, DATA, TrainConfig(num_virtual_tokens=2, epochs=1, batch_size=8).to_dict()))
+    assert events[-1]["kind"] == "RESULT"

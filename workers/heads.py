@@ -37,10 +37,13 @@ class Heads:
         """Encoder: (K, H) unit label-text embeddings. LMs: (K,) label-word token ids."""
         key = task.label_texts if self.bb.architecture == ENCODER else task.label_words
         if key not in self._label_cache:
-            if self.bb.architecture == ENCODER:
-                self._label_cache[key] = self._label_text_embeddings(key)
-            else:
-                self._label_cache[key] = self._word_ids(key)
+            # Never cache an inference-mode tensor: the first use may be a classify call under
+            # inference_mode, and training would then fail to save it for backward.
+            with torch.inference_mode(False):
+                if self.bb.architecture == ENCODER:
+                    self._label_cache[key] = self._label_text_embeddings(key)
+                else:
+                    self._label_cache[key] = self._word_ids(key)
         return self._label_cache[key]
 
     @torch.no_grad()
