@@ -162,7 +162,7 @@ class JobScheduler:
                 open_jobs.discard(job_id)
             elif kind == "CANCELLED":
                 msg = f"cancelled at step {ev['step']}; last checkpoint kept"
-                await self.db.run(lambda s, j=job_id, m=msg: self._end(s, j, "CANCELLED", m))
+                await self.db.run(lambda s, j=job_id, m=msg, n=ev["step"]: self._end(s, j, "CANCELLED", m, n))
                 open_jobs.discard(job_id)
             elif kind == "FAILED":
                 await self._fail(job_id, ev["error"])
@@ -198,9 +198,11 @@ class JobScheduler:
         return cands[best], f"nearest:{best} (loss {losses[best]:.4f} over {len(losses)} candidates)"
 
     @staticmethod
-    def _end(s: Session, job_id: str, state: str, message: str) -> None:
+    def _end(s: Session, job_id: str, state: str, message: str, step: int | None = None) -> None:
         job = jobstore.get_job(s, job_id)
         if job.state not in jobstore.TERMINAL:
+            if step is not None:
+                job.step = step
             jobstore.set_state(s, job, state, message=message)
 
     @staticmethod

@@ -71,7 +71,8 @@ def test_cancel_keeps_the_last_checkpoint(server, client: Client) -> None:  # ty
     done = client.wait_job(job.name, timeout=120)
     assert done.state == jp.TrainJob.CANCELLED
     step = server.coord.db.run_sync(lambda s: jobstore.latest_checkpoint(s, job.name.split("/")[1]).step)
-    assert step >= 3 and step <= done.step + 1
+    assert step >= 3 and step == done.step  # the checkpoint taken at the cancel is the one kept
+    assert f"cancelled at step {done.step}; last checkpoint kept" in messages(client, job.name)
 
 
 def test_init_from_a_stored_version_and_nearest(client: Client) -> None:
