@@ -279,7 +279,3 @@ def remember_request(s: Session, request_id: str, method: str, request_hash: str
         s.add(IdempotencyKey(request_id=request_id, method=method, request_hash=request_hash, resource=resource,
                              created_at=utcnow()))
         s.flush()
-
-
-def count(s: Session, model: type) -> int:
-    return int(s.scalar(select(func.count()).select_from(model)) or 0)

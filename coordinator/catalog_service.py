@@ -41,10 +41,6 @@ def request_digest(request: Message) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
-def task_message(task: dict) -> cat.TaskSpec:
-    return cv.task_to_proto(task)
-
-
 def version_ref(name: str) -> str:
     """Accept `prompts/p/versions/n` and the short reference forms."""
     return strip_collection(name, "prompts")
@@ -227,7 +223,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 task = requested or imported.task
                 if not task:
                     raise InvalidArgument(f"prompt {name!r} does not exist: give its task (labels) to create it")
-                p = store.create_prompt(s, name, task_dict(task_message(task)))
+                p = store.create_prompt(s, name, task_dict(cv.task_to_proto(task)))
             elif requested and requested["labels"] != p.task["labels"]:
                 raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
                                          f"{requested['labels']}")

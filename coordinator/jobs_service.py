@@ -17,7 +17,7 @@ from bank.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceE
 from bank.models import Dataset as DatasetRow
 from bank.refs import check_name, parse_ref, strip_collection
 from coordinator import convert as cv
-from coordinator.catalog_service import task_dict
+from coordinator.catalog_service import request_digest, task_dict
 from coordinator.config import ServerConfig
 from coordinator.data import check_rows, decode_rows, encode_rows, inline_rows, label_counts, load_uri
 from coordinator.db import BankDB
@@ -76,7 +76,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             check_name("alias", alias)
         if cfg.init_from and cfg.init_from != "nearest":
             parse_ref(cfg.init_from)
-        request_hash = hashlib.sha256(job.SerializeToString(deterministic=True)).hexdigest()
+        request_hash = request_digest(request)
         examples = encode_rows(rows)
 
         requested = task_dict(job.task) if job.task.labels else None

@@ -90,11 +90,12 @@ def test_request_ids_make_creates_and_imports_idempotent(client: Client) -> None
 def test_list_filters_over_grpc(client: Client) -> None:
     from datetime import UTC, datetime
 
-    train(client, "filt-a", data=TOPIC)
+    topic = [(text, f"filt-{label}") for text, label in TOPIC]  # labels no other test uses
+    train(client, "filt-a", data=topic)
     cut = datetime.now(UTC)
     train(client, "filt-b")
-    train(client, "filt-a", data=TOPIC)
-    assert [p.name for p in client.list_prompts(label="sports")] == ["prompts/filt-a"]
+    train(client, "filt-a", data=topic)
+    assert [p.name for p in client.list_prompts(label="filt-sports")] == ["prompts/filt-a"]
     later = {p.name for p in client.list_prompts(created_after=cut)}
     assert "prompts/filt-b" in later and "prompts/filt-a" not in later
     assert [v.version for v in client.list_versions("filt-a", created_after=cut)] == [2]

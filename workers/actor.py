@@ -21,7 +21,7 @@ from workers.generate import generate
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import TaskSpec, TrainConfig
-from workers.train import Event, Trainer, class_logits, train_jobs
+from workers.train import Event, Trainer, train_jobs
 
 
 class MissingPrompts(KeyError):
@@ -198,7 +198,7 @@ class BackboneWorker:
                 if prompt.shape[1] != self.bb.hidden_size:
                     continue
                 feats = self.heads.features(build_batch(self.bb, ids, [prompt] * len(ids)))
-                out[name] = float(torch.nn.functional.cross_entropy(class_logits(self.heads, spec, feats), y))
+                out[name] = float(torch.nn.functional.cross_entropy(self.heads.task_logits(spec, feats), y))
         return out
 
     def generate(

@@ -6,7 +6,6 @@ import hashlib
 import inspect
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import (
@@ -102,7 +101,3 @@ class FrozenBackbone:
             h.update(name.encode())
             h.update(p.detach().contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
-
-
-def is_local_path(model: str) -> bool:
-    return Path(model).expanduser().exists()

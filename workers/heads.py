@@ -81,13 +81,14 @@ class Heads:
             return model.get_output_embeddings()(hidden[rows, batch.last_index])  # (B, V)
         return self._lm_head(hidden[rows, batch.mask_index])  # type: ignore[misc]  # (B, V)
 
+    def task_logits(self, task: TaskSpec, feats: torch.Tensor) -> torch.Tensor:
+        """(B, H|V) features of rows sharing one task -> (B, K) class logits: the one scoring rule."""
+        lab = self.labels_for(task)
+        return SIMILARITY_SCALE * feats @ lab.T if lab.dim() == 2 else feats[:, lab]
+
     def class_logits(self, tasks: list[TaskSpec], feats: torch.Tensor) -> list[torch.Tensor]:
-        """Row i's (K_i,) class logits from its (H|V,) features and its own task's labels."""
-        out = []
-        for i, task in enumerate(tasks):
-            lab = self.labels_for(task)
-            out.append(SIMILARITY_SCALE * feats[i] @ lab.T if lab.dim() == 2 else feats[i, lab])
-        return out
+        """Row i's (K_i,) class logits from its features and its own task's labels."""
+        return [self.task_logits(task, feats[i : i + 1])[0] for i, task in enumerate(tasks)]
 
     def logits(
         self, texts: list[str], prompts: list[torch.Tensor], tasks: list[TaskSpec], max_length: int

@@ -25,7 +25,7 @@ from safetensors.torch import save as st_save
 
 from bank.codec import encode_prompt
 from bank.errors import InvalidArgument
-from workers.heads import SIMILARITY_SCALE, Heads
+from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import ConfigError, TaskSpec, TrainConfig
 
@@ -72,12 +72,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def class_logits(heads: Heads, task: TaskSpec, feats: torch.Tensor) -> torch.Tensor:
-    """(B, H|V) features of rows sharing one task -> (B, K) class logits (same rule as `Heads.class_logits`)."""
-    lab = heads.labels_for(task)
-    return SIMILARITY_SCALE * feats @ lab.T if lab.dim() == 2 else feats[:, lab]
 
 
 class Trainer:
@@ -173,7 +167,7 @@ class Trainer:
         for i in range(0, len(self.ev_ids), bs):
             ids = self.ev_ids[i : i + bs]
             feats = self.heads.features(build_batch(self.heads.bb, ids, [prompt] * len(ids)))
-            logits = class_logits(self.heads, self.task, feats)
+            logits = self.heads.task_logits(self.task, feats)
             losses += F.cross_entropy(logits, self.ev_y[i : i + bs], reduction="sum").item()
             correct += int((logits.argmax(-1) == self.ev_y[i : i + bs]).sum())
         metrics = {"eval_accuracy": correct / len(self.ev_ids), "eval_loss": losses / len(self.ev_ids)}
@@ -256,7 +250,7 @@ def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str
         feats = heads.features(build_batch(heads.bb, ids, prompts))  # one forward for every job's rows
         losses, start = [], 0
         for t, (b, y) in zip(live, batches, strict=True):
-            losses.append(F.cross_entropy(class_logits(heads, t.task, feats[start : start + len(b)]), y))
+            losses.append(F.cross_entropy(heads.task_logits(t.task, feats[start : start + len(b)]), y))
             start += len(b)
         torch.stack(losses).sum().backward()  # prompt i only sees job i's loss: per-job gradients as if alone
         for t, (b, _), loss in zip(live, batches, losses, strict=True):
@@ -264,17 +258,3 @@ def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str
         for t in [t for t in live if t.done]:
             yield t.result()
             live.remove(t)
-
-
-def train_prompt(
-    heads: Heads,
-    task: TaskSpec,
-    examples: list[tuple[str, str]],
-    cfg: TrainConfig,
-    stored_init: torch.Tensor | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    job_id: str = "job",
-) -> Iterator[Event]:
-    """Train one prompt alone (a group of one)."""
-    trainer = Trainer(job_id, heads, task, examples, cfg, stored_init)
-    yield from train_jobs(heads, [trainer], lambda _: should_stop())
