@@ -33,6 +33,10 @@ def normalize_url(url: str) -> str:
     return url
 
 
+BUSY_WAIT_MS = 5000  # a writer waits this long for SQLite's write lock
+MIGRATION_WAIT_MS = 120_000  # a starting server waits this long for another one's migration
+
+
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config for the packaged migrations (no alembic.ini needed)."""
     cfg = Config()
@@ -63,6 +67,7 @@ def upgrade_schema(engine: Engine) -> None:
             # Off before BEGIN (a no-op inside a transaction): SQLite alters a table by copying and dropping it,
             # and a drop with foreign keys on would cascade into the child tables.
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={MIGRATION_WAIT_MS}")  # other starters wait for the migration
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
@@ -86,6 +91,7 @@ def upgrade_schema(engine: Engine) -> None:
             if sqlite:
                 conn.rollback()
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
 
 
 def make_engine(url: str) -> Engine:
@@ -97,7 +103,7 @@ def make_engine(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=5000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()

@@ -20,6 +20,7 @@ from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
 from workers.heads import mean_pool
 from workers.soft_prompt import build_batch, tokenize
+from workers.task import TaskSpec
 
 
 def main() -> None:
@@ -51,10 +52,11 @@ def main() -> None:
     cached = [w.cache.get(k) for k in keys]
     pad = w.bb.tokenizer.convert_tokens_to_ids("the")
     bare_ids = [row[:1] + [pad] * a.virtual_tokens + row[1:] for row in ids]
+    row_tasks = [TaskSpec.from_dict(task)] * len(ids)
 
     def prompted() -> None:
         with torch.inference_mode():
-            w.heads.features(build_batch(w.bb, ids, [cached[i % a.tasks] for i in range(len(ids))]))
+            w.heads.features(build_batch(w.bb, ids, [cached[i % a.tasks] for i in range(len(ids))]), row_tasks)
 
     def bare() -> None:
         with torch.inference_mode():

@@ -1,14 +1,15 @@
 """Training speed side by side: a promptbank step vs a PEFT prompt-tuning step, and co-batched jobs.
 
-    python bench/train_speed.py [--batch 32] [--steps 20] [--jobs 4] [--rows 320]
+    python bench/train_speed.py [--batch 8] [--steps 20] [--jobs 4] [--rows 320]
 
 1. Step time and peak memory of one training step (forward + backward + AdamW on the prompt) on the same
    model (packaged all-MiniLM-L6-v2), batch and sequence lengths: promptbank's Trainer vs PEFT
-   PromptTuningConfig (FEATURE_EXTRACTION) with the same pooled cosine-to-label-text loss. Each variant
-   runs in its own child process; memory is the peak resident-set growth during the steps (CPU) or
-   torch.cuda.max_memory_allocated (GPU). Goal: ratios <= 1.0.
+   PromptTuningConfig (FEATURE_EXTRACTION) with the same loss (fp32, text pooling, cosine to the plain
+   label-text embeddings). Each variant runs in its own child process; memory is the peak resident-set
+   growth during the steps (CPU) or torch.cuda.max_memory_allocated (GPU). Goal: ratios <= 1.0. Also
+   printed: promptbank's step with its defaults (label texts read through the prompt, precision "auto").
 2. `--jobs` jobs trained together (one forward/backward per step for all) vs the same jobs one after
-   another: aggregate examples/s. Goal >= 1.5x.
+   another, with the defaults: aggregate examples/s. Goal >= 1.5x. The batch defaults to TrainConfig's.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _data(n: int) -> list[tuple[str, str]]:
     return tweet_tasks(seed=0)["sentiment"][:n]
 
 
-def step_promptbank(batch: int, steps: int, q: mp.Queue) -> None:  # type: ignore[type-arg]
+def step_promptbank(batch: int, steps: int, q: mp.Queue, pooling: str = "text", precision: str = "fp32"  # type: ignore[type-arg]
+                    ) -> None:
     warnings.filterwarnings("ignore")
     from coordinator.config import packaged_minilm
     from workers.actor import BackboneWorker
@@ -65,8 +67,9 @@ def step_promptbank(batch: int, steps: int, q: mp.Queue) -> None:  # type: ignor
 
     w = BackboneWorker(packaged_minilm())
     rows = _data(batch * (steps + 3))
-    cfg = TrainConfig(batch_size=batch, epochs=1, eval_fraction=0.0, progress_every=1, checkpoint_every=10**6)
-    t = Trainer("bench", w.heads, TaskSpec(labels=("negative", "positive")), rows, cfg)
+    cfg = TrainConfig(batch_size=batch, epochs=1, eval_fraction=0.0, progress_every=1, checkpoint_every=10**6,
+                      precision=precision)
+    t = Trainer("bench", w.heads, TaskSpec(labels=("negative", "positive"), pooling=pooling), rows, cfg)
     times, last = [], time.perf_counter()
     gen = train_jobs(w.heads, [t])
     for _ in range(3):  # warm-up steps
@@ -160,23 +163,27 @@ def cobatch(n_jobs: int, rows: int, batch: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    from workers.task import TrainConfig
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=TrainConfig().batch_size)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--rows", type=int, default=320, help="training rows per co-batched job")
     a = ap.parse_args()
     ctx = mp.get_context("spawn")
     results = {}
-    for name, fn in (("promptbank", step_promptbank), ("peft", step_peft)):
+    runs = (("promptbank", step_promptbank, ()), ("peft", step_peft, ()),
+            ("defaults", step_promptbank, ("prompt", "auto")))
+    for name, fn, extra in runs:
         q = ctx.Queue()
-        p = ctx.Process(target=fn, args=(a.batch, a.steps, q))
+        p = ctx.Process(target=fn, args=(a.batch, a.steps, q, *extra))
         p.start()
         p.join()
         if p.exitcode != 0 or q.empty():
             raise SystemExit(f"the {name} run failed (exit code {p.exitcode}); see its traceback above")
         results[name] = q.get()
-    (pb_t, pb_m), (pf_t, pf_m) = results["promptbank"], results["peft"]
+    (pb_t, pb_m), (pf_t, pf_m), (df_t, df_m) = results["promptbank"], results["peft"], results["defaults"]
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{os.cpu_count()}"
     print(f"machine: {platform.machine()} {platform.system()}, {dev}; all-MiniLM-L6-v2, batch {a.batch}, "
           f"20 virtual tokens, tweets (max 128 tokens)")
@@ -184,6 +191,8 @@ def main() -> None:
     mem = "CUDA max allocated" if torch.cuda.is_available() else "peak RSS growth"
     print(f"memory ({mem})  promptbank {pb_m / 2**20:7.1f} MiB   PEFT {pf_m / 2**20:7.1f} MiB   "
           f"ratio {pb_m / max(1, pf_m):.3f} (goal <= 1.0)")
+    print(f"promptbank defaults (labels through the prompt, precision auto): step {df_t * 1e3:7.1f} ms "
+          f"({df_t / pf_t:.3f} of PEFT's fp32 step), memory {df_m / 2**20:7.1f} MiB")
     seq, tog = cobatch(a.jobs, a.rows, a.batch)
     print(f"{a.jobs} jobs x {a.rows} rows: one after another {seq:6.1f} ex/s, co-batched {tog:6.1f} ex/s, "
           f"speed-up {tog / seq:.2f}x (goal >= 1.5x)")

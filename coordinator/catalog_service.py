@@ -20,7 +20,7 @@ from coordinator.db import BankDB
 from coordinator.pool import ReplicaPool
 from promptbank.v1 import catalog_pb2 as cat
 from promptbank.v1 import catalog_pb2_grpc as cat_grpc
-from workers.task import TaskSpec
+from workers.task import POOLINGS, TaskSpec
 
 UPDATABLE = {"tags", "owner", "task.description"}
 
@@ -29,7 +29,7 @@ def task_dict(spec: cat.TaskSpec) -> dict:
     """Validate a TaskSpec message into the stored dict form."""
     return TaskSpec(
         labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
-        kind=spec.kind or "classification", description=spec.description,
+        kind=spec.kind or "classification", description=spec.description, pooling=spec.pooling or POOLINGS[0],
     ).to_dict()
 
 

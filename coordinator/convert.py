@@ -51,6 +51,7 @@ def task_to_proto(task: dict) -> cat.TaskSpec:
         label_words=task.get("label_words", []),
         label_texts=task.get("label_texts", []),
         description=task.get("description", ""),
+        pooling=task.get("pooling", ""),
     )
 
 
@@ -95,7 +96,8 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
             learning_rate=hp.get("learning_rate", 0.0), batch_size=hp.get("batch_size", 0), seed=hp.get("seed", 0),
             init=spec.get("init", hp.get("init", "")), init_text=hp.get("init_text", ""),
             max_length=hp.get("max_length", 0), max_steps=hp.get("max_steps", 0), patience=hp.get("patience", 0),
-            checkpoint_every=hp.get("checkpoint_every", 0),
+            checkpoint_every=hp.get("checkpoint_every", 0), precision=hp.get("precision", ""),
+            select_on=hp.get("select_on", ""),
         ),
         aliases=spec.get("aliases", []), state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},

@@ -45,6 +45,8 @@ def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
         "max_steps": hp.max_steps,
         "patience": hp.patience or base.patience,
         "checkpoint_every": hp.checkpoint_every or base.checkpoint_every,
+        "precision": hp.precision or base.precision,
+        "select_on": hp.select_on or base.select_on,
         "eval_fraction": eval_fraction if eval_fraction > 0 else base.eval_fraction,
     }
     return replace(base, **over)

@@ -28,6 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--labels", nargs="+", default=[], help="create/import: class labels")
     p.add_argument("--label-texts", nargs="+", default=[])
     p.add_argument("--label-words", nargs="+", default=[])
+    p.add_argument("--pooling", default="", help="create/import, encoder backbones: 'prompt' (default) or 'text'")
     p.add_argument("--description")
     p.add_argument("--owner")
     p.add_argument("--tags", nargs="*", help="create/update/tag: the full tag list")
@@ -77,7 +78,8 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
     elif act == "create":
         (name,) = need(a, 1, "prompts create PROMPT --labels A B ...")
         emit(c.create_prompt(name, a.labels, label_texts=a.label_texts, label_words=a.label_words,
-                             description=a.description or "", tags=a.tags or [], owner=a.owner or ""), a.json)
+                             description=a.description or "", tags=a.tags or [], owner=a.owner or "",
+                             pooling=a.pooling), a.json)
     elif act == "update":
         (name,) = need(a, 1, "prompts update PROMPT [--tags ...] [--owner O] [--description D]")
         if a.tags is None and a.owner is None and a.description is None:
@@ -123,7 +125,7 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
 
         config, weights = read_adapter(Path(src))
         v = c.import_version(a.task, a.backbone or "minilm", config, weights, labels=a.labels,
-                             label_texts=a.label_texts, label_words=a.label_words)
+                             label_texts=a.label_texts, label_words=a.label_words, pooling=a.pooling)
         emit(v, True) if a.json else print(v.name)
     return 0
 

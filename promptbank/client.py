@@ -45,6 +45,13 @@ def _timestamp(when: datetime | None) -> Timestamp | None:
     return t
 
 
+def task_spec(labels: Sequence[str], label_texts: Sequence[str] = (), label_words: Sequence[str] = (),
+              description: str = "", pooling: str = "") -> cat.TaskSpec:
+    """A classification task; empty fields take the server's defaults (label texts/words = labels)."""
+    return cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
+                        description=description, pooling=pooling)
+
+
 def job_name(job: str) -> str:
     return job if job.startswith("jobs/") else f"jobs/{job}"
 
@@ -145,6 +152,7 @@ class Client:
         label_texts: Sequence[str] = (),
         label_words: Sequence[str] = (),
         description: str = "",
+        pooling: str = "",
         hyperparameters: jp.Hyperparameters | None = None,
         eval_fraction: float = 0.0,
         aliases: Sequence[str] = (),
@@ -158,8 +166,7 @@ class Client:
         job = jp.TrainJob(
             prompt=f"prompts/{prompt}",
             backbone=backbone if backbone.startswith("backbones/") else f"backbones/{backbone}",
-            task=cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
-                              description=description),
+            task=task_spec(labels, label_texts, label_words, description, pooling),
             dataset=(jp.Dataset(uri=dataset_uri, text_column=text_column, label_column=label_column,
                                 eval_fraction=eval_fraction) if dataset_uri else
                      jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab) for t, lab in examples]),
@@ -240,9 +247,8 @@ class Client:
 
     def create_prompt(self, prompt: str, labels: Sequence[str], *, label_texts: Sequence[str] = (),
                       label_words: Sequence[str] = (), description: str = "", tags: Sequence[str] = (),
-                      owner: str = "", request_id: str | None = None) -> cat.Prompt:
-        task = cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
-                            description=description)
+                      owner: str = "", pooling: str = "", request_id: str | None = None) -> cat.Prompt:
+        task = task_spec(labels, label_texts, label_words, description, pooling)
         req = cat.CreatePromptRequest(prompt_id=prompt, prompt=cat.Prompt(task=task, tags=tags, owner=owner),
                                       request_id=request_id or uuid.uuid4().hex)
         return self.catalog.CreatePrompt(req, timeout=self.timeout)
@@ -271,11 +277,11 @@ class Client:
 
     def import_version(self, prompt: str, backbone: str, adapter_config: bytes, adapter_model: bytes, *,
                        labels: Sequence[str] = (), label_texts: Sequence[str] = (), label_words: Sequence[str] = (),
-                       request_id: str | None = None) -> cat.PromptVersion:
+                       pooling: str = "", request_id: str | None = None) -> cat.PromptVersion:
         req = cat.ImportPromptVersionRequest(
             parent=f"prompts/{prompt}", backbone=backbone if backbone.startswith("backbones/") else f"backbones/{backbone}",
             adapter_config=adapter_config, adapter_model=adapter_model,
-            task=cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words),
+            task=task_spec(labels, label_texts, label_words, pooling=pooling),
             request_id=request_id or uuid.uuid4().hex,
         )
         return self.catalog.ImportPromptVersion(req, timeout=self.timeout)

@@ -41,7 +41,8 @@ def _tokenizer() -> PreTrainedTokenizerBase:
 def build_tiny_encoder(path: Path) -> str:
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=256)
+                     intermediate_size=64, max_position_embeddings=256,
+                     initializer_range=0.2)  # wide init: prompt positions' outputs depend on the text they read
     BertModel(cfg).save_pretrained(path)
     _tokenizer().save_pretrained(path)
     return str(path)

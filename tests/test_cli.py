@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -99,3 +100,16 @@ def test_generate_prints_the_streamed_text(server) -> None:  # type: ignore[no-u
         expected = "".join(c.generate("cli-gen", "once upon a time", max_new_tokens=5))
     out = cli(server, "generate", "--prompt", "cli-gen", "--max-new-tokens", "5", "once", "upon", "a", "time")
     assert out.stdout == expected + "\n" and expected.strip()
+
+
+def test_train_help_states_the_servers_defaults() -> None:
+    """The CLI sends 0 for "server default"; its help must name the values the server really uses."""
+    from promptbank.cli import build_parser
+    from workers.task import TrainConfig
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub.choices["train"]._actions}
+    d = TrainConfig()
+    for dest, value in (("virtual_tokens", d.num_virtual_tokens), ("epochs", d.epochs), ("lr", d.learning_rate),
+                        ("batch_size", d.batch_size)):
+        assert f"default {value:g}" in helps[dest], (dest, helps[dest])

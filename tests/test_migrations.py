@@ -10,12 +10,13 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, select, text
 
 from bank import store
 from bank.codec import encode_prompt
 from bank.db import BASELINE, alembic_config, current_revision, make_engine, make_sessionmaker, normalize_url
-from bank.models import Base
+from bank.jobs import create_job
+from bank.models import Base, Job
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
@@ -129,3 +130,31 @@ def test_an_unknown_revision_is_refused(bank_url: str) -> None:
     raw.dispose()
     with pytest.raises(RuntimeError, match="revision 'zz99', unknown to this promptbank"):
         make_engine(bank_url)
+
+
+def test_prompts_and_jobs_stored_before_pooling_keep_text_pooling(bank_url: str) -> None:
+    """0006: tasks stored without `pooling` were trained on pooled text tokens; they must keep scoring so."""
+    raw = create_engine(normalize_url(bank_url))
+    _migrate(raw, command.upgrade, "0005")
+    with make_sessionmaker(raw)() as s:
+        store.create_prompt(s, "old", {"labels": ["neg", "pos"]})
+        create_job(s, prompt_name="old", backbone_name="bb", spec={"task": {"labels": ["neg", "pos"]}, "config": {}},
+                   examples=b"", request_id=None, request_hash="")
+        create_job(s, prompt_name="old", backbone_name="bb", spec={"config": {}}, examples=b"", request_id=None,
+                   request_hash="")
+        s.commit()
+    raw.dispose()
+    engine = make_engine(bank_url)  # upgrades to head
+    try:
+        with make_sessionmaker(engine)() as s:
+            assert store.get_prompt(s, "old").task == {"labels": ["neg", "pos"], "pooling": "text"}
+            specs = sorted((j.spec for j in s.scalars(select(Job))), key=len)
+            assert specs == [{"config": {}}, {"task": {"labels": ["neg", "pos"], "pooling": "text"}, "config": {}}]
+            store.create_prompt(s, "new", {"labels": ["a", "b"], "pooling": "prompt"})
+            s.commit()
+        _migrate(engine, command.downgrade, "0005")  # keeps the key (older code ignores it) ...
+        _migrate(engine, command.upgrade, "head")  # ... so a new prompt keeps its pooling through down and up
+        with make_sessionmaker(engine)() as s:
+            assert store.get_prompt(s, "new").task == {"labels": ["a", "b"], "pooling": "prompt"}
+    finally:
+        engine.dispose()

@@ -26,6 +26,7 @@ from bank.peft_format import export_peft, import_peft, read_peft_dir, write_peft
 from workers.backbone import FrozenBackbone
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
+from workers.task import TaskSpec
 
 peft = pytest.importorskip("peft")
 from peft import LoraConfig, PeftConfig, PeftModel, PromptTuningConfig, get_peft_model  # noqa: E402
@@ -50,7 +51,7 @@ def _promptbank_logits(lm: FrozenBackbone, texts: list[str], prompt: torch.Tenso
     """(B, V) next-token logits at each row's last real token, one promptbank forward."""
     with torch.no_grad():
         ids = tokenize(lm, texts, max_length=200)
-        return Heads(lm).features(build_batch(lm, ids, [prompt] * len(texts)))
+        return Heads(lm).features(build_batch(lm, ids, [prompt] * len(texts)), [TaskSpec.from_dict(TASK)] * len(texts))
 
 
 def _peft_logits(model: PeftModel, lm: FrozenBackbone, texts: list[str], n_virtual: int) -> torch.Tensor:

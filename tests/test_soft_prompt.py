@@ -8,7 +8,7 @@ import torch
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import ConfigError, TaskSpec
+from workers.task import POOLINGS, ConfigError, TaskSpec
 
 TEXTS = ["a good day", "this is a much longer sentence about a terrible awful film", "ok", "the cat sat on the mat"]
 
@@ -26,7 +26,7 @@ def test_mixed_task_batch_equals_each_row_alone(heads: Heads, n_tasks: int) -> N
     h = heads.bb.hidden_size
     label_sets = [("negative", "positive"), ("cat", "dog", "bird"), ("yes", "no"), ("red", "green", "blue", "black"),
                   ("up", "down"), ("hot", "cold")]
-    tasks = [TaskSpec(labels=label_sets[k]) for k in range(n_tasks)]
+    tasks = [TaskSpec(labels=label_sets[k], pooling=POOLINGS[k % 2]) for k in range(n_tasks)]  # both poolings
     prompts = [torch.randn(1 + 5 * k, h) for k in range(n_tasks)]  # a different prompt length per task
     rows = [(TEXTS[i % 4], i % n_tasks) for i in range(2 * n_tasks + 1)]
     with torch.no_grad():
@@ -45,6 +45,20 @@ def test_prompt_changes_the_output(heads: Heads) -> None:
     assert not torch.allclose(a, b)
 
 
+def test_pooling_reads_the_prompt_positions_or_the_text(tiny_encoder: str) -> None:
+    heads = Heads(FrozenBackbone(tiny_encoder))
+    on_prompt, on_text = TaskSpec(labels=("a", "b"), pooling="prompt"), TaskSpec(labels=("a", "b"), pooling="text")
+    ids, h = tokenize(heads.bb, TEXTS, 64), heads.bb.hidden_size
+    prompts = [torch.randn(3, h) for _ in TEXTS]
+    with torch.no_grad():
+        batch = build_batch(heads.bb, ids, prompts)
+        assert torch.equal(batch.prompt_mask.sum(1), torch.full((len(TEXTS),), 3.0))
+        assert not torch.allclose(heads.features(batch, [on_prompt] * 4), heads.features(batch, [on_text] * 4))
+        # A row without a prompt (zero-shot) has no prompt positions: it pools its text either way.
+        bare = build_batch(heads.bb, ids, [torch.zeros(0, h)] * len(TEXTS))
+        torch.testing.assert_close(heads.features(bare, [on_prompt] * 4), heads.features(bare, [on_text] * 4))
+
+
 def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Heads) -> None:
     h = heads.bb.hidden_size
     ids = tokenize(heads.bb, TEXTS, 64)
@@ -52,7 +66,8 @@ def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Head
     with torch.no_grad():
         right = build_batch(heads.bb, ids, prompts, "right")
         left = build_batch(heads.bb, ids, prompts, "left")
-        fr, fl = heads.features(right), heads.features(left)
+        tasks = [TaskSpec(labels=("a", "b"), pooling=POOLINGS[i % 2]) for i in range(len(ids))]  # both poolings
+        fr, fl = heads.features(right, tasks), heads.features(left, tasks)
     torch.testing.assert_close(fr, fl, atol=1e-5, rtol=1e-5)
     for i, p in enumerate(prompts):
         real = left.attention_mask[i].nonzero().squeeze(-1)

@@ -6,6 +6,7 @@ bounded in bytes, so a hot prompt is decoded once per replica and never re-fetch
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -85,6 +86,7 @@ class BackboneWorker:
         self.bb.model.to(self.device)
         self.heads = Heads(self.bb)
         self.cache = PromptCache(cache_bytes)
+        self.anchor_cache = PromptCache(max(1 << 20, cache_bytes // 8))  # label texts read through a prompt
         self._cancelled: set[str] = set()
 
     def info(self) -> dict[str, Any]:
@@ -112,6 +114,17 @@ class BackboneWorker:
             self.cache.put(key, t)
         return t
 
+    def _anchors(self, key: str, task: TaskSpec, prompt: torch.Tensor) -> torch.Tensor | None:
+        """The label anchors of prompt `key` (cached; None when its task scores against plain labels)."""
+        if not self.heads.prompted_labels(task, prompt):
+            return None
+        ck = f"{key}:{json.dumps(task.label_texts)}"
+        t = self.anchor_cache.get(ck)
+        if t is None:
+            t = self.heads.anchors(task, prompt)
+            self.anchor_cache.put(ck, t)
+        return t
+
     def classify(
         self,
         rows: list[tuple[str, str]],
@@ -128,9 +141,12 @@ class BackboneWorker:
         ids = tokenize(self.bb, [text for _, text in rows], max_length)
         out: list[list[float]] = [[] for _ in rows]
         with torch.inference_mode():
+            anchors = {k: self._anchors(k, specs[k], local[k]) for k in local}
             for idx in self._chunks([len(ids[i]) + local[k].shape[0] for i, (k, _) in enumerate(rows)]):
-                feats = self.heads.features(build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx]))
-                logits = self.heads.class_logits([specs[rows[i][0]] for i in idx], feats)
+                row_tasks = [specs[rows[i][0]] for i in idx]
+                batch = build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx])
+                logits = self.heads.class_logits(row_tasks, self.heads.features(batch, row_tasks),
+                                                 [anchors[rows[i][0]] for i in idx])
                 for i, row in zip(idx, logits, strict=True):
                     out[i] = row.float().cpu().tolist()
         return out
@@ -197,8 +213,9 @@ class BackboneWorker:
                 prompt = decode_prompt(data).to(self.device, self.bb.embed.weight.dtype)
                 if prompt.shape[1] != self.bb.hidden_size:
                     continue
-                feats = self.heads.features(build_batch(self.bb, ids, [prompt] * len(ids)))
-                out[name] = float(torch.nn.functional.cross_entropy(self.heads.task_logits(spec, feats), y))
+                feats = self.heads.features(build_batch(self.bb, ids, [prompt] * len(ids)), [spec] * len(ids))
+                logits = self.heads.task_logits(spec, feats, self.heads.anchors(spec, prompt))
+                out[name] = float(torch.nn.functional.cross_entropy(logits, y))
         return out
 
     def generate(

@@ -1,6 +1,9 @@
 """Classification without a trained head, so the prompt stays the whole adaptation.
 
-- encoder (no LM head): cosine of the mean-pooled text embedding with embeddings of the label texts;
+- encoder (no LM head): cosine of a mean-pooled output with label-text "anchors". The task's `pooling` says
+  how: "prompt" (default) pools the prompt's own output positions, for the input and for each label text
+  alike: both are read through the prompt, so the prompt learns the question and the answers' places
+  together; "text" pools the text's tokens and compares them with the plain label-text embeddings;
 - causal LM: logits of each label word's first token at the row's last position;
 - masked LM: logits of each label word's first token at a [MASK] appended to the text;
 - seq2seq: logits of each label word's first token as the decoder's first token.
@@ -17,6 +20,7 @@ from workers.soft_prompt import PromptedBatch, build_batch, tokenize
 from workers.task import ConfigError, TaskSpec
 
 SIMILARITY_SCALE = 20.0  # cosine in [-1, 1] -> logits; the usual sentence-embedding contrastive scale
+LABEL_MAX_TOKENS = 64  # label texts are short; longer ones are truncated
 
 
 class Heads:
@@ -49,7 +53,8 @@ class Heads:
     @torch.no_grad()
     def _label_text_embeddings(self, texts: tuple[str, ...]) -> torch.Tensor:
         enc = self.bb.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.bb.embed.weight.device)
-        out = self.bb.model(**enc).last_hidden_state  # (K, T, H)
+        with torch.autocast(enc["input_ids"].device.type, enabled=False):  # cached: full precision whoever asks
+            out = self.bb.model(**enc).last_hidden_state  # (K, T, H)
         return F.normalize(mean_pool(out, enc["attention_mask"]), dim=-1)  # (K, H)
 
     def _word_ids(self, words: tuple[str, ...]) -> torch.Tensor:
@@ -63,8 +68,9 @@ class Heads:
             raise ConfigError(f"label words {list(words)} do not start with distinct tokens; choose other label_words")
         return torch.tensor(ids, device=self.bb.embed.weight.device)
 
-    def features(self, batch: PromptedBatch) -> torch.Tensor:
-        """One forward of the frozen model. Encoder: (B, H) unit pooled text; LMs: (B, V) logits to score."""
+    def features(self, batch: PromptedBatch, tasks: list[TaskSpec]) -> torch.Tensor:
+        """One forward of the frozen model. Encoder: (B, H) unit pooled outputs, row i pooled as `tasks[i]`
+        says; LMs: (B, V) logits to score."""
         arch, model = self.bb.architecture, self.bb.model
         kw = {"inputs_embeds": batch.inputs_embeds, "attention_mask": batch.attention_mask}
         if self.bb.accepts_position_ids:
@@ -72,7 +78,7 @@ class Heads:
         rows = torch.arange(batch.inputs_embeds.shape[0], device=batch.inputs_embeds.device)
         if arch == ENCODER:
             hidden = model(**kw).last_hidden_state  # (B, T, H)
-            return F.normalize(mean_pool(hidden, batch.text_mask), dim=-1)
+            return F.normalize(mean_pool(hidden, pooling_mask(batch, tasks)), dim=-1)
         if arch == SEQ2SEQ:
             start = torch.full((len(rows), 1), self.bb.decoder_start_id, device=rows.device)
             return model(**kw, decoder_input_ids=start).logits[:, 0]  # (B, V)
@@ -81,21 +87,50 @@ class Heads:
             return model.get_output_embeddings()(hidden[rows, batch.last_index])  # (B, V)
         return self._lm_head(hidden[rows, batch.mask_index])  # type: ignore[misc]  # (B, V)
 
-    def task_logits(self, task: TaskSpec, feats: torch.Tensor) -> torch.Tensor:
-        """(B, H|V) features of rows sharing one task -> (B, K) class logits: the one scoring rule."""
-        lab = self.labels_for(task)
+    def prompted_labels(self, task: TaskSpec, prompt: torch.Tensor) -> bool:
+        """Whether `task`'s label texts are read through `prompt` (encoders pooling the prompt's positions)."""
+        return self.bb.architecture == ENCODER and task.pooling == "prompt" and prompt.shape[0] > 0
+
+    def label_ids(self, task: TaskSpec) -> list[list[int]]:
+        """Token ids of the label texts, as rows to run through a prompt."""
+        return tokenize(self.bb, list(task.label_texts), LABEL_MAX_TOKENS)
+
+    def anchors(self, task: TaskSpec, prompt: torch.Tensor) -> torch.Tensor:
+        """What `task`'s rows under `prompt` are scored against: (K, H) unit label texts read through the
+        prompt (differentiable in it), or `labels_for(task)` when the task does not read them so."""
+        if not self.prompted_labels(task, prompt):
+            return self.labels_for(task)
+        ids = self.label_ids(task)
+        return self.features(build_batch(self.bb, ids, [prompt] * len(ids)), [task] * len(ids))
+
+    def task_logits(self, task: TaskSpec, feats: torch.Tensor, anchors: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H|V) features of rows sharing one task (and prompt) -> (B, K) class logits: the one scoring
+        rule. `anchors`: from `anchors(task, prompt)`; None means the plain `labels_for(task)`."""
+        lab = self.labels_for(task) if anchors is None else anchors
         return SIMILARITY_SCALE * feats @ lab.T if lab.dim() == 2 else feats[:, lab]
 
-    def class_logits(self, tasks: list[TaskSpec], feats: torch.Tensor) -> list[torch.Tensor]:
-        """Row i's (K_i,) class logits from its features and its own task's labels."""
-        return [self.task_logits(task, feats[i : i + 1])[0] for i, task in enumerate(tasks)]
+    def class_logits(
+        self, tasks: list[TaskSpec], feats: torch.Tensor, anchors: list[torch.Tensor | None]
+    ) -> list[torch.Tensor]:
+        """Row i's (K_i,) class logits from its features, its own task and its prompt's anchors."""
+        return [self.task_logits(task, feats[i : i + 1], anchors[i])[0] for i, task in enumerate(tasks)]
 
     def logits(
         self, texts: list[str], prompts: list[torch.Tensor], tasks: list[TaskSpec], max_length: int
     ) -> list[torch.Tensor]:
         """Row i's (K_i,) class logits under its own prompt and task, all rows in one forward."""
         ids = tokenize(self.bb, texts, max_length)
-        return self.class_logits(tasks, self.features(build_batch(self.bb, ids, prompts)))
+        anchors = [self.anchors(task, prompt) for task, prompt in zip(tasks, prompts, strict=True)]
+        return self.class_logits(tasks, self.features(build_batch(self.bb, ids, prompts), tasks), anchors)
+
+
+def pooling_mask(batch: PromptedBatch, tasks: list[TaskSpec]) -> torch.Tensor:
+    """(B, T) positions each row pools: its prompt's when its task says so and it has one, else its text."""
+    if len(tasks) != batch.text_mask.shape[0]:
+        raise ValueError(f"{batch.text_mask.shape[0]} rows but {len(tasks)} tasks")
+    on_prompt = torch.tensor([t.pooling == "prompt" for t in tasks], device=batch.text_mask.device)
+    on_prompt &= batch.prompt_mask.sum(1) > 0  # a row without a prompt (zero-shot) pools its text
+    return torch.where(on_prompt.unsqueeze(1), batch.prompt_mask, batch.text_mask)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ class PromptedBatch:
     attention_mask: torch.Tensor  # (B, T) 1 on prompt + text, 0 on padding
     position_ids: torch.Tensor  # (B, T) 0..L_i-1 over each row's real positions
     text_mask: torch.Tensor  # (B, T) 1 on the row's own tokens only (not prompt, not padding)
+    prompt_mask: torch.Tensor  # (B, T) 1 on the row's prompt positions only
     last_index: torch.Tensor  # (B,) index of each row's last real position
     mask_index: torch.Tensor  # (B,) index of the [MASK] token (masked LMs), else = last_index
 
@@ -93,6 +94,7 @@ def build_batch(
         attention_mask=torch.stack(masks).to(device=device, dtype=torch.long),
         position_ids=torch.stack(positions).to(device),
         text_mask=torch.stack(texts).to(device),
+        prompt_mask=(torch.stack(masks) - torch.stack(texts)).to(device),
         last_index=torch.tensor(last, device=device),
         mask_index=torch.tensor(masked, device=device),
     )

@@ -9,6 +9,15 @@ from bank.errors import InvalidArgument
 
 KINDS = ("classification",)
 INITS = ("random", "vocab", "labels", "text")  # plus a stored prompt: a reference, or "nearest" (coordinator)
+# Encoder backbones: the output positions mean-pooled and compared with the label texts. "prompt" pools the
+# prompt's own positions (they read the text through attention; the better default), "text" the text's tokens.
+POOLINGS = ("prompt", "text")
+# Training autocast: bf16 halves the frozen model's matmul cost where the hardware has bf16 units (about 1.6x
+# faster steps on an AVX512-BF16 CPU); the prompt and its optimizer stay fp32. "auto" = bf16 where supported.
+PRECISIONS = ("auto", "bf16", "fp32")
+# Which eval metric keeps a prompt and stops early. Cross-entropy by default: on a few hundred held-out rows
+# accuracy moves in steps of 1/n and its noise picks epochs at random; the loss is smooth (HF's default too).
+SELECT_ON = ("eval_loss", "eval_accuracy")
 
 
 class ConfigError(InvalidArgument, ValueError):
@@ -17,17 +26,21 @@ class ConfigError(InvalidArgument, ValueError):
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a prompt does: a classification over `labels`, read through label words or label texts."""
+    """What a prompt does: a classification over `labels`, read through label words (LMs) or label texts
+    compared with the pooled output (encoders)."""
 
     labels: tuple[str, ...]
     label_words: tuple[str, ...] = ()
     label_texts: tuple[str, ...] = ()
     kind: str = "classification"
     description: str = ""
+    pooling: str = POOLINGS[0]
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"task kind {self.kind!r} is not supported; use one of {list(KINDS)}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling {self.pooling!r} is not supported; use one of {list(POOLINGS)}")
         labels = tuple(str(x) for x in self.labels)
         if len(labels) < 2:
             raise ConfigError(f"a classification task needs at least 2 labels, got {list(labels)}")
@@ -54,9 +67,9 @@ class TrainConfig:
     """Hyperparameters of one prompt-tuning run. Defaults are tuned for prompt tuning on a small encoder."""
 
     num_virtual_tokens: int = 20
-    epochs: int = 3
+    epochs: int = 8
     learning_rate: float = 3e-2
-    batch_size: int = 32
+    batch_size: int = 8
     seed: int = 0
     init: str = "vocab"
     init_text: str = ""
@@ -66,9 +79,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     eval_fraction: float = 0.1
     eval_every_epochs: int = 1
-    patience: int = 2  # early stopping: evaluations without a better eval accuracy before stopping
+    patience: int = 2  # early stopping: evaluations without a better `select_on` metric before stopping
+    select_on: str = "eval_loss"  # the eval metric that picks the kept prompt and drives early stopping
     checkpoint_every: int = 50  # steps between checkpoints (also one at every evaluation)
     progress_every: int = 5
+    precision: str = "auto"
     init_from: str = field(default="", repr=False)  # filled by the coordinator for a stored-version init
 
     def __post_init__(self) -> None:
@@ -83,6 +98,8 @@ class TrainConfig:
             (0 <= self.eval_fraction < 0.9, "eval_fraction", "in [0, 0.9)"),
             (self.patience >= 1, "patience", ">= 1"),
             (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
+            (self.precision in PRECISIONS, "precision", f"one of {list(PRECISIONS)}"),
+            (self.select_on in SELECT_ON, "select_on", f"one of {list(SELECT_ON)}"),
             (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
             (self.init != "text" or bool(self.init_text.strip()), "init_text", "non-empty when init is 'text'"),
         ]

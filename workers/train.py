@@ -31,6 +31,7 @@ from workers.task import ConfigError, TaskSpec, TrainConfig
 
 Event = dict[str, Any]
 EVAL_CAP = 2000  # rows of the held-out split scored per evaluation
+BUCKET_BATCHES = 16  # batches whose rows are sorted by length together (padding vs. shuffling)
 
 
 def split(examples: list[tuple[str, str]], cfg: TrainConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -64,6 +65,19 @@ def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: torch.Te
         picked = emb[(ids * (n // len(ids) + 1))[:n]]
         return picked.clone() if cfg.init == "text" else torch.cat([emb[ids], vocab])[:n].clone()
     return vocab.clone()
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype a training forward autocasts to, or None for plain fp32."""
+    if precision == "bf16" or (precision == "auto" and bf16_supported(device)):
+        return torch.bfloat16
+    return None
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -100,6 +114,7 @@ class Trainer:
         self.ev_ids = tokenize(heads.bb, [t for t, _ in eval_rows], cfg.max_length)
         self.ev_y = torch.tensor([index[lab] for _, lab in eval_rows], device=dev)
         self.prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # (n, H): all we train
+        self.autocast = autocast_dtype(cfg.precision, dev)
         self.opt = torch.optim.AdamW([self.prompt], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.tr_ids) / cfg.batch_size)
         self.total = self.steps_per_epoch * cfg.epochs
@@ -110,7 +125,7 @@ class Trainer:
         self.n_train, self.n_eval = len(train_rows), len(eval_rows)
         self.step, self.best, self.stale_evals, self.stopped_early = 0, {}, 0, False
         self.best_prompt = self.prompt.detach().clone()
-        self._orders: dict[int, list[int]] = {}
+        self._epoch_batches: dict[int, list[list[int]]] = {}
         self._t0, self._window, self.seconds = time.perf_counter(), (time.perf_counter(), 0), 0.0
         self.seen = 0
         if resume:
@@ -118,17 +133,26 @@ class Trainer:
 
     # ------------------------------------------------------------ batches
 
-    def _order(self, epoch: int) -> list[int]:
-        """Epoch e's row order depends only on (seed, e): a resumed run sees the same batches."""
-        if epoch not in self._orders:
+    def _batches(self, epoch: int) -> list[list[int]]:
+        """Epoch e's batches depend only on (seed, e), so a resumed run sees the same ones. Rows are shuffled,
+        sorted by length within windows of BUCKET_BATCHES batches (less padding per forward), cut into
+        batches, and the batches shuffled again."""
+        if epoch not in self._epoch_batches:
+            rng = random.Random(f"{self.cfg.seed}:{epoch}")
             order = list(range(len(self.tr_ids)))
-            random.Random(f"{self.cfg.seed}:{epoch}").shuffle(order)
-            self._orders = {epoch: order}
-        return self._orders[epoch]
+            rng.shuffle(order)
+            bs, window = self.cfg.batch_size, self.cfg.batch_size * BUCKET_BATCHES
+            batches = []
+            for w in range(0, len(order), window):
+                rows = sorted(order[w : w + window], key=lambda i: len(self.tr_ids[i]))
+                batches += [rows[b : b + bs] for b in range(0, len(rows), bs)]
+            rng.shuffle(batches)
+            self._epoch_batches = {epoch: batches}
+        return self._epoch_batches[epoch]
 
     def next_batch(self) -> tuple[list[list[int]], torch.Tensor]:
         epoch, b = divmod(self.step, self.steps_per_epoch)
-        idx = self._order(epoch)[b * self.cfg.batch_size : (b + 1) * self.cfg.batch_size]
+        idx = self._batches(epoch)[b]
         return [self.tr_ids[i] for i in idx], self.tr_y[idx]
 
     @property
@@ -164,18 +188,20 @@ class Trainer:
     def _evaluate(self) -> Event:
         losses, correct, bs = 0.0, 0, max(32, self.cfg.batch_size)
         prompt = self.prompt.detach()
+        anchors = self.heads.anchors(self.task, prompt)
         for i in range(0, len(self.ev_ids), bs):
             ids = self.ev_ids[i : i + bs]
-            feats = self.heads.features(build_batch(self.heads.bb, ids, [prompt] * len(ids)))
-            logits = self.heads.task_logits(self.task, feats)
+            feats = self.heads.features(build_batch(self.heads.bb, ids, [prompt] * len(ids)), [self.task] * len(ids))
+            logits = self.heads.task_logits(self.task, feats, anchors)
             losses += F.cross_entropy(logits, self.ev_y[i : i + bs], reduction="sum").item()
             correct += int((logits.argmax(-1) == self.ev_y[i : i + bs]).sum())
         metrics = {"eval_accuracy": correct / len(self.ev_ids), "eval_loss": losses / len(self.ev_ids)}
-        if not self.best or metrics["eval_accuracy"] > self.best["eval_accuracy"]:
-            self.best, self.best_prompt, self.stale_evals = metrics, prompt.clone(), 0
-        else:
-            self.stale_evals += 1
-            self.stopped_early = self.stale_evals >= self.cfg.patience
+        key, sign = self.cfg.select_on, (-1.0 if self.cfg.select_on == "eval_loss" else 1.0)
+        improved = not self.best or sign * metrics[key] > sign * self.best[key]
+        if improved or metrics[key] == self.best[key]:  # a tie keeps the later prompt
+            self.best, self.best_prompt = metrics, prompt.clone()
+        self.stale_evals = 0 if improved else self.stale_evals + 1
+        self.stopped_early = self.stale_evals >= self.cfg.patience
         return self._event("EVAL", metrics=metrics, stopped_early=self.stopped_early)
 
     def _event(self, kind: str, **kw: Any) -> Event:
@@ -235,7 +261,8 @@ class Trainer:
 
 def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str], bool] = lambda _: False
                ) -> Iterator[Event]:
-    """Step every live trainer together: one batch of each job per forward/backward of the frozen model."""
+    """Step every live trainer together: one batch of each job per forward/backward of the frozen model (one
+    per autocast dtype, when jobs asked for different precisions)."""
     live = list(trainers)
     while live:
         for t in [t for t in live if should_stop(t.job_id)]:
@@ -244,17 +271,35 @@ def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str
             live.remove(t)
         if not live:
             return
-        batches = [t.next_batch() for t in live]
-        ids = [row for b, _ in batches for row in b]
-        prompts = [t.prompt for t, (b, _) in zip(live, batches, strict=True) for _row in b]
-        feats = heads.features(build_batch(heads.bb, ids, prompts))  # one forward for every job's rows
-        losses, start = [], 0
-        for t, (b, y) in zip(live, batches, strict=True):
-            losses.append(F.cross_entropy(heads.task_logits(t.task, feats[start : start + len(b)]), y))
-            start += len(b)
-        torch.stack(losses).sum().backward()  # prompt i only sees job i's loss: per-job gradients as if alone
-        for t, (b, _), loss in zip(live, batches, losses, strict=True):
-            yield from t.after_step(float(loss.item()), len(b))
+        for mates in {t.autocast: [u for u in live if u.autocast == t.autocast] for t in live}.values():
+            yield from _step(heads, mates)
         for t in [t for t in live if t.done]:
             yield t.result()
             live.remove(t)
+
+
+def _step(heads: Heads, live: list[Trainer]) -> Iterator[Event]:
+    """One forward/backward for one batch of each trainer (all of one autocast dtype), then their updates.
+    Jobs whose label texts are read through the prompt add those rows to the same forward."""
+    batches = [t.next_batch() for t in live]
+    ids: list[list[int]] = []
+    prompts: list[torch.Tensor] = []
+    tasks: list[TaskSpec] = []
+    spans = []  # per job: (first row, rows, label rows)
+    for t, (b, _) in zip(live, batches, strict=True):
+        labels = heads.label_ids(t.task) if heads.prompted_labels(t.task, t.prompt) else []
+        spans.append((len(ids), len(b), len(labels)))
+        ids += b + labels
+        prompts += [t.prompt] * (len(b) + len(labels))
+        tasks += [t.task] * (len(b) + len(labels))
+    device = heads.bb.embed.weight.device
+    dtype = live[0].autocast
+    with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        feats = heads.features(build_batch(heads.bb, ids, prompts), tasks).float()  # one forward for all rows
+    losses = []
+    for t, (_, y), (start, n, k) in zip(live, batches, spans, strict=True):
+        anchors = feats[start + n : start + n + k] if k else None
+        losses.append(F.cross_entropy(heads.task_logits(t.task, feats[start : start + n], anchors), y))
+    torch.stack(losses).sum().backward()  # prompt i only sees job i's loss: per-job gradients as if alone
+    for t, (b, _), loss in zip(live, batches, losses, strict=True):
+        yield from t.after_step(float(loss.item()), len(b))

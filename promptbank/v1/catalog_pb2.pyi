@@ -117,10 +117,16 @@ class TaskSpec(_message.Message):
     LABEL_WORDS_FIELD_NUMBER: _builtins.int
     LABEL_TEXTS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    POOLING_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """Kind of task; only "classification" for now."""
     description: _builtins.str
     """Free-text description of the task."""
+    pooling: _builtins.str
+    """For encoder backbones: the output positions mean-pooled and compared with the label texts:
+    "prompt" (the prompt's own positions; the default for new prompts) or "text" (the text's tokens;
+    prompts stored before this field keep it). Empty means the default.
+    """
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Class labels, in order."""
@@ -141,10 +147,11 @@ class TaskSpec(_message.Message):
         label_words: _abc.Iterable[_builtins.str] | None = ...,
         label_texts: _abc.Iterable[_builtins.str] | None = ...,
         description: _builtins.str = ...,
+        pooling: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "kind", b"kind", "label_texts", b"label_texts", "label_words", b"label_words", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "kind", b"kind", "label_texts", b"label_texts", "label_words", b"label_words", "labels", b"labels", "pooling", b"pooling"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

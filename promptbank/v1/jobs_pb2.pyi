@@ -212,14 +212,16 @@ class Hyperparameters(_message.Message):
     MAX_STEPS_FIELD_NUMBER: _builtins.int
     PATIENCE_FIELD_NUMBER: _builtins.int
     CHECKPOINT_EVERY_FIELD_NUMBER: _builtins.int
+    PRECISION_FIELD_NUMBER: _builtins.int
+    SELECT_ON_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt (default 20)."""
     epochs: _builtins.int
-    """Passes over the training split (default 3)."""
+    """Passes over the training split (default: see TrainConfig in workers/task.py and the README)."""
     learning_rate: _builtins.float
     """Learning rate (default chosen for prompt tuning, far larger than for fine-tuning)."""
     batch_size: _builtins.int
-    """Rows per step (default 32)."""
+    """Rows per step (default: see the README)."""
     seed: _builtins.int
     """Random seed for init, split and batch order (default 0)."""
     init: _builtins.str
@@ -233,9 +235,17 @@ class Hyperparameters(_message.Message):
     max_steps: _builtins.int
     """Hard cap on optimisation steps (0 = epochs decide)."""
     patience: _builtins.int
-    """Early stopping: evaluations without a better eval accuracy before the job stops (default 2)."""
+    """Early stopping: evaluations without a better `select_on` metric before the job stops (default 2)."""
     checkpoint_every: _builtins.int
     """Steps between checkpoints; one is also kept at every evaluation (default 50)."""
+    precision: _builtins.str
+    """Training autocast: "auto" (bf16 where the device has bf16 units, else fp32; the default), "bf16" or
+    "fp32". The prompt and its optimizer state are fp32 either way; serving runs in fp32.
+    """
+    select_on: _builtins.str
+    """The eval metric that picks the kept prompt and drives early stopping: "eval_loss" (default) or
+    "eval_accuracy". Ties keep the later prompt.
+    """
     def __init__(
         self,
         *,
@@ -250,10 +260,12 @@ class Hyperparameters(_message.Message):
         max_steps: _builtins.int = ...,
         patience: _builtins.int = ...,
         checkpoint_every: _builtins.int = ...,
+        precision: _builtins.str = ...,
+        select_on: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
