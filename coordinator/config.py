@@ -67,12 +67,17 @@ class ServerConfig:
     batch_max_tokens: int = 16384  # ... and estimated tokens per forward
     batch_max_wait_ms: float = 5.0  # ... and how long the oldest row may wait for company
     grace_seconds: float = 5.0
+    train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica
+    train_gather_s: float = 1.0  # a newly queued job waits this long for others to co-batch with
+
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} must be in 0..65535")
         if self.max_rows_per_request < 1 or self.max_text_chars < 1:
             raise ValueError("max_rows_per_request and max_text_chars must be positive")
+        if self.train_max_group < 1 or self.train_gather_s < 0:
+            raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
         names = [b.name for b in self.backbones]
         if len(set(names)) != len(names):
             raise ValueError(f"backbone names must be unique, got {names}")

@@ -32,9 +32,10 @@ NEAREST_ROWS = 64  # examples of the new task each candidate is scored on
 class JobScheduler:
     """One asyncio loop that starts queued jobs, in co-batched groups, on replicas free for training."""
 
-    def __init__(self, db: BankDB, pool: ReplicaPool, max_group: int = 4, max_attempts: int = 3):
+    def __init__(self, db: BankDB, pool: ReplicaPool, max_group: int = 4, max_attempts: int = 3,
+                 gather_s: float = 1.0):
         self.db, self.pool = db, pool
-        self.max_group, self.max_attempts = max_group, max_attempts
+        self.max_group, self.max_attempts, self.gather_s = max_group, max_attempts, gather_s
         self.changed = asyncio.Condition()  # notified on every persisted job event
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}  # job id -> the task running its group
@@ -57,6 +58,7 @@ class JobScheduler:
     async def _loop(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(self.gather_s)  # jobs submitted together start together (co-batched)
             self._wake.clear()
             try:
                 queued = await self.db.run(lambda s: [(j.id, j.backbone_name) for j in jobstore.queued_jobs(s)])

@@ -71,7 +71,7 @@ async def start(config: ServerConfig) -> Coordinator:
         await db.run(lambda s, spec=spec, info=info: store.upsert_backbone(
             s, spec.name, model=spec.model, revision=spec.revision, architecture=info["architecture"],
             hidden_size=info["hidden_size"], fingerprint=info["fingerprint"]))
-    scheduler = JobScheduler(db, pool)
+    scheduler = JobScheduler(db, pool, config.train_max_group, gather_s=config.train_gather_s)
 
     opts = [("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes)]

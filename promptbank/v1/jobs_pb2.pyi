@@ -217,11 +217,11 @@ class Hyperparameters(_message.Message):
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt (default 20)."""
     epochs: _builtins.int
-    """Passes over the training split (default: see TrainConfig in workers/task.py and the README)."""
+    """Passes over the training split (default 8)."""
     learning_rate: _builtins.float
     """Learning rate (default chosen for prompt tuning, far larger than for fine-tuning)."""
     batch_size: _builtins.int
-    """Rows per step (default: see the README)."""
+    """Rows per step (default 8)."""
     seed: _builtins.int
     """Random seed for init, split and batch order (default 0)."""
     init: _builtins.str
