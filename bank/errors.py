@@ -24,6 +24,10 @@ class FailedPrecondition(PromptBankError):
     """The system is not in a state where the request can run (e.g. a prompt on the wrong backbone)."""
 
 
+class PermissionDenied(PromptBankError):
+    """The caller may not do this here (e.g. read a server file outside the configured data roots)."""
+
+
 class ResourceExhausted(PromptBankError):
     """A size or rate limit was hit."""
 

@@ -24,6 +24,9 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                          "Default: minilm = packaged all-MiniLM-L6-v2")
     ap.add_argument("--replicas", type=int, default=1, help="replicas (Ray actors) per backbone")
     ap.add_argument("--worker-cpus", type=float, default=0.0, help="Ray CPUs reserved per CPU actor (default 1)")
+    ap.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                    help="a directory whose files train jobs may name in dataset.uri; repeatable "
+                         "(env PROMPTBANK_DATA_ROOTS, ':'-separated). Default: none; clients send rows instead")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -31,8 +34,9 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         backbones = tuple(BackboneSpec.parse(b, a.replicas) for b in a.backbone)
         if not backbones:
             backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
+        roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
-                            worker_cpus=a.worker_cpus)
+                            worker_cpus=a.worker_cpus, data_roots=tuple(roots))
     except ValueError as exc:
         ap.error(str(exc))
         raise

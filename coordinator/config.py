@@ -69,6 +69,7 @@ class ServerConfig:
     grace_seconds: float = 5.0
     train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica
     train_gather_s: float = 1.0  # a newly queued job waits this long for others to co-batch with
+    data_roots: tuple[str, ...] = ()  # directories whose files a train job's dataset.uri may read; none: no files
 
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bank.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from bank.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from promptbank.v1 import jobs_pb2 as jp
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -55,13 +55,26 @@ def _columns(table: Any, text_column: str, label_column: str, where: str) -> lis
             if t is not None and lab is not None]
 
 
-def load_uri(uri: str, text_column: str, label_column: str) -> list[tuple[str, str]]:
-    """A local file through `datasets` (csv/tsv/json/jsonl/parquet), or a hub dataset id (`name[:split]`)."""
+def check_readable(path: Path, roots: tuple[str, ...]) -> None:
+    """A client may name a server file only inside a configured data root (symlinks resolved first)."""
+    real = path.resolve()
+    if not any(real.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
+        where = f"the data roots {list(roots)}" if roots else "no data roots (start the server with --data-root DIR)"
+        raise PermissionDenied(f"dataset file {str(path)!r} is outside {where}; send the rows inline or upload them")
+
+
+def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...]) -> list[tuple[str, str]]:
+    """A server file under one of `roots` through `datasets` (csv/tsv/json/jsonl/parquet), or a hub dataset
+    id (`name[:split]`)."""
     import datasets
 
     text_column, label_column = text_column or "text", label_column or "label"
     path = Path(uri).expanduser()
-    if path.suffix.lower() in FILE_BUILDERS:
+    local = path.suffix.lower() in FILE_BUILDERS or path.exists() or uri.startswith(("/", ".", "~"))
+    if local:  # never handed to the hub loader, which would read a local directory of the same name
+        check_readable(path, roots)
+        if path.suffix.lower() not in FILE_BUILDERS:
+            raise InvalidArgument(f"dataset file {uri!r}: use one of {sorted(FILE_BUILDERS)}")
         if not path.is_file():
             raise InvalidArgument(f"dataset file {uri!r} does not exist on the coordinator")
         kw: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}

@@ -129,7 +129,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             data_id = ds.uri.removeprefix("datasets/")
             data = await self.db.run(lambda s: self._upload_bytes(s, data_id))
             return check_rows(decode_rows(data), limit, ds.uri), ds.uri
-        rows = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column)
+        rows = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column, self.config.data_roots)
         return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri
 
     @staticmethod

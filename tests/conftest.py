@@ -127,6 +127,7 @@ def server(ray_session: None, tiny_encoder: str, tiny_causal_lm: str, tmp_path_f
     db = tmp_path_factory.mktemp("bank") / "bank.db"
     cfg = ServerConfig(
         port=0, db=str(db), max_rows_per_request=64, max_text_chars=500, grace_seconds=1.0,
+        data_roots=(str(tmp_path_factory.getbasetemp()),),  # the tests' own files; nothing else
         backbones=(BackboneSpec("tiny-enc", tiny_encoder), BackboneSpec("tiny-lm", tiny_causal_lm)),
     )
     live = LiveServer(cfg)

@@ -35,6 +35,20 @@ def test_a_server_side_file_and_its_errors(client: Client, tmp_path: Path) -> No
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "empty" in msg
 
 
+def test_server_files_outside_the_data_roots_are_refused(client: Client, tmp_path: Path) -> None:
+    """dataset.uri must not let a client read (or probe for) the server's other files."""
+    outside = Path("/etc/hostname")
+    for uri in (str(outside), "/etc/passwd.csv", "/etc", "../../../../etc/hosts.csv", "~/.bashrc.json"):
+        code, msg = code_of(lambda uri=uri: client.create_train_job("data-x", "tiny-enc", dataset_uri=uri))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "outside the data roots" in msg, (uri, code, msg)
+    link = tmp_path / "link.csv"  # inside a root, pointing outside: refused after resolving
+    link.symlink_to("/etc/hosts")
+    code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri=str(link)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "link.csv" in msg
+    code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri=str(tmp_path)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and ".jsonl" in msg  # a directory inside a root: not a file
+
+
 def test_client_streamed_upload_then_train(client: Client) -> None:
     up = client.upload_dataset(DATA * 3, chunk_rows=7, request_id="up-1")
     assert up.name.startswith("datasets/") and up.rows == len(DATA) * 3
