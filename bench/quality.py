@@ -16,7 +16,8 @@ rows train, the next `--test` rows are held out) and the packaged all-MiniLM-L6-
 
 Prints accuracy and wall time per row, the machine, and the gaps prompt - probe (goal >= 0) and
 prompt - fine-tune (goal >= -0.01). `--prompt-config '{"epochs": 5}'` overrides TrainConfig fields for
-experiments; the goal is about the defaults.
+experiments; the goal is about the defaults. `--curve` (research, not a result) also scores the held-out
+rows with the prompt of every evaluation, beside that evaluation's eval-split metrics.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections import Counter
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load as st_load
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel, AutoTokenizer
 
@@ -140,6 +142,7 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=5e-5)
     ap.add_argument("--prompt-config", default="{}", help="JSON overrides of TrainConfig fields (experiments only)")
     ap.add_argument("--label-texts", nargs="*", default=None, help="label texts of the task (default: the labels)")
+    ap.add_argument("--curve", action="store_true", help="also score the held-out rows after every evaluation")
     ap.add_argument("--skip", default="", help="comma-separated rows to skip: zeroshot,probe,finetune,prompt")
     a = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -184,7 +187,16 @@ def main() -> None:
     if "prompt" not in skip:
         cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **json.loads(a.prompt_config)})
         t0 = time.perf_counter()
-        events = list(worker.train("bench-quality", task, train, cfg.to_dict()))
+        events = []
+        for e in worker.train("bench-quality", task, train, cfg.to_dict()):
+            events.append(e)
+            if a.curve and e["kind"] == "CHECKPOINT" and len(events) > 1 and events[-2]["kind"] == "EVAL":
+                blob = encode_prompt(st_load(e["checkpoint"])["prompt"])
+                acc = accuracy(argmax_labels(worker.classify([(sha256_hex(blob), t) for t, _ in test],
+                                                             {sha256_hex(blob): blob}, {sha256_hex(blob): task}), LABELS), gold)
+                m = events[-2]["metrics"]
+                print(f"  curve step {e['step']:5d}: eval-split acc {m['eval_accuracy']:.4f} loss {m['eval_loss']:.4f}"
+                      f" | held-out acc {acc:.4f}", flush=True)
         result = events[-1]
         if result["kind"] != "RESULT":
             raise SystemExit(f"prompt training ended with {result['kind']}")
