@@ -33,7 +33,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-BUSY_WAIT_MS = 5000  # a writer waits this long for SQLite's write lock
+BUSY_WAIT_MS = 30_000  # a connection waits this long for a SQLite lock (e.g. while another process migrates)
 MIGRATION_WAIT_MS = 120_000  # a starting server waits this long for another one's migration
 
 
@@ -96,14 +96,16 @@ def upgrade_schema(engine: Engine) -> None:
 
 def make_engine(url: str) -> Engine:
     """Create the engine; a bare path is taken as a SQLite file. The schema is migrated to head if behind."""
-    engine = create_engine(normalize_url(url), pool_pre_ping=True)
+    url = normalize_url(url)
+    sqlite_args = {"timeout": BUSY_WAIT_MS / 1000} if url.startswith("sqlite") else {}  # busy wait from connect on
+    engine = create_engine(url, pool_pre_ping=True, connect_args=sqlite_args)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")  # first: switching to WAL may wait for a lock
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
