@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from bank import jobs, store
 from bank.codec import decode_prompt, encode_prompt, sha256_hex
-from bank.db import make_engine, make_sessionmaker
+from bank.db import BUSY_WAIT_MS, make_engine, make_sessionmaker
 from bank.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from bank.models import PromptVersion
 from bank.refs import parse_ref
@@ -43,7 +43,7 @@ def seed(s, hidden: int = 8):  # type: ignore[no-untyped-def]
 def test_sqlite_is_wal_with_busy_timeout(sqlite_sessions) -> None:  # type: ignore[no-untyped-def]
     with sqlite_sessions() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert s.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+        assert s.execute(text("PRAGMA busy_timeout")).scalar() == BUSY_WAIT_MS
         assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
