@@ -192,8 +192,9 @@ def main() -> None:
             events.append(e)
             if a.curve and e["kind"] == "CHECKPOINT" and len(events) > 1 and events[-2]["kind"] == "EVAL":
                 blob = encode_prompt(st_load(e["checkpoint"])["prompt"])
-                acc = accuracy(argmax_labels(worker.classify([(sha256_hex(blob), t) for t, _ in test],
-                                                             {sha256_hex(blob): blob}, {sha256_hex(blob): task}), LABELS), gold)
+                key = sha256_hex(blob)
+                acc = accuracy(argmax_labels(worker.classify([(key, t) for t, _ in test], {key: blob}, {key: task}),
+                                             LABELS), gold)
                 m = events[-2]["metrics"]
                 print(f"  curve step {e['step']:5d}: eval-split acc {m['eval_accuracy']:.4f} loss {m['eval_loss']:.4f}"
                       f" | held-out acc {acc:.4f}", flush=True)

@@ -29,6 +29,7 @@ class Heads:
     def __init__(self, backbone: FrozenBackbone):
         self.bb = backbone
         self._label_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._label_ids_cache: dict[tuple[str, ...], list[list[int]]] = {}
         arch = backbone.architecture
         self._lm_head = None
         if arch == MASKED_LM:  # the MLM head (transform + decoder), applied only at the mask position
@@ -92,8 +93,11 @@ class Heads:
         return self.bb.architecture == ENCODER and task.pooling == "prompt" and prompt.shape[0] > 0
 
     def label_ids(self, task: TaskSpec) -> list[list[int]]:
-        """Token ids of the label texts, as rows to run through a prompt."""
-        return tokenize(self.bb, list(task.label_texts), LABEL_MAX_TOKENS)
+        """Token ids of the label texts, as rows to run through a prompt (tokenized once per label set:
+        training asks every step)."""
+        if task.label_texts not in self._label_ids_cache:
+            self._label_ids_cache[task.label_texts] = tokenize(self.bb, list(task.label_texts), LABEL_MAX_TOKENS)
+        return self._label_ids_cache[task.label_texts]
 
     def anchors(self, task: TaskSpec, prompt: torch.Tensor) -> torch.Tensor:
         """What `task`'s rows under `prompt` are scored against: (K, H) unit label texts read through the
