@@ -8,6 +8,8 @@ That is a cheap read when it is already there; otherwise the upgrade runs in one
 from __future__ import annotations
 
 import functools
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -94,6 +96,29 @@ def upgrade_schema(engine: Engine) -> None:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
 
 
+def _enable_wal(dbapi_conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (it stays so), retrying while another connection holds a lock.
+
+    The switch reads the file header, then upgrades to a write lock; SQLite calls no busy handler on a read-to-write
+    upgrade (that could deadlock), so `busy_timeout` does not cover it, and servers starting together on a new file
+    saw "database is locked" here (CI, test_concurrent_starts_migrate_once). Once the file is WAL this is a read.
+    """
+    deadline = time.monotonic() + BUSY_WAIT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            mode = dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            continue
+        if str(mode).lower() != "wal" and mode != "memory":
+            raise RuntimeError(f"SQLite would not switch to WAL (journal_mode is {mode!r})")
+        return
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine; a bare path is taken as a SQLite file. The schema is migrated to head if behind."""
     url = normalize_url(url)
@@ -104,8 +129,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")  # first: switching to WAL may wait for a lock
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
+            _enable_wal(dbapi_conn)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,25 @@ def test_sqlite_is_wal_with_busy_timeout(sqlite_sessions) -> None:  # type: igno
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert s.execute(text("PRAGMA busy_timeout")).scalar() == BUSY_WAIT_MS
         assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_switching_to_wal_waits_for_a_writer(tmp_path: Path) -> None:
+    """The WAL switch reads the header, then upgrades to a write lock; SQLite calls no busy handler on such an
+    upgrade (it could deadlock), so a server starting beside another one's write lock must wait by itself."""
+    path = tmp_path / "bank.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")  # a reserved (write) lock on a rollback-journal file
+    timer = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    timer.start()
+    try:
+        engine = make_engine(str(path))  # without the retry: "database is locked" at once
+    finally:
+        timer.join()
+        writer.close()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
 
 
 def test_versions_aliases_and_refs(sessions) -> None:  # type: ignore[no-untyped-def]
