@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import cast, func, select
+from sqlalchemy import cast, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -142,10 +142,16 @@ def add_version(
         raise FailedPrecondition(
             f"prompt width {t.shape[1]} does not match backbone {backbone.name!r} hidden size {backbone.hidden_size}"
         )
-    prompt.latest_version += 1
+    # One atomic bump, not read-then-write: it row-locks the prompt (PostgreSQL) or takes the write lock
+    # (SQLite) before anything else is written, so coordinators publishing to one prompt at once queue up
+    # instead of both taking the same number and one failing on the unique (prompt, version).
+    number = s.execute(
+        update(Prompt).where(Prompt.id == prompt.id)
+        .values(latest_version=Prompt.latest_version + 1).returning(Prompt.latest_version)
+    ).scalar_one()
     v = PromptVersion(
         prompt=prompt,
-        version=prompt.latest_version,
+        version=number,
         backbone=backbone,
         backbone_fingerprint=backbone.fingerprint,
         tensor=tensor,

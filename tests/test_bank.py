@@ -68,6 +68,36 @@ def test_switching_to_wal_waits_for_a_writer(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_concurrent_publishes_to_one_prompt_all_land(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Two coordinators on one bank publishing to one prompt: each version gets its own number, none fails."""
+    with sessions() as s:
+        seed(s)
+        s.commit()
+    errors: list[BaseException] = []
+
+    def publish(n: int) -> None:
+        for _ in range(n):
+            try:
+                with sessions() as s:
+                    store.add_version(s, store.get_prompt(s, "sent"), store.get_backbone(s, "bb"),
+                                      encode_prompt(torch.randn(2, 8)))
+                    s.commit()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(6,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    with sessions() as s:
+        p = store.get_prompt(s, "sent")
+        assert p.latest_version == 24
+        assert sorted(v.version for v in p.versions) == list(range(1, 25))
+        assert store.resolve(s, "sent").version == 24
+
+
 def test_versions_aliases_and_refs(sessions) -> None:  # type: ignore[no-untyped-def]
     t1, t2 = torch.randn(3, 8), torch.randn(5, 8)
     with sessions() as s:
