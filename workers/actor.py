@@ -19,6 +19,7 @@ from bank.codec import decode_prompt
 from bank.errors import InvalidArgument
 from workers.backbone import FrozenBackbone
 from workers.generate import generate
+from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import TaskSpec, TrainConfig
@@ -132,7 +133,8 @@ class BackboneWorker:
         tasks: dict[str, dict[str, Any]],
         max_length: int = 256,
     ) -> list[list[float]]:
-        """rows: (prompt sha, text). Returns each row's class logits in its task's label order, one forward."""
+        """rows: (prompt sha, text). Returns each row's class logits in its task's label order; tasks mix freely
+        in each forward, whose rows are grouped by length (`length_groups`)."""
         specs = {k: TaskSpec.from_dict(v) for k, v in tasks.items()}
         missing = sorted({k for k, _ in rows if k not in prompts and self.cache.get(k) is None})
         if missing:
@@ -142,7 +144,8 @@ class BackboneWorker:
         out: list[list[float]] = [[] for _ in rows]
         with torch.inference_mode():
             anchors = {k: self._anchors(k, specs[k], local[k]) for k in local}
-            for idx in self._chunks([len(ids[i]) + local[k].shape[0] for i, (k, _) in enumerate(rows)]):
+            lengths = [len(ids[i]) + local[k].shape[0] for i, (k, _) in enumerate(rows)]
+            for idx in length_groups(lengths, forward_cost(self.device), self.chunk_rows, self.chunk_tokens):
                 row_tasks = [specs[rows[i][0]] for i in idx]
                 batch = build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx])
                 logits = self.heads.class_logits(row_tasks, self.heads.features(batch, row_tasks),
@@ -150,20 +153,6 @@ class BackboneWorker:
                 for i, row in zip(idx, logits, strict=True):
                     out[i] = row.float().cpu().tolist()
         return out
-
-    def _chunks(self, lengths: list[int]) -> list[list[int]]:
-        """Rows sorted by length, cut into forwards of <= chunk_rows rows and <= chunk_tokens padded positions.
-
-        Results are per row, so the order is free; similar lengths together waste little on padding.
-        """
-        chunks: list[list[int]] = []
-        cur: list[int] = []
-        for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-            if cur and (len(cur) >= self.chunk_rows or (len(cur) + 1) * lengths[i] > self.chunk_tokens):
-                chunks.append(cur)
-                cur = []
-            cur.append(i)
-        return [*chunks, cur] if cur else chunks
 
     def train(
         self,

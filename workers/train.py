@@ -1,10 +1,10 @@
 """Prompt tuning: optimise only `(n_virtual, H)` prompts against a frozen backbone — one job or several at once.
 
 A `Trainer` holds one job: its split, prompt, optimizer, schedule, place in its batch order, evals and best
-prompt. `train_jobs` drives trainers in lockstep: every step concatenates one batch of each live job into
-ONE forward/backward of the frozen model. A row's output depends only on its own prompt (exact mixed
-batches) and each prompt only receives its own job's loss gradient, so every job's run equals training it
-alone with the same seed. Events are plain dicts (a Ray actor streams them): PROGRESS, EVAL, CHECKPOINT,
+prompt. `train_jobs` drives trainers in lockstep: every step runs one batch of each live job through
+shared forwards of the frozen model (rows grouped by length) and ONE backward. A row's output depends only
+on its own prompt (exact mixed batches) and each prompt only receives its own job's loss gradient, so every
+job's run equals training it alone with the same seed. Events are plain dicts (a Ray actor streams them): PROGRESS, EVAL, CHECKPOINT,
 then RESULT, CANCELLED or FAILED, each tagged with its "job".
 """
 
@@ -25,6 +25,7 @@ from safetensors.torch import save as st_save
 
 from bank.codec import encode_prompt
 from bank.errors import InvalidArgument
+from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import ConfigError, TaskSpec, TrainConfig
@@ -279,8 +280,9 @@ def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str
 
 
 def _step(heads: Heads, live: list[Trainer]) -> Iterator[Event]:
-    """One forward/backward for one batch of each trainer (all of one autocast dtype), then their updates.
-    Jobs whose label texts are read through the prompt add those rows to the same forward."""
+    """One backward for one batch of each trainer (all of one autocast dtype), then their updates. The
+    jobs' rows (and the label-text rows of jobs that read them through the prompt) share forwards, grouped
+    by length so that co-batching does not pad every job's rows to the longest job's."""
     batches = [t.next_batch() for t in live]
     ids: list[list[int]] = []
     prompts: list[torch.Tensor] = []
@@ -294,8 +296,13 @@ def _step(heads: Heads, live: list[Trainer]) -> Iterator[Event]:
         tasks += [t.task] * (len(b) + len(labels))
     device = heads.bb.embed.weight.device
     dtype = live[0].autocast
+    groups = length_groups([len(r) + p.shape[0] for r, p in zip(ids, prompts, strict=True)], forward_cost(device))
+    parts = []
     with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        feats = heads.features(build_batch(heads.bb, ids, prompts), tasks).float()  # one forward for all rows
+        for g in groups:  # jobs mix in every forward; rows of like length share one (little padding)
+            parts.append(heads.features(build_batch(heads.bb, [ids[i] for i in g], [prompts[i] for i in g]),
+                                        [tasks[i] for i in g]).float())
+    feats = torch.cat(parts)[torch.tensor([i for g in groups for i in g]).argsort()]  # back in row order
     losses = []
     for t, (_, y), (start, n, k) in zip(live, batches, spans, strict=True):
         anchors = feats[start + n : start + n + k] if k else None
