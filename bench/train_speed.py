@@ -8,8 +8,10 @@
    label-text embeddings). Each variant runs in its own child process; memory is the peak resident-set
    growth during the steps (CPU) or torch.cuda.max_memory_allocated (GPU). Goal: ratios <= 1.0. Also
    printed: promptbank's step with its defaults (label texts read through the prompt, precision "auto").
-2. `--jobs` jobs trained together (one forward/backward per step for all) vs the same jobs one after
-   another, with the defaults: aggregate examples/s. Goal >= 1.5x. The batch defaults to TrainConfig's.
+2. `--jobs` jobs trained together (their rows share forwards, grouped by length, and one backward per step)
+   vs the same jobs one after another, with the defaults: aggregate examples/s. Goal >= 1.5x. The batch
+   defaults to TrainConfig's. Beside it, the ceiling: `--jobs` batches of equal-length rows in one forward/
+   backward vs one at a time, which bounds what any co-batching can win on the device.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def step_peft(batch: int, steps: int, q: mp.Queue) -> None:  # type: ignore[type
     q.put((statistics.median(times), peak))
 
 
-def cobatch(n_jobs: int, rows: int, batch: int) -> tuple[float, float]:
+def cobatch(n_jobs: int, rows: int, batch: int) -> tuple[float, float, float]:
     warnings.filterwarnings("ignore")
     from coordinator.config import packaged_minilm
     from workers.actor import BackboneWorker
@@ -151,6 +153,7 @@ def cobatch(n_jobs: int, rows: int, batch: int) -> tuple[float, float]:
                         TrainConfig(batch_size=batch, epochs=1, eval_fraction=0.0, seed=i, checkpoint_every=10**6))
                 for i in range(n_jobs)]
 
+    ceiling = _batch_ceiling(w, n_jobs, batch, data)
     list(train_jobs(w.heads, trainers()[:1]))  # warm-up
     t = time.perf_counter()
     for tr in trainers():
@@ -159,7 +162,32 @@ def cobatch(n_jobs: int, rows: int, batch: int) -> tuple[float, float]:
     t = time.perf_counter()
     list(train_jobs(w.heads, trainers()))
     together = time.perf_counter() - t
-    return n_jobs * rows / sequential, n_jobs * rows / together
+    return n_jobs * rows / sequential, n_jobs * rows / together, ceiling
+
+
+def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> float:  # type: ignore[no-untyped-def]
+    """What co-batching can win at best here: rows of one length, `n_jobs` forward/backward passes of
+    `batch` rows vs one of `n_jobs * batch` rows (bf16 autocast when the CPU has it, as the defaults)."""
+    from bench._timing import median_time
+    from workers.soft_prompt import build_batch, tokenize
+    from workers.task import TaskSpec
+    from workers.train import autocast_dtype
+
+    task = TaskSpec(labels=("negative", "positive"))
+    ids = tokenize(w.bb, [t for t, _ in data[: n_jobs * batch]], 128)
+    length = int(statistics.median(len(r) for r in ids))
+    ids = [(r * length)[:length] for r in ids]  # every row the median length: no padding anywhere
+    prompt = torch.nn.Parameter(torch.randn(20, w.bb.hidden_size) * 0.02)
+    dtype = autocast_dtype("auto", w.device)
+
+    def step(rows: list[list[int]]) -> None:
+        with torch.autocast(w.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            feats = w.heads.features(build_batch(w.bb, rows, [prompt] * len(rows)), [task] * len(rows))
+        feats.float().sum().backward()
+
+    apart = median_time(lambda: [step(ids[j * batch : (j + 1) * batch]) for j in range(n_jobs)], repeats=5)
+    together = median_time(lambda: step(ids), repeats=5)
+    return apart / together
 
 
 def main() -> None:
@@ -193,9 +221,11 @@ def main() -> None:
           f"ratio {pb_m / max(1, pf_m):.3f} (goal <= 1.0)")
     print(f"promptbank defaults (labels through the prompt, precision auto): step {df_t * 1e3:7.1f} ms "
           f"({df_t / pf_t:.3f} of PEFT's fp32 step), memory {df_m / 2**20:7.1f} MiB")
-    seq, tog = cobatch(a.jobs, a.rows, a.batch)
+    seq, tog, ceiling = cobatch(a.jobs, a.rows, a.batch)
     print(f"{a.jobs} jobs x {a.rows} rows: one after another {seq:6.1f} ex/s, co-batched {tog:6.1f} ex/s, "
           f"speed-up {tog / seq:.2f}x (goal >= 1.5x)")
+    print(f"  ceiling here: one forward/backward of {a.jobs}x{a.batch} equal-length rows vs {a.jobs} of {a.batch}: "
+          f"{ceiling:.2f}x (what batching can win on this device at all)")
 
 
 if __name__ == "__main__":

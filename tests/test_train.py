@@ -9,6 +9,7 @@ import torch
 
 from bank.codec import decode_prompt
 from bank.errors import InvalidArgument
+from workers import grouping
 from workers.actor import BackboneWorker
 from workers.task import ConfigError, TaskSpec, TrainConfig
 from workers.train import Trainer, train_jobs
@@ -97,8 +98,14 @@ def final_prompt(events: list[dict], job: str) -> torch.Tensor:
 TOLERANCE = {"fp32": {"atol": 2e-5, "rtol": 1e-4, "loss": 1e-4}, "bf16": {"atol": 2e-2, "rtol": 5e-2, "loss": 2e-2}}
 
 
-@pytest.mark.parametrize(("arch", "precision"), [("encoder", "fp32"), ("causal_lm", "fp32"), ("encoder", "bf16")])
-def test_co_batched_jobs_equal_each_job_trained_alone(arch: str, precision: str, tiny_models: dict[str, str]) -> None:
+@pytest.mark.parametrize(("arch", "precision", "forward_cost"),
+                         [("encoder", "fp32", None), ("causal_lm", "fp32", None), ("encoder", "bf16", None),
+                          ("encoder", "fp32", 0)])  # 0: every distinct row length gets its own forward
+def test_co_batched_jobs_equal_each_job_trained_alone(
+    arch: str, precision: str, forward_cost: int | None, tiny_models: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if forward_cost is not None:
+        monkeypatch.setitem(grouping.FORWARD_COST, "cpu", forward_cost)
     w = BackboneWorker(tiny_models[arch], num_threads=1)
     lm = {"label_words": ["bad", "good"]} if arch == "causal_lm" else {}
     p = {"precision": precision}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 # What one extra forward costs, in padded positions. CPU: measured on the packaged MiniLM (2 cores), a forward
-# + backward costs ~11 ms + 0.25 ms per position, i.e. ~45 positions; GPU: launch-bound at these sizes, so
-# rows are kept together unless the caps below split them.
-FORWARD_COST = {"cpu": 64}
+# + backward costs ~11 ms + 0.25 ms per position in fp32 (~45 positions) and ~15 ms + 0.15 ms per position
+# under bf16 autocast (~100); GPU: launch-bound at these sizes, so rows stay together unless the caps split them.
+FORWARD_COST = {"cpu": 96}
 FORWARD_COST_ACCELERATOR = 1 << 14
 
 
