@@ -168,7 +168,7 @@ def cobatch(n_jobs: int, rows: int, batch: int) -> tuple[float, float, float]:
 def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> float:  # type: ignore[no-untyped-def]
     """What co-batching can win at best here: rows of one length, `n_jobs` forward/backward passes of
     `batch` rows vs one of `n_jobs * batch` rows (bf16 autocast when the CPU has it, as the defaults)."""
-    from bench._timing import median_time
+    from _timing import median_time
     from workers.soft_prompt import build_batch, tokenize
     from workers.task import TaskSpec
     from workers.train import autocast_dtype
