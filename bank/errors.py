@@ -28,6 +28,10 @@ class PermissionDenied(PromptBankError):
     """The caller may not do this here (e.g. read a server file outside the configured data roots)."""
 
 
+class Aborted(PromptBankError):
+    """A concurrent change to the same resource won (e.g. two coordinators creating one name); retry."""
+
+
 class ResourceExhausted(PromptBankError):
     """A size or rate limit was hit."""
 

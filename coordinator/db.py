@@ -7,9 +7,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bank.db import make_engine, make_sessionmaker
+from bank.errors import Aborted
 
 T = TypeVar("T")
 
@@ -23,11 +25,17 @@ class BankDB:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` in one transaction. A unique or foreign-key violation that the store's own checks did not
+        catch means another process (a second coordinator on the same database) changed the same rows
+        between check and write: nothing was written, and the caller gets ABORTED to retry."""
         with self.sessions() as s:
             try:
                 result = fn(s)
                 s.commit()
                 return result
+            except IntegrityError as exc:
+                s.rollback()
+                raise Aborted("a concurrent change to the same resource won; retry the request") from exc
             except BaseException:
                 s.rollback()
                 raise

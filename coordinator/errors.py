@@ -21,6 +21,7 @@ CODES: dict[type[BaseException], grpc.StatusCode] = {
     e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    e.Aborted: grpc.StatusCode.ABORTED,
     e.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
     NotImplementedError: grpc.StatusCode.UNIMPLEMENTED,  # generated servicer base for RPCs not built yet
