@@ -169,6 +169,7 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
     """What co-batching can win at best here: rows of one length, `n_jobs` forward/backward passes of
     `batch` rows vs one of `n_jobs * batch` rows (bf16 autocast when the CPU has it, as the defaults)."""
     from _timing import median_time
+
     from workers.soft_prompt import build_batch, tokenize
     from workers.task import TaskSpec
     from workers.train import autocast_dtype

@@ -2,10 +2,11 @@
 
 A `Trainer` holds one job: its split, prompt, optimizer, schedule, place in its batch order, evals and best
 prompt. `train_jobs` drives trainers in lockstep: every step runs one batch of each live job through
-shared forwards of the frozen model (rows grouped by length) and ONE backward. A row's output depends only
-on its own prompt (exact mixed batches) and each prompt only receives its own job's loss gradient, so every
-job's run equals training it alone with the same seed. Events are plain dicts (a Ray actor streams them): PROGRESS, EVAL, CHECKPOINT,
-then RESULT, CANCELLED or FAILED, each tagged with its "job".
+shared forwards of the frozen model (rows grouped by length: one forward on a GPU, a few on a CPU) and ONE
+backward. A row's output depends only on its own prompt (exact mixed batches) and each prompt only receives
+its own job's loss gradient, so every job's run equals training it alone with the same seed. Events are
+plain dicts (a Ray actor streams them): PROGRESS, EVAL, CHECKPOINT, then RESULT, CANCELLED or FAILED, each
+tagged with its "job".
 """
 
 from __future__ import annotations
