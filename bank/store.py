@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import cast, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bank.codec import decode_prompt, sha256_hex
 from bank.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -147,8 +148,10 @@ def add_version(
     # instead of both taking the same number and one failing on the unique (prompt, version).
     number = s.execute(
         update(Prompt).where(Prompt.id == prompt.id)
-        .values(latest_version=Prompt.latest_version + 1).returning(Prompt.latest_version)
+        .values(latest_version=Prompt.latest_version + 1).returning(Prompt.latest_version),
+        execution_options={"synchronize_session": False},
     ).scalar_one()
+    set_committed_value(prompt, "latest_version", number)  # the loaded object may predate the other's bump
     v = PromptVersion(
         prompt=prompt,
         version=number,

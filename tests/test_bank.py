@@ -98,6 +98,20 @@ def test_concurrent_publishes_to_one_prompt_all_land(sessions) -> None:  # type:
         assert store.resolve(s, "sent").version == 24
 
 
+def test_a_prompt_loaded_before_another_publish_numbers_the_next_version(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        seed(s)
+        s.commit()
+    with sessions() as a, sessions() as b:
+        loaded = store.get_prompt(a, "sent")  # latest_version 0 in this session
+        store.add_version(b, store.get_prompt(b, "sent"), store.get_backbone(b, "bb"), encode_prompt(torch.randn(2, 8)))
+        b.commit()
+        v = store.add_version(a, loaded, store.get_backbone(a, "bb"), encode_prompt(torch.randn(2, 8)))
+        a.commit()
+        assert (v.version, loaded.latest_version) == (2, 2)
+        assert store.resolve(a, "sent").version == 2
+
+
 def test_versions_aliases_and_refs(sessions) -> None:  # type: ignore[no-untyped-def]
     t1, t2 = torch.randn(3, 8), torch.randn(5, 8)
     with sessions() as s:
