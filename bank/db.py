@@ -128,9 +128,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            _enable_wal(dbapi_conn)  # the busy wait is already set: connect_args' timeout is SQLite's busy_timeout
             cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={BUSY_WAIT_MS}")
-            _enable_wal(dbapi_conn)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()

@@ -170,7 +170,7 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
     `batch` rows vs one of `n_jobs * batch` rows (bf16 autocast when the CPU has it, as the defaults)."""
     from _timing import median_time
 
-    from workers.soft_prompt import build_batch, tokenize
+    from workers.soft_prompt import tokenize
     from workers.task import TaskSpec
     from workers.train import autocast_dtype
 
@@ -183,7 +183,7 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
 
     def step(rows: list[list[int]]) -> None:
         with torch.autocast(w.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            feats = w.heads.features(build_batch(w.bb, rows, [prompt] * len(rows)), [task] * len(rows))
+            feats = w.heads.features_under(task, prompt, rows)
         feats.float().sum().backward()
 
     apart = median_time(lambda: [step(ids[j * batch : (j + 1) * batch]) for j in range(n_jobs)], repeats=5)

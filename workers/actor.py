@@ -202,7 +202,7 @@ class BackboneWorker:
                 prompt = decode_prompt(data).to(self.device, self.bb.embed.weight.dtype)
                 if prompt.shape[1] != self.bb.hidden_size:
                     continue
-                feats = self.heads.features(build_batch(self.bb, ids, [prompt] * len(ids)), [spec] * len(ids))
+                feats = self.heads.features_under(spec, prompt, ids)
                 logits = self.heads.task_logits(spec, feats, self.heads.anchors(spec, prompt))
                 out[name] = float(torch.nn.functional.cross_entropy(logits, y))
         return out

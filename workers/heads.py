@@ -88,6 +88,10 @@ class Heads:
             return model.get_output_embeddings()(hidden[rows, batch.last_index])  # (B, V)
         return self._lm_head(hidden[rows, batch.mask_index])  # type: ignore[misc]  # (B, V)
 
+    def features_under(self, task: TaskSpec, prompt: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
+        """`features` of token rows that all share one prompt and one task (evaluation, anchors, transfer)."""
+        return self.features(build_batch(self.bb, ids, [prompt] * len(ids)), [task] * len(ids))
+
     def prompted_labels(self, task: TaskSpec, prompt: torch.Tensor) -> bool:
         """Whether `task`'s label texts are read through `prompt` (encoders pooling the prompt's positions)."""
         return self.bb.architecture == ENCODER and task.pooling == "prompt" and prompt.shape[0] > 0
@@ -104,8 +108,7 @@ class Heads:
         prompt (differentiable in it), or `labels_for(task)` when the task does not read them so."""
         if not self.prompted_labels(task, prompt):
             return self.labels_for(task)
-        ids = self.label_ids(task)
-        return self.features(build_batch(self.bb, ids, [prompt] * len(ids)), [task] * len(ids))
+        return self.features_under(task, prompt, self.label_ids(task))
 
     def task_logits(self, task: TaskSpec, feats: torch.Tensor, anchors: torch.Tensor | None = None) -> torch.Tensor:
         """(B, H|V) features of rows sharing one task (and prompt) -> (B, K) class logits: the one scoring

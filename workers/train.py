@@ -193,8 +193,7 @@ class Trainer:
         anchors = self.heads.anchors(self.task, prompt)
         for i in range(0, len(self.ev_ids), bs):
             ids = self.ev_ids[i : i + bs]
-            feats = self.heads.features(build_batch(self.heads.bb, ids, [prompt] * len(ids)), [self.task] * len(ids))
-            logits = self.heads.task_logits(self.task, feats, anchors)
+            logits = self.heads.task_logits(self.task, self.heads.features_under(self.task, prompt, ids), anchors)
             losses += F.cross_entropy(logits, self.ev_y[i : i + bs], reduction="sum").item()
             correct += int((logits.argmax(-1) == self.ev_y[i : i + bs]).sum())
         metrics = {"eval_accuracy": correct / len(self.ev_ids), "eval_loss": losses / len(self.ev_ids)}
