@@ -97,7 +97,7 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
             init=spec.get("init", hp.get("init", "")), init_text=hp.get("init_text", ""),
             max_length=hp.get("max_length", 0), max_steps=hp.get("max_steps", 0), patience=hp.get("patience", 0),
             checkpoint_every=hp.get("checkpoint_every", 0), precision=hp.get("precision", ""),
-            select_on=hp.get("select_on", ""),
+            select_on=hp.get("select_on", ""), input_noise=hp.get("input_noise"),
         ),
         aliases=spec.get("aliases", []), state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},

@@ -47,6 +47,7 @@ def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
         "checkpoint_every": hp.checkpoint_every or base.checkpoint_every,
         "precision": hp.precision or base.precision,
         "select_on": hp.select_on or base.select_on,
+        "input_noise": hp.input_noise if hp.HasField("input_noise") else base.input_noise,
         "eval_fraction": eval_fraction if eval_fraction > 0 else base.eval_fraction,
     }
     return replace(base, **over)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorDiedError, RayActorError
 from sqlalchemy.orm import Session
 
 from bank import jobs as jobstore
@@ -27,6 +27,7 @@ from coordinator.pool import Replica, ReplicaPool
 log = logging.getLogger("promptbank.coordinator")
 NEAREST_CANDIDATES = 64  # stored prompts scored for `init=nearest`
 NEAREST_ROWS = 64  # examples of the new task each candidate is scored on
+RESTART_WAIT_S = 300.0  # how long a replica that died under jobs is given to come back before it is used again
 
 
 class JobScheduler:
@@ -88,6 +89,7 @@ class JobScheduler:
             log.warning("replica %d died under jobs %s: %s", replica.index, sorted(open_jobs), exc)
             for job_id in open_jobs:
                 await self.db.run(lambda s, j=job_id: self._retry(s, j, "the replica died"))
+            await self._until_alive(replica)
         except Exception as exc:  # noqa: BLE001 - any other failure ends the open jobs FAILED with a reason
             cause = getattr(exc, "cause", None) or exc
             log.warning("jobs %s failed: %r", sorted(open_jobs), cause)
@@ -99,6 +101,23 @@ class JobScheduler:
                 self._tasks.pop(job_id, None)
             await self.notify()
             self.wake()
+
+    async def _until_alive(self, replica: Replica) -> None:
+        """Hold a replica that died until Ray has restarted it and its model is loaded again (it answers
+        `info`), so that the retry runs there instead of spending the job's attempts on calls that fail at
+        once while the actor restarts (on a loaded machine that takes longer than the retries). Bounded, and
+        skipped for an actor Ray will not restart."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTART_WAIT_S
+        while loop.time() < deadline:
+            try:
+                await replica.handle.info.remote()
+                return
+            except ActorDiedError:
+                return  # out of restarts: the next dispatch fails and ends its jobs with the reason
+            except RayActorError:  # unavailable: still restarting
+                await asyncio.sleep(0.5)
+        log.warning("replica %d did not come back within %.0f s", replica.index, RESTART_WAIT_S)
 
     def _retry(self, s: Session, job_id: str, why: str) -> None:
         job = jobstore.get_job(s, job_id)

@@ -69,7 +69,7 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
     init = a.init_from or a.init or ("text" if a.init_text else "")
     hp = jp.Hyperparameters(num_virtual_tokens=a.virtual_tokens, epochs=a.epochs, learning_rate=a.lr,
                             batch_size=a.batch_size, seed=a.seed, init=init, init_text=a.init_text,
-                            precision=a.precision, select_on=a.select_on)
+                            precision=a.precision, select_on=a.select_on, input_noise=a.input_noise)
     job = c.create_train_job(a.task, a.backbone, rows, dataset_uri=uri, text_column=a.text_column,
                              label_column=a.label_column, labels=a.labels or (), label_texts=a.label_texts or (),
                              label_words=a.label_words or (), pooling=a.pooling, hyperparameters=hp,
@@ -160,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", nargs="+", help="label order (default: sorted labels of the data)")
     t.add_argument("--label-texts", nargs="+", help="texts embedded for each label (encoder backbones)")
     t.add_argument("--label-words", nargs="+", help="words scored for each label (LM backbones)")
-    t.add_argument("--pooling", default="", choices=["prompt", "text"],
-                   help="encoder backbones, new prompts: 'prompt' (default) reads the text and each label text "
-                        "through the prompt and pools the prompt's positions; 'text' pools the text's tokens")
+    t.add_argument("--pooling", default="", choices=["all", "prompt", "text"],
+                   help="encoder backbones, new prompts: 'all' (default) reads the text and each label text "
+                        "through the prompt and pools every position; 'prompt' pools only the prompt's "
+                        "positions; 'text' pools the text's tokens and compares them with the plain label texts")
     t.add_argument("--virtual-tokens", type=int, default=0, help="prompt length (default 20)")
     t.add_argument("--epochs", type=int, default=0, help="default 8")
     t.add_argument("--lr", type=float, default=0.0, help="learning rate (default 0.03)")
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training autocast (default auto: bf16 where the hardware has it)")
     t.add_argument("--select-on", default="", choices=["eval_loss", "eval_accuracy"],
                    help="eval metric that keeps the prompt and stops early (default eval_loss)")
+    t.add_argument("--input-noise", type=float, default=None,
+                   help="noise on the text's token embeddings while training, NEFTune alpha (default 5; 0 = off)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
     t.add_argument("--max-rows", type=int, default=0, help="use only the first N rows of the file")
     t.add_argument("--no-wait", action="store_true", help="print the job name and return")

@@ -28,7 +28,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--labels", nargs="+", default=[], help="create/import: class labels")
     p.add_argument("--label-texts", nargs="+", default=[])
     p.add_argument("--label-words", nargs="+", default=[])
-    p.add_argument("--pooling", default="", help="create/import, encoder backbones: 'prompt' (default) or 'text'")
+    p.add_argument("--pooling", default="", choices=["all", "prompt", "text"],
+                   help="create/import, encoder backbones: 'all' (default), 'prompt' or 'text'")
     p.add_argument("--description")
     p.add_argument("--owner")
     p.add_argument("--tags", nargs="*", help="create/update/tag: the full tag list")

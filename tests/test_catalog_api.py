@@ -54,7 +54,7 @@ def test_create_prompt_validates_the_task(client: Client) -> None:
         prompt_id="cat-new", prompt=cat.Prompt(task=cat.TaskSpec(labels=["x", "y"], label_texts=["ex", "why"]))),
         timeout=10)
     assert made.name == "prompts/cat-new" and list(made.task.label_texts) == ["ex", "why"] and made.latest_version == 0
-    assert made.task.pooling == "prompt"  # the default for new prompts; a stored choice is kept
+    assert made.task.pooling == "all"  # the default for new prompts; a stored choice is kept
     assert client.create_prompt("cat-text", ["x", "y"], pooling="text").task.pooling == "text"
     assert client.get_prompt("cat-text").task.pooling == "text"
     code, msg = code_of(lambda: client.create_prompt("cat-pool", ["x", "y"], pooling="cls"))

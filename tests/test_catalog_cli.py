@@ -74,6 +74,8 @@ def test_catalog_commands(server) -> None:  # type: ignore[no-untyped-def]
     made = json.loads(cli(server, "prompts", "create", "cat-cli", "--labels", "no", "yes", "--tags", "t1",
                           "--json").stdout)
     assert made["name"] == "prompts/cat-cli" and made["tags"] == ["t1"]
+    bad = cli(server, "prompts", "create", "cat-bad", "--labels", "no", "yes", "--pooling", "cls", check=False)
+    assert bad.returncode == 2 and "--pooling" in bad.stderr and "'cls'" in bad.stderr
     with Client(server.address) as c:
         train(c, "cat-cli", data=[("yes indeed", "yes"), ("no way", "no")] * 16)
         train(c, "cat-cli", data=[("yes indeed", "yes"), ("no way", "no")] * 16)

@@ -118,6 +118,8 @@ def test_bad_requests_get_clear_status_codes(client: Client) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "'negative'" in msg
     code, msg = code_of(lambda: client.create_train_job("x4", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(learning_rate=-1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "learning_rate" in msg
+    code, msg = code_of(lambda: client.create_train_job("x6", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(input_noise=-1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "input_noise=-1" in msg
     code, msg = code_of(lambda: client.create_train_job("x5", "tiny-lm", DATA, labels=["negative", "positive"],
                                                        label_words=["running", "running"]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "distinct" in msg

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
-from workers.heads import Heads
+from workers.heads import Heads, mean_pool
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import POOLINGS, ConfigError, TaskSpec
 
@@ -26,7 +27,7 @@ def test_mixed_task_batch_equals_each_row_alone(heads: Heads, n_tasks: int) -> N
     h = heads.bb.hidden_size
     label_sets = [("negative", "positive"), ("cat", "dog", "bird"), ("yes", "no"), ("red", "green", "blue", "black"),
                   ("up", "down"), ("hot", "cold")]
-    tasks = [TaskSpec(labels=label_sets[k], pooling=POOLINGS[k % 2]) for k in range(n_tasks)]  # both poolings
+    tasks = [TaskSpec(labels=label_sets[k], pooling=POOLINGS[k % 3]) for k in range(n_tasks)]  # every pooling
     prompts = [torch.randn(1 + 5 * k, h) for k in range(n_tasks)]  # a different prompt length per task
     rows = [(TEXTS[i % 4], i % n_tasks) for i in range(2 * n_tasks + 1)]
     with torch.no_grad():
@@ -45,18 +46,28 @@ def test_prompt_changes_the_output(heads: Heads) -> None:
     assert not torch.allclose(a, b)
 
 
-def test_pooling_reads_the_prompt_positions_or_the_text(tiny_encoder: str) -> None:
+def test_pooling_reads_all_positions_the_prompt_positions_or_the_text(tiny_encoder: str) -> None:
     heads = Heads(FrozenBackbone(tiny_encoder))
-    on_prompt, on_text = TaskSpec(labels=("a", "b"), pooling="prompt"), TaskSpec(labels=("a", "b"), pooling="text")
+    on_all, on_prompt, on_text = (TaskSpec(labels=("a", "b"), pooling=p) for p in ("all", "prompt", "text"))
+    assert TaskSpec(labels=("a", "b")).pooling == "all"
     ids, h = tokenize(heads.bb, TEXTS, 64), heads.bb.hidden_size
     prompts = [torch.randn(3, h) for _ in TEXTS]
     with torch.no_grad():
         batch = build_batch(heads.bb, ids, prompts)
         assert torch.equal(batch.prompt_mask.sum(1), torch.full((len(TEXTS),), 3.0))
-        assert not torch.allclose(heads.features(batch, [on_prompt] * 4), heads.features(batch, [on_text] * 4))
-        # A row without a prompt (zero-shot) has no prompt positions: it pools its text either way.
+        f_all, f_prompt, f_text = (heads.features(batch, [t] * 4) for t in (on_all, on_prompt, on_text))
+        assert not torch.allclose(f_prompt, f_text)
+        # "all" is the mean over every real position: the count-weighted mean of the other two poolings
+        hidden = heads.bb.model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                                position_ids=batch.position_ids).last_hidden_state
+        n_text = batch.text_mask.sum(1, keepdim=True)
+        mixed = (3 * mean_pool(hidden, batch.prompt_mask) + n_text * mean_pool(hidden, batch.text_mask)) / (3 + n_text)
+        torch.testing.assert_close(f_all, F.normalize(mixed, dim=-1), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(f_all, f_prompt) and not torch.allclose(f_all, f_text)
+        # A row without a prompt (zero-shot) has no prompt positions: it pools its text whatever the task says.
         bare = build_batch(heads.bb, ids, [torch.zeros(0, h)] * len(TEXTS))
-        torch.testing.assert_close(heads.features(bare, [on_prompt] * 4), heads.features(bare, [on_text] * 4))
+        for t in (on_all, on_prompt):
+            torch.testing.assert_close(heads.features(bare, [t] * 4), heads.features(bare, [on_text] * 4))
 
 
 def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Heads) -> None:
@@ -66,7 +77,7 @@ def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Head
     with torch.no_grad():
         right = build_batch(heads.bb, ids, prompts, "right")
         left = build_batch(heads.bb, ids, prompts, "left")
-        tasks = [TaskSpec(labels=("a", "b"), pooling=POOLINGS[i % 2]) for i in range(len(ids))]  # both poolings
+        tasks = [TaskSpec(labels=("a", "b"), pooling=POOLINGS[i % 3]) for i in range(len(ids))]  # every pooling
         fr, fl = heads.features(right, tasks), heads.features(left, tasks)
     torch.testing.assert_close(fr, fl, atol=1e-5, rtol=1e-5)
     for i, p in enumerate(prompts):
@@ -77,6 +88,27 @@ def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Head
         # encoders: the prompt follows the leading [CLS]; LMs: the prompt comes first (PEFT's placement)
         start = real[1] if heads.bb.architecture in (ENCODER, MASKED_LM) else real[0]
         torch.testing.assert_close(left.inputs_embeds[i, start : start + p.shape[0]], p)
+
+
+def test_noise_moves_only_its_rows_own_token_embeddings(heads: Heads) -> None:
+    h = heads.bb.hidden_size
+    ids = tokenize(heads.bb, TEXTS, 64)
+    prompts = [torch.randn(2 + i, h) for i in range(len(ids))]
+    noise = [torch.randn(len(r), h) if i != 1 else None for i, r in enumerate(ids)]  # row 1: none
+    with torch.no_grad():
+        clean = build_batch(heads.bb, ids, prompts)
+        for side in ("right", "left"):
+            noisy, plain = build_batch(heads.bb, ids, prompts, side, noise=noise), build_batch(heads.bb, ids, prompts, side)
+            delta = noisy.inputs_embeds - plain.inputs_embeds
+            for i, n in enumerate(noise):
+                own = plain.text_mask[i].bool()
+                assert torch.equal(delta[i, ~own], torch.zeros_like(delta[i, ~own]))  # prompt and padding untouched
+                torch.testing.assert_close(delta[i, own], n if n is not None else torch.zeros(len(ids[i]), h))
+            assert torch.equal(noisy.attention_mask, plain.attention_mask)
+        unset = build_batch(heads.bb, ids, prompts, noise=[None] * len(ids))  # rows without noise: the plain batch
+        assert torch.equal(unset.inputs_embeds, clean.inputs_embeds)
+    with pytest.raises(ValueError, match="noise rows"):
+        build_batch(heads.bb, ids, prompts, noise=noise[:2])
 
 
 def test_label_words_must_be_distinct(tiny_causal_lm: str) -> None:

@@ -109,11 +109,12 @@ def test_co_batched_jobs_equal_each_job_trained_alone(
     w = BackboneWorker(tiny_models[arch], num_threads=1)
     lm = {"label_words": ["bad", "good"]} if arch == "causal_lm" else {}
     p = {"precision": precision}
-    specs = [  # both poolings; different prompt lengths, batch sizes, seeds, inits
+    specs = [  # every pooling; different prompt lengths, batch sizes, seeds, inits; input noise on (the default)
         ("a", {**TASK, **lm}, DATA, TrainConfig(num_virtual_tokens=3, epochs=3, batch_size=8, seed=1, learning_rate=0.1, **p)),
         ("b", {**TOPIC, **({"label_words": ["vote", "goal"]} if lm else {}), "pooling": "text"}, TOPIC_DATA,
          TrainConfig(num_virtual_tokens=6, epochs=2, batch_size=5, seed=2, learning_rate=0.05, init="random", **p)),
-        ("c", {**TASK, **lm}, DATA[:30], TrainConfig(num_virtual_tokens=2, epochs=4, batch_size=4, seed=3, **p)),
+        ("c", {**TASK, **lm, "pooling": "prompt"}, DATA[:30],
+         TrainConfig(num_virtual_tokens=2, epochs=4, batch_size=4, seed=3, input_noise=20.0, **p)),
     ]
     tol = TOLERANCE[precision]
 
@@ -129,6 +130,31 @@ def test_co_batched_jobs_equal_each_job_trained_alone(
         losses_t = [e["loss"] for e in together if e["kind"] == "PROGRESS" and e["job"] == spec[0]]
         losses_a = [e["loss"] for e in alone if e["kind"] == "PROGRESS"]
         assert losses_t == pytest.approx(losses_a, abs=tol["loss"])
+
+
+def test_input_noise_is_seeded_per_job_bounded_and_off_at_zero(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    task = TaskSpec.from_dict(TASK)
+
+    def trainer(**kw: object) -> Trainer:
+        return Trainer("j", w.heads, task, DATA, TrainConfig(num_virtual_tokens=3, epochs=2, seed=6, **kw))
+
+    t = trainer()
+    assert t.cfg.input_noise == 5.0  # on by default
+    rows = t.tr_ids[:4]
+    draws = t.input_noise(rows)
+    h = w.bb.hidden_size
+    for r, d in zip(rows, draws, strict=True):
+        bound = 5.0 / ((len(r) + 3) * h) ** 0.5
+        assert d is not None and d.shape == (len(r), h) and 0.8 * bound < float(d.abs().max()) <= bound
+    assert all(torch.equal(a, b) for a, b in zip(draws, trainer().input_noise(rows), strict=True))  # seeded
+    assert not torch.equal(draws[0], t.input_noise(rows[:1])[0])  # each step draws afresh
+    assert trainer(input_noise=0.0).input_noise(rows) == [None] * 4
+    noisy = final_prompt(list(train_jobs(w.heads, [trainer(learning_rate=0.1)])), "j")
+    clean = final_prompt(list(train_jobs(w.heads, [trainer(learning_rate=0.1, input_noise=0.0)])), "j")
+    assert not torch.allclose(noisy, clean)  # the noise reaches the training forwards
+    with pytest.raises(ConfigError, match="input_noise"):
+        TrainConfig(input_noise=-1.0)
 
 
 def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) -> None:

@@ -29,7 +29,7 @@ def test_queued_jobs_train_together_and_each_equals_training_alone(client: Clien
     wait_for_step(client, blocker.name, 1)  # the replica is busy: the next jobs queue up together
     hps = [jp.Hyperparameters(num_virtual_tokens=3, epochs=2, batch_size=8, seed=1, learning_rate=0.1),
            jp.Hyperparameters(num_virtual_tokens=5, epochs=3, batch_size=6, seed=2, learning_rate=0.05),
-           jp.Hyperparameters(num_virtual_tokens=2, epochs=2, batch_size=4, seed=3)]
+           jp.Hyperparameters(num_virtual_tokens=2, epochs=2, batch_size=4, seed=3, input_noise=0.0)]  # noise off
     datas = [DATA, TOPIC, DATA[::2]]
     jobs = [client.create_train_job(f"cob-{i}", "tiny-enc", d, hyperparameters=h)
             for i, (d, h) in enumerate(zip(datas, hps, strict=True))]
@@ -37,6 +37,8 @@ def test_queued_jobs_train_together_and_each_equals_training_alone(client: Clien
     done = [client.wait_job(j.name, timeout=300) for j in jobs]
     assert all(d.state == jp.TrainJob.SUCCEEDED for d in done), [d.error for d in done]
     assert all(any("co-batched with 2 other job(s)" in m for m in messages(client, j.name)) for j in jobs)
+    noise = [client.get_job(j.name).hyperparameters for j in jobs]
+    assert [h.input_noise for h in noise] == [5.0, 5.0, 0.0] and all(h.HasField("input_noise") for h in noise)
     # the same jobs one at a time (each alone on the idle replica) give the same prompts
     for i, (d, h) in enumerate(zip(datas, hps, strict=True)):
         alone = train(client, f"cob-alone-{i}", data=d, hyperparameters=h)

@@ -1,9 +1,10 @@
 """Classification without a trained head, so the prompt stays the whole adaptation.
 
 - encoder (no LM head): cosine of a mean-pooled output with label-text "anchors". The task's `pooling` says
-  how: "prompt" (default) pools the prompt's own output positions, for the input and for each label text
-  alike: both are read through the prompt, so the prompt learns the question and the answers' places
-  together; "text" pools the text's tokens and compares them with the plain label-text embeddings;
+  how: "all" (default) pools every position of the prompted row and "prompt" only the prompt's own, for the
+  input and for each label text alike: both are read through the prompt, so the prompt learns the question
+  and the answers' places together; "text" pools the text's tokens and compares them with the plain
+  label-text embeddings;
 - causal LM: logits of each label word's first token at the row's last position;
 - masked LM: logits of each label word's first token at a [MASK] appended to the text;
 - seq2seq: logits of each label word's first token as the decoder's first token.
@@ -94,7 +95,7 @@ class Heads:
 
     def prompted_labels(self, task: TaskSpec, prompt: torch.Tensor) -> bool:
         """Whether `task`'s label texts are read through `prompt` (encoders pooling the prompt's positions)."""
-        return self.bb.architecture == ENCODER and task.pooling == "prompt" and prompt.shape[0] > 0
+        return self.bb.architecture == ENCODER and task.pooling != "text" and prompt.shape[0] > 0
 
     def label_ids(self, task: TaskSpec) -> list[list[int]]:
         """Token ids of the label texts, as rows to run through a prompt (tokenized once per label set:
@@ -132,12 +133,16 @@ class Heads:
 
 
 def pooling_mask(batch: PromptedBatch, tasks: list[TaskSpec]) -> torch.Tensor:
-    """(B, T) positions each row pools: its prompt's when its task says so and it has one, else its text."""
+    """(B, T) positions each row pools, as its task says: all its positions, its prompt's, or its text's. A row
+    without a prompt (zero-shot) pools its text whatever the task says."""
     if len(tasks) != batch.text_mask.shape[0]:
         raise ValueError(f"{batch.text_mask.shape[0]} rows but {len(tasks)} tasks")
-    on_prompt = torch.tensor([t.pooling == "prompt" for t in tasks], device=batch.text_mask.device)
-    on_prompt &= batch.prompt_mask.sum(1) > 0  # a row without a prompt (zero-shot) pools its text
-    return torch.where(on_prompt.unsqueeze(1), batch.prompt_mask, batch.text_mask)
+    dev = batch.text_mask.device
+    has_prompt = batch.prompt_mask.sum(1) > 0
+    on_prompt = torch.tensor([t.pooling == "prompt" for t in tasks], device=dev) & has_prompt
+    on_all = torch.tensor([t.pooling == "all" for t in tasks], device=dev) & has_prompt
+    mask = torch.where(on_prompt.unsqueeze(1), batch.prompt_mask, batch.text_mask)
+    return torch.where(on_all.unsqueeze(1), batch.prompt_mask + batch.text_mask, mask)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -51,10 +51,12 @@ def build_batch(
     token_ids: list[list[int]],
     prompts: list[torch.Tensor],
     padding_side: str = "right",
+    noise: list[torch.Tensor | None] | None = None,
 ) -> PromptedBatch:
-    """Assemble one batch; `prompts[i]` is row i's `(n_i, H)` prompt (may require grad)."""
-    if len(token_ids) != len(prompts):
-        raise ValueError(f"{len(token_ids)} rows but {len(prompts)} prompts")
+    """Assemble one batch; `prompts[i]` is row i's `(n_i, H)` prompt (may require grad). `noise[i]`, when
+    given, is added to row i's own token embeddings, `(len(token_ids[i]), H)` (training's input noise)."""
+    if len(token_ids) != len(prompts) or (noise is not None and len(noise) != len(prompts)):
+        raise ValueError(f"{len(token_ids)} rows but {len(prompts)} prompts / {len(noise or prompts)} noise rows")
     tok_ = backbone.tokenizer
     special = set(tok_.all_special_ids) if backbone.architecture in (ENCODER, MASKED_LM) else set()
     mask_id = tok_.mask_token_id if backbone.architecture == MASKED_LM else None
@@ -74,7 +76,8 @@ def build_batch(
     for i, (row, prompt) in enumerate(zip(token_ids, prompts, strict=True)):
         off = 1 if row and row[0] in special else 0  # encoders: keep [CLS] first, prompt right after it
         n, p, L = len(row), int(prompt.shape[0]), lengths[i]
-        seq = torch.cat([tok[i, :off], prompt.to(tok.dtype), tok[i, off:n]])  # (L, H)
+        own = tok[i, :n] if noise is None or noise[i] is None else tok[i, :n] + noise[i].to(tok)
+        seq = torch.cat([own[:off], prompt.to(tok.dtype), own[off:]])  # (L, H)
         text = torch.cat([torch.ones(off), torch.zeros(p), torch.ones(n - off)])  # (L,)
         pad = T - L
         left = pad if padding_side == "left" else 0

@@ -9,9 +9,11 @@ from bank.errors import InvalidArgument
 
 KINDS = ("classification",)
 INITS = ("random", "vocab", "labels", "text")  # plus a stored prompt: a reference, or "nearest" (coordinator)
-# Encoder backbones: the output positions mean-pooled and compared with the label texts. "prompt" pools the
-# prompt's own positions (they read the text through attention; the better default), "text" the text's tokens.
-POOLINGS = ("prompt", "text")
+# Encoder backbones: the output positions mean-pooled and compared with the label texts. "all" (the default)
+# pools every position of the row, prompt and text: the backbone's own sentence embedding of the prompted row;
+# "prompt" pools only the prompt's positions (they read the text through attention); "text" the text's tokens.
+# "all" and "prompt" read the label texts through the prompt too; "text" compares with the plain label texts.
+POOLINGS = ("all", "prompt", "text")
 # Training autocast: bf16 halves the frozen model's matmul cost where the hardware has bf16 units (about 1.6x
 # faster steps on an AVX512-BF16 CPU); the prompt and its optimizer stay fp32. "auto" = bf16 where supported.
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -84,6 +86,7 @@ class TrainConfig:
     checkpoint_every: int = 50  # steps between checkpoints (also one at every evaluation)
     progress_every: int = 5
     precision: str = "auto"
+    input_noise: float = 5.0  # NEFTune-style noise on the text's token embeddings while training (0 = off)
     init_from: str = field(default="", repr=False)  # filled by the coordinator for a stored-version init
 
     def __post_init__(self) -> None:
@@ -99,6 +102,7 @@ class TrainConfig:
             (self.patience >= 1, "patience", ">= 1"),
             (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
             (self.precision in PRECISIONS, "precision", f"one of {list(PRECISIONS)}"),
+            (0 <= self.input_noise <= 100, "input_noise", "in [0, 100]"),
             (self.select_on in SELECT_ON, "select_on", f"one of {list(SELECT_ON)}"),
             (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
             (self.init != "text" or bool(self.init_text.strip()), "init_text", "non-empty when init is 'text'"),

@@ -116,6 +116,7 @@ class Trainer:
         self.ev_ids = tokenize(heads.bb, [t for t, _ in eval_rows], cfg.max_length)
         self.ev_y = torch.tensor([index[lab] for _, lab in eval_rows], device=dev)
         self.prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # (n, H): all we train
+        self.noise_gen = torch.Generator().manual_seed(cfg.seed)  # the job's own: co-batching can't reorder draws
         self.autocast = autocast_dtype(cfg.precision, dev)
         self.opt = torch.optim.AdamW([self.prompt], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.tr_ids) / cfg.batch_size)
@@ -156,6 +157,17 @@ class Trainer:
         epoch, b = divmod(self.step, self.steps_per_epoch)
         idx = self._batches(epoch)[b]
         return [self.tr_ids[i] for i in idx], self.tr_y[idx]
+
+    def input_noise(self, rows: list[list[int]]) -> list[torch.Tensor | None]:
+        """Per row, `(len(row), H)` uniform noise of amplitude `input_noise / sqrt(L * H)` for its token
+        embeddings, L its prompted length (NEFTune, Jain et al. 2023): the prompt must read through small
+        perturbations of its inputs, which generalises better. Drawn on the CPU from the job's own generator
+        in the job's row order, so padding, grouping, co-batching and the device leave the draws unchanged."""
+        alpha, (n, h) = self.cfg.input_noise, self.prompt.shape
+        if not alpha:
+            return [None] * len(rows)
+        return [(torch.rand(len(r), h, generator=self.noise_gen) * 2 - 1) * (alpha / math.sqrt((len(r) + n) * h))
+                for r in rows]
 
     @property
     def done(self) -> bool:
@@ -217,7 +229,7 @@ class Trainer:
         tensors = {
             "prompt": self.prompt.detach(), "best_prompt": self.best_prompt,
             "exp_avg": st.get("exp_avg", zeros), "exp_avg_sq": st.get("exp_avg_sq", zeros),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "noise_rng": self.noise_gen.get_state(),
         }
         meta = {"step": str(self.step), "adam_step": str(float(st["step"]) if "step" in st else 0.0),
                 "best": json.dumps(self.best), "stale_evals": str(self.stale_evals), "seen": str(self.seen)}
@@ -248,6 +260,8 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.learning_rate * lr_factor(self.step, self.total, self.warmup)
         torch.set_rng_state(t["torch_rng"])
+        if "noise_rng" in t:
+            self.noise_gen.set_state(t["noise_rng"])
 
     # ------------------------------------------------------------ the end
 
@@ -287,6 +301,7 @@ def _step(heads: Heads, live: list[Trainer]) -> Iterator[Event]:
     ids: list[list[int]] = []
     prompts: list[torch.Tensor] = []
     tasks: list[TaskSpec] = []
+    noise: list[torch.Tensor | None] = []
     spans = []  # per job: (first row, rows, label rows)
     for t, (b, _) in zip(live, batches, strict=True):
         labels = heads.label_ids(t.task) if heads.prompted_labels(t.task, t.prompt) else []
@@ -294,14 +309,15 @@ def _step(heads: Heads, live: list[Trainer]) -> Iterator[Event]:
         ids += b + labels
         prompts += [t.prompt] * (len(b) + len(labels))
         tasks += [t.task] * (len(b) + len(labels))
+        noise += t.input_noise(b + labels)
     device = heads.bb.embed.weight.device
     dtype = live[0].autocast
     groups = length_groups([len(r) + p.shape[0] for r, p in zip(ids, prompts, strict=True)], forward_cost(device))
     parts = []
     with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         for g in groups:  # jobs mix in every forward; rows of like length share one (little padding)
-            parts.append(heads.features(build_batch(heads.bb, [ids[i] for i in g], [prompts[i] for i in g]),
-                                        [tasks[i] for i in g]).float())
+            batch = build_batch(heads.bb, [ids[i] for i in g], [prompts[i] for i in g], noise=[noise[i] for i in g])
+            parts.append(heads.features(batch, [tasks[i] for i in g]).float())
     feats = torch.cat(parts)[torch.tensor([i for g in groups for i in g]).argsort()]  # back in row order
     losses = []
     for t, (_, y), (start, n, k) in zip(live, batches, spans, strict=True):

@@ -214,6 +214,7 @@ class Hyperparameters(_message.Message):
     CHECKPOINT_EVERY_FIELD_NUMBER: _builtins.int
     PRECISION_FIELD_NUMBER: _builtins.int
     SELECT_ON_FIELD_NUMBER: _builtins.int
+    INPUT_NOISE_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt (default 20)."""
     epochs: _builtins.int
@@ -246,6 +247,10 @@ class Hyperparameters(_message.Message):
     """The eval metric that picks the kept prompt and drives early stopping: "eval_loss" (default) or
     "eval_accuracy". Ties keep the later prompt.
     """
+    input_noise: _builtins.float
+    """Amplitude of the uniform noise added to the text's token embeddings while training (NEFTune's alpha,
+    scaled by 1/sqrt(positions x hidden size)): a regulariser. Unset = the default (5); 0 turns it off.
+    """
     def __init__(
         self,
         *,
@@ -262,12 +267,15 @@ class Hyperparameters(_message.Message):
         checkpoint_every: _builtins.int = ...,
         precision: _builtins.str = ...,
         select_on: _builtins.str = ...,
+        input_noise: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise", "input_noise", b"input_noise"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__input_noise: _TypeAlias = _typing.Literal["input_noise"]  # noqa: Y015
+    _WhichOneofArgType__input_noise: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_noise) -> _WhichOneofReturnType__input_noise | None: ...
 
 Global___Hyperparameters: _TypeAlias = Hyperparameters  # noqa: Y015
 
