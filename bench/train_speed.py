@@ -7,7 +7,8 @@
    PromptTuningConfig (FEATURE_EXTRACTION) with the same loss (fp32, text pooling, cosine to the plain
    label-text embeddings). Each variant runs in its own child process; memory is the peak resident-set
    growth during the steps (CPU) or torch.cuda.max_memory_allocated (GPU). Goal: ratios <= 1.0. Also
-   printed: promptbank's step with its defaults (label texts read through the prompt, precision "auto").
+   printed: promptbank's step with its defaults (label texts read through the prompt, input noise,
+   precision "auto").
 2. `--jobs` jobs trained together (their rows share forwards, grouped by length, and one backward per step)
    vs the same jobs one after another, with the defaults: aggregate examples/s. Goal >= 1.5x. The batch
    defaults to TrainConfig's. Beside it, the ceiling: `--jobs` batches of equal-length rows in one forward/
@@ -59,8 +60,8 @@ def _data(n: int) -> list[tuple[str, str]]:
     return tweet_tasks(seed=0)["sentiment"][:n]
 
 
-def step_promptbank(batch: int, steps: int, q: mp.Queue, pooling: str = "text", precision: str = "fp32"  # type: ignore[type-arg]
-                    ) -> None:
+def step_promptbank(batch: int, steps: int, q: mp.Queue, defaults: bool = False) -> None:  # type: ignore[type-arg]
+    """PEFT's step exactly (text pooling, plain label texts, fp32, no input noise), or promptbank's defaults."""
     warnings.filterwarnings("ignore")
     from coordinator.config import packaged_minilm
     from workers.actor import BackboneWorker
@@ -69,9 +70,11 @@ def step_promptbank(batch: int, steps: int, q: mp.Queue, pooling: str = "text", 
 
     w = BackboneWorker(packaged_minilm())
     rows = _data(batch * (steps + 3))
+    like_peft = {} if defaults else {"precision": "fp32", "input_noise": 0.0}
     cfg = TrainConfig(batch_size=batch, epochs=1, eval_fraction=0.0, progress_every=1, checkpoint_every=10**6,
-                      precision=precision)
-    t = Trainer("bench", w.heads, TaskSpec(labels=("negative", "positive"), pooling=pooling), rows, cfg)
+                      **like_peft)
+    task = TaskSpec(labels=("negative", "positive"), **({} if defaults else {"pooling": "text"}))
+    t = Trainer("bench", w.heads, task, rows, cfg)
     times, last = [], time.perf_counter()
     gen = train_jobs(w.heads, [t])
     for _ in range(3):  # warm-up steps
@@ -203,7 +206,7 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     results = {}
     runs = (("promptbank", step_promptbank, ()), ("peft", step_peft, ()),
-            ("defaults", step_promptbank, ("prompt", "auto")))
+            ("defaults", step_promptbank, (True,)))
     for name, fn, extra in runs:
         q = ctx.Queue()
         p = ctx.Process(target=fn, args=(a.batch, a.steps, q, *extra))
@@ -220,7 +223,7 @@ def main() -> None:
     mem = "CUDA max allocated" if torch.cuda.is_available() else "peak RSS growth"
     print(f"memory ({mem})  promptbank {pb_m / 2**20:7.1f} MiB   PEFT {pf_m / 2**20:7.1f} MiB   "
           f"ratio {pb_m / max(1, pf_m):.3f} (goal <= 1.0)")
-    print(f"promptbank defaults (labels through the prompt, precision auto): step {df_t * 1e3:7.1f} ms "
+    print(f"promptbank defaults (labels through the prompt, input noise, precision auto): step {df_t * 1e3:7.1f} ms "
           f"({df_t / pf_t:.3f} of PEFT's fp32 step), memory {df_m / 2**20:7.1f} MiB")
     seq, tog, ceiling = cobatch(a.jobs, a.rows, a.batch)
     print(f"{a.jobs} jobs x {a.rows} rows: one after another {seq:6.1f} ex/s, co-batched {tog:6.1f} ex/s, "

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "through the prompt and pools every position; 'prompt' pools only the prompt's "
                         "positions; 'text' pools the text's tokens and compares them with the plain label texts")
     t.add_argument("--virtual-tokens", type=int, default=0, help="prompt length (default 20)")
-    t.add_argument("--epochs", type=int, default=0, help="default 8")
+    t.add_argument("--epochs", type=int, default=0, help="default 12")
     t.add_argument("--lr", type=float, default=0.0, help="learning rate (default 0.03)")
     t.add_argument("--batch-size", type=int, default=0, help="default 8")
     t.add_argument("--seed", type=int, default=0)

@@ -69,7 +69,7 @@ class TrainConfig:
     """Hyperparameters of one prompt-tuning run. Defaults are tuned for prompt tuning on a small encoder."""
 
     num_virtual_tokens: int = 20
-    epochs: int = 8
+    epochs: int = 12
     learning_rate: float = 3e-2
     batch_size: int = 8
     seed: int = 0
@@ -81,7 +81,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     eval_fraction: float = 0.1
     eval_every_epochs: int = 1
-    patience: int = 2  # early stopping: evaluations without a better `select_on` metric before stopping
+    patience: int = 4  # early stopping: evaluations without a better `select_on` metric before stopping
     select_on: str = "eval_loss"  # the eval metric that picks the kept prompt and drives early stopping
     checkpoint_every: int = 50  # steps between checkpoints (also one at every evaluation)
     progress_every: int = 5

@@ -218,7 +218,7 @@ class Hyperparameters(_message.Message):
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt (default 20)."""
     epochs: _builtins.int
-    """Passes over the training split (default 8)."""
+    """Passes over the training split (default 12)."""
     learning_rate: _builtins.float
     """Learning rate (default chosen for prompt tuning, far larger than for fine-tuning)."""
     batch_size: _builtins.int
@@ -236,7 +236,7 @@ class Hyperparameters(_message.Message):
     max_steps: _builtins.int
     """Hard cap on optimisation steps (0 = epochs decide)."""
     patience: _builtins.int
-    """Early stopping: evaluations without a better `select_on` metric before the job stops (default 2)."""
+    """Early stopping: evaluations without a better `select_on` metric before the job stops (default 4)."""
     checkpoint_every: _builtins.int
     """Steps between checkpoints; one is also kept at every evaluation (default 50)."""
     precision: _builtins.str
