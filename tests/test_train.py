@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from bank.codec import decode_prompt
 from bank.errors import InvalidArgument
@@ -170,6 +173,13 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) ->
                                                                       and e["step"] > 7]
     with pytest.raises(InvalidArgument, match="safetensors"):
         Trainer("j", w.heads, task, DATA, cfg, resume=b"\x80\x04garbage")
+    bad = {**st_load(ckpt["checkpoint"]), "noise_rng": torch.zeros(3, dtype=torch.uint8)}
+    with pytest.raises(InvalidArgument, match="RNG state"):
+        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt["checkpoint"])))
+
+
+def st_metadata(data: bytes) -> dict[str, str]:
+    return json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
 
 
 def test_early_stopping_ends_a_run_that_stops_improving(tiny_encoder: str) -> None:

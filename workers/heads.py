@@ -94,7 +94,7 @@ class Heads:
         return self.features(build_batch(self.bb, ids, [prompt] * len(ids)), [task] * len(ids))
 
     def prompted_labels(self, task: TaskSpec, prompt: torch.Tensor) -> bool:
-        """Whether `task`'s label texts are read through `prompt` (encoders pooling the prompt's positions)."""
+        """Whether `task`'s label texts are read through `prompt` (encoders pooling "all" or "prompt")."""
         return self.bb.architecture == ENCODER and task.pooling != "text" and prompt.shape[0] > 0
 
     def label_ids(self, task: TaskSpec) -> list[list[int]]:

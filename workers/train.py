@@ -259,9 +259,12 @@ class Trainer:
             }
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.learning_rate * lr_factor(self.step, self.total, self.warmup)
-        torch.set_rng_state(t["torch_rng"])
-        if "noise_rng" in t:
-            self.noise_gen.set_state(t["noise_rng"])
+        try:
+            torch.set_rng_state(t["torch_rng"])
+            if "noise_rng" in t:
+                self.noise_gen.set_state(t["noise_rng"])
+        except (RuntimeError, TypeError) as exc:
+            raise InvalidArgument(f"checkpoint RNG state is invalid: {exc}") from None
 
     # ------------------------------------------------------------ the end
 
