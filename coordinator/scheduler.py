@@ -30,6 +30,11 @@ NEAREST_ROWS = 64  # examples of the new task each candidate is scored on
 RESTART_WAIT_S = 300.0  # how long a replica that died under jobs is given to come back before it is used again
 
 
+async def _awaited(ref: Any) -> Any:
+    """A Ray ObjectRef as a coroutine (for asyncio.wait_for)."""
+    return await ref
+
+
 class JobScheduler:
     """One asyncio loop that starts queued jobs, in co-batched groups, on replicas free for training."""
 
@@ -111,12 +116,14 @@ class JobScheduler:
         deadline = loop.time() + RESTART_WAIT_S
         while loop.time() < deadline:
             try:
-                await replica.handle.info.remote()
+                await asyncio.wait_for(_awaited(replica.handle.info.remote()), timeout=deadline - loop.time())
                 return
             except ActorDiedError:
                 return  # out of restarts: the next dispatch fails and ends its jobs with the reason
             except RayActorError:  # unavailable: still restarting
                 await asyncio.sleep(0.5)
+            except TimeoutError:
+                break
         log.warning("replica %d did not come back within %.0f s", replica.index, RESTART_WAIT_S)
 
     def _retry(self, s: Session, job_id: str, why: str) -> None:
