@@ -30,11 +30,6 @@ NEAREST_ROWS = 64  # examples of the new task each candidate is scored on
 RESTART_WAIT_S = 300.0  # how long a replica that died under jobs is given to come back before it is used again
 
 
-async def _awaited(ref: Any) -> Any:
-    """A Ray ObjectRef as a coroutine (for asyncio.wait_for)."""
-    return await ref
-
-
 class JobScheduler:
     """One asyncio loop that starts queued jobs, in co-batched groups, on replicas free for training."""
 
@@ -116,7 +111,7 @@ class JobScheduler:
         deadline = loop.time() + RESTART_WAIT_S
         while loop.time() < deadline:
             try:
-                await asyncio.wait_for(_awaited(replica.handle.info.remote()), timeout=deadline - loop.time())
+                await asyncio.wait_for(replica.handle.info.remote(), timeout=deadline - loop.time())
                 return
             except ActorDiedError:
                 return  # out of restarts: the next dispatch fails and ends its jobs with the reason

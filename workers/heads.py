@@ -139,10 +139,9 @@ def pooling_mask(batch: PromptedBatch, tasks: list[TaskSpec]) -> torch.Tensor:
         raise ValueError(f"{batch.text_mask.shape[0]} rows but {len(tasks)} tasks")
     dev = batch.text_mask.device
     has_prompt = batch.prompt_mask.sum(1) > 0
-    on_prompt = torch.tensor([t.pooling == "prompt" for t in tasks], device=dev) & has_prompt
-    on_all = torch.tensor([t.pooling == "all" for t in tasks], device=dev) & has_prompt
-    mask = torch.where(on_prompt.unsqueeze(1), batch.prompt_mask, batch.text_mask)
-    return torch.where(on_all.unsqueeze(1), batch.prompt_mask + batch.text_mask, mask)
+    take_prompt = torch.tensor([t.pooling != "text" for t in tasks], device=dev) & has_prompt
+    take_text = torch.tensor([t.pooling != "prompt" for t in tasks], device=dev) | ~has_prompt
+    return batch.prompt_mask * take_prompt.unsqueeze(1) + batch.text_mask * take_text.unsqueeze(1)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
