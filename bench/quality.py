@@ -17,7 +17,7 @@ rows train, the next `--test` rows are held out) and the packaged all-MiniLM-L6-
 Prints accuracy and wall time per row, the machine, and the gaps prompt - probe (goal >= 0) and
 prompt - fine-tune (goal >= -0.01). `--prompt-config '{"epochs": 5}'` overrides TrainConfig fields for
 experiments; the goal is about the defaults. `--curve` (research, not a result) also scores the held-out
-rows with the prompt of every evaluation, beside that evaluation's eval-split metrics.
+rows with the (averaged) prompt of every evaluation, beside that evaluation's eval-split metrics.
 """
 
 from __future__ import annotations
@@ -191,7 +191,8 @@ def main() -> None:
         for e in worker.train("bench-quality", task, train, cfg.to_dict()):
             events.append(e)
             if a.curve and e["kind"] == "CHECKPOINT" and len(events) > 1 and events[-2]["kind"] == "EVAL":
-                blob = encode_prompt(st_load(e["checkpoint"])["prompt"])
+                ema = st_load(e["checkpoint"])["ema"]  # bias-corrected, as the evaluation scored it
+                blob = encode_prompt(ema / (1 - cfg.ema_decay ** e["step"]) if cfg.ema_decay else ema)
                 key = sha256_hex(blob)
                 acc = accuracy(argmax_labels(worker.classify([(key, t) for t, _ in test], {key: blob}, {key: task}),
                                              LABELS), gold)

@@ -48,6 +48,8 @@ def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
         "precision": hp.precision or base.precision,
         "select_on": hp.select_on or base.select_on,
         "input_noise": hp.input_noise if hp.HasField("input_noise") else base.input_noise,
+        "ema_decay": hp.ema_decay if hp.HasField("ema_decay") else base.ema_decay,
+        "token_dropout": hp.token_dropout if hp.HasField("token_dropout") else base.token_dropout,
         "eval_fraction": eval_fraction if eval_fraction > 0 else base.eval_fraction,
     }
     return replace(base, **over)

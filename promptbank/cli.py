@@ -69,7 +69,8 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
     init = a.init_from or a.init or ("text" if a.init_text else "")
     hp = jp.Hyperparameters(num_virtual_tokens=a.virtual_tokens, epochs=a.epochs, learning_rate=a.lr,
                             batch_size=a.batch_size, seed=a.seed, init=init, init_text=a.init_text,
-                            precision=a.precision, select_on=a.select_on, input_noise=a.input_noise)
+                            precision=a.precision, select_on=a.select_on, input_noise=a.input_noise,
+                            ema_decay=a.ema_decay, token_dropout=a.token_dropout)
     job = c.create_train_job(a.task, a.backbone, rows, dataset_uri=uri, text_column=a.text_column,
                              label_column=a.label_column, labels=a.labels or (), label_texts=a.label_texts or (),
                              label_words=a.label_words or (), pooling=a.pooling, hyperparameters=hp,
@@ -178,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eval metric that keeps the prompt and stops early (default eval_loss)")
     t.add_argument("--input-noise", type=float, default=None,
                    help="noise on the text's token embeddings while training, NEFTune alpha (default 5; 0 = off)")
+    t.add_argument("--ema-decay", type=float, default=None,
+                   help="keep an exponential moving average of the prompt, decay per step (default 0.998; 0 = off)")
+    t.add_argument("--token-dropout", type=float, default=None,
+                   help="drop each text token with this probability while training (default 0 = off)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
     t.add_argument("--max-rows", type=int, default=0, help="use only the first N rows of the file")
     t.add_argument("--no-wait", action="store_true", help="print the job name and return")

@@ -120,6 +120,11 @@ def test_bad_requests_get_clear_status_codes(client: Client) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "learning_rate" in msg
     code, msg = code_of(lambda: client.create_train_job("x6", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(input_noise=-1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "input_noise=-1" in msg
+    code, msg = code_of(lambda: client.create_train_job("x7", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(ema_decay=1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "ema_decay=1" in msg
+    code, msg = code_of(lambda: client.create_train_job("x8", "tiny-enc", DATA,
+                                                       hyperparameters=jp.Hyperparameters(token_dropout=-0.5)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "token_dropout=-0.5" in msg
     code, msg = code_of(lambda: client.create_train_job("x5", "tiny-lm", DATA, labels=["negative", "positive"],
                                                        label_words=["running", "running"]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "distinct" in msg

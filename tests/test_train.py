@@ -81,7 +81,8 @@ def test_unknown_labels_fail_that_job_only(tiny_encoder: str) -> None:
         Trainer("x", worker.heads, TaskSpec.from_dict(TASK), [("meh", "neutral")] * 4, TrainConfig())
 
 
-@pytest.mark.parametrize("field,value", [("learning_rate", 0.0), ("num_virtual_tokens", 0), ("init", "bogus")])
+@pytest.mark.parametrize("field,value", [("learning_rate", 0.0), ("num_virtual_tokens", 0), ("init", "bogus"),
+                                         ("ema_decay", 1.0), ("ema_decay", -0.1)])
 def test_train_config_names_the_bad_value(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
@@ -113,7 +114,8 @@ def test_co_batched_jobs_equal_each_job_trained_alone(
     lm = {"label_words": ["bad", "good"]} if arch == "causal_lm" else {}
     p = {"precision": precision}
     specs = [  # every pooling; different prompt lengths, batch sizes, seeds, inits; input noise on (the default)
-        ("a", {**TASK, **lm}, DATA, TrainConfig(num_virtual_tokens=3, epochs=3, batch_size=8, seed=1, learning_rate=0.1, **p)),
+        ("a", {**TASK, **lm}, DATA, TrainConfig(num_virtual_tokens=3, epochs=3, batch_size=8, seed=1, learning_rate=0.1,
+                                                token_dropout=0.3, **p)),
         ("b", {**TOPIC, **({"label_words": ["vote", "goal"]} if lm else {}), "pooling": "text"}, TOPIC_DATA,
          TrainConfig(num_virtual_tokens=6, epochs=2, batch_size=5, seed=2, learning_rate=0.05, init="random", **p)),
         ("c", {**TASK, **lm, "pooling": "prompt"}, DATA[:30],
@@ -160,9 +162,63 @@ def test_input_noise_is_seeded_per_job_bounded_and_off_at_zero(tiny_encoder: str
         TrainConfig(input_noise=-1.0)
 
 
+def test_token_dropout_drops_text_tokens_per_epoch_and_row_and_keeps_special_ones(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    data = [(" ".join(f"w{k}" for k in range(40)), "positive"), ("bad", "negative")] * 20
+    special = set(w.bb.tokenizer.all_special_ids)
+
+    def trainer(**kw: object) -> Trainer:
+        return Trainer("j", w.heads, TaskSpec.from_dict(TASK), data, TrainConfig(num_virtual_tokens=2, seed=5, **kw))
+
+    t = trainer(token_dropout=0.3)
+    assert trainer().cfg.token_dropout == 0.0  # off by default
+    i = next(k for k, r in enumerate(t.tr_ids) if len(r) > 20)
+    row = t.tr_ids[i]
+    text = [x for x in row if x not in special]
+    dropped = t.token_dropout(row, 0, i)
+    assert [x for x in row if x in special] == [x for x in dropped if x in special]  # [CLS] ... [SEP] stay
+    kept = [x for x in dropped if x not in special]
+    assert 0.4 * len(text) < len(kept) < 0.95 * len(text) and all(x in text for x in kept)
+    assert dropped == trainer(token_dropout=0.3).token_dropout(row, 0, i)  # a function of (seed, epoch, row)
+    assert dropped != t.token_dropout(row, 1, i) and dropped != t.token_dropout(row, 0, i + 1)
+    assert trainer(token_dropout=0.0).token_dropout(row, 0, i) == row
+    short = next(r for r in t.tr_ids if len([x for x in r if x not in special]) == 1)
+    assert trainer(token_dropout=0.99).token_dropout(short, 0, 0) == short  # never an empty text
+    ids, _ = t.next_batch()  # training batches are the dropped rows
+    assert ids == [t.token_dropout(t.tr_ids[k], 0, k) for k in t._batches(0)[0]]
+    with pytest.raises(ConfigError, match="token_dropout"):
+        TrainConfig(token_dropout=1.0)
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.0])
+def test_evaluations_score_and_the_job_keeps_the_moving_average_of_the_prompt(tiny_encoder: str, decay: float) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    cfg = TrainConfig(num_virtual_tokens=3, epochs=5, batch_size=8, seed=4, learning_rate=0.3, progress_every=1,
+                      patience=10, eval_fraction=0.25, ema_decay=decay)
+    t = Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, cfg)
+    raw, avg = [t.prompt.detach().clone()], [t.average.clone()]
+    events = []
+    for e in train_jobs(w.heads, [t]):
+        events.append(e)
+        if e["kind"] == "PROGRESS":
+            assert e["step"] == len(raw)
+            raw.append(t.prompt.detach().clone())
+            avg.append(t.average.clone())
+    torch.testing.assert_close(avg[0], raw[0])  # before any step: the init
+    ema = torch.zeros_like(raw[0])
+    for step in range(1, len(raw)):  # the EMA recurrence from zero, bias-corrected: a weighted mean of the steps
+        ema = decay * ema + (1 - decay) * raw[step]
+        torch.testing.assert_close(avg[step], ema / (1 - decay**step), atol=1e-6, rtol=1e-5)
+    assert torch.equal(avg[-1], raw[-1]) == (decay == 0.0)  # 0: the average is the prompt itself
+    evals = [e for e in events if e["kind"] == "EVAL"]
+    best = min(reversed(evals), key=lambda e: e["metrics"]["eval_loss"])  # the kept evaluation (ties: later)
+    assert torch.equal(final_prompt(events, "j"), avg[best["step"]].cpu())  # kept: the average it scored
+
+
 def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) -> None:
     w = BackboneWorker(tiny_encoder, num_threads=1)
-    cfg = TrainConfig(num_virtual_tokens=3, epochs=4, batch_size=8, seed=5, learning_rate=0.1, checkpoint_every=7)
+    cfg = TrainConfig(num_virtual_tokens=3, epochs=4, batch_size=8, seed=5, learning_rate=0.1, checkpoint_every=7,
+                      token_dropout=0.2)
     task = TaskSpec.from_dict(TASK)
     full = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg)]))
     ckpt = next(e for e in full if e["kind"] == "CHECKPOINT" and e["step"] == 7)

@@ -87,6 +87,8 @@ class TrainConfig:
     progress_every: int = 5
     precision: str = "auto"
     input_noise: float = 5.0  # NEFTune-style noise on the text's token embeddings while training (0 = off)
+    token_dropout: float = 0.0  # drop each text token with this probability while training (0 = off)
+    ema_decay: float = 0.998  # evaluate and keep an exponential moving average of the prompt (0 = the prompt)
     init_from: str = field(default="", repr=False)  # filled by the coordinator for a stored-version init
 
     def __post_init__(self) -> None:
@@ -103,6 +105,8 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "checkpoint_every", ">= 1"),
             (self.precision in PRECISIONS, "precision", f"one of {list(PRECISIONS)}"),
             (0 <= self.input_noise <= 100, "input_noise", "in [0, 100]"),
+            (0 <= self.token_dropout < 1, "token_dropout", "in [0, 1)"),
+            (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
             (self.select_on in SELECT_ON, "select_on", f"one of {list(SELECT_ON)}"),
             (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
             (self.init != "text" or bool(self.init_text.strip()), "init_text", "non-empty when init is 'text'"),

@@ -215,6 +215,8 @@ class Hyperparameters(_message.Message):
     PRECISION_FIELD_NUMBER: _builtins.int
     SELECT_ON_FIELD_NUMBER: _builtins.int
     INPUT_NOISE_FIELD_NUMBER: _builtins.int
+    EMA_DECAY_FIELD_NUMBER: _builtins.int
+    TOKEN_DROPOUT_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt (default 20)."""
     epochs: _builtins.int
@@ -251,6 +253,15 @@ class Hyperparameters(_message.Message):
     """Amplitude of the uniform noise added to the text's token embeddings while training (NEFTune's alpha,
     scaled by 1/sqrt(positions x hidden size)): a regulariser. Unset = the default (5); 0 turns it off.
     """
+    ema_decay: _builtins.float
+    """Decay per step of the exponential moving average of the prompt that evaluations score and the job keeps
+    (Polyak averaging): steadier than the last step's prompt. Unset = the default (0.998); 0 keeps the prompt
+    itself. Must be in [0, 1).
+    """
+    token_dropout: _builtins.float
+    """Probability of dropping each of a training row's own tokens (word dropout; special tokens stay), drawn
+    afresh per epoch: a regulariser, off by default (it did not help on the tweet split). Must be in [0, 1).
+    """
     def __init__(
         self,
         *,
@@ -268,14 +279,25 @@ class Hyperparameters(_message.Message):
         precision: _builtins.str = ...,
         select_on: _builtins.str = ...,
         input_noise: _builtins.float | None = ...,
+        ema_decay: _builtins.float | None = ...,
+        token_dropout: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise", "input_noise", b"input_noise"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ema_decay", b"_ema_decay", "_input_noise", b"_input_noise", "_token_dropout", b"_token_dropout", "ema_decay", b"ema_decay", "input_noise", b"input_noise", "token_dropout", b"token_dropout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ema_decay", b"_ema_decay", "_input_noise", b"_input_noise", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ema_decay: _TypeAlias = _typing.Literal["ema_decay"]  # noqa: Y015
+    _WhichOneofArgType__ema_decay: _TypeAlias = _typing.Literal["_ema_decay", b"_ema_decay"]  # noqa: Y015
     _WhichOneofReturnType__input_noise: _TypeAlias = _typing.Literal["input_noise"]  # noqa: Y015
     _WhichOneofArgType__input_noise: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise"]  # noqa: Y015
+    _WhichOneofReturnType__token_dropout: _TypeAlias = _typing.Literal["token_dropout"]  # noqa: Y015
+    _WhichOneofArgType__token_dropout: _TypeAlias = _typing.Literal["_token_dropout", b"_token_dropout"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ema_decay) -> _WhichOneofReturnType__ema_decay | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__input_noise) -> _WhichOneofReturnType__input_noise | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__token_dropout) -> _WhichOneofReturnType__token_dropout | None: ...
 
 Global___Hyperparameters: _TypeAlias = Hyperparameters  # noqa: Y015
 
