@@ -232,6 +232,15 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) ->
     bad = {**st_load(ckpt["checkpoint"]), "noise_rng": torch.zeros(3, dtype=torch.uint8)}
     with pytest.raises(InvalidArgument, match="RNG state"):
         Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt["checkpoint"])))
+    bad = {**st_load(ckpt["checkpoint"]), "ema": torch.zeros(2, 3)}
+    with pytest.raises(InvalidArgument, match="ema shape"):
+        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt["checkpoint"])))
+    bad = {k: v for k, v in st_load(ckpt["checkpoint"]).items() if k != "best_prompt"}
+    with pytest.raises(InvalidArgument, match="best_prompt"):
+        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt["checkpoint"])))
+    old = {k: v for k, v in st_load(ckpt["checkpoint"]).items() if k != "ema"}  # from before averaging
+    t = Trainer("j", w.heads, task, DATA, cfg, resume=st_save(old, metadata=st_metadata(ckpt["checkpoint"])))
+    torch.testing.assert_close(t.average, t.prompt.detach())  # the average starts at the checkpoint's prompt
 
 
 def st_metadata(data: bytes) -> dict[str, str]:
