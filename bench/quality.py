@@ -45,6 +45,7 @@ from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
 from workers.heads import mean_pool
 from workers.task import TrainConfig
+from workers.train import debiased_average
 
 LABELS = ["negative", "positive"]
 
@@ -192,7 +193,7 @@ def main() -> None:
             events.append(e)
             if a.curve and e["kind"] == "CHECKPOINT" and len(events) > 1 and events[-2]["kind"] == "EVAL":
                 ema = st_load(e["checkpoint"])["ema"]  # bias-corrected, as the evaluation scored it
-                blob = encode_prompt(ema / (1 - cfg.ema_decay ** e["step"]) if cfg.ema_decay else ema)
+                blob = encode_prompt(debiased_average(ema, cfg.ema_decay, e["step"]))
                 key = sha256_hex(blob)
                 acc = accuracy(argmax_labels(worker.classify([(key, t) for t, _ in test], {key: blob}, {key: task}),
                                              LABELS), gold)

@@ -91,6 +91,12 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def debiased_average(ema: torch.Tensor, decay: float, step: int) -> torch.Tensor:
+    """A zero-started EMA after `step` (>= 1) updates, bias-corrected as Adam's moments are: the weighted mean
+    of the averaged values, never pulled towards zero. Decay 0: the last value itself."""
+    return ema / (1.0 - decay**step)
+
+
 class Trainer:
     """One job's prompt-tuning state; stepping is driven by `train_jobs`."""
 
@@ -228,7 +234,7 @@ class Trainer:
         step on, never pulled towards zero or the init. Decay 0: the prompt itself."""
         if self.step == 0:
             return self.prompt.detach().clone()
-        return self.ema / (1.0 - self.cfg.ema_decay**self.step)
+        return debiased_average(self.ema, self.cfg.ema_decay, self.step)
 
     @torch.no_grad()
     def _evaluate(self) -> Event:
