@@ -74,7 +74,7 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
     job = c.create_train_job(a.task, a.backbone, rows, dataset_uri=uri, text_column=a.text_column,
                              label_column=a.label_column, labels=a.labels or (), label_texts=a.label_texts or (),
                              label_words=a.label_words or (), pooling=a.pooling, hyperparameters=hp,
-                             aliases=a.alias or ())
+                             eval_fraction=a.eval_fraction, aliases=a.alias or ())
     if a.no_wait:
         print(job.name)
         return 0
@@ -175,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", default="", help="start from a stored version (REF), or 'nearest' (transfer)")
     t.add_argument("--precision", default="", choices=["auto", "bf16", "fp32"],
                    help="training autocast (default auto: bf16 where the hardware has it)")
+    t.add_argument("--eval-fraction", type=float, default=0.0,
+                   help="fraction of the rows held out for evaluation and early stopping (default 0.05)")
     t.add_argument("--select-on", default="", choices=["eval_loss", "eval_accuracy"],
-                   help="eval metric that keeps the prompt and stops early (default eval_loss)")
+                   help="eval metric that stops early and keeps the latest prompt within one standard error of "
+                        "the best (default eval_loss)")
     t.add_argument("--input-noise", type=float, default=None,
                    help="noise on the text's token embeddings while training, NEFTune alpha (default 5; 0 = off)")
     t.add_argument("--ema-decay", type=float, default=None,

@@ -43,7 +43,7 @@ def test_train_waits_then_prints_the_version(server, data_file: Path) -> None:  
 def test_train_no_wait_then_watch_and_show(server, data_file: Path) -> None:  # type: ignore[no-untyped-def]
     out = cli(server, "train", "--task", "cli-bg", "--backbone", "tiny-enc", "--data", str(data_file),
               "--text-column", "review", "--label-column", "sentiment", "--virtual-tokens", "4", "--epochs", "1",
-              "--ema-decay", "0", "--token-dropout", "0.2", "--no-wait")
+              "--ema-decay", "0", "--token-dropout", "0.2", "--eval-fraction", "0.25", "--no-wait")
     job = out.stdout.strip()
     assert job.startswith("jobs/") and len(out.stdout.splitlines()) == 1
     watched = cli(server, "jobs", "watch", job)
@@ -52,6 +52,7 @@ def test_train_no_wait_then_watch_and_show(server, data_file: Path) -> None:  # 
     assert shown["state"] == "SUCCEEDED" and shown["result_version"] == "prompts/cli-bg/versions/1"
     hp = shown["hyperparameters"]
     assert hp["ema_decay"] == 0.0 and hp["token_dropout"] == 0.2 and hp["input_noise"] == 5.0  # flags reach the job
+    assert shown["dataset"]["eval_fraction"] == 0.25
     assert job in cli(server, "jobs", "list").stdout
 
 
@@ -114,5 +115,5 @@ def test_train_help_states_the_servers_defaults() -> None:
     d = TrainConfig()
     for dest, value in (("virtual_tokens", d.num_virtual_tokens), ("epochs", d.epochs), ("lr", d.learning_rate),
                         ("batch_size", d.batch_size), ("input_noise", d.input_noise), ("ema_decay", d.ema_decay),
-                        ("token_dropout", d.token_dropout)):
+                        ("token_dropout", d.token_dropout), ("eval_fraction", d.eval_fraction)):
         assert f"default {value:g}" in helps[dest], (dest, helps[dest])

@@ -211,8 +211,8 @@ def test_evaluations_score_and_the_job_keeps_the_moving_average_of_the_prompt(ti
         torch.testing.assert_close(avg[step], ema / (1 - decay**step), atol=1e-6, rtol=1e-5)
     assert torch.equal(avg[-1], raw[-1]) == (decay == 0.0)  # 0: the average is the prompt itself
     evals = [e for e in events if e["kind"] == "EVAL"]
-    best = min(reversed(evals), key=lambda e: e["metrics"]["eval_loss"])  # the kept evaluation (ties: later)
-    assert torch.equal(final_prompt(events, "j"), avg[best["step"]].cpu())  # kept: the average it scored
+    kept = evals[kept_index([e["metrics"] for e in evals], "eval_loss")]
+    assert torch.equal(final_prompt(events, "j"), avg[kept["step"]].cpu())  # kept: the average it scored
 
 
 def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) -> None:
@@ -314,14 +314,49 @@ def test_precision_is_per_job_and_jobs_of_both_precisions_train_together(tiny_en
 
 
 @pytest.mark.parametrize("select_on", ["eval_loss", "eval_accuracy"])
-def test_the_kept_prompt_is_the_best_evaluation_on_the_chosen_metric(tiny_encoder: str, select_on: str) -> None:
+def test_the_kept_prompt_follows_the_one_standard_error_rule_on_the_chosen_metric(tiny_encoder: str, select_on: str) -> None:
     w = BackboneWorker(tiny_encoder, num_threads=1)
     cfg = TrainConfig(num_virtual_tokens=3, epochs=6, batch_size=8, learning_rate=0.3, patience=10, select_on=select_on,
                       eval_fraction=0.25, seed=2)
     events = list(train_jobs(w.heads, [Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, cfg)]))
     evals = [e["metrics"] for e in events if e["kind"] == "EVAL"]
     assert len(evals) == 6
-    best = min(evals, key=lambda m: m["eval_loss"]) if select_on == "eval_loss" else max(
-        reversed(evals), key=lambda m: m["eval_accuracy"])  # ties: the later evaluation
+    kept = evals[kept_index(evals, select_on)]
     result = events[-1]["metrics"]
-    assert result["eval_loss"] == best["eval_loss"] and result["eval_accuracy"] == best["eval_accuracy"]
+    assert result["eval_loss"] == kept["eval_loss"] and result["eval_accuracy"] == kept["eval_accuracy"]
+
+
+def kept_index(evals: list[dict[str, float]], key: str) -> int:
+    """The one-standard-error rule, written out: the latest evaluation within the best-so-far's SE of it."""
+    sign = -1.0 if key == "eval_loss" else 1.0
+    best, kept = evals[0], 0
+    for i, m in enumerate(evals[1:], 1):
+        if sign * m[key] > sign * best[key]:
+            best, kept = m, i
+        elif sign * (best[key] - m[key]) <= best[f"{key}_se"]:
+            kept = i
+    return kept
+
+
+@pytest.mark.parametrize("key", ["eval_loss", "eval_accuracy"])
+def test_the_kept_prompt_is_the_latest_within_one_standard_error_of_the_best(tiny_encoder: str, key: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    t = Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, TrainConfig(num_virtual_tokens=2, patience=3,
+                                                                           select_on=key))
+    worse = 1.0 if key == "eval_loss" else -1.0  # the direction in which the metric gets worse
+    values = [(0.50, 0.05), (0.53, 0.04), (0.58, 0.05), (0.45, 0.01), (0.47, 0.1), (0.47, 0.1), (0.471, 0.1)]
+    kept, stale = [], []
+    for k, (v, se) in enumerate(values):
+        value = 0.5 + worse * (v - 0.5)
+        t._select({key: value, f"{key}_se": se, "tag": float(k)}, torch.full((2, 4), float(k)))
+        kept.append(int(t.kept["tag"]))
+        stale.append(t.stale_evals)
+        assert torch.equal(t.kept_prompt, torch.full((2, 4), float(kept[-1])))
+    # 0.53 is within the best's SE (0.05) of 0.50: kept; 0.58 is not; 0.45 is a new best (SE 0.01), so 0.47 is
+    # out of reach; and patience counts evaluations without a new best, whatever is kept
+    assert kept == [0, 1, 1, 3, 3, 3, 3]
+    assert stale == [0, 1, 2, 0, 1, 2, 3] and t.stopped_early
+    t = Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, TrainConfig(num_virtual_tokens=2, select_on=key))
+    for k, v in enumerate([0.50, 0.52]):  # a later evaluation within the SE is kept, with its own metrics
+        t._select({key: 0.5 + worse * (v - 0.5), f"{key}_se": 0.05, "tag": float(k)}, torch.zeros(2, 4))
+    assert t.kept["tag"] == 1.0 and t.best["tag"] == 0.0

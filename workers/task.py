@@ -79,7 +79,7 @@ class TrainConfig:
     max_steps: int = 0
     warmup_fraction: float = 0.06
     weight_decay: float = 0.0
-    eval_fraction: float = 0.1
+    eval_fraction: float = 0.05
     eval_every_epochs: int = 1
     patience: int = 4  # early stopping: evaluations without a better `select_on` metric before stopping
     select_on: str = "eval_loss"  # the eval metric that picks the kept prompt and drives early stopping

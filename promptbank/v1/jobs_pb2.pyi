@@ -147,7 +147,7 @@ class Dataset(_message.Message):
     label_column: _builtins.str
     """Column holding the label (for a file or hub `uri`; default "label")."""
     eval_fraction: _builtins.float
-    """Fraction of rows held out for evaluation (default 0.1)."""
+    """Fraction of rows held out for evaluation and early stopping (default 0.05)."""
     @_builtins.property
     def inline(self) -> Global___InlineExamples:
         """Examples sent inline with the request."""
@@ -246,8 +246,9 @@ class Hyperparameters(_message.Message):
     "fp32". The prompt and its optimizer state are fp32 either way; serving runs in fp32.
     """
     select_on: _builtins.str
-    """The eval metric that picks the kept prompt and drives early stopping: "eval_loss" (default) or
-    "eval_accuracy". Ties keep the later prompt.
+    """The eval metric that drives early stopping and picks the kept prompt: "eval_loss" (default) or
+    "eval_accuracy". The job keeps the latest evaluated prompt within one standard error (over the eval
+    rows) of the best one: an eval split of a few hundred rows cannot tell such prompts apart.
     """
     input_noise: _builtins.float
     """Amplitude of the uniform noise added to the text's token embeddings while training (NEFTune's alpha,
