@@ -198,8 +198,8 @@ def main() -> None:
                 acc = accuracy(argmax_labels(worker.classify([(key, t) for t, _ in test], {key: blob}, {key: task}),
                                              LABELS), gold)
                 m = events[-2]["metrics"]
-                print(f"  curve step {e['step']:5d}: eval-split acc {m['eval_accuracy']:.4f} loss {m['eval_loss']:.4f} ± {m['eval_loss_se']:.4f}"
-                      f" | held-out acc {acc:.4f}", flush=True)
+                print(f"  curve step {e['step']:5d}: eval-split acc {m['eval_accuracy']:.4f}"
+                      f" loss {m['eval_loss']:.4f} ± {m['eval_loss_se']:.4f} | held-out acc {acc:.4f}", flush=True)
         result = events[-1]
         if result["kind"] != "RESULT":
             raise SystemExit(f"prompt training ended with {result['kind']}")

@@ -227,6 +227,12 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) ->
     torch.testing.assert_close(final_prompt(resumed, "j"), final_prompt(full, "j"), atol=1e-6, rtol=1e-5)
     assert [e["metrics"] for e in resumed if e["kind"] == "EVAL"] == [e["metrics"] for e in full if e["kind"] == "EVAL"
                                                                       and e["step"] > 7]
+    at_eval = next(e for i, e in enumerate(full) if e["kind"] == "CHECKPOINT" and full[i - 1]["kind"] == "EVAL"
+                   and e["step"] > 7)  # the kept and the best evaluations so far come back as they were
+    so_far = [e["metrics"] for e in full if e["kind"] == "EVAL" and e["step"] <= at_eval["step"]]
+    t = Trainer("j", w.heads, task, DATA, cfg, resume=at_eval["checkpoint"])
+    assert len(so_far) >= 2 and t.kept == so_far[kept_index(so_far, "eval_loss")]
+    assert t.best == min(so_far, key=lambda m: m["eval_loss"])
     with pytest.raises(InvalidArgument, match="safetensors"):
         Trainer("j", w.heads, task, DATA, cfg, resume=b"\x80\x04garbage")
     bad = {**st_load(ckpt["checkpoint"]), "noise_rng": torch.zeros(3, dtype=torch.uint8)}
@@ -314,7 +320,7 @@ def test_precision_is_per_job_and_jobs_of_both_precisions_train_together(tiny_en
 
 
 @pytest.mark.parametrize("select_on", ["eval_loss", "eval_accuracy"])
-def test_the_kept_prompt_follows_the_one_standard_error_rule_on_the_chosen_metric(tiny_encoder: str, select_on: str) -> None:
+def test_the_kept_prompt_follows_the_one_se_rule_on_the_chosen_metric(tiny_encoder: str, select_on: str) -> None:
     w = BackboneWorker(tiny_encoder, num_threads=1)
     cfg = TrainConfig(num_virtual_tokens=3, epochs=6, batch_size=8, learning_rate=0.3, patience=10, select_on=select_on,
                       eval_fraction=0.25, seed=2)
