@@ -267,12 +267,13 @@ class Trainer:
         learning rate (seed 0, lr 0.05: the lowest eval loss kept 0.872 held out, the last evaluation 0.883)."""
         key = self.cfg.select_on
         sign = -1.0 if key == "eval_loss" else 1.0
-        improved = not self.best or sign * metrics[key] > sign * self.best[key]
-        if improved:
+        gap = sign * (self.best[key] - metrics[key]) if self.best else -math.inf  # how much worse than the best
+        se = self.best.get(f"{key}_se", 0.0)  # the best's; a checkpoint from before the rule has none: ties only
+        if gap < 0:
             self.best = metrics
-        if improved or sign * (self.best[key] - metrics[key]) <= self.best.get(f"{key}_se", 0.0):
+        if gap <= se:
             self.kept, self.kept_prompt = metrics, prompt.clone()
-        self.stale_evals = 0 if improved else self.stale_evals + 1
+        self.stale_evals = 0 if gap < 0 else self.stale_evals + 1
         self.stopped_early = self.stale_evals >= self.cfg.patience
 
     def _event(self, kind: str, **kw: Any) -> Event:
