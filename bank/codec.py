@@ -1,36 +1,60 @@
-"""Soft prompts <-> safetensors bytes. The only loader of tensor data from input; never pickle."""
+"""Safetensors bytes <-> tensors: the only loader of tensor data from input; never pickle.
+
+Prompts, PEFT adapters and training checkpoints all cross process boundaries as safetensors bytes and are
+parsed here, by one reader that refuses pickle and names what is wrong.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from bank.errors import InvalidArgument
+from promptbank_api.errors import InvalidArgument
 
 PROMPT_KEY = "prompt_embeddings"  # PEFT's key for prompt-tuning adapters
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK")  # pickle protocols 2-5, torch.save zip
 
 
-def encode_prompt(prompt: torch.Tensor, metadata: dict[str, str] | None = None) -> bytes:
+def read_safetensors(data: bytes, what: str = "safetensors data") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, header) of safetensors bytes; the header holds each tensor's entry and `__metadata__`.
+    Pickle and anything malformed are INVALID_ARGUMENT naming `what`."""
+    if data[:2] in PICKLE_MAGIC:
+        raise InvalidArgument(f"{what}: pickle/torch.save data is refused; only safetensors is accepted")
+    try:
+        tensors = st_load(data)
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"{what} is not valid safetensors: {exc}") from None
+    return tensors, header
+
+
+def metadata(header: dict[str, Any]) -> dict[str, str]:
+    """The `__metadata__` strings of a safetensors header ({} when there are none)."""
+    return header.get("__metadata__") or {}
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | None = None) -> bytes:
+    """Serialise CPU-contiguous copies of `tensors` with string metadata."""
+    return st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+                   metadata={k: str(v) for k, v in (meta or {}).items()})
+
+
+def encode_prompt(prompt: torch.Tensor, meta: dict[str, str] | None = None) -> bytes:
     """Serialise a `[n_virtual, hidden]` prompt to safetensors bytes."""
     if prompt.dim() != 2:
         raise InvalidArgument(f"a soft prompt must be 2-D [num_virtual_tokens, hidden], got shape {list(prompt.shape)}")
-    tensor = prompt.detach().to("cpu").contiguous()
-    return st_save({PROMPT_KEY: tensor}, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return write_safetensors({PROMPT_KEY: prompt}, meta)
 
 
 def decode_prompt(data: bytes) -> torch.Tensor:
     """Parse safetensors bytes back to the `[n_virtual, hidden]` prompt tensor."""
-    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:2] == b"PK":
-        raise InvalidArgument("pickle/torch.save data is refused; only safetensors prompts are accepted")
-    try:
-        tensors = st_load(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise InvalidArgument(f"not a valid safetensors file: {exc}") from None
+    tensors, _ = read_safetensors(data, "prompt")
     if PROMPT_KEY not in tensors:
         raise InvalidArgument(f"safetensors file has no '{PROMPT_KEY}' tensor (found {sorted(tensors)})")
     prompt = tensors[PROMPT_KEY]

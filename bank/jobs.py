@@ -1,4 +1,8 @@
-"""Job bookkeeping: create (idempotent on request_id), state moves, events, and recovery after restart."""
+"""The job lifecycle in SQL: create (idempotent on request_id), start, events and checkpoints, the end in one
+of three states (success publishes the version in the same transaction), and recovery after a restart.
+
+Every move out of a state checks the job has not already ended, here and nowhere else.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bank.errors import AlreadyExists, FailedPrecondition, NotFound
+from bank.catalog import add_version, get_backbone, get_prompt, remember_request, seen_request, version_name
 from bank.models import Checkpoint, Job, JobEvent, utcnow
+from promptbank_api.errors import FailedPrecondition, NotFound
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
@@ -22,30 +27,19 @@ def create_job(
     backbone_name: str,
     spec: dict[str, Any],
     examples: bytes,
-    request_id: str | None,
-    request_hash: str,
+    request_id: str = "",
+    request_hash: str = "",
 ) -> tuple[Job, bool]:
-    """Insert a QUEUED job; returns (job, created). A repeated request_id returns the first job."""
-    if request_id:
-        old = s.scalar(select(Job).where(Job.request_id == request_id))
-        if old is not None:
-            if old.request_hash != request_hash:
-                raise AlreadyExists(f"request_id {request_id!r} was already used for a different request")
-            return old, False
-    job = Job(
-        id=uuid.uuid4().hex[:16],
-        request_id=request_id or None,
-        request_hash=request_hash,
-        prompt_name=prompt_name,
-        backbone_name=backbone_name,
-        spec=spec,
-        examples=examples,
-        state="QUEUED",
-        created_at=utcnow(),
-    )
+    """Insert a QUEUED job; returns (job, created). A repeated request_id returns the first job (AIP-155)."""
+    earlier = seen_request(s, request_id, "CreateTrainJob", request_hash)
+    if earlier:
+        return get_job(s, earlier.removeprefix("jobs/")), False
+    job = Job(id=uuid.uuid4().hex[:16], prompt_name=prompt_name, backbone_name=backbone_name, spec=spec,
+              examples=examples, state="QUEUED", created_at=utcnow())
     s.add(job)
     s.flush()
     add_event(s, job, "STATE_CHANGED", message="queued")
+    remember_request(s, request_id, "CreateTrainJob", request_hash, f"jobs/{job.id}")
     return job, True
 
 
@@ -145,11 +139,11 @@ def add_event(
 KEEP_CHECKPOINTS = 2
 
 
-def save_checkpoint(s: Session, job: Job, step: int, data: bytes) -> None:
+def save_checkpoint(s: Session, job_id: str, step: int, data: bytes) -> None:
     """Store a checkpoint and keep only the newest few per job (one transaction)."""
-    s.add(Checkpoint(job_id=job.id, step=step, data=data, created_at=utcnow()))
+    s.add(Checkpoint(job_id=job_id, step=step, data=data, created_at=utcnow()))
     s.flush()
-    old = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)
+    old = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
                     .order_by(Checkpoint.step.desc(), Checkpoint.id.desc()).offset(KEEP_CHECKPOINTS)).all()
     for c in old:
         s.delete(c)
@@ -164,3 +158,72 @@ def latest_checkpoint(s: Session, job_id: str) -> Checkpoint | None:
 def events_after(s: Session, job_id: str, sequence: int) -> Sequence[JobEvent]:
     q = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.sequence > sequence).order_by(JobEvent.sequence)
     return s.scalars(q).all()
+
+
+# ---------------------------------------------------------------- the lifecycle a scheduler drives
+
+
+def training_data(s: Session, job_id: str) -> bytes:
+    """The job's examples (JSON lines): read only when the job is dispatched to train."""
+    return s.scalar(select(Job.examples).where(Job.id == job_id)) or b""
+
+
+def begin(s: Session, job_id: str, where: str) -> tuple[Job, Checkpoint | None] | None:
+    """Mark a QUEUED job RUNNING for one more attempt; returns it with its last checkpoint, or None when it is
+    no longer queued (cancelled meanwhile). `where` says where it runs, for the job's event."""
+    job = get_job(s, job_id)
+    if job.state != "QUEUED":
+        return None
+    job.attempts += 1
+    ckpt = latest_checkpoint(s, job_id)
+    how = f"resuming from step {ckpt.step}" if ckpt else "starting"
+    set_state(s, job, "RUNNING", message=f"{how} {where} (attempt {job.attempts})")
+    return job, ckpt
+
+
+def requeue(s: Session, job_id: str, why: str, max_attempts: int) -> None:
+    """Its replica died: back to the queue to resume from its last checkpoint, or FAILED after max_attempts."""
+    job = get_job(s, job_id)
+    if job.state in TERMINAL:
+        return
+    if job.attempts >= max_attempts:
+        set_state(s, job, "FAILED", error=f"{why}; gave up after {job.attempts} attempts")
+        return
+    ckpt = latest_checkpoint(s, job_id)
+    where = f"checkpoint at step {ckpt.step}" if ckpt else "the start"
+    set_state(s, job, "QUEUED", message=f"{why}; will resume from {where}")
+
+
+def finish(s: Session, job_id: str, state: str, *, message: str = "", error: str = "", step: int | None = None) -> None:
+    """End a job FAILED or CANCELLED (a no-op when it already ended)."""
+    job = get_job(s, job_id)
+    if job.state in TERMINAL:
+        return
+    if step is not None:
+        job.step = step
+    set_state(s, job, state, message=message, error=error)
+
+
+def record_progress(s: Session, job_id: str, kind: str, *, step: int, total_steps: int, loss: float | None,
+                    metrics: dict[str, float], examples_per_second: float, eta_seconds: float,
+                    message: str = "") -> bool:
+    """Persist one PROGRESS/EVAL event; returns whether a cancel was requested meanwhile."""
+    job = get_job(s, job_id)
+    add_event(s, job, kind, step=step, total_steps=total_steps, loss=loss, metrics=metrics,
+              examples_per_second=examples_per_second, eta_seconds=eta_seconds, message=message)
+    return job.cancel_requested
+
+
+def succeed(s: Session, job_id: str, *, prompt: bytes, metrics: dict[str, float], step: int,
+            lineage: dict[str, str], aliases: Sequence[str]) -> str | None:
+    """Publish the trained prompt as a new version, move its aliases and end the job SUCCEEDED — one
+    transaction. Returns the version's name (None when the job had already ended)."""
+    job = get_job(s, job_id)
+    if job.state in TERMINAL:
+        return None
+    p, bb = get_prompt(s, job.prompt_name), get_backbone(s, job.backbone_name)
+    v = add_version(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases)
+    job.metrics, job.step = metrics, step
+    job.result_version = version_name(p.name, v.version)
+    set_state(s, job, "SUCCEEDED", message=job.result_version, metrics=metrics)
+    return job.result_version

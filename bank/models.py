@@ -119,17 +119,16 @@ class IdempotencyKey(Base):
 
 
 class Job(Base):
-    """A train job. The request (task, data, hyperparameters) is stored whole so a restart can rerun it."""
+    """A train job. The request (task, data, hyperparameters) is stored whole so a restart can rerun it; a
+    create's request_id lives in `idempotency_keys` like every other create's."""
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_state_created", "state", "created_at"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    request_id: Mapped[str | None] = mapped_column(String(128), unique=True)
-    request_hash: Mapped[str] = mapped_column(String(64), default="")
     prompt_name: Mapped[str] = mapped_column(String(128), index=True)
     backbone_name: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # task, hyperparameters, aliases, data ref
-    examples: Mapped[bytes] = mapped_column(LargeBinary, default=b"")  # JSON lines of {text, label}
+    examples: Mapped[bytes] = mapped_column(LargeBinary, default=b"", deferred=True)  # loaded only to train
     state: Mapped[str] = mapped_column(String(16), default="QUEUED")
     step: Mapped[int] = mapped_column(default=0)
     total_steps: Mapped[int] = mapped_column(default=0)

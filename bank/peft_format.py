@@ -26,20 +26,16 @@ Where each side puts the prompt (what an adapter means after crossing over):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from bank.codec import PROMPT_KEY, decode_prompt, encode_prompt
-from bank.errors import InvalidArgument, ResourceExhausted
+from bank.codec import PROMPT_KEY, decode_prompt, encode_prompt, metadata, read_safetensors
+from promptbank_api.errors import InvalidArgument, ResourceExhausted
+from promptbank_api.files import PEFT_CONFIG as CONFIG_NAME
+from promptbank_api.files import PEFT_WEIGHTS as WEIGHTS_NAME
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 PEFT_VERSION = "0.21.2"  # the peft release whose save_pretrained output the export mirrors (see the tests)
 MAX_ADAPTER_BYTES = 64 << 20  # a prompt is KBs to a few MB; refuse anything far beyond that
 _META = "promptbank."  # prefix of promptbank's keys in the safetensors header
@@ -146,7 +142,7 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
         )
 
     tensor = decode_prompt(adapter_model)  # refuses pickle (adapter_model.bin) and non-safetensors data
-    header = _safetensors_header(adapter_model)
+    _, header = read_safetensors(adapter_model, WEIGHTS_NAME)
     others = sorted(k for k in header if k not in ("__metadata__", PROMPT_KEY))
     if others:
         raise InvalidArgument(
@@ -164,7 +160,7 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
         raise InvalidArgument(f"'{PROMPT_KEY}' must hold finite floating-point values (dtype {tensor.dtype})")
     tensor = tensor[:n].clone()  # (n, dim); with 2 submodules rows n..2n are the decoder half PEFT ignores
 
-    meta = header.get("__metadata__") or {}
+    meta = metadata(header)
     arch = meta.get(_META + "architecture", "")
     if TASK_TYPES.get(arch) != task_type:  # no promptbank metadata, or the config was edited since
         arch = _ARCH_OF_TASK_TYPE.get(task_type, "")
@@ -183,47 +179,6 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
     )
 
 
-def read_peft_dir(path: str | os.PathLike[str]) -> ImportedPrompt:
-    """Read a PEFT adapter directory (as `save_pretrained` writes it). Only safetensors weights are read."""
-    d = Path(path)
-    if not d.is_dir():
-        raise InvalidArgument(f"{str(d)!r} is not a directory holding a PEFT adapter")
-    weights = d / WEIGHTS_NAME
-    if not weights.is_file():
-        pickles = sorted(f.name for f in d.iterdir() if f.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise InvalidArgument(
-                f"{str(d)!r} holds only {pickles}: pickle files are refused (loading one can run arbitrary code); "
-                f"convert the adapter to safetensors ({WEIGHTS_NAME}) first, e.g. in a trusted environment "
-                "PeftModel.from_pretrained(base, dir).save_pretrained(out, safe_serialization=True)"
-            )
-        raise InvalidArgument(f"{str(d)!r} has no {WEIGHTS_NAME}")
-    config = d / CONFIG_NAME
-    if not config.is_file():
-        raise InvalidArgument(f"{str(d)!r} has no {CONFIG_NAME}")
-    for f in (config, weights):
-        if f.stat().st_size > MAX_ADAPTER_BYTES:
-            raise ResourceExhausted(f"{f.name} is {f.stat().st_size} bytes; the limit is {MAX_ADAPTER_BYTES}")
-    return import_peft(config.read_bytes(), weights.read_bytes())
-
-
-def write_peft_dir(path: str | os.PathLike[str], config_bytes: bytes, model_bytes: bytes) -> Path:
-    """Write an adapter directory that `PeftModel.from_pretrained(base, path)` loads. Validates it first."""
-    import_peft(config_bytes, model_bytes)  # never write what could not be read back
-    d = Path(path)
-    d.mkdir(parents=True, exist_ok=True)
-    for name, data in ((WEIGHTS_NAME, model_bytes), (CONFIG_NAME, config_bytes)):
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, d / name)  # atomic: a reader never sees half a file
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return d
-
-
 def _parse_config(data: bytes) -> dict[str, Any]:
     try:
         cfg = json.loads(data.decode("utf-8"))
@@ -232,12 +187,6 @@ def _parse_config(data: bytes) -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise InvalidArgument(f"{CONFIG_NAME} must hold a JSON object, got {type(cfg).__name__}")
     return cfg
-
-
-def _safetensors_header(data: bytes) -> dict[str, Any]:
-    """The JSON header of safetensors bytes (already validated by decode_prompt): tensor entries + metadata."""
-    n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + n])
 
 
 def _config_int(cfg: dict[str, Any], key: str, required: bool = False) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bank.errors import InvalidArgument
+from promptbank_api.errors import InvalidArgument
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _REF_RE = re.compile(r"^(?:prompts/)?(?P<p>[^/@]+)(?:@(?P<a>[^/@]+)|/versions/(?P<v>\d+))?$")
@@ -47,3 +47,8 @@ def strip_collection(name: str, collection: str) -> str:
     """`prompts/x` -> `x`; `x` -> `x`."""
     prefix = collection + "/"
     return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def version_name(prompt: str, number: int) -> str:
+    """The resource name of a version: `prompts/{prompt}/versions/{number}`."""
+    return f"prompts/{prompt}/versions/{number}"

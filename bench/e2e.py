@@ -1,6 +1,6 @@
 """End to end: rows/s through gRPC -> coordinator -> Ray actor vs the worker called in-process.
 
-    python bench/e2e.py [--concurrency 32] [--requests 512] [--rows 4] [--tasks 8]
+    python bench/e2e.py [--concurrency 32] [--requests 512] [--rows 4] [--tasks 8] [--json PATH] [--quick]
 
 Starts `python -m coordinator` as its own process (SQLite in a temp dir, local Ray, the packaged MiniLM),
 imports `--tasks` prompts over gRPC, then keeps `--concurrency` Classify calls of `--rows` rows (tasks
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import grpc
 import torch
+from _record import Record, add_flags
 from _timing import percentile
 
 from bank.codec import encode_prompt, sha256_hex
@@ -35,9 +36,11 @@ from bank.peft_format import export_peft
 from coordinator.config import packaged_minilm
 from promptbank import Client
 from promptbank.data import tweet_tasks
-from promptbank.v1 import inference_pb2 as inf
-from promptbank.v1 import inference_pb2_grpc as inf_grpc
+from promptbank_api.v1 import inference_pb2 as inf
+from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from workers.actor import BackboneWorker
+from workers.protocol import ClassifyBatch
+from workers.task import TaskSpec
 
 TASK = {"labels": ["negative", "positive"]}
 BATCH_ROWS = 64  # the micro-batcher's default max rows
@@ -71,12 +74,16 @@ async def load(address: str, requests: list[list[tuple[str, str]]], concurrency:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--requests", type=int, default=512)
     ap.add_argument("--rows", type=int, default=4)
     ap.add_argument("--tasks", type=int, default=8)
+    add_flags(ap)
     a = ap.parse_args()
+    if a.quick:
+        a.concurrency, a.requests, a.rows, a.tasks = 2, 8, 2, 2
+    rec = Record("e2e", vars(a), a.quick)
     warnings.filterwarnings("ignore")
     model = packaged_minilm()
     texts = [t for t, _ in tweet_tasks(seed=0)["sentiment"][:256]]
@@ -90,12 +97,12 @@ def main() -> None:
     w = BackboneWorker(model)
     keys = {f"task{i}": sha256_hex(b) for i, b in enumerate(blobs)}
     prompts = {sha256_hex(b): b for b in blobs}
-    tasks = dict.fromkeys(prompts, TASK)
+    tasks = dict.fromkeys(prompts, TaskSpec.from_dict(TASK))
     rows = [(keys[ref], text) for req in requests for ref, text in req]
-    w.classify(rows[:BATCH_ROWS], prompts, tasks)
+    w.classify(ClassifyBatch(rows[:BATCH_ROWS], prompts, tasks))
     t0 = time.perf_counter()
     for i in range(0, len(rows), BATCH_ROWS):
-        w.classify(rows[i : i + BATCH_ROWS], prompts, tasks)  # cached after the first call: not re-decoded
+        w.classify(ClassifyBatch(rows[i : i + BATCH_ROWS], prompts, tasks))  # cached after the first call
     local_s = time.perf_counter() - t0
     del w
 
@@ -129,6 +136,16 @@ def main() -> None:
           f"(server formed {rows_done / max(1, batches):.1f} rows/batch, warm-up included)")
     print(f"in-process worker, same rows, {BATCH_ROWS}-row batches: {n_rows / local_s:7.1f} rows/s")
     print(f"  served / in-process throughput: {local_s / served_s:.3f}  (goal >= 0.90)")
+    rec.figure("served throughput (gRPC -> coordinator -> Ray actor)", n_rows / served_s, "rows/s", decimals=1)
+    rec.figure("served requests", a.requests / served_s, "req/s", decimals=1)
+    rec.figure("served latency p50", statistics.median(lat) * 1e3, "ms", decimals=1)
+    rec.figure("served latency p99", percentile(lat, 0.99) * 1e3, "ms", decimals=1)
+    rec.figure("rows per server batch (warm-up included)", rows_done / max(1, batches), "rows", decimals=1)
+    rec.figure(f"in-process worker throughput ({BATCH_ROWS}-row batches)", n_rows / local_s, "rows/s", decimals=1)
+    rec.figure("served / in-process throughput", local_s / served_s, decimals=3, goal=">= 0.90")
+    rec.note(f"{a.requests} requests x {a.rows} rows over {a.tasks} tasks, {a.concurrency} in flight; client, "
+             "coordinator and actor share the machine's cores; the in-process baseline ran first, alone")
+    rec.write(a.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Mixed-task vs single-task batches, and a prompted forward vs the bare backbone, side by side in one run.
 
-    python bench/mixed_batch.py [--rows 64] [--tasks 8] [--repeats 15]
+    python bench/mixed_batch.py [--rows 64] [--tasks 8] [--repeats 15] [--json PATH] [--quick]
 
 Prints median seconds per batch and the ratios (goals: mixed/single throughput >= 0.97; prompted/bare
 time <= 1.03 on the same token count). Real model: the packaged all-MiniLM-L6-v2; real text: tweets.
@@ -12,6 +12,7 @@ import argparse
 import platform
 
 import torch
+from _record import Record, add_flags
 from _timing import median_time
 
 from bank.codec import encode_prompt, sha256_hex
@@ -19,17 +20,22 @@ from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
 from workers.heads import mean_pool
+from workers.protocol import ClassifyBatch
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import TaskSpec
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--tasks", type=int, default=8)
     ap.add_argument("--virtual-tokens", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=15)
+    add_flags(ap)
     a = ap.parse_args()
+    if a.quick:
+        a.rows, a.tasks, a.repeats = 8, 2, 2
+    rec = Record("mixed_batch", vars(a), a.quick)
 
     w = BackboneWorker(packaged_minilm())
     texts = [t for t, _ in tweet_tasks(seed=0)["sentiment"][: a.rows]]
@@ -37,22 +43,22 @@ def main() -> None:
     prompts = [torch.randn(a.virtual_tokens, w.bb.hidden_size, generator=g) * 0.5 for _ in range(a.tasks)]
     blobs = {sha256_hex(b): b for b in (encode_prompt(p) for p in prompts)}
     keys = list(blobs)
-    task = {"labels": ["negative", "positive"]}
-    tasks = {k: task for k in keys}
+    task = TaskSpec(labels=("negative", "positive"))
+    tasks = dict.fromkeys(keys, task)
 
     mixed_rows = [(keys[i % a.tasks], t) for i, t in enumerate(texts)]
     single_rows = [(keys[0], t) for t in texts]
-    w.classify(mixed_rows, blobs, tasks)  # warm the prompt cache: both runs use cached prompts
+    w.classify(ClassifyBatch(mixed_rows, blobs, tasks))  # warm the prompt cache: both runs use cached prompts
     w.chunk_rows = a.rows  # same texts, so the same length groups (forwards) in both runs
-    t_mixed = median_time(lambda: w.classify(mixed_rows, blobs, tasks), a.repeats)
-    t_single = median_time(lambda: w.classify(single_rows, blobs, tasks), a.repeats)
+    t_mixed = median_time(lambda: w.classify(ClassifyBatch(mixed_rows, blobs, tasks)), a.repeats)
+    t_single = median_time(lambda: w.classify(ClassifyBatch(single_rows, blobs, tasks)), a.repeats)
 
     # Prompted forward (n virtual + T tokens) vs the bare backbone on n + T real tokens: same positions.
     ids = tokenize(w.bb, texts, 128)
     cached = [w.cache.get(k) for k in keys]
     pad = w.bb.tokenizer.convert_tokens_to_ids("the")
     bare_ids = [row[:1] + [pad] * a.virtual_tokens + row[1:] for row in ids]
-    row_tasks = [TaskSpec.from_dict(task)] * len(ids)
+    row_tasks = [task] * len(ids)
 
     def prompted() -> None:
         with torch.inference_mode():
@@ -67,6 +73,7 @@ def main() -> None:
     t_prompted = median_time(prompted, a.repeats)
     t_bare = median_time(bare, a.repeats)
 
+    rec.settings["device"] = str(w.device)
     print(f"machine: {platform.machine()} {platform.processor() or ''} torch threads={torch.get_num_threads()} "
           f"device={w.device}; model all-MiniLM-L6-v2; {a.rows} rows, {a.tasks} tasks, {a.virtual_tokens} virtual tokens")
     print(f"single-task batch  {t_single * 1e3:8.1f} ms  ({a.rows / t_single:7.1f} rows/s)")
@@ -75,6 +82,17 @@ def main() -> None:
     print(f"bare backbone      {t_bare * 1e3:8.1f} ms")
     print(f"prompted forward   {t_prompted * 1e3:8.1f} ms")
     print(f"  prompted/bare time ratio: {t_prompted / t_bare:.3f}  (goal <= 1.03)")
+    rec.figure("single-task batch", t_single * 1e3, "ms", decimals=1)
+    rec.figure("single-task throughput", a.rows / t_single, "rows/s", decimals=1)
+    rec.figure("mixed-task batch", t_mixed * 1e3, "ms", decimals=1)
+    rec.figure("mixed-task throughput", a.rows / t_mixed, "rows/s", decimals=1)
+    rec.figure("mixed/single throughput ratio", t_single / t_mixed, decimals=3, goal=">= 0.97")
+    rec.figure("bare backbone forward", t_bare * 1e3, "ms", decimals=1)
+    rec.figure("prompted forward", t_prompted * 1e3, "ms", decimals=1)
+    rec.figure("prompted/bare time ratio", t_prompted / t_bare, decimals=3, goal="<= 1.03")
+    rec.note(f"median of {a.repeats} timed runs after 2 warm-up runs; {a.rows} tweets, {a.tasks} random "
+             f"{a.virtual_tokens}-token prompts; prompted vs bare on the same token count")
+    rec.write(a.json)
 
 
 if __name__ == "__main__":

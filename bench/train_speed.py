@@ -1,6 +1,6 @@
 """Training speed side by side: a promptbank step vs a PEFT prompt-tuning step, and co-batched jobs.
 
-    python bench/train_speed.py [--batch 8] [--steps 20] [--jobs 4] [--rows 320]
+    python bench/train_speed.py [--batch 8] [--steps 20] [--jobs 4] [--rows 320] [--json PATH] [--quick]
 
 1. Step time and peak memory of one training step (forward + backward + AdamW on the prompt) on the same
    model (packaged all-MiniLM-L6-v2), batch and sequence lengths: promptbank's Trainer vs PEFT
@@ -78,13 +78,13 @@ def step_promptbank(batch: int, steps: int, q: mp.Queue, defaults: bool = False)
     times, last = [], time.perf_counter()
     gen = train_jobs(w.heads, [t])
     for _ in range(3):  # warm-up steps
-        next(e for e in gen if e["kind"] == "PROGRESS")
+        next(e for e in gen if e.kind == "PROGRESS")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with PeakRSS() as mem:
         last = time.perf_counter()
         for _ in range(steps):
-            next(e for e in gen if e["kind"] == "PROGRESS")
+            next(e for e in gen if e.kind == "PROGRESS")
             now = time.perf_counter()
             times.append(now - last)
             last = now
@@ -173,9 +173,9 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
     `batch` rows vs one of `n_jobs * batch` rows (bf16 autocast when the CPU has it, as the defaults)."""
     from _timing import median_time
 
+    from workers.prepare import autocast_dtype
     from workers.soft_prompt import tokenize
     from workers.task import TaskSpec
-    from workers.train import autocast_dtype
 
     task = TaskSpec(labels=("negative", "positive"))
     ids = tokenize(w.bb, [t for t, _ in data[: n_jobs * batch]], 128)
@@ -195,14 +195,20 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
 
 
 def main() -> None:
+    from _record import Record, add_flags
+
     from workers.task import TrainConfig
 
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=TrainConfig().batch_size)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--rows", type=int, default=320, help="training rows per co-batched job")
+    add_flags(ap)
     a = ap.parse_args()
+    if a.quick:
+        a.batch, a.steps, a.jobs, a.rows = 4, 2, 2, 8
+    rec = Record("train_speed", vars(a), a.quick)
     ctx = mp.get_context("spawn")
     results = {}
     runs = (("promptbank", step_promptbank, ()), ("peft", step_peft, ()),
@@ -230,6 +236,25 @@ def main() -> None:
           f"speed-up {tog / seq:.2f}x (goal >= 1.5x)")
     print(f"  ceiling here: one forward/backward of {a.jobs}x{a.batch} equal-length rows vs {a.jobs} of {a.batch}: "
           f"{ceiling:.2f}x (what batching can win on this device at all)")
+    rec.settings["device"] = dev
+    rec.figure("train step, promptbank (like PEFT: fp32, text pooling, no noise)", pb_t * 1e3, "ms", decimals=1)
+    rec.figure("train step, PEFT prompt tuning", pf_t * 1e3, "ms", decimals=1)
+    rec.figure("step time ratio promptbank / PEFT", pb_t / pf_t, decimals=3, goal="<= 1.0")
+    rec.figure(f"memory ({mem}), promptbank", pb_m / 2**20, "MiB", decimals=1)
+    rec.figure(f"memory ({mem}), PEFT", pf_m / 2**20, "MiB", decimals=1)
+    rec.figure("memory ratio promptbank / PEFT", pb_m / max(1, pf_m), decimals=3, goal="<= 1.0")
+    rec.figure("train step, promptbank defaults", df_t * 1e3, "ms", decimals=1)
+    rec.figure("defaults step / PEFT fp32 step", df_t / pf_t, decimals=3)
+    rec.figure(f"memory ({mem}), promptbank defaults", df_m / 2**20, "MiB", decimals=1)
+    rec.figure(f"{a.jobs} jobs one after another", seq, "ex/s", decimals=1)
+    rec.figure(f"{a.jobs} jobs co-batched", tog, "ex/s", decimals=1)
+    rec.figure("co-batching speed-up", tog / seq, "x", decimals=2, goal=">= 1.5")
+    rec.figure("batching ceiling on this device", ceiling, "x", decimals=2)
+    rec.note(f"step: median of {a.steps} steps after 3 warm-up steps, batch {a.batch}, each variant in its own process; "
+             f"co-batching: {a.jobs} jobs x {a.rows} rows, 1 epoch, defaults; ceiling: one forward/backward of "
+             f"{a.jobs}x{a.batch} equal-length rows vs {a.jobs} of {a.batch}; memory on CPU is the resident-set "
+             "growth during the timed steps, where a few MiB is noise")
+    rec.write(a.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A 64-request window over 64 tasks: promptbank (mixed-task batches) vs PEFT prompt-tuning adapters.
 
-    python bench/vs_peft.py [--tasks 64] [--repeats 5]
+    python bench/vs_peft.py [--tasks 64] [--repeats 5] [--json PATH] [--quick]
 
 PEFT applies one prompt to a whole batch, so a window of requests for 64 different tasks costs it one
 `set_adapter` + forward per task group; promptbank runs the same rows as mixed-task batches. Both use the
@@ -15,6 +15,7 @@ import platform
 import warnings
 
 import torch
+from _record import Record, add_flags
 from _timing import median_time
 from peft import PromptTuningConfig, TaskType, get_peft_model
 from transformers import AutoModel
@@ -24,15 +25,20 @@ from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
 from workers.heads import SIMILARITY_SCALE, mean_pool
+from workers.protocol import ClassifyBatch
 from workers.task import TaskSpec
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=64)
     ap.add_argument("--virtual-tokens", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
+    add_flags(ap)
     a = ap.parse_args()
+    if a.quick:
+        a.tasks, a.repeats = 4, 2
+    rec = Record("vs_peft", vars(a), a.quick)
     warnings.filterwarnings("ignore")
     path = packaged_minilm()
     texts = [t for t, _ in tweet_tasks(seed=0)["sentiment"][: a.tasks]]
@@ -41,9 +47,9 @@ def main() -> None:
     prompts = [torch.randn(a.virtual_tokens, w.bb.hidden_size, generator=g) * 0.5 for _ in range(a.tasks)]
     blobs = [encode_prompt(p) for p in prompts]
     keys = [sha256_hex(b) for b in blobs]
-    task = {"labels": ["negative", "positive"]}
+    task = TaskSpec(labels=("negative", "positive"))
     rows = [(keys[i], texts[i]) for i in range(a.tasks)]  # request i is for task i
-    w.classify(rows, dict(zip(keys, blobs, strict=True)), dict.fromkeys(keys, task))  # prompts cached
+    w.classify(ClassifyBatch(rows, dict(zip(keys, blobs, strict=True)), dict.fromkeys(keys, task)))  # prompts cached
 
     # PEFT: one adapter per task on the same frozen backbone.
     base = AutoModel.from_pretrained(path)
@@ -56,7 +62,7 @@ def main() -> None:
             peft.prompt_encoder[f"t{i}"].embedding.weight.copy_(p)
     peft.eval()
     tok = w.bb.tokenizer
-    labels = w.heads.labels_for(TaskSpec(labels=("negative", "positive")))
+    labels = w.heads.labels_for(task)
 
     def run_peft() -> list[torch.Tensor]:
         out = []
@@ -70,7 +76,7 @@ def main() -> None:
         return out
 
     def run_promptbank() -> list[list[float]]:
-        return w.classify(rows, {}, dict.fromkeys(keys, task))
+        return w.classify(ClassifyBatch(rows, {}, dict.fromkeys(keys, task)))
 
     t_peft = median_time(run_peft, a.repeats)
     t_pb = median_time(run_promptbank, a.repeats)
@@ -79,6 +85,14 @@ def main() -> None:
     print(f"PEFT (set_adapter + forward per task)  {t_peft * 1e3:8.1f} ms/window  ({a.tasks / t_peft:6.1f} req/s)")
     print(f"promptbank (mixed-task batches)        {t_pb * 1e3:8.1f} ms/window  ({a.tasks / t_pb:6.1f} req/s)")
     print(f"  speed-up promptbank / PEFT: {t_peft / t_pb:.2f}x  (goal >= 1.7x)")
+    rec.figure("PEFT window (set_adapter + forward per task)", t_peft * 1e3, "ms", decimals=1)
+    rec.figure("PEFT throughput", a.tasks / t_peft, "req/s", decimals=1)
+    rec.figure("promptbank window (mixed-task batches)", t_pb * 1e3, "ms", decimals=1)
+    rec.figure("promptbank throughput", a.tasks / t_pb, "req/s", decimals=1)
+    rec.figure("speed-up promptbank / PEFT", t_peft / t_pb, "x", decimals=2, goal=">= 1.7")
+    rec.note(f"{a.tasks} requests x 1 row over {a.tasks} tasks, {a.virtual_tokens}-token prompts; "
+             f"median of {a.repeats} windows after 2 warm-up windows; device {w.device}")
+    rec.write(a.json)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from coordinator.pool import ReplicaPool
+from workers.task import TaskSpec
 
 log = logging.getLogger("promptbank.coordinator")
 
@@ -36,7 +36,7 @@ class BatchLimits:
 class _Pending:
     rows: list[tuple[str, str]]  # (prompt sha, text)
     prompts: dict[str, bytes]
-    tasks: dict[str, dict[str, Any]]
+    tasks: dict[str, TaskSpec]
     tokens: int
     future: asyncio.Future[list[list[float]]]
     arrived: float = field(default_factory=time.monotonic)
@@ -60,7 +60,7 @@ class MicroBatcher:
         self.split_retries = 0  # batches that failed and were retried request by request
 
     async def submit(
-        self, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, dict[str, Any]], tokens: int
+        self, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, TaskSpec], tokens: int
     ) -> list[list[float]]:
         fut: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(rows, prompts, tasks, tokens, fut))

@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import grpc
-from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
-from sqlalchemy.orm import Session
 
-from bank import store
+from bank import catalog
 from bank.codec import encode_prompt
-from bank.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from bank.peft_format import export_peft, import_peft
-from bank.refs import check_name, strip_collection
+from bank.refs import check_name, strip_collection, version_name
+from bank.writer import BankDB, Session
 from coordinator import convert as cv
 from coordinator.config import BackboneSpec
-from coordinator.db import BankDB
 from coordinator.pool import ReplicaPool
-from promptbank.v1 import catalog_pb2 as cat
-from promptbank.v1 import catalog_pb2_grpc as cat_grpc
-from workers.task import POOLINGS, TaskSpec
+from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from promptbank_api.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
 
 UPDATABLE = {"tags", "owner", "task.description"}
-
-
-def task_dict(spec: cat.TaskSpec) -> dict:
-    """Validate a TaskSpec message into the stored dict form."""
-    return TaskSpec(
-        labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
-        kind=spec.kind or "classification", description=spec.description, pooling=spec.pooling or POOLINGS[0],
-    ).to_dict()
-
-
-def request_digest(request: Message) -> str:
-    """Hash of a create request without its request_id: the same id must come with the same payload."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")  # type: ignore[arg-type]
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
 def version_ref(name: str) -> str:
@@ -58,7 +37,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         offset, limit = cv.page(request.page_size, request.page_token, {})
 
         def q(s: Session) -> cat.ListBackbonesResponse:
-            rows = store.list_backbones(s, offset, limit)
+            rows = catalog.list_backbones(s, offset, limit)
             return cat.ListBackbonesResponse(
                 backbones=[cv.backbone_to_proto(b, self._replicas(b.name)) for b in rows],
                 next_page_token=cv.next_token(offset, limit, len(rows), {}),
@@ -68,7 +47,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def GetBackbone(self, request: cat.GetBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         name = strip_collection(request.name, "backbones")
-        return await self.db.run(lambda s: cv.backbone_to_proto(store.get_backbone(s, name), self._replicas(name)))
+        return await self.db.run(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
 
     async def RegisterBackbone(self, request: cat.RegisterBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         """Load a backbone on new Ray replicas and record it; repeating the same registration is a no-op."""
@@ -85,29 +64,29 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
             info = await self.pool.add(spec)
-            await self.db.run(lambda s: store.upsert_backbone(
-                s, name, model=spec.model, revision=spec.revision, architecture=info["architecture"],
-                hidden_size=info["hidden_size"], fingerprint=info["fingerprint"]))
-        return await self.db.run(lambda s: cv.backbone_to_proto(store.get_backbone(s, name), self._replicas(name)))
+            await self.db.run(lambda s: catalog.upsert_backbone(
+                s, name, model=spec.model, revision=spec.revision, architecture=info.architecture,
+                hidden_size=info.hidden_size, fingerprint=info.fingerprint))
+        return await self.db.run(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)
-        task = task_dict(request.prompt.task)
-        digest = request_digest(request)
+        task = cv.task_from_proto(request.prompt.task).to_dict()
+        digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.Prompt:
-            earlier = store.seen_request(s, request.request_id, "CreatePrompt", digest)
+            earlier = catalog.seen_request(s, request.request_id, "CreatePrompt", digest)
             if earlier:
-                return cv.prompt_to_proto(s, store.get_prompt(s, strip_collection(earlier, "prompts")))
-            p = store.create_prompt(s, name, task, list(request.prompt.tags), request.prompt.owner)
-            store.remember_request(s, request.request_id, "CreatePrompt", digest, f"prompts/{name}")
+                return cv.prompt_to_proto(s, catalog.get_prompt(s, strip_collection(earlier, "prompts")))
+            p = catalog.create_prompt(s, name, task, list(request.prompt.tags), request.prompt.owner)
+            catalog.remember_request(s, request.request_id, "CreatePrompt", digest, f"prompts/{name}")
             return cv.prompt_to_proto(s, p)
 
         return await self.db.run(q)
 
     async def GetPrompt(self, request: cat.GetPromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = strip_collection(request.name, "prompts")
-        return await self.db.run(lambda s: cv.prompt_to_proto(s, store.get_prompt(s, name)))
+        return await self.db.run(lambda s: cv.prompt_to_proto(s, catalog.get_prompt(s, name)))
 
     async def ListPrompts(self, request: cat.ListPromptsRequest, context: grpc.aio.ServicerContext) -> cat.ListPromptsResponse:
         after = cv.from_ts(request.create_after)
@@ -116,7 +95,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         offset, limit = cv.page(request.page_size, request.page_token, query)
 
         def q(s: Session) -> cat.ListPromptsResponse:
-            rows = store.list_prompts(s, offset, limit, tag=query["tag"], backbone=query["backbone"],
+            rows = catalog.list_prompts(s, offset, limit, tag=query["tag"], backbone=query["backbone"],
                                       label=request.label, created_after=after)
             return cat.ListPromptsResponse(
                 prompts=[cv.prompt_to_proto(s, p) for p in rows],
@@ -132,27 +111,25 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         if not paths or bad:
             raise InvalidArgument(f"update_mask paths {bad or paths} are not updatable; use some of {sorted(UPDATABLE)}")
 
+        msg = request.prompt
+
         def q(s: Session) -> cat.Prompt:
-            p = store.get_prompt(s, name)
-            if "tags" in paths:
-                p.tags = sorted(set(request.prompt.tags))
-            if "owner" in paths:
-                p.owner = request.prompt.owner
-            if "task.description" in paths:
-                p.task = {**p.task, "description": request.prompt.task.description}
-            s.flush()
+            p = catalog.update_prompt(
+                s, name, tags=list(msg.tags) if "tags" in paths else None,
+                owner=msg.owner if "owner" in paths else None,
+                description=msg.task.description if "task.description" in paths else None)
             return cv.prompt_to_proto(s, p)
 
         return await self.db.run(q)
 
     async def DeletePrompt(self, request: cat.DeletePromptRequest, context: grpc.aio.ServicerContext) -> cat.DeletePromptResponse:
         name = strip_collection(request.name, "prompts")
-        await self.db.run(lambda s: store.delete_prompt(s, name, request.force))
+        await self.db.run(lambda s: catalog.delete_prompt(s, name, request.force))
         return cat.DeletePromptResponse()
 
     async def GetPromptVersion(self, request: cat.GetPromptVersionRequest, context: grpc.aio.ServicerContext) -> cat.PromptVersion:
         ref = version_ref(request.name)
-        return await self.db.run(lambda s: cv.version_to_proto(s, store.resolve(s, ref), request.include_tensor))
+        return await self.db.run(lambda s: cv.version_to_proto(s, catalog.resolve(s, ref), request.include_tensor))
 
     async def ListPromptVersions(
         self, request: cat.ListPromptVersionsRequest, context: grpc.aio.ServicerContext
@@ -164,7 +141,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         offset, limit = cv.page(request.page_size, request.page_token, query)
 
         def q(s: Session) -> cat.ListPromptVersionsResponse:
-            rows = store.list_versions(s, store.get_prompt(s, name), offset, limit, backbone=backbone,
+            rows = catalog.list_versions(s, catalog.get_prompt(s, name), offset, limit, backbone=backbone,
                                        tag=request.tag, created_after=after)
             return cat.ListPromptVersionsResponse(
                 versions=[cv.version_to_proto(s, v) for v in rows],
@@ -182,10 +159,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         ref = version_ref(request.version.name)
 
         def q(s: Session) -> cat.PromptVersion:
-            v = store.resolve(s, ref)
-            v.tags = sorted(set(request.version.tags))
-            s.flush()
-            return cv.version_to_proto(s, v)
+            return cv.version_to_proto(s, catalog.set_version_tags(s, ref, list(request.version.tags)))
 
         return await self.db.run(q)
 
@@ -193,7 +167,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         self, request: cat.DeletePromptVersionRequest, context: grpc.aio.ServicerContext
     ) -> cat.DeletePromptVersionResponse:
         ref = version_ref(request.name)
-        await self.db.run(lambda s: store.delete_version(s, store.resolve(s, ref), request.force))
+        await self.db.run(lambda s: catalog.delete_version(s, catalog.resolve(s, ref), request.force))
         return cat.DeletePromptVersionResponse()
 
     async def ImportPromptVersion(
@@ -203,14 +177,14 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         name = check_name("prompt", strip_collection(request.parent, "prompts"))
         backbone = strip_collection(request.backbone, "backbones")
         imported = import_peft(request.adapter_config, request.adapter_model)
-        requested = task_dict(request.task) if request.task.labels else None
-        digest = request_digest(request)
+        requested = cv.task_from_proto(request.task).to_dict() if request.task.labels else None
+        digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.PromptVersion:
-            earlier = store.seen_request(s, request.request_id, "ImportPromptVersion", digest)
+            earlier = catalog.seen_request(s, request.request_id, "ImportPromptVersion", digest)
             if earlier:
-                return cv.version_to_proto(s, store.resolve(s, version_ref(earlier)))
-            bb = store.get_backbone(s, backbone)
+                return cv.version_to_proto(s, catalog.resolve(s, version_ref(earlier)))
+            bb = catalog.get_backbone(s, backbone)
             if imported.token_dim != bb.hidden_size:
                 raise FailedPrecondition(f"adapter token_dim {imported.token_dim} does not match backbone "
                                          f"{backbone!r} hidden size {bb.hidden_size}")
@@ -218,19 +192,19 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             if imported.architecture and imported.architecture != arch:
                 raise FailedPrecondition(f"adapter task type {imported.task_type} does not fit backbone {backbone!r} "
                                          f"({bb.architecture})")
-            p = store.find_prompt(s, name)
+            p = catalog.find_prompt(s, name)
             if p is None:
                 task = requested or imported.task
                 if not task:
                     raise InvalidArgument(f"prompt {name!r} does not exist: give its task (labels) to create it")
-                p = store.create_prompt(s, name, task_dict(cv.task_to_proto(task)))
+                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task)).to_dict())
             elif requested and requested["labels"] != p.task["labels"]:
                 raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
                                          f"{requested['labels']}")
             lineage = {"imported_from": f"peft:{imported.base_model or 'unknown base'}", "init": "import"}
-            v = store.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage)
-            store.remember_request(s, request.request_id, "ImportPromptVersion", digest,
-                                   cv.version_name(name, v.version))
+            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage)
+            catalog.remember_request(s, request.request_id, "ImportPromptVersion", digest,
+                                   version_name(name, v.version))
             return cv.version_to_proto(s, v)
 
         return await self.db.run(q)
@@ -241,9 +215,9 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         ref = version_ref(request.name)
 
         def q(s: Session) -> cat.ExportPromptVersionResponse:
-            v = store.resolve(s, ref)
+            v = catalog.resolve(s, ref)
             bb = v.backbone
-            extra = {"version": cv.version_name(v.prompt.name, v.version), "sha256": v.sha256,
+            extra = {"version": version_name(v.prompt.name, v.version), "sha256": v.sha256,
                      "backbone": bb.name, "fingerprint": v.backbone_fingerprint, "metrics": v.metrics}
             config, weights = export_peft(
                 v.tensor, base_model=bb.model, revision=bb.revision, architecture=bb.architecture,
@@ -259,10 +233,10 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         name = strip_collection(request.parent, "prompts")
 
         def q(s: Session) -> cat.Alias:
-            p = store.get_prompt(s, name)
-            v = store.get_version(s, p, request.version)
-            store.set_alias(s, p, request.alias, v)
-            return cat.Alias(name=f"prompts/{name}/aliases/{request.alias}", version=cv.version_name(name, v.version))
+            p = catalog.get_prompt(s, name)
+            v = catalog.get_version(s, p, request.version)
+            catalog.set_alias(s, p, request.alias, v)
+            return cat.Alias(name=f"prompts/{name}/aliases/{request.alias}", version=version_name(name, v.version))
 
         return await self.db.run(q)
 
@@ -270,7 +244,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         parts = strip_collection(request.name, "prompts").split("/aliases/")
         if len(parts) != 2:
             raise InvalidArgument(f"alias name {request.name!r} must look like prompts/{{prompt}}/aliases/{{alias}}")
-        await self.db.run(lambda s: store.delete_alias(s, store.get_prompt(s, parts[0]), parts[1]))
+        await self.db.run(lambda s: catalog.delete_alias(s, catalog.get_prompt(s, parts[0]), parts[1]))
         return cat.DeleteAliasResponse()
 
     async def ListAliasHistory(
@@ -280,7 +254,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         offset, limit = cv.page(request.page_size, request.page_token, {"parent": name})
 
         def q(s: Session) -> cat.ListAliasHistoryResponse:
-            rows = store.alias_history(s, store.get_prompt(s, name), offset, limit)
+            rows = catalog.alias_history(s, catalog.get_prompt(s, name), offset, limit)
             return cat.ListAliasHistoryResponse(
                 events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=cv.ts(e.at))
                         for e in rows],

@@ -66,6 +66,7 @@ class ServerConfig:
     batch_max_rows: int = 64  # micro-batcher: rows per forward across requests and tasks
     batch_max_tokens: int = 16384  # ... and estimated tokens per forward
     batch_max_wait_ms: float = 5.0  # ... and how long the oldest row may wait for company
+    prompt_cache_bytes: int = 256 << 20  # prompt bytes the coordinator keeps by content hash (never re-read)
     grace_seconds: float = 5.0
     train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica
     train_gather_s: float = 1.0  # a newly queued job waits this long for others to co-batch with

@@ -1,19 +1,25 @@
-"""ORM rows -> API messages, names, and opaque page tokens. Call inside the session that loaded the rows."""
+"""API messages <-> domain values: ORM rows to messages (call inside the session that loaded the rows), task
+specs from messages, request digests for idempotency, and opaque page tokens."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.orm import Session
 
+from bank import catalog
 from bank import models as m
-from bank import store
-from bank.errors import InvalidArgument
-from promptbank.v1 import catalog_pb2 as cat
-from promptbank.v1 import jobs_pb2 as jp
+from bank.refs import version_name
+from bank.writer import Session
+from promptbank_api.errors import InvalidArgument
+from promptbank_api.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import jobs_pb2 as jp
+from workers.protocol import JobSpec
+from workers.task import POOLINGS, TaskSpec
 
 ARCH = {
     "encoder": cat.ARCHITECTURE_ENCODER,
@@ -40,8 +46,20 @@ def from_ts(t: Timestamp) -> datetime | None:
     return t.ToDatetime()
 
 
-def version_name(prompt: str, number: int) -> str:
-    return f"prompts/{prompt}/versions/{number}"
+def task_from_proto(spec: cat.TaskSpec) -> TaskSpec:
+    """Validate a TaskSpec message (INVALID_ARGUMENT naming the bad value)."""
+    return TaskSpec(
+        labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
+        kind=spec.kind or "classification", description=spec.description, pooling=spec.pooling or POOLINGS[0],
+    )
+
+
+def request_digest(request: Message) -> str:
+    """Hash of a create request without its request_id: the same id must come with the same payload."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
 def task_to_proto(task: dict) -> cat.TaskSpec:
@@ -65,7 +83,7 @@ def backbone_to_proto(bb: m.Backbone, replicas: int = 0) -> cat.Backbone:
 def prompt_to_proto(s: Session, p: m.Prompt) -> cat.Prompt:
     return cat.Prompt(
         name=f"prompts/{p.name}", task=task_to_proto(p.task), tags=p.tags or [], owner=p.owner,
-        aliases=store.alias_map(s, p), latest_version=p.latest_version,
+        aliases=catalog.alias_map(s, p), latest_version=p.latest_version,
         create_time=ts(p.created_at), update_time=ts(p.updated_at),
     )
 
@@ -78,29 +96,25 @@ def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = Fals
         metrics={k: float(x) for k, x in (v.metrics or {}).items()},
         lineage=cat.Lineage(job=lin.get("job", ""), data=lin.get("data", ""), init=lin.get("init", ""),
                             imported_from=lin.get("imported_from", "")),
-        aliases=store.version_aliases(s, v), tags=v.tags or [], create_time=ts(v.created_at),
+        aliases=catalog.version_aliases(s, v), tags=v.tags or [], create_time=ts(v.created_at),
         tensor=v.tensor if include_tensor else b"",
     )
 
 
 def job_to_proto(j: m.Job) -> jp.TrainJob:
-    spec = j.spec or {}
-    hp = spec.get("config", {})
+    spec = JobSpec.from_json(j.spec)
+    hp = spec.config
     return jp.TrainJob(
         name=f"jobs/{j.id}", prompt=f"prompts/{j.prompt_name}", backbone=f"backbones/{j.backbone_name}",
-        task=task_to_proto(spec.get("task", {})),
-        dataset=jp.Dataset(eval_fraction=hp.get("eval_fraction", 0.0), text_column=spec.get("text_column", ""),
-                           label_column=spec.get("label_column", "")),
+        task=task_to_proto(spec.task.to_dict()), dataset=jp.Dataset(eval_fraction=hp.eval_fraction),
         hyperparameters=jp.Hyperparameters(
-            num_virtual_tokens=hp.get("num_virtual_tokens", 0), epochs=hp.get("epochs", 0),
-            learning_rate=hp.get("learning_rate", 0.0), batch_size=hp.get("batch_size", 0), seed=hp.get("seed", 0),
-            init=spec.get("init", hp.get("init", "")), init_text=hp.get("init_text", ""),
-            max_length=hp.get("max_length", 0), max_steps=hp.get("max_steps", 0), patience=hp.get("patience", 0),
-            checkpoint_every=hp.get("checkpoint_every", 0), precision=hp.get("precision", ""),
-            select_on=hp.get("select_on", ""), input_noise=hp.get("input_noise"), ema_decay=hp.get("ema_decay"),
-            token_dropout=hp.get("token_dropout"),
+            num_virtual_tokens=hp.num_virtual_tokens, epochs=hp.epochs, learning_rate=hp.learning_rate,
+            batch_size=hp.batch_size, seed=hp.seed, init=spec.init or hp.init, init_text=hp.init_text,
+            max_length=hp.max_length, max_steps=hp.max_steps, patience=hp.patience,
+            checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
+            input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
         ),
-        aliases=spec.get("aliases", []), state=jp.TrainJob.State.Value(j.state), step=j.step,
+        aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},
         error=j.error, result_version=j.result_version, create_time=ts(j.created_at), start_time=ts(j.started_at),
         end_time=ts(j.ended_at),

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from bank import errors as e
+from promptbank_api import errors as e
 
 log = logging.getLogger("promptbank.coordinator")
 
@@ -28,10 +28,14 @@ CODES: dict[type[BaseException], grpc.StatusCode] = {
 }
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The worker's own exception when `exc` is Ray's wrapper of it (a RayTaskError carries it as `cause`)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    cause = getattr(exc, "cause", None)  # a RayTaskError carries the worker's exception as `cause`
-    if isinstance(cause, BaseException):
-        exc = cause
+    exc = root_cause(exc)
     for cls in type(exc).__mro__:
         if cls in CODES:
             return CODES[cls], str(exc)

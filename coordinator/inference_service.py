@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-from sqlalchemy.orm import Session
 
-from bank import store
-from bank.errors import FailedPrecondition, InvalidArgument
-from bank.refs import parse_ref
+from bank import catalog
+from bank.refs import parse_ref, version_name
+from bank.writer import BankDB, Session
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.config import ServerConfig
-from coordinator.convert import version_name
-from coordinator.db import BankDB
 from coordinator.pool import ReplicaPool
-from promptbank.v1 import inference_pb2 as inf
-from promptbank.v1 import inference_pb2_grpc as inf_grpc
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, Unavailable
+from promptbank_api.v1 import inference_pb2 as inf
+from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
+from workers.cache import LRU
+from workers.task import TaskSpec
 
 GENERATIVE = ("causal_lm", "seq2seq")
 MAX_NEW_TOKENS = 512
@@ -35,34 +33,14 @@ class Resolved:
     sha256: str
     backbone: str
     fingerprint: str
-    task: dict[str, Any]
+    task: TaskSpec
     n_virtual: int
-
-
-class TensorCache:
-    """Coordinator-side LRU of prompt bytes by sha256, so a hot prompt's tensor is never re-read from SQL."""
-
-    def __init__(self, max_items: int = 4096):
-        self.max_items = max_items
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def get(self, key: str) -> bytes:
-        self._items.move_to_end(key)
-        return self._items[key]
-
-    def put(self, key: str, data: bytes) -> None:
-        self._items[key] = data
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
 
 
 class InferenceService(inf_grpc.InferenceServicer):
     def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
         self.db, self.pool, self.config = db, pool, config
-        self.tensors = TensorCache()
+        self.tensors: LRU[bytes] = LRU(config.prompt_cache_bytes, len)  # sha256 -> prompt bytes
         self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms)
         self.batchers: dict[str, MicroBatcher] = {}
 
@@ -92,22 +70,28 @@ class InferenceService(inf_grpc.InferenceServicer):
         if len(text) > self.config.max_text_chars:
             raise InvalidArgument(f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
 
+    def _bytes(self, sha: str) -> bytes:
+        data = self.tensors.get(sha)
+        if data is None:  # evicted between resolve and use: resolve put it there moments ago
+            raise Unavailable(f"prompt {sha[:12]} left the coordinator's cache; retry the request")
+        return data
+
     async def resolve(self, refs: set[str]) -> dict[str, Resolved]:
         """Resolve refs in one session; prompt bytes are read only for hashes not cached here."""
 
         def q(s: Session) -> dict[str, Resolved]:
             out = {}
             for ref in refs:
-                v = store.resolve(s, ref)
+                v = catalog.resolve(s, ref)
                 if v.sha256 not in self.tensors:
                     self.tensors.put(v.sha256, v.tensor)
                 out[ref] = Resolved(v.prompt.name, version_name(v.prompt.name, v.version), v.sha256, v.backbone.name,
-                                    v.backbone_fingerprint, v.prompt.task, int(v.shape[0]))
+                                    v.backbone_fingerprint, TaskSpec.from_dict(v.prompt.task), int(v.shape[0]))
             return out
 
         resolved = await self.db.run(q)
         for ref, r in resolved.items():
-            live = self.pool.get(r.backbone).info["fingerprint"]
+            live = self.pool.get(r.backbone).info.fingerprint
             if live != r.fingerprint:
                 raise FailedPrecondition(
                     f"prompt {ref!r} ({r.version}) was trained on backbone {r.backbone!r} with fingerprint "
@@ -135,7 +119,7 @@ class InferenceService(inf_grpc.InferenceServicer):
             rows = [(r.sha256, request.rows[i].text) for r, (i, _) in zip(rs, slots, strict=True)]
             tokens = sum(estimate_tokens(request.rows[i].text, r.n_virtual) for r, (i, _) in zip(rs, slots, strict=True))
             out = await self.batcher(backbone).submit(
-                rows, {r.sha256: self.tensors.get(r.sha256) for r in rs}, {r.sha256: r.task for r in rs}, tokens
+                rows, {r.sha256: self._bytes(r.sha256) for r in rs}, {r.sha256: r.task for r in rs}, tokens
             )
             return slots, out
 
@@ -157,14 +141,14 @@ class InferenceService(inf_grpc.InferenceServicer):
             raise InvalidArgument(f"temperature={request.temperature} must be >= 0")
         parse_ref(request.prompt)
         r = (await self.resolve({request.prompt}))[request.prompt]
-        arch = self.pool.get(r.backbone).info["architecture"]
+        arch = self.pool.get(r.backbone).info.architecture
         if arch not in GENERATIVE:
             raise FailedPrecondition(f"prompt {request.prompt!r} is on backbone {r.backbone!r} ({arch}), which cannot "
                                      f"generate; use a causal-LM or seq2seq backbone")
         rep = self.pool.pick(r.backbone, {r.sha256})
         rep.outstanding += 1
         try:
-            gen = rep.handle.generate.remote(r.sha256, {r.sha256: self.tensors.get(r.sha256)}, request.text,
+            gen = rep.handle.generate.remote(r.sha256, {r.sha256: self._bytes(r.sha256)}, request.text,
                                              request.max_new_tokens or 32, request.temperature, request.seed)
             async for ref in gen:
                 yield inf.GenerateResponse(text=await ref)
@@ -182,7 +166,7 @@ def softmax(logits: list[float]) -> list[float]:
 
 
 def to_result(members: list[Resolved], probs: list[float]) -> inf.ClassifyResult:
-    labels = members[0].task["labels"]
+    labels = members[0].task.labels
     best = max(range(len(probs)), key=probs.__getitem__)
     return inf.ClassifyResult(
         version=members[0].version, label=labels[best],

@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
 from dataclasses import replace
 from typing import Any
 
 import grpc
-from sqlalchemy.orm import Session
 
+from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank import store
-from bank.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from bank.models import Dataset as DatasetRow
 from bank.refs import check_name, parse_ref, strip_collection
+from bank.writer import BankDB, Session
 from coordinator import convert as cv
-from coordinator.catalog_service import request_digest, task_dict
 from coordinator.config import ServerConfig
-from coordinator.data import check_rows, decode_rows, encode_rows, inline_rows, label_counts, load_uri
-from coordinator.db import BankDB
+from coordinator.data import check_rows, inline_rows, load_uri
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
-from promptbank.v1 import jobs_pb2 as jp
-from promptbank.v1 import jobs_pb2_grpc as jp_grpc
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from promptbank_api.v1 import jobs_pb2 as jp
+from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
+from workers.protocol import JobSpec
 from workers.task import INITS, TaskSpec, TrainConfig
 
 
@@ -55,10 +52,10 @@ def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
     return replace(base, **over)
 
 
-def check_labels(task: dict[str, Any], rows: list[tuple[str, str]]) -> None:
-    unknown = sorted({label for _, label in rows} - set(task["labels"]))
+def check_labels(task: TaskSpec, rows: list[tuple[str, str]]) -> None:
+    unknown = sorted({label for _, label in rows} - set(task.labels))
     if unknown:
-        raise InvalidArgument(f"dataset labels {unknown[:10]} are not among the task's labels {task['labels']}")
+        raise InvalidArgument(f"dataset labels {unknown[:10]} are not among the task's labels {list(task.labels)}")
 
 
 class JobsService(jp_grpc.TrainJobsServicer):
@@ -81,40 +78,36 @@ class JobsService(jp_grpc.TrainJobsServicer):
             check_name("alias", alias)
         if cfg.init_from and cfg.init_from != "nearest":
             parse_ref(cfg.init_from)
-        request_hash = request_digest(request)
-        examples = encode_rows(rows)
+        request_hash = cv.request_digest(request)
+        examples = datasets.encode_rows(rows)
+        requested = cv.task_from_proto(job.task) if job.task.labels else None
 
-        requested = task_dict(job.task) if job.task.labels else None
-
-        def pick_task(s: Session) -> dict[str, Any]:
-            existing = store.find_prompt(s, prompt)
+        def pick_task(s: Session) -> TaskSpec:
+            existing = catalog.find_prompt(s, prompt)
             if existing is None:
-                task = requested or TaskSpec(labels=tuple(sorted({lab for _, lab in rows}))).to_dict()
+                task = requested or TaskSpec(labels=tuple(distinct))
             else:
-                task = existing.task
-                if requested and requested["labels"] != task["labels"]:
+                task = TaskSpec.from_dict(existing.task)
+                if requested and requested.labels != task.labels:
                     raise FailedPrecondition(
-                        f"prompt {prompt!r} has labels {task['labels']}, the job asks for {requested['labels']}"
+                        f"prompt {prompt!r} has labels {list(task.labels)}, the job asks for {list(requested.labels)}"
                     )
             check_labels(task, rows)
             return task
 
         task = await self.db.run(pick_task)
         await self.pool.check_task(backbone, task)  # label words/texts usable on this backbone, before any compute
+        spec = JobSpec(task=task, config=cfg, aliases=tuple(job.aliases), init_from=cfg.init_from, data_ref=data_ref)
 
         def q(s: Session) -> jp.TrainJob:
-            if store.find_prompt(s, prompt) is None:
-                store.create_prompt(s, prompt, task)
+            if catalog.find_prompt(s, prompt) is None:
+                catalog.create_prompt(s, prompt, task.to_dict())
             if cfg.init_from and cfg.init_from != "nearest":  # "nearest" is chosen when the job starts
-                init_v = store.resolve(s, cfg.init_from)
-                if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info["fingerprint"]:
+                init_v = catalog.resolve(s, cfg.init_from)
+                if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info.fingerprint:
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
-            spec = {
-                "task": task, "config": cfg.to_dict(), "aliases": list(job.aliases), "init": cfg.init_from or cfg.init,
-                "init_from": cfg.init_from, "data_ref": data_ref,
-            }
-            j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec, examples=examples,
-                                       request_id=request.request_id or None, request_hash=request_hash)
+            j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec.to_json(),
+                                       examples=examples, request_id=request.request_id, request_hash=request_hash)
             return cv.job_to_proto(j)
 
         out = await self.db.run(q)
@@ -130,17 +123,10 @@ class JobsService(jp_grpc.TrainJobsServicer):
             raise InvalidArgument("dataset is empty: send examples in dataset.inline or name them in dataset.uri")
         if ds.uri.startswith("datasets/"):
             data_id = ds.uri.removeprefix("datasets/")
-            data = await self.db.run(lambda s: self._upload_bytes(s, data_id))
-            return check_rows(decode_rows(data), limit, ds.uri), ds.uri
+            rows = await self.db.run(lambda s: datasets.dataset_rows(s, data_id))
+            return check_rows(rows, limit, ds.uri), ds.uri
         rows = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column, self.config.data_roots)
         return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri
-
-    @staticmethod
-    def _upload_bytes(s: Session, data_id: str) -> bytes:
-        row = s.get(DatasetRow, data_id)
-        if row is None:
-            raise NotFound(f"dataset 'datasets/{data_id}' not found; upload it with UploadDataset first")
-        return row.data
 
     async def UploadDataset(self, request_iterator, context: grpc.aio.ServicerContext) -> jp.UploadedDataset:  # type: ignore[no-untyped-def]
         rows: list[tuple[str, str]] = []
@@ -151,17 +137,11 @@ class JobsService(jp_grpc.TrainJobsServicer):
             if len(rows) > self.config.max_train_examples:
                 raise ResourceExhausted(f"upload exceeds the limit of {self.config.max_train_examples} examples")
         check_rows(rows, self.config.max_train_examples, "the upload")
-        data = encode_rows(rows)
-        digest = hashlib.sha256(data).hexdigest()
-        counts = label_counts(rows)
+        digest = hashlib.sha256(datasets.encode_rows(rows)).hexdigest()
 
         def q(s: Session) -> jp.UploadedDataset:
-            earlier = store.seen_request(s, request_id, "UploadDataset", digest)
-            data_id = earlier.removeprefix("datasets/") if earlier else uuid.uuid4().hex[:16]
-            if not earlier:
-                s.add(DatasetRow(id=data_id, rows=len(rows), label_counts=counts, data=data))
-                store.remember_request(s, request_id, "UploadDataset", digest, f"datasets/{data_id}")
-            return jp.UploadedDataset(name=f"datasets/{data_id}", rows=len(rows), label_counts=counts)
+            up = datasets.save_upload(s, rows, request_id, digest)
+            return jp.UploadedDataset(name=f"datasets/{up.id}", rows=up.rows, label_counts=up.label_counts)
 
         return await self.db.run(q)
 

@@ -9,9 +9,12 @@ from typing import Any
 
 import ray
 
-from bank.errors import FailedPrecondition, Unavailable
 from coordinator.config import BackboneSpec, ServerConfig
-from workers.actor import BackboneWorker, MissingPrompts
+from coordinator.errors import root_cause
+from promptbank_api.errors import FailedPrecondition, Unavailable
+from workers.actor import BackboneWorker
+from workers.protocol import BackboneInfo, ClassifyBatch, MissingPrompts
+from workers.task import TaskSpec
 
 log = logging.getLogger("promptbank.coordinator")
 
@@ -34,7 +37,7 @@ class Replica:
 @dataclass
 class BackboneReplicas:
     spec: BackboneSpec
-    info: dict[str, Any]
+    info: BackboneInfo
     replicas: list[Replica]
 
 
@@ -63,7 +66,7 @@ class ReplicaPool:
         opts["num_cpus"] = self.config.worker_cpus or 1
         return opts
 
-    async def add(self, spec: BackboneSpec) -> dict[str, Any]:
+    async def add(self, spec: BackboneSpec) -> BackboneInfo:
         """Start `spec.replicas` actors for a backbone and return its info (architecture, fingerprint, ...)."""
         cls = ray.remote(BackboneWorker).options(**self._actor_options())
         handles = [cls.remote(spec.model, spec.revision) for _ in range(spec.replicas)]
@@ -72,8 +75,8 @@ class ReplicaPool:
         except Exception as exc:
             for h in handles:
                 ray.kill(h)
-            raise FailedPrecondition(f"backbone {spec.name!r} ({spec.model}) failed to load: {getattr(exc, 'cause', exc)}") from exc
-        if len({i["fingerprint"] for i in infos}) != 1:
+            raise FailedPrecondition(f"backbone {spec.name!r} ({spec.model}) failed to load: {root_cause(exc)}") from exc
+        if len({i.fingerprint for i in infos}) != 1:
             raise FailedPrecondition(f"replicas of backbone {spec.name!r} loaded different weights")
         self.backbones[spec.name] = BackboneReplicas(spec, infos[0], [Replica(h, i) for i, h in enumerate(handles)])
         log.info("backbone %s: %d replica(s), %s", spec.name, spec.replicas, infos[0])
@@ -95,7 +98,7 @@ class ReplicaPool:
         return min(near, key=lambda r: (-len(prompt_keys & r.sent), r.load, r.index))
 
     async def classify(
-        self, name: str, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, dict[str, Any]]
+        self, name: str, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, TaskSpec]
     ) -> list[list[float]]:
         """Run rows on one replica, sending only the prompt bytes it has not been given (resent if evicted)."""
         keys = {k for k, _ in rows}
@@ -104,19 +107,19 @@ class ReplicaPool:
         try:
             send = {k: prompts[k] for k in keys - rep.sent}
             try:
-                out = await rep.handle.classify.remote(rows, send, tasks)
+                out = await rep.handle.classify.remote(ClassifyBatch(rows, send, tasks))
             except Exception as exc:
-                missing = getattr(getattr(exc, "cause", exc), "keys", None)
-                if not isinstance(getattr(exc, "cause", exc), MissingPrompts):
+                cause = root_cause(exc)
+                if not isinstance(cause, MissingPrompts):
                     raise
-                rep.sent -= set(missing or ())  # evicted from the replica's LRU: send again
-                out = await rep.handle.classify.remote(rows, {k: prompts[k] for k in keys}, tasks)
+                rep.sent -= set(cause.keys)  # evicted from the replica's LRU: send again
+                out = await rep.handle.classify.remote(ClassifyBatch(rows, {k: prompts[k] for k in keys}, tasks))
         finally:
             rep.outstanding -= 1
         rep.sent |= keys
         return out
 
-    async def check_task(self, name: str, task: dict[str, Any]) -> None:
+    async def check_task(self, name: str, task: TaskSpec) -> None:
         await self.pick(name).handle.check_task.remote(task)
 
     def shutdown(self) -> None:

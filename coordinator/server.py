@@ -11,16 +11,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bank import store
+from bank import catalog
+from bank.writer import BankDB
 from coordinator.catalog_service import CatalogService
 from coordinator.config import ServerConfig
-from coordinator.db import BankDB
 from coordinator.errors import ErrorInterceptor
 from coordinator.inference_service import InferenceService
 from coordinator.jobs_service import JobsService
 from coordinator.pool import ReplicaPool, ensure_ray
 from coordinator.scheduler import JobScheduler
-from promptbank.v1 import (
+from promptbank_api.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
     inference_pb2,
@@ -68,9 +68,9 @@ async def start(config: ServerConfig) -> Coordinator:
     pool = ReplicaPool(config)
     for spec in config.backbones:
         info = await pool.add(spec)
-        await db.run(lambda s, spec=spec, info=info: store.upsert_backbone(
-            s, spec.name, model=spec.model, revision=spec.revision, architecture=info["architecture"],
-            hidden_size=info["hidden_size"], fingerprint=info["fingerprint"]))
+        await db.run(lambda s, spec=spec, info=info: catalog.upsert_backbone(
+            s, spec.name, model=spec.model, revision=spec.revision, architecture=info.architecture,
+            hidden_size=info.hidden_size, fingerprint=info.fingerprint))
     scheduler = JobScheduler(db, pool, config.train_max_group, gather_s=config.train_gather_s)
 
     opts = [("grpc.max_receive_message_length", config.max_message_bytes),

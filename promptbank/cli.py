@@ -10,37 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-from tqdm import tqdm
 
 from promptbank import cli_catalog
 from promptbank.client import DEFAULT_SERVER, Client
-from promptbank.data import read_examples
 from promptbank.output import emit
-from promptbank.v1 import jobs_pb2 as jp
-
-STATE = jp.TrainJob.State.Name
-
-
-def follow(client: Client, job: str, quiet: bool = False) -> jp.TrainJob:
-    """Show a live progress bar (stderr; stdout stays for results) until the job ends; returns the final job."""
-    bar = None
-    for ev in client.watch_job(job):
-        if quiet:
-            continue
-        if ev.total_steps and bar is None:
-            bar = tqdm(total=ev.total_steps, desc=job, unit="step", dynamic_ncols=True, disable=None)
-        if bar is not None and ev.step > bar.n:
-            bar.update(ev.step - bar.n)
-        if bar is not None and ev.kind == jp.TrainJobEvent.PROGRESS:
-            bar.set_postfix(loss=f"{ev.loss:.4f}", ex_s=f"{ev.examples_per_second:.0f}")
-        if ev.kind == jp.TrainJobEvent.EVAL and "eval_accuracy" in ev.metrics:
-            line = f"  step {ev.step}: eval_accuracy={ev.metrics['eval_accuracy']:.4f}"
-            tqdm.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr)
-        if ev.kind == jp.TrainJobEvent.STATE_CHANGED and (bar is None or bar.disable):
-            print(f"  {STATE(ev.state)} {ev.message}".rstrip(), file=sys.stderr)
-    if bar is not None:
-        bar.close()
-    return client.get_job(job)
+from promptbank.progress import STATE, follow
+from promptbank_api.errors import PromptBankError
+from promptbank_api.files import read_labelled
+from promptbank_api.v1 import jobs_pb2 as jp
 
 
 def cmd_serve(a: argparse.Namespace, rest: list[str]) -> int:
@@ -58,7 +35,10 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
     rows: list[tuple[str, str]] = []
     uri, what = a.data_uri or "", a.data_uri
     if a.data:
-        rows = read_examples(a.data, a.text_column, a.label_column)
+        table = read_labelled(a.data, a.text_column, a.label_column)
+        rows = table.rows
+        if table.dropped:
+            print(f"{a.data}: {table.summary()}", file=sys.stderr)
         if a.max_rows:
             rows = rows[: a.max_rows]
         what = f"{len(rows)} examples from {a.data}"
@@ -242,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]
         return 1
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, PromptBankError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

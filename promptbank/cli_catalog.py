@@ -8,7 +8,7 @@ from pathlib import Path
 
 from promptbank.client import Client
 from promptbank.output import emit
-from promptbank.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import catalog_pb2 as cat
 
 PROMPT_ACTIONS = ["list", "show", "create", "update", "delete", "alias", "unalias", "history", "tag", "export",
                   "import", "versions"]

@@ -14,12 +14,12 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from promptbank.v1 import catalog_pb2 as cat
-from promptbank.v1 import catalog_pb2_grpc as cat_grpc
-from promptbank.v1 import inference_pb2 as inf
-from promptbank.v1 import inference_pb2_grpc as inf_grpc
-from promptbank.v1 import jobs_pb2 as jp
-from promptbank.v1 import jobs_pb2_grpc as jp_grpc
+from promptbank_api.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
+from promptbank_api.v1 import inference_pb2 as inf
+from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
+from promptbank_api.v1 import jobs_pb2 as jp
+from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 
 RpcError = grpc.RpcError
 DEFAULT_SERVER = "localhost:50051"

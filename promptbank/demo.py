@@ -8,6 +8,7 @@ prints accuracy beside the majority rate.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import socket
 import subprocess
@@ -19,12 +20,23 @@ from pathlib import Path
 
 from promptbank.client import Client
 from promptbank.data import tweet_tasks
-from promptbank.v1 import jobs_pb2 as jp
+from promptbank.progress import follow
+from promptbank_api.v1 import jobs_pb2 as jp
 
 TASKS = {  # name -> (labels, label texts embedded by the encoder)
     "sentiment": (("negative", "positive"), ("negative", "positive")),
     "polarity": (("neutral", "polar"), ("neutral", "emotional")),
 }
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy over n rows: how far a held-out figure can be trusted."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def free_port() -> int:
@@ -59,8 +71,6 @@ def run_demo(a: argparse.Namespace) -> int:
 
 
 def _run(a: argparse.Namespace, c: Client, t0: float) -> int:
-    from promptbank.cli import follow
-
     data = tweet_tasks(seed=0)
     held_out: dict[str, list[tuple[str, str]]] = {}
     jobs = {}
@@ -85,14 +95,15 @@ def _run(a: argparse.Namespace, c: Client, t0: float) -> int:
     infer_s = time.perf_counter() - t1
     print(f"\n[demo] one Classify request with {len(mixed)} held-out rows of both tasks, mixed: {infer_s:.2f}s "
           f"({len(mixed) / infer_s:.0f} rows/s)\n")
-    print(f"{'task':<10} {'held-out':>8} {'accuracy':>9} {'majority':>9}")
+    print(f"{'task':<10} {'held-out':>8} {'accuracy':>9} {'95% interval':>15} {'majority':>9}")
     ok = True
     for name in TASKS:
         pairs = [(p.label, gold) for p, (n, _, gold) in zip(preds, mixed, strict=True) if n == name]
         acc = sum(p == g for p, g in pairs) / len(pairs)
         majority = Counter(g for _, g in pairs).most_common(1)[0][1] / len(pairs)
         ok &= acc > majority
-        print(f"{name:<10} {len(pairs):>8} {acc:>9.3f} {majority:>9.3f}")
+        lo, hi = wilson_interval(sum(p == g for p, g in pairs), len(pairs))
+        print(f"{name:<10} {len(pairs):>8} {acc:>9.3f} {f'[{lo:.3f}, {hi:.3f}]':>15} {majority:>9.3f}")
     print("\n[demo] examples:")
     for p, (name, text, gold) in list(zip(preds, mixed, strict=True))[:6]:
         print(f"  {name:<9} {p.label:<8} ({p.scores[p.label]:.2f}) gold={gold:<8} {text[:70]!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptbank.client import Client
-from promptbank.v1 import jobs_pb2 as jp
+from promptbank_api.v1 import jobs_pb2 as jp
 
 
 def plot_job(client: Client, job: str, out: Path) -> Path:

@@ -11,12 +11,12 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from bank import jobs, store
+from bank import catalog, jobs
 from bank.codec import decode_prompt, encode_prompt, sha256_hex
 from bank.db import BUSY_WAIT_MS, make_engine, make_sessionmaker
-from bank.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from bank.models import PromptVersion
 from bank.refs import parse_ref
+from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.pg_fixtures import BACKENDS, fresh_db_url
 
 
@@ -36,9 +36,9 @@ def sqlite_sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def seed(s, hidden: int = 8):  # type: ignore[no-untyped-def]
-    bb = store.upsert_backbone(s, "bb", model="m", revision="", architecture="encoder", hidden_size=hidden,
+    bb = catalog.upsert_backbone(s, "bb", model="m", revision="", architecture="encoder", hidden_size=hidden,
                                fingerprint="f" * 64)
-    p = store.create_prompt(s, "sent", {"labels": ["neg", "pos"]})
+    p = catalog.create_prompt(s, "sent", {"labels": ["neg", "pos"]})
     return bb, p
 
 
@@ -79,7 +79,7 @@ def test_concurrent_publishes_to_one_prompt_all_land(sessions) -> None:  # type:
         for _ in range(n):
             try:
                 with sessions() as s:
-                    store.add_version(s, store.get_prompt(s, "sent"), store.get_backbone(s, "bb"),
+                    catalog.add_version(s, catalog.get_prompt(s, "sent"), catalog.get_backbone(s, "bb"),
                                       encode_prompt(torch.randn(2, 8)))
                     s.commit()
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -92,10 +92,10 @@ def test_concurrent_publishes_to_one_prompt_all_land(sessions) -> None:  # type:
         t.join(timeout=120)
     assert errors == []
     with sessions() as s:
-        p = store.get_prompt(s, "sent")
+        p = catalog.get_prompt(s, "sent")
         assert p.latest_version == 24
         assert sorted(v.version for v in p.versions) == list(range(1, 25))
-        assert store.resolve(s, "sent").version == 24
+        assert catalog.resolve(s, "sent").version == 24
 
 
 def test_a_prompt_loaded_before_another_publish_numbers_the_next_version(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -103,47 +103,47 @@ def test_a_prompt_loaded_before_another_publish_numbers_the_next_version(session
         seed(s)
         s.commit()
     with sessions() as a, sessions() as b:
-        loaded = store.get_prompt(a, "sent")  # latest_version 0 in this session
-        store.add_version(b, store.get_prompt(b, "sent"), store.get_backbone(b, "bb"), encode_prompt(torch.randn(2, 8)))
+        loaded = catalog.get_prompt(a, "sent")  # latest_version 0 in this session
+        catalog.add_version(b, catalog.get_prompt(b, "sent"), catalog.get_backbone(b, "bb"), encode_prompt(torch.randn(2, 8)))
         b.commit()
-        v = store.add_version(a, loaded, store.get_backbone(a, "bb"), encode_prompt(torch.randn(2, 8)))
+        v = catalog.add_version(a, loaded, catalog.get_backbone(a, "bb"), encode_prompt(torch.randn(2, 8)))
         a.commit()
         assert (v.version, loaded.latest_version) == (2, 2)
-        assert store.resolve(a, "sent").version == 2
+        assert catalog.resolve(a, "sent").version == 2
 
 
 def test_versions_aliases_and_refs(sessions) -> None:  # type: ignore[no-untyped-def]
     t1, t2 = torch.randn(3, 8), torch.randn(5, 8)
     with sessions() as s:
         bb, p = seed(s)
-        v1 = store.add_version(s, p, bb, encode_prompt(t1), metrics={"eval_accuracy": 0.8}, lineage={"job": "jobs/1"})
-        store.add_version(s, p, bb, encode_prompt(t2), aliases=["prod"])
-        store.set_alias(s, p, "prod", v1)
+        v1 = catalog.add_version(s, p, bb, encode_prompt(t1), metrics={"eval_accuracy": 0.8}, lineage={"job": "jobs/1"})
+        catalog.add_version(s, p, bb, encode_prompt(t2), aliases=["prod"])
+        catalog.set_alias(s, p, "prod", v1)
         s.commit()
     with sessions() as s:
-        assert store.resolve(s, "sent").version == 2  # latest
-        assert store.resolve(s, "sent@prod").version == 1
-        v = store.resolve(s, "prompts/sent/versions/2")
+        assert catalog.resolve(s, "sent").version == 2  # latest
+        assert catalog.resolve(s, "sent@prod").version == 1
+        v = catalog.resolve(s, "prompts/sent/versions/2")
         assert v.shape == [5, 8] and v.dtype == "float32" and v.sha256 == sha256_hex(v.tensor)
         torch.testing.assert_close(decode_prompt(v.tensor), t2)
-        assert store.resolve(s, "sent/versions/1").metrics == {"eval_accuracy": 0.8}
-        hist = [(e.alias, e.from_version, e.to_version) for e in store.alias_history(s, p, 0, 10)]
+        assert catalog.resolve(s, "sent/versions/1").metrics == {"eval_accuracy": 0.8}
+        hist = [(e.alias, e.from_version, e.to_version) for e in catalog.alias_history(s, p, 0, 10)]
         assert hist[0] == ("prod", 2, 1) and ("latest", 1, 2) in hist and ("latest", 0, 1) in hist
         with pytest.raises(NotFound, match="alias 'staging'"):
-            store.resolve(s, "sent@staging")
+            catalog.resolve(s, "sent@staging")
         with pytest.raises(NotFound, match="version 9"):
-            store.resolve(s, "sent/versions/9")
+            catalog.resolve(s, "sent/versions/9")
         with pytest.raises(NotFound, match="prompt 'nope'"):
-            store.resolve(s, "nope")
+            catalog.resolve(s, "nope")
 
 
 def test_delete_version_under_alias_needs_force(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions() as s:
         bb, p = seed(s)
-        v = store.add_version(s, p, bb, encode_prompt(torch.randn(2, 8)))
+        v = catalog.add_version(s, p, bb, encode_prompt(torch.randn(2, 8)))
         with pytest.raises(FailedPrecondition, match=r"aliases \['latest'\]"):
-            store.delete_version(s, v, force=False)
-        store.delete_version(s, v, force=True)
+            catalog.delete_version(s, v, force=False)
+        catalog.delete_version(s, v, force=True)
         s.commit()
         assert s.query(PromptVersion).count() == 0
 
@@ -153,12 +153,12 @@ def test_a_bad_version_commits_nothing(sessions) -> None:  # type: ignore[no-unt
         seed(s)
         s.commit()
     with sessions() as s:
-        p, bb = store.get_prompt(s, "sent"), store.get_backbone(s, "bb")
+        p, bb = catalog.get_prompt(s, "sent"), catalog.get_backbone(s, "bb")
         with pytest.raises(FailedPrecondition, match="hidden size 8"):
-            store.add_version(s, p, bb, encode_prompt(torch.randn(2, 16)))
+            catalog.add_version(s, p, bb, encode_prompt(torch.randn(2, 16)))
         s.rollback()
     with sessions() as s:
-        assert store.get_prompt(s, "sent").latest_version == 0
+        assert catalog.get_prompt(s, "sent").latest_version == 0
         assert s.query(PromptVersion).count() == 0
 
 
@@ -166,9 +166,9 @@ def test_duplicate_prompt_and_bad_names(sessions) -> None:  # type: ignore[no-un
     with sessions() as s:
         seed(s)
         with pytest.raises(AlreadyExists):
-            store.create_prompt(s, "sent", {})
+            catalog.create_prompt(s, "sent", {})
         with pytest.raises(InvalidArgument, match="invalid prompt name 'Bad Name'"):
-            store.create_prompt(s, "Bad Name", {})
+            catalog.create_prompt(s, "Bad Name", {})
     with pytest.raises(InvalidArgument, match="invalid prompt reference"):
         parse_ref("a/b/c")
 
@@ -203,17 +203,17 @@ def test_jobs_idempotency_and_events(sessions) -> None:  # type: ignore[no-untyp
 def test_list_prompts_filters_by_tag_and_backbone(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions() as s:
         bb, _ = seed(s)
-        other = store.upsert_backbone(s, "other", model="m2", revision="", architecture="encoder", hidden_size=8,
+        other = catalog.upsert_backbone(s, "other", model="m2", revision="", architecture="encoder", hidden_size=8,
                                       fingerprint="e" * 64)
         tags = {"a": ["en", "prod"], "b": ["eng"], "c": ["en", 'we"ird é'], "d": [], "e": ["en"]}
         for name, t in tags.items():
-            p = store.create_prompt(s, name, {}, tags=t)
-            store.add_version(s, p, other if name in "ce" else bb, encode_prompt(torch.randn(1, 8)))
-        store.add_version(s, store.get_prompt(s, "e"), bb, encode_prompt(torch.randn(1, 8)))
+            p = catalog.create_prompt(s, name, {}, tags=t)
+            catalog.add_version(s, p, other if name in "ce" else bb, encode_prompt(torch.randn(1, 8)))
+        catalog.add_version(s, catalog.get_prompt(s, "e"), bb, encode_prompt(torch.randn(1, 8)))
         s.commit()
     with sessions() as s:
         def names(**kw) -> list[str]:  # type: ignore[no-untyped-def]
-            return [p.name for p in store.list_prompts(s, kw.pop("offset", 0), kw.pop("limit", 10), **kw)]
+            return [p.name for p in catalog.list_prompts(s, kw.pop("offset", 0), kw.pop("limit", 10), **kw)]
 
         assert names() == ["a", "b", "c", "d", "e", "sent"]
         assert names(tag="en") == ["a", "c", "e"]  # exact members: not "eng"
@@ -232,51 +232,50 @@ def test_filters_by_label_time_and_version_fields(sessions) -> None:  # type: ig
 
     with sessions() as s:
         bb, sent = seed(s)
-        other = store.upsert_backbone(s, "other", model="m2", revision="", architecture="encoder", hidden_size=8,
+        other = catalog.upsert_backbone(s, "other", model="m2", revision="", architecture="encoder", hidden_size=8,
                                       fingerprint="e" * 64)
-        store.create_prompt(s, "topic", {"labels": ["sports", "politics"]})
-        v1 = store.add_version(s, sent, bb, encode_prompt(torch.randn(1, 8)))
+        catalog.create_prompt(s, "topic", {"labels": ["sports", "politics"]})
+        v1 = catalog.add_version(s, sent, bb, encode_prompt(torch.randn(1, 8)))
         v1.tags = ["golden"]
         s.commit()
         time.sleep(0.01)
         cut = utcnow()
         time.sleep(0.01)
-        store.create_prompt(s, "late", {"labels": ["pos", "x"]})
-        store.add_version(s, sent, other, encode_prompt(torch.randn(1, 8)))
+        catalog.create_prompt(s, "late", {"labels": ["pos", "x"]})
+        catalog.add_version(s, sent, other, encode_prompt(torch.randn(1, 8)))
         s.commit()
     with sessions() as s:
-        assert [p.name for p in store.list_prompts(s, 0, 10, label="pos")] == ["late", "sent"]
-        assert [p.name for p in store.list_prompts(s, 0, 10, label="sports")] == ["topic"]
-        assert [p.name for p in store.list_prompts(s, 0, 10, label="po")] == []
-        assert [p.name for p in store.list_prompts(s, 0, 10, created_after=cut)] == ["late"]
-        assert [p.name for p in store.list_prompts(s, 0, 10, label="pos", created_after=cut)] == ["late"]
-        sent = store.get_prompt(s, "sent")
-        assert [v.version for v in store.list_versions(s, sent, 0, 10)] == [2, 1]
-        assert [v.version for v in store.list_versions(s, sent, 0, 10, backbone="other")] == [2]
-        assert [v.version for v in store.list_versions(s, sent, 0, 10, tag="golden")] == [1]
-        assert [v.version for v in store.list_versions(s, sent, 0, 10, created_after=cut)] == [2]
+        assert [p.name for p in catalog.list_prompts(s, 0, 10, label="pos")] == ["late", "sent"]
+        assert [p.name for p in catalog.list_prompts(s, 0, 10, label="sports")] == ["topic"]
+        assert [p.name for p in catalog.list_prompts(s, 0, 10, label="po")] == []
+        assert [p.name for p in catalog.list_prompts(s, 0, 10, created_after=cut)] == ["late"]
+        assert [p.name for p in catalog.list_prompts(s, 0, 10, label="pos", created_after=cut)] == ["late"]
+        sent = catalog.get_prompt(s, "sent")
+        assert [v.version for v in catalog.list_versions(s, sent, 0, 10)] == [2, 1]
+        assert [v.version for v in catalog.list_versions(s, sent, 0, 10, backbone="other")] == [2]
+        assert [v.version for v in catalog.list_versions(s, sent, 0, 10, tag="golden")] == [1]
+        assert [v.version for v in catalog.list_versions(s, sent, 0, 10, created_after=cut)] == [2]
 
 
 def test_request_ids_return_the_first_result(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions() as s:
-        assert store.seen_request(s, "r1", "CreatePrompt", "h1") is None
-        store.remember_request(s, "r1", "CreatePrompt", "h1", "prompts/a")
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1") is None
+        catalog.remember_request(s, "r1", "CreatePrompt", "h1", "prompts/a")
         s.commit()
     with sessions() as s:
-        assert store.seen_request(s, "r1", "CreatePrompt", "h1") == "prompts/a"
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1") == "prompts/a"
         with pytest.raises(AlreadyExists, match="request_id 'r1'"):
-            store.seen_request(s, "r1", "CreatePrompt", "h2")
+            catalog.seen_request(s, "r1", "CreatePrompt", "h2")
         with pytest.raises(AlreadyExists, match="different CreatePrompt"):
-            store.seen_request(s, "r1", "ImportPromptVersion", "h1")
-        assert store.seen_request(s, "", "CreatePrompt", "h1") is None
+            catalog.seen_request(s, "r1", "ImportPromptVersion", "h1")
+        assert catalog.seen_request(s, "", "CreatePrompt", "h1") is None
 
 
 def test_checkpoints_keep_the_newest_two(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions() as s:
-        job, _ = jobs.create_job(s, prompt_name="p", backbone_name="bb", spec={}, examples=b"", request_id=None,
-                                 request_hash="h")
+        job, _ = jobs.create_job(s, prompt_name="p", backbone_name="bb", spec={}, examples=b"")
         for step in (10, 20, 30):
-            jobs.save_checkpoint(s, job, step, f"ckpt-{step}".encode())
+            jobs.save_checkpoint(s, job.id, step, f"ckpt-{step}".encode())
         s.commit()
         job_id = job.id
     with sessions() as s:

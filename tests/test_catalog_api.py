@@ -6,7 +6,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from promptbank import Client
-from promptbank.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import catalog_pb2 as cat
 from tests.test_server import TOPIC, code_of, train
 
 

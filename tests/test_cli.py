@@ -57,7 +57,7 @@ def test_train_no_wait_then_watch_and_show(server, data_file: Path) -> None:  # 
 
 
 def test_watch_exits_nonzero_for_a_cancelled_job(server) -> None:  # type: ignore[no-untyped-def]
-    from promptbank.v1 import jobs_pb2 as jp
+    from promptbank_api.v1 import jobs_pb2 as jp
 
     with Client(server.address) as c:
         job = c.create_train_job("cli-cancel", "tiny-enc", DATA,

@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 
 from promptbank import Client
-from promptbank.v1 import jobs_pb2 as jp
+from promptbank_api.v1 import jobs_pb2 as jp
 from tests.test_cli import cli
 from tests.test_server import DATA, HP, code_of
 

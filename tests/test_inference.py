@@ -8,13 +8,16 @@ import grpc
 import pytest
 import torch
 
-from bank import store
+from bank import catalog
 from bank.codec import encode_prompt, sha256_hex
 from coordinator.batcher import BatchLimits
 from promptbank import Client
-from promptbank.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import catalog_pb2 as cat
 from tests.test_server import TOPIC, code_of, train
-from workers.actor import BackboneWorker, MissingPrompts, PromptCache
+from tests.workers_util import classify
+from workers.actor import BackboneWorker
+from workers.cache import LRU, tensor_bytes
+from workers.protocol import MissingPrompts
 
 
 def test_concurrent_clients_get_their_own_results_and_share_batches(server, client: Client) -> None:  # type: ignore[no-untyped-def]
@@ -47,7 +50,7 @@ def test_a_failing_request_does_not_fail_its_batch_mates(server, client: Client)
         task=cat.TaskSpec(labels=["a", "b"], label_words=["running", "running"]))), timeout=10)
 
     def add_version(s):  # type: ignore[no-untyped-def]
-        store.add_version(s, store.get_prompt(s, "iso-bad"), store.get_backbone(s, "tiny-lm"),
+        catalog.add_version(s, catalog.get_prompt(s, "iso-bad"), catalog.get_backbone(s, "tiny-lm"),
                           encode_prompt(torch.randn(3, 32)))
 
     server.coord.db.run_sync(add_version)
@@ -101,10 +104,10 @@ def test_generate_streams_tokens_with_a_soft_prompt(client: Client) -> None:
 
 
 def test_prompt_cache_stays_within_its_byte_bound() -> None:
-    cache = PromptCache(max_bytes=10 * 4 * 8)  # ten rows of 8 float32
+    cache: LRU[torch.Tensor] = LRU(10 * 4 * 8, tensor_bytes)  # ten rows of 8 float32
     for i in range(20):
         cache.put(f"k{i}", torch.zeros(3, 8))
-        assert cache.bytes <= cache.max_bytes
+        assert cache.size <= cache.max_size
     assert cache.keys() == ["k17", "k18", "k19"]
     cache.get("k17")
     cache.put("k20", torch.zeros(3, 8))
@@ -118,16 +121,16 @@ def test_worker_cache_evicts_and_asks_for_missing_prompts(tiny_encoder: str) -> 
     blobs = {sha256_hex(b): b for b in (encode_prompt(torch.randn(4, 32)) for _ in range(5))}
     task = {"labels": ["x", "y"]}
     rows = [(k, "some text") for k in blobs]
-    full = w.classify(rows, blobs, dict.fromkeys(blobs, task))
-    assert w.cache.bytes <= w.cache.max_bytes and len(w.cached_prompts()) == 2
-    again = w.classify(rows, blobs, dict.fromkeys(blobs, task))
+    full = classify(w, rows, blobs, dict.fromkeys(blobs, task))
+    assert w.cache.size <= w.cache.max_size and len(w.cached_prompts()) == 2
+    again = classify(w, rows, blobs, dict.fromkeys(blobs, task))
     assert again == full
     evicted = next(k for k in blobs if k not in w.cached_prompts())
     with pytest.raises(MissingPrompts) as err:
-        w.classify([(evicted, "x")], {}, {evicted: task})
+        classify(w, [(evicted, "x")], {}, {evicted: task})
     assert err.value.keys == [evicted]
     kept = w.cached_prompts()[0]
-    assert w.classify([(kept, "some text")], {}, {kept: task}) == [full[list(blobs).index(kept)]]
+    assert classify(w, [(kept, "some text")], {}, {kept: task}) == [full[list(blobs).index(kept)]]
 
 
 def test_routing_prefers_the_replica_holding_the_prompts(server) -> None:  # type: ignore[no-untyped-def]

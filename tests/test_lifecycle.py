@@ -11,7 +11,7 @@ from pathlib import Path
 
 from coordinator.config import BackboneSpec, ServerConfig
 from promptbank import Client
-from promptbank.v1 import jobs_pb2 as jp
+from promptbank_api.v1 import jobs_pb2 as jp
 from tests.conftest import LiveServer
 from tests.test_server import DATA
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
 import pytest
 import torch
@@ -10,9 +11,9 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy import JSON, Engine, column, create_engine, inspect, select, table, text
 
-from bank import store
+from bank import catalog
 from bank.codec import encode_prompt
 from bank.db import BASELINE, alembic_config, current_revision, make_engine, make_sessionmaker, normalize_url
 from bank.jobs import create_job
@@ -40,10 +41,10 @@ def _migrate(engine: Engine, fn, revision: str) -> None:  # type: ignore[no-unty
 
 def _seed(engine: Engine) -> None:
     with make_sessionmaker(engine)() as s:
-        bb = store.upsert_backbone(s, "bb", model="m", revision="", architecture="encoder", hidden_size=4,
+        bb = catalog.upsert_backbone(s, "bb", model="m", revision="", architecture="encoder", hidden_size=4,
                                    fingerprint="f" * 64)
-        p = store.create_prompt(s, "sent", {"labels": ["neg", "pos"]}, tags=["demo"])
-        store.add_version(s, p, bb, encode_prompt(torch.randn(2, 4)), aliases=["prod"])
+        p = catalog.create_prompt(s, "sent", {"labels": ["neg", "pos"]}, tags=["demo"])
+        catalog.add_version(s, p, bb, encode_prompt(torch.randn(2, 4)), aliases=["prod"])
         s.commit()
 
 
@@ -78,7 +79,7 @@ def test_make_engine_at_head_keeps_data(bank_url: str) -> None:
     engine = make_engine(bank_url)  # already at head: nothing to do, nothing lost
     try:
         with make_sessionmaker(engine)() as s:
-            assert store.resolve(s, "sent@prod").version == 1
+            assert catalog.resolve(s, "sent@prod").version == 1
         assert _revision(engine) == HEAD
     finally:
         engine.dispose()
@@ -132,29 +133,67 @@ def test_an_unknown_revision_is_refused(bank_url: str) -> None:
         make_engine(bank_url)
 
 
+def _insert_old_jobs(engine: Engine, specs: list[dict], request_ids: list[str | None] | None = None) -> list[str]:
+    """Jobs as code before 0007 wrote them (with `request_id`/`request_hash` columns), straight in SQL."""
+    jobs = table("jobs", column("id"), column("request_id"), column("request_hash"), column("prompt_name"),
+                 column("backbone_name"), column("spec", JSON), column("examples"), column("state"),
+                 column("step"), column("total_steps"), column("loss"), column("metrics", JSON), column("error"),
+                 column("result_version"), column("cancel_requested"), column("attempts"), column("created_at"))
+    ids = []
+    with engine.begin() as conn:
+        for k, spec in enumerate(specs):
+            ids.append(f"old{k}")
+            conn.execute(jobs.insert().values(
+                id=ids[-1], request_id=(request_ids or [None] * len(specs))[k], request_hash=f"h{k}",
+                prompt_name="old", backbone_name="bb", spec=spec, examples=b"", state="QUEUED", step=0,
+                total_steps=0, loss=0.0, metrics={}, error="", result_version="", cancel_requested=False,
+                attempts=0, created_at=datetime(2026, 11, 1)))
+    return ids
+
+
+def test_job_request_ids_move_to_the_idempotency_table(bank_url: str) -> None:
+    """0007: a retry of a create sent before the upgrade still returns the job it created."""
+    raw = create_engine(normalize_url(bank_url))
+    _migrate(raw, command.upgrade, "0006")
+    ids = _insert_old_jobs(raw, [{"config": {}}, {"config": {}}], request_ids=["req-a", None])
+    raw.dispose()
+    engine = make_engine(bank_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            assert catalog.seen_request(s, "req-a", "CreateTrainJob", "h0") == f"jobs/{ids[0]}"
+            job, created = create_job(s, prompt_name="old", backbone_name="bb", spec={}, examples=b"",
+                                      request_id="req-a", request_hash="h0")
+            assert job.id == ids[0] and not created
+            s.commit()
+        _migrate(engine, command.downgrade, "0006")  # and back: the column holds the id again
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, request_id, request_hash FROM jobs ORDER BY id")).all()
+            assert [tuple(r) for r in rows] == [(ids[0], "req-a", "h0"), (ids[1], None, "")]  # a hash without an id meant nothing
+            assert conn.execute(text("SELECT count(*) FROM idempotency_keys")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
 def test_prompts_and_jobs_stored_before_pooling_keep_text_pooling(bank_url: str) -> None:
     """0006: tasks stored without `pooling` were trained on pooled text tokens; they must keep scoring so."""
     raw = create_engine(normalize_url(bank_url))
     _migrate(raw, command.upgrade, "0005")
     with make_sessionmaker(raw)() as s:
-        store.create_prompt(s, "old", {"labels": ["neg", "pos"]})
-        create_job(s, prompt_name="old", backbone_name="bb", spec={"task": {"labels": ["neg", "pos"]}, "config": {}},
-                   examples=b"", request_id=None, request_hash="")
-        create_job(s, prompt_name="old", backbone_name="bb", spec={"config": {}}, examples=b"", request_id=None,
-                   request_hash="")
+        catalog.create_prompt(s, "old", {"labels": ["neg", "pos"]})
         s.commit()
+    _insert_old_jobs(raw, [{"task": {"labels": ["neg", "pos"]}, "config": {}}, {"config": {}}])
     raw.dispose()
     engine = make_engine(bank_url)  # upgrades to head
     try:
         with make_sessionmaker(engine)() as s:
-            assert store.get_prompt(s, "old").task == {"labels": ["neg", "pos"], "pooling": "text"}
+            assert catalog.get_prompt(s, "old").task == {"labels": ["neg", "pos"], "pooling": "text"}
             specs = sorted((j.spec for j in s.scalars(select(Job))), key=len)
             assert specs == [{"config": {}}, {"task": {"labels": ["neg", "pos"], "pooling": "text"}, "config": {}}]
-            store.create_prompt(s, "new", {"labels": ["a", "b"], "pooling": "prompt"})
+            catalog.create_prompt(s, "new", {"labels": ["a", "b"], "pooling": "prompt"})
             s.commit()
         _migrate(engine, command.downgrade, "0005")  # keeps the key (older code ignores it) ...
         _migrate(engine, command.upgrade, "head")  # ... so a new prompt keeps its pooling through down and up
         with make_sessionmaker(engine)() as s:
-            assert store.get_prompt(s, "new").task == {"labels": ["a", "b"], "pooling": "prompt"}
+            assert catalog.get_prompt(s, "new").task == {"labels": ["a", "b"], "pooling": "prompt"}
     finally:
         engine.dispose()

@@ -21,14 +21,19 @@ from transformers import (
 )
 
 from bank.codec import encode_prompt
-from bank.errors import InvalidArgument
-from bank.peft_format import export_peft, import_peft, read_peft_dir, write_peft_dir
+from bank.peft_format import ImportedPrompt, export_peft, import_peft
+from promptbank.peft_files import read_adapter, write_adapter
+from promptbank_api.errors import InvalidArgument
 from workers.backbone import FrozenBackbone
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import TaskSpec
 
 peft = pytest.importorskip("peft")
+
+def read_dir(path: Path) -> ImportedPrompt:
+    """An adapter folder as the CLI sends it and the server reads it."""
+    return import_peft(*read_adapter(path))
 from peft import LoraConfig, PeftConfig, PeftModel, PromptTuningConfig, get_peft_model  # noqa: E402
 
 TASK = {"labels": ["negative", "positive"], "label_words": ["bad", "good"], "kind": "classification"}
@@ -78,7 +83,7 @@ def _load_peft(loader, base: str, adapter: Path) -> PeftModel:  # type: ignore[n
 def test_exported_prompt_gives_peft_the_same_logits(lm: FrozenBackbone, tiny_causal_lm: str, tmp_path: Path) -> None:
     torch.manual_seed(3)
     prompt = torch.randn(5, lm.hidden_size)  # (n, H)
-    adapter = write_peft_dir(tmp_path / "adapter", *_export(prompt, tiny_causal_lm, "causal_lm", {"version": 3}))
+    adapter = write_adapter(tmp_path / "adapter", *_export(prompt, tiny_causal_lm, "causal_lm", {"version": 3}))
     model = _load_peft(AutoModelForCausalLM, tiny_causal_lm, adapter)
     assert type(model).__name__ == "PeftModelForCausalLM"
     assert torch.equal(model.prompt_encoder["default"].embedding.weight.detach(), prompt)
@@ -124,7 +129,7 @@ def test_peft_trained_adapter_imports_with_the_same_logits(lm: FrozenBackbone, t
     pm = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_causal_lm), cfg)
     pm.save_pretrained(tmp_path / "peft")
 
-    imp = read_peft_dir(tmp_path / "peft")
+    imp = read_dir(tmp_path / "peft")
     assert torch.equal(imp.tensor, pm.prompt_encoder["default"].embedding.weight.detach())
     assert (imp.num_virtual_tokens, imp.token_dim, imp.num_transformer_submodules) == (6, 32, 1)
     assert (imp.task_type, imp.architecture, imp.peft_version) == ("CAUSAL_LM", "causal_lm", peft.__version__)
@@ -149,8 +154,8 @@ def test_pickle_adapter_is_refused(tiny_causal_lm: str, tmp_path: Path) -> None:
     d.mkdir()
     (d / "adapter_config.json").write_bytes(cfg_bytes)
     torch.save({"prompt_embeddings": torch.randn(4, 32)}, d / "adapter_model.bin")  # what old PEFT wrote
-    with pytest.raises(InvalidArgument, match="pickle.*convert .*safetensors"):
-        read_peft_dir(d)
+    with pytest.raises(ValueError, match="pickle.*safetensors"):
+        read_adapter(d)  # the client refuses before anything leaves the machine
     with pytest.raises(InvalidArgument, match="pickle"):
         import_peft(cfg_bytes, (d / "adapter_model.bin").read_bytes())
 
@@ -159,7 +164,7 @@ def test_lora_adapter_is_refused_by_name(tiny_causal_lm: str, tmp_path: Path) ->
     cfg = LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["c_attn"])
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_causal_lm), cfg).save_pretrained(tmp_path / "lora")
     with pytest.raises(InvalidArgument, match="LORA.*only PROMPT_TUNING"):
-        read_peft_dir(tmp_path / "lora")
+        read_dir(tmp_path / "lora")
 
 
 @pytest.mark.parametrize("weights", [b"", b"garbage, not a safetensors file", b"\xff" * 64, b"{}"])
@@ -203,9 +208,6 @@ def test_bad_configs_and_shapes_are_refused(tiny_causal_lm: str, tmp_path: Path)
     with pytest.raises(InvalidArgument, match="'vision'"):
         export_peft(encode_prompt(torch.randn(4, 32)), base_model="m", revision="", architecture="vision",
                     num_virtual_tokens=4, token_dim=32, task=TASK, extra=None)
-    with pytest.raises(InvalidArgument):  # write_peft_dir validates before it writes
-        write_peft_dir(tmp_path / "never", cfg_bytes, b"garbage")
-    assert not (tmp_path / "never").exists()
 
 
 # 4. encoders (and masked LM, seq2seq) ------------------------------------------------------------------------
@@ -226,8 +228,8 @@ def test_encoder_round_trip_is_bit_exact_and_peft_loads_it(dtype: torch.dtype, t
         "encoder", "FEATURE_EXTRACTION", tiny_encoder, "abc123")
     assert imp.task == TASK and imp.extra == extra
 
-    d = write_peft_dir(tmp_path / "enc", cfg_bytes, st_bytes)
-    assert torch.equal(read_peft_dir(d).tensor, imp.tensor)
+    d = write_adapter(tmp_path / "enc", cfg_bytes, st_bytes)
+    assert torch.equal(read_dir(d).tensor, imp.tensor)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "unexpected keyword arguments" warning: only keys PEFT knows
         config = PeftConfig.from_pretrained(str(d))
@@ -242,7 +244,7 @@ def test_encoder_adapter_applies_in_peft_before_cls(tiny_encoder: str, tmp_path:
     The tensor is portable, the placement is not: this pins down what PEFT does with an exported prompt."""
     torch.manual_seed(6)
     prompt = torch.randn(3, 32)
-    d = write_peft_dir(tmp_path / "enc", *_export(prompt, tiny_encoder, "encoder"))
+    d = write_adapter(tmp_path / "enc", *_export(prompt, tiny_encoder, "encoder"))
     model = _load_peft(AutoModel, tiny_encoder, d)
     base = AutoModel.from_pretrained(tiny_encoder).eval()
     ids = torch.tensor([[101, 2054, 1037, 2307, 2154, 102]])  # [CLS] what a great day [SEP]
@@ -261,8 +263,8 @@ def test_masked_lm_exports_as_feature_extraction_and_peft_applies_it(tmp_path: P
     BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                intermediate_size=64, max_position_embeddings=64)).save_pretrained(base_dir)
     prompt = torch.randn(2, 32)
-    d = write_peft_dir(tmp_path / "adapter", *_export(prompt, str(base_dir), "masked_lm"))
-    imp = read_peft_dir(d)
+    d = write_adapter(tmp_path / "adapter", *_export(prompt, str(base_dir), "masked_lm"))
+    imp = read_dir(d)
     assert (imp.task_type, imp.architecture) == ("FEATURE_EXTRACTION", "masked_lm")  # from the metadata
     model = _load_peft(AutoModelForMaskedLM, str(base_dir), d)
     base = AutoModelForMaskedLM.from_pretrained(base_dir).eval()
@@ -286,7 +288,7 @@ def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_seq2seq_prompt_goes_to_the_encoder_both_ways(tiny_t5: str, tmp_path: Path) -> None:
     torch.manual_seed(4)
     prompt = torch.randn(3, 32)
-    d = write_peft_dir(tmp_path / "s2s", *_export(prompt, tiny_t5, "seq2seq"))
+    d = write_adapter(tmp_path / "s2s", *_export(prompt, tiny_t5, "seq2seq"))
     model = _load_peft(AutoModelForSeq2SeqLM, tiny_t5, d)
     base = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5).eval()
     ids, dec = torch.tensor([[5, 6, 7, 8, 1]]), torch.tensor([[0, 9, 10]])
@@ -301,7 +303,7 @@ def test_seq2seq_prompt_goes_to_the_encoder_both_ways(tiny_t5: str, tmp_path: Pa
     pm = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5),
                         PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, prompt_tuning_init="RANDOM"))
     pm.save_pretrained(tmp_path / "peft-s2s")
-    imp = read_peft_dir(tmp_path / "peft-s2s")
+    imp = read_dir(tmp_path / "peft-s2s")
     weight = pm.prompt_encoder["default"].embedding.weight.detach()  # (2n, H)
     assert weight.shape == (6, 32) and imp.num_transformer_submodules == 2
     assert torch.equal(imp.tensor, weight[:3]) and imp.architecture == "seq2seq"

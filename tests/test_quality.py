@@ -8,8 +8,10 @@ import pytest
 
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
+from tests.workers_util import train
 from workers.actor import BackboneWorker
-from workers.task import TrainConfig
+from workers.protocol import ClassifyBatch
+from workers.task import TaskSpec, TrainConfig
 
 TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
 
@@ -21,12 +23,13 @@ def minilm() -> BackboneWorker:
 
 def test_a_short_prompt_run_beats_the_majority_rate_on_held_out_tweets(minilm: BackboneWorker) -> None:
     rows = tweet_tasks(seed=0)["sentiment"]
-    train, held_out = rows[:800], rows[800:1200]
+    fit, held_out = rows[:800], rows[800:1200]
     cfg = TrainConfig(epochs=1, eval_fraction=0.1, seed=0)
-    result = list(minilm.train("q", TASK, train, cfg.to_dict()))[-1]
-    assert result["kind"] == "RESULT"
+    result = list(train(minilm, "q", TASK, fit, cfg))[-1]
+    assert result.kind == "RESULT"
     key = "sha-q"
-    logits = minilm.classify([(key, t) for t, _ in held_out], {key: result["prompt"]}, {key: TASK})
+    logits = minilm.classify(ClassifyBatch([(key, t) for t, _ in held_out], {key: result.prompt},
+                                           {key: TaskSpec.from_dict(TASK)}))
     pred = [TASK["labels"][max(range(2), key=row.__getitem__)] for row in logits]
     acc = sum(p == g for p, (_, g) in zip(pred, held_out, strict=True)) / len(held_out)
     majority = Counter(g for _, g in held_out).most_common(1)[0][1] / len(held_out)

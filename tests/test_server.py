@@ -11,8 +11,9 @@ from sqlalchemy import update
 
 from bank.models import PromptVersion
 from promptbank import Client
-from promptbank.v1 import catalog_pb2 as cat
-from promptbank.v1 import jobs_pb2 as jp
+from promptbank_api.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import jobs_pb2 as jp
+from tests.workers_util import classify
 from workers.actor import BackboneWorker
 
 POS = ["good great lovely", "wonderful happy joy", "nice excellent fine", "love it so much"]
@@ -183,7 +184,7 @@ def test_in_process_worker_agrees_with_the_served_one(server, client: Client, ti
     train(client, "agree")
     v = client.get_version("agree", include_tensor=True)
     local = BackboneWorker(tiny_encoder, num_threads=1)
-    logits = local.classify([(v.sha256, "so good")], {v.sha256: v.tensor},
+    logits = classify(local, [(v.sha256, "so good")], {v.sha256: v.tensor},
                             {v.sha256: {"labels": ["negative", "positive"]}})[0]
     import math
 

@@ -14,6 +14,14 @@ from workers.task import POOLINGS, ConfigError, TaskSpec
 TEXTS = ["a good day", "this is a much longer sentence about a terrible awful film", "ok", "the cat sat on the mat"]
 
 
+def logits(heads: Heads, texts: list[str], prompts: list[torch.Tensor], tasks: list[TaskSpec],
+           max_length: int) -> list[torch.Tensor]:
+    """Row i's (K_i,) class logits under its own prompt and task, all rows in ONE forward."""
+    ids = tokenize(heads.bb, texts, max_length)
+    anchors = [heads.anchors(task, prompt) for task, prompt in zip(tasks, prompts, strict=True)]
+    return heads.class_logits(tasks, heads.features(build_batch(heads.bb, ids, prompts), tasks), anchors)
+
+
 @pytest.fixture(scope="module", params=["encoder", "causal_lm", "seq2seq", "masked_lm"])
 def heads(request: pytest.FixtureRequest, tiny_models: dict[str, str]) -> Heads:
     bb = FrozenBackbone(tiny_models[request.param])
@@ -31,9 +39,9 @@ def test_mixed_task_batch_equals_each_row_alone(heads: Heads, n_tasks: int) -> N
     prompts = [torch.randn(1 + 5 * k, h) for k in range(n_tasks)]  # a different prompt length per task
     rows = [(TEXTS[i % 4], i % n_tasks) for i in range(2 * n_tasks + 1)]
     with torch.no_grad():
-        batch = heads.logits([t for t, _ in rows], [prompts[k] for _, k in rows], [tasks[k] for _, k in rows], 64)
+        batch = logits(heads, [t for t, _ in rows], [prompts[k] for _, k in rows], [tasks[k] for _, k in rows], 64)
         for (text, k), got in zip(rows, batch, strict=True):
-            alone = heads.logits([text], [prompts[k]], [tasks[k]], 64)[0]
+            alone = logits(heads, [text], [prompts[k]], [tasks[k]], 64)[0]
             assert got.shape == (len(tasks[k].labels),)
             torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)
 
@@ -41,8 +49,8 @@ def test_mixed_task_batch_equals_each_row_alone(heads: Heads, n_tasks: int) -> N
 def test_prompt_changes_the_output(heads: Heads) -> None:
     h, task = heads.bb.hidden_size, TaskSpec(labels=("negative", "positive"))
     with torch.no_grad():
-        a = heads.logits(["a good day"], [torch.zeros(4, h)], [task], 64)[0]
-        b = heads.logits(["a good day"], [torch.randn(4, h) * 3], [task], 64)[0]
+        a = logits(heads, ["a good day"], [torch.zeros(4, h)], [task], 64)[0]
+        b = logits(heads, ["a good day"], [torch.randn(4, h) * 3], [task], 64)[0]
     assert not torch.allclose(a, b)
 
 
@@ -70,24 +78,25 @@ def test_pooling_reads_all_positions_the_prompt_positions_or_the_text(tiny_encod
             torch.testing.assert_close(heads.features(bare, [t] * 4), heads.features(bare, [on_text] * 4))
 
 
-def test_left_and_right_padding_agree_and_prompt_sits_next_to_tokens(heads: Heads) -> None:
+def test_padding_never_sits_between_prompt_and_text(heads: Heads) -> None:
+    """Right padding: each row's prompt and text are contiguous from position 0, pads only after them, and a
+    padded row's features equal the row alone (no pad leaks in)."""
     h = heads.bb.hidden_size
     ids = tokenize(heads.bb, TEXTS, 64)
     prompts = [torch.randn(5, h), torch.randn(2, h), torch.randn(5, h), torch.randn(8, h)]
+    tasks = [TaskSpec(labels=("a", "b"), pooling=POOLINGS[i % 3]) for i in range(len(ids))]  # every pooling
     with torch.no_grad():
-        right = build_batch(heads.bb, ids, prompts, "right")
-        left = build_batch(heads.bb, ids, prompts, "left")
-        tasks = [TaskSpec(labels=("a", "b"), pooling=POOLINGS[i % 3]) for i in range(len(ids))]  # every pooling
-        fr, fl = heads.features(right, tasks), heads.features(left, tasks)
-    torch.testing.assert_close(fr, fl, atol=1e-5, rtol=1e-5)
-    for i, p in enumerate(prompts):
-        real = left.attention_mask[i].nonzero().squeeze(-1)
-        # real positions are contiguous (padding never sits between prompt and text) and count from 0
-        assert torch.equal(real, torch.arange(real[0], real[0] + len(ids[i]) + p.shape[0]))
-        assert torch.equal(left.position_ids[i, real], torch.arange(len(real)))
-        # encoders: the prompt follows the leading [CLS]; LMs: the prompt comes first (PEFT's placement)
-        start = real[1] if heads.bb.architecture in (ENCODER, MASKED_LM) else real[0]
-        torch.testing.assert_close(left.inputs_embeds[i, start : start + p.shape[0]], p)
+        batch = build_batch(heads.bb, ids, prompts)
+        together = heads.features(batch, tasks)
+        for i, p in enumerate(prompts):
+            real = batch.attention_mask[i].nonzero().squeeze(-1)
+            assert torch.equal(real, torch.arange(len(ids[i]) + p.shape[0]))  # contiguous from 0: pads at the end
+            assert torch.equal(batch.position_ids[i, real], torch.arange(len(real)))
+            # encoders: the prompt follows the leading [CLS]; LMs: the prompt comes first (PEFT's placement)
+            start = 1 if heads.bb.architecture in (ENCODER, MASKED_LM) else 0
+            torch.testing.assert_close(batch.inputs_embeds[i, start : start + p.shape[0]], p)
+            alone = heads.features(build_batch(heads.bb, [ids[i]], [p]), [tasks[i]])
+            torch.testing.assert_close(together[i : i + 1], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_noise_moves_only_its_rows_own_token_embeddings(heads: Heads) -> None:
@@ -97,14 +106,13 @@ def test_noise_moves_only_its_rows_own_token_embeddings(heads: Heads) -> None:
     noise = [torch.randn(len(r), h) if i != 1 else None for i, r in enumerate(ids)]  # row 1: none
     with torch.no_grad():
         clean = build_batch(heads.bb, ids, prompts)
-        for side in ("right", "left"):
-            noisy, plain = build_batch(heads.bb, ids, prompts, side, noise=noise), build_batch(heads.bb, ids, prompts, side)
-            delta = noisy.inputs_embeds - plain.inputs_embeds
-            for i, n in enumerate(noise):
-                own = plain.text_mask[i].bool()
-                assert torch.equal(delta[i, ~own], torch.zeros_like(delta[i, ~own]))  # prompt and padding untouched
-                torch.testing.assert_close(delta[i, own], n if n is not None else torch.zeros(len(ids[i]), h))
-            assert torch.equal(noisy.attention_mask, plain.attention_mask)
+        noisy, plain = build_batch(heads.bb, ids, prompts, noise=noise), build_batch(heads.bb, ids, prompts)
+        delta = noisy.inputs_embeds - plain.inputs_embeds
+        for i, n in enumerate(noise):
+            own = plain.text_mask[i].bool()
+            assert torch.equal(delta[i, ~own], torch.zeros_like(delta[i, ~own]))  # prompt and padding untouched
+            torch.testing.assert_close(delta[i, own], n if n is not None else torch.zeros(len(ids[i]), h))
+        assert torch.equal(noisy.attention_mask, plain.attention_mask)
         unset = build_batch(heads.bb, ids, prompts, noise=[None] * len(ids))  # rows without noise: the plain batch
         assert torch.equal(unset.inputs_embeds, clean.inputs_embeds)
     with pytest.raises(ValueError, match="noise rows"):

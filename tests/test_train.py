@@ -11,9 +11,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from bank.codec import decode_prompt
-from bank.errors import InvalidArgument
+from promptbank_api.errors import InvalidArgument
+from tests.workers_util import classify, train
 from workers import grouping
 from workers.actor import BackboneWorker
+from workers.protocol import TrainEvent, TrainRequest
 from workers.task import ConfigError, TaskSpec, TrainConfig
 from workers.train import Trainer, train_jobs
 
@@ -29,13 +31,13 @@ def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str]
     assert all(not p.requires_grad for p in worker.bb.model.parameters())
     cfg = TrainConfig(num_virtual_tokens=4, epochs=3, learning_rate=0.1, batch_size=8, init="random", seed=3,
                       progress_every=1)
-    events = list(worker.train("j1", TASK, DATA, cfg.to_dict()))
-    kinds = [e["kind"] for e in events]
+    events = list(train(worker, "j1", TASK, DATA, cfg.to_dict()))
+    kinds = [e.kind for e in events]
     assert kinds[-1] == "RESULT" and "PROGRESS" in kinds and "EVAL" in kinds
-    steps = [e["step"] for e in events if e["kind"] == "PROGRESS"]
-    assert steps == sorted(steps) and steps[-1] == events[-1]["total_steps"]
+    steps = [e.step for e in events if e.kind == "PROGRESS"]
+    assert steps == sorted(steps) and steps[-1] == events[-1].total_steps
     result = events[-1]
-    prompt = decode_prompt(result["prompt"])
+    prompt = decode_prompt(result.prompt)
     assert prompt.shape == (4, worker.bb.hidden_size)
     assert worker.parameter_digest() == before, "the backbone changed during prompt tuning"
     # the trained prompt is not the init: re-derive the init with the same seed and compare
@@ -44,16 +46,16 @@ def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str]
 
     init = init_prompt(worker.heads, TaskSpec.from_dict(TASK), cfg, None)
     assert not torch.allclose(prompt, init), "training did not move the prompt"
-    first = next(e for e in events if e["kind"] == "PROGRESS")["loss"]
-    assert result["metrics"]["steps"] == result["total_steps"]
-    assert 0.0 <= result["metrics"]["eval_accuracy"] <= 1.0 and first > 0
+    first = next(e for e in events if e.kind == "PROGRESS").loss
+    assert result.metrics["steps"] == result.total_steps
+    assert 0.0 <= result.metrics["eval_accuracy"] <= 1.0 and first > 0
 
 
 def test_training_is_reproducible_with_a_seed(tiny_encoder: str) -> None:
     worker = BackboneWorker(tiny_encoder, num_threads=1)
     cfg = TrainConfig(num_virtual_tokens=3, epochs=1, batch_size=8, seed=7).to_dict()
-    a = list(worker.train("a", TASK, DATA, cfg))[-1]["prompt"]
-    b = list(worker.train("b", TASK, DATA, cfg))[-1]["prompt"]
+    a = list(train(worker, "a", TASK, DATA, cfg))[-1].prompt
+    b = list(train(worker, "b", TASK, DATA, cfg))[-1].prompt
     assert a == b
 
 
@@ -61,22 +63,22 @@ def test_cancel_stops_at_the_next_step(tiny_encoder: str) -> None:
     worker = BackboneWorker(tiny_encoder, num_threads=1)
     cfg = TrainConfig(num_virtual_tokens=2, epochs=50, batch_size=4, progress_every=1).to_dict()
     events = []
-    for ev in worker.train("c", TASK, DATA, cfg):
+    for ev in train(worker, "c", TASK, DATA, cfg):
         events.append(ev)
-        if ev["kind"] == "PROGRESS" and ev["step"] == 2:
+        if ev.kind == "PROGRESS" and ev.step == 2:
             worker.cancel("c")
-    assert events[-1]["kind"] == "CANCELLED" and events[-1]["step"] == 2
-    assert events[-2]["kind"] == "CHECKPOINT" and events[-2]["step"] == 2  # the last state is kept
+    assert events[-1].kind == "CANCELLED" and events[-1].step == 2
+    assert events[-2].kind == "CHECKPOINT" and events[-2].step == 2  # the last state is kept
 
 
 def test_unknown_labels_fail_that_job_only(tiny_encoder: str) -> None:
     worker = BackboneWorker(tiny_encoder, num_threads=1)
     cfg = TrainConfig(num_virtual_tokens=2, epochs=1, batch_size=8).to_dict()
-    jobs = [{"job_id": "bad", "task": TASK, "examples": DATA + [("meh", "neutral")], "config": cfg},
-            {"job_id": "good", "task": TASK, "examples": DATA, "config": cfg}]
+    task, config = TaskSpec.from_dict(TASK), TrainConfig.from_dict(cfg)
+    jobs = [TrainRequest("bad", task, config, DATA + [("meh", "neutral")]), TrainRequest("good", task, config, DATA)]
     events = list(worker.train_group(jobs))
-    assert events[0]["kind"] == "FAILED" and events[0]["job"] == "bad" and "not among the task's labels" in events[0]["error"]
-    assert events[-1]["kind"] == "RESULT" and events[-1]["job"] == "good"
+    assert events[0].kind == "FAILED" and events[0].job == "bad" and "not among the task's labels" in events[0].error
+    assert events[-1].kind == "RESULT" and events[-1].job == "good"
     with pytest.raises(ConfigError, match="not among"):
         Trainer("x", worker.heads, TaskSpec.from_dict(TASK), [("meh", "neutral")] * 4, TrainConfig())
 
@@ -93,8 +95,8 @@ TOPIC_DATA = [("the match ended two nil", "sports"), ("parliament passed the bil
               ("the striker scored twice", "sports"), ("the senator gave a speech", "politics")] * 10
 
 
-def final_prompt(events: list[dict], job: str) -> torch.Tensor:
-    return decode_prompt(next(e for e in events if e["kind"] == "RESULT" and e["job"] == job)["prompt"])
+def final_prompt(events: list[TrainEvent], job: str) -> torch.Tensor:
+    return decode_prompt(next(e for e in events if e.kind == "RESULT" and e.job == job).prompt)
 
 
 # fp32 co-batching is exact up to float summation order; bf16 forwards round per GEMM shape, so a job's
@@ -127,13 +129,13 @@ def test_co_batched_jobs_equal_each_job_trained_alone(
         return Trainer(job, w.heads, TaskSpec.from_dict(task), data, cfg)
 
     together = list(train_jobs(w.heads, [trainer(*s) for s in specs]))
-    assert sorted(e["job"] for e in together if e["kind"] == "RESULT") == ["a", "b", "c"]
+    assert sorted(e.job for e in together if e.kind == "RESULT") == ["a", "b", "c"]
     for spec in specs:
         alone = list(train_jobs(w.heads, [trainer(*spec)]))
         torch.testing.assert_close(final_prompt(together, spec[0]), final_prompt(alone, spec[0]),
                                    atol=tol["atol"], rtol=tol["rtol"])
-        losses_t = [e["loss"] for e in together if e["kind"] == "PROGRESS" and e["job"] == spec[0]]
-        losses_a = [e["loss"] for e in alone if e["kind"] == "PROGRESS"]
+        losses_t = [e.loss for e in together if e.kind == "PROGRESS" and e.job == spec[0]]
+        losses_a = [e.loss for e in alone if e.kind == "PROGRESS"]
         assert losses_t == pytest.approx(losses_a, abs=tol["loss"])
 
 
@@ -200,8 +202,8 @@ def test_evaluations_score_and_the_job_keeps_the_moving_average_of_the_prompt(ti
     events = []
     for e in train_jobs(w.heads, [t]):
         events.append(e)
-        if e["kind"] == "PROGRESS":
-            assert e["step"] == len(raw)
+        if e.kind == "PROGRESS":
+            assert e.step == len(raw)
             raw.append(t.prompt.detach().clone())
             avg.append(t.average.clone())
     torch.testing.assert_close(avg[0], raw[0])  # before any step: the init
@@ -210,9 +212,9 @@ def test_evaluations_score_and_the_job_keeps_the_moving_average_of_the_prompt(ti
         ema = decay * ema + (1 - decay) * raw[step]
         torch.testing.assert_close(avg[step], ema / (1 - decay**step), atol=1e-6, rtol=1e-5)
     assert torch.equal(avg[-1], raw[-1]) == (decay == 0.0)  # 0: the average is the prompt itself
-    evals = [e for e in events if e["kind"] == "EVAL"]
-    kept = evals[kept_index([e["metrics"] for e in evals], "eval_loss")]
-    assert torch.equal(final_prompt(events, "j"), avg[kept["step"]].cpu())  # kept: the average it scored
+    evals = [e for e in events if e.kind == "EVAL"]
+    kept = evals[kept_index([e.metrics for e in evals], "eval_loss")]
+    assert torch.equal(final_prompt(events, "j"), avg[kept.step].cpu())  # kept: the average it scored
 
 
 def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) -> None:
@@ -221,31 +223,31 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(tiny_encoder: str) ->
                       token_dropout=0.2)
     task = TaskSpec.from_dict(TASK)
     full = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg)]))
-    ckpt = next(e for e in full if e["kind"] == "CHECKPOINT" and e["step"] == 7)
-    resumed = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg, resume=ckpt["checkpoint"])]))
-    assert next(e for e in resumed if e["kind"] == "PROGRESS")["step"] > 7
+    ckpt = next(e for e in full if e.kind == "CHECKPOINT" and e.step == 7)
+    resumed = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg, resume=ckpt.checkpoint)]))
+    assert next(e for e in resumed if e.kind == "PROGRESS").step > 7
     torch.testing.assert_close(final_prompt(resumed, "j"), final_prompt(full, "j"), atol=1e-6, rtol=1e-5)
-    assert [e["metrics"] for e in resumed if e["kind"] == "EVAL"] == [e["metrics"] for e in full if e["kind"] == "EVAL"
-                                                                      and e["step"] > 7]
-    at_eval = next(e for i, e in enumerate(full) if e["kind"] == "CHECKPOINT" and full[i - 1]["kind"] == "EVAL"
-                   and e["step"] > 7)  # the kept and the best evaluations so far come back as they were
-    so_far = [e["metrics"] for e in full if e["kind"] == "EVAL" and e["step"] <= at_eval["step"]]
-    t = Trainer("j", w.heads, task, DATA, cfg, resume=at_eval["checkpoint"])
+    assert [e.metrics for e in resumed if e.kind == "EVAL"] == [e.metrics for e in full if e.kind == "EVAL"
+                                                                      and e.step > 7]
+    at_eval = next(e for i, e in enumerate(full) if e.kind == "CHECKPOINT" and full[i - 1].kind == "EVAL"
+                   and e.step > 7)  # the kept and the best evaluations so far come back as they were
+    so_far = [e.metrics for e in full if e.kind == "EVAL" and e.step <= at_eval.step]
+    t = Trainer("j", w.heads, task, DATA, cfg, resume=at_eval.checkpoint)
     assert len(so_far) >= 2 and t.kept == so_far[kept_index(so_far, "eval_loss")]
     assert t.best == min(so_far, key=lambda m: m["eval_loss"])
     with pytest.raises(InvalidArgument, match="safetensors"):
         Trainer("j", w.heads, task, DATA, cfg, resume=b"\x80\x04garbage")
-    bad = {**st_load(ckpt["checkpoint"]), "noise_rng": torch.zeros(3, dtype=torch.uint8)}
+    bad = {**st_load(ckpt.checkpoint), "noise_rng": torch.zeros(3, dtype=torch.uint8)}
     with pytest.raises(InvalidArgument, match="RNG state"):
-        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt["checkpoint"])))
-    bad = {**st_load(ckpt["checkpoint"]), "ema": torch.zeros(2, 3)}
+        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt.checkpoint)))
+    bad = {**st_load(ckpt.checkpoint), "ema": torch.zeros(2, 3)}
     with pytest.raises(InvalidArgument, match="ema shape"):
-        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt["checkpoint"])))
-    bad = {k: v for k, v in st_load(ckpt["checkpoint"]).items() if k != "best_prompt"}
+        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt.checkpoint)))
+    bad = {k: v for k, v in st_load(ckpt.checkpoint).items() if k != "best_prompt"}
     with pytest.raises(InvalidArgument, match="best_prompt"):
-        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt["checkpoint"])))
-    old = {k: v for k, v in st_load(ckpt["checkpoint"]).items() if k != "ema"}  # from before averaging
-    t = Trainer("j", w.heads, task, DATA, cfg, resume=st_save(old, metadata=st_metadata(ckpt["checkpoint"])))
+        Trainer("j", w.heads, task, DATA, cfg, resume=st_save(bad, metadata=st_metadata(ckpt.checkpoint)))
+    old = {k: v for k, v in st_load(ckpt.checkpoint).items() if k != "ema"}  # from before averaging
+    t = Trainer("j", w.heads, task, DATA, cfg, resume=st_save(old, metadata=st_metadata(ckpt.checkpoint)))
     torch.testing.assert_close(t.average, t.prompt.detach())  # the average starts at the checkpoint's prompt
 
 
@@ -258,18 +260,18 @@ def test_early_stopping_ends_a_run_that_stops_improving(tiny_encoder: str) -> No
     cfg = TrainConfig(num_virtual_tokens=2, epochs=10, batch_size=8, learning_rate=1e-9, patience=1,
                       select_on="eval_accuracy")  # a prompt that does not move: the same accuracy every time
     events = list(train_jobs(w.heads, [Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, cfg)]))
-    evals = [e for e in events if e["kind"] == "EVAL"]
-    assert len(evals) == 2 and evals[-1]["stopped_early"]
+    evals = [e for e in events if e.kind == "EVAL"]
+    assert len(evals) == 2 and evals[-1].stopped_early
     result = events[-1]
-    assert result["kind"] == "RESULT" and result["metrics"]["stopped_early"] == 1.0
-    assert result["step"] < result["total_steps"]
+    assert result.kind == "RESULT" and result.metrics["stopped_early"] == 1.0
+    assert result.step < result.total_steps
 
 
 def test_training_without_an_eval_split(tiny_encoder: str) -> None:
     w = BackboneWorker(tiny_encoder, num_threads=1)
-    events = list(w.train("n", TASK, DATA, TrainConfig(num_virtual_tokens=2, epochs=1, eval_fraction=0.0).to_dict()))
-    assert events[-1]["kind"] == "RESULT" and events[-1]["metrics"]["eval_examples"] == 0
-    assert not [e for e in events if e["kind"] == "EVAL"]
+    events = list(train(w, "n", TASK, DATA, TrainConfig(num_virtual_tokens=2, epochs=1, eval_fraction=0.0).to_dict()))
+    assert events[-1].kind == "RESULT" and events[-1].metrics["eval_examples"] == 0
+    assert not [e for e in events if e.kind == "EVAL"]
 
 
 @pytest.mark.parametrize("arch", ["encoder", "causal_lm"])
@@ -279,9 +281,9 @@ def test_training_after_classifying_the_same_task(arch: str, tiny_models: dict[s
 
     w = BackboneWorker(tiny_models[arch], num_threads=1)
     task = {**TASK, "label_words": ["bad", "good"]}
-    w.classify([("k", "some text")], {"k": encode_prompt(torch.randn(2, w.bb.hidden_size))}, {"k": task})
-    events = list(w.train("t", task, DATA, TrainConfig(num_virtual_tokens=2, epochs=1, batch_size=8).to_dict()))
-    assert events[-1]["kind"] == "RESULT"
+    classify(w, [("k", "some text")], {"k": encode_prompt(torch.randn(2, w.bb.hidden_size))}, {"k": task})
+    events = list(train(w, "t", task, DATA, TrainConfig(num_virtual_tokens=2, epochs=1, batch_size=8).to_dict()))
+    assert events[-1].kind == "RESULT"
 
 
 def test_an_epoch_covers_every_row_once_in_length_sorted_batches(tiny_encoder: str) -> None:
@@ -325,10 +327,10 @@ def test_the_kept_prompt_follows_the_one_se_rule_on_the_chosen_metric(tiny_encod
     cfg = TrainConfig(num_virtual_tokens=3, epochs=6, batch_size=8, learning_rate=0.3, patience=10, select_on=select_on,
                       eval_fraction=0.25, seed=2)
     events = list(train_jobs(w.heads, [Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, cfg)]))
-    evals = [e["metrics"] for e in events if e["kind"] == "EVAL"]
+    evals = [e.metrics for e in events if e.kind == "EVAL"]
     assert len(evals) == 6
     kept = evals[kept_index(evals, select_on)]
-    result = events[-1]["metrics"]
+    result = events[-1].metrics
     assert result["eval_loss"] == kept["eval_loss"] and result["eval_accuracy"] == kept["eval_accuracy"]
 
 
@@ -356,7 +358,7 @@ def test_the_kept_prompt_is_the_latest_within_one_standard_error_of_the_best(tin
         value = 0.5 + worse * (v - 0.5)
         t._select({key: value, f"{key}_se": se, "tag": float(k)}, torch.full((2, 4), float(k)))
         kept.append(int(t.kept["tag"]))
-        stale.append(t.stale_evals)
+        stale.append(t.keep.stale_evals)
         assert torch.equal(t.kept_prompt, torch.full((2, 4), float(kept[-1])))
     # 0.53 is within the best's SE (0.05) of 0.50: kept; 0.58 is not; 0.45 is a new best (SE 0.01), so 0.47 is
     # out of reach; and patience counts evaluations without a new best, whatever is kept

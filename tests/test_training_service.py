@@ -8,7 +8,7 @@ import torch
 from bank import jobs as jobstore
 from bank.codec import decode_prompt
 from promptbank import Client
-from promptbank.v1 import jobs_pb2 as jp
+from promptbank_api.v1 import jobs_pb2 as jp
 from tests.test_server import DATA, TOPIC, train
 
 

@@ -1,68 +1,37 @@
 """The worker: one frozen backbone replica. Run as a Ray actor by the coordinator, or in-process by benches.
 
-It receives prompts as safetensors bytes keyed by content hash and keeps decoded tensors in an LRU
-bounded in bytes, so a hot prompt is decoded once per replica and never re-fetched.
+It speaks only the typed contract of `workers.protocol`. It receives prompts as safetensors bytes keyed by
+content hash and keeps decoded tensors in an LRU bounded in bytes, so a hot prompt is decoded once per
+replica and never re-fetched.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 
 from bank.codec import decode_prompt
-from bank.errors import InvalidArgument
+from promptbank_api.errors import InvalidArgument
 from workers.backbone import FrozenBackbone
+from workers.cache import LRU, tensor_bytes
 from workers.generate import generate
 from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
+from workers.protocol import (
+    BackboneInfo,
+    ClassifyBatch,
+    EventKind,
+    Example,
+    MissingPrompts,
+    TrainEvent,
+    TrainRequest,
+)
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import TaskSpec, TrainConfig
-from workers.train import Event, Trainer, train_jobs
-
-
-class MissingPrompts(KeyError):
-    """The caller assumed prompts are cached here, but the LRU evicted them: send their bytes again."""
-
-    def __init__(self, keys: list[str]):
-        super().__init__(f"prompts not cached on this replica: {[k[:12] for k in keys]}")
-        self.keys = keys
-
-
-class PromptCache:
-    """LRU of decoded prompts keyed by sha256, bounded by tensor bytes."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes, self.bytes = max_bytes, 0
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> torch.Tensor | None:
-        with self._lock:
-            t = self._items.get(key)
-            if t is not None:
-                self._items.move_to_end(key)
-            return t
-
-    def put(self, key: str, t: torch.Tensor) -> None:
-        size = t.numel() * t.element_size()
-        with self._lock:
-            if key in self._items or size > self.max_bytes:
-                return
-            self._items[key] = t
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self.bytes -= old.numel() * old.element_size()
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return list(self._items)
+from workers.task import TaskSpec
+from workers.train import Trainer, train_jobs
 
 
 class BackboneWorker:
@@ -86,19 +55,19 @@ class BackboneWorker:
         self.bb = FrozenBackbone(model, revision)
         self.bb.model.to(self.device)
         self.heads = Heads(self.bb)
-        self.cache = PromptCache(cache_bytes)
-        self.anchor_cache = PromptCache(max(1 << 20, cache_bytes // 8))  # label texts read through a prompt
+        self.cache: LRU[torch.Tensor] = LRU(cache_bytes, tensor_bytes)
+        self.anchor_cache: LRU[torch.Tensor] = LRU(max(1 << 20, cache_bytes // 8), tensor_bytes)  # label texts
         self._cancelled: set[str] = set()
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> BackboneInfo:
         i = self.bb.info
-        return dict(model=i.model, revision=i.revision, architecture=i.architecture, hidden_size=i.hidden_size,
-                    fingerprint=i.fingerprint, max_positions=i.max_positions, device=str(self.device),
-                    threads=torch.get_num_threads())
+        return BackboneInfo(model=i.model, revision=i.revision, architecture=i.architecture,
+                            hidden_size=i.hidden_size, fingerprint=i.fingerprint, max_positions=i.max_positions,
+                            device=str(self.device), threads=torch.get_num_threads())
 
-    def check_task(self, task: dict[str, Any]) -> None:
+    def check_task(self, task: TaskSpec) -> None:
         """Raise ConfigError now if the task cannot run here (e.g. label words sharing a first token)."""
-        self.heads.labels_for(TaskSpec.from_dict(task))
+        self.heads.labels_for(task)
 
     def parameter_digest(self) -> str:
         return self.bb.parameter_digest()
@@ -126,73 +95,53 @@ class BackboneWorker:
             self.anchor_cache.put(ck, t)
         return t
 
-    def classify(
-        self,
-        rows: list[tuple[str, str]],
-        prompts: dict[str, bytes],
-        tasks: dict[str, dict[str, Any]],
-        max_length: int = 256,
-    ) -> list[list[float]]:
-        """rows: (prompt sha, text). Returns each row's class logits in its task's label order; tasks mix freely
-        in each forward, whose rows are grouped by length (`length_groups`)."""
-        specs = {k: TaskSpec.from_dict(v) for k, v in tasks.items()}
-        missing = sorted({k for k, _ in rows if k not in prompts and self.cache.get(k) is None})
+    def classify(self, batch: ClassifyBatch) -> list[list[float]]:
+        """Each row's class logits in its task's label order; tasks mix freely in each forward, whose rows are
+        grouped by length (`length_groups`)."""
+        rows = batch.rows
+        missing = sorted({k for k, _ in rows if k not in batch.prompts and self.cache.get(k) is None})
         if missing:
             raise MissingPrompts(missing)
-        local = {k: self._prompt(k, prompts) for k in {k for k, _ in rows}}  # held for the whole call
-        ids = tokenize(self.bb, [text for _, text in rows], max_length)
+        local = {k: self._prompt(k, batch.prompts) for k in {k for k, _ in rows}}  # held for the whole call
+        ids = tokenize(self.bb, [text for _, text in rows], batch.max_length)
         out: list[list[float]] = [[] for _ in rows]
         with torch.inference_mode():
-            anchors = {k: self._anchors(k, specs[k], local[k]) for k in local}
+            anchors = {k: self._anchors(k, batch.tasks[k], local[k]) for k in local}
             lengths = [len(ids[i]) + local[k].shape[0] for i, (k, _) in enumerate(rows)]
             for idx in length_groups(lengths, forward_cost(self.device), self.chunk_rows, self.chunk_tokens):
-                row_tasks = [specs[rows[i][0]] for i in idx]
-                batch = build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx])
-                logits = self.heads.class_logits(row_tasks, self.heads.features(batch, row_tasks),
+                row_tasks = [batch.tasks[rows[i][0]] for i in idx]
+                prompted = build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx])
+                logits = self.heads.class_logits(row_tasks, self.heads.features(prompted, row_tasks),
                                                  [anchors[rows[i][0]] for i in idx])
                 for i, row in zip(idx, logits, strict=True):
                     out[i] = row.float().cpu().tolist()
         return out
 
-    def train(
-        self,
-        job_id: str,
-        task: dict[str, Any],
-        examples: list[tuple[str, str]],
-        config: dict[str, Any],
-        init_prompt: bytes | None = None,
-        resume: bytes | None = None,
-    ) -> Iterator[Event]:
-        """Stream one job's training events (Ray streaming generator)."""
-        job = {"job_id": job_id, "task": task, "examples": examples, "config": config, "init_prompt": init_prompt,
-               "resume": resume}
+    def train(self, job: TrainRequest) -> Iterator[TrainEvent]:
+        """One job's events (in-process use: tests, benches)."""
         yield from self.train_group([job])
 
-    def train_group(self, jobs: list[dict[str, Any]]) -> Iterator[Event]:
-        """Train several jobs together: each step is one forward/backward over a batch of every job.
-
-        A job whose setup fails (bad labels, bad checkpoint) yields FAILED and the others go on. Each job
-        stops at its next step after `cancel(job_id)`, keeping a final checkpoint.
-        """
+    def train_group(self, jobs: list[TrainRequest]) -> Iterator[TrainEvent]:
+        """Train several jobs together (a Ray streaming generator): each step is one forward/backward over a
+        batch of every job. A job whose setup fails (bad labels, bad checkpoint) yields FAILED and the others
+        go on. Each job stops at its next step after `cancel(job_id)`, keeping a final checkpoint."""
         trainers = []
         for j in jobs:
-            self._cancelled.discard(j["job_id"])
+            self._cancelled.discard(j.job_id)
             try:
-                stored = decode_prompt(j["init_prompt"]) if j.get("init_prompt") else None
-                trainers.append(Trainer(j["job_id"], self.heads, TaskSpec.from_dict(j["task"]), j["examples"],
-                                        TrainConfig.from_dict(j["config"]), stored, j.get("resume")))
+                stored = decode_prompt(j.init_prompt) if j.init_prompt else None
+                trainers.append(Trainer(j.job_id, self.heads, j.task, j.examples, j.config, stored, j.resume))
             except InvalidArgument as exc:
-                yield {"kind": "FAILED", "job": j["job_id"], "error": f"{type(exc).__name__}: {exc}"}
+                yield TrainEvent(EventKind.FAILED, j.job_id, error=f"{type(exc).__name__}: {exc}")
         try:
             yield from train_jobs(self.heads, trainers, lambda job_id: job_id in self._cancelled)
         finally:
             for j in jobs:
-                self._cancelled.discard(j["job_id"])
+                self._cancelled.discard(j.job_id)
 
-    def init_losses(self, task: dict[str, Any], examples: list[tuple[str, str]], candidates: dict[str, bytes],
+    def init_losses(self, spec: TaskSpec, examples: list[Example], candidates: dict[str, bytes],
                     max_length: int = 128) -> dict[str, float]:
         """Mean loss of the new task's examples under each stored prompt: lower = a better place to start."""
-        spec = TaskSpec.from_dict(task)
         index = {label: k for k, label in enumerate(spec.labels)}
         y = torch.tensor([index[lab] for _, lab in examples], device=self.device)
         ids = tokenize(self.bb, [t for t, _ in examples], max_length)

@@ -123,14 +123,6 @@ class Heads:
         """Row i's (K_i,) class logits from its features, its own task and its prompt's anchors."""
         return [self.task_logits(task, feats[i : i + 1], anchors[i])[0] for i, task in enumerate(tasks)]
 
-    def logits(
-        self, texts: list[str], prompts: list[torch.Tensor], tasks: list[TaskSpec], max_length: int
-    ) -> list[torch.Tensor]:
-        """Row i's (K_i,) class logits under its own prompt and task, all rows in one forward."""
-        ids = tokenize(self.bb, texts, max_length)
-        anchors = [self.anchors(task, prompt) for task, prompt in zip(tasks, prompts, strict=True)]
-        return self.class_logits(tasks, self.features(build_batch(self.bb, ids, prompts), tasks), anchors)
-
 
 def pooling_mask(batch: PromptedBatch, tasks: list[TaskSpec]) -> torch.Tensor:
     """(B, T) positions each row pools, as its task says: all its positions, its prompt's, or its text's. A row

@@ -50,7 +50,6 @@ def build_batch(
     backbone: FrozenBackbone,
     token_ids: list[list[int]],
     prompts: list[torch.Tensor],
-    padding_side: str = "right",
     noise: list[torch.Tensor | None] | None = None,
 ) -> PromptedBatch:
     """Assemble one batch; `prompts[i]` is row i's `(n_i, H)` prompt (may require grad). `noise[i]`, when
@@ -79,19 +78,17 @@ def build_batch(
         own = tok[i, :n] if noise is None or noise[i] is None else tok[i, :n] + noise[i].to(tok)
         seq = torch.cat([own[:off], prompt.to(tok.dtype), own[off:]])  # (L, H)
         text = torch.cat([torch.ones(off), torch.zeros(p), torch.ones(n - off)])  # (L,)
-        pad = T - L
-        left = pad if padding_side == "left" else 0
-        right = pad - left
-        rows.append(F.pad(seq, (0, 0, left, right)))  # (T, H)
-        masks.append(F.pad(torch.ones(L), (left, right)))
-        texts.append(F.pad(text, (left, right)))
-        positions.append(F.pad(torch.arange(L), (left, right)))
-        last.append(left + L - 1)
+        pad = T - L  # right padding: the prompt sits next to the real tokens, never behind pads
+        rows.append(F.pad(seq, (0, 0, 0, pad)))  # (T, H)
+        masks.append(F.pad(torch.ones(L), (0, pad)))
+        texts.append(F.pad(text, (0, pad)))
+        positions.append(F.pad(torch.arange(L), (0, pad)))
+        last.append(L - 1)
         if mask_id is not None and mask_id in row:
             j = len(row) - 1 - row[::-1].index(mask_id)
-            masked.append(left + (j if j < off else j + p))
+            masked.append(j if j < off else j + p)
         else:
-            masked.append(left + L - 1)
+            masked.append(L - 1)
     return PromptedBatch(
         inputs_embeds=torch.stack(rows),
         attention_mask=torch.stack(masks).to(device=device, dtype=torch.long),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from bank.errors import InvalidArgument
+from promptbank_api.errors import InvalidArgument
 
 KINDS = ("classification",)
 INITS = ("random", "vocab", "labels", "text")  # plus a stored prompt: a reference, or "nearest" (coordinator)
@@ -14,8 +14,8 @@ INITS = ("random", "vocab", "labels", "text")  # plus a stored prompt: a referen
 # "prompt" pools only the prompt's positions (they read the text through attention); "text" the text's tokens.
 # "all" and "prompt" read the label texts through the prompt too; "text" compares with the plain label texts.
 POOLINGS = ("all", "prompt", "text")
-# Training autocast: bf16 halves the frozen model's matmul cost where the hardware has bf16 units (about 1.6x
-# faster steps on an AVX512-BF16 CPU); the prompt and its optimizer stay fp32. "auto" = bf16 where supported.
+# Training autocast: bf16 halves the frozen model's matmul cost where the hardware has bf16 units; the prompt
+# and its optimizer stay fp32. "auto" = bf16 where supported.
 PRECISIONS = ("auto", "bf16", "fp32")
 # Which eval metric keeps a prompt and stops early. Cross-entropy by default: on a few hundred held-out rows
 # accuracy moves in steps of 1/n and its noise picks epochs at random; the loss is smooth (HF's default too).

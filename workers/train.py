@@ -1,17 +1,15 @@
 """Prompt tuning: optimise only `(n_virtual, H)` prompts against a frozen backbone — one job or several at once.
 
-A `Trainer` holds one job: its split, prompt, optimizer, schedule, place in its batch order, evals and best
-prompt. `train_jobs` drives trainers in lockstep: every step runs one batch of each live job through
-shared forwards of the frozen model (rows grouped by length: one forward on a GPU, a few on a CPU) and ONE
-backward. A row's output depends only on its own prompt (exact mixed batches) and each prompt only receives
-its own job's loss gradient, so every job's run equals training it alone with the same seed. Events are
-plain dicts (a Ray actor streams them): PROGRESS, EVAL, CHECKPOINT, then RESULT, CANCELLED or FAILED, each
-tagged with its "job".
+A `Trainer` holds one job: its split, prompt, optimizer, schedule, place in its batch order and keep rule.
+`train_jobs` drives trainers in lockstep: every step runs one batch of each live job through shared forwards
+of the frozen model (rows grouped by length: one forward on a GPU, a few on a CPU) and ONE backward. A row's
+output depends only on its own prompt (exact mixed batches) and each prompt only receives its own job's loss
+gradient, so every job's run equals training it alone with the same seed. Each job streams `TrainEvent`s:
+PROGRESS, EVAL, CHECKPOINT, then RESULT, CANCELLED or FAILED.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -21,89 +19,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from bank.codec import encode_prompt
-from bank.errors import InvalidArgument
+from promptbank_api.errors import InvalidArgument
+from workers.checkpoint import TrainState
 from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
+from workers.prepare import autocast_dtype, init_prompt, split
+from workers.protocol import EventKind, TrainEvent
+from workers.schedule import KeepRule, debiased_average, eval_metrics, lr_factor
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import ConfigError, TaskSpec, TrainConfig
 
-Event = dict[str, Any]
-EVAL_CAP = 2000  # rows of the held-out split scored per evaluation
 BUCKET_BATCHES = 16  # batches whose rows are sorted by length together (padding vs. shuffling)
-
-
-def split(examples: list[tuple[str, str]], cfg: TrainConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Seeded shuffle, then hold out `eval_fraction` (at least one row when asked for any)."""
-    rows = list(examples)
-    random.Random(cfg.seed).shuffle(rows)
-    n_eval = min(EVAL_CAP, max(1, round(len(rows) * cfg.eval_fraction))) if cfg.eval_fraction > 0 else 0
-    if len(rows) - n_eval < 1:
-        raise ConfigError(f"{len(rows)} examples leave nothing to train on after the eval split")
-    return rows[n_eval:], rows[:n_eval]
-
-
-def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: torch.Tensor | None) -> torch.Tensor:
-    """The starting `(n, H)` prompt: random, sampled vocabulary, label words, a text, or a stored prompt."""
-    emb = heads.bb.embed.weight.detach().to("cpu", torch.float32)  # (V, H)
-    n, gen = cfg.num_virtual_tokens, torch.Generator().manual_seed(cfg.seed)
-    special = set(heads.bb.tokenizer.all_special_ids)
-    lo, hi = min(1000, emb.shape[0] // 10), min(6000, emb.shape[0])  # common-word range of most vocabularies
-    vocab = emb[torch.randint(lo, hi, (n,), generator=gen).tolist()]  # (n, H)
-    if stored is not None:
-        if stored.shape[1] != emb.shape[1]:
-            raise ConfigError(f"init prompt width {stored.shape[1]} != backbone hidden size {emb.shape[1]}")
-        return torch.cat([stored.to("cpu", torch.float32), vocab])[:n].clone()
-    if cfg.init == "random":
-        return torch.randn(n, emb.shape[1], generator=gen) * emb.std()
-    if cfg.init in ("labels", "text"):
-        text = cfg.init_text if cfg.init == "text" else " ".join(task.label_words)
-        ids = [i for i in heads.bb.tokenizer(text, add_special_tokens=False)["input_ids"] if i not in special]
-        if not ids:
-            raise ConfigError(f"init text {text!r} has no tokens in this backbone's vocabulary")
-        picked = emb[(ids * (n // len(ids) + 1))[:n]]
-        return picked.clone() if cfg.init == "text" else torch.cat([emb[ids], vocab])[:n].clone()
-    return vocab.clone()
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype a training forward autocasts to, or None for plain fp32."""
-    if precision == "bf16" or (precision == "auto" and bf16_supported(device)):
-        return torch.bfloat16
-    return None
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup, then cosine decay to 0 (HF's cosine schedule): the prompt settles at the end, where
-    decaying to 10% of the peak left it jittering (seed 0: 0.874 -> 0.880 held out)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def eval_metrics(row_losses: torch.Tensor, correct: int) -> dict[str, float]:
-    """Accuracy and mean loss over the eval split, each with its standard error (`_se`) over rows."""
-    n = len(row_losses)
-    acc = correct / n
-    return {"eval_accuracy": acc, "eval_loss": float(row_losses.mean()),
-            "eval_accuracy_se": math.sqrt(acc * (1 - acc) / n),
-            "eval_loss_se": float(row_losses.std(correction=1)) / math.sqrt(n) if n > 1 else 0.0}
-
-
-def debiased_average(ema: torch.Tensor, decay: float, step: int) -> torch.Tensor:
-    """A zero-started EMA after `step` (>= 1) updates, bias-corrected as Adam's moments are: the weighted mean
-    of the averaged values, never pulled towards zero. Decay 0: the last value itself."""
-    return ema / (1.0 - decay**step)
 
 
 class Trainer:
@@ -144,8 +72,8 @@ class Trainer:
         self.warmup = max(1, int(self.total * cfg.warmup_fraction))
         self.majority = Counter(self.ev_y.tolist()).most_common(1)[0][1] / len(self.ev_y) if len(self.ev_y) else 0.0
         self.n_train, self.n_eval = len(train_rows), len(eval_rows)
-        self.step, self.best, self.stale_evals, self.stopped_early = 0, {}, 0, False
-        self.kept: dict[str, float] = {}  # the kept prompt's evaluation (`_select`); `best` is the best one
+        self.step = 0
+        self.keep = KeepRule(cfg.select_on, cfg.patience)  # early stopping and which evaluation's prompt is kept
         self.kept_prompt = self.prompt.detach().clone()
         self._epoch_batches: dict[int, list[list[int]]] = {}
         self._t0, self._window, self.seconds = time.perf_counter(), (time.perf_counter(), 0), 0.0
@@ -203,9 +131,21 @@ class Trainer:
     def done(self) -> bool:
         return self.step >= self.total or self.stopped_early
 
+    @property
+    def stopped_early(self) -> bool:
+        return self.keep.stopped_early
+
+    @property
+    def best(self) -> dict[str, float]:
+        return self.keep.best
+
+    @property
+    def kept(self) -> dict[str, float]:
+        return self.keep.kept
+
     # ------------------------------------------------------------ after each step
 
-    def after_step(self, loss: float, rows: int) -> Iterator[Event]:
+    def after_step(self, loss: float, rows: int) -> Iterator[TrainEvent]:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
@@ -219,7 +159,7 @@ class Trainer:
             self._window = (now, self.seen)
             rate = self.seen / max(1e-9, now - self._t0)
             rows_left = (self.total - self.step) * self.cfg.batch_size
-            yield self._event("PROGRESS", loss=loss, examples_per_second=eps, eta_seconds=rows_left / max(1e-9, rate),
+            yield self._event(EventKind.PROGRESS, loss=loss, examples_per_second=eps, eta_seconds=rows_left / max(1e-9, rate),
                               epoch=(self.step - 1) // self.steps_per_epoch)
         epoch_end = self.step % self.steps_per_epoch == 0
         epoch = (self.step - 1) // self.steps_per_epoch
@@ -232,8 +172,8 @@ class Trainer:
     @torch.no_grad()
     def _update_average(self) -> None:
         """Polyak averaging: an exponential moving average of the prompt over steps. With input noise and
-        batches of 8 the prompt jitters from step to step; its average scores steadier and better on
-        held-out rows (seed 0, epochs 5-12: 0.873-0.884 against 0.855-0.879)."""
+        small batches the prompt jitters from step to step; its average holds steadier on held-out rows
+        (docs/research.md)."""
         d = self.cfg.ema_decay
         self.ema.mul_(d).add_(self.prompt.detach(), alpha=1.0 - d)
 
@@ -247,7 +187,7 @@ class Trainer:
         return debiased_average(self.ema, self.cfg.ema_decay, self.step)
 
     @torch.no_grad()
-    def _evaluate(self) -> Event:
+    def _evaluate(self) -> TrainEvent:
         row_losses, correct, bs = [], 0, max(32, self.cfg.batch_size)
         prompt = self.average
         anchors = self.heads.anchors(self.task, prompt)
@@ -258,104 +198,73 @@ class Trainer:
             correct += int((logits.argmax(-1) == self.ev_y[i : i + bs]).sum())
         metrics = eval_metrics(torch.cat(row_losses).double(), correct)
         self._select(metrics, prompt)
-        return self._event("EVAL", metrics=metrics, stopped_early=self.stopped_early)
+        return self._event(EventKind.EVAL, metrics=metrics, stopped_early=self.stopped_early)
 
     def _select(self, metrics: dict[str, float], prompt: torch.Tensor) -> None:
-        """Early stopping counts evaluations without a better `select_on` metric. The kept prompt is the latest
-        one within a standard error of the best (the one-standard-error rule): an eval split of a few hundred
-        rows cannot tell such prompts apart, and the later one has more steps behind it, averaged at a lower
-        learning rate (seed 0, lr 0.05: the lowest eval loss kept 0.872 held out, the last evaluation 0.883)."""
-        key = self.cfg.select_on
-        sign = -1.0 if key == "eval_loss" else 1.0
-        gap = sign * (self.best[key] - metrics[key]) if self.best else -math.inf  # how much worse than the best
-        se = self.best.get(f"{key}_se", 0.0)  # the best's; a checkpoint from before the rule has none: ties only
-        if gap < 0:
-            self.best = metrics
-        if gap <= se:
-            self.kept, self.kept_prompt = metrics, prompt.clone()
-        self.stale_evals = 0 if gap < 0 else self.stale_evals + 1
-        self.stopped_early = self.stale_evals >= self.cfg.patience
+        if self.keep.observe(metrics):
+            self.kept_prompt = prompt.clone()
 
-    def _event(self, kind: str, **kw: Any) -> Event:
-        return {"kind": kind, "job": self.job_id, "step": self.step, "total_steps": self.total, **kw}
+    def _event(self, kind: EventKind, **kw: Any) -> TrainEvent:
+        return TrainEvent(kind=kind, job=self.job_id, step=self.step, total_steps=self.total, **kw)
 
-    # ------------------------------------------------------------ checkpoints (safetensors only)
+    # ------------------------------------------------------------ checkpoints (workers/checkpoint.py)
 
-    def checkpoint(self) -> Event:
-        """Prompt, optimizer moments, kept prompt (`best_prompt`, its name from before the one-SE rule), best
-        and kept evaluations and RNG state at this step, as safetensors bytes."""
+    def checkpoint(self) -> TrainEvent:
         st = self.opt.state.get(self.prompt, {})
         zeros = torch.zeros_like(self.prompt)
-        tensors = {
-            "prompt": self.prompt.detach(), "ema": self.ema, "best_prompt": self.kept_prompt,
-            "exp_avg": st.get("exp_avg", zeros), "exp_avg_sq": st.get("exp_avg_sq", zeros),
-            "torch_rng": torch.get_rng_state(), "noise_rng": self.noise_gen.get_state(),
-        }
-        meta = {"step": str(self.step), "adam_step": str(float(st["step"]) if "step" in st else 0.0),
-                "best": json.dumps(self.best), "kept": json.dumps(self.kept), "stale_evals": str(self.stale_evals),
-                "seen": str(self.seen)}
-        data = st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=meta)
-        return self._event("CHECKPOINT", checkpoint=data)
+        state = TrainState(
+            step=self.step, prompt=self.prompt.detach(), ema=self.ema, kept_prompt=self.kept_prompt,
+            exp_avg=st.get("exp_avg", zeros), exp_avg_sq=st.get("exp_avg_sq", zeros),
+            adam_step=float(st["step"]) if "step" in st else 0.0, torch_rng=torch.get_rng_state(),
+            noise_rng=self.noise_gen.get_state(), best=self.keep.best, kept=self.keep.kept,
+            stale_evals=self.keep.stale_evals, seen=self.seen,
+        )
+        return self._event(EventKind.CHECKPOINT, checkpoint=state.to_bytes())
 
     def _restore(self, data: bytes) -> None:
-        try:
-            t = st_load(data)
-            meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__", {})
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad checkpoint
-            raise InvalidArgument(f"checkpoint is not valid safetensors: {exc}") from None
-        missing = [k for k in ("prompt", "best_prompt", "exp_avg", "exp_avg_sq", "torch_rng") if k not in t] + [
-            k for k in ("step", "best") if k not in meta]
-        if missing:
-            raise InvalidArgument(f"checkpoint lacks {missing}")
-        for k in ("prompt", "ema", "best_prompt", "exp_avg", "exp_avg_sq"):
-            if k in t and t[k].shape != self.prompt.shape:
-                raise InvalidArgument(f"checkpoint {k} shape {list(t[k].shape)} != {list(self.prompt.shape)}")
+        st = TrainState.from_bytes(data, tuple(self.prompt.shape))
         dev = self.prompt.device
         with torch.no_grad():
-            self.prompt.copy_(t["prompt"].to(dev))
+            self.prompt.copy_(st.prompt.to(dev))
         # a checkpoint from before averaging: start the average at its prompt
-        ema = t["ema"] if "ema" in t else t["prompt"] * (1.0 - self.cfg.ema_decay ** int(meta["step"]))
+        ema = st.ema if st.ema is not None else st.prompt * (1.0 - self.cfg.ema_decay**st.step)
         self.ema = ema.to(dev).clone()
-        self.kept_prompt = t["best_prompt"].to(dev)
-        self.step = int(meta["step"])
-        self.best = json.loads(meta["best"])
-        self.kept = json.loads(meta.get("kept", meta["best"]))  # before the one-SE rule: the best was kept
-        self.stale_evals = int(meta.get("stale_evals", 0))
-        self.seen = int(meta.get("seen", 0))
-        adam_step = float(meta.get("adam_step", 0.0))
-        if adam_step > 0:
+        self.kept_prompt = st.kept_prompt.to(dev)
+        self.step, self.seen = st.step, st.seen
+        self.keep.best, self.keep.kept, self.keep.stale_evals = st.best, st.kept, st.stale_evals
+        if st.adam_step > 0:
             self.opt.state[self.prompt] = {
-                "step": torch.tensor(adam_step), "exp_avg": t["exp_avg"].to(dev), "exp_avg_sq": t["exp_avg_sq"].to(dev),
+                "step": torch.tensor(st.adam_step), "exp_avg": st.exp_avg.to(dev), "exp_avg_sq": st.exp_avg_sq.to(dev),
             }
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.learning_rate * lr_factor(self.step, self.total, self.warmup)
         try:
-            torch.set_rng_state(t["torch_rng"])
-            if "noise_rng" in t:
-                self.noise_gen.set_state(t["noise_rng"])
+            torch.set_rng_state(st.torch_rng)
+            if st.noise_rng is not None:
+                self.noise_gen.set_state(st.noise_rng)
         except (RuntimeError, TypeError) as exc:
             raise InvalidArgument(f"checkpoint RNG state is invalid: {exc}") from None
 
     # ------------------------------------------------------------ the end
 
-    def result(self) -> Event:
+    def result(self) -> TrainEvent:
         prompt = self.kept_prompt if self.kept else self.average
         metrics = dict(self.kept)
         metrics.update(majority_rate=self.majority, train_examples=float(self.n_train), eval_examples=float(self.n_eval),
                        steps=float(self.step), train_seconds=time.perf_counter() - self._t0,
                        stopped_early=float(self.stopped_early))
-        return self._event("RESULT", metrics=metrics, prompt=encode_prompt(prompt))
+        return self._event(EventKind.RESULT, metrics=metrics, prompt=encode_prompt(prompt))
 
 
 def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str], bool] = lambda _: False
-               ) -> Iterator[Event]:
+               ) -> Iterator[TrainEvent]:
     """Step every live trainer together: one batch of each job per forward/backward of the frozen model (one
     per autocast dtype, when jobs asked for different precisions)."""
     live = list(trainers)
     while live:
         for t in [t for t in live if should_stop(t.job_id)]:
             yield t.checkpoint()
-            yield t._event("CANCELLED")
+            yield t._event(EventKind.CANCELLED)
             live.remove(t)
         if not live:
             return
@@ -366,7 +275,7 @@ def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str
             live.remove(t)
 
 
-def _step(heads: Heads, live: list[Trainer]) -> Iterator[Event]:
+def _step(heads: Heads, live: list[Trainer]) -> Iterator[TrainEvent]:
     """One backward for one batch of each trainer (all of one autocast dtype), then their updates. The
     jobs' rows (and the label-text rows of jobs that read them through the prompt) share forwards, grouped
     by length so that co-batching does not pad every job's rows to the longest job's."""

@@ -7,11 +7,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bank import store
-from bank.errors import Aborted
+from bank import catalog
 from bank.models import Prompt
-from coordinator.db import BankDB
+from bank.writer import BankDB
 from coordinator.errors import status_for
+from promptbank_api.errors import Aborted
 from tests.pg_fixtures import BACKENDS, fresh_db_url
 
 
@@ -23,8 +23,8 @@ def test_a_create_that_loses_a_race_is_aborted_and_writes_nothing(
     first, second = BankDB(url), BankDB(url)
     try:
         def create_after_the_other_coordinator(s):  # type: ignore[no-untyped-def]
-            assert store.find_prompt(s, "sent") is None  # the store's own existence check passes...
-            second.run_sync(lambda s2: store.create_prompt(s2, "sent", {"labels": ["a", "b"]}, owner="second"))
+            assert catalog.find_prompt(s, "sent") is None  # the store's own existence check passes...
+            second.run_sync(lambda s2: catalog.create_prompt(s2, "sent", {"labels": ["a", "b"]}, owner="second"))
             s.add(Prompt(name="sent", task={"labels": ["x", "y"]}, owner="first"))  # ...then the other one wins
             s.flush()
 
@@ -32,9 +32,9 @@ def test_a_create_that_loses_a_race_is_aborted_and_writes_nothing(
             first.run_sync(create_after_the_other_coordinator)
         assert status_for(err.value) == (grpc.StatusCode.ABORTED, "a concurrent change to the same resource won; "
                                                                    "retry the request")
-        p = first.run_sync(lambda s: store.get_prompt(s, "sent"))
+        p = first.run_sync(lambda s: catalog.get_prompt(s, "sent"))
         assert (p.owner, p.task["labels"]) == ("second", ["a", "b"])
-        first.run_sync(lambda s: store.create_prompt(s, "other", {"labels": ["a", "b"]}))  # the session recovers
+        first.run_sync(lambda s: catalog.create_prompt(s, "other", {"labels": ["a", "b"]}))  # the session recovers
     finally:
         first.close()
         second.close()

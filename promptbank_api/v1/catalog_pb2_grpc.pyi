@@ -5,7 +5,7 @@ The prompt catalog: backbones, prompts (task families), immutable prompt version
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from promptbank.v1 import catalog_pb2 as _catalog_pb2
+from promptbank_api.v1 import catalog_pb2 as _catalog_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

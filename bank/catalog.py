@@ -1,7 +1,7 @@
-"""The store API over one SQLAlchemy session: catalog and job bookkeeping.
+"""The prompt catalog over one SQLAlchemy session: backbones, prompts, immutable versions, aliases, request ids.
 
 Every function takes the caller's session (one per RPC); the caller commits. Functions raise the domain
-errors of :mod:`bank.errors` with messages that name the bad value.
+errors of :mod:`promptbank_api.errors` with messages that name the bad value.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from bank.codec import decode_prompt, sha256_hex
-from bank.errors import AlreadyExists, FailedPrecondition, NotFound
 from bank.models import Alias, AliasEvent, Backbone, IdempotencyKey, Prompt, PromptVersion, utcnow
-from bank.refs import PromptRef, check_name, parse_ref
+from bank.refs import PromptRef, check_name, parse_ref, version_name
+from promptbank_api.errors import AlreadyExists, FailedPrecondition, NotFound
 
 # ---------------------------------------------------------------- backbones
 
@@ -116,6 +116,20 @@ def list_prompts(
     return s.scalars(q.offset(offset).limit(limit)).all()
 
 
+def update_prompt(s: Session, name: str, *, tags: list[str] | None = None, owner: str | None = None,
+                  description: str | None = None) -> Prompt:
+    """Change what a prompt's update_mask names (None: leave it)."""
+    p = get_prompt(s, name)
+    if tags is not None:
+        p.tags = sorted(set(tags))
+    if owner is not None:
+        p.owner = owner
+    if description is not None:
+        p.task = {**p.task, "description": description}
+    s.flush()
+    return p
+
+
 def delete_prompt(s: Session, name: str, force: bool) -> None:
     p = get_prompt(s, name)
     if p.versions and not force:
@@ -209,6 +223,27 @@ def list_versions(
             return rows[offset : offset + limit]
         q = q.where(cond)
     return s.scalars(q.offset(offset).limit(limit)).all()
+
+
+def set_version_tags(s: Session, ref: str, tags: list[str]) -> PromptVersion:
+    """A version is immutable but for its tags."""
+    v = resolve(s, ref)
+    v.tags = sorted(set(tags))
+    s.flush()
+    return v
+
+
+def nearest_candidates(s: Session, backbone: str, exclude_prompt: str, limit: int) -> dict[str, bytes]:
+    """The latest version of up to `limit` other prompts on this backbone (and its current weights), newest
+    first, by version name: the stored prompts a new task may start from (`init=nearest`)."""
+    bb = get_backbone(s, backbone)
+    rows = s.scalars(
+        select(PromptVersion).join(Prompt).where(
+            PromptVersion.backbone_id == bb.id, PromptVersion.backbone_fingerprint == bb.fingerprint,
+            PromptVersion.version == Prompt.latest_version, Prompt.name != exclude_prompt,
+        ).order_by(PromptVersion.created_at.desc()).limit(limit)
+    ).all()
+    return {version_name(v.prompt.name, v.version): v.tensor for v in rows}
 
 
 def version_aliases(s: Session, v: PromptVersion) -> list[str]:

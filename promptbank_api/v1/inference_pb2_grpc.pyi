@@ -5,7 +5,7 @@ Inference: multi-task classification and generation with soft prompts on shared 
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from promptbank.v1 import inference_pb2 as _inference_pb2
+from promptbank_api.v1 import inference_pb2 as _inference_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

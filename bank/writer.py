@@ -1,4 +1,7 @@
-"""The coordinator's one door to SQL: each call runs in one session on one writer thread, then commits."""
+"""The one door to SQL for an asyncio server: each call runs in one session on one writer thread, then commits.
+
+The coordinator hands `run` a function of bank calls; it writes no queries itself.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bank.db import make_engine, make_sessionmaker
-from bank.errors import Aborted
+from promptbank_api.errors import Aborted
+
+__all__ = ["BankDB", "Session"]
 
 T = TypeVar("T")
 
@@ -25,7 +30,7 @@ class BankDB:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
-        """Run `fn` in one transaction. A unique or foreign-key violation that the store's own checks did not
+        """Run `fn` in one transaction. A unique or foreign-key violation that the bank's own checks did not
         catch means another process (a second coordinator on the same database) changed the same rows
         between check and write: nothing was written, and the caller gets ABORTED to retry."""
         with self.sessions() as s:

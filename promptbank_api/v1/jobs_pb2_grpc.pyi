@@ -5,7 +5,7 @@ Train jobs: a job trains one soft prompt on a frozen backbone and commits it as 
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from promptbank.v1 import jobs_pb2 as _jobs_pb2
+from promptbank_api.v1 import jobs_pb2 as _jobs_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -1,0 +1,130 @@
+"""File layouts that the client and the server both read: labelled tables and PEFT adapter folders.
+
+One reader for training files, used by the CLI for local files and by the coordinator for files under its
+data roots, so a file means the same rows on either side. Every cell is read as text (a label `1` stays
+`1`, never `1.0`), nothing is dropped silently (`LabelledRows` counts what was left out and why), and
+errors name the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from promptbank_api.errors import InvalidArgument
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")  # weights that would need pickle: never read
+
+
+@dataclass(frozen=True)
+class LabelledRows:
+    """(text, label) rows of a file and the rows left out of it, by reason."""
+
+    rows: list[tuple[str, str]]
+    columns: list[str]
+    empty_text: list[int] = field(default_factory=list)  # 1-based data row numbers left out: empty text
+    empty_label: list[int] = field(default_factory=list)  # ... and empty label
+
+    @property
+    def dropped(self) -> int:
+        return len(self.empty_text) + len(self.empty_label)
+
+    def summary(self) -> str:
+        """One line for people: how many rows were read and which were left out."""
+        parts = []
+        for what, where in (("an empty text", self.empty_text), ("an empty label", self.empty_label)):
+            if where:
+                shown = ", ".join(map(str, where[:5])) + (", ..." if len(where) > 5 else "")
+                parts.append(f"{len(where)} with {what} (rows {shown})")
+        left = f"; left out {' and '.join(parts)}" if parts else ""
+        return f"{len(self.rows)} rows{left}"
+
+
+def _cell(value: Any) -> str:
+    """A cell as text: numbers as written (1 -> '1', 1.5 -> '1.5'), JSON booleans as JSON, missing -> ''."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, records) of a table file; every CSV cell stays a string."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")  # common for exported spreadsheets; every byte decodes
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        try:
+            records = list(reader)
+        except csv.Error as exc:
+            raise InvalidArgument(f"{path}: line {reader.line_num}: {exc}") from None
+        return list(reader.fieldnames or []), records
+    if suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidArgument(f"{path}: line {n}: not JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise InvalidArgument(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
+            records.append(rec)
+        return list(dict.fromkeys(k for r in records for k in r)), records
+    if suffix == ".json":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"{path}: line {exc.lineno}: not JSON ({exc.msg})") from None
+        if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):  # {"col": [...], ...}
+            n = max((len(v) for v in doc.values()), default=0)
+            doc = [{k: (v[i] if i < len(v) else None) for k, v in doc.items()} for i in range(n)]
+        if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+            raise InvalidArgument(f"{path}: expected a list of objects or an object of columns")
+        return list(dict.fromkeys(k for r in doc for k in r)), doc
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq  # ships with `datasets`
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - any arrow failure is a bad file
+            raise InvalidArgument(f"{path}: not a readable parquet file: {exc}") from None
+        return list(table.column_names), table.to_pylist()
+    raise InvalidArgument(f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {list(TABLE_SUFFIXES)}")
+
+
+def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label") -> LabelledRows:
+    """The (text, label) rows of a csv/tsv/json/jsonl/parquet file, every cell as text."""
+    p = Path(path)
+    if p.is_dir():
+        raise InvalidArgument(f"{p} is a directory; name a {'/'.join(TABLE_SUFFIXES)} file")
+    if not p.is_file():
+        raise InvalidArgument(f"data file {str(p)!r} does not exist")
+    columns, records = _records(p)
+    missing = [c for c in (text_column, label_column) if c not in columns]
+    if missing:
+        raise InvalidArgument(f"{p} has no column(s) {missing}; its columns are {columns} "
+                              f"(choose them with the text and label column options)")
+    rows, empty_text, empty_label = [], [], []
+    for n, rec in enumerate(records, 1):
+        text, label = _cell(rec.get(text_column)), _cell(rec.get(label_column)).strip()
+        if not text.strip():
+            empty_text.append(n)
+        elif not label:
+            empty_label.append(n)
+        else:
+            rows.append((text, label))
+    return LabelledRows(rows, columns, empty_text, empty_label)

@@ -1,0 +1,124 @@
+"""The package arrows hold: SDK -> gRPC -> coordinator -> workers -> bank, with the API package shared.
+
+Read from the source (every import, including those inside functions), so a new import that breaks an
+arrow fails here instead of in a review.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("promptbank", "promptbank_api", "coordinator", "workers", "bank")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            if path.name.endswith(("_pb2.py", "_pb2_grpc.py")) or "migrations" in path.parts:
+                continue
+            rel = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+            out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES}
+    return names
+
+
+IMPORTS = {name: _imports(path) for name, path in MODULES.items()}
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _ours(names: set[str]) -> set[str]:
+    return {n for n in names if _top(n) in PACKAGES}
+
+
+def test_the_source_tree_was_read() -> None:
+    assert {"coordinator.scheduler", "workers.protocol", "bank.catalog", "promptbank.client",
+            "promptbank_api.errors"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("package,allowed", [
+    ("promptbank_api", {"promptbank_api"}),  # the contract both sides share imports nothing of ours
+    ("bank", {"bank", "promptbank_api"}),
+    ("workers", {"workers", "bank", "promptbank_api"}),
+    ("coordinator", {"coordinator", "workers", "bank", "promptbank_api"}),
+    ("promptbank", {"promptbank", "promptbank_api"}),  # the SDK reaches the server only over gRPC
+])
+def test_packages_import_only_down_the_arrows(package: str, allowed: set[str]) -> None:
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == package for i in _ours(names)
+           if _top(i) not in allowed}
+    assert not bad, f"{package} imports outside {sorted(allowed)}: {sorted(bad)}"
+
+
+def test_workers_use_only_the_codec_of_the_bank() -> None:
+    """Workers are pure compute: they never open the database."""
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == "workers" for i in names
+           if _top(i) == "bank" and i != "bank.codec"}
+    assert not bad, sorted(bad)
+
+
+def test_the_coordinator_writes_no_sql() -> None:
+    """All SQL lives in bank/: the coordinator calls its functions and imports no SQLAlchemy."""
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == "coordinator" for i in names
+           if _top(i) == "sqlalchemy"}
+    assert not bad, sorted(bad)
+    source = {m: MODULES[m].read_text() for m in MODULES if _top(m) == "coordinator"}
+    for m, text in source.items():
+        for needle in (".query(", "select(", "s.add(", "s.delete(", "s.flush(", "s.execute("):
+            assert needle not in text, f"{m} runs SQL itself ({needle!r}); move it into bank/"
+
+
+def test_no_service_imports_another_service() -> None:
+    services = {m for m in MODULES if m.endswith("_service")}
+    bad = {(m, i) for m in services for i in IMPORTS[m] if i in services and i != m}
+    assert not bad, sorted(bad)
+
+
+def test_no_import_cycles() -> None:
+    graph = {m: {i for i in _ours(IMPORTS[m]) if i in MODULES and i != m} for m in MODULES}
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycle = stack[stack.index(n):] + [n] if n in stack else [m, n]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if n not in state:
+                visit(n, [*stack, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_the_server_starts_without_loading_the_sdk() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, coordinator.server, coordinator.__main__; "
+            "print(sorted(m for m in sys.modules if m == 'promptbank' or m.startswith('promptbank.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

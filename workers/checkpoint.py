@@ -1,0 +1,71 @@
+"""The training checkpoint format: everything a job needs to continue exactly where it stopped.
+
+Safetensors bytes only (parsed by `bank.codec`), never pickle: tensors for the prompt, its average, the kept
+prompt, Adam's moments and the RNG states; metadata strings for the step and the keep rule's evaluations.
+Checkpoints written before a field existed still load (the defaults below say how).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from bank.codec import metadata, read_safetensors, write_safetensors
+from promptbank_api.errors import InvalidArgument
+
+REQUIRED_TENSORS = ("prompt", "best_prompt", "exp_avg", "exp_avg_sq", "torch_rng")
+PROMPT_SHAPED = ("prompt", "ema", "best_prompt", "exp_avg", "exp_avg_sq")
+
+
+@dataclass
+class TrainState:
+    """One job's resumable state at `step`. `kept_prompt` is stored as `best_prompt` (its name from before the
+    one-standard-error rule) so older checkpoints load."""
+
+    step: int
+    prompt: torch.Tensor  # (n, H)
+    ema: torch.Tensor | None  # (n, H) the average's accumulator; None in checkpoints from before averaging
+    kept_prompt: torch.Tensor  # (n, H)
+    exp_avg: torch.Tensor  # (n, H) Adam's moments (zeros before the first step)
+    exp_avg_sq: torch.Tensor
+    adam_step: float
+    torch_rng: torch.Tensor
+    noise_rng: torch.Tensor | None  # None in checkpoints from before input noise
+    best: dict[str, float]
+    kept: dict[str, float]
+    stale_evals: int = 0
+    seen: int = 0  # training rows seen so far (examples/s after resume)
+
+    def to_bytes(self) -> bytes:
+        tensors = {"prompt": self.prompt, "best_prompt": self.kept_prompt, "exp_avg": self.exp_avg,
+                   "exp_avg_sq": self.exp_avg_sq, "torch_rng": self.torch_rng}
+        if self.ema is not None:
+            tensors["ema"] = self.ema
+        if self.noise_rng is not None:
+            tensors["noise_rng"] = self.noise_rng
+        meta = {"step": self.step, "adam_step": float(self.adam_step), "best": json.dumps(self.best),
+                "kept": json.dumps(self.kept), "stale_evals": self.stale_evals, "seen": self.seen}
+        return write_safetensors(tensors, meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, shape: tuple[int, ...]) -> TrainState:
+        """Parse and validate a checkpoint for a prompt of `shape`; anything wrong is INVALID_ARGUMENT naming it."""
+        t, header = read_safetensors(data, "checkpoint")
+        meta = metadata(header)
+        missing = [k for k in REQUIRED_TENSORS if k not in t] + [k for k in ("step", "best") if k not in meta]
+        if missing:
+            raise InvalidArgument(f"checkpoint lacks {missing}")
+        for k in PROMPT_SHAPED:
+            if k in t and tuple(t[k].shape) != tuple(shape):
+                raise InvalidArgument(f"checkpoint {k} shape {list(t[k].shape)} != {list(shape)}")
+        try:
+            best = json.loads(meta["best"])
+            return cls(step=int(meta["step"]), prompt=t["prompt"], ema=t.get("ema"), kept_prompt=t["best_prompt"],
+                       exp_avg=t["exp_avg"], exp_avg_sq=t["exp_avg_sq"], adam_step=float(meta.get("adam_step", 0.0)),
+                       torch_rng=t["torch_rng"], noise_rng=t.get("noise_rng"), best=best,
+                       kept=json.loads(meta.get("kept", meta["best"])),  # before the one-SE rule the best was kept
+                       stale_evals=int(meta.get("stale_evals", 0)), seen=int(meta.get("seen", 0)))
+        except (ValueError, TypeError) as exc:
+            raise InvalidArgument(f"checkpoint metadata is invalid: {exc}") from None

@@ -1,0 +1,122 @@
+"""The worker contract: every value that crosses the Ray boundary between coordinator and workers.
+
+The coordinator builds these, a `BackboneWorker` actor consumes them and answers with them; nothing crosses
+as a string-keyed dict. `JobSpec` is also the one reader and writer of a job's stored JSON (`Job.spec` in
+the bank), so adding a field to a job is an edit here and where it is used, and a type checker connects
+them. Bump `PROTOCOL_VERSION` when a stored field changes meaning; `JobSpec.from_json` reads older ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from promptbank_api.errors import InvalidArgument
+from workers.task import TaskSpec, TrainConfig
+
+PROTOCOL_VERSION = 1
+Example = tuple[str, str]  # (text, label)
+
+
+class EventKind(StrEnum):
+    """What a training event reports; the values are the API's `TrainJobEvent.Kind` names where one exists."""
+
+    PROGRESS = "PROGRESS"  # a few steps done: loss, examples/s, ETA
+    EVAL = "EVAL"  # an evaluation on the held-out split (metrics with standard errors)
+    CHECKPOINT = "CHECKPOINT"  # resumable training state (safetensors bytes), stored by the coordinator
+    RESULT = "RESULT"  # the job finished: the kept prompt and its metrics
+    CANCELLED = "CANCELLED"  # stopped on request after a final checkpoint
+    FAILED = "FAILED"  # the job could not run (bad labels, bad checkpoint, ...): `error` says why
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a replica reports about the model it holds; versions pin `fingerprint`."""
+
+    model: str
+    revision: str
+    architecture: str  # encoder | causal_lm | seq2seq | masked_lm
+    hidden_size: int
+    fingerprint: str
+    max_positions: int
+    device: str = "cpu"
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A train job as stored with its row: the task, the validated hyperparameters and where things came from."""
+
+    task: TaskSpec
+    config: TrainConfig
+    aliases: tuple[str, ...] = ()
+    init_from: str = ""  # a stored-version reference or "nearest" to start from; "" = `config.init`
+    init: str = ""  # how the prompt actually started, for lineage ("vocab", "nearest:prompts/x/versions/2 ...")
+    data_ref: str = ""  # where the examples came from, for lineage ("inline:N rows", "datasets/ID", a URI)
+    version: int = PROTOCOL_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "task": self.task.to_dict(), "config": self.config.to_dict(),
+                "aliases": list(self.aliases), "init_from": self.init_from, "init": self.init or self.init_from
+                or self.config.init, "data_ref": self.data_ref}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> JobSpec:
+        """Read a stored spec (any version so far: version 0 had no `version` key and the same fields)."""
+        version = int(d.get("version", 0))
+        if version > PROTOCOL_VERSION:
+            raise InvalidArgument(f"job spec version {version} is newer than this promptbank ({PROTOCOL_VERSION})")
+        return cls(task=TaskSpec.from_dict(d["task"]), config=TrainConfig.from_dict(d.get("config", {})),
+                   aliases=tuple(d.get("aliases", ())), init_from=d.get("init_from", ""), init=d.get("init", ""),
+                   data_ref=d.get("data_ref", ""), version=PROTOCOL_VERSION)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One job handed to a replica: its data, and where to start (an init prompt or a checkpoint to resume)."""
+
+    job_id: str
+    task: TaskSpec
+    config: TrainConfig
+    examples: list[Example]
+    init_prompt: bytes | None = None  # safetensors bytes of a stored prompt to start from
+    resume: bytes | None = None  # safetensors bytes of the job's last checkpoint
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """One event of one job, streamed by `BackboneWorker.train_group` in step order."""
+
+    kind: EventKind
+    job: str
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None  # PROGRESS: the last step's training loss
+    metrics: dict[str, float] = field(default_factory=dict)  # EVAL and RESULT
+    examples_per_second: float = 0.0  # PROGRESS
+    eta_seconds: float = 0.0  # PROGRESS
+    epoch: int = 0  # PROGRESS: the epoch of the last step (0-based)
+    stopped_early: bool = False  # EVAL: early stopping ends the job after this evaluation
+    checkpoint: bytes = b""  # CHECKPOINT
+    prompt: bytes = b""  # RESULT: the kept prompt as safetensors bytes
+    error: str = ""  # FAILED
+
+
+@dataclass(frozen=True)
+class ClassifyBatch:
+    """Rows of any tasks for one replica: (prompt sha256, text). `prompts` carries the bytes of the prompts the
+    replica was not sent before (it keeps the rest cached) and `tasks` every row's task by prompt hash."""
+
+    rows: list[tuple[str, str]]
+    prompts: dict[str, bytes]
+    tasks: dict[str, TaskSpec]
+    max_length: int = 256
+
+
+class MissingPrompts(KeyError):
+    """The caller assumed prompts are cached on the replica, but its LRU evicted them: send their bytes again."""
+
+    def __init__(self, keys: list[str]):
+        super().__init__(f"prompts not cached on this replica: {[k[:12] for k in keys]}")
+        self.keys = keys
