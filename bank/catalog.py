@@ -17,8 +17,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from bank.codec import decode_prompt, sha256_hex
 from bank.models import Alias, AliasEvent, Backbone, IdempotencyKey, Prompt, PromptVersion, utcnow
-from bank.refs import PromptRef, check_name, parse_ref, version_name
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, NotFound
+from promptbank_api.names import PromptRef, check_name, parse_ref, version_name
 
 # ---------------------------------------------------------------- backbones
 

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from bank.catalog import add_version, get_backbone, get_prompt, remember_request, seen_request, version_name
 from bank.models import Checkpoint, Job, JobEvent, utcnow
 from promptbank_api.errors import FailedPrecondition, NotFound
+from promptbank_api.names import TERMINAL_STATES
 
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+TERMINAL = TERMINAL_STATES
 
 
 def create_job(

@@ -58,6 +58,7 @@ class MicroBatcher:
         self.batches = 0  # counters for tests and logs
         self.rows = 0
         self.split_retries = 0  # batches that failed and were retried request by request
+        self.dropped_rows = 0  # rows of callers that gave up (deadline, cancel) before their forward
 
     async def submit(
         self, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, TaskSpec], tokens: int
@@ -83,7 +84,7 @@ class MicroBatcher:
         """Wait for rows, then up to max_wait after the oldest for the batch to fill."""
         while True:
             while self._queue and self._queue[0].future.done():
-                self._queue.popleft()
+                self._drop(self._queue.popleft())
             if self._queue:
                 break
             self._arrived.clear()
@@ -100,13 +101,17 @@ class MicroBatcher:
         while self._queue:
             p = self._queue[0]
             if p.future.done():
-                self._queue.popleft()
+                self._drop(self._queue.popleft())
                 continue
             if batch and (rows + len(p.rows) > self.limits.max_rows or tokens + p.tokens > self.limits.max_tokens):
                 break
             batch.append(self._queue.popleft())
             rows, tokens = rows + len(p.rows), tokens + p.tokens
         return batch
+
+    def _drop(self, p: _Pending) -> None:
+        """A caller that gave up before its forward: its rows never reach a replica."""
+        self.dropped_rows += len(p.rows)
 
     def _full(self) -> bool:
         live = [p for p in self._queue if not p.future.done()]

@@ -8,12 +8,12 @@ from google.protobuf.struct_pb2 import Struct
 from bank import catalog
 from bank.codec import encode_prompt
 from bank.peft_format import export_peft, import_peft
-from bank.refs import check_name, strip_collection, version_name
 from bank.writer import BankDB, Session
 from coordinator import convert as cv
 from coordinator.config import BackboneSpec
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
 
@@ -89,7 +89,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         return await self.db.run(lambda s: cv.prompt_to_proto(s, catalog.get_prompt(s, name)))
 
     async def ListPrompts(self, request: cat.ListPromptsRequest, context: grpc.aio.ServicerContext) -> cat.ListPromptsResponse:
-        after = cv.from_ts(request.create_after)
+        after = from_timestamp(request.create_after)
         query = {"tag": request.tag, "backbone": strip_collection(request.backbone, "backbones"),
                  "label": request.label, "after": str(after or "")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
@@ -135,7 +135,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         self, request: cat.ListPromptVersionsRequest, context: grpc.aio.ServicerContext
     ) -> cat.ListPromptVersionsResponse:
         name = strip_collection(request.parent, "prompts")
-        after = cv.from_ts(request.create_after)
+        after = from_timestamp(request.create_after)
         backbone = strip_collection(request.backbone, "backbones")
         query = {"parent": name, "backbone": backbone, "tag": request.tag, "after": str(after or "")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
@@ -256,7 +256,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         def q(s: Session) -> cat.ListAliasHistoryResponse:
             rows = catalog.alias_history(s, catalog.get_prompt(s, name), offset, limit)
             return cat.ListAliasHistoryResponse(
-                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=cv.ts(e.at))
+                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at))
                         for e in rows],
                 next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
             )

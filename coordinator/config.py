@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bank.refs import check_name
+from promptbank_api.names import check_name
 
 
 def default_db() -> str:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import UTC, datetime
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from bank import catalog
 from bank import models as m
-from bank.refs import version_name
 from bank.writer import Session
 from promptbank_api.errors import InvalidArgument
+from promptbank_api.names import to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 from workers.protocol import JobSpec
@@ -29,21 +27,6 @@ ARCH = {
 }
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
-
-
-def ts(dt: datetime | None) -> Timestamp | None:
-    if dt is None:
-        return None
-    t = Timestamp()
-    t.FromDatetime(dt.replace(tzinfo=UTC))
-    return t
-
-
-def from_ts(t: Timestamp) -> datetime | None:
-    """A request Timestamp as naive UTC (how the bank stores times); unset -> None."""
-    if not t.seconds and not t.nanos:
-        return None
-    return t.ToDatetime()
 
 
 def task_from_proto(spec: cat.TaskSpec) -> TaskSpec:
@@ -76,7 +59,7 @@ def task_to_proto(task: dict) -> cat.TaskSpec:
 def backbone_to_proto(bb: m.Backbone, replicas: int = 0) -> cat.Backbone:
     return cat.Backbone(
         name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, 0),
-        hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=replicas, create_time=ts(bb.created_at),
+        hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=replicas, create_time=to_timestamp(bb.created_at),
     )
 
 
@@ -84,7 +67,7 @@ def prompt_to_proto(s: Session, p: m.Prompt) -> cat.Prompt:
     return cat.Prompt(
         name=f"prompts/{p.name}", task=task_to_proto(p.task), tags=p.tags or [], owner=p.owner,
         aliases=catalog.alias_map(s, p), latest_version=p.latest_version,
-        create_time=ts(p.created_at), update_time=ts(p.updated_at),
+        create_time=to_timestamp(p.created_at), update_time=to_timestamp(p.updated_at),
     )
 
 
@@ -96,7 +79,7 @@ def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = Fals
         metrics={k: float(x) for k, x in (v.metrics or {}).items()},
         lineage=cat.Lineage(job=lin.get("job", ""), data=lin.get("data", ""), init=lin.get("init", ""),
                             imported_from=lin.get("imported_from", "")),
-        aliases=catalog.version_aliases(s, v), tags=v.tags or [], create_time=ts(v.created_at),
+        aliases=catalog.version_aliases(s, v), tags=v.tags or [], create_time=to_timestamp(v.created_at),
         tensor=v.tensor if include_tensor else b"",
     )
 
@@ -116,8 +99,8 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
         ),
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},
-        error=j.error, result_version=j.result_version, create_time=ts(j.created_at), start_time=ts(j.started_at),
-        end_time=ts(j.ended_at),
+        error=j.error, result_version=j.result_version, create_time=to_timestamp(j.created_at), start_time=to_timestamp(j.started_at),
+        end_time=to_timestamp(j.ended_at),
     )
 
 
@@ -126,7 +109,7 @@ def event_to_proto(e: m.JobEvent) -> jp.TrainJobEvent:
         job=f"jobs/{e.job_id}", sequence=e.sequence, kind=jp.TrainJobEvent.Kind.Value(e.kind),
         state=jp.TrainJob.State.Value(e.state), step=e.step, total_steps=e.total_steps, loss=e.loss,
         metrics={k: float(x) for k, x in (e.metrics or {}).items()}, examples_per_second=e.examples_per_second,
-        eta_seconds=e.eta_seconds, message=e.message, time=ts(e.at),
+        eta_seconds=e.eta_seconds, message=e.message, time=to_timestamp(e.at),
     )
 
 

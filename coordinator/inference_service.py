@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import grpc
 
 from bank import catalog
-from bank.refs import parse_ref, version_name
 from bank.writer import BankDB, Session
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.config import ServerConfig
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, Unavailable
+from promptbank_api.names import parse_ref, version_name
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from workers.cache import LRU

@@ -11,7 +11,6 @@ import grpc
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank.refs import check_name, parse_ref, strip_collection
 from bank.writer import BankDB, Session
 from coordinator import convert as cv
 from coordinator.config import ServerConfig
@@ -19,6 +18,7 @@ from coordinator.data import check_rows, inline_rows, load_uri
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from promptbank_api.names import check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from workers.protocol import JobSpec

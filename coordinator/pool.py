@@ -26,6 +26,7 @@ class Replica:
     handle: Any
     index: int
     outstanding: int = 0  # in-flight inference calls
+    batches: int = 0  # inference batches routed here (logs, tests)
     training: set[str] = field(default_factory=set)  # job ids running here
     sent: set[str] = field(default_factory=set)  # prompt hashes this replica has been given
 
@@ -104,6 +105,7 @@ class ReplicaPool:
         keys = {k for k, _ in rows}
         rep = self.pick(name, keys)
         rep.outstanding += 1
+        rep.batches += 1
         try:
             send = {k: prompts[k] for k in keys - rep.sent}
             try:

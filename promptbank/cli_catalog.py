@@ -8,6 +8,7 @@ from pathlib import Path
 
 from promptbank.client import Client
 from promptbank.output import emit
+from promptbank_api.names import parse_ref
 from promptbank_api.v1 import catalog_pb2 as cat
 
 PROMPT_ACTIONS = ["list", "show", "create", "update", "delete", "alias", "unalias", "history", "tag", "export",
@@ -49,15 +50,6 @@ def need(a: argparse.Namespace, n: int, usage: str) -> list[str]:
     return list(a.args)
 
 
-def split_ref(ref: str) -> tuple[str, int]:
-    """`task/versions/N` -> (task, N); aliasing needs an explicit version, so resolve anything else first."""
-    name = ref.removeprefix("prompts/")
-    if "/versions/" not in name:
-        raise ValueError(f"{ref!r} is not a version reference")
-    task, number = name.split("/versions/")
-    return task, int(number)
-
-
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat dispatch reads best
     act = a.action
     if act == "list":
@@ -95,7 +87,8 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
         emit({"deleted": ref}, True) if a.json else print(f"deleted {ref}")
     elif act == "alias":
         ref, alias = need(a, 2, "prompts alias REF ALIAS")
-        task, number = split_ref(c.get_version(ref).name)
+        r = parse_ref(c.get_version(ref).name)  # an alias names a version: resolve it first
+        task, number = r.prompt, r.version
         emit(c.set_alias(task, alias, number), a.json)
     elif act == "unalias":
         name, alias = need(a, 2, "prompts unalias PROMPT ALIAS")

@@ -6,14 +6,14 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from promptbank_api.names import TERMINAL_STATES, job_name, to_timestamp
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
 from promptbank_api.v1 import inference_pb2 as inf
@@ -23,7 +23,7 @@ from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 
 RpcError = grpc.RpcError
 DEFAULT_SERVER = "localhost:50051"
-TERMINAL = {jp.TrainJob.SUCCEEDED, jp.TrainJob.FAILED, jp.TrainJob.CANCELLED}
+TERMINAL = {jp.TrainJob.State.Value(s) for s in TERMINAL_STATES}
 
 
 @dataclass(frozen=True)
@@ -37,23 +37,11 @@ class Prediction:
     scores: dict[str, float] = field(default_factory=dict)
 
 
-def _timestamp(when: datetime | None) -> Timestamp | None:
-    if when is None:
-        return None
-    t = Timestamp()
-    t.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
-    return t
-
-
 def task_spec(labels: Sequence[str], label_texts: Sequence[str] = (), label_words: Sequence[str] = (),
               description: str = "", pooling: str = "") -> cat.TaskSpec:
     """A classification task; empty fields take the server's defaults (label texts/words = labels)."""
     return cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
                         description=description, pooling=pooling)
-
-
-def job_name(job: str) -> str:
-    return job if job.startswith("jobs/") else f"jobs/{job}"
 
 
 class Client:
@@ -214,7 +202,7 @@ class Client:
     def list_prompts(self, tag: str = "", backbone: str = "", label: str = "",
                      created_after: datetime | None = None) -> list[cat.Prompt]:
         """Every prompt matching the filters (follows page tokens)."""
-        req = cat.ListPromptsRequest(tag=tag, backbone=backbone, label=label, create_after=_timestamp(created_after))
+        req = cat.ListPromptsRequest(tag=tag, backbone=backbone, label=label, create_after=to_timestamp(created_after))
         return self._all_pages(self.catalog.ListPrompts, req, "prompts")
 
     def get_prompt(self, name: str) -> cat.Prompt:
@@ -229,7 +217,7 @@ class Client:
                       created_after: datetime | None = None) -> list[cat.PromptVersion]:
         """Every version of a prompt matching the filters, newest first."""
         req = cat.ListPromptVersionsRequest(parent=f"prompts/{prompt}", backbone=backbone, tag=tag,
-                                            create_after=_timestamp(created_after))
+                                            create_after=to_timestamp(created_after))
         return self._all_pages(self.catalog.ListPromptVersions, req, "versions")
 
     def update_prompt(self, prompt: str, *, tags: Sequence[str] | None = None, owner: str | None = None,

@@ -15,8 +15,8 @@ from bank import catalog, jobs
 from bank.codec import decode_prompt, encode_prompt, sha256_hex
 from bank.db import BUSY_WAIT_MS, make_engine, make_sessionmaker
 from bank.models import PromptVersion
-from bank.refs import parse_ref
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from promptbank_api.names import parse_ref
 from tests.pg_fixtures import BACKENDS, fresh_db_url
 
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from promptbank import Client
 from tests.test_cli import cli
 from tests.test_server import code_of, train
+from workers.actor import BackboneWorker
 
 LM_TASK = {"labels": ["negative", "positive"], "label_words": ["bad", "good"]}
 
@@ -108,6 +109,10 @@ def test_register_backbone_starts_replicas(server, tiny_models: dict[str, str]) 
     with Client(server.address) as c:
         train(c, "s2s-task", backbone="tiny-s2s", labels=["negative", "positive"], label_words=["bad", "good"])
         assert c.classify([("s2s-task", "great")])[0].version == "prompts/s2s-task/versions/1"
-        assert "".join(c.generate("s2s-task", "translate this", max_new_tokens=4)) is not None
+        served = list(c.generate("s2s-task", "translate this", max_new_tokens=4))
+        v = c.get_version("s2s-task", include_tensor=True)
+        local = BackboneWorker(tiny_models["seq2seq"], num_threads=1)  # the registered replica's own math
+        assert served == list(local.generate(v.sha256, {v.sha256: v.tensor}, "translate this", max_new_tokens=4))
+        assert 1 <= len(served) <= 4
     missing = cli(server, "backbones", "register", "ghost", "/no/such/model", check=False)
     assert missing.returncode == 1 and "FAILED_PRECONDITION" in missing.stderr and "ghost" in missing.stderr

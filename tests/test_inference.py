@@ -81,21 +81,27 @@ def test_a_failing_request_does_not_fail_its_batch_mates(server, client: Client)
 def test_prompt_ensemble_averages_member_scores(client: Client) -> None:
     train(client, "ens")
     train(client, "ens")
+    train(client, "ens-other", data=TOPIC)  # another task: not an ensemble member of "ens"
     text = "really good stuff"
     v1 = client.classify([("ens/versions/1", text)])[0].scores
     v2 = client.classify([("ens/versions/2", text)])[0].scores
     both = client.classify_ensemble([(["ens/versions/1", "ens/versions/2"], text)])[0]
     for label in v1:
         assert both.scores[label] == pytest.approx((v1[label] + v2[label]) / 2, abs=1e-6)
-    code, msg = code_of(lambda: client.classify_ensemble([(["ens", "conc-a"], text)]))
+    code, msg = code_of(lambda: client.classify_ensemble([(["ens", "ens-other"], text)]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "ensemble" in msg
 
 
-def test_generate_streams_tokens_with_a_soft_prompt(client: Client) -> None:
+def test_generate_streams_tokens_with_a_soft_prompt(client: Client, tiny_causal_lm: str) -> None:
     train(client, "gen-lm", backbone="tiny-lm", labels=["negative", "positive"], label_words=["bad", "good"])
     pieces = list(client.generate("gen-lm", "the weather today", max_new_tokens=6))
     assert 1 <= len(pieces) <= 6 and "".join(pieces).strip()
     assert pieces == list(client.generate("gen-lm", "the weather today", max_new_tokens=6))  # greedy is deterministic
+    # the service streams exactly the worker's greedy decoding under the stored prompt
+    v = client.get_version("gen-lm", include_tensor=True)
+    local = BackboneWorker(tiny_causal_lm, num_threads=1)
+    expected = list(local.generate(v.sha256, {v.sha256: v.tensor}, "the weather today", max_new_tokens=6))
+    assert pieces == expected
     train(client, "gen-enc")
     code, msg = code_of(lambda: list(client.generate("gen-enc", "hello")))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "cannot generate" in msg
@@ -167,11 +173,14 @@ def test_a_cancelled_request_leaves_its_batch_mates_alone(server, client: Client
             except grpc.RpcError as err:
                 return err
 
+    dropped, rows = batcher.dropped_rows, batcher.rows
     try:
         with ThreadPoolExecutor(max_workers=6) as ex:
             out = list(ex.map(call, [30, 30, 0.05, 30, 30, 30]))
     finally:
         batcher.limits = limits
+    assert batcher.dropped_rows - dropped == 1, "the caller that gave up still had its row run"
+    assert batcher.rows - rows == 5  # only the five live callers' rows were forwarded
     gone = out.pop(2)
     assert isinstance(gone, grpc.RpcError) and gone.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert all(not isinstance(o, grpc.RpcError) and o.scores == pytest.approx(expected.scores, abs=1e-6) for o in out)

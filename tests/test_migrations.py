@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime
 
@@ -11,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import JSON, Engine, column, create_engine, inspect, select, table, text
+from sqlalchemy import JSON, Engine, column, create_engine, event, inspect, select, table, text
 
 from bank import catalog
 from bank.codec import encode_prompt
@@ -103,6 +104,13 @@ def test_a_database_from_before_migrations_is_adopted(bank_url: str) -> None:
 def test_concurrent_starts_migrate_once(bank_url: str) -> None:
     errors: list[BaseException] = []
     engines: list[Engine] = []
+    creates: list[str] = []  # every CREATE TABLE prompts any engine runs, by any starter
+
+    def watch(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if re.match(r"\s*CREATE TABLE\s+\"?prompts\"?\s*\(", statement, re.IGNORECASE):
+            creates.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", watch)
 
     def start() -> None:
         try:
@@ -115,8 +123,10 @@ def test_concurrent_starts_migrate_once(bank_url: str) -> None:
         t.start()
     for t in threads:
         t.join(timeout=60)
+    event.remove(Engine, "before_cursor_execute", watch)
     try:
         assert errors == [] and len(engines) == 3
+        assert len(creates) == 1, f"the schema was created {len(creates)} times by 3 starters"
         assert _revision(engines[0]) == HEAD and _diff(engines[0]) == []
     finally:
         for e in engines:

@@ -1,12 +1,21 @@
-"""Prompt references: `task`, `task@alias`, `task/versions/N`, with an optional `prompts/` prefix."""
+"""Resource names and prompt references as both sides read them: `task`, `task@alias`, `task/versions/N`
+(optionally `prompts/`-prefixed), `jobs/{id}`, a job's end states, and API timestamps.
+
+The client and the server parse with these same functions, so a reference means one thing everywhere.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from promptbank_api.errors import InvalidArgument
 
+MAX_VERSION = 2**63 - 1  # version numbers are 64-bit in SQL and in the API
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})  # a job in one of these has ended for good
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 _REF_RE = re.compile(r"^(?:prompts/)?(?P<p>[^/@]+)(?:@(?P<a>[^/@]+)|/versions/(?P<v>\d+))?$")
 
@@ -39,7 +48,10 @@ def parse_ref(ref: str) -> PromptRef:
         raise InvalidArgument(f"invalid prompt reference {ref!r}: use 'task', 'task@alias' or 'task/versions/N'")
     prompt = check_name("prompt", m["p"])
     if m["v"] is not None:
-        return PromptRef(prompt, version=int(m["v"]))
+        number = int(m["v"])
+        if not 1 <= number <= MAX_VERSION:
+            raise InvalidArgument(f"invalid prompt reference {ref!r}: version numbers run from 1 to {MAX_VERSION}")
+        return PromptRef(prompt, version=number)
     return PromptRef(prompt, alias=check_name("alias", m["a"] or "latest"))
 
 
@@ -52,3 +64,24 @@ def strip_collection(name: str, collection: str) -> str:
 def version_name(prompt: str, number: int) -> str:
     """The resource name of a version: `prompts/{prompt}/versions/{number}`."""
     return f"prompts/{prompt}/versions/{number}"
+
+
+def job_name(job: str) -> str:
+    """`abc` or `jobs/abc` -> `jobs/abc`."""
+    return job if job.startswith("jobs/") else f"jobs/{job}"
+
+
+def to_timestamp(when: datetime | None) -> Timestamp | None:
+    """A datetime (naive = UTC, how the bank stores times) as an API Timestamp; None stays unset."""
+    if when is None:
+        return None
+    t = Timestamp()
+    t.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
+    return t
+
+
+def from_timestamp(t: Timestamp) -> datetime | None:
+    """An API Timestamp as naive UTC; unset -> None."""
+    if not t.seconds and not t.nanos:
+        return None
+    return t.ToDatetime()
