@@ -133,7 +133,9 @@ def update_prompt(s: Session, name: str, *, tags: list[str] | None = None, owner
 def delete_prompt(s: Session, name: str, force: bool) -> None:
     p = get_prompt(s, name)
     if p.versions and not force:
-        raise FailedPrecondition(f"prompt {name!r} has {len(p.versions)} versions; pass force to delete them too")
+        n = len(p.versions)
+        raise FailedPrecondition(f"prompt {name!r} has {n} version{'' if n == 1 else 's'}; delete with force "
+                                 f"(the CLI's --force) to delete {'it' if n == 1 else 'them'} too")
     s.delete(p)
     s.flush()
 
@@ -254,7 +256,8 @@ def delete_version(s: Session, v: PromptVersion, force: bool) -> None:
     names = version_aliases(s, v)
     if names and not force:
         raise FailedPrecondition(
-            f"version {v.version} of prompt {v.prompt.name!r} is pointed at by aliases {names}; move them or pass force"
+            f"version {v.version} of prompt {v.prompt.name!r} is pointed at by alias{'' if len(names) == 1 else 'es'} "
+            f"{names}; move {'it' if len(names) == 1 else 'them'} or delete with force (the CLI's --force)"
         )
     for name in names:
         delete_alias(s, v.prompt, name)

@@ -35,6 +35,18 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def safe_url(url: str) -> str:
+    """The bank's URL for logs and messages: a password never shows."""
+    if "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL: show only its scheme
+        return url.split("://", 1)[0] + "://..."
+
+
 BUSY_WAIT_MS = 30_000  # a connection waits this long for a SQLite lock (e.g. while another process migrates)
 MIGRATION_WAIT_MS = 120_000  # a starting server waits this long for another one's migration
 

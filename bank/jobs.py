@@ -30,8 +30,10 @@ def create_job(
     examples: bytes,
     request_id: str = "",
     request_hash: str = "",
+    note: str = "",
 ) -> tuple[Job, bool]:
-    """Insert a QUEUED job; returns (job, created). A repeated request_id returns the first job (AIP-155)."""
+    """Insert a QUEUED job; returns (job, created). A repeated request_id returns the first job (AIP-155).
+    `note` joins the "queued" event (e.g. the rows a data file left out)."""
     earlier = seen_request(s, request_id, "CreateTrainJob", request_hash)
     if earlier:
         return get_job(s, earlier.removeprefix("jobs/")), False
@@ -39,7 +41,7 @@ def create_job(
               examples=examples, state="QUEUED", created_at=utcnow())
     s.add(job)
     s.flush()
-    add_event(s, job, "STATE_CHANGED", message="queued")
+    add_event(s, job, "STATE_CHANGED", message=f"queued; {note}" if note else "queued")
     remember_request(s, request_id, "CreateTrainJob", request_hash, f"jobs/{job.id}")
     return job, True
 

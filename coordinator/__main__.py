@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
+import sys
 
 from coordinator.config import BackboneSpec, ServerConfig, default_db, packaged_minilm
 from coordinator.server import serve_forever
+from promptbank_api.errors import PromptBankError
 
 
 def parse(argv: list[str] | None = None) -> ServerConfig:
@@ -42,8 +45,27 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         raise
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail in a second, before Ray and the models load, when the port is taken (gRPC alone would share it)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+
+
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(serve_forever(parse(argv)))
+    config = parse(argv)
+    try:
+        check_port(config.host, config.port)
+    except OSError as exc:
+        sys.exit(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc} "
+                 f"(is another promptbank serve running there? choose another --port)")
+    try:
+        asyncio.run(serve_forever(config))
+    except PromptBankError as exc:  # the bank or a backbone could not be opened: one line, no traceback
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 raise AlreadyExists(f"backbone {name!r} is already served from {served.spec.model!r}")
         else:
             try:
-                spec = BackboneSpec(name, request.model, request.revision, request.replicas or 1)
+                spec = BackboneSpec(name, request.model, request.revision, request.replicas if request.HasField("replicas") else 1)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
             info = await self.pool.add(spec)

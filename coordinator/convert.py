@@ -26,6 +26,7 @@ ARCH = {
     "masked_lm": cat.ARCHITECTURE_MASKED_LM,
 }
 MAX_PAGE = 1000
+MAX_OFFSET = 2**62  # far past any catalog; keeps SQL integers in range
 DEFAULT_PAGE = 50
 
 
@@ -93,7 +94,7 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
         hyperparameters=jp.Hyperparameters(
             num_virtual_tokens=hp.num_virtual_tokens, epochs=hp.epochs, learning_rate=hp.learning_rate,
             batch_size=hp.batch_size, seed=hp.seed, init=spec.init or hp.init, init_text=hp.init_text,
-            max_length=hp.max_length, max_steps=hp.max_steps, patience=hp.patience,
+            max_length=hp.max_length, max_steps=hp.max_steps or None, patience=hp.patience,
             checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
             input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
         ),
@@ -125,6 +126,8 @@ def page(page_size: int, page_token: str, query: dict) -> tuple[int, int]:
         offset = int(tok["o"])
     except (ValueError, KeyError, TypeError):
         raise InvalidArgument("page_token is not a token this server issued") from None
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidArgument("page_token is not a token this server issued (offset out of range)")
     if tok.get("q") != query:
         raise InvalidArgument("page_token was issued for a different query; keep the filters unchanged")
     return offset, limit

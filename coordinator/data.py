@@ -54,8 +54,9 @@ def _hub_columns(table: Any, text_column: str, label_column: str, where: str) ->
             if t is not None and lab is not None]
 
 
-def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...]) -> Rows:
-    """A server file under one of `roots` (csv/tsv/json/jsonl/parquet), or a hub dataset id (`name[:split]`)."""
+def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...]) -> tuple[Rows, str]:
+    """A server file under one of `roots` (csv/tsv/json/jsonl/parquet), or a hub dataset id (`name[:split]`);
+    returns the rows and a note of what was left out ("" when nothing was)."""
     text_column, label_column = text_column or "text", label_column or "label"
     path = Path(uri).expanduser()
     local = path.suffix.lower() in TABLE_SUFFIXES or path.exists() or uri.startswith(("/", ".", "~"))
@@ -66,9 +67,10 @@ def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ..
         if not path.is_file():
             raise InvalidArgument(f"dataset file {uri!r} does not exist on the coordinator")
         try:
-            return read_labelled(path, text_column, label_column).rows
+            read = read_labelled(path, text_column, label_column)
         except InvalidArgument as exc:
             raise InvalidArgument(f"dataset file {uri!r}: {exc}") from None
+        return read.rows, (f"read {read.summary()} from {uri}" if read.dropped else "")
     import datasets
 
     name, _, split = uri.partition(":")
@@ -76,4 +78,6 @@ def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ..
         table = datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # noqa: BLE001 - offline, unknown id, gated...
         raise FailedPrecondition(f"could not load dataset {uri!r} from the Hugging Face hub: {exc}") from None
-    return _hub_columns(table, text_column, label_column, f"hub dataset {uri!r}")
+    rows = _hub_columns(table, text_column, label_column, f"hub dataset {uri!r}")
+    left = len(table) - len(rows)
+    return rows, (f"read {len(rows)} rows from {uri}; left out {left} with a missing text or label" if left else "")

@@ -24,31 +24,23 @@ from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from workers.protocol import JobSpec
 from workers.task import INITS, TaskSpec, TrainConfig
 
+NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
+           "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout")
 
-def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
-    """Zero fields take the defaults; the dataclass validates the rest and names any bad value."""
+
+def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:
+    """Unset numeric fields take the defaults and set ones are used as given (0 included); empty strings take
+    the defaults. The dataclass validates the result and names any bad value and its range."""
     base = TrainConfig()
     init = hp.init or base.init
-    over: dict[str, Any] = {
-        "num_virtual_tokens": hp.num_virtual_tokens or base.num_virtual_tokens,
-        "epochs": hp.epochs or base.epochs,
-        "learning_rate": hp.learning_rate or base.learning_rate,
-        "batch_size": hp.batch_size or base.batch_size,
-        "seed": hp.seed,
-        "init": init if init in INITS else base.init,
-        "init_from": "" if init in INITS else init,
-        "init_text": hp.init_text,
-        "max_length": hp.max_length or base.max_length,
-        "max_steps": hp.max_steps,
-        "patience": hp.patience or base.patience,
-        "checkpoint_every": hp.checkpoint_every or base.checkpoint_every,
-        "precision": hp.precision or base.precision,
-        "select_on": hp.select_on or base.select_on,
-        "input_noise": hp.input_noise if hp.HasField("input_noise") else base.input_noise,
-        "ema_decay": hp.ema_decay if hp.HasField("ema_decay") else base.ema_decay,
-        "token_dropout": hp.token_dropout if hp.HasField("token_dropout") else base.token_dropout,
-        "eval_fraction": eval_fraction if eval_fraction > 0 else base.eval_fraction,
-    }
+    over: dict[str, Any] = {name: getattr(hp, name) for name in NUMERIC if hp.HasField(name)}
+    if "max_steps" in over and over["max_steps"] < 1:
+        raise InvalidArgument(f"max_steps={over['max_steps']} is invalid: must be >= 1 (leave it unset for no cap)")
+    if ds.HasField("eval_fraction"):
+        over["eval_fraction"] = ds.eval_fraction
+    over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init,
+                init_text=hp.init_text, precision=hp.precision or base.precision,
+                select_on=hp.select_on or base.select_on)
     return replace(base, **over)
 
 
@@ -69,11 +61,11 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if not backbone:
             raise InvalidArgument("job.backbone is required (e.g. 'backbones/minilm')")
         served = self.pool.get(backbone)  # FAILED_PRECONDITION when not served
-        rows, data_ref = await self._rows(job.dataset)
+        rows, data_ref, note = await self._rows(job.dataset)
         distinct = sorted({lab for _, lab in rows})
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
-        cfg = train_config(job.hyperparameters, job.dataset.eval_fraction)
+        cfg = train_config(job.hyperparameters, job.dataset)
         for alias in job.aliases:
             check_name("alias", alias)
         if cfg.init_from and cfg.init_from != "nearest":
@@ -107,26 +99,28 @@ class JobsService(jp_grpc.TrainJobsServicer):
                 if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info.fingerprint:
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
             j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec.to_json(),
-                                       examples=examples, request_id=request.request_id, request_hash=request_hash)
+                                       examples=examples, request_id=request.request_id, request_hash=request_hash,
+                                       note=note)
             return cv.job_to_proto(j)
 
         out = await self.db.run(q)
         self.scheduler.wake()
         return out
 
-    async def _rows(self, ds: jp.Dataset) -> tuple[list[tuple[str, str]], str]:
+    async def _rows(self, ds: jp.Dataset) -> tuple[list[tuple[str, str]], str, str]:
         """The job's examples, validated, and a reference to them for the version's lineage."""
         limit, which = self.config.max_train_examples, ds.WhichOneof("source")
         if which == "inline":
-            return check_rows(inline_rows(ds), limit, "dataset.inline"), f"inline:{len(ds.inline.examples)} rows"
+            return check_rows(inline_rows(ds), limit, "dataset.inline"), f"inline:{len(ds.inline.examples)} rows", ""
         if which != "uri" or not ds.uri:
             raise InvalidArgument("dataset is empty: send examples in dataset.inline or name them in dataset.uri")
         if ds.uri.startswith("datasets/"):
             data_id = ds.uri.removeprefix("datasets/")
             rows = await self.db.run(lambda s: datasets.dataset_rows(s, data_id))
-            return check_rows(rows, limit, ds.uri), ds.uri
-        rows = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column, self.config.data_roots)
-        return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri
+            return check_rows(rows, limit, ds.uri), ds.uri, ""
+        rows, note = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column,
+                                             self.config.data_roots)
+        return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri, note
 
     async def UploadDataset(self, request_iterator, context: grpc.aio.ServicerContext) -> jp.UploadedDataset:  # type: ignore[no-untyped-def]
         rows: list[tuple[str, str]] = []

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bank import catalog
+from bank.db import safe_url
 from bank.writer import BankDB
 from coordinator.catalog_service import CatalogService
 from coordinator.config import ServerConfig
@@ -74,7 +75,8 @@ async def start(config: ServerConfig) -> Coordinator:
     scheduler = JobScheduler(db, pool, config.train_max_group, gather_s=config.train_gather_s)
 
     opts = [("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes)]
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0)]  # a second server on a taken port must fail, not share it
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=opts)
     catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool), server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), server)
@@ -90,14 +92,14 @@ async def start(config: ServerConfig) -> Coordinator:
     await scheduler.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("promptbank coordinator on %s:%d (db %s)", config.host, port, config.db)
+    log.info("promptbank coordinator on %s:%d (db %s)", config.host, port, safe_url(config.db))
     return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port)
 
 
 async def serve_forever(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
     coord = await start(config)
-    print(f"promptbank serving on {config.host}:{coord.port} (db: {config.db})", flush=True)
+    print(f"promptbank serving on {config.host}:{coord.port} (db: {safe_url(config.db)})", flush=True)
     if ready:
         ready.set()
     stop = asyncio.Event()

@@ -98,7 +98,7 @@ class Client:
             for (refs, t), r in zip(rows, resp.results, strict=True)
         ]
 
-    def generate(self, prompt: str, text: str, max_new_tokens: int = 32, temperature: float = 0.0, seed: int = 0,
+    def generate(self, prompt: str, text: str, max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0,
                  timeout: float | None = None) -> Iterator[str]:
         """Stream generated text pieces (causal-LM and seq2seq backbones)."""
         req = inf.GenerateRequest(prompt=prompt, text=text, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -142,23 +142,26 @@ class Client:
         description: str = "",
         pooling: str = "",
         hyperparameters: jp.Hyperparameters | None = None,
-        eval_fraction: float = 0.0,
+        eval_fraction: float | None = None,
         aliases: Sequence[str] = (),
         request_id: str | None = None,
     ) -> jp.TrainJob:
         """Submit a job; it is committed QUEUED before this returns. A fresh request_id makes retries safe.
 
         Data: `examples` inline, or `dataset_uri` = an upload (`datasets/{id}`), a file path on the coordinator
-        or a hub dataset id (with `text_column` / `label_column`).
+        or a hub dataset id (with `text_column` / `label_column`). `eval_fraction` None: the server's default;
+        0: no held-out split. Hyperparameters left unset take the server's defaults.
         """
+        dataset = (jp.Dataset(uri=dataset_uri, text_column=text_column, label_column=label_column) if dataset_uri
+                   else jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab)
+                                                                      for t, lab in examples])))
+        if eval_fraction is not None:
+            dataset.eval_fraction = eval_fraction
         job = jp.TrainJob(
             prompt=f"prompts/{prompt}",
             backbone=backbone if backbone.startswith("backbones/") else f"backbones/{backbone}",
             task=task_spec(labels, label_texts, label_words, description, pooling),
-            dataset=(jp.Dataset(uri=dataset_uri, text_column=text_column, label_column=label_column,
-                                eval_fraction=eval_fraction) if dataset_uri else
-                     jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab) for t, lab in examples]),
-                                eval_fraction=eval_fraction)),
+            dataset=dataset,
             hyperparameters=hyperparameters or jp.Hyperparameters(),
             aliases=aliases,
         )
@@ -274,9 +277,12 @@ class Client:
         )
         return self.catalog.ImportPromptVersion(req, timeout=self.timeout)
 
-    def register_backbone(self, name: str, model: str, revision: str = "", replicas: int = 1,
+    def register_backbone(self, name: str, model: str, revision: str = "", replicas: int | None = None,
                           timeout: float = 600) -> cat.Backbone:
-        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision, replicas=replicas)
+        """Load a model on new replicas and serve it; `replicas` None takes the server's default (1)."""
+        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision)
+        if replicas is not None:
+            req.replicas = replicas
         return self.catalog.RegisterBackbone(req, timeout=timeout)
 
     def set_alias(self, prompt: str, alias: str, version: int) -> cat.Alias:

@@ -528,20 +528,22 @@ class RegisterBackboneRequest(_message.Message):
     revision: _builtins.str
     """Hub revision."""
     replicas: _builtins.int
-    """Replicas to start (default 1)."""
+    """Replicas to start, 1..64 (unset: 1)."""
     def __init__(
         self,
         *,
         backbone_id: _builtins.str = ...,
         model: _builtins.str = ...,
         revision: _builtins.str = ...,
-        replicas: _builtins.int = ...,
+        replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "replicas", b"replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone_id", b"backbone_id", "model", b"model", "replicas", b"replicas", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "backbone_id", b"backbone_id", "model", b"model", "replicas", b"replicas", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__replicas: _TypeAlias = _typing.Literal["replicas"]  # noqa: Y015
+    _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__replicas) -> _WhichOneofReturnType__replicas | None: ...
 
 Global___RegisterBackboneRequest: _TypeAlias = RegisterBackboneRequest  # noqa: Y015
 
