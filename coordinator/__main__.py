@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 
 from coordinator.config import BackboneSpec, ServerConfig, default_db, packaged_minilm
 from coordinator.server import serve_forever
@@ -30,6 +31,17 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--data-root", action="append", default=[], metavar="DIR",
                     help="a directory whose files train jobs may name in dataset.uri; repeatable "
                          "(env PROMPTBANK_DATA_ROOTS, ':'-separated). Default: none; clients send rows instead")
+    ap.add_argument("--auth", choices=["none", "tokens"], default=os.environ.get("PROMPTBANK_AUTH", "none"),
+                    help="'none' (loopback binds only: every local caller is an admin) or 'tokens': bearer tokens "
+                         "with roles (env PROMPTBANK_AUTH)")
+    ap.add_argument("--admin-token-file", metavar="FILE",
+                    help="a file holding a secret that acts as an admin token (env PROMPTBANK_ADMIN_TOKEN)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="allow binding a non-loopback address without TLS (and, with --auth none, without tokens)")
+    ap.add_argument("--tls-cert", default="", metavar="FILE", help="PEM certificate chain: serve TLS (with --tls-key)")
+    ap.add_argument("--tls-key", default="", metavar="FILE", help="PEM private key of --tls-cert")
+    ap.add_argument("--tls-client-ca", default="", metavar="FILE",
+                    help="PEM CA: require client certificates it signed (mutual TLS)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -38,8 +50,18 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         if not backbones:
             backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
         roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
+        admin = os.environ.get("PROMPTBANK_ADMIN_TOKEN", "")
+        if a.admin_token_file:
+            try:
+                admin = Path(a.admin_token_file).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"--admin-token-file {a.admin_token_file}: {exc.strerror}") from None
+            if not admin:
+                raise ValueError(f"--admin-token-file {a.admin_token_file} is empty")
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
-                            worker_cpus=a.worker_cpus, data_roots=tuple(roots))
+                            worker_cpus=a.worker_cpus, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
+                            insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
+                            tls_client_ca=a.tls_client_ca)
     except ValueError as exc:
         ap.error(str(exc))
         raise

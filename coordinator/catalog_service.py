@@ -9,6 +9,7 @@ from bank import catalog
 from bank.codec import encode_prompt
 from bank.peft_format import export_peft, import_peft
 from bank.writer import BankDB, Session
+from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import BackboneSpec
 from coordinator.pool import ReplicaPool
@@ -177,6 +178,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         name = check_name("prompt", strip_collection(request.parent, "prompts"))
         backbone = strip_collection(request.backbone, "backbones")
         imported = import_peft(request.adapter_config, request.adapter_model)
+        who = auth.current().name
         requested = cv.task_from_proto(request.task).to_dict() if request.task.labels else None
         digest = cv.request_digest(request)
 
@@ -202,7 +204,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
                                          f"{requested['labels']}")
             lineage = {"imported_from": f"peft:{imported.base_model or 'unknown base'}", "init": "import"}
-            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage)
+            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage, principal=who)
             catalog.remember_request(s, request.request_id, "ImportPromptVersion", digest,
                                    version_name(name, v.version))
             return cv.version_to_proto(s, v)
@@ -231,11 +233,12 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def SetAlias(self, request: cat.SetAliasRequest, context: grpc.aio.ServicerContext) -> cat.Alias:
         name = strip_collection(request.parent, "prompts")
+        who = auth.current().name
 
         def q(s: Session) -> cat.Alias:
             p = catalog.get_prompt(s, name)
             v = catalog.get_version(s, p, request.version)
-            catalog.set_alias(s, p, request.alias, v)
+            catalog.set_alias(s, p, request.alias, v, who)
             return cat.Alias(name=f"prompts/{name}/aliases/{request.alias}", version=version_name(name, v.version))
 
         return await self.db.run(q)
@@ -244,7 +247,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         parts = strip_collection(request.name, "prompts").split("/aliases/")
         if len(parts) != 2:
             raise InvalidArgument(f"alias name {request.name!r} must look like prompts/{{prompt}}/aliases/{{alias}}")
-        await self.db.run(lambda s: catalog.delete_alias(s, catalog.get_prompt(s, parts[0]), parts[1]))
+        who = auth.current().name
+        await self.db.run(lambda s: catalog.delete_alias(s, catalog.get_prompt(s, parts[0]), parts[1], who))
         return cat.DeleteAliasResponse()
 
     async def ListAliasHistory(
@@ -256,7 +260,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         def q(s: Session) -> cat.ListAliasHistoryResponse:
             rows = catalog.alias_history(s, catalog.get_prompt(s, name), offset, limit)
             return cat.ListAliasHistoryResponse(
-                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at))
+                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at),
+                                       principal=e.principal)
                         for e in rows],
                 next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
             )

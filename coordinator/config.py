@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptbank_api.names import check_name
+
+AUTH_MODES = ("none", "tokens")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_db() -> str:
@@ -71,6 +84,16 @@ class ServerConfig:
     train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica
     train_gather_s: float = 1.0  # a newly queued job waits this long for others to co-batch with
     data_roots: tuple[str, ...] = ()  # directories whose files a train job's dataset.uri may read; none: no files
+    auth: str = "none"  # "none" (loopback only) or "tokens": bearer tokens with roles (coordinator/auth.py)
+    admin_token: str = field(default="", repr=False)  # a secret that is an admin; never printed
+    insecure: bool = False  # allow a non-loopback bind without TLS (and, with auth none, without tokens)
+    tls_cert: str = ""  # PEM certificate chain of the server; with tls_key turns TLS on
+    tls_key: str = ""  # PEM private key of the server
+    tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
     def __post_init__(self) -> None:
@@ -80,6 +103,24 @@ class ServerConfig:
             raise ValueError("max_rows_per_request and max_text_chars must be positive")
         if self.train_max_group < 1 or self.train_gather_s < 0:
             raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth={self.auth!r} must be one of {list(AUTH_MODES)}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        missing = [(flag, path) for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
+                                                   ("--tls-client-ca", self.tls_client_ca))
+                   if path and not Path(path).is_file()]
+        if missing:
+            raise ValueError(f"{missing[0][0]} {missing[0][1]}: no such file")
+        open_parts = [what for what, on in (("without TLS (--tls-cert/--tls-key)", self.tls),
+                                            ("without tokens (--auth tokens)", self.auth == "tokens")) if not on]
+        if not is_loopback(self.host) and open_parts and not self.insecure:
+            raise ValueError(f"binding {self.host} would serve beyond this machine {' and '.join(open_parts)}; "
+                             f"bind a loopback address, or pass --insecure if the network is trusted")
+        if self.admin_token and self.auth != "tokens":
+            raise ValueError("an admin token is set but auth is off; add --auth tokens")
         names = [b.name for b in self.backbones]
         if len(set(names)) != len(names):
             raise ValueError(f"backbone names must be unique, got {names}")

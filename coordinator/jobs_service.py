@@ -11,13 +11,15 @@ import grpc
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
+from bank.models import Job
 from bank.writer import BankDB, Session
+from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import ServerConfig
 from coordinator.data import check_rows, inline_rows, load_uri
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
-from promptbank_api.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
 from promptbank_api.names import check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
@@ -42,6 +44,15 @@ def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:
                 init_text=hp.init_text, precision=hp.precision or base.precision,
                 select_on=hp.select_on or base.select_on)
     return replace(base, **over)
+
+
+def own_job(s: Session, job_id: str, who: auth.Principal) -> Job:
+    """The job, if `who` may see it: an admin every job, a trainer only the jobs it submitted."""
+    job = jobstore.get_job(s, job_id)
+    if not who.may("admin") and job.principal != who.name:
+        raise PermissionDenied(f"job 'jobs/{job_id}' was submitted by another principal; a trainer reaches only "
+                               f"its own jobs")
+    return job
 
 
 def check_labels(task: TaskSpec, rows: list[tuple[str, str]]) -> None:
@@ -71,6 +82,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if cfg.init_from and cfg.init_from != "nearest":
             parse_ref(cfg.init_from)
         request_hash = cv.request_digest(request)
+        who = auth.current().name
         examples = datasets.encode_rows(rows)
         requested = cv.task_from_proto(job.task) if job.task.labels else None
 
@@ -100,7 +112,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
             j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec.to_json(),
                                        examples=examples, request_id=request.request_id, request_hash=request_hash,
-                                       note=note)
+                                       note=note, principal=who)
             return cv.job_to_proto(j)
 
         out = await self.db.run(q)
@@ -140,26 +152,29 @@ class JobsService(jp_grpc.TrainJobsServicer):
         return await self.db.run(q)
 
     async def GetTrainJob(self, request: jp.GetTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
-        job_id = strip_collection(request.name, "jobs")
-        return await self.db.run(lambda s: cv.job_to_proto(jobstore.get_job(s, job_id)))
+        job_id, who = strip_collection(request.name, "jobs"), auth.current()
+        return await self.db.run(lambda s: cv.job_to_proto(own_job(s, job_id, who)))
 
     async def ListTrainJobs(self, request: jp.ListTrainJobsRequest, context: grpc.aio.ServicerContext) -> jp.ListTrainJobsResponse:
         state = jp.TrainJob.State.Name(request.state) if request.state else ""
         query = {"state": state, "prompt": strip_collection(request.prompt, "prompts")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
 
+        who = auth.current()
+        mine = None if who.may("admin") else who.name  # a trainer lists its own jobs
+
         def q(s: Session) -> jp.ListTrainJobsResponse:
-            rows = jobstore.list_jobs(s, offset, limit, state=state, prompt=query["prompt"])
+            rows = jobstore.list_jobs(s, offset, limit, state=state, prompt=query["prompt"], principal=mine)
             return jp.ListTrainJobsResponse(jobs=[cv.job_to_proto(j) for j in rows],
                                             next_page_token=cv.next_token(offset, limit, len(rows), query))
 
         return await self.db.run(q)
 
     async def CancelTrainJob(self, request: jp.CancelTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
-        job_id = strip_collection(request.name, "jobs")
+        job_id, who = strip_collection(request.name, "jobs"), auth.current()
 
         def q(s: Session) -> jp.TrainJob:
-            job = jobstore.get_job(s, job_id)
+            job = own_job(s, job_id, who)
             jobstore.request_cancel(s, job)
             return cv.job_to_proto(job)
 
@@ -169,8 +184,8 @@ class JobsService(jp_grpc.TrainJobsServicer):
         return out
 
     async def WatchTrainJob(self, request: jp.WatchTrainJobRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
-        job_id = strip_collection(request.name, "jobs")
-        await self.db.run(lambda s: jobstore.get_job(s, job_id))  # NOT_FOUND before streaming starts
+        job_id, who = strip_collection(request.name, "jobs"), auth.current()
+        await self.db.run(lambda s: own_job(s, job_id, who))  # NOT_FOUND / PERMISSION_DENIED before streaming
         seq = 0
         while True:
             def q(s: Session, after: int = seq) -> tuple[list[jp.TrainJobEvent], str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from promptbank import cli_catalog
+from promptbank import cli_catalog, cli_tokens
 from promptbank.client import DEFAULT_SERVER, Client
 from promptbank.output import emit, plural, table
 from promptbank.progress import STATE, follow, small_eval_warning, truncation_note
@@ -37,6 +37,16 @@ class Interrupted(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+def read_token(path: str | None) -> str | None:
+    """The token from --token-file (None: the client falls back to env PROMPTBANK_TOKEN)."""
+    if not path:
+        return None
+    secret = Path(path).read_text().strip()
+    if not secret:
+        raise ValueError(f"--token-file {path} is empty")
+    return secret
 
 
 def cmd_serve(a: argparse.Namespace, rest: list[str]) -> int:
@@ -243,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--server", default=os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER),
                     help="coordinator address (env PROMPTBANK_SERVER)")
     ap.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds for each call")
+    ap.add_argument("--token-file", metavar="FILE",
+                    help="a file holding the access token to send (env PROMPTBANK_TOKEN)")
+    ap.add_argument("--tls-ca", metavar="FILE", help="connect with TLS; the server's CA (PEM; env PROMPTBANK_TLS_CA)")
+    ap.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (PEM)")
+    ap.add_argument("--tls-key", metavar="FILE", help="key of --tls-cert (PEM)")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     sub.add_parser("serve", help="run the coordinator (flags: see `promptbank serve --help`)", add_help=False)
@@ -276,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="the PNG to write (default ID.png)")
 
     cli_catalog.add_parsers(sub)
+    cli_tokens.add_parsers(sub)
 
     d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
     d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
@@ -290,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "jobs": cmd_jobs,
-            "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones}
+            "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones, "tokens": cli_tokens.cmd_tokens}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from promptbank.demo import run_demo
 
             return run_demo(a)
-        with Client(a.server, timeout=a.timeout) as client:
+        with Client(a.server, timeout=a.timeout, token=read_token(a.token_file), tls_ca=a.tls_ca,
+                    tls_cert=a.tls_cert, tls_key=a.tls_key) as client:
             return COMMANDS[a.cmd](a, client)
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]

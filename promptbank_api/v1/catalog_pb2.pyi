@@ -409,12 +409,15 @@ class AliasEvent(_message.Message):
     FROM_VERSION_FIELD_NUMBER: _builtins.int
     TO_VERSION_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     alias: _builtins.str
     """Alias name (short form, e.g. "prod")."""
     from_version: _builtins.int
     """Version number before the move; 0 when the alias was created."""
     to_version: _builtins.int
     """Version number after the move; 0 when the alias was deleted."""
+    principal: _builtins.str
+    """Who moved it: the token name ("local" with auth off; "" before tokens existed)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When it moved."""
@@ -426,10 +429,11 @@ class AliasEvent(_message.Message):
         from_version: _builtins.int = ...,
         to_version: _builtins.int = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "from_version", b"from_version", "time", b"time", "to_version", b"to_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "from_version", b"from_version", "principal", b"principal", "time", b"time", "to_version", b"to_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -425,6 +425,7 @@ class TrainJob(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `jobs/{id}`."""
     prompt: _builtins.str
@@ -443,6 +444,8 @@ class TrainJob(_message.Message):
     """Failure reason for FAILED."""
     result_version: _builtins.str
     """The version produced, `prompts/{p}/versions/{n}`."""
+    principal: _builtins.str
+    """Who submitted it: the token name ("local" with auth off; "" before tokens existed). Output only."""
     @_builtins.property
     def task(self) -> _catalog_pb2.TaskSpec:
         """Task spec; required when the prompt does not exist yet."""
@@ -495,10 +498,11 @@ class TrainJob(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "hyperparameters", b"hyperparameters", "start_time", b"start_time", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "loss", b"loss", "metrics", b"metrics", "name", b"name", "prompt", b"prompt", "result_version", b"result_version", "start_time", b"start_time", "state", b"state", "step", b"step", "task", b"task", "total_steps", b"total_steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "loss", b"loss", "metrics", b"metrics", "name", b"name", "principal", b"principal", "prompt", b"prompt", "result_version", b"result_version", "start_time", b"start_time", "state", b"state", "step", b"step", "task", b"task", "total_steps", b"total_steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
