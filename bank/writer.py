@@ -25,11 +25,11 @@ T = TypeVar("T")
 class BankDB:
     """Serialises SQL work on one thread: one writer for embedded SQLite, and the event loop never blocks."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, password: str = ""):
         if "://" not in url and Path(url).expanduser().is_dir():
             raise Unavailable(f"cannot open the bank: {url} is a directory; give a SQLite file path or a database URL")
         try:
-            self.engine = make_engine(url)
+            self.engine = make_engine(url, password)
         except (OperationalError, ArgumentError, InterfaceError) as exc:
             first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
             raise Unavailable(f"cannot open the bank at {safe_url(url)}: {first}") from None

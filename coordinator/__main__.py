@@ -15,6 +15,19 @@ from coordinator.server import serve_forever
 from promptbank_api.errors import PromptBankError
 
 
+def read_secret(path: str | None, flag: str, fallback: str) -> str:
+    """A secret from a file (stripped), else `fallback` (its environment variable)."""
+    if not path:
+        return fallback
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    if not secret:
+        raise ValueError(f"{flag} {path} is empty")
+    return secret
+
+
 def parse(argv: list[str] | None = None) -> ServerConfig:
     ap = argparse.ArgumentParser(prog="promptbank serve", description="Run the promptbank coordinator.")
     ap.add_argument("--host", default=os.environ.get("PROMPTBANK_HOST", "127.0.0.1"), help="bind address")
@@ -38,6 +51,15 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                     help="a file holding a secret that acts as an admin token (env PROMPTBANK_ADMIN_TOKEN)")
     ap.add_argument("--insecure", action="store_true",
                     help="allow binding a non-loopback address without TLS (and, with --auth none, without tokens)")
+    ap.add_argument("--allow-model", action="append", default=[], metavar="PATTERN",
+                    help="hub model ids RegisterBackbone may load (fnmatch, e.g. 'sentence-transformers/*'); "
+                         "repeatable. Default: none")
+    ap.add_argument("--model-root", action="append", default=[], metavar="DIR",
+                    help="a directory whose models RegisterBackbone may load; repeatable. Default: none")
+    ap.add_argument("--allow-hub", action="store_true",
+                    help="let train jobs name Hugging Face hub datasets (default: files under --data-root only)")
+    ap.add_argument("--db-password-file", metavar="FILE",
+                    help="the database password, kept off the command line (env PROMPTBANK_DB_PASSWORD)")
     ap.add_argument("--tls-cert", default="", metavar="FILE", help="PEM certificate chain: serve TLS (with --tls-key)")
     ap.add_argument("--tls-key", default="", metavar="FILE", help="PEM private key of --tls-cert")
     ap.add_argument("--tls-client-ca", default="", metavar="FILE",
@@ -50,18 +72,14 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         if not backbones:
             backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
         roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
-        admin = os.environ.get("PROMPTBANK_ADMIN_TOKEN", "")
-        if a.admin_token_file:
-            try:
-                admin = Path(a.admin_token_file).read_text().strip()
-            except OSError as exc:
-                raise ValueError(f"--admin-token-file {a.admin_token_file}: {exc.strerror}") from None
-            if not admin:
-                raise ValueError(f"--admin-token-file {a.admin_token_file} is empty")
+        admin = read_secret(a.admin_token_file, "--admin-token-file", os.environ.get("PROMPTBANK_ADMIN_TOKEN", ""))
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
                             worker_cpus=a.worker_cpus, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
                             insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
-                            tls_client_ca=a.tls_client_ca)
+                            tls_client_ca=a.tls_client_ca, allow_models=tuple(a.allow_model),
+                            model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
+                            db_password=read_secret(a.db_password_file, "--db-password-file",
+                                                    os.environ.get("PROMPTBANK_DB_PASSWORD", "")))
     except ValueError as exc:
         ap.error(str(exc))
         raise

@@ -11,7 +11,7 @@ from bank.peft_format import export_peft, import_peft
 from bank.writer import BankDB, Session
 from coordinator import auth
 from coordinator import convert as cv
-from coordinator.config import BackboneSpec
+from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
@@ -27,8 +27,8 @@ def version_ref(name: str) -> str:
 
 
 class CatalogService(cat_grpc.PromptCatalogServicer):
-    def __init__(self, db: BankDB, pool: ReplicaPool):
-        self.db, self.pool = db, pool
+    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
+        self.db, self.pool, self.config = db, pool, config
 
     def _replicas(self, name: str) -> int:
         bb = self.pool.backbones.get(name)
@@ -64,6 +64,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 spec = BackboneSpec(name, request.model, request.revision, request.replicas if request.HasField("replicas") else 1)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
+            self.config.check_model(spec.model)  # PERMISSION_DENIED before anything is read or downloaded
             info = await self.pool.add(spec)
             await self.db.run(lambda s: catalog.upsert_backbone(
                 s, name, model=spec.model, revision=spec.revision, architecture=info.architecture,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptbank_api.errors import PermissionDenied
 from promptbank_api.names import check_name
 
 AUTH_MODES = ("none", "tokens")
@@ -87,6 +89,10 @@ class ServerConfig:
     auth: str = "none"  # "none" (loopback only) or "tokens": bearer tokens with roles (coordinator/auth.py)
     admin_token: str = field(default="", repr=False)  # a secret that is an admin; never printed
     insecure: bool = False  # allow a non-loopback bind without TLS (and, with auth none, without tokens)
+    db_password: str = field(default="", repr=False)  # joins the --db URL; from a file or env, never argv
+    allow_models: tuple[str, ...] = ()  # fnmatch patterns of hub model ids RegisterBackbone may load
+    model_roots: tuple[str, ...] = ()  # directories whose models RegisterBackbone may load
+    allow_hub: bool = False  # let train jobs name Hugging Face hub datasets (no dataset scripts ever run)
     tls_cert: str = ""  # PEM certificate chain of the server; with tls_key turns TLS on
     tls_key: str = ""  # PEM private key of the server
     tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mTLS)
@@ -124,6 +130,22 @@ class ServerConfig:
         names = [b.name for b in self.backbones]
         if len(set(names)) != len(names):
             raise ValueError(f"backbone names must be unique, got {names}")
+
+    def check_model(self, model: str) -> None:
+        """RegisterBackbone may load only a local model under a --model-root or a hub id matching an
+        --allow-model pattern; anything else is PERMISSION_DENIED before a byte is read or downloaded."""
+        path = Path(model).expanduser()
+        if model.startswith(("/", ".", "~")) or path.exists():  # a local path, whatever it looks like
+            real = path.resolve()
+            if any(real.is_relative_to(Path(r).expanduser().resolve()) for r in self.model_roots):
+                return
+            where = f"the model roots {list(self.model_roots)}" if self.model_roots else \
+                "no model roots (start the server with --model-root DIR)"
+            raise PermissionDenied(f"model path {model!r} is outside {where}")
+        if any(fnmatch.fnmatchcase(model, pattern) for pattern in self.allow_models):
+            return
+        raise PermissionDenied(f"model {model!r} matches no --allow-model pattern "
+                               f"({list(self.allow_models) or 'none configured'}); the server loads no other model")
 
     def with_default_backbone(self) -> ServerConfig:
         if self.backbones:

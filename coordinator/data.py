@@ -54,7 +54,8 @@ def _hub_columns(table: Any, text_column: str, label_column: str, where: str) ->
             if t is not None and lab is not None]
 
 
-def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...]) -> tuple[Rows, str]:
+def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...], allow_hub: bool = False
+             ) -> tuple[Rows, str]:
     """A server file under one of `roots` (csv/tsv/json/jsonl/parquet), or a hub dataset id (`name[:split]`);
     returns the rows and a note of what was left out ("" when nothing was)."""
     text_column, label_column = text_column or "text", label_column or "label"
@@ -71,7 +72,10 @@ def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ..
         except InvalidArgument as exc:
             raise InvalidArgument(f"dataset file {uri!r}: {exc}") from None
         return read.rows, (f"read {read.summary()} from {uri}" if read.dropped else "")
-    import datasets
+    if not allow_hub:
+        raise PermissionDenied(f"dataset {uri!r} is not a file under the data roots, and hub datasets are off "
+                               f"(start the server with --allow-hub); send the rows inline or upload them")
+    import datasets  # >= 4: dataset scripts are gone, so loading runs no code from the hub
 
     name, _, split = uri.partition(":")
     try:

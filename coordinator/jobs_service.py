@@ -131,7 +131,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             rows = await self.db.run(lambda s: datasets.dataset_rows(s, data_id))
             return check_rows(rows, limit, ds.uri), ds.uri, ""
         rows, note = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column,
-                                             self.config.data_roots)
+                                             self.config.data_roots, self.config.allow_hub)
         return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri, note
 
     async def UploadDataset(self, request_iterator, context: grpc.aio.ServicerContext) -> jp.UploadedDataset:  # type: ignore[no-untyped-def]

@@ -85,7 +85,7 @@ def bind(server: grpc.aio.Server, config: ServerConfig) -> int:
 async def start(config: ServerConfig) -> Coordinator:
     """Open the bank, start Ray replicas for every backbone, register them, and start serving."""
     config = config.with_default_backbone()
-    db = BankDB(config.db)
+    db = BankDB(config.db, config.db_password)
     ensure_ray(config.ray_address)
     pool = ReplicaPool(config)
     for spec in config.backbones:
@@ -103,7 +103,7 @@ async def start(config: ServerConfig) -> Coordinator:
         verifier = auth.Verifier(lambda secret: lookup(db, secret), config.admin_token)
     server = grpc.aio.server(interceptors=[ErrorInterceptor(), auth.AuthInterceptor(verifier)], options=opts)
     auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), server)
-    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool), server)
+    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), server)
     inference = InferenceService(db, pool, config)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)

@@ -128,6 +128,7 @@ def server(ray_session: None, tiny_encoder: str, tiny_causal_lm: str, tmp_path_f
     cfg = ServerConfig(
         port=0, db=str(db), max_rows_per_request=64, max_text_chars=500, grace_seconds=1.0,
         data_roots=(str(tmp_path_factory.getbasetemp()),),  # the tests' own files; nothing else
+        model_roots=(str(tmp_path_factory.getbasetemp()),),  # the tiny models the tests build
         backbones=(BackboneSpec("tiny-enc", tiny_encoder), BackboneSpec("tiny-lm", tiny_causal_lm)),
     )
     live = LiveServer(cfg)

@@ -163,6 +163,12 @@ def test_serve_with_a_bad_bank_says_so_in_one_line(tmp_path: Path) -> None:
     out = run("serve", "--port", "0", "--db", f"postgresql://someone:{secret}@127.0.0.1:1/bank", timeout=180)
     assert out.returncode != 0 and "127.0.0.1" in out.stderr and "cannot open the bank" in out.stderr
     assert secret not in out.stderr + out.stdout and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    pw = tmp_path / "db.password"  # the way to keep it off the command line (and out of `ps`)
+    pw.write_text(secret + "\n")
+    out = run("serve", "--port", "0", "--db", "postgresql://someone@127.0.0.1:1/bank", "--db-password-file", str(pw),
+              timeout=180)
+    assert out.returncode != 0 and "cannot open the bank at postgresql://someone@127.0.0.1:1/bank" in out.stderr
+    assert secret not in out.stderr + out.stdout
 
 
 # 4. huge numbers -----------------------------------------------------------------------------------------------
