@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from coordinator.config import BackboneSpec, ServerConfig, default_db, packaged_minilm
+from coordinator.limits import FLAGS, LIMIT_HELP, Limits
 from coordinator.server import serve_forever
 from promptbank_api.errors import PromptBankError
 
@@ -64,6 +65,10 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--tls-key", default="", metavar="FILE", help="PEM private key of --tls-cert")
     ap.add_argument("--tls-client-ca", default="", metavar="FILE",
                     help="PEM CA: require client certificates it signed (mutual TLS)")
+    for flag, name in FLAGS.items():  # one flag per row of the limits table
+        default = getattr(Limits(), name)
+        ap.add_argument(flag, type=int, default=default, metavar="N",
+                        help=f"limit: {LIMIT_HELP[name]} (default {default})")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,7 +81,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
                             worker_cpus=a.worker_cpus, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
                             insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
-                            tls_client_ca=a.tls_client_ca, allow_models=tuple(a.allow_model),
+                            tls_client_ca=a.tls_client_ca,
+                            limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),
                             model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
                             db_password=read_secret(a.db_password_file, "--db-password-file",
                                                     os.environ.get("PROMPTBANK_DB_PASSWORD", "")))

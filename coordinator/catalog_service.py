@@ -73,7 +73,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)
-        task = cv.task_from_proto(request.prompt.task).to_dict()
+        task = cv.task_from_proto(request.prompt.task, self.config.limits).to_dict()
         digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.Prompt:
@@ -180,7 +180,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         backbone = strip_collection(request.backbone, "backbones")
         imported = import_peft(request.adapter_config, request.adapter_model)
         who = auth.current().name
-        requested = cv.task_from_proto(request.task).to_dict() if request.task.labels else None
+        requested = cv.task_from_proto(request.task, self.config.limits).to_dict() if request.task.labels else None
         digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.PromptVersion:
@@ -200,7 +200,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 task = requested or imported.task
                 if not task:
                     raise InvalidArgument(f"prompt {name!r} does not exist: give its task (labels) to create it")
-                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task)).to_dict())
+                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task), self.config.limits).to_dict())
             elif requested and requested["labels"] != p.task["labels"]:
                 raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
                                          f"{requested['labels']}")

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.limits import Limits
 from promptbank_api.errors import PermissionDenied
 from promptbank_api.names import check_name
 
@@ -74,10 +75,7 @@ class ServerConfig:
     backbones: tuple[BackboneSpec, ...] = ()
     worker_cpus: float = 0.0  # 0 = all local cores for a CPU worker
     worker_gpus: float = 1.0  # per actor, when the cluster has GPUs
-    max_rows_per_request: int = 1024
-    max_text_chars: int = 20_000
-    max_train_examples: int = 1_000_000
-    max_message_bytes: int = 256 << 20
+    limits: Limits = field(default_factory=Limits)  # every input limit (coordinator/limits.py)
     batch_max_rows: int = 64  # micro-batcher: rows per forward across requests and tasks
     batch_max_tokens: int = 16384  # ... and estimated tokens per forward
     batch_max_wait_ms: float = 5.0  # ... and how long the oldest row may wait for company
@@ -105,8 +103,6 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} must be in 0..65535")
-        if self.max_rows_per_request < 1 or self.max_text_chars < 1:
-            raise ValueError("max_rows_per_request and max_text_chars must be positive")
         if self.train_max_group < 1 or self.train_gather_s < 0:
             raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
         if self.auth not in AUTH_MODES:

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from bank import catalog
 from bank import models as m
 from bank.writer import Session
+from coordinator.limits import Limits
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.names import to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -30,8 +31,9 @@ MAX_OFFSET = 2**62  # far past any catalog; keeps SQL integers in range
 DEFAULT_PAGE = 50
 
 
-def task_from_proto(spec: cat.TaskSpec) -> TaskSpec:
-    """Validate a TaskSpec message (INVALID_ARGUMENT naming the bad value)."""
+def task_from_proto(spec: cat.TaskSpec, limits: Limits) -> TaskSpec:
+    """Validate a TaskSpec message: RESOURCE_EXHAUSTED over a limit, INVALID_ARGUMENT naming a bad value."""
+    limits.check_task(tuple(spec.labels), tuple(spec.label_texts), tuple(spec.label_words))
     return TaskSpec(
         labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
         kind=spec.kind or "classification", description=spec.description, pooling=spec.pooling or POOLINGS[0],

@@ -10,23 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
+from coordinator.limits import Limits
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from promptbank_api.files import TABLE_SUFFIXES, read_labelled
 from promptbank_api.v1 import jobs_pb2 as jp
 
 Rows = list[tuple[str, str]]
 
 
-def check_rows(rows: Rows, limit: int, where: str) -> Rows:
+def check_rows(rows: Rows, limits: Limits, where: str) -> Rows:
     if not rows:
         raise InvalidArgument(f"{where} is empty: a train job needs labelled examples")
-    if len(rows) > limit:
-        raise ResourceExhausted(f"{where} has {len(rows)} examples; the limit is {limit}")
+    limits.check("train_examples", len(rows), f"{where}: examples")
     for i, (text, label) in enumerate(rows):
         if not text.strip():
             raise InvalidArgument(f"{where} example {i} has an empty text")
         if not label.strip():
             raise InvalidArgument(f"{where} example {i} has an empty label")
+        limits.check_text(text, f"{where} example {i}")
+        limits.check("label_chars", len(label), f"{where} example {i} label: characters")
     return rows
 
 

@@ -56,11 +56,10 @@ class InferenceService(inf_grpc.InferenceServicer):
             await b.close()
 
     def _validate(self, request: inf.ClassifyRequest) -> None:
-        n = len(request.rows)
-        if n == 0:
+        if not request.rows:
             raise InvalidArgument("rows is empty: send at least one (prompt, text) row")
-        if n > self.config.max_rows_per_request:
-            raise InvalidArgument(f"{n} rows exceed the limit of {self.config.max_rows_per_request} rows per request")
+        n = sum(1 + len(row.ensemble) for row in request.rows)  # each ensemble member is a row of work
+        self.config.limits.check("classify_rows", n, "rows (ensemble members counted)")
         for i, row in enumerate(request.rows):
             self._check_text(row.text, f"rows[{i}].text")
             for ref in (row.prompt, *row.ensemble):
@@ -69,8 +68,7 @@ class InferenceService(inf_grpc.InferenceServicer):
     def _check_text(self, text: str, what: str) -> None:
         if not text.strip():
             raise InvalidArgument(f"{what} is empty")
-        if len(text) > self.config.max_text_chars:
-            raise InvalidArgument(f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
+        self.config.limits.check_text(text, what)
 
     def _bytes(self, sha: str) -> bytes:
         data = self.tensors.get(sha)

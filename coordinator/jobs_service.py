@@ -19,7 +19,7 @@ from coordinator.config import ServerConfig
 from coordinator.data import check_rows, inline_rows, load_uri
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
-from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from promptbank_api.names import check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
@@ -77,6 +77,10 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
         cfg = train_config(job.hyperparameters, job.dataset)
+        room = served.info.max_positions
+        if cfg.num_virtual_tokens + cfg.max_length > room:
+            raise InvalidArgument(f"num_virtual_tokens={cfg.num_virtual_tokens} + max_length={cfg.max_length} "
+                                  f"positions do not fit backbone {backbone!r}, which has {room}")
         for alias in job.aliases:
             check_name("alias", alias)
         if cfg.init_from and cfg.init_from != "nearest":
@@ -84,7 +88,8 @@ class JobsService(jp_grpc.TrainJobsServicer):
         request_hash = cv.request_digest(request)
         who = auth.current().name
         examples = datasets.encode_rows(rows)
-        requested = cv.task_from_proto(job.task) if job.task.labels else None
+        requested = cv.task_from_proto(job.task, self.config.limits) if job.task.labels else None
+        self.config.limits.check("labels", len(distinct), "labels in the data")
 
         def pick_task(s: Session) -> TaskSpec:
             existing = catalog.find_prompt(s, prompt)
@@ -121,7 +126,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
 
     async def _rows(self, ds: jp.Dataset) -> tuple[list[tuple[str, str]], str, str]:
         """The job's examples, validated, and a reference to them for the version's lineage."""
-        limit, which = self.config.max_train_examples, ds.WhichOneof("source")
+        limit, which = self.config.limits, ds.WhichOneof("source")
         if which == "inline":
             return check_rows(inline_rows(ds), limit, "dataset.inline"), f"inline:{len(ds.inline.examples)} rows", ""
         if which != "uri" or not ds.uri:
@@ -140,9 +145,8 @@ class JobsService(jp_grpc.TrainJobsServicer):
         async for chunk in request_iterator:
             request_id = request_id or chunk.request_id
             rows.extend((ex.text, ex.label) for ex in chunk.examples)
-            if len(rows) > self.config.max_train_examples:
-                raise ResourceExhausted(f"upload exceeds the limit of {self.config.max_train_examples} examples")
-        check_rows(rows, self.config.max_train_examples, "the upload")
+            self.config.limits.check("train_examples", len(rows), "the upload: examples")  # stop early
+        check_rows(rows, self.config.limits, "the upload")
         digest = hashlib.sha256(datasets.encode_rows(rows)).hexdigest()
 
         def q(s: Session) -> jp.UploadedDataset:

@@ -95,8 +95,8 @@ async def start(config: ServerConfig) -> Coordinator:
             hidden_size=info.hidden_size, fingerprint=info.fingerprint))
     scheduler = JobScheduler(db, pool, config.train_max_group, gather_s=config.train_gather_s)
 
-    opts = [("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
+    opts = [("grpc.max_receive_message_length", config.limits.message_bytes),
+            ("grpc.max_send_message_length", config.limits.message_bytes),
             ("grpc.so_reuseport", 0)]  # a second server on a taken port must fail, not share it
     verifier = None
     if config.auth == "tokens":
