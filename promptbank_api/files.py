@@ -56,6 +56,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
 def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, records) of a table file; every CSV cell stays a string."""
     suffix = path.suffix.lower()
@@ -73,7 +80,7 @@ def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         return list(reader.fieldnames or []), records
     if suffix == ".jsonl":
         records = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_text(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -86,7 +93,7 @@ def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         return list(dict.fromkeys(k for r in records for k in r)), records
     if suffix == ".json":
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(_text(path))
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{path}: line {exc.lineno}: not JSON ({exc.msg})") from None
         if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):  # {"col": [...], ...}
