@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 
+from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
+
 log = logging.getLogger("promptbank.coordinator")
 
 ROLES = ("reader", "trainer", "admin")
@@ -101,30 +103,28 @@ class Verifier:
 
 
 def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    ser = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    """The handler replaced by one that aborts with `code` before the service sees the request."""
 
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
+    def around_unary(_: Unary) -> Unary:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(code, message)
 
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
-        yield  # pragma: no cover - makes this an async generator
+        return unary
 
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, **ser)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, **ser)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream, **ser)
-    return grpc.stream_stream_rpc_method_handler(stream, **ser)
+    def around_stream(_: Stream) -> Stream:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(code, message)
+            yield  # pragma: no cover - makes this an async generator
+
+        return stream
+
+    return rewrap(handler, around_unary, around_stream)
 
 
 def _as(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
     """The handler, run with `principal` as the current one."""
-    ser = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary or handler.stream_unary:
-        inner = handler.unary_unary or handler.stream_unary
 
+    def around_unary(inner: Unary) -> Unary:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = _current.set(principal)
             try:
@@ -132,36 +132,29 @@ def _as(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodH
             finally:
                 _current.reset(token)
 
-        wrap = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-        return wrap(unary, **ser)
-    inner_stream = handler.unary_stream or handler.stream_stream
+        return unary
 
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = _current.set(principal)
-        try:
-            async for item in inner_stream(request, context):
-                yield item
-        finally:
-            _current.reset(token)
+    def around_stream(inner: Stream) -> Stream:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = _current.set(principal)
+            try:
+                async for item in inner(request, context):
+                    yield item
+            finally:
+                _current.reset(token)
 
-    wrap = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-    return wrap(stream, **ser)
+        return stream
+
+    return rewrap(handler, around_unary, around_stream)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(HandlerInterceptor):
     """Decides every RPC from RULES. `verify` None: auth is off and every caller is LOCAL."""
 
     def __init__(self, verify: Verifier | None):
         self.verify = verify
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
+    async def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method = details.method
         need = rule(method)
         if need == "":

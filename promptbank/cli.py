@@ -20,7 +20,7 @@ from promptbank.client import DEFAULT_SERVER, Client
 from promptbank.output import emit, plural, table
 from promptbank.progress import STATE, follow, small_eval_warning, truncation_note
 from promptbank_api.errors import PromptBankError
-from promptbank_api.files import read_labelled
+from promptbank_api.files import json_lines, read_labelled
 from promptbank_api.v1 import jobs_pb2 as jp
 
 INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first
@@ -116,25 +116,14 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
 
 def classify_rows(path: Path, default_prompt: str | None) -> list[tuple[str, str]]:
     """Rows of a JSON-lines file: {"text": ..., "prompt": REF}; `--prompt` fills rows that name none."""
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; --input takes a JSON-lines file")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{n}: expected an object like {{\"prompt\": REF, \"text\": ...}}")
-            text, prompt = rec.get("text"), rec.get("prompt", default_prompt)
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{n}: 'text' must be a string, got {json.dumps(text)}")
-            if not isinstance(prompt, str) or not prompt:
-                raise ValueError(f"{path}:{n}: the row names no 'prompt' (give one, or --prompt REF for all rows)")
-            rows.append((prompt, text))
+    for n, rec in json_lines(path):
+        text, prompt = rec.get("text"), rec.get("prompt", default_prompt)
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{n}: 'text' must be a string, got {json.dumps(text)}")
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"{path}:{n}: the row names no 'prompt' (give one, or --prompt REF for all rows)")
+        rows.append((prompt, text))
     if not rows:
         raise ValueError(f"{path} holds no rows")
     return rows
