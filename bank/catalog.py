@@ -133,7 +133,9 @@ def update_prompt(s: Session, name: str, *, tags: list[str] | None = None, owner
 def delete_prompt(s: Session, name: str, force: bool) -> None:
     p = get_prompt(s, name)
     if p.versions and not force:
-        raise FailedPrecondition(f"prompt {name!r} has {len(p.versions)} versions; pass force to delete them too")
+        n = len(p.versions)
+        raise FailedPrecondition(f"prompt {name!r} has {n} version{'' if n == 1 else 's'}; delete with force "
+                                 f"(the CLI's --force) to delete {'it' if n == 1 else 'them'} too")
     s.delete(p)
     s.flush()
 
@@ -150,6 +152,7 @@ def add_version(
     metrics: dict[str, float] | None = None,
     lineage: dict[str, str] | None = None,
     aliases: Sequence[str] = (),
+    principal: str = "",
 ) -> PromptVersion:
     """Commit-ready new immutable version (tensor + metadata in the caller's one transaction); moves `latest`."""
     t = decode_prompt(tensor)
@@ -181,7 +184,7 @@ def add_version(
     s.add(v)
     s.flush()
     for alias in ["latest", *aliases]:
-        set_alias(s, prompt, alias, v)
+        set_alias(s, prompt, alias, v, principal)
     return v
 
 
@@ -254,7 +257,8 @@ def delete_version(s: Session, v: PromptVersion, force: bool) -> None:
     names = version_aliases(s, v)
     if names and not force:
         raise FailedPrecondition(
-            f"version {v.version} of prompt {v.prompt.name!r} is pointed at by aliases {names}; move them or pass force"
+            f"version {v.version} of prompt {v.prompt.name!r} is pointed at by alias{'' if len(names) == 1 else 'es'} "
+            f"{names}; move {'it' if len(names) == 1 else 'them'} or delete with force (the CLI's --force)"
         )
     for name in names:
         delete_alias(s, v.prompt, name)
@@ -265,7 +269,7 @@ def delete_version(s: Session, v: PromptVersion, force: bool) -> None:
 # ---------------------------------------------------------------- aliases
 
 
-def set_alias(s: Session, prompt: Prompt, name: str, v: PromptVersion) -> Alias:
+def set_alias(s: Session, prompt: Prompt, name: str, v: PromptVersion, principal: str = "") -> Alias:
     check_name("alias", name)
     a = s.scalar(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == name))
     before = a.version.version if a is not None else 0
@@ -275,16 +279,18 @@ def set_alias(s: Session, prompt: Prompt, name: str, v: PromptVersion) -> Alias:
     else:
         a.version = v
     if before != v.version:
-        s.add(AliasEvent(prompt_id=prompt.id, alias=name, from_version=before, to_version=v.version, at=utcnow()))
+        s.add(AliasEvent(prompt_id=prompt.id, alias=name, from_version=before, to_version=v.version, at=utcnow(),
+                         principal=principal))
     s.flush()
     return a
 
 
-def delete_alias(s: Session, prompt: Prompt, name: str) -> None:
+def delete_alias(s: Session, prompt: Prompt, name: str, principal: str = "") -> None:
     a = s.scalar(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == name))
     if a is None:
         raise NotFound(f"alias {name!r} of prompt {prompt.name!r} not found")
-    s.add(AliasEvent(prompt_id=prompt.id, alias=name, from_version=a.version.version, to_version=0, at=utcnow()))
+    s.add(AliasEvent(prompt_id=prompt.id, alias=name, from_version=a.version.version, to_version=0, at=utcnow(),
+                     principal=principal))
     s.delete(a)
     s.flush()
 

@@ -17,6 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -33,6 +34,16 @@ def normalize_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+def safe_url(url: str) -> str:
+    """The bank's URL for logs and messages: a password never shows."""
+    if "://" not in url:
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL: show only its scheme
+        return url.split("://", 1)[0] + "://..."
 
 
 BUSY_WAIT_MS = 30_000  # a connection waits this long for a SQLite lock (e.g. while another process migrates)
@@ -119,11 +130,13 @@ def _enable_wal(dbapi_conn: sqlite3.Connection) -> None:
         return
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine; a bare path is taken as a SQLite file. The schema is migrated to head if behind."""
+def make_engine(url: str, password: str = "") -> Engine:
+    """Create the engine; a bare path is taken as a SQLite file. The schema is migrated to head if behind.
+    `password` (from a file or the environment) joins the URL here, so it never has to be on a command line."""
     url = normalize_url(url)
     sqlite_args = {"timeout": BUSY_WAIT_MS / 1000} if url.startswith("sqlite") else {}  # busy wait from connect on
-    engine = create_engine(url, pool_pre_ping=True, connect_args=sqlite_args)
+    target = make_url(url).set(password=password) if password and not url.startswith("sqlite") else url
+    engine = create_engine(target, pool_pre_ping=True, connect_args=sqlite_args, hide_parameters=True)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -30,16 +30,19 @@ def create_job(
     examples: bytes,
     request_id: str = "",
     request_hash: str = "",
+    note: str = "",
+    principal: str = "",
 ) -> tuple[Job, bool]:
-    """Insert a QUEUED job; returns (job, created). A repeated request_id returns the first job (AIP-155)."""
+    """Insert a QUEUED job; returns (job, created). A repeated request_id returns the first job (AIP-155).
+    `note` joins the "queued" event (e.g. the rows a data file left out)."""
     earlier = seen_request(s, request_id, "CreateTrainJob", request_hash)
     if earlier:
         return get_job(s, earlier.removeprefix("jobs/")), False
     job = Job(id=uuid.uuid4().hex[:16], prompt_name=prompt_name, backbone_name=backbone_name, spec=spec,
-              examples=examples, state="QUEUED", created_at=utcnow())
+              examples=examples, state="QUEUED", created_at=utcnow(), principal=principal)
     s.add(job)
     s.flush()
-    add_event(s, job, "STATE_CHANGED", message="queued")
+    add_event(s, job, "STATE_CHANGED", message=f"queued; {note}" if note else "queued")
     remember_request(s, request_id, "CreateTrainJob", request_hash, f"jobs/{job.id}")
     return job, True
 
@@ -51,8 +54,12 @@ def get_job(s: Session, job_id: str) -> Job:
     return job
 
 
-def list_jobs(s: Session, offset: int, limit: int, state: str = "", prompt: str = "") -> Sequence[Job]:
+def list_jobs(s: Session, offset: int, limit: int, state: str = "", prompt: str = "", principal: str | None = None
+              ) -> Sequence[Job]:
+    """A page of jobs, newest first; `principal` keeps only the jobs it submitted."""
     q = select(Job).order_by(Job.created_at.desc(), Job.id)
+    if principal is not None:
+        q = q.where(Job.principal == principal)
     if state:
         q = q.where(Job.state == state)
     if prompt:
@@ -223,7 +230,7 @@ def succeed(s: Session, job_id: str, *, prompt: bytes, metrics: dict[str, float]
     if job.state in TERMINAL:
         return None
     p, bb = get_prompt(s, job.prompt_name), get_backbone(s, job.backbone_name)
-    v = add_version(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases)
+    v = add_version(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases, principal=job.principal)
     job.metrics, job.step = metrics, step
     job.result_version = version_name(p.name, v.version)
     set_state(s, job, "SUCCEEDED", message=job.result_version, metrics=metrics)

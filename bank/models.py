@@ -105,6 +105,7 @@ class AliasEvent(Base):
     from_version: Mapped[int] = mapped_column(default=0)
     to_version: Mapped[int] = mapped_column(default=0)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    principal: Mapped[str] = mapped_column(String(64), default="", server_default="")  # who moved it
 
 
 class IdempotencyKey(Base):
@@ -138,6 +139,7 @@ class Job(Base):
     result_version: Mapped[str] = mapped_column(String(256), default="")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     attempts: Mapped[int] = mapped_column(default=0)  # dispatches so far; a dead replica costs one
+    principal: Mapped[str] = mapped_column(String(64), default="", server_default="")  # who submitted it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -183,3 +185,18 @@ class JobEvent(Base):
     eta_seconds: Mapped[float] = mapped_column(default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Token(Base):
+    """An access token: only the sha256 of its secret is kept (secrets are 256 random bits, so a fast hash
+    is enough: there is nothing to brute-force)."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # reader | trainer | admin
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    creator: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from bank.db import make_engine, make_sessionmaker
-from promptbank_api.errors import Aborted
+from bank.db import make_engine, make_sessionmaker, safe_url
+from promptbank_api.errors import Aborted, Unavailable
 
 __all__ = ["BankDB", "Session"]
 
@@ -24,8 +25,14 @@ T = TypeVar("T")
 class BankDB:
     """Serialises SQL work on one thread: one writer for embedded SQLite, and the event loop never blocks."""
 
-    def __init__(self, url: str):
-        self.engine = make_engine(url)
+    def __init__(self, url: str, password: str = ""):
+        if "://" not in url and Path(url).expanduser().is_dir():
+            raise Unavailable(f"cannot open the bank: {url} is a directory; give a SQLite file path or a database URL")
+        try:
+            self.engine = make_engine(url, password)
+        except (OperationalError, ArgumentError, InterfaceError) as exc:
+            first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+            raise Unavailable(f"cannot open the bank at {safe_url(url)}: {first}") from None
         self.sessions = make_sessionmaker(self.engine)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
 

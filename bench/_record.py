@@ -14,6 +14,7 @@ Record format (one JSON object per bench):
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import operator
 import os
@@ -91,6 +92,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def machine() -> dict[str, Any]:
     """The machine as the figures depend on it. Torch threads are read when this is called: after the bench set
     them (BackboneWorker sets them to the node's cores, as a replica does)."""
@@ -103,6 +111,8 @@ def machine() -> dict[str, Any]:
         "gpu": gpu,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "bf16_units": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),  # bf16 autocast is on by default there
+        "libraries": {name: version(name) for name in ("transformers", "peft", "ray", "grpcio", "sqlalchemy")},
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
     }

@@ -6,9 +6,27 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
+import sys
+from pathlib import Path
 
 from coordinator.config import BackboneSpec, ServerConfig, default_db, packaged_minilm
+from coordinator.limits import FLAGS, LIMIT_HELP, Limits
 from coordinator.server import serve_forever
+from promptbank_api.errors import PromptBankError
+
+
+def read_secret(path: str | None, flag: str, fallback: str) -> str:
+    """A secret from a file (stripped), else `fallback` (its environment variable)."""
+    if not path:
+        return fallback
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    if not secret:
+        raise ValueError(f"{flag} {path} is empty")
+    return secret
 
 
 def parse(argv: list[str] | None = None) -> ServerConfig:
@@ -27,6 +45,30 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--data-root", action="append", default=[], metavar="DIR",
                     help="a directory whose files train jobs may name in dataset.uri; repeatable "
                          "(env PROMPTBANK_DATA_ROOTS, ':'-separated). Default: none; clients send rows instead")
+    ap.add_argument("--auth", choices=["none", "tokens"], default=os.environ.get("PROMPTBANK_AUTH", "none"),
+                    help="'none' (loopback binds only: every local caller is an admin) or 'tokens': bearer tokens "
+                         "with roles (env PROMPTBANK_AUTH)")
+    ap.add_argument("--admin-token-file", metavar="FILE",
+                    help="a file holding a secret that acts as an admin token (env PROMPTBANK_ADMIN_TOKEN)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="allow binding a non-loopback address without TLS (and, with --auth none, without tokens)")
+    ap.add_argument("--allow-model", action="append", default=[], metavar="PATTERN",
+                    help="hub model ids RegisterBackbone may load (fnmatch, e.g. 'sentence-transformers/*'); "
+                         "repeatable. Default: none")
+    ap.add_argument("--model-root", action="append", default=[], metavar="DIR",
+                    help="a directory whose models RegisterBackbone may load; repeatable. Default: none")
+    ap.add_argument("--allow-hub", action="store_true",
+                    help="let train jobs name Hugging Face hub datasets (default: files under --data-root only)")
+    ap.add_argument("--db-password-file", metavar="FILE",
+                    help="the database password, kept off the command line (env PROMPTBANK_DB_PASSWORD)")
+    ap.add_argument("--tls-cert", default="", metavar="FILE", help="PEM certificate chain: serve TLS (with --tls-key)")
+    ap.add_argument("--tls-key", default="", metavar="FILE", help="PEM private key of --tls-cert")
+    ap.add_argument("--tls-client-ca", default="", metavar="FILE",
+                    help="PEM CA: require client certificates it signed (mutual TLS)")
+    for flag, name in FLAGS.items():  # one flag per row of the limits table
+        default = getattr(Limits(), name)
+        ap.add_argument(flag, type=int, default=default, metavar="N",
+                        help=f"limit: {LIMIT_HELP[name]} (default {default})")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -35,15 +77,41 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         if not backbones:
             backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
         roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
+        admin = read_secret(a.admin_token_file, "--admin-token-file", os.environ.get("PROMPTBANK_ADMIN_TOKEN", ""))
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
-                            worker_cpus=a.worker_cpus, data_roots=tuple(roots))
+                            worker_cpus=a.worker_cpus, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
+                            insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
+                            tls_client_ca=a.tls_client_ca,
+                            limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),
+                            model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
+                            db_password=read_secret(a.db_password_file, "--db-password-file",
+                                                    os.environ.get("PROMPTBANK_DB_PASSWORD", "")))
     except ValueError as exc:
         ap.error(str(exc))
         raise
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail in a second, before Ray and the models load, when the port is taken (gRPC alone would share it)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+
+
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(serve_forever(parse(argv)))
+    config = parse(argv)
+    try:
+        check_port(config.host, config.port)
+    except OSError as exc:
+        sys.exit(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc} "
+                 f"(is another promptbank serve running there? choose another --port)")
+    try:
+        asyncio.run(serve_forever(config))
+    except PromptBankError as exc:  # the bank or a backbone could not be opened: one line, no traceback
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

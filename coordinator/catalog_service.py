@@ -9,8 +9,9 @@ from bank import catalog
 from bank.codec import encode_prompt
 from bank.peft_format import export_peft, import_peft
 from bank.writer import BankDB, Session
+from coordinator import auth
 from coordinator import convert as cv
-from coordinator.config import BackboneSpec
+from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
@@ -26,8 +27,8 @@ def version_ref(name: str) -> str:
 
 
 class CatalogService(cat_grpc.PromptCatalogServicer):
-    def __init__(self, db: BankDB, pool: ReplicaPool):
-        self.db, self.pool = db, pool
+    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
+        self.db, self.pool, self.config = db, pool, config
 
     def _replicas(self, name: str) -> int:
         bb = self.pool.backbones.get(name)
@@ -60,9 +61,10 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 raise AlreadyExists(f"backbone {name!r} is already served from {served.spec.model!r}")
         else:
             try:
-                spec = BackboneSpec(name, request.model, request.revision, request.replicas or 1)
+                spec = BackboneSpec(name, request.model, request.revision, request.replicas if request.HasField("replicas") else 1)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
+            self.config.check_model(spec.model)  # PERMISSION_DENIED before anything is read or downloaded
             info = await self.pool.add(spec)
             await self.db.run(lambda s: catalog.upsert_backbone(
                 s, name, model=spec.model, revision=spec.revision, architecture=info.architecture,
@@ -71,7 +73,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)
-        task = cv.task_from_proto(request.prompt.task).to_dict()
+        task = cv.task_from_proto(request.prompt.task, self.config.limits).to_dict()
         digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.Prompt:
@@ -177,7 +179,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         name = check_name("prompt", strip_collection(request.parent, "prompts"))
         backbone = strip_collection(request.backbone, "backbones")
         imported = import_peft(request.adapter_config, request.adapter_model)
-        requested = cv.task_from_proto(request.task).to_dict() if request.task.labels else None
+        who = auth.current().name
+        requested = cv.task_from_proto(request.task, self.config.limits).to_dict() if request.task.labels else None
         digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.PromptVersion:
@@ -197,12 +200,12 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 task = requested or imported.task
                 if not task:
                     raise InvalidArgument(f"prompt {name!r} does not exist: give its task (labels) to create it")
-                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task)).to_dict())
+                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task), self.config.limits).to_dict())
             elif requested and requested["labels"] != p.task["labels"]:
                 raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
                                          f"{requested['labels']}")
             lineage = {"imported_from": f"peft:{imported.base_model or 'unknown base'}", "init": "import"}
-            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage)
+            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage, principal=who)
             catalog.remember_request(s, request.request_id, "ImportPromptVersion", digest,
                                    version_name(name, v.version))
             return cv.version_to_proto(s, v)
@@ -231,11 +234,12 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def SetAlias(self, request: cat.SetAliasRequest, context: grpc.aio.ServicerContext) -> cat.Alias:
         name = strip_collection(request.parent, "prompts")
+        who = auth.current().name
 
         def q(s: Session) -> cat.Alias:
             p = catalog.get_prompt(s, name)
             v = catalog.get_version(s, p, request.version)
-            catalog.set_alias(s, p, request.alias, v)
+            catalog.set_alias(s, p, request.alias, v, who)
             return cat.Alias(name=f"prompts/{name}/aliases/{request.alias}", version=version_name(name, v.version))
 
         return await self.db.run(q)
@@ -244,7 +248,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         parts = strip_collection(request.name, "prompts").split("/aliases/")
         if len(parts) != 2:
             raise InvalidArgument(f"alias name {request.name!r} must look like prompts/{{prompt}}/aliases/{{alias}}")
-        await self.db.run(lambda s: catalog.delete_alias(s, catalog.get_prompt(s, parts[0]), parts[1]))
+        who = auth.current().name
+        await self.db.run(lambda s: catalog.delete_alias(s, catalog.get_prompt(s, parts[0]), parts[1], who))
         return cat.DeleteAliasResponse()
 
     async def ListAliasHistory(
@@ -256,7 +261,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         def q(s: Session) -> cat.ListAliasHistoryResponse:
             rows = catalog.alias_history(s, catalog.get_prompt(s, name), offset, limit)
             return cat.ListAliasHistoryResponse(
-                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at))
+                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at),
+                                       principal=e.principal)
                         for e in rows],
                 next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
             )

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import fnmatch
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.limits import Limits
+from promptbank_api.errors import PermissionDenied
 from promptbank_api.names import check_name
+
+AUTH_MODES = ("none", "tokens")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_db() -> str:
@@ -59,10 +75,7 @@ class ServerConfig:
     backbones: tuple[BackboneSpec, ...] = ()
     worker_cpus: float = 0.0  # 0 = all local cores for a CPU worker
     worker_gpus: float = 1.0  # per actor, when the cluster has GPUs
-    max_rows_per_request: int = 1024
-    max_text_chars: int = 20_000
-    max_train_examples: int = 1_000_000
-    max_message_bytes: int = 256 << 20
+    limits: Limits = field(default_factory=Limits)  # every input limit (coordinator/limits.py)
     batch_max_rows: int = 64  # micro-batcher: rows per forward across requests and tasks
     batch_max_tokens: int = 16384  # ... and estimated tokens per forward
     batch_max_wait_ms: float = 5.0  # ... and how long the oldest row may wait for company
@@ -71,18 +84,64 @@ class ServerConfig:
     train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica
     train_gather_s: float = 1.0  # a newly queued job waits this long for others to co-batch with
     data_roots: tuple[str, ...] = ()  # directories whose files a train job's dataset.uri may read; none: no files
+    auth: str = "none"  # "none" (loopback only) or "tokens": bearer tokens with roles (coordinator/auth.py)
+    admin_token: str = field(default="", repr=False)  # a secret that is an admin; never printed
+    insecure: bool = False  # allow a non-loopback bind without TLS (and, with auth none, without tokens)
+    db_password: str = field(default="", repr=False)  # joins the --db URL; from a file or env, never argv
+    allow_models: tuple[str, ...] = ()  # fnmatch patterns of hub model ids RegisterBackbone may load
+    model_roots: tuple[str, ...] = ()  # directories whose models RegisterBackbone may load
+    allow_hub: bool = False  # let train jobs name Hugging Face hub datasets (no dataset scripts ever run)
+    tls_cert: str = ""  # PEM certificate chain of the server; with tls_key turns TLS on
+    tls_key: str = ""  # PEM private key of the server
+    tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} must be in 0..65535")
-        if self.max_rows_per_request < 1 or self.max_text_chars < 1:
-            raise ValueError("max_rows_per_request and max_text_chars must be positive")
         if self.train_max_group < 1 or self.train_gather_s < 0:
             raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
+        if self.auth not in AUTH_MODES:
+            raise ValueError(f"auth={self.auth!r} must be one of {list(AUTH_MODES)}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key")
+        missing = [(flag, path) for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key),
+                                                   ("--tls-client-ca", self.tls_client_ca))
+                   if path and not Path(path).is_file()]
+        if missing:
+            raise ValueError(f"{missing[0][0]} {missing[0][1]}: no such file")
+        open_parts = [what for what, on in (("without TLS (--tls-cert/--tls-key)", self.tls),
+                                            ("without tokens (--auth tokens)", self.auth == "tokens")) if not on]
+        if not is_loopback(self.host) and open_parts and not self.insecure:
+            raise ValueError(f"binding {self.host} would serve beyond this machine {' and '.join(open_parts)}; "
+                             f"bind a loopback address, or pass --insecure if the network is trusted")
+        if self.admin_token and self.auth != "tokens":
+            raise ValueError("an admin token is set but auth is off; add --auth tokens")
         names = [b.name for b in self.backbones]
         if len(set(names)) != len(names):
             raise ValueError(f"backbone names must be unique, got {names}")
+
+    def check_model(self, model: str) -> None:
+        """RegisterBackbone may load only a local model under a --model-root or a hub id matching an
+        --allow-model pattern; anything else is PERMISSION_DENIED before a byte is read or downloaded."""
+        path = Path(model).expanduser()
+        if model.startswith(("/", ".", "~")) or path.exists():  # a local path, whatever it looks like
+            real = path.resolve()
+            if any(real.is_relative_to(Path(r).expanduser().resolve()) for r in self.model_roots):
+                return
+            where = f"the model roots {list(self.model_roots)}" if self.model_roots else \
+                "no model roots (start the server with --model-root DIR)"
+            raise PermissionDenied(f"model path {model!r} is outside {where}")
+        if any(fnmatch.fnmatchcase(model, pattern) for pattern in self.allow_models):
+            return
+        raise PermissionDenied(f"model {model!r} matches no --allow-model pattern "
+                               f"({list(self.allow_models) or 'none configured'}); the server loads no other model")
 
     def with_default_backbone(self) -> ServerConfig:
         if self.backbones:

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from bank import catalog
 from bank import models as m
 from bank.writer import Session
+from coordinator.limits import Limits
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.names import to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -26,11 +27,13 @@ ARCH = {
     "masked_lm": cat.ARCHITECTURE_MASKED_LM,
 }
 MAX_PAGE = 1000
+MAX_OFFSET = 2**62  # far past any catalog; keeps SQL integers in range
 DEFAULT_PAGE = 50
 
 
-def task_from_proto(spec: cat.TaskSpec) -> TaskSpec:
-    """Validate a TaskSpec message (INVALID_ARGUMENT naming the bad value)."""
+def task_from_proto(spec: cat.TaskSpec, limits: Limits) -> TaskSpec:
+    """Validate a TaskSpec message: RESOURCE_EXHAUSTED over a limit, INVALID_ARGUMENT naming a bad value."""
+    limits.check_task(tuple(spec.labels), tuple(spec.label_texts), tuple(spec.label_words))
     return TaskSpec(
         labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
         kind=spec.kind or "classification", description=spec.description, pooling=spec.pooling or POOLINGS[0],
@@ -93,14 +96,14 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
         hyperparameters=jp.Hyperparameters(
             num_virtual_tokens=hp.num_virtual_tokens, epochs=hp.epochs, learning_rate=hp.learning_rate,
             batch_size=hp.batch_size, seed=hp.seed, init=spec.init or hp.init, init_text=hp.init_text,
-            max_length=hp.max_length, max_steps=hp.max_steps, patience=hp.patience,
+            max_length=hp.max_length, max_steps=hp.max_steps or None, patience=hp.patience,
             checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
             input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
         ),
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},
         error=j.error, result_version=j.result_version, create_time=to_timestamp(j.created_at), start_time=to_timestamp(j.started_at),
-        end_time=to_timestamp(j.ended_at),
+        end_time=to_timestamp(j.ended_at), principal=j.principal,
     )
 
 
@@ -125,6 +128,8 @@ def page(page_size: int, page_token: str, query: dict) -> tuple[int, int]:
         offset = int(tok["o"])
     except (ValueError, KeyError, TypeError):
         raise InvalidArgument("page_token is not a token this server issued") from None
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidArgument("page_token is not a token this server issued (offset out of range)")
     if tok.get("q") != query:
         raise InvalidArgument("page_token was issued for a different query; keep the filters unchanged")
     return offset, limit

@@ -10,23 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted
+from coordinator.limits import Limits
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from promptbank_api.files import TABLE_SUFFIXES, read_labelled
 from promptbank_api.v1 import jobs_pb2 as jp
 
 Rows = list[tuple[str, str]]
 
 
-def check_rows(rows: Rows, limit: int, where: str) -> Rows:
+def check_rows(rows: Rows, limits: Limits, where: str) -> Rows:
     if not rows:
         raise InvalidArgument(f"{where} is empty: a train job needs labelled examples")
-    if len(rows) > limit:
-        raise ResourceExhausted(f"{where} has {len(rows)} examples; the limit is {limit}")
+    limits.check("train_examples", len(rows), f"{where}: examples")
     for i, (text, label) in enumerate(rows):
         if not text.strip():
             raise InvalidArgument(f"{where} example {i} has an empty text")
         if not label.strip():
             raise InvalidArgument(f"{where} example {i} has an empty label")
+        limits.check_text(text, f"{where} example {i}")
+        limits.check("label_chars", len(label), f"{where} example {i} label: characters")
     return rows
 
 
@@ -54,8 +56,10 @@ def _hub_columns(table: Any, text_column: str, label_column: str, where: str) ->
             if t is not None and lab is not None]
 
 
-def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...]) -> Rows:
-    """A server file under one of `roots` (csv/tsv/json/jsonl/parquet), or a hub dataset id (`name[:split]`)."""
+def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...], allow_hub: bool = False
+             ) -> tuple[Rows, str]:
+    """A server file under one of `roots` (csv/tsv/json/jsonl/parquet), or a hub dataset id (`name[:split]`);
+    returns the rows and a note of what was left out ("" when nothing was)."""
     text_column, label_column = text_column or "text", label_column or "label"
     path = Path(uri).expanduser()
     local = path.suffix.lower() in TABLE_SUFFIXES or path.exists() or uri.startswith(("/", ".", "~"))
@@ -66,14 +70,20 @@ def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ..
         if not path.is_file():
             raise InvalidArgument(f"dataset file {uri!r} does not exist on the coordinator")
         try:
-            return read_labelled(path, text_column, label_column).rows
+            read = read_labelled(path, text_column, label_column)
         except InvalidArgument as exc:
             raise InvalidArgument(f"dataset file {uri!r}: {exc}") from None
-    import datasets
+        return read.rows, (f"read {read.summary()} from {uri}" if read.dropped else "")
+    if not allow_hub:
+        raise PermissionDenied(f"dataset {uri!r} is not a file under the data roots, and hub datasets are off "
+                               f"(start the server with --allow-hub); send the rows inline or upload them")
+    import datasets  # >= 4: dataset scripts are gone, so loading runs no code from the hub
 
     name, _, split = uri.partition(":")
     try:
         table = datasets.load_dataset(name, split=split or "train")
     except Exception as exc:  # noqa: BLE001 - offline, unknown id, gated...
         raise FailedPrecondition(f"could not load dataset {uri!r} from the Hugging Face hub: {exc}") from None
-    return _hub_columns(table, text_column, label_column, f"hub dataset {uri!r}")
+    rows = _hub_columns(table, text_column, label_column, f"hub dataset {uri!r}")
+    left = len(table) - len(rows)
+    return rows, (f"read {len(rows)} rows from {uri}; left out {left} with a missing text or label" if left else "")

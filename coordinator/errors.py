@@ -6,11 +6,11 @@ Unknown exceptions become INTERNAL with a generic message; the details go only t
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
 from promptbank_api import errors as e
 
 log = logging.getLogger("promptbank.coordinator")
@@ -53,23 +53,13 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseExcept
     await context.abort(code, message)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(HandlerInterceptor):
     """Wraps every handler so that a raised domain error aborts the call with its status code."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
+    async def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method = details.method
-        ser = {"request_deserializer": handler.request_deserializer,
-               "response_serializer": handler.response_serializer}
-        if handler.unary_unary or handler.stream_unary:  # one response: await it
-            inner = handler.unary_unary or handler.stream_unary
 
+        def around_unary(inner: Unary) -> Unary:
             async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
                     return await inner(request, context)
@@ -78,18 +68,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:  # noqa: BLE001 - the one place errors are mapped
                     await _abort(context, method, exc)
 
-            wrap = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return wrap(single, **ser)
-        inner_stream = handler.unary_stream or handler.stream_stream  # a response stream: iterate it
+            return single
 
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                async for item in inner_stream(request, context):
-                    yield item
-            except (grpc.aio.AbortError, grpc.aio.UsageError):
-                raise
-            except Exception as exc:  # noqa: BLE001
-                await _abort(context, method, exc)
+        def around_stream(inner: Stream) -> Stream:
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                except (grpc.aio.AbortError, grpc.aio.UsageError):
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    await _abort(context, method, exc)
 
-        wrap = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return wrap(stream, **ser)
+            return stream
+
+        return rewrap(handler, around_unary, around_stream)

@@ -22,6 +22,8 @@ from workers.task import TaskSpec
 
 GENERATIVE = ("causal_lm", "seq2seq")
 MAX_NEW_TOKENS = 512
+DEFAULT_NEW_TOKENS = 32
+MAX_TEMPERATURE = 100.0
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,10 @@ class InferenceService(inf_grpc.InferenceServicer):
             await b.close()
 
     def _validate(self, request: inf.ClassifyRequest) -> None:
-        n = len(request.rows)
-        if n == 0:
+        if not request.rows:
             raise InvalidArgument("rows is empty: send at least one (prompt, text) row")
-        if n > self.config.max_rows_per_request:
-            raise InvalidArgument(f"{n} rows exceed the limit of {self.config.max_rows_per_request} rows per request")
+        n = sum(1 + len(row.ensemble) for row in request.rows)  # each ensemble member is a row of work
+        self.config.limits.check("classify_rows", n, "rows (ensemble members counted)")
         for i, row in enumerate(request.rows):
             self._check_text(row.text, f"rows[{i}].text")
             for ref in (row.prompt, *row.ensemble):
@@ -67,8 +68,7 @@ class InferenceService(inf_grpc.InferenceServicer):
     def _check_text(self, text: str, what: str) -> None:
         if not text.strip():
             raise InvalidArgument(f"{what} is empty")
-        if len(text) > self.config.max_text_chars:
-            raise InvalidArgument(f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}")
+        self.config.limits.check_text(text, what)
 
     def _bytes(self, sha: str) -> bytes:
         data = self.tensors.get(sha)
@@ -135,10 +135,12 @@ class InferenceService(inf_grpc.InferenceServicer):
 
     async def Generate(self, request: inf.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
         self._check_text(request.text, "text")
-        if not 0 <= request.max_new_tokens <= MAX_NEW_TOKENS:
-            raise InvalidArgument(f"max_new_tokens={request.max_new_tokens} must be in 0..{MAX_NEW_TOKENS}")
-        if request.temperature < 0:
-            raise InvalidArgument(f"temperature={request.temperature} must be >= 0")
+        max_new = request.max_new_tokens if request.HasField("max_new_tokens") else DEFAULT_NEW_TOKENS
+        if not 1 <= max_new <= MAX_NEW_TOKENS:
+            raise InvalidArgument(f"max_new_tokens={max_new} must be in 1..{MAX_NEW_TOKENS}")
+        if not 0 <= request.temperature <= MAX_TEMPERATURE:  # NaN fails both comparisons: refused too
+            raise InvalidArgument(f"temperature={request.temperature} must be a number in [0, {MAX_TEMPERATURE}] "
+                                  f"(0 = greedy)")
         parse_ref(request.prompt)
         r = (await self.resolve({request.prompt}))[request.prompt]
         arch = self.pool.get(r.backbone).info.architecture
@@ -149,7 +151,7 @@ class InferenceService(inf_grpc.InferenceServicer):
         rep.outstanding += 1
         try:
             gen = rep.handle.generate.remote(r.sha256, {r.sha256: self._bytes(r.sha256)}, request.text,
-                                             request.max_new_tokens or 32, request.temperature, request.seed)
+                                             max_new, request.temperature, request.seed)
             async for ref in gen:
                 yield inf.GenerateResponse(text=await ref)
         finally:

@@ -11,45 +11,48 @@ import grpc
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
+from bank.models import Job
 from bank.writer import BankDB, Session
+from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import ServerConfig
 from coordinator.data import check_rows, inline_rows, load_uri
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
-from promptbank_api.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from promptbank_api.names import check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from workers.protocol import JobSpec
 from workers.task import INITS, TaskSpec, TrainConfig
 
+NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
+           "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout")
 
-def train_config(hp: jp.Hyperparameters, eval_fraction: float) -> TrainConfig:
-    """Zero fields take the defaults; the dataclass validates the rest and names any bad value."""
+
+def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:
+    """Unset numeric fields take the defaults and set ones are used as given (0 included); empty strings take
+    the defaults. The dataclass validates the result and names any bad value and its range."""
     base = TrainConfig()
     init = hp.init or base.init
-    over: dict[str, Any] = {
-        "num_virtual_tokens": hp.num_virtual_tokens or base.num_virtual_tokens,
-        "epochs": hp.epochs or base.epochs,
-        "learning_rate": hp.learning_rate or base.learning_rate,
-        "batch_size": hp.batch_size or base.batch_size,
-        "seed": hp.seed,
-        "init": init if init in INITS else base.init,
-        "init_from": "" if init in INITS else init,
-        "init_text": hp.init_text,
-        "max_length": hp.max_length or base.max_length,
-        "max_steps": hp.max_steps,
-        "patience": hp.patience or base.patience,
-        "checkpoint_every": hp.checkpoint_every or base.checkpoint_every,
-        "precision": hp.precision or base.precision,
-        "select_on": hp.select_on or base.select_on,
-        "input_noise": hp.input_noise if hp.HasField("input_noise") else base.input_noise,
-        "ema_decay": hp.ema_decay if hp.HasField("ema_decay") else base.ema_decay,
-        "token_dropout": hp.token_dropout if hp.HasField("token_dropout") else base.token_dropout,
-        "eval_fraction": eval_fraction if eval_fraction > 0 else base.eval_fraction,
-    }
+    over: dict[str, Any] = {name: getattr(hp, name) for name in NUMERIC if hp.HasField(name)}
+    if "max_steps" in over and over["max_steps"] < 1:
+        raise InvalidArgument(f"max_steps={over['max_steps']} is invalid: must be >= 1 (leave it unset for no cap)")
+    if ds.HasField("eval_fraction"):
+        over["eval_fraction"] = ds.eval_fraction
+    over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init,
+                init_text=hp.init_text, precision=hp.precision or base.precision,
+                select_on=hp.select_on or base.select_on)
     return replace(base, **over)
+
+
+def own_job(s: Session, job_id: str, who: auth.Principal) -> Job:
+    """The job, if `who` may see it: an admin every job, a trainer only the jobs it submitted."""
+    job = jobstore.get_job(s, job_id)
+    if not who.may("admin") and job.principal != who.name:
+        raise PermissionDenied(f"job 'jobs/{job_id}' was submitted by another principal; a trainer reaches only "
+                               f"its own jobs")
+    return job
 
 
 def check_labels(task: TaskSpec, rows: list[tuple[str, str]]) -> None:
@@ -69,18 +72,24 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if not backbone:
             raise InvalidArgument("job.backbone is required (e.g. 'backbones/minilm')")
         served = self.pool.get(backbone)  # FAILED_PRECONDITION when not served
-        rows, data_ref = await self._rows(job.dataset)
+        rows, data_ref, note = await self._rows(job.dataset)
         distinct = sorted({lab for _, lab in rows})
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
-        cfg = train_config(job.hyperparameters, job.dataset.eval_fraction)
+        cfg = train_config(job.hyperparameters, job.dataset)
+        room = served.info.max_positions
+        if cfg.num_virtual_tokens + cfg.max_length > room:
+            raise InvalidArgument(f"num_virtual_tokens={cfg.num_virtual_tokens} + max_length={cfg.max_length} "
+                                  f"positions do not fit backbone {backbone!r}, which has {room}")
         for alias in job.aliases:
             check_name("alias", alias)
         if cfg.init_from and cfg.init_from != "nearest":
             parse_ref(cfg.init_from)
         request_hash = cv.request_digest(request)
+        who = auth.current().name
         examples = datasets.encode_rows(rows)
-        requested = cv.task_from_proto(job.task) if job.task.labels else None
+        requested = cv.task_from_proto(job.task, self.config.limits) if job.task.labels else None
+        self.config.limits.check("labels", len(distinct), "labels in the data")
 
         def pick_task(s: Session) -> TaskSpec:
             existing = catalog.find_prompt(s, prompt)
@@ -107,26 +116,28 @@ class JobsService(jp_grpc.TrainJobsServicer):
                 if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info.fingerprint:
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
             j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec.to_json(),
-                                       examples=examples, request_id=request.request_id, request_hash=request_hash)
+                                       examples=examples, request_id=request.request_id, request_hash=request_hash,
+                                       note=note, principal=who)
             return cv.job_to_proto(j)
 
         out = await self.db.run(q)
         self.scheduler.wake()
         return out
 
-    async def _rows(self, ds: jp.Dataset) -> tuple[list[tuple[str, str]], str]:
+    async def _rows(self, ds: jp.Dataset) -> tuple[list[tuple[str, str]], str, str]:
         """The job's examples, validated, and a reference to them for the version's lineage."""
-        limit, which = self.config.max_train_examples, ds.WhichOneof("source")
+        limit, which = self.config.limits, ds.WhichOneof("source")
         if which == "inline":
-            return check_rows(inline_rows(ds), limit, "dataset.inline"), f"inline:{len(ds.inline.examples)} rows"
+            return check_rows(inline_rows(ds), limit, "dataset.inline"), f"inline:{len(ds.inline.examples)} rows", ""
         if which != "uri" or not ds.uri:
             raise InvalidArgument("dataset is empty: send examples in dataset.inline or name them in dataset.uri")
         if ds.uri.startswith("datasets/"):
             data_id = ds.uri.removeprefix("datasets/")
             rows = await self.db.run(lambda s: datasets.dataset_rows(s, data_id))
-            return check_rows(rows, limit, ds.uri), ds.uri
-        rows = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column, self.config.data_roots)
-        return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri
+            return check_rows(rows, limit, ds.uri), ds.uri, ""
+        rows, note = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column,
+                                             self.config.data_roots, self.config.allow_hub)
+        return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri, note
 
     async def UploadDataset(self, request_iterator, context: grpc.aio.ServicerContext) -> jp.UploadedDataset:  # type: ignore[no-untyped-def]
         rows: list[tuple[str, str]] = []
@@ -134,9 +145,8 @@ class JobsService(jp_grpc.TrainJobsServicer):
         async for chunk in request_iterator:
             request_id = request_id or chunk.request_id
             rows.extend((ex.text, ex.label) for ex in chunk.examples)
-            if len(rows) > self.config.max_train_examples:
-                raise ResourceExhausted(f"upload exceeds the limit of {self.config.max_train_examples} examples")
-        check_rows(rows, self.config.max_train_examples, "the upload")
+            self.config.limits.check("train_examples", len(rows), "the upload: examples")  # stop early
+        check_rows(rows, self.config.limits, "the upload")
         digest = hashlib.sha256(datasets.encode_rows(rows)).hexdigest()
 
         def q(s: Session) -> jp.UploadedDataset:
@@ -146,26 +156,29 @@ class JobsService(jp_grpc.TrainJobsServicer):
         return await self.db.run(q)
 
     async def GetTrainJob(self, request: jp.GetTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
-        job_id = strip_collection(request.name, "jobs")
-        return await self.db.run(lambda s: cv.job_to_proto(jobstore.get_job(s, job_id)))
+        job_id, who = strip_collection(request.name, "jobs"), auth.current()
+        return await self.db.run(lambda s: cv.job_to_proto(own_job(s, job_id, who)))
 
     async def ListTrainJobs(self, request: jp.ListTrainJobsRequest, context: grpc.aio.ServicerContext) -> jp.ListTrainJobsResponse:
         state = jp.TrainJob.State.Name(request.state) if request.state else ""
         query = {"state": state, "prompt": strip_collection(request.prompt, "prompts")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
 
+        who = auth.current()
+        mine = None if who.may("admin") else who.name  # a trainer lists its own jobs
+
         def q(s: Session) -> jp.ListTrainJobsResponse:
-            rows = jobstore.list_jobs(s, offset, limit, state=state, prompt=query["prompt"])
+            rows = jobstore.list_jobs(s, offset, limit, state=state, prompt=query["prompt"], principal=mine)
             return jp.ListTrainJobsResponse(jobs=[cv.job_to_proto(j) for j in rows],
                                             next_page_token=cv.next_token(offset, limit, len(rows), query))
 
         return await self.db.run(q)
 
     async def CancelTrainJob(self, request: jp.CancelTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
-        job_id = strip_collection(request.name, "jobs")
+        job_id, who = strip_collection(request.name, "jobs"), auth.current()
 
         def q(s: Session) -> jp.TrainJob:
-            job = jobstore.get_job(s, job_id)
+            job = own_job(s, job_id, who)
             jobstore.request_cancel(s, job)
             return cv.job_to_proto(job)
 
@@ -175,8 +188,8 @@ class JobsService(jp_grpc.TrainJobsServicer):
         return out
 
     async def WatchTrainJob(self, request: jp.WatchTrainJobRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
-        job_id = strip_collection(request.name, "jobs")
-        await self.db.run(lambda s: jobstore.get_job(s, job_id))  # NOT_FOUND before streaming starts
+        job_id, who = strip_collection(request.name, "jobs"), auth.current()
+        await self.db.run(lambda s: own_job(s, job_id, who))  # NOT_FOUND / PERMISSION_DENIED before streaming
         seq = 0
         while True:
             def q(s: Session, after: int = seq) -> tuple[list[jp.TrainJobEvent], str]:

@@ -6,13 +6,16 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bank import catalog
+from bank.db import safe_url
 from bank.writer import BankDB
+from coordinator import auth
 from coordinator.catalog_service import CatalogService
 from coordinator.config import ServerConfig
 from coordinator.errors import ErrorInterceptor
@@ -20,7 +23,10 @@ from coordinator.inference_service import InferenceService
 from coordinator.jobs_service import JobsService
 from coordinator.pool import ReplicaPool, ensure_ray
 from coordinator.scheduler import JobScheduler
+from coordinator.tokens_service import TokensService, lookup
 from promptbank_api.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
     inference_pb2,
@@ -34,6 +40,7 @@ SERVICES = (
     catalog_pb2.DESCRIPTOR.services_by_name["PromptCatalog"].full_name,
     jobs_pb2.DESCRIPTOR.services_by_name["TrainJobs"].full_name,
     inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+    auth_pb2.DESCRIPTOR.services_by_name["Tokens"].full_name,
 )
 
 
@@ -60,10 +67,25 @@ class Coordinator:
         self.db.close()
 
 
+def bind(server: grpc.aio.Server, config: ServerConfig) -> int:
+    """The listening port: TLS through grpc's own credentials when a certificate is configured, mutual TLS
+    when a client CA is too; plaintext otherwise (ServerConfig allows that only on loopback or --insecure)."""
+    address = f"{config.host}:{config.port}"
+    if not config.tls:
+        return server.add_insecure_port(address)
+    read = lambda path: Path(path).read_bytes()  # noqa: E731
+    creds = grpc.ssl_server_credentials(
+        [(read(config.tls_key), read(config.tls_cert))],
+        root_certificates=read(config.tls_client_ca) if config.tls_client_ca else None,
+        require_client_auth=bool(config.tls_client_ca),
+    )
+    return server.add_secure_port(address, creds)
+
+
 async def start(config: ServerConfig) -> Coordinator:
     """Open the bank, start Ray replicas for every backbone, register them, and start serving."""
     config = config.with_default_backbone()
-    db = BankDB(config.db)
+    db = BankDB(config.db, config.db_password)
     ensure_ray(config.ray_address)
     pool = ReplicaPool(config)
     for spec in config.backbones:
@@ -73,31 +95,47 @@ async def start(config: ServerConfig) -> Coordinator:
             hidden_size=info.hidden_size, fingerprint=info.fingerprint))
     scheduler = JobScheduler(db, pool, config.train_max_group, gather_s=config.train_gather_s)
 
-    opts = [("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes)]
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=opts)
-    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool), server)
+    opts = [("grpc.max_receive_message_length", config.limits.message_bytes),
+            ("grpc.max_send_message_length", config.limits.message_bytes),
+            ("grpc.so_reuseport", 0)]  # a second server on a taken port must fail, not share it
+    verifier = None
+    if config.auth == "tokens":
+        verifier = auth.Verifier(lambda secret: lookup(db, secret), config.admin_token)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), auth.AuthInterceptor(verifier)], options=opts)
+    auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), server)
+    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), server)
     inference = InferenceService(db, pool, config)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    port = bind(server, config)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     await server.start()
     await scheduler.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("promptbank coordinator on %s:%d (db %s)", config.host, port, config.db)
+    log.info("promptbank coordinator on %s:%d (db %s)", config.host, port, safe_url(config.db))
     return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port)
 
 
 async def serve_forever(config: ServerConfig, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
     coord = await start(config)
-    print(f"promptbank serving on {config.host}:{coord.port} (db: {config.db})", flush=True)
+    print(f"promptbank serving on {config.host}:{coord.port} (db: {safe_url(config.db)})", flush=True)
+    if config.auth == "none":
+        print("auth: none (loopback only): every local caller is an admin; use --auth tokens to require tokens",
+              flush=True)
+    else:
+        print(f"auth: bearer tokens{' (an admin token was given)' if config.admin_token else ''}", flush=True)
+    if config.tls:
+        print(f"tls: on{' (mutual: clients need a certificate signed by --tls-client-ca)' if config.tls_client_ca else ''}",
+              flush=True)
+    if config.insecure:
+        print(f"WARNING: --insecure: {config.host}:{coord.port} serves plaintext gRPC"
+              f"{' with no authentication' if config.auth == 'none' else ''} beyond this machine", flush=True)
     if ready:
         ready.set()
     stop = asyncio.Event()

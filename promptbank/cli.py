@@ -1,4 +1,8 @@
-"""The `promptbank` command line: serve, train, classify, prompts, jobs, backbones, demo."""
+"""The `promptbank` command line: serve, train, classify, generate, jobs, prompts, backbones, demo, completion.
+
+Every error a user can cause ends in one line on stderr naming the problem (never a traceback): exit 1 for an
+error the server returned, 2 for bad input here, 130 after Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,38 @@ from pathlib import Path
 
 import grpc
 
-from promptbank import cli_catalog
+from promptbank import cli_catalog, cli_tokens
 from promptbank.client import DEFAULT_SERVER, Client
-from promptbank.output import emit
-from promptbank.progress import STATE, follow
+from promptbank.output import emit, plural, table
+from promptbank.progress import STATE, follow, small_eval_warning, truncation_note
 from promptbank_api.errors import PromptBankError
-from promptbank_api.files import read_labelled
+from promptbank_api.files import json_lines, read_labelled
 from promptbank_api.v1 import jobs_pb2 as jp
+
+INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first
+HYPERPARAMETERS = {  # CLI flag dest -> Hyperparameters field; unset flags leave the field unset (server default)
+    "virtual_tokens": "num_virtual_tokens", "epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size",
+    "seed": "seed", "max_length": "max_length", "max_steps": "max_steps", "patience": "patience", "input_noise": "input_noise",
+    "ema_decay": "ema_decay", "token_dropout": "token_dropout",
+}
+
+
+class Interrupted(Exception):
+    """Ctrl-C while following something that goes on without us; `message` says how to pick it up again."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def read_token(path: str | None) -> str | None:
+    """The token from --token-file (None: the client falls back to env PROMPTBANK_TOKEN)."""
+    if not path:
+        return None
+    secret = Path(path).read_text().strip()
+    if not secret:
+        raise ValueError(f"--token-file {path} is empty")
+    return secret
 
 
 def cmd_serve(a: argparse.Namespace, rest: list[str]) -> int:
@@ -26,7 +55,17 @@ def cmd_serve(a: argparse.Namespace, rest: list[str]) -> int:
     return 0  # pragma: no cover
 
 
-INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first
+def hyperparameters(a: argparse.Namespace) -> jp.Hyperparameters:
+    """Only the flags the user gave: 0 is sent as 0 (and refused where it means nothing), never as "unset"."""
+    init = a.init_from or a.init or ("text" if a.init_text else "")
+    given = {field: getattr(a, dest) for dest, field in HYPERPARAMETERS.items() if getattr(a, dest) is not None}
+    return jp.Hyperparameters(init=init, init_text=a.init_text, precision=a.precision, select_on=a.select_on,
+                              **given)
+
+
+def job_is_running(job: str) -> Interrupted:
+    return Interrupted(f"{job} keeps running; follow it with `promptbank jobs watch {job}` or cancel it with "
+                       f"`promptbank jobs cancel {job}`")
 
 
 def cmd_train(a: argparse.Namespace, c: Client) -> int:
@@ -35,107 +74,129 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
     rows: list[tuple[str, str]] = []
     uri, what = a.data_uri or "", a.data_uri
     if a.data:
-        table = read_labelled(a.data, a.text_column, a.label_column)
-        rows = table.rows
-        if table.dropped:
-            print(f"{a.data}: {table.summary()}", file=sys.stderr)
-        if a.max_rows:
+        read = read_labelled(a.data, a.text_column, a.label_column)
+        rows = read.rows
+        if read.dropped:
+            print(f"{a.data}: {read.summary()}", file=sys.stderr)
+        if a.max_rows is not None:
             rows = rows[: a.max_rows]
-        what = f"{len(rows)} examples from {a.data}"
+        what = f"{plural(len(rows), 'example')} from {a.data}"
         if len(rows) > INLINE_ROWS:
             up = c.upload_dataset(rows)
             uri, rows = up.name, []
-            print(f"uploaded {up.rows} examples as {up.name}", file=sys.stderr)
-    init = a.init_from or a.init or ("text" if a.init_text else "")
-    hp = jp.Hyperparameters(num_virtual_tokens=a.virtual_tokens, epochs=a.epochs, learning_rate=a.lr,
-                            batch_size=a.batch_size, seed=a.seed, init=init, init_text=a.init_text,
-                            precision=a.precision, select_on=a.select_on, input_noise=a.input_noise,
-                            ema_decay=a.ema_decay, token_dropout=a.token_dropout)
+            print(f"uploaded {plural(up.rows, 'example')} as {up.name}", file=sys.stderr)
     job = c.create_train_job(a.task, a.backbone, rows, dataset_uri=uri, text_column=a.text_column,
                              label_column=a.label_column, labels=a.labels or (), label_texts=a.label_texts or (),
-                             label_words=a.label_words or (), pooling=a.pooling, hyperparameters=hp,
-                             eval_fraction=a.eval_fraction, aliases=a.alias or ())
+                             label_words=a.label_words or (), pooling=a.pooling, hyperparameters=hyperparameters(a),
+                             eval_fraction=a.eval_fraction, aliases=a.alias or (), request_id=a.request_id or None)
     if a.no_wait:
-        print(job.name)
+        emit({"name": job.name}, True) if a.json else print(job.name)
         return 0
     print(f"{job.name}: training prompt {a.task!r} on {what} (backbone {a.backbone})", file=sys.stderr)
-    job = follow(c, job.name)
+    try:
+        job = follow(c, job.name)
+    except KeyboardInterrupt:
+        raise job_is_running(job.name) from None
     if job.state != jp.TrainJob.SUCCEEDED:
+        if a.json:
+            emit(job, True)
         print(f"{job.name} {STATE(job.state)}: {job.error}", file=sys.stderr)
         return 1
+    for warning in (small_eval_warning(job), truncation_note(job)):
+        if warning:
+            print(warning, file=sys.stderr)
+    if a.json:
+        emit(job, True)
+        return 0
     acc = job.metrics.get("eval_accuracy")
-    print(f"{job.result_version}" + (f"  eval_accuracy={acc:.4f} (majority {job.metrics.get('majority_rate', 0):.4f})" if acc is not None else ""))
+    majority = job.metrics.get("majority_rate", 0.0)
+    print(job.result_version + (f"  eval_accuracy={acc:.4f} (majority {majority:.4f})" if acc is not None else ""))
     return 0
+
+
+def classify_rows(path: Path, default_prompt: str | None) -> list[tuple[str, str]]:
+    """Rows of a JSON-lines file: {"text": ..., "prompt": REF}; `--prompt` fills rows that name none."""
+    rows = []
+    for n, rec in json_lines(path):
+        text, prompt = rec.get("text"), rec.get("prompt", default_prompt)
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{n}: 'text' must be a string, got {json.dumps(text)}")
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"{path}:{n}: the row names no 'prompt' (give one, or --prompt REF for all rows)")
+        rows.append((prompt, text))
+    if not rows:
+        raise ValueError(f"{path} holds no rows")
+    return rows
 
 
 def cmd_classify(a: argparse.Namespace, c: Client) -> int:
     if a.input:
-        with open(a.input, encoding="utf-8") as f:
-            rows = [(r["prompt"], r["text"]) for r in (json.loads(line) for line in f if line.strip())]
+        rows = classify_rows(Path(a.input), a.prompt)
     else:
         if not a.prompt or not a.texts:
-            print("classify: give --prompt REF and TEXT..., or --input FILE.jsonl", file=sys.stderr)
-            return 2
+            raise ValueError("classify: give --prompt REF and TEXT..., or --input FILE.jsonl")
         rows = [(a.prompt, t) for t in a.texts]
-    for p in c.classify(rows):
-        if a.json:
-            print(json.dumps({"prompt": p.prompt, "text": p.text, "label": p.label, "scores": p.scores, "version": p.version}))
-        else:
-            print(f"{p.label}\t{p.scores[p.label]:.3f}\t{p.version}\t{p.text}")
+    preds = c.classify(rows)
+    if a.json:
+        for p in preds:
+            print(json.dumps({"prompt": p.prompt, "text": p.text, "label": p.label, "scores": p.scores,
+                              "version": p.version}))
+        return 0
+    table(preds, [("LABEL", lambda p: p.label), ("SCORE", lambda p: f"{p.scores[p.label]:.3f}"),
+                  ("VERSION", lambda p: p.version), ("TEXT", lambda p: p.text)], False, "rows")
     return 0
 
 
 def cmd_generate(a: argparse.Namespace, c: Client) -> int:
-    for piece in c.generate(a.prompt, " ".join(a.text), a.max_new_tokens, a.temperature, a.seed):
-        print(piece, end="", flush=True)
+    try:
+        for piece in c.generate(a.prompt, " ".join(a.text), a.max_new_tokens, a.temperature, a.seed):
+            print(piece, end="", flush=True)
+    except KeyboardInterrupt:
+        print()
+        raise Interrupted("generation stopped") from None
     print()
     return 0
 
 
 def cmd_jobs(a: argparse.Namespace, c: Client) -> int:
     if a.action == "list":
-        for j in c.list_jobs():
-            if a.json:
-                emit(j, True)
-            else:
-                print(f"{j.name}\t{STATE(j.state)}\t{j.prompt}\tstep {j.step}/{j.total_steps}\t{j.result_version or j.error}")
+        table(c.list_jobs(), [("NAME", lambda j: j.name), ("STATE", lambda j: STATE(j.state)),
+                              ("PROMPT", lambda j: j.prompt), ("STEP", lambda j: f"{j.step}/{j.total_steps}"),
+                              ("RESULT", lambda j: j.result_version or j.error or "-")], a.json, "jobs")
         return 0
-    if not a.job:
-        print(f"jobs {a.action}: give a job name (jobs/<id>)", file=sys.stderr)
-        return 2
     if a.action == "show":
         emit(c.get_job(a.job), a.json)
-        return 0
-    if a.action == "cancel":
-        emit(c.cancel_job(a.job), a.json)
-        return 0
-    if a.action == "plot":
+    elif a.action == "cancel":
+        job = c.cancel_job(a.job)
+        emit(job, True) if a.json else print(f"{job.name}: cancel requested ({STATE(job.state)})")
+    elif a.action == "plot":
         from promptbank.plot import plot_job
 
         print(plot_job(c, a.job, Path(a.out or f"{a.job.removeprefix('jobs/')}.png")))
-        return 0
-    job = follow(c, a.job, quiet=a.json)
-    if a.json:
-        emit(job, True)
     else:
-        print(f"{job.name} {STATE(job.state)} {job.result_version or job.error}")
-    return 0 if job.state == jp.TrainJob.SUCCEEDED else 1
+        try:
+            job = follow(c, a.job, quiet=a.json)
+        except KeyboardInterrupt:
+            raise job_is_running(a.job if a.job.startswith("jobs/") else f"jobs/{a.job}") from None
+        emit(job, True) if a.json else print(f"{job.name} {STATE(job.state)} {job.result_version or job.error}")
+        return 0 if job.state == jp.TrainJob.SUCCEEDED else 1
+    return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="promptbank", description="A prompt bank: one frozen model, many soft-prompt tasks.")
-    ap.add_argument("--server", default=os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER),
-                    help="coordinator address (env PROMPTBANK_SERVER)")
-    ap.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds for each call")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def cmd_completion(a: argparse.Namespace) -> int:
+    """A shell completion script generated from this parser (`source <(promptbank completion bash)`)."""
+    import shtab
 
-    sub.add_parser("serve", help="run the coordinator (flags: see `promptbank serve --help`)", add_help=False)
+    print(shtab.complete(build_parser(), shell=a.shell))
+    return 0
 
-    t = sub.add_parser("train", help="train a prompt on a labelled file")
+
+def _train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--task", required=True, help="prompt (task) name; created on first use")
     t.add_argument("--backbone", default="minilm")
     t.add_argument("--data", help="local csv/tsv/json/jsonl/parquet file (sent inline, or uploaded when large)")
-    t.add_argument("--data-uri", help="read by the server: a file path there, a hub dataset id[:split], or datasets/ID")
+    t.add_argument("--data-uri", help="read by the server: a file under its --data-root, a hub dataset "
+                                      "id[:split], or datasets/ID")
     t.add_argument("--text-column", default="text")
     t.add_argument("--label-column", default="label")
     t.add_argument("--labels", nargs="+", help="label order (default: sorted labels of the data)")
@@ -145,51 +206,81 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder backbones, new prompts: 'all' (default) reads the text and each label text "
                         "through the prompt and pools every position; 'prompt' pools only the prompt's "
                         "positions; 'text' pools the text's tokens and compares them with the plain label texts")
-    t.add_argument("--virtual-tokens", type=int, default=0, help="prompt length (default 20)")
-    t.add_argument("--epochs", type=int, default=0, help="default 12")
-    t.add_argument("--lr", type=float, default=0.0, help="learning rate (default 0.03)")
-    t.add_argument("--batch-size", type=int, default=0, help="default 8")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--virtual-tokens", type=int, help="prompt length, 1..512 (default 20)")
+    t.add_argument("--epochs", type=int, help="passes over the training split, 1..1000 (default 12)")
+    t.add_argument("--lr", type=float, help="learning rate (default 0.03)")
+    t.add_argument("--batch-size", type=int, help="rows per step (default 8)")
+    t.add_argument("--seed", type=int, help="init, split and batch order (default 0)")
+    t.add_argument("--max-length", type=int, help="tokens per row, 8..8192; longer texts are cut (default 128)")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps (default: the epochs decide)")
+    t.add_argument("--patience", type=int, help="evaluations without a better one before stopping (default 4)")
     t.add_argument("--init", default="", help="random | vocab | labels | text | a prompt reference | nearest")
     t.add_argument("--init-text", default="", help="text whose token embeddings start the prompt (init=text)")
     t.add_argument("--init-from", default="", help="start from a stored version (REF), or 'nearest' (transfer)")
     t.add_argument("--precision", default="", choices=["auto", "bf16", "fp32"],
                    help="training autocast (default auto: bf16 where the hardware has it)")
-    t.add_argument("--eval-fraction", type=float, default=0.0,
-                   help="fraction of the rows held out for evaluation and early stopping (default 0.05)")
+    t.add_argument("--eval-fraction", type=float,
+                   help="fraction of the rows held out for evaluation and early stopping; 0 = none (default 0.05)")
     t.add_argument("--select-on", default="", choices=["eval_loss", "eval_accuracy"],
                    help="eval metric that stops early and keeps the latest prompt within one standard error of "
                         "the best (default eval_loss)")
-    t.add_argument("--input-noise", type=float, default=None,
+    t.add_argument("--input-noise", type=float,
                    help="noise on the text's token embeddings while training, NEFTune alpha (default 5; 0 = off)")
-    t.add_argument("--ema-decay", type=float, default=None,
+    t.add_argument("--ema-decay", type=float,
                    help="keep an exponential moving average of the prompt, decay per step (default 0.998; 0 = off)")
-    t.add_argument("--token-dropout", type=float, default=None,
+    t.add_argument("--token-dropout", type=float,
                    help="drop each text token with this probability while training (default 0 = off)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
-    t.add_argument("--max-rows", type=int, default=0, help="use only the first N rows of the file")
+    t.add_argument("--max-rows", type=int, help="use only the first N rows of the file")
+    t.add_argument("--request-id", default="", help="makes a retried submit safe: the same id returns the first job")
     t.add_argument("--no-wait", action="store_true", help="print the job name and return")
+    t.add_argument("--json", action="store_true", help="print the finished job (or, with --no-wait, its name) as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="promptbank", description="A prompt bank: one frozen model, many soft-prompt tasks.")
+    ap.add_argument("--server", default=os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER),
+                    help="coordinator address (env PROMPTBANK_SERVER)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds for each call")
+    ap.add_argument("--token-file", metavar="FILE",
+                    help="a file holding the access token to send (env PROMPTBANK_TOKEN)")
+    ap.add_argument("--tls-ca", metavar="FILE", help="connect with TLS; the server's CA (PEM; env PROMPTBANK_TLS_CA)")
+    ap.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS (PEM)")
+    ap.add_argument("--tls-key", metavar="FILE", help="key of --tls-cert (PEM)")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", help="run the coordinator (flags: see `promptbank serve --help`)", add_help=False)
+    _train_flags(sub.add_parser("train", help="train a prompt on a labelled file"))
 
     c = sub.add_parser("classify", help="classify texts with one prompt, or mixed rows from a jsonl file")
-    c.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N")
+    c.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N (with --input: the "
+                                    "prompt of rows that name none)")
     c.add_argument("--input", help='jsonl with {"prompt": REF, "text": ...} per line (may mix tasks)')
     c.add_argument("--json", action="store_true")
     c.add_argument("texts", nargs="*")
 
     g = sub.add_parser("generate", help="generate text with a soft prompt, streamed (causal-LM/seq2seq backbones)")
     g.add_argument("--prompt", required=True, help="prompt reference")
-    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--max-new-tokens", type=int, help="1..512 (default 32)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("text", nargs="+")
 
-    j = sub.add_parser("jobs", help="list, show, watch or cancel train jobs")
-    j.add_argument("action", choices=["list", "show", "watch", "cancel", "plot"])
-    j.add_argument("job", nargs="?")
-    j.add_argument("--out", default="", help="plot: the PNG to write (default JOB_ID.png)")
-    j.add_argument("--json", action="store_true")
+    j = sub.add_parser("jobs", help="list, show, watch, cancel or plot train jobs")
+    js = j.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = js.add_parser("list", help="jobs, newest first")
+    p.add_argument("--json", action="store_true")
+    for action, text in (("show", "one job"), ("watch", "follow a job until it ends (exit 0 only on SUCCEEDED)"),
+                         ("cancel", "stop a job at its next step (its last checkpoint is kept)")):
+        p = js.add_parser(action, help=text)
+        p.add_argument("job", help="jobs/ID or ID")
+        p.add_argument("--json", action="store_true")
+    p = js.add_parser("plot", help="draw a job's loss and eval accuracy to a PNG")
+    p.add_argument("job", help="jobs/ID or ID")
+    p.add_argument("--out", default="", help="the PNG to write (default ID.png)")
 
     cli_catalog.add_parsers(sub)
+    cli_tokens.add_parsers(sub)
 
     d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
     d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
@@ -197,11 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=3)
     d.add_argument("--port", type=int, default=0, help="0 = a free port")
     d.add_argument("--workdir", default="", help="where the demo's SQLite bank goes (default: a temp dir)")
+
+    s = sub.add_parser("completion", help="print a shell completion script: source <(promptbank completion bash)")
+    s.add_argument("shell", choices=["bash", "zsh"])
     return ap
 
 
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "jobs": cmd_jobs,
-            "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones}
+            "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones, "tokens": cli_tokens.cmd_tokens}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,17 +306,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(a, rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    if a.cmd == "demo":
-        from promptbank.demo import run_demo
-
-        return run_demo(a)
     try:
-        with Client(a.server, timeout=a.timeout) as client:
+        if a.cmd == "completion":
+            return cmd_completion(a)
+        if a.cmd == "demo":
+            from promptbank.demo import run_demo
+
+            return run_demo(a)
+        with Client(a.server, timeout=a.timeout, token=read_token(a.token_file), tls_ca=a.tls_ca,
+                    tls_cert=a.tls_cert, tls_key=a.tls_key) as client:
             return COMMANDS[a.cmd](a, client)
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]
         return 1
-    except (ValueError, FileNotFoundError, PromptBankError) as err:
+    except Interrupted as stop:
+        print(f"\ninterrupted: {stop.message}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, PromptBankError) as err:  # bad input here: a file, a path, a flag value
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,7 @@
-"""`promptbank prompts ...` and `promptbank backbones ...`: the catalog from the command line."""
+"""`promptbank prompts ...` and `promptbank backbones ...`: the catalog from the command line.
+
+Each action is a subcommand with its own arguments and help (`promptbank prompts export --help`).
+"""
 
 from __future__ import annotations
 
@@ -7,134 +10,168 @@ from datetime import datetime
 from pathlib import Path
 
 from promptbank.client import Client
-from promptbank.output import emit
+from promptbank.output import emit, table
+from promptbank.peft_files import read_adapter, write_adapter
 from promptbank_api.names import parse_ref
 from promptbank_api.v1 import catalog_pb2 as cat
 
-PROMPT_ACTIONS = ["list", "show", "create", "update", "delete", "alias", "unalias", "history", "tag", "export",
-                  "import", "versions"]
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (one object a line) instead of a table")
+
+
+def _task_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", nargs="+", default=[], help="class labels, in order")
+    p.add_argument("--label-texts", nargs="+", default=[], help="texts embedded for each label (encoders)")
+    p.add_argument("--label-words", nargs="+", default=[], help="words scored for each label (LMs)")
+    p.add_argument("--pooling", default="", choices=["all", "prompt", "text"],
+                   help="encoder backbones: 'all' (default), 'prompt' or 'text'")
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="", help="only those with a version on this backbone")
+    p.add_argument("--tag", default="", help="only those with this tag")
+    p.add_argument("--created-after", type=datetime.fromisoformat, help="ISO time (UTC if naive)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("prompts", help="the prompt catalog: list, show, create, update, delete, alias, unalias, "
-                                       "history, tag, export, import, versions")
-    p.add_argument("action", choices=PROMPT_ACTIONS)
-    p.add_argument("args", nargs="*", help="REF / PROMPT / ALIAS / DIR, depending on the action")
-    p.add_argument("--json", action="store_true", help="one JSON object a line")
-    p.add_argument("--tag", help="list: only prompts with this tag")
-    p.add_argument("--backbone", default="", help="list/versions: only those on it; import: its backbone")
-    p.add_argument("--label", default="", help="list: only prompts whose task has this label")
-    p.add_argument("--created-after", type=datetime.fromisoformat, help="list/versions: ISO time (UTC if naive)")
-    p.add_argument("--task", help="import: the prompt (task) to add the version to")
-    p.add_argument("--labels", nargs="+", default=[], help="create/import: class labels")
-    p.add_argument("--label-texts", nargs="+", default=[])
-    p.add_argument("--label-words", nargs="+", default=[])
-    p.add_argument("--pooling", default="", choices=["all", "prompt", "text"],
-                   help="create/import, encoder backbones: 'all' (default), 'prompt' or 'text'")
-    p.add_argument("--description")
+    prompts = sub.add_parser("prompts", help="the prompt catalog: list, show, versions, history, create, update, "
+                                             "alias, unalias, tag, delete, export, import")
+    ps = prompts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = ps.add_parser("list", help="list prompts (tasks)")
+    _filters(p)
+    p.add_argument("--label", default="", help="only prompts whose task has this label")
+    _json(p)
+    p = ps.add_parser("show", help="show one version: REF is task, task@alias or task/versions/N")
+    p.add_argument("ref")
+    _json(p)
+    p = ps.add_parser("versions", help="list a prompt's versions, newest first")
+    p.add_argument("prompt")
+    _filters(p)
+    _json(p)
+    p = ps.add_parser("history", help="a prompt's alias moves, newest first")
+    p.add_argument("prompt")
+    _json(p)
+    p = ps.add_parser("create", help="create a prompt (task) without training it")
+    p.add_argument("prompt")
+    _task_flags(p)
+    p.add_argument("--description", default="")
+    p.add_argument("--owner", default="")
+    p.add_argument("--tags", nargs="*", default=[])
+    p.add_argument("--request-id", default="", help="makes a retried create safe (the first result comes back)")
+    _json(p)
+    p = ps.add_parser("update", help="change a prompt's tags, owner or description")
+    p.add_argument("prompt")
+    p.add_argument("--tags", nargs="*", help="the full tag list")
     p.add_argument("--owner")
-    p.add_argument("--tags", nargs="*", help="create/update/tag: the full tag list")
-    p.add_argument("--force", action="store_true", help="delete: also versions / aliases")
+    p.add_argument("--description")
+    _json(p)
+    p = ps.add_parser("alias", help="point ALIAS at the version REF names")
+    p.add_argument("ref")
+    p.add_argument("alias")
+    _json(p)
+    p = ps.add_parser("unalias", help="remove an alias")
+    p.add_argument("prompt")
+    p.add_argument("alias")
+    p = ps.add_parser("tag", help="set a version's tags")
+    p.add_argument("ref")
+    p.add_argument("--tags", nargs="*", required=True, help="the full tag list")
+    _json(p)
+    p = ps.add_parser("delete", help="delete a prompt or one version (task/versions/N)")
+    p.add_argument("ref")
+    p.add_argument("--force", action="store_true", help="also delete its versions / the aliases on it")
+    p = ps.add_parser("export", help="write a version as a PEFT adapter folder")
+    p.add_argument("ref")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+    p = ps.add_parser("import", help="add a PEFT prompt-tuning adapter folder as a new version")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--task", required=True, help="the prompt (task) to add the version to; created if new")
+    p.add_argument("--backbone", default="minilm")
+    _task_flags(p)
+    p.add_argument("--request-id", default="", help="makes a retried import safe")
+    _json(p)
 
-    b = sub.add_parser("backbones", help="list or register backbones")
-    b.add_argument("action", choices=["list", "register"])
-    b.add_argument("args", nargs="*", help="register: NAME MODEL (model id or path)")
+    backbones = sub.add_parser("backbones", help="list or register backbones")
+    bs = backbones.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = bs.add_parser("list", help="the backbones this server knows")
+    _json(b)
+    b = bs.add_parser("register", help="load a model on new replicas and serve it")
+    b.add_argument("name")
+    b.add_argument("model", help="model id or a path on the workers")
     b.add_argument("--revision", default="")
-    b.add_argument("--replicas", type=int, default=1)
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--replicas", type=int, default=None, help="Ray actors to start (default 1)")
+    _json(b)
 
 
-def need(a: argparse.Namespace, n: int, usage: str) -> list[str]:
-    if len(a.args) != n:
-        raise ValueError(f"usage: promptbank {usage}")
-    return list(a.args)
+def _aliases(p: cat.Prompt) -> str:
+    return ",".join(f"{k}->{v}" for k, v in sorted(p.aliases.items())) or "-"
+
+
+def _metric(v: cat.PromptVersion) -> str:
+    acc = v.metrics.get("eval_accuracy")
+    return "-" if acc is None else f"{acc:.4f}"
 
 
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat dispatch reads best
     act = a.action
     if act == "list":
-        for p in c.list_prompts(tag=a.tag or "", backbone=a.backbone, label=a.label, created_after=a.created_after):
-            if a.json:
-                emit(p, True)
-            else:
-                aliases = ",".join(f"{k}->{v}" for k, v in sorted(p.aliases.items()))
-                print(f"{p.name}\tlabels={list(p.task.labels)}\tversions={p.latest_version}\t{aliases}\t"
-                      f"tags={','.join(p.tags)}")
+        rows = c.list_prompts(tag=a.tag, backbone=a.backbone, label=a.label, created_after=a.created_after)
+        table(rows, [("NAME", lambda p: p.name), ("LABELS", lambda p: ",".join(p.task.labels)),
+                     ("VERSIONS", lambda p: p.latest_version), ("ALIASES", _aliases),
+                     ("TAGS", lambda p: ",".join(p.tags) or "-")], a.json, "prompts")
     elif act == "show":
-        (ref,) = need(a, 1, "prompts show REF")
-        emit(c.get_version(ref), a.json)
+        emit(c.get_version(a.ref), a.json)
     elif act == "versions":
-        (name,) = need(a, 1, "prompts versions PROMPT")
-        for v in c.list_versions(name, backbone=a.backbone, tag=a.tag or "", created_after=a.created_after):
-            emit(v, True) if a.json else print(f"{v.name}\t{','.join(v.aliases)}\t"
-                                               f"eval_accuracy={v.metrics.get('eval_accuracy', float('nan')):.4f}")
+        rows = c.list_versions(a.prompt, backbone=a.backbone, tag=a.tag, created_after=a.created_after)
+        table(rows, [("NAME", lambda v: v.name), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
+                     ("EVAL_ACCURACY", _metric), ("TAGS", lambda v: ",".join(v.tags) or "-")], a.json, "versions")
+    elif act == "history":
+        table(c.alias_history(a.prompt), [("TIME", lambda e: e.time.ToJsonString()), ("ALIAS", lambda e: e.alias),
+                                          ("FROM", lambda e: e.from_version or "-"),
+                                          ("TO", lambda e: e.to_version or "-")], a.json, "alias moves")
     elif act == "create":
-        (name,) = need(a, 1, "prompts create PROMPT --labels A B ...")
-        emit(c.create_prompt(name, a.labels, label_texts=a.label_texts, label_words=a.label_words,
-                             description=a.description or "", tags=a.tags or [], owner=a.owner or "",
-                             pooling=a.pooling), a.json)
+        emit(c.create_prompt(a.prompt, a.labels, label_texts=a.label_texts, label_words=a.label_words,
+                             description=a.description, tags=a.tags, owner=a.owner, pooling=a.pooling,
+                             request_id=a.request_id or None), a.json)
     elif act == "update":
-        (name,) = need(a, 1, "prompts update PROMPT [--tags ...] [--owner O] [--description D]")
         if a.tags is None and a.owner is None and a.description is None:
             raise ValueError("prompts update: give --tags, --owner and/or --description")
-        emit(c.update_prompt(name, tags=a.tags, owner=a.owner, description=a.description), a.json)
-    elif act == "delete":
-        (ref,) = need(a, 1, "prompts delete PROMPT | PROMPT/versions/N [--force]")
-        if "/versions/" in ref:
-            c.delete_version(ref, force=a.force)
-        else:
-            c.delete_prompt(ref, force=a.force)
-        emit({"deleted": ref}, True) if a.json else print(f"deleted {ref}")
+        emit(c.update_prompt(a.prompt, tags=a.tags, owner=a.owner, description=a.description), a.json)
     elif act == "alias":
-        ref, alias = need(a, 2, "prompts alias REF ALIAS")
-        r = parse_ref(c.get_version(ref).name)  # an alias names a version: resolve it first
-        task, number = r.prompt, r.version
-        emit(c.set_alias(task, alias, number), a.json)
+        r = parse_ref(c.get_version(a.ref).name)  # an alias names a version: resolve it first
+        moved = c.set_alias(r.prompt, a.alias, r.version or 0)
+        emit(moved, True) if a.json else print(f"{r.prompt}@{a.alias} -> {moved.version}")
     elif act == "unalias":
-        name, alias = need(a, 2, "prompts unalias PROMPT ALIAS")
-        c.delete_alias(name, alias)
-        emit({"deleted": f"prompts/{name}/aliases/{alias}"}, True) if a.json else print(f"removed {name}@{alias}")
-    elif act == "history":
-        (name,) = need(a, 1, "prompts history PROMPT")
-        for e in c.alias_history(name):
-            if a.json:
-                emit(e, True)
-            else:
-                print(f"{e.time.ToJsonString()}\t{e.alias}\t{e.from_version or '-'} -> {e.to_version or '-'}")
+        c.delete_alias(a.prompt, a.alias)
+        print(f"removed {a.prompt}@{a.alias}")
     elif act == "tag":
-        (ref,) = need(a, 1, "prompts tag REF --tags T ...")
-        emit(c.tag_version(c.get_version(ref).name, a.tags or []), a.json)
+        emit(c.tag_version(c.get_version(a.ref).name, a.tags), a.json)
+    elif act == "delete":
+        if "/versions/" in a.ref:
+            c.delete_version(a.ref, force=a.force)
+        else:
+            c.delete_prompt(a.ref, force=a.force)
+        print(f"deleted {a.ref}")
     elif act == "export":
-        ref, out = need(a, 2, "prompts export REF DIR")
-        from promptbank.peft_files import write_adapter
-
-        resp = c.export_version(ref)
-        path = write_adapter(Path(out), resp.adapter_config, resp.adapter_model)
-        emit({"exported": c.get_version(ref).name, "dir": str(path)}, True) if a.json else print(path)
+        if a.dir.exists() and (not a.dir.is_dir() or any(a.dir.iterdir())) and not a.force:
+            what = "a file" if not a.dir.is_dir() else "a folder that is not empty"
+            raise ValueError(f"{a.dir} is {what}; choose a new folder or pass --force to write into it")
+        resp = c.export_version(a.ref)
+        print(write_adapter(a.dir, resp.adapter_config, resp.adapter_model))
     elif act == "import":
-        (src,) = need(a, 1, "prompts import DIR --task NAME [--backbone B] [--labels ...]")
-        if not a.task:
-            raise ValueError("prompts import: --task NAME is required")
-        from promptbank.peft_files import read_adapter
-
-        config, weights = read_adapter(Path(src))
-        v = c.import_version(a.task, a.backbone or "minilm", config, weights, labels=a.labels,
-                             label_texts=a.label_texts, label_words=a.label_words, pooling=a.pooling)
+        config, weights = read_adapter(a.dir)
+        v = c.import_version(a.task, a.backbone, config, weights, labels=a.labels, label_texts=a.label_texts,
+                             label_words=a.label_words, pooling=a.pooling, request_id=a.request_id or None)
         emit(v, True) if a.json else print(v.name)
     return 0
 
 
 def cmd_backbones(a: argparse.Namespace, c: Client) -> int:
     if a.action == "register":
-        name, model = need(a, 2, "backbones register NAME MODEL [--revision R] [--replicas N]")
-        b = c.register_backbone(name, model, a.revision, a.replicas)
-        emit(b, a.json)
+        emit(c.register_backbone(a.name, a.model, a.revision, a.replicas), a.json)
         return 0
-    for b in c.list_backbones():
-        if a.json:
-            emit(b, True)
-        else:
-            print(f"{b.name}\t{cat.Architecture.Name(b.architecture)}\thidden={b.hidden_size}\treplicas={b.replicas}\t{b.model}")
+    table(c.list_backbones(), [("NAME", lambda b: b.name), ("ARCHITECTURE", lambda b: cat.Architecture.Name(b.architecture)),
+                               ("HIDDEN", lambda b: b.hidden_size), ("REPLICAS", lambda b: b.replicas),
+                               ("MODEL", lambda b: b.model)], a.json, "backbones")
     return 0
-
-

@@ -7,13 +7,17 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from promptbank.credentials import BearerToken
 from promptbank_api.names import TERMINAL_STATES, job_name, to_timestamp
+from promptbank_api.v1 import auth_pb2 as ap
+from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
 from promptbank_api.v1 import inference_pb2 as inf
@@ -44,22 +48,46 @@ def task_spec(labels: Sequence[str], label_texts: Sequence[str] = (), label_word
                         description=description, pooling=pooling)
 
 
-class Client:
-    """`Client("localhost:50051")`; every unary call carries `timeout` seconds as its deadline."""
+PEM = str | Path | bytes
 
-    def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20):
+
+def _pem(value: PEM | None) -> bytes | None:
+    """PEM bytes from bytes or a file path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+class Client:
+    """`Client("localhost:50051", token=..., tls_ca=...)`; every unary call carries `timeout` seconds as its
+    deadline. `token` (default: env PROMPTBANK_TOKEN) is sent as a bearer token on every call. `tls_ca` (a PEM
+    file or its bytes; default: env PROMPTBANK_TLS_CA) turns TLS on and is the CA the server's certificate
+    must chain to; `tls_cert` and `tls_key` present a client certificate (mutual TLS)."""
+
+    def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20,
+                 token: str | None = None, tls_ca: PEM | None = None, tls_cert: PEM | None = None,
+                 tls_key: PEM | None = None):
         self.server = server or os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER)
         self.timeout = timeout
         opts = [("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes)]
-        self.channel = grpc.insecure_channel(self.server, options=opts)
+        tls_ca = tls_ca if tls_ca is not None else os.environ.get("PROMPTBANK_TLS_CA") or None
+        if tls_ca is not None or tls_cert is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=_pem(tls_ca), private_key=_pem(tls_key),
+                                                 certificate_chain=_pem(tls_cert))
+            self._raw = grpc.secure_channel(self.server, creds, options=opts)
+        else:
+            self._raw = grpc.insecure_channel(self.server, options=opts)
+        secret = token if token is not None else os.environ.get("PROMPTBANK_TOKEN", "")
+        self.channel = grpc.intercept_channel(self._raw, BearerToken(secret)) if secret else self._raw
+        self.tokens = ap_grpc.TokensStub(self.channel)
         self.catalog = cat_grpc.PromptCatalogStub(self.channel)
         self.jobs = jp_grpc.TrainJobsStub(self.channel)
         self.inference = inf_grpc.InferenceStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw.close()
 
     def __enter__(self) -> Client:
         return self
@@ -71,7 +99,7 @@ class Client:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the server answers its health check SERVING."""
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        grpc.channel_ready_future(self._raw).result(timeout=timeout)
         resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             raise RuntimeError(f"server {self.server} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
@@ -98,7 +126,7 @@ class Client:
             for (refs, t), r in zip(rows, resp.results, strict=True)
         ]
 
-    def generate(self, prompt: str, text: str, max_new_tokens: int = 32, temperature: float = 0.0, seed: int = 0,
+    def generate(self, prompt: str, text: str, max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0,
                  timeout: float | None = None) -> Iterator[str]:
         """Stream generated text pieces (causal-LM and seq2seq backbones)."""
         req = inf.GenerateRequest(prompt=prompt, text=text, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -142,23 +170,26 @@ class Client:
         description: str = "",
         pooling: str = "",
         hyperparameters: jp.Hyperparameters | None = None,
-        eval_fraction: float = 0.0,
+        eval_fraction: float | None = None,
         aliases: Sequence[str] = (),
         request_id: str | None = None,
     ) -> jp.TrainJob:
         """Submit a job; it is committed QUEUED before this returns. A fresh request_id makes retries safe.
 
         Data: `examples` inline, or `dataset_uri` = an upload (`datasets/{id}`), a file path on the coordinator
-        or a hub dataset id (with `text_column` / `label_column`).
+        or a hub dataset id (with `text_column` / `label_column`). `eval_fraction` None: the server's default;
+        0: no held-out split. Hyperparameters left unset take the server's defaults.
         """
+        dataset = (jp.Dataset(uri=dataset_uri, text_column=text_column, label_column=label_column) if dataset_uri
+                   else jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab)
+                                                                      for t, lab in examples])))
+        if eval_fraction is not None:
+            dataset.eval_fraction = eval_fraction
         job = jp.TrainJob(
             prompt=f"prompts/{prompt}",
             backbone=backbone if backbone.startswith("backbones/") else f"backbones/{backbone}",
             task=task_spec(labels, label_texts, label_words, description, pooling),
-            dataset=(jp.Dataset(uri=dataset_uri, text_column=text_column, label_column=label_column,
-                                eval_fraction=eval_fraction) if dataset_uri else
-                     jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab) for t, lab in examples]),
-                                eval_fraction=eval_fraction)),
+            dataset=dataset,
             hyperparameters=hyperparameters or jp.Hyperparameters(),
             aliases=aliases,
         )
@@ -274,11 +305,29 @@ class Client:
         )
         return self.catalog.ImportPromptVersion(req, timeout=self.timeout)
 
-    def register_backbone(self, name: str, model: str, revision: str = "", replicas: int = 1,
+    def register_backbone(self, name: str, model: str, revision: str = "", replicas: int | None = None,
                           timeout: float = 600) -> cat.Backbone:
-        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision, replicas=replicas)
+        """Load a model on new replicas and serve it; `replicas` None takes the server's default (1)."""
+        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision)
+        if replicas is not None:
+            req.replicas = replicas
         return self.catalog.RegisterBackbone(req, timeout=timeout)
 
     def set_alias(self, prompt: str, alias: str, version: int) -> cat.Alias:
         req = cat.SetAliasRequest(parent=f"prompts/{prompt}", alias=alias, version=version)
         return self.catalog.SetAlias(req, timeout=self.timeout)
+
+    # ------------------------------------------------------------ tokens (admin)
+
+    def create_token(self, name: str, role: str, ttl_seconds: int | None = None) -> ap.CreateTokenResponse:
+        """A new token; its `secret` is in the response only, once. `role`: reader, trainer or admin."""
+        req = ap.CreateTokenRequest(token_id=name, role=ap.Role.Value(f"ROLE_{role.upper()}"))
+        if ttl_seconds is not None:
+            req.ttl_seconds = ttl_seconds
+        return self.tokens.CreateToken(req, timeout=self.timeout)
+
+    def list_tokens(self) -> list[ap.Token]:
+        return self._all_pages(self.tokens.ListTokens, ap.ListTokensRequest(page_size=1000), "tokens")
+
+    def revoke_token(self, name: str) -> ap.Token:
+        return self.tokens.RevokeToken(ap.RevokeTokenRequest(name=name), timeout=self.timeout)

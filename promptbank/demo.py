@@ -8,7 +8,6 @@ prints accuracy beside the majority rate.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import socket
 import subprocess
@@ -20,23 +19,13 @@ from pathlib import Path
 
 from promptbank.client import Client
 from promptbank.data import tweet_tasks
-from promptbank.progress import follow
+from promptbank.progress import follow, wilson_interval
 from promptbank_api.v1 import jobs_pb2 as jp
 
 TASKS = {  # name -> (labels, label texts embedded by the encoder)
     "sentiment": (("negative", "positive"), ("negative", "positive")),
     "polarity": (("neutral", "polar"), ("neutral", "emotional")),
 }
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy over n rows: how far a held-out figure can be trusted."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def free_port() -> int:

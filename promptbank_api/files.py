@@ -56,6 +56,32 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of a JSON-lines file; blank lines skipped, anything else not an object is
+    INVALID_ARGUMENT naming `path:line`."""
+    if path.is_dir():
+        raise InvalidArgument(f"{path} is a directory; name a JSON-lines file")
+    out = []
+    for n, line in enumerate(_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"{path}:{n}: not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise InvalidArgument(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
+        out.append((n, rec))
+    return out
+
+
 def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, records) of a table file; every CSV cell stays a string."""
     suffix = path.suffix.lower()
@@ -72,21 +98,11 @@ def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
             raise InvalidArgument(f"{path}: line {reader.line_num}: {exc}") from None
         return list(reader.fieldnames or []), records
     if suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument(f"{path}: line {n}: not JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise InvalidArgument(f"{path}: line {n}: expected a JSON object, got {type(rec).__name__}")
-            records.append(rec)
+        records = [rec for _, rec in json_lines(path)]
         return list(dict.fromkeys(k for r in records for k in r)), records
     if suffix == ".json":
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(_text(path))
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{path}: line {exc.lineno}: not JSON ({exc.msg})") from None
         if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):  # {"col": [...], ...}

@@ -81,7 +81,11 @@ def to_timestamp(when: datetime | None) -> Timestamp | None:
 
 
 def from_timestamp(t: Timestamp) -> datetime | None:
-    """An API Timestamp as naive UTC; unset -> None."""
+    """An API Timestamp as naive UTC; unset -> None; one outside 0001..9999 or with bad nanos is
+    INVALID_ARGUMENT."""
     if not t.seconds and not t.nanos:
         return None
-    return t.ToDatetime()
+    try:
+        return t.ToDatetime()
+    except (ValueError, OverflowError, OSError):
+        raise InvalidArgument(f"timestamp {t.seconds}s {t.nanos}ns is outside the years 1..9999") from None

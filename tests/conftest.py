@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from coordinator.config import BackboneSpec, ServerConfig, packaged_minilm
+from coordinator.limits import Limits
 from coordinator.server import Coordinator, start
 from promptbank import Client
 
@@ -126,8 +127,9 @@ class LiveServer:
 def server(ray_session: None, tiny_encoder: str, tiny_causal_lm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     db = tmp_path_factory.mktemp("bank") / "bank.db"
     cfg = ServerConfig(
-        port=0, db=str(db), max_rows_per_request=64, max_text_chars=500, grace_seconds=1.0,
+        port=0, db=str(db), limits=Limits(classify_rows=64, text_chars=500), grace_seconds=1.0,
         data_roots=(str(tmp_path_factory.getbasetemp()),),  # the tests' own files; nothing else
+        model_roots=(str(tmp_path_factory.getbasetemp()),),  # the tiny models the tests build
         backbones=(BackboneSpec("tiny-enc", tiny_encoder), BackboneSpec("tiny-lm", tiny_causal_lm)),
     )
     live = LiveServer(cfg)

@@ -88,7 +88,8 @@ def test_catalog_commands(server) -> None:  # type: ignore[no-untyped-def]
     tagged = json.loads(cli(server, "prompts", "tag", "cat-cli@prod", "--tags", "golden", "--json").stdout)
     assert tagged["tags"] == ["golden"] and tagged["name"] == "prompts/cat-cli/versions/1"
     history = cli(server, "prompts", "history", "cat-cli").stdout.splitlines()
-    assert "\tprod\t- -> 1" in history[0]
+    assert history[0].split() == ["TIME", "ALIAS", "FROM", "TO"]  # a table with a header
+    assert history[1].split()[1:] == ["prod", "-", "1"]  # newest first: prod moved from nothing to version 1
     cli(server, "prompts", "unalias", "cat-cli", "prod")
     denied = cli(server, "prompts", "delete", "cat-cli/versions/2", check=False)
     assert denied.returncode == 1 and "FAILED_PRECONDITION" in denied.stderr
@@ -114,5 +115,9 @@ def test_register_backbone_starts_replicas(server, tiny_models: dict[str, str]) 
         local = BackboneWorker(tiny_models["seq2seq"], num_threads=1)  # the registered replica's own math
         assert served == list(local.generate(v.sha256, {v.sha256: v.tensor}, "translate this", max_new_tokens=4))
         assert 1 <= len(served) <= 4
-    missing = cli(server, "backbones", "register", "ghost", "/no/such/model", check=False)
+    ghost = str(Path(tiny_models["seq2seq"]).parent / "no-such-model")  # allowed place, nothing there
+    missing = cli(server, "backbones", "register", "ghost", ghost, check=False)
     assert missing.returncode == 1 and "FAILED_PRECONDITION" in missing.stderr and "ghost" in missing.stderr
+    for model in ("/no/such/model", "gpt2", "../../etc"):  # outside --model-root, or a hub id nobody allowed
+        refused = cli(server, "backbones", "register", "nope", model, check=False)
+        assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr, (model, refused.stderr)

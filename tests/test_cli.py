@@ -89,12 +89,17 @@ def test_errors_are_printed_with_their_status(server) -> None:  # type: ignore[n
     out = cli(server, "classify", "--prompt", "missing-task", "hello", check=False)
     assert out.returncode == 1 and "NOT_FOUND" in out.stderr and "missing-task" in out.stderr
     out = cli(server, "train", "--task", "t", "--data", "/nonexistent.csv", check=False)
-    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_backbones_list(server) -> None:  # type: ignore[no-untyped-def]
-    out = cli(server, "backbones", "list").stdout
-    assert "backbones/tiny-enc\tARCHITECTURE_ENCODER\thidden=32" in out and "ARCHITECTURE_CAUSAL_LM" in out
+    out = cli(server, "backbones", "list").stdout.splitlines()
+    assert out[0].split() == ["NAME", "ARCHITECTURE", "HIDDEN", "REPLICAS", "MODEL"]
+    rows = {line.split()[0]: line.split()[1:4] for line in out[1:]}
+    assert rows["backbones/tiny-enc"] == ["ARCHITECTURE_ENCODER", "32", "1"]
+    assert rows["backbones/tiny-lm"][0] == "ARCHITECTURE_CAUSAL_LM"
+    listed = [json.loads(line) for line in cli(server, "backbones", "list", "--json").stdout.splitlines()]
+    assert all(isinstance(b["hidden_size"], int) and isinstance(b["replicas"], int) for b in listed)
 
 
 def test_generate_prints_the_streamed_text(server) -> None:  # type: ignore[no-untyped-def]
@@ -106,7 +111,7 @@ def test_generate_prints_the_streamed_text(server) -> None:  # type: ignore[no-u
 
 
 def test_train_help_states_the_servers_defaults() -> None:
-    """The CLI sends 0 for "server default"; its help must name the values the server really uses."""
+    """Flags left out take the server's defaults; the help must name the values the server really uses."""
     from promptbank.cli import build_parser
     from workers.task import TrainConfig
 

@@ -30,7 +30,7 @@ def test_a_server_side_file_and_its_errors(client: Client, tmp_path: Path) -> No
     code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri=str(empty)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "empty" in msg
     code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri="no-such-org/no-such-set"))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "hub" in msg
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "--allow-hub" in msg  # hub datasets are off by default
     code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", []))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "empty" in msg
 
@@ -38,7 +38,9 @@ def test_a_server_side_file_and_its_errors(client: Client, tmp_path: Path) -> No
 def test_server_files_outside_the_data_roots_are_refused(client: Client, tmp_path: Path) -> None:
     """dataset.uri must not let a client read (or probe for) the server's other files."""
     outside = Path("/etc/hostname")
-    for uri in (str(outside), "/etc/passwd.csv", "/etc", "../../../../etc/hosts.csv", "~/.bashrc.json"):
+    for uri in (str(outside), "/etc/passwd.csv", "/etc", "../../../../etc/hosts.csv", "~/.bashrc.json",
+                "file:///etc/passwd.csv", "./../../etc/hosts.csv", f"{tmp_path}/../../../etc/hosts.csv",
+                "etc/hosts.csv", "/proc/self/environ", "/dev/zero.csv"):
         code, msg = code_of(lambda uri=uri: client.create_train_job("data-x", "tiny-enc", dataset_uri=uri))
         assert code == grpc.StatusCode.PERMISSION_DENIED and "outside the data roots" in msg, (uri, code, msg)
     link = tmp_path / "link.csv"  # inside a root, pointing outside: refused after resolving
@@ -47,6 +49,10 @@ def test_server_files_outside_the_data_roots_are_refused(client: Client, tmp_pat
     assert code == grpc.StatusCode.PERMISSION_DENIED and "link.csv" in msg
     code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri=str(tmp_path)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and ".jsonl" in msg  # a directory inside a root: not a file
+    code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri="datasets/../../etc"))
+    assert code == grpc.StatusCode.NOT_FOUND  # an upload id, never a path
+    code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri="tmp"))  # a hub-looking id
+    assert code == grpc.StatusCode.PERMISSION_DENIED, msg  # that is a local directory here, or the hub: refused
 
 
 def test_client_streamed_upload_then_train(client: Client) -> None:

@@ -104,9 +104,12 @@ def test_bad_requests_get_clear_status_codes(client: Client) -> None:
     code, msg = code_of(lambda: client.classify([]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "rows is empty" in msg
     code, msg = code_of(lambda: client.classify([("x", "a" * 501)]))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "rows[0].text has 501 characters" in msg and "500" in msg
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "rows[0].text: characters is 501; the limit is 500" in msg
+    assert "--limit-text-chars" in msg
     code, msg = code_of(lambda: client.classify([("x", "t")] * 65))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "65 rows exceed" in msg
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "rows (ensemble members counted) is 65" in msg
+    code, msg = code_of(lambda: client.classify_ensemble([(["x", "y"], "t")] * 33))  # 33 rows, 66 members
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "is 66; the limit is 64" in msg
     code, msg = code_of(lambda: client.classify([("Bad Ref!", "t")]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "Bad Ref!" in msg
     code, msg = code_of(lambda: client.get_job("jobs/doesnotexist"))

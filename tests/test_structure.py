@@ -122,3 +122,17 @@ def test_the_server_starts_without_loading_the_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_every_limit_has_a_flag_and_a_documented_row() -> None:
+    """The limits table, the serve flags and docs/configuration.md name the same limits."""
+    from coordinator.__main__ import parse
+    from coordinator.limits import FLAGS, LIMIT_HELP, Limits
+
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert set(FLAGS.values()) == set(LIMIT_HELP) and FLAGS
+    cfg = parse(["--port", "0", "--backbone", "x=/nonexistent", *[a for flag in FLAGS for a in (flag, "7")]])
+    assert cfg.limits == Limits(**dict.fromkeys(FLAGS.values(), 7))  # each flag reaches its row
+    for flag, name in FLAGS.items():
+        default = getattr(Limits(), name)
+        assert f"| `{flag}` | {default:,}" in doc, f"docs/configuration.md lacks the row for {flag} ({default:,})"

@@ -56,7 +56,9 @@ class FrozenBackbone:
     """A frozen model and its tokenizer. Nothing here has `requires_grad`; prompts are passed in per call."""
 
     def __init__(self, model: str, revision: str = "", architecture: str = "", dtype: torch.dtype = torch.float32):
-        kwargs = {"revision": revision} if revision else {}
+        kwargs: dict[str, object] = {"trust_remote_code": False}  # never run a model repo's own code
+        if revision:
+            kwargs["revision"] = revision
         config = AutoConfig.from_pretrained(model, **kwargs)
         self.architecture = architecture or detect_architecture(config)
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model, **kwargs)

@@ -58,6 +58,7 @@ class Trainer:
         self.tr_ids = tokenize(heads.bb, [t for t, _ in train_rows], cfg.max_length)
         self.tr_y = torch.tensor([index[lab] for _, lab in train_rows], device=dev)
         self.ev_ids = tokenize(heads.bb, [t for t, _ in eval_rows], cfg.max_length)
+        self.truncated = sum(len(r) >= cfg.max_length for r in self.tr_ids + self.ev_ids)  # cut at max_length
         self.ev_y = torch.tensor([index[lab] for _, lab in eval_rows], device=dev)
         self.prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # (n, H): all we train
         self.ema = torch.zeros_like(self.prompt, requires_grad=False)  # `average`'s accumulator (`ema_decay`)
@@ -251,6 +252,7 @@ class Trainer:
         prompt = self.kept_prompt if self.kept else self.average
         metrics = dict(self.kept)
         metrics.update(majority_rate=self.majority, train_examples=float(self.n_train), eval_examples=float(self.n_eval),
+                       truncated_examples=float(self.truncated),
                        steps=float(self.step), train_seconds=time.perf_counter() - self._t0,
                        stopped_early=float(self.stopped_early))
         return self._event(EventKind.RESULT, metrics=metrics, prompt=encode_prompt(prompt))

@@ -409,12 +409,15 @@ class AliasEvent(_message.Message):
     FROM_VERSION_FIELD_NUMBER: _builtins.int
     TO_VERSION_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     alias: _builtins.str
     """Alias name (short form, e.g. "prod")."""
     from_version: _builtins.int
     """Version number before the move; 0 when the alias was created."""
     to_version: _builtins.int
     """Version number after the move; 0 when the alias was deleted."""
+    principal: _builtins.str
+    """Who moved it: the token name ("local" with auth off; "" before tokens existed)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When it moved."""
@@ -426,10 +429,11 @@ class AliasEvent(_message.Message):
         from_version: _builtins.int = ...,
         to_version: _builtins.int = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "from_version", b"from_version", "time", b"time", "to_version", b"to_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "from_version", b"from_version", "principal", b"principal", "time", b"time", "to_version", b"to_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -528,20 +532,22 @@ class RegisterBackboneRequest(_message.Message):
     revision: _builtins.str
     """Hub revision."""
     replicas: _builtins.int
-    """Replicas to start (default 1)."""
+    """Replicas to start, 1..64 (unset: 1)."""
     def __init__(
         self,
         *,
         backbone_id: _builtins.str = ...,
         model: _builtins.str = ...,
         revision: _builtins.str = ...,
-        replicas: _builtins.int = ...,
+        replicas: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "replicas", b"replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone_id", b"backbone_id", "model", b"model", "replicas", b"replicas", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "backbone_id", b"backbone_id", "model", b"model", "replicas", b"replicas", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__replicas: _TypeAlias = _typing.Literal["replicas"]  # noqa: Y015
+    _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__replicas) -> _WhichOneofReturnType__replicas | None: ...
 
 Global___RegisterBackboneRequest: _TypeAlias = RegisterBackboneRequest  # noqa: Y015
 

@@ -180,7 +180,7 @@ class GenerateRequest(_message.Message):
     text: _builtins.str
     """Input text."""
     max_new_tokens: _builtins.int
-    """Maximum new tokens (default 32)."""
+    """Maximum new tokens, 1..512 (unset: 32)."""
     temperature: _builtins.float
     """Sampling temperature; 0 = greedy."""
     seed: _builtins.int
@@ -190,15 +190,17 @@ class GenerateRequest(_message.Message):
         *,
         prompt: _builtins.str = ...,
         text: _builtins.str = ...,
-        max_new_tokens: _builtins.int = ...,
+        max_new_tokens: _builtins.int | None = ...,
         temperature: _builtins.float = ...,
         seed: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens", "max_new_tokens", b"max_new_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "seed", b"seed", "temperature", b"temperature", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens", "max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "seed", b"seed", "temperature", b"temperature", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_new_tokens: _TypeAlias = _typing.Literal["max_new_tokens"]  # noqa: Y015
+    _WhichOneofArgType__max_new_tokens: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_new_tokens) -> _WhichOneofReturnType__max_new_tokens | None: ...
 
 Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
 

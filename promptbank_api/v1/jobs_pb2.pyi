@@ -147,7 +147,9 @@ class Dataset(_message.Message):
     label_column: _builtins.str
     """Column holding the label (for a file or hub `uri`; default "label")."""
     eval_fraction: _builtins.float
-    """Fraction of rows held out for evaluation and early stopping (default 0.05)."""
+    """Fraction of rows held out for evaluation and early stopping, in [0, 0.9); 0 = no held-out split and no
+    early stopping (unset: 0.05).
+    """
     @_builtins.property
     def inline(self) -> Global___InlineExamples:
         """Examples sent inline with the request."""
@@ -159,14 +161,19 @@ class Dataset(_message.Message):
         uri: _builtins.str = ...,
         text_column: _builtins.str = ...,
         label_column: _builtins.str = ...,
-        eval_fraction: _builtins.float = ...,
+        eval_fraction: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["inline", b"inline", "source", b"source", "uri", b"uri"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_eval_fraction", b"_eval_fraction", "eval_fraction", b"eval_fraction", "inline", b"inline", "source", b"source", "uri", b"uri"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["eval_fraction", b"eval_fraction", "inline", b"inline", "label_column", b"label_column", "source", b"source", "text_column", b"text_column", "uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_eval_fraction", b"_eval_fraction", "eval_fraction", b"eval_fraction", "inline", b"inline", "label_column", b"label_column", "source", b"source", "text_column", b"text_column", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__eval_fraction: _TypeAlias = _typing.Literal["eval_fraction"]  # noqa: Y015
+    _WhichOneofArgType__eval_fraction: _TypeAlias = _typing.Literal["_eval_fraction", b"_eval_fraction"]  # noqa: Y015
     _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["inline", "uri"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__eval_fraction) -> _WhichOneofReturnType__eval_fraction | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
 Global___Dataset: _TypeAlias = Dataset  # noqa: Y015
@@ -197,7 +204,9 @@ Global___InlineExamples: _TypeAlias = InlineExamples  # noqa: Y015
 
 @_typing.final
 class Hyperparameters(_message.Message):
-    """Optimisation settings; zero values take the server defaults."""
+    """Optimisation settings. A numeric field left unset takes the server default; a value that is set is used as
+    given, 0 included, and one out of range is INVALID_ARGUMENT naming the field and its range.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -218,13 +227,13 @@ class Hyperparameters(_message.Message):
     EMA_DECAY_FIELD_NUMBER: _builtins.int
     TOKEN_DROPOUT_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
-    """Number of virtual tokens in the prompt (default 20)."""
+    """Number of virtual tokens in the prompt, 1..512 (default 20)."""
     epochs: _builtins.int
-    """Passes over the training split (default 12)."""
+    """Passes over the training split, 1..1000 (default 12)."""
     learning_rate: _builtins.float
-    """Learning rate (default chosen for prompt tuning, far larger than for fine-tuning)."""
+    """Learning rate, in (0, 10] (default chosen for prompt tuning, far larger than for fine-tuning)."""
     batch_size: _builtins.int
-    """Rows per step (default 8)."""
+    """Rows per step, 1..4096 (default 8)."""
     seed: _builtins.int
     """Random seed for init, split and batch order (default 0)."""
     init: _builtins.str
@@ -234,13 +243,13 @@ class Hyperparameters(_message.Message):
     init_text: _builtins.str
     """Text for init "text"."""
     max_length: _builtins.int
-    """Maximum input tokens per row (default 128)."""
+    """Maximum input tokens per row, 8..8192 (default 128)."""
     max_steps: _builtins.int
-    """Hard cap on optimisation steps (0 = epochs decide)."""
+    """Hard cap on optimisation steps, >= 1 (unset: the epochs decide)."""
     patience: _builtins.int
-    """Early stopping: evaluations without a better `select_on` metric before the job stops (default 4)."""
+    """Early stopping: evaluations without a better `select_on` metric before the job stops, >= 1 (default 4)."""
     checkpoint_every: _builtins.int
-    """Steps between checkpoints; one is also kept at every evaluation (default 50)."""
+    """Steps between checkpoints, >= 1; one is also kept at every evaluation (default 50)."""
     precision: _builtins.str
     """Training autocast: "auto" (bf16 where the device has bf16 units, else fp32; the default), "bf16" or
     "fp32". The prompt and its optimizer state are fp32 either way; serving runs in fp32.
@@ -266,37 +275,73 @@ class Hyperparameters(_message.Message):
     def __init__(
         self,
         *,
-        num_virtual_tokens: _builtins.int = ...,
-        epochs: _builtins.int = ...,
-        learning_rate: _builtins.float = ...,
-        batch_size: _builtins.int = ...,
-        seed: _builtins.int = ...,
+        num_virtual_tokens: _builtins.int | None = ...,
+        epochs: _builtins.int | None = ...,
+        learning_rate: _builtins.float | None = ...,
+        batch_size: _builtins.int | None = ...,
+        seed: _builtins.int | None = ...,
         init: _builtins.str = ...,
         init_text: _builtins.str = ...,
-        max_length: _builtins.int = ...,
-        max_steps: _builtins.int = ...,
-        patience: _builtins.int = ...,
-        checkpoint_every: _builtins.int = ...,
+        max_length: _builtins.int | None = ...,
+        max_steps: _builtins.int | None = ...,
+        patience: _builtins.int | None = ...,
+        checkpoint_every: _builtins.int | None = ...,
         precision: _builtins.str = ...,
         select_on: _builtins.str = ...,
         input_noise: _builtins.float | None = ...,
         ema_decay: _builtins.float | None = ...,
         token_dropout: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ema_decay", b"_ema_decay", "_input_noise", b"_input_noise", "_token_dropout", b"_token_dropout", "ema_decay", b"ema_decay", "input_noise", b"input_noise", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "seed", b"seed", "token_dropout", b"token_dropout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ema_decay", b"_ema_decay", "_input_noise", b"_input_noise", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
+    _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
+    _WhichOneofReturnType__checkpoint_every: _TypeAlias = _typing.Literal["checkpoint_every"]  # noqa: Y015
+    _WhichOneofArgType__checkpoint_every: _TypeAlias = _typing.Literal["_checkpoint_every", b"_checkpoint_every"]  # noqa: Y015
     _WhichOneofReturnType__ema_decay: _TypeAlias = _typing.Literal["ema_decay"]  # noqa: Y015
     _WhichOneofArgType__ema_decay: _TypeAlias = _typing.Literal["_ema_decay", b"_ema_decay"]  # noqa: Y015
+    _WhichOneofReturnType__epochs: _TypeAlias = _typing.Literal["epochs"]  # noqa: Y015
+    _WhichOneofArgType__epochs: _TypeAlias = _typing.Literal["_epochs", b"_epochs"]  # noqa: Y015
     _WhichOneofReturnType__input_noise: _TypeAlias = _typing.Literal["input_noise"]  # noqa: Y015
     _WhichOneofArgType__input_noise: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise"]  # noqa: Y015
+    _WhichOneofReturnType__learning_rate: _TypeAlias = _typing.Literal["learning_rate"]  # noqa: Y015
+    _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
+    _WhichOneofReturnType__max_length: _TypeAlias = _typing.Literal["max_length"]  # noqa: Y015
+    _WhichOneofArgType__max_length: _TypeAlias = _typing.Literal["_max_length", b"_max_length"]  # noqa: Y015
+    _WhichOneofReturnType__max_steps: _TypeAlias = _typing.Literal["max_steps"]  # noqa: Y015
+    _WhichOneofArgType__max_steps: _TypeAlias = _typing.Literal["_max_steps", b"_max_steps"]  # noqa: Y015
+    _WhichOneofReturnType__num_virtual_tokens: _TypeAlias = _typing.Literal["num_virtual_tokens"]  # noqa: Y015
+    _WhichOneofArgType__num_virtual_tokens: _TypeAlias = _typing.Literal["_num_virtual_tokens", b"_num_virtual_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__patience: _TypeAlias = _typing.Literal["patience"]  # noqa: Y015
+    _WhichOneofArgType__patience: _TypeAlias = _typing.Literal["_patience", b"_patience"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__token_dropout: _TypeAlias = _typing.Literal["token_dropout"]  # noqa: Y015
     _WhichOneofArgType__token_dropout: _TypeAlias = _typing.Literal["_token_dropout", b"_token_dropout"]  # noqa: Y015
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_size) -> _WhichOneofReturnType__batch_size | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__checkpoint_every) -> _WhichOneofReturnType__checkpoint_every | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__ema_decay) -> _WhichOneofReturnType__ema_decay | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__epochs) -> _WhichOneofReturnType__epochs | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__input_noise) -> _WhichOneofReturnType__input_noise | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_length) -> _WhichOneofReturnType__max_length | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_steps) -> _WhichOneofReturnType__max_steps | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__num_virtual_tokens) -> _WhichOneofReturnType__num_virtual_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__patience) -> _WhichOneofReturnType__patience | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__token_dropout) -> _WhichOneofReturnType__token_dropout | None: ...
 
@@ -380,6 +425,7 @@ class TrainJob(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `jobs/{id}`."""
     prompt: _builtins.str
@@ -398,6 +444,8 @@ class TrainJob(_message.Message):
     """Failure reason for FAILED."""
     result_version: _builtins.str
     """The version produced, `prompts/{p}/versions/{n}`."""
+    principal: _builtins.str
+    """Who submitted it: the token name ("local" with auth off; "" before tokens existed). Output only."""
     @_builtins.property
     def task(self) -> _catalog_pb2.TaskSpec:
         """Task spec; required when the prompt does not exist yet."""
@@ -450,10 +498,11 @@ class TrainJob(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "hyperparameters", b"hyperparameters", "start_time", b"start_time", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "loss", b"loss", "metrics", b"metrics", "name", b"name", "prompt", b"prompt", "result_version", b"result_version", "start_time", b"start_time", "state", b"state", "step", b"step", "task", b"task", "total_steps", b"total_steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "loss", b"loss", "metrics", b"metrics", "name", b"name", "principal", b"principal", "prompt", b"prompt", "result_version", b"result_version", "start_time", b"start_time", "state", b"state", "step", b"step", "task", b"task", "total_steps", b"total_steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,61 @@
+"""Access tokens in SQL: created with a random secret shown once, stored only as its hash, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bank.models import Token, utcnow
+from promptbank_api.errors import AlreadyExists, InvalidArgument, NotFound
+from promptbank_api.names import check_name
+
+ROLES = ("reader", "trainer", "admin")  # each may do what the ones before it may
+SECRET_PREFIX = "pbt_"  # recognisable in a leaked-secret scan
+
+
+def new_secret() -> str:
+    """256 random bits, URL-safe."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(s: Session, name: str, role: str, creator: str, expires_at: datetime | None) -> tuple[Token, str]:
+    """A new token and its secret (the only time the secret exists outside the caller's hands)."""
+    check_name("token", name)
+    if role not in ROLES:
+        raise InvalidArgument(f"role {role!r} is not one of {list(ROLES)}")
+    if s.scalar(select(Token.id).where(Token.name == name)) is not None:
+        raise AlreadyExists(f"token {name!r} already exists; revoke it or choose another name")
+    secret = new_secret()
+    token = Token(name=name, role=role, secret_sha256=secret_hash(secret), creator=creator, created_at=utcnow(),
+                  expires_at=expires_at)
+    s.add(token)
+    s.flush()
+    return token, secret
+
+
+def find_token(s: Session, secret: str) -> Token | None:
+    """The token whose secret this is (revoked or expired ones too: the caller decides), or None."""
+    return s.scalar(select(Token).where(Token.secret_sha256 == secret_hash(secret)))
+
+
+def list_tokens(s: Session, offset: int, limit: int) -> Sequence[Token]:
+    return s.scalars(select(Token).order_by(Token.name).offset(offset).limit(limit)).all()
+
+
+def revoke_token(s: Session, name: str) -> Token:
+    token = s.scalar(select(Token).where(Token.name == name))
+    if token is None:
+        raise NotFound(f"token {name!r} not found")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        s.flush()
+    return token

@@ -1,0 +1,179 @@
+"""Who may call what: one table (RPC -> least role) and one interceptor that decides every call from it.
+
+Callers send `authorization: Bearer <secret>`. Roles nest: reader < trainer < admin. The health service
+is open to all; reflection to any authenticated caller. With auth off (the loopback-only embedded default)
+every caller is the local admin. A secret never appears in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
+
+log = logging.getLogger("promptbank.coordinator")
+
+ROLES = ("reader", "trainer", "admin")
+RULES: dict[str, dict[str, str]] = {  # service -> RPC -> the least role that may call it
+    "promptbank.v1.Inference": {"Classify": "reader", "Generate": "reader"},
+    "promptbank.v1.PromptCatalog": {
+        "ListBackbones": "reader", "GetBackbone": "reader", "RegisterBackbone": "admin",
+        "CreatePrompt": "admin", "GetPrompt": "reader", "ListPrompts": "reader", "UpdatePrompt": "admin",
+        "DeletePrompt": "admin", "GetPromptVersion": "reader", "ListPromptVersions": "reader",
+        "UpdatePromptVersion": "admin", "DeletePromptVersion": "admin", "SetAlias": "admin",
+        "DeleteAlias": "admin", "ListAliasHistory": "reader", "ImportPromptVersion": "admin",
+        "ExportPromptVersion": "reader",
+    },
+    # a trainer reaches only its own jobs: the service checks the job's principal
+    "promptbank.v1.TrainJobs": {
+        "CreateTrainJob": "trainer", "GetTrainJob": "trainer", "ListTrainJobs": "trainer",
+        "CancelTrainJob": "trainer", "WatchTrainJob": "trainer", "UploadDataset": "trainer",
+    },
+    "promptbank.v1.Tokens": {"CreateToken": "admin", "ListTokens": "admin", "RevokeToken": "admin"},
+    "grpc.health.v1.Health": {"Check": "", "Watch": "", "List": ""},  # open: probes carry no token
+    "grpc.reflection.v1alpha.ServerReflection": {"ServerReflectionInfo": "reader"},
+    "grpc.reflection.v1.ServerReflection": {"ServerReflectionInfo": "reader"},
+}
+CACHE_S = 5.0  # a verified secret is trusted this long (a revoke on this coordinator applies at once)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a token's name and role."""
+
+    name: str
+    role: str
+
+    def may(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+LOCAL = Principal("local", "admin")  # every caller when auth is off (loopback only)
+_current: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=LOCAL)
+
+
+def current() -> Principal:
+    """The principal of the RPC being served (read it in the service, before handing work to a thread)."""
+    return _current.get()
+
+
+def rule(method: str) -> str | None:
+    """The least role for `/package.Service/Method`; None when the table has no rule (refused)."""
+    service, _, rpc = method.lstrip("/").partition("/")
+    return RULES.get(service, {}).get(rpc)
+
+
+def bearer(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):].strip()
+    return ""
+
+
+class Verifier:
+    """Secret -> Principal, with the configured admin secret and a short cache in front of the bank."""
+
+    def __init__(self, lookup: Callable[[str], Awaitable[Principal | None]], admin_secret: str = ""):
+        self._lookup = lookup
+        self._admin = hashlib.sha256(admin_secret.encode()).hexdigest() if admin_secret else ""
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def __call__(self, secret: str) -> Principal | None:
+        key = hashlib.sha256(secret.encode()).hexdigest()
+        if self._admin and key == self._admin:
+            return Principal("admin", "admin")
+        hit = self._cache.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        principal = await self._lookup(secret)
+        self._cache[key] = (time.monotonic() + CACHE_S, principal)
+        return principal
+
+    def forget(self) -> None:
+        """Drop the cache (after a revoke here)."""
+        self._cache.clear()
+
+
+def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    """The handler replaced by one that aborts with `code` before the service sees the request."""
+
+    def around_unary(_: Unary) -> Unary:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(code, message)
+
+        return unary
+
+    def around_stream(_: Stream) -> Stream:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(code, message)
+            yield  # pragma: no cover - makes this an async generator
+
+        return stream
+
+    return rewrap(handler, around_unary, around_stream)
+
+
+def _as(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
+    """The handler, run with `principal` as the current one."""
+
+    def around_unary(inner: Unary) -> Unary:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = _current.set(principal)
+            try:
+                return await inner(request, context)
+            finally:
+                _current.reset(token)
+
+        return unary
+
+    def around_stream(inner: Stream) -> Stream:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = _current.set(principal)
+            try:
+                async for item in inner(request, context):
+                    yield item
+            finally:
+                _current.reset(token)
+
+        return stream
+
+    return rewrap(handler, around_unary, around_stream)
+
+
+class AuthInterceptor(HandlerInterceptor):
+    """Decides every RPC from RULES. `verify` None: auth is off and every caller is LOCAL."""
+
+    def __init__(self, verify: Verifier | None):
+        self.verify = verify
+
+    async def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = details.method
+        need = rule(method)
+        if need == "":
+            return handler  # open
+        if need is None:
+            log.warning("refused %s: no rule in coordinator/auth.py RULES", method)
+            return _deny(handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} has no access rule")
+        if self.verify is None:
+            return _as(handler, LOCAL)
+        secret = bearer(details.invocation_metadata)
+        principal = await self.verify(secret) if secret else None
+        if principal is None:
+            why = "no token: send 'authorization: Bearer <token>'" if not secret else \
+                "the token is unknown, expired or revoked"
+            log.info("%s -> UNAUTHENTICATED (%s)", method, "no token" if not secret else "bad token")
+            return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, why)
+        if not principal.may(need):
+            rpc = method.rsplit("/", 1)[-1]
+            log.info("%s by %s (%s) -> PERMISSION_DENIED", method, principal.name, principal.role)
+            return _deny(handler, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{rpc} needs the {need} role; token {principal.name!r} has the {principal.role} role")
+        return _as(handler, principal)

@@ -1,0 +1,80 @@
+"""Tokens: create (the secret is returned once), list and revoke access tokens. Admin only (auth.RULES)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+
+from bank import tokens
+from bank.models import Token, utcnow
+from bank.writer import BankDB, Session
+from coordinator import auth
+from coordinator import convert as cv
+from promptbank_api.errors import InvalidArgument
+from promptbank_api.names import check_name, strip_collection, to_timestamp
+from promptbank_api.v1 import auth_pb2 as ap
+from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
+
+MAX_TTL_S = 10 * 365 * 24 * 3600  # ten years; leave ttl unset for a token that never expires
+
+
+def token_to_proto(t: Token) -> ap.Token:
+    return ap.Token(name=f"tokens/{t.name}", role=ap.Role.Value(f"ROLE_{t.role.upper()}"), creator=t.creator,
+                    create_time=to_timestamp(t.created_at), expire_time=to_timestamp(t.expires_at),
+                    revoke_time=to_timestamp(t.revoked_at))
+
+
+class TokensService(ap_grpc.TokensServicer):
+    def __init__(self, db: BankDB, verifier: auth.Verifier | None):
+        self.db, self.verifier = db, verifier
+
+    async def CreateToken(self, request: ap.CreateTokenRequest, context: grpc.aio.ServicerContext
+                          ) -> ap.CreateTokenResponse:
+        name = check_name("token", request.token_id)
+        if request.role == ap.ROLE_UNSPECIFIED:
+            raise InvalidArgument("role is required: ROLE_READER, ROLE_TRAINER or ROLE_ADMIN")
+        role = ap.Role.Name(request.role).removeprefix("ROLE_").lower()
+        expires = None
+        if request.HasField("ttl_seconds"):
+            if not 1 <= request.ttl_seconds <= MAX_TTL_S:
+                raise InvalidArgument(f"ttl_seconds={request.ttl_seconds} must be in 1..{MAX_TTL_S} "
+                                      "(leave it unset for a token that never expires)")
+            expires = utcnow() + timedelta(seconds=request.ttl_seconds)
+        creator = auth.current().name
+
+        def q(s: Session) -> ap.CreateTokenResponse:
+            token, secret = tokens.create_token(s, name, role, creator, expires)
+            return ap.CreateTokenResponse(token=token_to_proto(token), secret=secret)
+
+        return await self.db.run(q)
+
+    async def ListTokens(self, request: ap.ListTokensRequest, context: grpc.aio.ServicerContext
+                         ) -> ap.ListTokensResponse:
+        offset, limit = cv.page(request.page_size, request.page_token, {})
+
+        def q(s: Session) -> ap.ListTokensResponse:
+            rows = tokens.list_tokens(s, offset, limit)
+            return ap.ListTokensResponse(tokens=[token_to_proto(t) for t in rows],
+                                         next_page_token=cv.next_token(offset, limit, len(rows), {}))
+
+        return await self.db.run(q)
+
+    async def RevokeToken(self, request: ap.RevokeTokenRequest, context: grpc.aio.ServicerContext) -> ap.Token:
+        name = strip_collection(request.name, "tokens")
+        out = await self.db.run(lambda s: token_to_proto(tokens.revoke_token(s, name)))
+        if self.verifier is not None:
+            self.verifier.forget()
+        return out
+
+
+async def lookup(db: BankDB, secret: str) -> auth.Principal | None:
+    """The principal a secret stands for, if its token is live."""
+
+    def q(s: Session) -> auth.Principal | None:
+        t = tokens.find_token(s, secret)
+        if t is None or t.revoked_at is not None or (t.expires_at is not None and t.expires_at <= utcnow()):
+            return None
+        return auth.Principal(t.name, t.role)
+
+    return await db.run(q)

@@ -1,0 +1,184 @@
+"""Tokens with roles on a real server: every RPC has a rule, each role gets what it may and a clear status
+for what it may not, trainers reach only their own jobs, revoked and expired tokens stop working, writes
+record their principal, and no secret reaches a message or a log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+from coordinator import auth
+from coordinator.config import BackboneSpec, ServerConfig
+from promptbank import Client
+from promptbank_api.v1 import auth_pb2, catalog_pb2, inference_pb2, jobs_pb2
+from promptbank_api.v1 import jobs_pb2 as jp
+from tests.conftest import LiveServer
+from tests.test_server import DATA, code_of
+
+ADMIN = "pbt_test-admin-secret-0123456789abcdef0123456789"
+HP = jp.Hyperparameters(num_virtual_tokens=2, epochs=1, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def secured(ray_session: None, tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    cfg = ServerConfig(port=0, db=str(tmp_path_factory.mktemp("auth") / "b.db"), auth="tokens", admin_token=ADMIN,
+                       worker_cpus=0.25, grace_seconds=0.5, backbones=(BackboneSpec("enc", tiny_encoder),))
+    live = LiveServer(cfg)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def tokens(secured: LiveServer) -> dict[str, str]:
+    with Client(secured.address, token=ADMIN) as admin:
+        return {role: admin.create_token(f"t-{role}", role).secret for role in ("reader", "trainer")}
+
+
+def test_every_rpc_has_a_rule() -> None:
+    services = [d.services_by_name[n] for d in (catalog_pb2.DESCRIPTOR, jobs_pb2.DESCRIPTOR,
+                                                inference_pb2.DESCRIPTOR, auth_pb2.DESCRIPTOR)
+                for n in d.services_by_name]
+    services += [health_pb2.DESCRIPTOR.services_by_name["Health"],
+                 reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]]
+    missing = [f"{s.full_name}/{m.name}" for s in services for m in s.methods if auth.rule(f"/{s.full_name}/{m.name}")
+               is None]
+    assert not missing, f"RPCs without an access rule in coordinator/auth.py: {missing}"
+    assert len(services) == 6 and sum(len(s.methods) for s in services) >= 30
+    assert health.SERVICE_NAME and reflection.SERVICE_NAME
+
+
+def test_no_token_or_a_wrong_one_is_unauthenticated_but_health_is_open(secured: LiveServer) -> None:
+    with Client(secured.address, token="") as anon:
+        code, msg = code_of(lambda: anon.list_prompts())
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in msg
+    with Client(secured.address, token="pbt_not-a-real-token") as wrong:
+        code, msg = code_of(lambda: wrong.classify([("x", "y")]))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "pbt_not" not in msg
+    with grpc.insecure_channel(secured.address) as ch:
+        got = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert got.status == health_pb2.HealthCheckResponse.SERVING
+        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as err:
+            list(refl.ServerReflectionInfo(iter([ask]), timeout=10))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        names = [s.name for r in refl.ServerReflectionInfo(iter([ask]), timeout=10,
+                                                          metadata=[("authorization", f"Bearer {ADMIN}")])
+                 for s in r.list_services_response.service]
+        assert "promptbank.v1.Tokens" in names
+
+
+def test_each_role_gets_what_it_may(secured: LiveServer, tokens: dict[str, str]) -> None:
+    with Client(secured.address, token=tokens["trainer"]) as trainer:
+        job = trainer.create_train_job("auth-task", "enc", DATA, hyperparameters=HP)
+        done = trainer.wait_job(job.name, timeout=300)
+        assert done.state == jp.TrainJob.SUCCEEDED and done.principal == "t-trainer"
+        code, msg = code_of(lambda: trainer.set_alias("auth-task", "prod", 1))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "SetAlias needs the admin role" in msg
+        assert "'t-trainer' has the trainer role" in msg
+    with Client(secured.address, token=tokens["reader"]) as reader:
+        assert reader.classify([("auth-task", "great")])[0].version == "prompts/auth-task/versions/1"
+        assert [p.name for p in reader.list_prompts()] == ["prompts/auth-task"]
+        code, msg = code_of(lambda: reader.create_train_job("auth-x", "enc", DATA, hyperparameters=HP))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "CreateTrainJob needs the trainer role" in msg
+        code, _ = code_of(lambda: reader.list_tokens())
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+    with Client(secured.address, token=ADMIN) as admin:
+        admin.set_alias("auth-task", "prod", 1)
+        moved = admin.alias_history("auth-task")[0]
+        assert (moved.alias, moved.principal) == ("prod", "admin")
+        latest = next(e for e in admin.alias_history("auth-task") if e.alias == "latest")
+        assert latest.principal == "t-trainer"  # the job's publish is the submitter's write
+        assert admin.get_job(job.name).principal == "t-trainer"
+
+
+def test_a_trainer_reaches_only_its_own_jobs(secured: LiveServer, tokens: dict[str, str]) -> None:
+    with Client(secured.address, token=ADMIN) as admin:
+        other = admin.create_train_job("auth-admin-job", "enc", DATA, hyperparameters=HP)
+        admin.wait_job(other.name, timeout=300)
+    with Client(secured.address, token=tokens["trainer"]) as trainer:
+        mine = trainer.create_train_job("auth-mine", "enc", DATA, hyperparameters=HP)
+        trainer.wait_job(mine.name, timeout=300)
+        for call in (lambda: trainer.get_job(other.name), lambda: trainer.cancel_job(other.name),
+                     lambda: list(trainer.watch_job(other.name, timeout=10))):
+            code, msg = code_of(call)
+            assert code == grpc.StatusCode.PERMISSION_DENIED and "another principal" in msg
+        names = [j.name for j in trainer.list_jobs()]
+        assert mine.name in names and other.name not in names
+    with Client(secured.address, token=ADMIN) as admin:
+        assert {other.name, mine.name} <= {j.name for j in admin.list_jobs()}
+
+
+def test_revoked_and_expired_tokens_stop_working(secured: LiveServer) -> None:
+    with Client(secured.address, token=ADMIN) as admin:
+        short = admin.create_token("t-short", "reader", ttl_seconds=1).secret
+        doomed = admin.create_token("t-doomed", "reader").secret
+        with Client(secured.address, token=doomed) as c:
+            c.list_prompts()  # works, and is now cached
+            revoked = admin.revoke_token("t-doomed")
+            assert revoked.revoke_time.seconds > 0
+            code, _ = code_of(lambda: c.list_prompts())
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+        time.sleep(1.5)
+        with Client(secured.address, token=short) as c:
+            code, _ = code_of(lambda: c.list_prompts())
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+        listed = {t.name: t for t in admin.list_tokens()}
+        assert listed["tokens/t-doomed"].revoke_time.seconds > 0 and listed["tokens/t-short"].expire_time.seconds > 0
+        code, msg = code_of(lambda: admin.create_token("t-doomed", "reader"))
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_the_cli_creates_and_uses_tokens_and_no_secret_is_logged(secured: LiveServer, tokens: dict[str, str],
+                                                                 tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="promptbank")
+    admin_file = tmp_path / "admin.token"
+    admin_file.write_text(ADMIN + "\n")
+    base = [sys.executable, "-m", "promptbank.cli", "--server", secured.address]
+    env = {k: v for k, v in os.environ.items() if k != "PROMPTBANK_TOKEN"}
+    made = subprocess.run([*base, "--token-file", str(admin_file), "tokens", "create", "--name", "t-cli",
+                           "--role", "reader", "--expires-in", "30d"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip().splitlines()[-1]
+    assert secret.startswith("pbt_") and len(secret) >= 40
+    listed = subprocess.run([*base, "--token-file", str(admin_file), "tokens", "list", "--json"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {"tokens/t-cli", "tokens/t-reader"} <= {r["name"] for r in rows}
+    assert secret not in listed.stdout and ADMIN not in listed.stdout
+    used = subprocess.run([*base, "prompts", "list"], capture_output=True, text=True, timeout=60,
+                          env={**env, "PROMPTBANK_TOKEN": secret})
+    assert used.returncode == 0 and "NAME" in used.stdout, used.stderr
+    denied = subprocess.run([*base, "tokens", "list"], capture_output=True, text=True, timeout=60,
+                            env={**env, "PROMPTBANK_TOKEN": secret})
+    assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr and secret not in denied.stderr
+    anon = subprocess.run([*base, "prompts", "list"], capture_output=True, text=True, timeout=60, env=env)
+    assert anon.returncode == 1 and "UNAUTHENTICATED" in anon.stderr
+    with Client(secured.address, token="pbt_wrong-secret-value") as wrong:
+        code_of(lambda: wrong.list_prompts())
+    for s in (ADMIN, secret, tokens["reader"], tokens["trainer"], "pbt_wrong-secret-value"):
+        assert s not in caplog.text
+
+
+def test_auth_off_is_only_for_loopback() -> None:
+    with pytest.raises(ValueError, match="--insecure"):
+        ServerConfig(host="0.0.0.0")
+    with pytest.raises(ValueError, match="without TLS"):
+        ServerConfig(host="0.0.0.0", auth="tokens")
+    assert ServerConfig(host="0.0.0.0", insecure=True).insecure  # allowed when asked for, with a warning
+    assert ServerConfig(host="::1").auth == "none" and ServerConfig(host="localhost").host == "localhost"
+    with pytest.raises(ValueError, match="auth is off"):
+        ServerConfig(admin_token="x")
+    assert ADMIN not in repr(ServerConfig(auth="tokens", admin_token=ADMIN))
