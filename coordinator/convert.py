@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -38,6 +39,14 @@ def task_from_proto(spec: cat.TaskSpec, limits: Limits) -> TaskSpec:
         labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
         kind=spec.kind or "classification", description=spec.description, pooling=spec.pooling or POOLINGS[0],
     )
+
+
+def enum_name(enum: Any, value: int, field: str) -> str:
+    """The name of an enum value a client sent; one this API does not define is INVALID_ARGUMENT."""
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        raise InvalidArgument(f"{field}={value} is not one of {list(enum.keys())}") from None
 
 
 def request_digest(request: Message) -> str:

@@ -160,7 +160,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         return await self.db.run(lambda s: cv.job_to_proto(own_job(s, job_id, who)))
 
     async def ListTrainJobs(self, request: jp.ListTrainJobsRequest, context: grpc.aio.ServicerContext) -> jp.ListTrainJobsResponse:
-        state = jp.TrainJob.State.Name(request.state) if request.state else ""
+        state = cv.enum_name(jp.TrainJob.State, request.state, "state") if request.state else ""
         query = {"state": state, "prompt": strip_collection(request.prompt, "prompts")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
 

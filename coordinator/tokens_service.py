@@ -34,7 +34,7 @@ class TokensService(ap_grpc.TokensServicer):
         name = check_name("token", request.token_id)
         if request.role == ap.ROLE_UNSPECIFIED:
             raise InvalidArgument("role is required: ROLE_READER, ROLE_TRAINER or ROLE_ADMIN")
-        role = ap.Role.Name(request.role).removeprefix("ROLE_").lower()
+        role = cv.enum_name(ap.Role, request.role, "role").removeprefix("ROLE_").lower()
         expires = None
         if request.HasField("ttl_seconds"):
             if not 1 <= request.ttl_seconds <= MAX_TTL_S:

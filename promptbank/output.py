@@ -22,7 +22,7 @@ def _numbers(msg: Message, data: dict[str, Any]) -> dict[str, Any]:
     for fd in msg.DESCRIPTOR.fields:
         if fd.name not in data:
             continue
-        value, repeated = getattr(msg, fd.name), fd.label == FieldDescriptor.LABEL_REPEATED
+        value, repeated = getattr(msg, fd.name), fd.is_repeated
         mt = fd.message_type
         if mt is not None and mt.GetOptions().map_entry:
             if mt.fields_by_name["value"].type in _INT64:

@@ -149,7 +149,7 @@ def _message(desc: Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:
         if f.message_type is not None and f.message_type.GetOptions().map_entry:
             key, val = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
             parts[f.name] = st.dictionaries(_value(key, depth), _value(val, depth), max_size=2)
-        elif f.label == FieldDescriptor.LABEL_REPEATED:
+        elif f.is_repeated:
             parts[f.name] = st.lists(_value(f, depth), max_size=3)
         else:
             parts[f.name] = _value(f, depth)
@@ -158,7 +158,7 @@ def _message(desc: Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:
         msg = cls()
         for name, value in chosen.items():
             f = desc.fields_by_name[name]
-            target = getattr(msg, name) if f.message_type is not None or f.label == FieldDescriptor.LABEL_REPEATED \
+            target = getattr(msg, name) if f.message_type is not None or f.is_repeated \
                 else None
             if f.message_type is not None and f.message_type.GetOptions().map_entry:
                 for k, v in value.items():
@@ -166,7 +166,7 @@ def _message(desc: Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:
                         target[k].CopyFrom(v)
                     else:
                         target[k] = v
-            elif f.label == FieldDescriptor.LABEL_REPEATED:
+            elif f.is_repeated:
                 target.extend(value)
             elif f.message_type is not None:
                 target.CopyFrom(value)
