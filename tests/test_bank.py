@@ -141,7 +141,7 @@ def test_delete_version_under_alias_needs_force(sessions) -> None:  # type: igno
     with sessions() as s:
         bb, p = seed(s)
         v = catalog.add_version(s, p, bb, encode_prompt(torch.randn(2, 8)))
-        with pytest.raises(FailedPrecondition, match=r"aliases \['latest'\]"):
+        with pytest.raises(FailedPrecondition, match=r"by alias \['latest'\]; move it or delete with force \(the CLI's --force\)"):
             catalog.delete_version(s, v, force=False)
         catalog.delete_version(s, v, force=True)
         s.commit()
