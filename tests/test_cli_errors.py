@@ -105,6 +105,8 @@ def test_texts_cut_at_max_length_are_reported(server, tmp_path: Path) -> None:  
     out = clean(cli(server, "train", "--task", "cut", "--backbone", "tiny-enc", "--data", str(path),
                     "--virtual-tokens", "2", "--epochs", "1", "--max-length", "8"))
     assert f"note: {len(DATA)} of {len(DATA)} examples reached max_length (8 tokens)" in out.stderr
+    held_out = round(len(DATA) * 0.05)  # the default 5% of a small file: too few rows to trust
+    assert f"warning: only {held_out} held-out rows: eval_accuracy" in out.stderr and "95% interval" in out.stderr
     done = json.loads(clean(cli(server, "train", "--task", "cut", "--backbone", "tiny-enc", "--data", str(path),
                                 "--virtual-tokens", "2", "--epochs", "1", "--json")).stdout)
     assert done["state"] == "SUCCEEDED" and done["metrics"]["truncated_examples"] == 0  # 128 tokens: none cut
@@ -252,6 +254,21 @@ def test_lists_are_tables_with_headers_and_json_has_numbers(server) -> None:  # 
     assert shown["version"] == 1 and shown["shape"] == [4, 32]
     helped = clean(cli(server, "prompts", "export", "--help"))
     assert "ref" in helped.stdout and "dir" in helped.stdout and "--force" in helped.stdout
+
+
+def test_request_ids_make_scripted_retries_safe(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "\n".join(f'"{t}",{lab}' for t, lab in DATA))
+    args = ["train", "--task", "cli-rid", "--backbone", "tiny-enc", "--data", str(data), "--virtual-tokens", "2",
+            "--epochs", "1", "--no-wait", "--request-id", "rid-1"]
+    first, again = clean(cli(server, *args)).stdout.strip(), clean(cli(server, *args)).stdout.strip()
+    assert first.startswith("jobs/") and again == first  # the retry returned the first job, not a second one
+    made = clean(cli(server, "prompts", "create", "cli-rid-p", "--labels", "a", "b", "--request-id", "rid-2", "--json"))
+    retried = clean(cli(server, "prompts", "create", "cli-rid-p", "--labels", "a", "b", "--request-id", "rid-2",
+                        "--json"))
+    assert json.loads(made.stdout)["name"] == json.loads(retried.stdout)["name"] == "prompts/cli-rid-p"
+    with Client(server.address) as c:
+        c.wait_job(first, timeout=300)
 
 
 def test_cancel_prints_one_line_and_completion_scripts(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
