@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from promptbank_api.errors import InvalidArgument
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 from workers.heads import Heads, mean_pool
 from workers.soft_prompt import build_batch, tokenize
@@ -133,3 +134,11 @@ def test_label_words_must_be_distinct(tiny_causal_lm: str) -> None:
 def test_task_spec_validation_names_the_problem(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         TaskSpec(**kwargs)
+
+
+def test_a_row_longer_than_the_backbone_is_invalid_argument(tiny_encoder: str) -> None:
+    """Not an internal error: the caller can fix it (a shorter prompt or text)."""
+    bb = FrozenBackbone(tiny_encoder)
+    ids = tokenize(bb, ["a short text"], 64)
+    with pytest.raises(InvalidArgument, match="positions; the backbone allows 256"):
+        build_batch(bb, ids, [torch.zeros(bb.max_positions, bb.hidden_size)])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from promptbank_api.errors import InvalidArgument
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 
 
@@ -64,7 +65,8 @@ def build_batch(
     lengths = [n + int(p.shape[0]) for n, p in zip(n_tok, prompts, strict=True)]
     T = max(lengths)
     if T > backbone.max_positions:
-        raise ValueError(f"prompt + text is {T} positions; the backbone allows {backbone.max_positions}")
+        raise InvalidArgument(f"prompt + text is {T} positions; the backbone allows {backbone.max_positions} "
+                              f"(use a shorter prompt or text)")
     pad_id = tok_.pad_token_id or 0
     ids = torch.full((len(token_ids), max(n_tok)), pad_id, dtype=torch.long)
     for i, row in enumerate(token_ids):
