@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ RULES: dict[str, dict[str, str]] = {  # service -> RPC -> the least role that ma
     "grpc.reflection.v1.ServerReflection": {"ServerReflectionInfo": "reader"},
 }
 CACHE_S = 5.0  # a verified secret is trusted this long (a revoke on this coordinator applies at once)
+CACHE_ITEMS = 10_000  # secrets remembered at most
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,18 @@ class Verifier:
 
     async def __call__(self, secret: str) -> Principal | None:
         key = hashlib.sha256(secret.encode()).hexdigest()
-        if self._admin and key == self._admin:
+        if self._admin and hmac.compare_digest(key, self._admin):
             return Principal("admin", "admin")
+        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit and hit[0] > time.monotonic():
+        if hit and hit[0] > now:
             return hit[1]
         principal = await self._lookup(secret)
-        self._cache[key] = (time.monotonic() + CACHE_S, principal)
+        if len(self._cache) >= CACHE_ITEMS:  # bounded, whatever stream of wrong secrets arrives
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= CACHE_ITEMS:
+                self._cache.clear()
+        self._cache[key] = (now + CACHE_S, principal)
         return principal
 
     def forget(self) -> None:

@@ -182,3 +182,26 @@ def test_auth_off_is_only_for_loopback() -> None:
     with pytest.raises(ValueError, match="auth is off"):
         ServerConfig(admin_token="x")
     assert ADMIN not in repr(ServerConfig(auth="tokens", admin_token=ADMIN))
+
+
+def test_the_secret_cache_is_bounded() -> None:
+    """A stream of wrong secrets cannot grow the coordinator's memory; the admin secret needs no lookup."""
+    import asyncio
+
+    looked_up: list[str] = []
+
+    async def lookup(secret: str) -> auth.Principal | None:
+        looked_up.append(secret)
+        return None
+
+    verify = auth.Verifier(lookup, admin_secret=ADMIN)
+
+    async def run() -> None:
+        assert await verify(ADMIN) == auth.Principal("admin", "admin")
+        for i in range(auth.CACHE_ITEMS + 50):
+            assert await verify(f"pbt_wrong-{i}") is None
+        assert await verify("pbt_wrong-0") is None  # cleared or still cached: never a principal
+
+    asyncio.run(run())
+    assert len(verify._cache) <= auth.CACHE_ITEMS
+    assert ADMIN not in looked_up and len(looked_up) >= auth.CACHE_ITEMS + 50
