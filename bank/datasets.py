@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bank.catalog import remember_request, seen_request
-from bank.models import Dataset
-from promptbank_api.errors import NotFound
+from bank.models import Dataset, DatasetChunk
+from promptbank_api.errors import NotFound, ResourceExhausted
 
 Rows = list[tuple[str, str]]
+SPOOL_BYTES = 1 << 20  # an upload past this goes to disk while it streams in
+PIECE_BYTES = 1 << 20  # bytes per stored piece
 
 
 def encode_rows(rows: Rows) -> bytes:
@@ -27,15 +33,63 @@ def label_counts(rows: Rows) -> dict[str, int]:
     return dict(Counter(label for _, label in rows))
 
 
-def save_upload(s: Session, rows: Rows, request_id: str, digest: str) -> Dataset:
-    """Store an upload; a retry with the same request_id and content returns the first one (AIP-155)."""
-    earlier = seen_request(s, request_id, "UploadDataset", digest)
+class UploadSpool:
+    """An upload's rows as they stream in, kept only as JSON lines in a temporary file (in memory up to
+    SPOOL_BYTES, on disk past that), with their hash, count, size and label counts. The bytes are exactly
+    `encode_rows` of all the rows, so the digest is the content's whatever the chunking."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed in close()
+        self._hash = hashlib.sha256()
+        self.rows = self.size = 0
+        self.labels: Counter[str] = Counter()
+
+    def add(self, rows: Rows) -> None:
+        for text, label in rows:
+            line = (b"\n" if self.rows else b"") + json.dumps([text, label]).encode()
+            self.file.write(line)
+            self._hash.update(line)
+            self.rows, self.size = self.rows + 1, self.size + len(line)
+            self.labels[label] += 1
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def pieces(self) -> Iterator[bytes]:
+        self.file.seek(0)
+        while piece := self.file.read(PIECE_BYTES):
+            yield piece
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def stored_bytes(s: Session, principal: str) -> int:
+    """Bytes of the uploads a principal has stored."""
+    return int(s.scalar(select(func.coalesce(func.sum(Dataset.size), 0)).where(Dataset.principal == principal)))
+
+
+def save_upload(s: Session, spool: UploadSpool, request_id: str, principal: str, quota: int) -> Dataset:
+    """Store an upload piece by piece; a retry with the same request_id and content returns the first one
+    (AIP-155). RESOURCE_EXHAUSTED when it would take the principal's uploads past `quota` bytes."""
+    earlier = seen_request(s, request_id, "UploadDataset", spool.digest)
     if earlier:
         return get_dataset(s, earlier.removeprefix("datasets/"))
-    ds = Dataset(id=uuid.uuid4().hex[:16], rows=len(rows), label_counts=label_counts(rows), data=encode_rows(rows))
+    used = stored_bytes(s, principal)
+    if used + spool.size > quota:
+        raise ResourceExhausted(f"uploads by {principal!r} would take {used + spool.size} bytes; the limit is "
+                                f"{quota} (promptbank serve --limit-upload-storage); delete old ones or ask an admin")
+    ds = Dataset(id=uuid.uuid4().hex[:16], rows=spool.rows, label_counts=dict(spool.labels), data=b"",
+                 principal=principal, size=spool.size)
     s.add(ds)
     s.flush()
-    remember_request(s, request_id, "UploadDataset", digest, f"datasets/{ds.id}")
+    for seq, piece in enumerate(spool.pieces()):
+        chunk = DatasetChunk(dataset_id=ds.id, seq=seq, data=piece)
+        s.add(chunk)
+        s.flush()
+        s.expunge(chunk)  # written: let the piece go
+    remember_request(s, request_id, "UploadDataset", spool.digest, f"datasets/{ds.id}")
     return ds
 
 
@@ -47,4 +101,7 @@ def get_dataset(s: Session, data_id: str) -> Dataset:
 
 
 def dataset_rows(s: Session, data_id: str) -> Rows:
-    return decode_rows(get_dataset(s, data_id).data)
+    ds = get_dataset(s, data_id)
+    pieces = s.scalars(select(DatasetChunk.data).where(DatasetChunk.dataset_id == data_id)
+                       .order_by(DatasetChunk.seq)).all()
+    return decode_rows(b"".join(pieces) if pieces else ds.data)

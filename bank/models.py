@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -146,14 +156,28 @@ class Job(Base):
 
 
 class Dataset(Base):
-    """An uploaded labelled dataset (JSON lines of [text, label]); jobs name it as `datasets/{id}`."""
+    """An uploaded labelled dataset (JSON lines of [text, label]); jobs name it as `datasets/{id}`. Its bytes
+    are in `DatasetChunk` pieces (uploads from before chunking keep them in `data`)."""
 
     __tablename__ = "datasets"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     rows: Mapped[int]
     label_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True, default=b"")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    principal: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)  # uploader
+    size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # bytes stored
+
+
+class DatasetChunk(Base):
+    """One piece of an upload's JSON lines, in order (`seq`), written as the upload streams in."""
+
+    __tablename__ = "dataset_chunks"
+    __table_args__ = (UniqueConstraint("dataset_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    seq: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Checkpoint(Base):

@@ -22,7 +22,12 @@ def check_rows(rows: Rows, limits: Limits, where: str) -> Rows:
     if not rows:
         raise InvalidArgument(f"{where} is empty: a train job needs labelled examples")
     limits.check("train_examples", len(rows), f"{where}: examples")
-    for i, (text, label) in enumerate(rows):
+    return check_examples(rows, limits, where)
+
+
+def check_examples(rows: Rows, limits: Limits, where: str, first: int = 0) -> Rows:
+    """Each example has a text and a label, each within its limit; `first` numbers them in a stream."""
+    for i, (text, label) in enumerate(rows, first):
         if not text.strip():
             raise InvalidArgument(f"{where} example {i} has an empty text")
         if not label.strip():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +15,7 @@ from bank.writer import BankDB, Session
 from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import ServerConfig
-from coordinator.data import check_rows, inline_rows, load_uri
+from coordinator.data import check_examples, check_rows, inline_rows, load_uri
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -140,20 +139,30 @@ class JobsService(jp_grpc.TrainJobsServicer):
         return check_rows(rows, limit, f"dataset {ds.uri!r}"), ds.uri, note
 
     async def UploadDataset(self, request_iterator, context: grpc.aio.ServicerContext) -> jp.UploadedDataset:  # type: ignore[no-untyped-def]
-        rows: list[tuple[str, str]] = []
-        request_id = ""
-        async for chunk in request_iterator:
-            request_id = request_id or chunk.request_id
-            rows.extend((ex.text, ex.label) for ex in chunk.examples)
-            self.config.limits.check("train_examples", len(rows), "the upload: examples")  # stop early
-        check_rows(rows, self.config.limits, "the upload")
-        digest = hashlib.sha256(datasets.encode_rows(rows)).hexdigest()
+        """Rows are checked and spooled chunk by chunk (never held whole in memory); every limit stops the
+        stream as soon as it is passed."""
+        limits, who = self.config.limits, auth.current().name
+        used = await self.db.run(lambda s: datasets.stored_bytes(s, who))
+        spool, request_id = datasets.UploadSpool(), ""
+        try:
+            async for chunk in request_iterator:
+                request_id = request_id or chunk.request_id
+                rows = [(ex.text, ex.label) for ex in chunk.examples]
+                check_examples(rows, limits, "the upload", first=spool.rows)
+                spool.add(rows)
+                limits.check("train_examples", spool.rows, "the upload: examples")
+                limits.check("upload_bytes", spool.size, "the upload: bytes")
+                limits.check("upload_storage", used + spool.size, f"uploads by {who!r}: bytes")
+            if not spool.rows:
+                raise InvalidArgument("the upload is empty: a train job needs labelled examples")
 
-        def q(s: Session) -> jp.UploadedDataset:
-            up = datasets.save_upload(s, rows, request_id, digest)
-            return jp.UploadedDataset(name=f"datasets/{up.id}", rows=up.rows, label_counts=up.label_counts)
+            def q(s: Session) -> jp.UploadedDataset:
+                up = datasets.save_upload(s, spool, request_id, who, limits.upload_storage)
+                return jp.UploadedDataset(name=f"datasets/{up.id}", rows=up.rows, label_counts=up.label_counts)
 
-        return await self.db.run(q)
+            return await self.db.run(q)
+        finally:
+            spool.close()
 
     async def GetTrainJob(self, request: jp.GetTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
         job_id, who = strip_collection(request.name, "jobs"), auth.current()

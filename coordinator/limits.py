@@ -21,6 +21,8 @@ class Limits:
     train_examples: int = 1_000_000  # examples per train job or upload
     labels: int = 1_000  # labels per task
     label_chars: int = 200  # characters per label, label text or label word
+    upload_bytes: int = 1 << 30  # bytes of one upload (its JSON lines as stored)
+    upload_storage: int = 4 << 30  # bytes of all the uploads one principal has stored
     message_bytes: int = 256 << 20  # one gRPC message, each way (enforced by gRPC itself)
 
     def __post_init__(self) -> None:
@@ -54,5 +56,7 @@ LIMIT_HELP = {  # what each counts, and the status going over it gives (docs/con
     "train_examples": "examples per train job or upload (RESOURCE_EXHAUSTED)",
     "labels": "labels per task (RESOURCE_EXHAUSTED)",
     "label_chars": "characters per label, label text or label word (RESOURCE_EXHAUSTED)",
+    "upload_bytes": "bytes of one upload as stored (RESOURCE_EXHAUSTED, while it streams)",
+    "upload_storage": "bytes of all uploads one principal has stored (RESOURCE_EXHAUSTED)",
     "message_bytes": "bytes per gRPC message, each way (RESOURCE_EXHAUSTED, from gRPC)",
 }
