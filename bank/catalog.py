@@ -179,7 +179,7 @@ def add_version(
         shape=list(t.shape),
         dtype=str(t.dtype).removeprefix("torch."),
         metrics=dict(metrics or {}),
-        lineage=dict(lineage or {}),
+        lineage={**(lineage or {}), **({"principal": principal} if principal else {})},
     )
     s.add(v)
     s.flush()

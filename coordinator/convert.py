@@ -90,7 +90,7 @@ def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = Fals
         backbone_fingerprint=v.backbone_fingerprint, shape=v.shape, dtype=v.dtype, sha256=v.sha256,
         metrics={k: float(x) for k, x in (v.metrics or {}).items()},
         lineage=cat.Lineage(job=lin.get("job", ""), data=lin.get("data", ""), init=lin.get("init", ""),
-                            imported_from=lin.get("imported_from", "")),
+                            imported_from=lin.get("imported_from", ""), principal=lin.get("principal", "")),
         aliases=catalog.version_aliases(s, v), tags=v.tags or [], create_time=to_timestamp(v.created_at),
         tensor=v.tensor if include_tensor else b"",
     )

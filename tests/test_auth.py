@@ -101,6 +101,7 @@ def test_each_role_gets_what_it_may(secured: LiveServer, tokens: dict[str, str])
         latest = next(e for e in admin.alias_history("auth-task") if e.alias == "latest")
         assert latest.principal == "t-trainer"  # the job's publish is the submitter's write
         assert admin.get_job(job.name).principal == "t-trainer"
+        assert admin.get_version("auth-task/versions/1").lineage.principal == "t-trainer"  # the version too
 
 
 def test_a_trainer_reaches_only_its_own_jobs(secured: LiveServer, tokens: dict[str, str]) -> None:

@@ -247,6 +247,7 @@ class Lineage(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     INIT_FIELD_NUMBER: _builtins.int
     IMPORTED_FROM_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
     job: _builtins.str
     """The train job that produced it (`jobs/{id}`), empty for imports."""
     data: _builtins.str
@@ -255,6 +256,8 @@ class Lineage(_message.Message):
     """How the prompt was initialised (e.g. "random", "vocab", "labels", "text:<...>", "prompts/x/versions/3")."""
     imported_from: _builtins.str
     """Source of an import (e.g. "peft")."""
+    principal: _builtins.str
+    """Who made it: the token name of the job's submitter or the importer ("local" with auth off)."""
     def __init__(
         self,
         *,
@@ -262,10 +265,11 @@ class Lineage(_message.Message):
         data: _builtins.str = ...,
         init: _builtins.str = ...,
         imported_from: _builtins.str = ...,
+        principal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "imported_from", b"imported_from", "init", b"init", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "imported_from", b"imported_from", "init", b"init", "job", b"job", "principal", b"principal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
