@@ -224,3 +224,14 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuditEvent(Base):
+    """One successful write RPC: who made it, on what, when (deletes included: the row outlives them)."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    principal: Mapped[str] = mapped_column(String(64), index=True)
+    rpc: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(256))

@@ -1,4 +1,5 @@
-"""Access tokens in SQL: created with a random secret shown once, stored only as its hash, revocable."""
+"""Access tokens in SQL (a random secret shown once, stored only as its hash, revocable) and the audit log
+of who wrote what."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bank.models import Token, utcnow
+from bank.models import AuditEvent, Token, utcnow
 from promptbank_api.errors import AlreadyExists, InvalidArgument, NotFound
 from promptbank_api.names import check_name
 
@@ -59,3 +60,16 @@ def revoke_token(s: Session, name: str) -> Token:
         token.revoked_at = utcnow()
         s.flush()
     return token
+
+
+def record_write(s: Session, principal: str, rpc: str, resource: str) -> None:
+    """The audit log: one row per successful write RPC."""
+    s.add(AuditEvent(at=utcnow(), principal=principal, rpc=rpc, resource=resource[:256]))
+    s.flush()
+
+
+def audit_events(s: Session, principal: str = "") -> Sequence[AuditEvent]:
+    q = select(AuditEvent).order_by(AuditEvent.id)
+    if principal:
+        q = q.where(AuditEvent.principal == principal)
+    return s.scalars(q).all()

@@ -43,6 +43,11 @@ RULES: dict[str, dict[str, str]] = {  # service -> RPC -> the least role that ma
     "grpc.reflection.v1alpha.ServerReflection": {"ServerReflectionInfo": "reader"},
     "grpc.reflection.v1.ServerReflection": {"ServerReflectionInfo": "reader"},
 }
+WRITES = frozenset({  # RPCs that change something: each success is written to the audit log with its principal
+    "CreatePrompt", "UpdatePrompt", "DeletePrompt", "UpdatePromptVersion", "DeletePromptVersion", "SetAlias",
+    "DeleteAlias", "ImportPromptVersion", "RegisterBackbone", "CreateTrainJob", "CancelTrainJob", "UploadDataset",
+    "CreateToken", "RevokeToken",
+})
 CACHE_S = 5.0  # a verified secret is trusted this long (a revoke on this coordinator applies at once)
 CACHE_ITEMS = 10_000  # secrets remembered at most
 
@@ -58,6 +63,7 @@ class Principal:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
+Audit = Callable[[Principal, str, str], Awaitable[None]]  # (principal, rpc, resource) of a successful write
 LOCAL = Principal("local", "admin")  # every caller when auth is off (loopback only)
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=LOCAL)
 
@@ -128,16 +134,30 @@ def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -
     return rewrap(handler, around_unary, around_stream)
 
 
-def _as(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
-    """The handler, run with `principal` as the current one."""
+def resource_of(request: Any, response: Any) -> str:
+    """The name of what a write touched: the response's resource, else the request's."""
+    for msg in (getattr(response, "token", None), response, request):
+        for field in ("name", "parent", "prompt_id", "backbone_id", "token_id"):
+            value = getattr(msg, field, "") if msg is not None else ""
+            if isinstance(value, str) and value:
+                return value
+    return ""
+
+
+def _as(handler: grpc.RpcMethodHandler, principal: Principal, audit: Audit | None = None,
+        rpc: str = "") -> grpc.RpcMethodHandler:
+    """The handler, run with `principal` as the current one; a successful call is passed to `audit`."""
 
     def around_unary(inner: Unary) -> Unary:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = _current.set(principal)
             try:
-                return await inner(request, context)
+                response = await inner(request, context)
             finally:
                 _current.reset(token)
+            if audit is not None:
+                await audit(principal, rpc, resource_of(request, response))
+            return response
 
         return unary
 
@@ -158,8 +178,8 @@ def _as(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodH
 class AuthInterceptor(HandlerInterceptor):
     """Decides every RPC from RULES. `verify` None: auth is off and every caller is LOCAL."""
 
-    def __init__(self, verify: Verifier | None):
-        self.verify = verify
+    def __init__(self, verify: Verifier | None, audit: Audit | None = None):
+        self.verify, self.audit = verify, audit
 
     async def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method = details.method
@@ -169,8 +189,10 @@ class AuthInterceptor(HandlerInterceptor):
         if need is None:
             log.warning("refused %s: no rule in coordinator/auth.py RULES", method)
             return _deny(handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} has no access rule")
+        rpc = method.rsplit("/", 1)[-1]
+        audit = self.audit if rpc in WRITES else None
         if self.verify is None:
-            return _as(handler, LOCAL)
+            return _as(handler, LOCAL, audit, rpc)
         secret = bearer(details.invocation_metadata)
         principal = await self.verify(secret) if secret else None
         if principal is None:
@@ -179,8 +201,7 @@ class AuthInterceptor(HandlerInterceptor):
             log.info("%s -> UNAUTHENTICATED (%s)", method, "no token" if not secret else "bad token")
             return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, why)
         if not principal.may(need):
-            rpc = method.rsplit("/", 1)[-1]
             log.info("%s by %s (%s) -> PERMISSION_DENIED", method, principal.name, principal.role)
             return _deny(handler, grpc.StatusCode.PERMISSION_DENIED,
                          f"{rpc} needs the {need} role; token {principal.name!r} has the {principal.role} role")
-        return _as(handler, principal)
+        return _as(handler, principal, audit, rpc)

@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bank import catalog
+from bank import catalog, tokens
 from bank.db import safe_url
 from bank.writer import BankDB
 from coordinator import auth
@@ -101,7 +101,11 @@ async def start(config: ServerConfig) -> Coordinator:
     verifier = None
     if config.auth == "tokens":
         verifier = auth.Verifier(lambda secret: lookup(db, secret), config.admin_token)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(), auth.AuthInterceptor(verifier)], options=opts)
+    async def audit(who: auth.Principal, rpc: str, resource: str) -> None:
+        await db.run(lambda s: tokens.record_write(s, who.name, rpc, resource))
+
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), auth.AuthInterceptor(verifier, audit)],
+                             options=opts)
     auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), server)
     catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), server)

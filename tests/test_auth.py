@@ -206,3 +206,25 @@ def test_the_secret_cache_is_bounded() -> None:
     asyncio.run(run())
     assert len(verify._cache) <= auth.CACHE_ITEMS
     assert ADMIN not in looked_up and len(looked_up) >= auth.CACHE_ITEMS + 50
+
+
+def test_every_write_is_in_the_audit_log_with_its_principal(secured: LiveServer, tokens: dict[str, str]) -> None:
+    """Deletes and tag changes included: the log outlives what they removed."""
+    from bank import tokens as tokenstore
+
+    with Client(secured.address, token=ADMIN) as admin:
+        admin.create_prompt("audit-p", ["a", "b"], tags=["x"])
+        admin.update_prompt("audit-p", owner="team")
+        admin.delete_prompt("audit-p")
+        with pytest.raises(grpc.RpcError):
+            admin.delete_prompt("audit-p")  # a failed write leaves no row
+    with Client(secured.address, token=tokens["reader"]) as reader:
+        reader.list_prompts()  # reads are not audited
+    rows = [(e.principal, e.rpc, e.resource) for e in secured.coord.db.run_sync(lambda s: tokenstore.audit_events(s))]
+    mine = [r for r in rows if r[2].endswith("audit-p")]
+    assert mine == [("admin", "CreatePrompt", "prompts/audit-p"), ("admin", "UpdatePrompt", "prompts/audit-p"),
+                    ("admin", "DeletePrompt", "prompts/audit-p")]
+    assert ("admin", "CreateToken", "tokens/t-reader") in rows and ("t-trainer", "CreateTrainJob", "") not in rows
+    assert any(r[0] == "t-trainer" and r[1] == "CreateTrainJob" and r[2].startswith("jobs/") for r in rows)
+    assert not any(r[0] == "t-reader" for r in rows)
+    assert set(auth.WRITES) <= {m for rules in auth.RULES.values() for m in rules}  # every write has a rule
