@@ -21,16 +21,17 @@ SPOOL_BYTES = 1 << 20  # an upload past this goes to disk while it streams in
 PIECE_BYTES = 1 << 20  # bytes per stored piece
 
 
+def row_line(text: str, label: str) -> bytes:
+    """One example as stored: a JSON line `[text, label]` (lines are joined by a newline)."""
+    return json.dumps([text, label]).encode()
+
+
 def encode_rows(rows: Rows) -> bytes:
-    return "\n".join(json.dumps([t, lab]) for t, lab in rows).encode()
+    return b"\n".join(row_line(t, lab) for t, lab in rows)
 
 
 def decode_rows(data: bytes) -> Rows:
     return [tuple(json.loads(line)) for line in data.decode().splitlines() if line]  # type: ignore[misc]
-
-
-def label_counts(rows: Rows) -> dict[str, int]:
-    return dict(Counter(label for _, label in rows))
 
 
 class UploadSpool:
@@ -46,7 +47,7 @@ class UploadSpool:
 
     def add(self, rows: Rows) -> None:
         for text, label in rows:
-            line = (b"\n" if self.rows else b"") + json.dumps([text, label]).encode()
+            line = (b"\n" if self.rows else b"") + row_line(text, label)
             self.file.write(line)
             self._hash.update(line)
             self.rows, self.size = self.rows + 1, self.size + len(line)

@@ -18,8 +18,6 @@ from bank.models import Checkpoint, Job, JobEvent, utcnow
 from promptbank_api.errors import FailedPrecondition, NotFound
 from promptbank_api.names import TERMINAL_STATES
 
-TERMINAL = TERMINAL_STATES
-
 
 def create_job(
     s: Session,
@@ -82,12 +80,12 @@ def requeue_running(s: Session) -> list[str]:
 def set_state(
     s: Session, job: Job, state: str, *, message: str = "", error: str = "", metrics: dict[str, float] | None = None
 ) -> JobEvent:
-    if job.state in TERMINAL:
+    if job.state in TERMINAL_STATES:
         raise FailedPrecondition(f"job 'jobs/{job.id}' already ended {job.state}")
     job.state = state
     if state == "RUNNING" and job.started_at is None:
         job.started_at = utcnow()
-    if state in TERMINAL:
+    if state in TERMINAL_STATES:
         job.ended_at = utcnow()
     if error:
         job.error = error
@@ -96,7 +94,7 @@ def set_state(
 
 def request_cancel(s: Session, job: Job) -> bool:
     """Mark for cancellation. A QUEUED job ends at once (True); a RUNNING one stops at its next step."""
-    if job.state in TERMINAL:
+    if job.state in TERMINAL_STATES:
         raise FailedPrecondition(f"job 'jobs/{job.id}' already ended {job.state}")
     job.cancel_requested = True
     if job.state == "QUEUED":
@@ -192,7 +190,7 @@ def begin(s: Session, job_id: str, where: str) -> tuple[Job, Checkpoint | None] 
 def requeue(s: Session, job_id: str, why: str, max_attempts: int) -> None:
     """Its replica died: back to the queue to resume from its last checkpoint, or FAILED after max_attempts."""
     job = get_job(s, job_id)
-    if job.state in TERMINAL:
+    if job.state in TERMINAL_STATES:
         return
     if job.attempts >= max_attempts:
         set_state(s, job, "FAILED", error=f"{why}; gave up after {job.attempts} attempts")
@@ -205,7 +203,7 @@ def requeue(s: Session, job_id: str, why: str, max_attempts: int) -> None:
 def finish(s: Session, job_id: str, state: str, *, message: str = "", error: str = "", step: int | None = None) -> None:
     """End a job FAILED or CANCELLED (a no-op when it already ended)."""
     job = get_job(s, job_id)
-    if job.state in TERMINAL:
+    if job.state in TERMINAL_STATES:
         return
     if step is not None:
         job.step = step
@@ -227,7 +225,7 @@ def succeed(s: Session, job_id: str, *, prompt: bytes, metrics: dict[str, float]
     """Publish the trained prompt as a new version, move its aliases and end the job SUCCEEDED — one
     transaction. Returns the version's name (None when the job had already ended)."""
     job = get_job(s, job_id)
-    if job.state in TERMINAL:
+    if job.state in TERMINAL_STATES:
         return None
     p, bb = get_prompt(s, job.prompt_name), get_backbone(s, job.backbone_name)
     v = add_version(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases, principal=job.principal)

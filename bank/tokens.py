@@ -43,9 +43,9 @@ def create_token(s: Session, name: str, role: str, creator: str, expires_at: dat
     return token, secret
 
 
-def find_token(s: Session, secret: str) -> Token | None:
-    """The token whose secret this is (revoked or expired ones too: the caller decides), or None."""
-    return s.scalar(select(Token).where(Token.secret_sha256 == secret_hash(secret)))
+def find_token(s: Session, digest: str) -> Token | None:
+    """The token whose secret has this `secret_hash` (revoked or expired ones too: the caller decides)."""
+    return s.scalar(select(Token).where(Token.secret_sha256 == digest))
 
 
 def list_tokens(s: Session, offset: int, limit: int) -> Sequence[Token]:

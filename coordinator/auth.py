@@ -8,7 +8,6 @@ every caller is the local admin. A secret never appears in a message or a log li
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import hmac
 import logging
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from bank.tokens import secret_hash
 from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
 
 log = logging.getLogger("promptbank.coordinator")
@@ -87,22 +87,23 @@ def bearer(metadata: Any) -> str:
 
 
 class Verifier:
-    """Secret -> Principal, with the configured admin secret and a short cache in front of the bank."""
+    """Secret -> Principal, with the configured admin secret and a short cache in front of the bank. Secrets are
+    hashed once, here, with the bank's `secret_hash`; `lookup` and the cache see only the hash."""
 
     def __init__(self, lookup: Callable[[str], Awaitable[Principal | None]], admin_secret: str = ""):
         self._lookup = lookup
-        self._admin = hashlib.sha256(admin_secret.encode()).hexdigest() if admin_secret else ""
+        self._admin = secret_hash(admin_secret) if admin_secret else ""
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def __call__(self, secret: str) -> Principal | None:
-        key = hashlib.sha256(secret.encode()).hexdigest()
+        key = secret_hash(secret)
         if self._admin and hmac.compare_digest(key, self._admin):
             return Principal("admin", "admin")
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
-        principal = await self._lookup(secret)
+        principal = await self._lookup(key)
         if len(self._cache) >= CACHE_ITEMS:  # bounded, whatever stream of wrong secrets arrives
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
             if len(self._cache) >= CACHE_ITEMS:

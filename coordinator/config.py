@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.limits import Limits
+from coordinator.roots import looks_local, require_under
 from promptbank_api.errors import PermissionDenied
 from promptbank_api.names import check_name
 
@@ -130,14 +131,9 @@ class ServerConfig:
     def check_model(self, model: str) -> None:
         """RegisterBackbone may load only a local model under a --model-root or a hub id matching an
         --allow-model pattern; anything else is PERMISSION_DENIED before a byte is read or downloaded."""
-        path = Path(model).expanduser()
-        if model.startswith(("/", ".", "~")) or path.exists():  # a local path, whatever it looks like
-            real = path.resolve()
-            if any(real.is_relative_to(Path(r).expanduser().resolve()) for r in self.model_roots):
-                return
-            where = f"the model roots {list(self.model_roots)}" if self.model_roots else \
-                "no model roots (start the server with --model-root DIR)"
-            raise PermissionDenied(f"model path {model!r} is outside {where}")
+        if looks_local(model):
+            require_under(Path(model), self.model_roots, "model path", "model", "--model-root")
+            return
         if any(fnmatch.fnmatchcase(model, pattern) for pattern in self.allow_models):
             return
         raise PermissionDenied(f"model {model!r} matches no --allow-model pattern "

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.limits import Limits
+from coordinator.roots import looks_local, require_under
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from promptbank_api.files import TABLE_SUFFIXES, read_labelled
 from promptbank_api.v1 import jobs_pb2 as jp
@@ -41,14 +42,6 @@ def inline_rows(ds: jp.Dataset) -> Rows:
     return [(ex.text, ex.label) for ex in ds.inline.examples]
 
 
-def check_readable(path: Path, roots: tuple[str, ...]) -> None:
-    """A client may name a server file only inside a configured data root (symlinks resolved first)."""
-    real = path.resolve()
-    if not any(real.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
-        where = f"the data roots {list(roots)}" if roots else "no data roots (start the server with --data-root DIR)"
-        raise PermissionDenied(f"dataset file {str(path)!r} is outside {where}; send the rows inline or upload them")
-
-
 def _hub_columns(table: Any, text_column: str, label_column: str, where: str) -> Rows:
     cols = list(table.column_names)
     missing = [c for c in (text_column, label_column) if c not in cols]
@@ -67,9 +60,8 @@ def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ..
     returns the rows and a note of what was left out ("" when nothing was)."""
     text_column, label_column = text_column or "text", label_column or "label"
     path = Path(uri).expanduser()
-    local = path.suffix.lower() in TABLE_SUFFIXES or path.exists() or uri.startswith(("/", ".", "~"))
-    if local:  # never handed to the hub loader, which would read a local directory of the same name
-        check_readable(path, roots)
+    if path.suffix.lower() in TABLE_SUFFIXES or looks_local(uri):  # never handed to the hub loader
+        require_under(path, roots, "dataset file", "data", "--data-root", "; send the rows inline or upload them")
         if path.suffix.lower() not in TABLE_SUFFIXES:
             raise InvalidArgument(f"dataset file {uri!r}: use one of {list(TABLE_SUFFIXES)}")
         if not path.is_file():

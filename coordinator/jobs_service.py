@@ -19,7 +19,7 @@ from coordinator.data import check_examples, check_rows, inline_rows, load_uri
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from promptbank_api.names import check_name, parse_ref, strip_collection
+from promptbank_api.names import TERMINAL_STATES, check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from workers.protocol import JobSpec
@@ -209,7 +209,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             for ev in events:
                 seq = ev.sequence
                 yield ev
-            if state in jobstore.TERMINAL and not events:
+            if state in TERMINAL_STATES and not events:
                 return
             async with self.scheduler.changed:
                 try:

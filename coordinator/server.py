@@ -100,7 +100,7 @@ async def start(config: ServerConfig) -> Coordinator:
             ("grpc.so_reuseport", 0)]  # a second server on a taken port must fail, not share it
     verifier = None
     if config.auth == "tokens":
-        verifier = auth.Verifier(lambda secret: lookup(db, secret), config.admin_token)
+        verifier = auth.Verifier(lambda digest: lookup(db, digest), config.admin_token)
     async def audit(who: auth.Principal, rpc: str, resource: str) -> None:
         await db.run(lambda s: tokens.record_write(s, who.name, rpc, resource))
 

@@ -68,11 +68,11 @@ class TokensService(ap_grpc.TokensServicer):
         return out
 
 
-async def lookup(db: BankDB, secret: str) -> auth.Principal | None:
-    """The principal a secret stands for, if its token is live."""
+async def lookup(db: BankDB, digest: str) -> auth.Principal | None:
+    """The principal a secret (by its `secret_hash`) stands for, if its token is live."""
 
     def q(s: Session) -> auth.Principal | None:
-        t = tokens.find_token(s, secret)
+        t = tokens.find_token(s, digest)
         if t is None or t.revoked_at is not None or (t.expires_at is not None and t.expires_at <= utcnow()):
             return None
         return auth.Principal(t.name, t.role)

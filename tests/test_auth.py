@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from bank.tokens import secret_hash
 from coordinator import auth
 from coordinator.config import BackboneSpec, ServerConfig
 from promptbank import Client
@@ -191,8 +192,8 @@ def test_the_secret_cache_is_bounded() -> None:
 
     looked_up: list[str] = []
 
-    async def lookup(secret: str) -> auth.Principal | None:
-        looked_up.append(secret)
+    async def lookup(digest: str) -> auth.Principal | None:
+        looked_up.append(digest)
         return None
 
     verify = auth.Verifier(lookup, admin_secret=ADMIN)
@@ -205,7 +206,8 @@ def test_the_secret_cache_is_bounded() -> None:
 
     asyncio.run(run())
     assert len(verify._cache) <= auth.CACHE_ITEMS
-    assert ADMIN not in looked_up and len(looked_up) >= auth.CACHE_ITEMS + 50
+    assert secret_hash(ADMIN) not in looked_up and len(looked_up) >= auth.CACHE_ITEMS + 50
+    assert secret_hash("pbt_wrong-1") in looked_up  # the bank is asked by hash, never with the secret
 
 
 def test_every_write_is_in_the_audit_log_with_its_principal(secured: LiveServer, tokens: dict[str, str]) -> None:

@@ -103,7 +103,7 @@ def test_a_prompt_loaded_before_another_publish_numbers_the_next_version(session
         seed(s)
         s.commit()
     with sessions() as a, sessions() as b:
-        loaded = catalog.get_prompt(a, "sent")  # latest_version 0 in this session
+        loaded = catalog.get_prompt(a, "sent")  # as SQL session `a` sees it: latest_version 0
         catalog.add_version(b, catalog.get_prompt(b, "sent"), catalog.get_backbone(b, "bb"), encode_prompt(torch.randn(2, 8)))
         b.commit()
         v = catalog.add_version(a, loaded, catalog.get_backbone(a, "bb"), encode_prompt(torch.randn(2, 8)))
