@@ -16,9 +16,43 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from bank.codec import decode_prompt, sha256_hex
-from bank.models import Alias, AliasEvent, Backbone, IdempotencyKey, Prompt, PromptVersion, utcnow
+from bank.models import (
+    Alias,
+    AliasEvent,
+    Backbone,
+    CatalogState,
+    IdempotencyKey,
+    Prompt,
+    PromptVersion,
+    utcnow,
+)
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, NotFound
 from promptbank_api.names import PromptRef, check_name, parse_ref, version_name
+
+# ---------------------------------------------------------------- the generation (cache invalidation)
+
+RESOLVING = (Prompt, PromptVersion, Alias, Backbone)  # what a reference's resolution depends on
+
+
+def bump_generation(s: Session, _context: object = None, _instances: object = None) -> None:
+    """A `before_flush` hook (bank.db.make_sessionmaker): when the flush changes anything a resolution depends
+    on, bump the catalog generation in the same transaction."""
+    if any(isinstance(o, RESOLVING) for o in (*s.new, *s.dirty, *s.deleted)):
+        s.execute(update(CatalogState).where(CatalogState.id == 1)
+                  .values(generation=CatalogState.generation + 1).execution_options(synchronize_session=False))
+
+
+def generation(s: Session) -> int:
+    return int(s.scalar(select(CatalogState.generation).where(CatalogState.id == 1)) or 0)
+
+
+def tensor_by_sha(s: Session, sha256: str) -> bytes:
+    """A prompt's bytes by content hash (any version holding them)."""
+    data = s.scalar(select(PromptVersion.tensor).where(PromptVersion.sha256 == sha256).limit(1))
+    if data is None:
+        raise NotFound(f"no stored prompt has sha256 {sha256[:12]}")
+    return data
+
 
 # ---------------------------------------------------------------- backbones
 

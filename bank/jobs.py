@@ -1,19 +1,25 @@
-"""The job lifecycle in SQL: create (idempotent on request_id), start, events and checkpoints, the end in one
-of three states (success publishes the version in the same transaction), and recovery after a restart.
+"""The job lifecycle in SQL: create (idempotent on request_id), claim under a lease, events and checkpoints,
+the end in one of three states (success publishes the version in the same transaction), and recovery.
 
-Every move out of a state checks the job has not already ended, here and nowhere else.
+A running job is leased by one coordinator (owner id + expiry, renewed by its heartbeat): `claim` is a
+compare-and-set, every later write checks the lease (`_leased`), and only a lapsed lease lets another
+coordinator requeue the job (`reclaim_expired`). So a job never runs under two coordinators at once, and a
+coordinator that lost a lease writes nothing more for it. Every move out of a state checks the job has not
+already ended, here and nowhere else.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bank.catalog import add_version, get_backbone, get_prompt, remember_request, seen_request, version_name
+from bank.failpoints import failpoint
 from bank.models import Checkpoint, Job, JobEvent, utcnow
 from promptbank_api.errors import FailedPrecondition, NotFound
 from promptbank_api.names import TERMINAL_STATES
@@ -67,14 +73,6 @@ def list_jobs(s: Session, offset: int, limit: int, state: str = "", prompt: str 
 
 def queued_jobs(s: Session) -> Sequence[Job]:
     return s.scalars(select(Job).where(Job.state == "QUEUED").order_by(Job.created_at, Job.id)).all()
-
-
-def requeue_running(s: Session) -> list[str]:
-    """After a coordinator restart, RUNNING jobs have lost their driver: put them back in the queue."""
-    jobs = s.scalars(select(Job).where(Job.state == "RUNNING")).all()
-    for job in jobs:
-        set_state(s, job, "QUEUED", message="requeued after coordinator restart")
-    return [j.id for j in jobs]
 
 
 def set_state(
@@ -145,7 +143,7 @@ def add_event(
 KEEP_CHECKPOINTS = 2
 
 
-def save_checkpoint(s: Session, job_id: str, step: int, data: bytes) -> None:
+def store_checkpoint(s: Session, job_id: str, step: int, data: bytes) -> None:
     """Store a checkpoint and keep only the newest few per job (one transaction)."""
     s.add(Checkpoint(job_id=job_id, step=step, data=data, created_at=utcnow()))
     s.flush()
@@ -174,62 +172,154 @@ def training_data(s: Session, job_id: str) -> bytes:
     return s.scalar(select(Job.examples).where(Job.id == job_id)) or b""
 
 
-def begin(s: Session, job_id: str, where: str) -> tuple[Job, Checkpoint | None] | None:
-    """Mark a QUEUED job RUNNING for one more attempt; returns it with its last checkpoint, or None when it is
-    no longer queued (cancelled meanwhile). `where` says where it runs, for the job's event."""
-    job = get_job(s, job_id)
-    if job.state != "QUEUED":
+class LeaseLost(Exception):
+    """This coordinator no longer holds the job's lease (it lapsed and another coordinator took the job over, or
+    the job was requeued): stop driving the job and write nothing more for it."""
+
+
+def _lease_end(lease_s: float) -> datetime:
+    return utcnow() + timedelta(seconds=lease_s)
+
+
+def _leased(s: Session, job_id: str, owner: str) -> Job | None:
+    """The job, row-locked until commit (PostgreSQL; a SQLite writer holds the file), if `owner` still holds its
+    lease; None when it already ended. Every write a running job makes goes through here: the lease fences it."""
+    job = s.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+    if job is None:
+        raise NotFound(f"job 'jobs/{job_id}' not found")
+    if job.state in TERMINAL_STATES:
         return None
-    job.attempts += 1
+    if job.state != "RUNNING" or job.lease_owner != owner:
+        raise LeaseLost(f"job 'jobs/{job_id}' is {job.state} under {job.lease_owner or 'no coordinator'}, not {owner}")
+    return job
+
+
+def claim(s: Session, job_id: str, owner: str, lease_s: float, where: str) -> tuple[Job, Checkpoint | None] | None:
+    """Take a QUEUED job for one more attempt under `owner`'s lease: a compare-and-set on the state, so of two
+    coordinators claiming one job exactly one wins. Returns it with its last checkpoint, or None when it was
+    not QUEUED any more (another coordinator won, or it was cancelled meanwhile). `where` goes in its event."""
+    won = s.execute(update(Job).where(Job.id == job_id, Job.state == "QUEUED")
+                    .values(state="RUNNING", lease_owner=owner, lease_expires_at=_lease_end(lease_s),
+                            attempts=Job.attempts + 1)
+                    .execution_options(synchronize_session=False)).rowcount
+    if won != 1:
+        return None
+    job = get_job(s, job_id)
+    s.refresh(job)
+    if job.started_at is None:
+        job.started_at = utcnow()
     ckpt = latest_checkpoint(s, job_id)
     how = f"resuming from step {ckpt.step}" if ckpt else "starting"
-    set_state(s, job, "RUNNING", message=f"{how} {where} (attempt {job.attempts})")
+    add_event(s, job, "STATE_CHANGED", message=f"{how} {where} under {owner} (attempt {job.attempts})")
     return job, ckpt
 
 
-def requeue(s: Session, job_id: str, why: str, max_attempts: int) -> None:
-    """Its replica died: back to the queue to resume from its last checkpoint, or FAILED after max_attempts."""
-    job = get_job(s, job_id)
-    if job.state in TERMINAL_STATES:
+def renew_leases(s: Session, owner: str, job_ids: Collection[str], lease_s: float) -> set[str]:
+    """The heartbeat: extend `owner`'s leases on these jobs; returns the ids it still holds (renewed)."""
+    if not job_ids:
+        return set()
+    held = set(s.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.state == "RUNNING",
+                                              Job.lease_owner == owner).with_for_update()))
+    if held:
+        s.execute(update(Job).where(Job.id.in_(held)).values(lease_expires_at=_lease_end(lease_s))
+                  .execution_options(synchronize_session=False))
+    return held
+
+
+def _back_to_queue(s: Session, job: Job, why: str, max_attempts: int) -> None:
+    """Requeue a job that lost its driver, to resume from its last checkpoint, or FAIL it after max_attempts."""
+    job.lease_owner, job.lease_expires_at = "", None
+    if job.cancel_requested:
+        set_state(s, job, "CANCELLED", message=f"{why}; cancelled as requested, last checkpoint kept")
         return
     if job.attempts >= max_attempts:
         set_state(s, job, "FAILED", error=f"{why}; gave up after {job.attempts} attempts")
         return
-    ckpt = latest_checkpoint(s, job_id)
+    ckpt = latest_checkpoint(s, job.id)
     where = f"checkpoint at step {ckpt.step}" if ckpt else "the start"
     set_state(s, job, "QUEUED", message=f"{why}; will resume from {where}")
 
 
-def finish(s: Session, job_id: str, state: str, *, message: str = "", error: str = "", step: int | None = None) -> None:
+def reclaim_expired(s: Session, max_attempts: int, keep: Collection[str] = ()) -> list[str]:
+    """RUNNING jobs whose lease lapsed (their coordinator died or lost the bank) go back to the queue. A live
+    coordinator renews its leases well before they lapse, so a job still running is never taken. `keep`: the
+    caller's own running jobs, never requeued by itself."""
+    now = utcnow()
+    q = select(Job).where(Job.state == "RUNNING", Job.lease_expires_at < now)
+    if keep:
+        q = q.where(Job.id.not_in(list(keep)))
+    jobs = s.scalars(q.with_for_update(skip_locked=True)).all()
+    for job in jobs:
+        gone = job.lease_owner or "a coordinator"
+        _back_to_queue(s, job, f"the lease of {gone} expired", max_attempts)
+    return [j.id for j in jobs]
+
+
+def release(s: Session, owner: str, job_ids: Collection[str], why: str) -> list[str]:
+    """Hand jobs back to the queue at once (a graceful shutdown): no other coordinator need wait for a lease."""
+    jobs = s.scalars(select(Job).where(Job.id.in_(list(job_ids)), Job.state == "RUNNING", Job.lease_owner == owner)
+                     .with_for_update()).all()
+    for job in jobs:
+        job.lease_owner, job.lease_expires_at = "", None
+        if job.cancel_requested:
+            set_state(s, job, "CANCELLED", message="cancelled as requested; last checkpoint kept")
+            continue
+        job.attempts = max(job.attempts - 1, 0)  # a graceful hand-back is no failed attempt
+        set_state(s, job, "QUEUED", message=why)
+    return [j.id for j in jobs]
+
+
+def requeue(s: Session, job_id: str, why: str, max_attempts: int, *, owner: str) -> None:
+    """Its replica died: back to the queue to resume from its last checkpoint, or FAILED after max_attempts."""
+    job = _leased(s, job_id, owner)
+    if job is not None:
+        _back_to_queue(s, job, why, max_attempts)
+
+
+def finish(s: Session, job_id: str, state: str, *, owner: str, message: str = "", error: str = "",
+           step: int | None = None) -> None:
     """End a job FAILED or CANCELLED (a no-op when it already ended)."""
-    job = get_job(s, job_id)
-    if job.state in TERMINAL_STATES:
+    job = _leased(s, job_id, owner)
+    if job is None:
         return
     if step is not None:
         job.step = step
+    job.lease_owner, job.lease_expires_at = "", None
     set_state(s, job, state, message=message, error=error)
 
 
-def record_progress(s: Session, job_id: str, kind: str, *, step: int, total_steps: int, loss: float | None,
-                    metrics: dict[str, float], examples_per_second: float, eta_seconds: float,
+def save_checkpoint(s: Session, job_id: str, step: int, data: bytes, *, owner: str) -> None:
+    """Store a checkpoint of a job `owner` runs (see `store_checkpoint`)."""
+    if _leased(s, job_id, owner) is not None:
+        store_checkpoint(s, job_id, step, data)
+
+
+def record_progress(s: Session, job_id: str, kind: str, *, owner: str, step: int, total_steps: int,
+                    loss: float | None, metrics: dict[str, float], examples_per_second: float, eta_seconds: float,
                     message: str = "") -> bool:
     """Persist one PROGRESS/EVAL event; returns whether a cancel was requested meanwhile."""
-    job = get_job(s, job_id)
+    job = _leased(s, job_id, owner)
+    if job is None:
+        return True
     add_event(s, job, kind, step=step, total_steps=total_steps, loss=loss, metrics=metrics,
               examples_per_second=examples_per_second, eta_seconds=eta_seconds, message=message)
     return job.cancel_requested
 
 
-def succeed(s: Session, job_id: str, *, prompt: bytes, metrics: dict[str, float], step: int,
+def succeed(s: Session, job_id: str, *, owner: str, prompt: bytes, metrics: dict[str, float], step: int,
             lineage: dict[str, str], aliases: Sequence[str]) -> str | None:
     """Publish the trained prompt as a new version, move its aliases and end the job SUCCEEDED — one
-    transaction. Returns the version's name (None when the job had already ended)."""
-    job = get_job(s, job_id)
-    if job.state in TERMINAL_STATES:
+    transaction, under the job's lease (a coordinator that lost it publishes nothing). Returns the version's
+    name (None when the job had already ended)."""
+    job = _leased(s, job_id, owner)
+    if job is None:
         return None
     p, bb = get_prompt(s, job.prompt_name), get_backbone(s, job.backbone_name)
     v = add_version(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases, principal=job.principal)
+    s.flush()
+    failpoint("publish.before_commit")  # tests kill the process here: the version must not survive
     job.metrics, job.step = metrics, step
+    job.lease_owner, job.lease_expires_at = "", None
     job.result_version = version_name(p.name, v.version)
     set_state(s, job, "SUCCEEDED", message=job.result_version, metrics=metrics)
     return job.result_version

@@ -149,6 +149,10 @@ class Job(Base):
     result_version: Mapped[str] = mapped_column(String(256), default="")
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     attempts: Mapped[int] = mapped_column(default=0)  # dispatches so far; a dead replica costs one
+    # the lease of the coordinator running it (RUNNING only): its instance id, and when the lease lapses unless
+    # the owner's heartbeat renews it; another coordinator takes a job over only after that
+    lease_owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     principal: Mapped[str] = mapped_column(String(64), default="", server_default="")  # who submitted it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -235,3 +239,13 @@ class AuditEvent(Base):
     principal: Mapped[str] = mapped_column(String(64), index=True)
     rpc: Mapped[str] = mapped_column(String(64))
     resource: Mapped[str] = mapped_column(String(256))
+
+
+class CatalogState(Base):
+    """One row: a counter every change to what a prompt reference resolves to bumps (prompts, versions,
+    aliases, backbones), in the same transaction. A coordinator caches resolutions and drops them when the
+    counter moved, whichever coordinator moved it."""
+
+    __tablename__ = "catalog_state"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)

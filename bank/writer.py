@@ -1,6 +1,8 @@
-"""The one door to SQL for an asyncio server: each call runs in one session on one writer thread, then commits.
+"""The one door to SQL for an asyncio server: writes run one at a time on a writer thread, each in one session
+that then commits; reads run on a pool of reader threads, so a read never queues behind a write (training
+events, checkpoints) and a slow read never holds up a write.
 
-The coordinator hands `run` a function of bank calls; it writes no queries itself.
+The coordinator hands `run` (write) or `read` a function of bank calls; it writes no queries itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from promptbank_api.errors import Aborted, Unavailable
 __all__ = ["BankDB", "Session"]
 
 T = TypeVar("T")
+READERS = 4  # reader threads (and pooled connections); SQLite in WAL mode reads alongside its one writer
 
 
 class BankDB:
@@ -35,6 +38,7 @@ class BankDB:
             raise Unavailable(f"cannot open the bank at {safe_url(url)}: {first}") from None
         self.sessions = make_sessionmaker(self.engine)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
+        self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="bank-read")
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in one transaction. A unique or foreign-key violation that the bank's own checks did not
@@ -53,8 +57,22 @@ class BankDB:
                 raise
 
     async def run(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` on the writer thread and commit."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.run_sync, fn)
+
+    def read_sync(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn` in a session that is rolled back, never committed: whatever `fn` changes is discarded."""
+        with self.sessions() as s:
+            try:
+                return fn(s)
+            finally:
+                s.rollback()
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        """Run a read-only `fn` on a reader thread: it sees every committed write and waits for none."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self.read_sync, fn)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         self.engine.dispose()

@@ -37,6 +37,8 @@ BENCHES: list[tuple[str, str, float]] = [
     ("train_speed", "a training step vs PEFT prompt tuning (time, memory); co-batched vs sequential jobs", 8),
     ("e2e", "rows/s and latency through gRPC -> coordinator -> Ray actor vs the worker in-process", 4),
     ("catalog", "catalog reads over 100k prompt versions on SQLite and PostgreSQL", 10),
+    ("read_path", "Classify latency while a training job writes every step vs with no job", 4),
+    ("soak", "10,000 mixed-task Classify requests at concurrency 64: errors, latency, memory growth", 10),
     ("quality", "accuracy on a test split no default was chosen on: prompt vs probe vs full fine-tuning, over seeds", 51),
 ]
 

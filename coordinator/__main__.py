@@ -65,6 +65,15 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--tls-key", default="", metavar="FILE", help="PEM private key of --tls-cert")
     ap.add_argument("--tls-client-ca", default="", metavar="FILE",
                     help="PEM CA: require client certificates it signed (mutual TLS)")
+    ap.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, metavar="SECONDS",
+                    help="on SIGTERM: how long in-flight calls may finish and running jobs may checkpoint "
+                         f"(default {ServerConfig.grace_seconds:g})")
+    ap.add_argument("--job-lease", type=float, default=ServerConfig.job_lease_s, metavar="SECONDS",
+                    help="a running job's lease, renewed every third of it; after a crash another coordinator "
+                         f"resumes the job once it lapses (default {ServerConfig.job_lease_s:g})")
+    ap.add_argument("--train-max-attempts", type=int, default=ServerConfig.train_max_attempts, metavar="N",
+                    help="dispatches of one job (a dead replica or coordinator costs one) before it fails "
+                         f"(default {ServerConfig.train_max_attempts})")
     for flag, name in FLAGS.items():  # one flag per row of the limits table
         default = getattr(Limits(), name)
         ap.add_argument(flag, type=int, default=default, metavar="N",
@@ -81,7 +90,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
                             worker_cpus=a.worker_cpus, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
                             insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
-                            tls_client_ca=a.tls_client_ca,
+                            tls_client_ca=a.tls_client_ca, grace_seconds=a.grace, job_lease_s=a.job_lease,
+                            train_max_attempts=a.train_max_attempts,
                             limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),
                             model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
                             db_password=read_secret(a.db_password_file, "--db-password-file",

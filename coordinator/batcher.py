@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from coordinator.pool import ReplicaPool
+from promptbank_api.errors import Unavailable
 from workers.task import TaskSpec
 
 log = logging.getLogger("promptbank.coordinator")
@@ -132,9 +133,10 @@ class MicroBatcher:
         try:
             out = await self.pool.classify(self.backbone, rows, prompts, tasks)
         except Exception as exc:  # noqa: BLE001 - isolate the failing request(s)
-            if len(batch) == 1:
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(exc)
+            if len(batch) == 1 or isinstance(exc, Unavailable):  # no replica: every request in it gets that
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
                 return
             log.warning("batch of %d requests failed (%r); retrying them one by one", len(batch), exc)
             self.split_retries += 1

@@ -44,11 +44,11 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 next_page_token=cv.next_token(offset, limit, len(rows), {}),
             )
 
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def GetBackbone(self, request: cat.GetBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         name = strip_collection(request.name, "backbones")
-        return await self.db.run(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
+        return await self.db.read(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
 
     async def RegisterBackbone(self, request: cat.RegisterBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         """Load a backbone on new Ray replicas and record it; repeating the same registration is a no-op."""
@@ -88,7 +88,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def GetPrompt(self, request: cat.GetPromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = strip_collection(request.name, "prompts")
-        return await self.db.run(lambda s: cv.prompt_to_proto(s, catalog.get_prompt(s, name)))
+        return await self.db.read(lambda s: cv.prompt_to_proto(s, catalog.get_prompt(s, name)))
 
     async def ListPrompts(self, request: cat.ListPromptsRequest, context: grpc.aio.ServicerContext) -> cat.ListPromptsResponse:
         after = from_timestamp(request.create_after)
@@ -104,7 +104,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 next_page_token=cv.next_token(offset, limit, len(rows), query),
             )
 
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def UpdatePrompt(self, request: cat.UpdatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = strip_collection(request.prompt.name, "prompts")
@@ -131,7 +131,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def GetPromptVersion(self, request: cat.GetPromptVersionRequest, context: grpc.aio.ServicerContext) -> cat.PromptVersion:
         ref = version_ref(request.name)
-        return await self.db.run(lambda s: cv.version_to_proto(s, catalog.resolve(s, ref), request.include_tensor))
+        return await self.db.read(lambda s: cv.version_to_proto(s, catalog.resolve(s, ref), request.include_tensor))
 
     async def ListPromptVersions(
         self, request: cat.ListPromptVersionsRequest, context: grpc.aio.ServicerContext
@@ -150,7 +150,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 next_page_token=cv.next_token(offset, limit, len(rows), query),
             )
 
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def UpdatePromptVersion(
         self, request: cat.UpdatePromptVersionRequest, context: grpc.aio.ServicerContext
@@ -230,7 +230,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             meta.update({"task": v.prompt.task, **extra})
             return cat.ExportPromptVersionResponse(adapter_config=config, adapter_model=weights, metadata=meta)
 
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def SetAlias(self, request: cat.SetAliasRequest, context: grpc.aio.ServicerContext) -> cat.Alias:
         name = strip_collection(request.parent, "prompts")
@@ -267,4 +267,4 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
             )
 
-        return await self.db.run(q)
+        return await self.db.read(q)

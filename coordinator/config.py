@@ -84,6 +84,8 @@ class ServerConfig:
     grace_seconds: float = 5.0
     train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica
     train_gather_s: float = 1.0  # a newly queued job waits this long for others to co-batch with
+    job_lease_s: float = 30.0  # a running job's lease: renewed every third of it; lapsed -> another coordinator resumes it
+    train_max_attempts: int = 3  # dispatches of one job (a dead replica or coordinator costs one) before it FAILS
     data_roots: tuple[str, ...] = ()  # directories whose files a train job's dataset.uri may read; none: no files
     auth: str = "none"  # "none" (loopback only) or "tokens": bearer tokens with roles (coordinator/auth.py)
     admin_token: str = field(default="", repr=False)  # a secret that is an admin; never printed
@@ -100,12 +102,14 @@ class ServerConfig:
     def tls(self) -> bool:
         return bool(self.tls_cert)
 
-
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} must be in 0..65535")
         if self.train_max_group < 1 or self.train_gather_s < 0:
             raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
+        if not 1.0 <= self.job_lease_s <= 3600 or self.train_max_attempts < 1:
+            raise ValueError(f"--job-lease {self.job_lease_s:g} must be in [1, 3600] seconds and "
+                             f"--train-max-attempts {self.train_max_attempts} >= 1")
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth={self.auth!r} must be one of {list(AUTH_MODES)}")
         if bool(self.tls_cert) != bool(self.tls_key):

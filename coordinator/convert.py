@@ -112,7 +112,8 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},
         error=j.error, result_version=j.result_version, create_time=to_timestamp(j.created_at), start_time=to_timestamp(j.started_at),
-        end_time=to_timestamp(j.ended_at), principal=j.principal,
+        end_time=to_timestamp(j.ended_at), principal=j.principal, attempts=j.attempts,
+        lease_owner=j.lease_owner,
     )
 
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 import grpc
+from ray.exceptions import RayActorError
 
 from bank import catalog
 from bank.writer import BankDB, Session
@@ -24,6 +25,7 @@ GENERATIVE = ("causal_lm", "seq2seq")
 MAX_NEW_TOKENS = 512
 DEFAULT_NEW_TOKENS = 32
 MAX_TEMPERATURE = 100.0
+RESOLVED_MAX = 100_000  # cached resolutions; the cache starts over past this
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class InferenceService(inf_grpc.InferenceServicer):
         self.tensors: LRU[bytes] = LRU(config.prompt_cache_bytes, len)  # sha256 -> prompt bytes
         self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms)
         self.batchers: dict[str, MicroBatcher] = {}
+        self._resolved: dict[str, Resolved] = {}  # ref -> resolution, valid at catalog generation `_generation`
+        self._generation = -1
+        self.resolutions = self.resolution_hits = 0  # counters (tests, logs)
 
     def batcher(self, backbone: str) -> MicroBatcher:
         if backbone not in self.batchers:
@@ -77,19 +82,39 @@ class InferenceService(inf_grpc.InferenceServicer):
         return data
 
     async def resolve(self, refs: set[str]) -> dict[str, Resolved]:
-        """Resolve refs in one session; prompt bytes are read only for hashes not cached here."""
+        """Resolve refs on a reader thread (never behind the writer). Resolutions are cached until the catalog
+        generation moves (an alias move, a new or deleted version, by any coordinator); prompt bytes are read
+        only for hashes not cached here."""
+        known, known_gen = self._resolved, self._generation
 
-        def q(s: Session) -> dict[str, Resolved]:
-            out = {}
+        def q(s: Session) -> tuple[int, dict[str, Resolved], dict[str, bytes]]:
+            gen = catalog.generation(s)
+            cached = known if gen == known_gen else {}
+            out: dict[str, Resolved] = {}
+            fetched: dict[str, bytes] = {}
             for ref in refs:
+                if ref in cached:
+                    out[ref] = cached[ref]
+                    continue
                 v = catalog.resolve(s, ref)
                 if v.sha256 not in self.tensors:
-                    self.tensors.put(v.sha256, v.tensor)
+                    fetched[v.sha256] = v.tensor
                 out[ref] = Resolved(v.prompt.name, version_name(v.prompt.name, v.version), v.sha256, v.backbone.name,
                                     v.backbone_fingerprint, TaskSpec.from_dict(v.prompt.task), int(v.shape[0]))
-            return out
+            for r in out.values():  # a cached resolution whose bytes left the LRU: read them by hash
+                if r.sha256 not in fetched and r.sha256 not in self.tensors:
+                    fetched[r.sha256] = catalog.tensor_by_sha(s, r.sha256)
+            return gen, out, fetched
 
-        resolved = await self.db.run(q)
+        gen, resolved, fetched = await self.db.read(q)
+        for sha, data in fetched.items():
+            self.tensors.put(sha, data)
+        if gen > self._generation or len(self._resolved) >= RESOLVED_MAX:
+            self._resolved, self._generation = {}, gen
+        if gen == self._generation:  # a call that read an older generation than another's caches nothing
+            self._resolved.update(resolved)
+        self.resolutions += len(refs)
+        self.resolution_hits += sum(1 for ref in refs if known.get(ref) is resolved[ref])
         for ref, r in resolved.items():
             live = self.pool.get(r.backbone).info.fingerprint
             if live != r.fingerprint:
@@ -154,6 +179,9 @@ class InferenceService(inf_grpc.InferenceServicer):
                                              max_new, request.temperature, request.seed)
             async for ref in gen:
                 yield inf.GenerateResponse(text=await ref)
+        except RayActorError as exc:  # mid-stream: the text so far cannot be continued elsewhere
+            self.pool.died(rep)
+            raise Unavailable(f"the replica generating for {request.prompt!r} died; retry the request") from exc
         finally:
             rep.outstanding -= 1
         rep.sent.add(r.sha256)

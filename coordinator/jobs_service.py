@@ -132,7 +132,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             raise InvalidArgument("dataset is empty: send examples in dataset.inline or name them in dataset.uri")
         if ds.uri.startswith("datasets/"):
             data_id = ds.uri.removeprefix("datasets/")
-            rows = await self.db.run(lambda s: datasets.dataset_rows(s, data_id))
+            rows = await self.db.read(lambda s: datasets.dataset_rows(s, data_id))
             return check_rows(rows, limit, ds.uri), ds.uri, ""
         rows, note = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column,
                                              self.config.data_roots, self.config.allow_hub)
@@ -166,7 +166,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
 
     async def GetTrainJob(self, request: jp.GetTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
         job_id, who = strip_collection(request.name, "jobs"), auth.current()
-        return await self.db.run(lambda s: cv.job_to_proto(own_job(s, job_id, who)))
+        return await self.db.read(lambda s: cv.job_to_proto(own_job(s, job_id, who)))
 
     async def ListTrainJobs(self, request: jp.ListTrainJobsRequest, context: grpc.aio.ServicerContext) -> jp.ListTrainJobsResponse:
         state = cv.enum_name(jp.TrainJob.State, request.state, "state") if request.state else ""
@@ -181,7 +181,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             return jp.ListTrainJobsResponse(jobs=[cv.job_to_proto(j) for j in rows],
                                             next_page_token=cv.next_token(offset, limit, len(rows), query))
 
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def CancelTrainJob(self, request: jp.CancelTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
         job_id, who = strip_collection(request.name, "jobs"), auth.current()
@@ -198,14 +198,16 @@ class JobsService(jp_grpc.TrainJobsServicer):
 
     async def WatchTrainJob(self, request: jp.WatchTrainJobRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
         job_id, who = strip_collection(request.name, "jobs"), auth.current()
-        await self.db.run(lambda s: own_job(s, job_id, who))  # NOT_FOUND / PERMISSION_DENIED before streaming
-        seq = 0
+        if request.after_sequence < 0:
+            raise InvalidArgument(f"after_sequence={request.after_sequence} must be >= 0 (0: from the first event)")
+        await self.db.read(lambda s: own_job(s, job_id, who))  # NOT_FOUND / PERMISSION_DENIED before streaming
+        seq = request.after_sequence
         while True:
             def q(s: Session, after: int = seq) -> tuple[list[jp.TrainJobEvent], str]:
                 evs = jobstore.events_after(s, job_id, after)
                 return [cv.event_to_proto(e) for e in evs], jobstore.get_job(s, job_id).state
 
-            events, state = await self.db.run(q)
+            events, state = await self.db.read(q)
             for ev in events:
                 seq = ev.sequence
                 yield ev

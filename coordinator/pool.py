@@ -1,4 +1,6 @@
-"""Ray replicas per backbone: start actors, route work to the least-loaded one (preferring cached prompts)."""
+"""Ray replicas per backbone: start actors, route work to the least-loaded live one (preferring cached prompts),
+and ride out a replica's death: a Classify moves to another replica, or waits (bounded) for Ray to restart it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.exceptions import ActorDiedError, RayActorError
 
 from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.errors import root_cause
@@ -17,6 +20,8 @@ from workers.protocol import BackboneInfo, ClassifyBatch, MissingPrompts
 from workers.task import TaskSpec
 
 log = logging.getLogger("promptbank.coordinator")
+MAX_RESTARTS = 3  # Ray restarts a dead replica this often, reloading its model; then it stays dead
+RESTART_WAIT_S = 120.0  # how long work waits for a dead replica to come back when no other replica is live
 
 
 @dataclass
@@ -25,10 +30,17 @@ class Replica:
 
     handle: Any
     index: int
+    backbone: str = ""
     outstanding: int = 0  # in-flight inference calls
     batches: int = 0  # inference batches routed here (logs, tests)
     training: set[str] = field(default_factory=set)  # job ids running here
     sent: set[str] = field(default_factory=set)  # prompt hashes this replica has been given
+    state: str = "live"  # "live", "restarting" (Ray is bringing it back) or "dead" (out of restarts)
+    _reviving: asyncio.Task[bool] | None = field(default=None, repr=False)
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
 
     @property
     def load(self) -> int:
@@ -61,7 +73,7 @@ class ReplicaPool:
 
     def _actor_options(self) -> dict[str, Any]:
         gpus = ray.cluster_resources().get("GPU", 0)
-        opts: dict[str, Any] = {"max_concurrency": 8, "max_restarts": 3}
+        opts: dict[str, Any] = {"max_concurrency": 8, "max_restarts": MAX_RESTARTS}
         if gpus > 0:
             opts["num_gpus"] = self.config.worker_gpus
         opts["num_cpus"] = self.config.worker_cpus or 1
@@ -79,7 +91,7 @@ class ReplicaPool:
             raise FailedPrecondition(f"backbone {spec.name!r} ({spec.model}) failed to load: {root_cause(exc)}") from exc
         if len({i.fingerprint for i in infos}) != 1:
             raise FailedPrecondition(f"replicas of backbone {spec.name!r} loaded different weights")
-        self.backbones[spec.name] = BackboneReplicas(spec, infos[0], [Replica(h, i) for i, h in enumerate(handles)])
+        self.backbones[spec.name] = BackboneReplicas(spec, infos[0], [Replica(h, i, spec.name) for i, h in enumerate(handles)])
         log.info("backbone %s: %d replica(s), %s", spec.name, spec.replicas, infos[0])
         return infos[0]
 
@@ -89,21 +101,87 @@ class ReplicaPool:
             raise FailedPrecondition(f"backbone {name!r} is not served by this coordinator (serving: {', '.join(served)})")
         return self.backbones[name]
 
-    def pick(self, name: str, prompt_keys: set[str] = frozenset()) -> Replica:  # type: ignore[assignment]
-        """Among the least-loaded replicas (within one call of the minimum), the one holding most of the prompts."""
-        reps = self.get(name).replicas
+    def pick(self, name: str, prompt_keys: set[str] = frozenset(), exclude: set[int] = frozenset()  # type: ignore[assignment]
+             ) -> Replica:
+        """Among the least-loaded live replicas (within one call of the minimum), the one holding most of the
+        prompts."""
+        reps = [r for r in self.get(name).replicas if r.live and r.index not in exclude]
         if not reps:
-            raise Unavailable(f"backbone {name!r} has no live replicas")
+            raise Unavailable(self._down(name))
         floor = min(r.load for r in reps)
         near = [r for r in reps if r.load <= floor + 1]
         return min(near, key=lambda r: (-len(prompt_keys & r.sent), r.load, r.index))
 
+    def _down(self, name: str) -> str:
+        states = ", ".join(f"replica {r.index} {r.state}" for r in self.get(name).replicas)
+        return f"backbone {name!r} has no live replica ({states}); retry shortly"
+
+    def died(self, rep: Replica) -> asyncio.Task[bool]:
+        """Ray reported the replica's actor dead: route around it until it answers again (a background probe).
+        Returns the probe, which ends True once the replica is back, False when Ray gave up on it."""
+        if rep._reviving is None or rep._reviving.done():
+            if rep.state == "live":
+                log.warning("replica %d died; Ray restarts it up to %d times", rep.index, MAX_RESTARTS)
+                rep.state = "restarting"
+            rep.sent.clear()  # a restarted actor holds no prompts
+            rep._reviving = asyncio.create_task(self._revive(rep), name=f"revive-{rep.index}")
+        return rep._reviving
+
+    async def _revive(self, rep: Replica) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTART_WAIT_S
+        while loop.time() < deadline:
+            try:
+                await asyncio.wait_for(rep.handle.info.remote(), timeout=max(deadline - loop.time(), 0.1))
+                rep.state = "live"
+                log.info("replica %d is back", rep.index)
+                return True
+            except ActorDiedError:
+                break
+            except RayActorError:  # unavailable: still restarting
+                await asyncio.sleep(0.5)
+            except TimeoutError:
+                break
+        rep.state = "dead"
+        log.error("replica %d is dead: Ray gave up restarting it", rep.index)
+        return False
+
+    async def wait_alive(self, rep: Replica) -> bool:
+        """After a replica died: wait (bounded) until Ray has restarted it and its model is loaded again."""
+        return await self.died(rep) if not rep.live else True
+
     async def classify(
         self, name: str, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, TaskSpec]
     ) -> list[list[float]]:
-        """Run rows on one replica, sending only the prompt bytes it has not been given (resent if evicted)."""
+        """Run rows on one replica. A replica that dies under the call is routed around: the rows run again on
+        another live replica, or on this one once Ray has restarted it; UNAVAILABLE when neither happens."""
+        tried: set[int] = set()
+        deaths = 0
+        while True:
+            try:
+                rep = self.pick(name, {k for k, _ in rows}, exclude=tried)
+            except Unavailable:
+                reps = self.get(name).replicas
+                if any(r.live for r in reps):  # only replicas tried in this call are live: they are back
+                    tried.clear()
+                    continue
+                waiting = [r for r in reps if r.state == "restarting"]
+                if not waiting or not await self.wait_alive(waiting[0]):
+                    raise
+                continue
+            try:
+                return await self._classify_on(rep, rows, prompts, tasks)
+            except RayActorError as exc:
+                self.died(rep)
+                tried.add(rep.index)
+                deaths += 1
+                if deaths > len(self.get(name).replicas):
+                    raise Unavailable(f"backbone {name!r}: replicas kept dying under the call ({exc}); retry") from exc
+
+    async def _classify_on(self, rep: Replica, rows: list[tuple[str, str]], prompts: dict[str, bytes],
+                           tasks: dict[str, TaskSpec]) -> list[list[float]]:
+        """Sends only the prompt bytes the replica has not been given (resent if evicted)."""
         keys = {k for k, _ in rows}
-        rep = self.pick(name, keys)
         rep.outstanding += 1
         rep.batches += 1
         try:

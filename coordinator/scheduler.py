@@ -4,46 +4,53 @@ Queued jobs on one backbone are co-batched: up to `max_group` of them train toge
 frozen forward/backward per step for all (each job keeps its own optimizer, schedule and result). State
 lives only in SQL (`bank.jobs` holds every state move): every event and checkpoint is committed as it
 arrives, a dead replica's jobs go back to the queue and resume from their last checkpoint (up to
-`max_attempts` dispatches), and a restarted coordinator requeues what was RUNNING.
+`max_attempts` dispatches). A job runs under this coordinator's lease, renewed by a heartbeat; when a
+coordinator dies its leases lapse and any coordinator on the bank (it, restarted, or another) requeues
+and resumes the job. A graceful stop checkpoints running jobs and hands them back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
-from ray.exceptions import ActorDiedError, RayActorError
+from ray.exceptions import RayActorError
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
 from bank.writer import BankDB, Session
 from coordinator.errors import root_cause
-from coordinator.pool import Replica, ReplicaPool
+from coordinator.pool import MAX_RESTARTS, Replica, ReplicaPool
 from workers.protocol import EventKind, JobSpec, TrainEvent, TrainRequest
 
 log = logging.getLogger("promptbank.coordinator")
 NEAREST_CANDIDATES = 64  # stored prompts scored for `init=nearest`
 NEAREST_ROWS = 64  # examples of the new task each candidate is scored on
-RESTART_WAIT_S = 300.0  # how long a replica that died under jobs is given to come back before it is used again
+POLL_S = 5.0  # the queue and lapsed leases are checked at least this often (other coordinators' jobs)
 
 
 class JobScheduler:
-    """One asyncio loop that starts queued jobs, in co-batched groups, on replicas free for training."""
+    """One asyncio loop that starts queued jobs, in co-batched groups, on replicas free for training, under
+    this coordinator's leases (`owner`), and a heartbeat that renews them."""
 
-    def __init__(self, db: BankDB, pool: ReplicaPool, max_group: int = 4, max_attempts: int = 3,
-                 gather_s: float = 1.0):
-        self.db, self.pool = db, pool
+    def __init__(self, db: BankDB, pool: ReplicaPool, *, owner: str, lease_s: float = 30.0, max_group: int = 4,
+                 max_attempts: int = 3, gather_s: float = 1.0):
+        self.db, self.pool, self.owner, self.lease_s = db, pool, owner, lease_s
         self.max_group, self.max_attempts, self.gather_s = max_group, max_attempts, gather_s
+        self.poll_s = min(lease_s / 3, POLL_S)  # jobs queued through another coordinator, lapsed leases
         self.changed = asyncio.Condition()  # notified on every persisted job event
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}  # job id -> the task running its group
+        self._open: dict[str, Replica] = {}  # jobs claimed here and not yet ended -> their replica
+        self._lost: set[str] = set()  # jobs whose lease passed elsewhere: their events are dropped
+        self._draining = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        requeued = await self.db.run(jobstore.requeue_running)
-        if requeued:
-            log.info("requeued %d job(s) left RUNNING by a previous coordinator", len(requeued))
         self._loop_task = asyncio.create_task(self._loop(), name="job-scheduler")
+        self._beat_task = asyncio.create_task(self._heartbeat(), name="job-leases")
         self.wake()
 
     def wake(self) -> None:
@@ -54,29 +61,64 @@ class JobScheduler:
             self.changed.notify_all()
 
     async def _loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            await asyncio.sleep(self.gather_s)  # jobs submitted together start together (co-batched)
+        while not self._draining:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
+                await asyncio.sleep(self.gather_s)  # jobs submitted together start together (co-batched)
+            except TimeoutError:
+                pass
             self._wake.clear()
             try:
-                queued = await self.db.run(lambda s: [(j.id, j.backbone_name) for j in jobstore.queued_jobs(s)])
-                waiting: dict[str, list[str]] = {}
-                for job_id, backbone in queued:
-                    if job_id not in self._tasks and backbone in self.pool.backbones:
-                        waiting.setdefault(backbone, []).append(job_id)
-                for backbone, ids in waiting.items():
-                    for replica in self.pool.get(backbone).replicas:
-                        if not ids:
-                            break
-                        if replica.training:  # one group per replica at a time
-                            continue
-                        group, ids = ids[: self.max_group], ids[self.max_group :]
-                        replica.training.update(group)
-                        task = asyncio.create_task(self._run(group, replica), name=f"jobs-{'-'.join(group)}")
-                        for job_id in group:
-                            self._tasks[job_id] = task
-            except Exception:  # noqa: BLE001 - the loop must survive a bad row
+                await self._pass()
+            except Exception:  # noqa: BLE001 - the loop must survive a bad row or a database blip
                 log.exception("scheduler pass failed")
+
+    async def _pass(self) -> None:
+        running = set(self._open)  # a stalled heartbeat here is not a reason to requeue our own running jobs
+        reclaimed = await self.db.run(lambda s: jobstore.reclaim_expired(s, self.max_attempts, keep=running))
+        if reclaimed:
+            log.info("requeued %d job(s) whose coordinator's lease expired: %s", len(reclaimed), reclaimed)
+            await self.notify()
+        queued = await self.db.read(lambda s: [(j.id, j.backbone_name) for j in jobstore.queued_jobs(s)])
+        waiting: dict[str, list[str]] = {}
+        for job_id, backbone in queued:
+            if job_id not in self._tasks and backbone in self.pool.backbones:
+                waiting.setdefault(backbone, []).append(job_id)
+        for backbone, ids in waiting.items():
+            for replica in self.pool.get(backbone).replicas:
+                if not ids:
+                    break
+                if replica.training or not replica.live:  # one group per live replica at a time
+                    continue
+                group, ids = ids[: self.max_group], ids[self.max_group :]
+                replica.training.update(group)
+                task = asyncio.create_task(self._run(group, replica), name=f"jobs-{'-'.join(group)}")
+                for job_id in group:
+                    self._tasks[job_id] = task
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of the jobs running here; a job whose lease was lost is stopped on its replica."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            mine = set(self._open)
+            if not mine:
+                continue
+            try:
+                held = await self.db.run(lambda s, ids=mine: jobstore.renew_leases(s, self.owner, ids, self.lease_s))
+            except Exception:  # noqa: BLE001 - the next beat retries; the lease has two more beats of slack
+                log.exception("renewing job leases failed")
+                continue
+            for job_id in mine - held:
+                if job_id in self._open:  # not ended here meanwhile: another coordinator has it now
+                    await self._lose(job_id)
+
+    async def _lose(self, job_id: str) -> None:
+        replica = self._open.pop(job_id, None)
+        self._lost.add(job_id)
+        log.warning("lost the lease of job %s: stopping it here, writing nothing more for it", job_id)
+        if replica is not None:
+            with contextlib.suppress(Exception):
+                await replica.handle.cancel.remote(job_id)
 
     async def _run(self, group: list[str], replica: Replica) -> None:
         open_jobs = set(group)
@@ -84,44 +126,41 @@ class JobScheduler:
             await self._train(group, replica, open_jobs)
         except RayActorError as exc:  # the replica died: its jobs resume elsewhere from their checkpoints
             log.warning("replica %d died under jobs %s: %s", replica.index, sorted(open_jobs), exc)
-            for job_id in open_jobs:
-                await self.db.run(lambda s, j=job_id: jobstore.requeue(s, j, "the replica died", self.max_attempts))
-            await self._until_alive(replica)
+            back = await self.pool.died(replica)  # held (bounded) so the retry does not hit it restarting
+            live = [r for r in self.pool.get(replica.backbone).replicas if r.live]
+            for job_id in open_jobs - self._lost:
+                with contextlib.suppress(jobstore.LeaseLost):
+                    if back or live:
+                        await self.db.run(lambda s, j=job_id: jobstore.requeue(
+                            s, j, "the replica died", self.max_attempts, owner=self.owner))
+                    else:
+                        why = (f"replica {replica.index} died and Ray gave up restarting it (max_restarts "
+                               f"{MAX_RESTARTS}); no live replica of its backbone is left on this coordinator")
+                        await self.db.run(lambda s, j=job_id, w=why: jobstore.finish(
+                            s, j, "FAILED", owner=self.owner, error=w))
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any other failure ends the open jobs FAILED with a reason
             cause = root_cause(exc)
             log.warning("jobs %s failed: %r", sorted(open_jobs), cause)
-            for job_id in open_jobs:
-                await self.db.run(lambda s, j=job_id: jobstore.finish(
-                    s, j, "FAILED", error=f"{type(cause).__name__}: {cause}"))
+            for job_id in open_jobs - self._lost:
+                with contextlib.suppress(jobstore.LeaseLost):
+                    await self.db.run(lambda s, j=job_id: jobstore.finish(
+                        s, j, "FAILED", owner=self.owner, error=f"{type(cause).__name__}: {cause}"))
         finally:
             for job_id in group:
                 replica.training.discard(job_id)
                 self._tasks.pop(job_id, None)
+                self._open.pop(job_id, None)
+                self._lost.discard(job_id)
             await self.notify()
             self.wake()
 
-    async def _until_alive(self, replica: Replica) -> None:
-        """Hold a replica that died until Ray has restarted it and its model is loaded again (it answers
-        `info`), so that the retry runs there instead of spending the job's attempts on calls that fail at
-        once while the actor restarts. Bounded, and skipped for an actor Ray will not restart."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RESTART_WAIT_S
-        while loop.time() < deadline:
-            try:
-                await asyncio.wait_for(replica.handle.info.remote(), timeout=deadline - loop.time())
-                return
-            except ActorDiedError:
-                return  # out of restarts: the next dispatch fails and ends its jobs with the reason
-            except RayActorError:  # unavailable: still restarting
-                await asyncio.sleep(0.5)
-            except TimeoutError:
-                break
-        log.warning("replica %d did not come back within %.0f s", replica.index, RESTART_WAIT_S)
-
-    def _begin(self, s: Session, job_id: str, replica: Replica, group: int) -> tuple[TrainRequest, JobSpec] | None:
-        """Mark RUNNING and gather what the worker needs: data, init prompt, last checkpoint."""
+    def _claim(self, s: Session, job_id: str, replica: Replica, group: int) -> tuple[TrainRequest, JobSpec] | None:
+        """Take the job under this coordinator's lease and gather what the worker needs: data, init prompt,
+        last checkpoint. None when another coordinator (or a cancel) got there first."""
         mates = f", co-batched with {group - 1} other job(s)" if group > 1 else ""
-        started = jobstore.begin(s, job_id, f"on replica {replica.index}{mates}")
+        started = jobstore.claim(s, job_id, self.owner, self.lease_s, f"on replica {replica.index}{mates}")
         if started is None:
             return None
         job, ckpt = started
@@ -137,10 +176,11 @@ class JobScheduler:
         requests: list[TrainRequest] = []
         specs: dict[str, JobSpec] = {}
         for job_id in group:
-            begun = await self.db.run(lambda s, j=job_id: self._begin(s, j, replica, len(group)))
+            begun = await self.db.run(lambda s, j=job_id: self._claim(s, j, replica, len(group)))
             if begun is None:
                 open_jobs.discard(job_id)
                 continue
+            self._open[job_id] = replica
             request, spec = begun
             if spec.init_from == "nearest" and request.resume is None:
                 init_prompt, how = await self._nearest(request, job_id, replica)
@@ -153,8 +193,16 @@ class JobScheduler:
         await self.notify()
         async for ref in replica.handle.train_group.remote(requests):
             ev: TrainEvent = await ref
-            if await self._persist(ev, specs[ev.job], replica):
+            if ev.job in self._lost:
+                continue
+            try:
+                ended = await self._persist(ev, specs[ev.job], replica)
+            except jobstore.LeaseLost:
+                await self._lose(ev.job)
+                ended = True
+            if ended:
                 open_jobs.discard(ev.job)
+                self._open.pop(ev.job, None)
             if ev.kind is not EventKind.CHECKPOINT:
                 await self.notify()
 
@@ -163,22 +211,28 @@ class JobScheduler:
         job_id = ev.job
         if ev.kind is EventKind.RESULT:
             lineage = {"job": f"jobs/{job_id}", "data": spec.data_ref, "init": spec.init or spec.config.init}
-            await self.db.run(lambda s: jobstore.succeed(s, job_id, prompt=ev.prompt, metrics=ev.metrics,
-                                                         step=ev.step, lineage=lineage, aliases=spec.aliases))
+            await self.db.run(lambda s: jobstore.succeed(s, job_id, owner=self.owner, prompt=ev.prompt,
+                                                         metrics=ev.metrics, step=ev.step, lineage=lineage,
+                                                         aliases=spec.aliases))
+            return True
+        if ev.kind is EventKind.CANCELLED and self._draining:  # stopped for the shutdown, not by its user
+            why = f"requeued at coordinator shutdown; will resume from step {ev.step}"
+            await self.db.run(lambda s: jobstore.release(s, self.owner, [job_id], why))
             return True
         if ev.kind is EventKind.CANCELLED:
             msg = f"cancelled at step {ev.step}; last checkpoint kept"
-            await self.db.run(lambda s: jobstore.finish(s, job_id, "CANCELLED", message=msg, step=ev.step))
+            await self.db.run(lambda s: jobstore.finish(s, job_id, "CANCELLED", owner=self.owner, message=msg,
+                                                        step=ev.step))
             return True
         if ev.kind is EventKind.FAILED:
-            await self.db.run(lambda s: jobstore.finish(s, job_id, "FAILED", error=ev.error))
+            await self.db.run(lambda s: jobstore.finish(s, job_id, "FAILED", owner=self.owner, error=ev.error))
             return True
         if ev.kind is EventKind.CHECKPOINT:
-            await self.db.run(lambda s: jobstore.save_checkpoint(s, job_id, ev.step, ev.checkpoint))
+            await self.db.run(lambda s: jobstore.save_checkpoint(s, job_id, ev.step, ev.checkpoint, owner=self.owner))
             return False
         message = "stopping early: no better eval metric" if ev.stopped_early else ""
         cancel = await self.db.run(lambda s: jobstore.record_progress(
-            s, job_id, ev.kind.value, step=ev.step, total_steps=ev.total_steps, loss=ev.loss, metrics=ev.metrics,
+            s, job_id, ev.kind.value, owner=self.owner, step=ev.step, total_steps=ev.total_steps, loss=ev.loss, metrics=ev.metrics,
             examples_per_second=ev.examples_per_second, eta_seconds=ev.eta_seconds, message=message))
         if cancel:
             await replica.handle.cancel.remote(job_id)
@@ -201,14 +255,32 @@ class JobScheduler:
         return cands[best], f"nearest:{best} (loss {losses[best]:.4f} over {len(losses)} candidates)"
 
     async def cancel(self, job_id: str) -> None:
-        """Ask the replica running the job to stop at its next step (the DB flag is already set)."""
-        for bb in self.pool.backbones.values():
-            for r in bb.replicas:
-                if job_id in r.training:
-                    await r.handle.cancel.remote(job_id)
+        """Ask the replica running the job to stop at its next step (the DB flag is already set; a job running
+        under another coordinator sees the flag at its next progress event)."""
+        replica = self._open.get(job_id)
+        if replica is not None:
+            await replica.handle.cancel.remote(job_id)
 
-    async def stop(self) -> None:
+    async def drain(self, timeout: float) -> None:
+        """A graceful stop: take no new jobs, ask each running job for a last checkpoint (its replica stops it at
+        the next step), and hand it back to the queue, to resume there on the next coordinator. A job that does
+        not stop within `timeout` is handed back from its previous checkpoint."""
+        self._draining = True
         if self._loop_task:
             self._loop_task.cancel()
-        for t in set(self._tasks.values()):
+        for job_id, replica in list(self._open.items()):
+            with contextlib.suppress(Exception):
+                await replica.handle.cancel.remote(job_id)
+        running = set(self._tasks.values())
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+        left = list(self._open)
+        for t in running:
             t.cancel()
+        if left:
+            why = "requeued at coordinator shutdown; will resume from its last checkpoint"
+            with contextlib.suppress(Exception):
+                await self.db.run(lambda s: jobstore.release(s, self.owner, left, why))
+        if self._beat_task:
+            self._beat_task.cancel()
+        await self.notify()

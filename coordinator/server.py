@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from promptbank_api.v1 import (
 )
 
 log = logging.getLogger("promptbank.coordinator")
+NOTICE_S = 2.0  # at most this much of the grace period passes between NOT_SERVING and closing the port
 SERVICES = (
     catalog_pb2.DESCRIPTOR.services_by_name["PromptCatalog"].full_name,
     jobs_pb2.DESCRIPTOR.services_by_name["TrainJobs"].full_name,
@@ -58,13 +62,25 @@ class Coordinator:
     port: int
 
     async def stop(self) -> None:
-        """Graceful: report NOT_SERVING, drain in-flight calls for `grace_seconds`, then release everything."""
+        """Graceful: report NOT_SERVING, then within `grace_seconds` let in-flight calls finish while running
+        jobs write a last checkpoint and go back to the queue; then release everything."""
         await self.health.enter_graceful_shutdown()
-        await self.scheduler.stop()
-        await self.server.stop(self.config.grace_seconds)
+        grace = self.config.grace_seconds
+        notice = min(NOTICE_S, grace / 5)  # still serving while load balancers see NOT_SERVING and steer away
+
+        async def close_port() -> None:
+            await asyncio.sleep(notice)
+            await self.server.stop(grace - notice)
+
+        await asyncio.gather(close_port(), self.scheduler.drain(grace))
         await self.inference.close()
         self.pool.shutdown()
         self.db.close()
+
+
+def instance_id() -> str:
+    """This coordinator process among all on the bank: the owner of its job leases (host, pid, a random part)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def bind(server: grpc.aio.Server, config: ServerConfig) -> int:
@@ -93,7 +109,9 @@ async def start(config: ServerConfig) -> Coordinator:
         await db.run(lambda s, spec=spec, info=info: catalog.upsert_backbone(
             s, spec.name, model=spec.model, revision=spec.revision, architecture=info.architecture,
             hidden_size=info.hidden_size, fingerprint=info.fingerprint))
-    scheduler = JobScheduler(db, pool, config.train_max_group, gather_s=config.train_gather_s)
+    scheduler = JobScheduler(db, pool, owner=instance_id(), lease_s=config.job_lease_s,
+                             max_group=config.train_max_group, max_attempts=config.train_max_attempts,
+                             gather_s=config.train_gather_s)
 
     opts = [("grpc.max_receive_message_length", config.limits.message_bytes),
             ("grpc.max_send_message_length", config.limits.message_bytes),
@@ -121,7 +139,7 @@ async def start(config: ServerConfig) -> Coordinator:
     await scheduler.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("promptbank coordinator on %s:%d (db %s)", config.host, port, safe_url(config.db))
+    log.info("promptbank coordinator %s on %s:%d (db %s)", scheduler.owner, config.host, port, safe_url(config.db))
     return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port)
 
 

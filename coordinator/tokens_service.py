@@ -58,7 +58,7 @@ class TokensService(ap_grpc.TokensServicer):
             return ap.ListTokensResponse(tokens=[token_to_proto(t) for t in rows],
                                          next_page_token=cv.next_token(offset, limit, len(rows), {}))
 
-        return await self.db.run(q)
+        return await self.db.read(q)
 
     async def RevokeToken(self, request: ap.RevokeTokenRequest, context: grpc.aio.ServicerContext) -> ap.Token:
         name = strip_collection(request.name, "tokens")
@@ -77,4 +77,4 @@ async def lookup(db: BankDB, digest: str) -> auth.Principal | None:
             return None
         return auth.Principal(t.name, t.role)
 
-    return await db.run(q)
+    return await db.read(q)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promptbank.credentials import BearerToken
+from promptbank.retry import MAX_BACKOFF_S, channel_options
 from promptbank_api.names import TERMINAL_STATES, job_name, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
@@ -62,15 +64,17 @@ class Client:
     """`Client("localhost:50051", token=..., tls_ca=...)`; every unary call carries `timeout` seconds as its
     deadline. `token` (default: env PROMPTBANK_TOKEN) is sent as a bearer token on every call. `tls_ca` (a PEM
     file or its bytes; default: env PROMPTBANK_TLS_CA) turns TLS on and is the CA the server's certificate
-    must chain to; `tls_cert` and `tls_key` present a client certificate (mutual TLS)."""
+    must chain to; `tls_cert` and `tls_key` present a client certificate (mutual TLS). Reads, Classify and
+    creates are retried on UNAVAILABLE (promptbank/retry.py); `wait_for_ready=True` makes them wait out an
+    unreachable server, such as a coordinator restarting, up to their deadline instead of failing at once."""
 
     def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20,
                  token: str | None = None, tls_ca: PEM | None = None, tls_cert: PEM | None = None,
-                 tls_key: PEM | None = None):
+                 tls_key: PEM | None = None, wait_for_ready: bool = False):
         self.server = server or os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER)
         self.timeout = timeout
         opts = [("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes)]
+                ("grpc.max_send_message_length", max_message_bytes), *channel_options(wait_for_ready)]
         tls_ca = tls_ca if tls_ca is not None else os.environ.get("PROMPTBANK_TLS_CA") or None
         if tls_ca is not None or tls_cert is not None:
             creds = grpc.ssl_channel_credentials(root_certificates=_pem(tls_ca), private_key=_pem(tls_key),
@@ -217,8 +221,24 @@ class Client:
         return self.jobs.CancelTrainJob(jp.CancelTrainJobRequest(name=job_name(job)), timeout=self.timeout)
 
     def watch_job(self, job: str, timeout: float = 24 * 3600) -> Iterator[jp.TrainJobEvent]:
-        """Every event of the job from the first, until it ends (deadline `timeout` for the whole stream)."""
-        yield from self.jobs.WatchTrainJob(jp.WatchTrainJobRequest(name=job_name(job)), timeout=timeout)
+        """Every event of the job from the first, until it ends (deadline `timeout` for the whole stream).
+        A stream dropped by a coordinator restart (UNAVAILABLE) is reopened after the last event seen, so
+        nothing is missed or repeated; the deadline still bounds the whole watch."""
+        deadline = time.monotonic() + timeout
+        seen, backoff = 0, 0.25
+        while True:
+            request = jp.WatchTrainJobRequest(name=job_name(job), after_sequence=seen)
+            try:
+                for ev in self.jobs.WatchTrainJob(request, timeout=max(deadline - time.monotonic(), 0.001)):
+                    seen, backoff = ev.sequence, 0.25
+                    yield ev
+                return
+            except grpc.RpcError as exc:
+                left = deadline - time.monotonic()
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE or left <= backoff:
+                    raise
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def wait_job(self, job: str, timeout: float = 24 * 3600) -> jp.TrainJob:
         for _ in self.watch_job(job, timeout):

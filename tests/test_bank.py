@@ -190,9 +190,9 @@ def test_jobs_idempotency_and_events(sessions) -> None:  # type: ignore[no-untyp
         with pytest.raises(AlreadyExists, match="request_id 'r1'"):
             jobs.create_job(s, prompt_name="x", backbone_name="bb", spec={}, examples=b"", request_id="r1",
                             request_hash="h2")
-        jobs.set_state(s, a, "RUNNING")
+        assert jobs.claim(s, a.id, "coordinator-1", 30.0, "on replica 0") is not None
         jobs.add_event(s, a, "PROGRESS", step=3, total_steps=10, loss=0.5)
-        assert jobs.requeue_running(s) == [a.id] and a.state == "QUEUED"
+        assert jobs.release(s, "coordinator-1", [a.id], "requeued") == [a.id] and a.state == "QUEUED"
         assert jobs.request_cancel(s, a) is True and a.state == "CANCELLED"
         with pytest.raises(FailedPrecondition, match="already ended CANCELLED"):
             jobs.request_cancel(s, a)
@@ -275,7 +275,7 @@ def test_checkpoints_keep_the_newest_two(sessions) -> None:  # type: ignore[no-u
     with sessions() as s:
         job, _ = jobs.create_job(s, prompt_name="p", backbone_name="bb", spec={}, examples=b"")
         for step in (10, 20, 30):
-            jobs.save_checkpoint(s, job.id, step, f"ckpt-{step}".encode())
+            jobs.store_checkpoint(s, job.id, step, f"ckpt-{step}".encode())
         s.commit()
         job_id = job.id
     with sessions() as s:

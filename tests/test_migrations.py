@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, Engine, column, create_engine, event, inspect, select, table, text
+from sqlalchemy.orm import sessionmaker
 
 from bank import catalog
 from bank.codec import encode_prompt
@@ -188,7 +189,7 @@ def test_prompts_and_jobs_stored_before_pooling_keep_text_pooling(bank_url: str)
     """0006: tasks stored without `pooling` were trained on pooled text tokens; they must keep scoring so."""
     raw = create_engine(normalize_url(bank_url))
     _migrate(raw, command.upgrade, "0005")
-    with make_sessionmaker(raw)() as s:
+    with sessionmaker(raw)() as s:
         catalog.create_prompt(s, "old", {"labels": ["neg", "pos"]})
         s.commit()
     _insert_old_jobs(raw, [{"task": {"labels": ["neg", "pos"]}, "config": {}}, {"config": {}}])

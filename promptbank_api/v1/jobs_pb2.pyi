@@ -426,6 +426,8 @@ class TrainJob(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LEASE_OWNER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `jobs/{id}`."""
     prompt: _builtins.str
@@ -446,6 +448,12 @@ class TrainJob(_message.Message):
     """The version produced, `prompts/{p}/versions/{n}`."""
     principal: _builtins.str
     """Who submitted it: the token name ("local" with auth off; "" before tokens existed). Output only."""
+    attempts: _builtins.int
+    """Times it was dispatched to a replica: a replica or coordinator that died under it costs one (the job
+    resumes from its last checkpoint), a graceful shutdown none. Output only.
+    """
+    lease_owner: _builtins.str
+    """The coordinator holding the job's lease while it runs (host:pid:id); empty otherwise. Output only."""
     @_builtins.property
     def task(self) -> _catalog_pb2.TaskSpec:
         """Task spec; required when the prompt does not exist yet."""
@@ -499,10 +507,12 @@ class TrainJob(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         principal: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        lease_owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "hyperparameters", b"hyperparameters", "start_time", b"start_time", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "loss", b"loss", "metrics", b"metrics", "name", b"name", "principal", b"principal", "prompt", b"prompt", "result_version", b"result_version", "start_time", b"start_time", "state", b"state", "step", b"step", "task", b"task", "total_steps", b"total_steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "attempts", b"attempts", "backbone", b"backbone", "create_time", b"create_time", "dataset", b"dataset", "end_time", b"end_time", "error", b"error", "hyperparameters", b"hyperparameters", "lease_owner", b"lease_owner", "loss", b"loss", "metrics", b"metrics", "name", b"name", "principal", b"principal", "prompt", b"prompt", "result_version", b"result_version", "start_time", b"start_time", "state", b"state", "step", b"step", "task", b"task", "total_steps", b"total_steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -649,16 +659,23 @@ class WatchTrainJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`jobs/{id}`."""
+    after_sequence: _builtins.int
+    """Stream only the events after this sequence number: a watcher reconnecting after a dropped stream (a
+    coordinator restart) passes the last sequence it saw and misses nothing, sees nothing twice. 0: from
+    the first event.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

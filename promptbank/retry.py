@@ -1,0 +1,59 @@
+"""How the SDK rides out a coordinator restart: gRPC's own retry policy (a service config on the channel),
+fast reconnects, and a watch that resumes after the last event it saw.
+
+Retried on UNAVAILABLE (the server is restarting, or a replica is): every read, Classify and Generate (before
+their first response), and writes that are idempotent by nature (setting an alias or tags, an update). Creates
+carry a request_id (the SDK always sends one), so a repeat returns the first result: they are also retried
+on ABORTED (a concurrent change won). Deletes, cancels and token creation are not retried: a repeat of one
+that did commit would report NOT_FOUND or make a second secret. With `wait_for_ready` those calls also wait
+out an unreachable server (up to their deadline) instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+RETRY_ATTEMPTS = 5  # gRPC caps maxAttempts at 5
+INITIAL_BACKOFF_S = 0.25
+MAX_BACKOFF_S = 4.0
+BACKOFF_MULTIPLIER = 3.0
+
+READS = {
+    "promptbank.v1.PromptCatalog": ["ListBackbones", "GetBackbone", "GetPrompt", "ListPrompts", "GetPromptVersion",
+                                    "ListPromptVersions", "ListAliasHistory", "ExportPromptVersion",
+                                    "SetAlias", "UpdatePrompt", "UpdatePromptVersion", "RegisterBackbone"],
+    "promptbank.v1.TrainJobs": ["GetTrainJob", "ListTrainJobs", "WatchTrainJob"],
+    "promptbank.v1.Inference": ["Classify", "Generate"],
+    "promptbank.v1.Tokens": ["ListTokens"],
+    "grpc.health.v1.Health": ["Check"],
+}
+CREATES = {
+    "promptbank.v1.PromptCatalog": ["CreatePrompt", "ImportPromptVersion"],
+    "promptbank.v1.TrainJobs": ["CreateTrainJob", "UploadDataset"],
+}
+
+
+def _policy(methods: dict[str, list[str]], codes: list[str], wait_for_ready: bool) -> dict[str, Any]:
+    return {
+        "name": [{"service": svc, "method": m} for svc, ms in methods.items() for m in ms],
+        "waitForReady": wait_for_ready,
+        "retryPolicy": {"maxAttempts": RETRY_ATTEMPTS, "initialBackoff": f"{INITIAL_BACKOFF_S}s",
+                        "maxBackoff": f"{MAX_BACKOFF_S}s", "backoffMultiplier": BACKOFF_MULTIPLIER,
+                        "retryableStatusCodes": codes},
+    }
+
+
+def channel_options(wait_for_ready: bool = False) -> list[tuple[str, Any]]:
+    """gRPC channel options for the SDK. `wait_for_ready`: a call made while the server is unreachable waits for
+    it (up to the call's deadline) instead of failing fast: a coordinator restart costs time, not an error."""
+    config = {"methodConfig": [_policy(READS, ["UNAVAILABLE"], wait_for_ready),
+                               _policy(CREATES, ["UNAVAILABLE", "ABORTED"], wait_for_ready)]}
+    return [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(config)),
+        # reconnect soon after a restart (gRPC's default backoff grows to two minutes)
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]

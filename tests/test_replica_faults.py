@@ -1,0 +1,108 @@
+"""Replicas killed under load (real Ray actors, `ray.kill`): every Classify is answered once, correctly, or
+refused UNAVAILABLE; none hangs. A backbone whose replica is out of restarts fails its job with the reason
+while the other backbones keep serving."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import ray
+
+from coordinator.config import BackboneSpec, ServerConfig
+from promptbank import Client
+from promptbank_api.v1 import jobs_pb2 as jp
+from tests.conftest import LiveServer
+from tests.test_replicas import _add_prompts, _server
+from tests.test_server import DATA
+
+ROWS = [("route-a", "good great lovely"), ("route-b", "bad awful terrible")] * 4
+
+
+def test_replicas_killed_under_classify_load_lose_no_request(ray_session: None, tiny_encoder: str,
+                                                              tmp_path: Path) -> None:
+    live = _server(tiny_encoder, tmp_path)
+    _add_prompts(live, ["route-a", "route-b"])
+    try:
+        with Client(live.address, timeout=60) as c:
+            expected = [p.scores for p in c.classify(ROWS)]
+        answers: list[object] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with Client(live.address, timeout=60) as c:
+                while not stop.is_set():
+                    try:
+                        answers.append([p.scores for p in c.classify(ROWS)])
+                    except grpc.RpcError as exc:
+                        answers.append(exc)
+
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for t in threads:
+            t.start()
+        reps = live.coord.pool.get("enc2").replicas
+        time.sleep(1.0)
+        ray.kill(reps[0].handle, no_restart=False)  # Ray restarts it; meanwhile replica 1 takes the rows
+        time.sleep(1.5)
+        ray.kill(reps[1].handle, no_restart=False)
+        time.sleep(1.5)
+        ray.kill(reps[0].handle, no_restart=False)
+        ray.kill(reps[1].handle, no_restart=False)  # both at once: calls wait for a restart
+        time.sleep(3.0)
+        stop.set()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads), "a Classify hung after its replica died"
+        failed = [a for a in answers if isinstance(a, grpc.RpcError)]
+        assert {f.code() for f in failed} <= {grpc.StatusCode.UNAVAILABLE}, [f.details() for f in failed]
+        ok = [a for a in answers if not isinstance(a, grpc.RpcError)]
+        assert len(ok) >= 20 and len(failed) <= len(answers) // 10, (len(ok), len(failed))
+        for a in ok:  # each answer is whole and right: the rows ran exactly once, on a live replica
+            assert len(a) == len(ROWS)
+            for got, want in zip(a, expected, strict=True):
+                assert got == pytest.approx(want, abs=1e-5)
+        deadline = time.monotonic() + 60
+        while any(r.state != "live" for r in reps) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [r.state for r in reps] == ["live", "live"]
+        with Client(live.address, timeout=60) as c:  # and a retry after the storm just works
+            assert [p.scores for p in c.classify(ROWS)] == pytest.approx(expected, abs=1e-5)
+    finally:
+        live.stop()
+
+
+def test_a_replica_out_of_restarts_fails_its_job_and_spares_other_backbones(
+        ray_session: None, tiny_encoder: str, tiny_causal_lm: str, tmp_path: Path) -> None:
+    cfg = ServerConfig(port=0, db=str(tmp_path / "b.db"), grace_seconds=1.0, worker_cpus=0.25,
+                       backbones=(BackboneSpec("enc1", tiny_encoder), BackboneSpec("lm", tiny_causal_lm)))
+    live = LiveServer(cfg)
+    try:
+        with Client(live.address, timeout=60) as c:
+            lm = c.create_train_job("talk", "lm", DATA, hyperparameters=jp.Hyperparameters(
+                num_virtual_tokens=2, epochs=1, batch_size=8))
+            ok = c.create_train_job("enc-ok", "enc1", DATA, hyperparameters=jp.Hyperparameters(
+                num_virtual_tokens=2, epochs=1, batch_size=8))
+            assert c.wait_job(lm.name, timeout=300).state == jp.TrainJob.SUCCEEDED
+            assert c.wait_job(ok.name, timeout=300).state == jp.TrainJob.SUCCEEDED
+            said = "".join(c.generate("talk", "hello", max_new_tokens=3))
+            hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=1000, max_steps=5000, batch_size=8, patience=10000)
+            job = c.create_train_job("doomed", "enc1", DATA, hyperparameters=hp, eval_fraction=0)
+            for ev in c.watch_job(job.name, timeout=120):
+                if ev.kind == jp.TrainJobEvent.PROGRESS:
+                    break
+            ray.kill(live.coord.pool.get("enc1").replicas[0].handle, no_restart=True)  # never comes back
+            done = c.wait_job(job.name, timeout=300)
+            assert done.state == jp.TrainJob.FAILED
+            assert "replica 0 died and Ray gave up restarting it" in done.error, done.error
+            with pytest.raises(grpc.RpcError) as err:
+                c.classify([("enc-ok", "anything")])
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "backbone 'enc1' has no live replica (replica 0 dead)" in (err.value.details() or "")
+            queued = c.create_train_job("after", "enc1", DATA, hyperparameters=hp)
+            assert queued.state == jp.TrainJob.QUEUED  # kept for a coordinator with a live replica
+            assert "".join(c.generate("talk", "hello", max_new_tokens=3)) == said  # the other backbone serves
+    finally:
+        live.stop()
