@@ -1,7 +1,7 @@
 /**
- * How every call runs: a deadline (the client's default or the call's own) and an optional AbortSignal on each
- * attempt, errors turned into PromptBankError, retries of idempotent calls on UNAVAILABLE, and pagination as
- * an async iterator. The Client's methods are one line over these.
+ * How every call runs: a deadline (the client's default or the call's own) and an AbortSignal on each attempt,
+ * errors turned into PromptBankError, retries of idempotent calls on UNAVAILABLE, and pagination as an async
+ * iterator. The Client's methods are one line over these.
  */
 import type { CallOptions as ConnectCallOptions } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,73 +15,74 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-/** Connect's options for one attempt: the deadline in force and the caller's signal. */
-export function connectOptions(options: CallOptions | undefined, defaultTimeoutMs: number): ConnectCallOptions {
-  const out: ConnectCallOptions = { timeoutMs: options?.timeoutMs ?? defaultTimeoutMs };
-  if (options?.signal) {
-    out.signal = options.signal;
-  }
-  return out;
+/** Connect's options for a call: its deadline and a signal that is always set (the caller's and the client's). */
+export type Attempt = ConnectCallOptions & { signal: AbortSignal; timeoutMs: number };
+
+/** The options of one call: the deadline in force, and a signal aborted by the caller's or by `lifetime`. */
+export function attempt(options: CallOptions | undefined, defaultTimeoutMs: number, lifetime: AbortSignal): Attempt {
+  const signal = options?.signal ? AbortSignal.any([options.signal, lifetime]) : lifetime;
+  return { timeoutMs: options?.timeoutMs ?? defaultTimeoutMs, signal };
 }
 
 /** Runs one unary call; any failure surfaces as PromptBankError. */
-export async function unary<T>(call: () => Promise<T>): Promise<T> {
+export async function unary<T>(call: (o: Attempt) => Promise<T>, o: Attempt): Promise<T> {
   try {
-    return await call();
+    return await call(o);
   } catch (err) {
-    throw toPromptBankError(err);
+    throw toPromptBankError(err, o.signal);
   }
 }
 
 /** Re-yields a server stream; any failure, at the start or midway, surfaces as PromptBankError. */
-export async function* streamed<T>(messages: AsyncIterable<T>): AsyncGenerator<T, void, undefined> {
+export async function* streamed<T>(open: (o: Attempt) => AsyncIterable<T>, o: Attempt): AsyncGenerator<T, void, undefined> {
   try {
-    yield* messages;
+    yield* open(o);
   } catch (err) {
-    throw toPromptBankError(err);
+    throw toPromptBankError(err, o.signal);
   }
 }
 
 /** Milliseconds to wait before retry `attempt` (0-based): 200 ms doubling, at most 5 s. */
-export function backoffMs(attempt: number): number {
-  return Math.min(200 * 2 ** attempt, 5_000);
+export function backoffMs(n: number): number {
+  return Math.min(200 * 2 ** n, 5_000);
 }
 
 /** Waits before a retry; an abort of `signal` ends the wait as CANCELLED. */
-export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
+export async function pause(ms: number, signal: AbortSignal): Promise<void> {
   try {
-    await sleep(ms, undefined, signal ? { signal } : {});
+    await sleep(ms, undefined, { signal });
   } catch (err) {
-    throw toPromptBankError(err);
+    throw toPromptBankError(err, signal);
   }
 }
 
 /**
  * Runs an idempotent call (a create carrying its request id), again on UNAVAILABLE, up to `retries` more
- * times: the server answers a repeated request id with the first result, so a retry never creates twice.
+ * times, each with its own deadline: the server answers a repeated request id with the first result, so a
+ * retry never creates twice.
  */
-export async function retried<T>(call: () => Promise<T>, retries: number, signal?: AbortSignal): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
+export async function retried<T>(call: (o: Attempt) => Promise<T>, o: Attempt, retries: number): Promise<T> {
+  for (let n = 0; ; n++) {
     try {
-      return await call();
+      return await unary(call, o);
     } catch (err) {
-      const e = toPromptBankError(err);
-      if (e.code !== "UNAVAILABLE" || attempt >= retries || signal?.aborted) {
-        throw e;
+      if (!(err instanceof Error && "code" in err && err.code === "UNAVAILABLE") || n >= retries || o.signal.aborted) {
+        throw err;
       }
-      await pause(backoffMs(attempt), signal);
+      await pause(backoffMs(n), o.signal);
     }
   }
 }
 
 /** Every item of a paginated list: fetches the next page (with its own deadline) only when it is needed. */
 export async function* paginate<P extends { nextPageToken: string }, T>(
-  fetchPage: (pageToken: string) => Promise<P>,
+  fetchPage: (pageToken: string, o: Attempt) => Promise<P>,
   items: (page: P) => T[],
+  o: Attempt,
 ): AsyncGenerator<T, void, undefined> {
   let token = "";
   do {
-    const page = await unary(() => fetchPage(token));
+    const page = await unary((a) => fetchPage(token, a), o);
     yield* items(page);
     token = page.nextPageToken;
   } while (token);

@@ -28,7 +28,7 @@ import {
   type UploadDatasetRequestSchema,
   type UploadedDataset,
 } from "./gen/promptbank/v1/jobs_pb.js";
-import { backoffMs, connectOptions, pause, paginate, retried, streamed, unary, type CallOptions } from "./calls.js";
+import { attempt, backoffMs, pause, paginate, retried, streamed, unary, type Attempt, type CallOptions } from "./calls.js";
 import { PromptBankError } from "./errors.js";
 import type { AdapterFiles } from "./peft.js";
 import {
@@ -107,6 +107,8 @@ export class Client {
     tokens: RpcClient<typeof Tokens>;
   };
   private readonly sessions: Http2SessionManager;
+  /** Aborted by close(): ends every call in flight as CANCELLED and stops retries and reconnections. */
+  private readonly lifetime = new AbortController();
 
   /** `new Client({ address: "localhost:50051", token, tlsCa })`; every field is optional. */
   constructor(options: ClientOptions = {}) {
@@ -124,29 +126,36 @@ export class Client {
 
   /** Closes the connection; calls in flight fail with CANCELLED. */
   close(): void {
+    this.lifetime.abort();
     this.sessions.abort();
   }
 
-  private opts(options?: CallOptions, timeoutMs = this.timeoutMs) {
-    return connectOptions(options, timeoutMs);
+  /** The deadline and signal of one call. */
+  private at(options?: CallOptions, timeoutMs = this.timeoutMs): Attempt {
+    return attempt(options, timeoutMs, this.lifetime.signal);
   }
 
   /** Resolves once the server answers a call (any answer but UNAVAILABLE), polling until `timeoutMs`. */
   async waitReady(options: CallOptions = {}): Promise<void> {
     const limitMs = options.timeoutMs ?? this.timeoutMs;
     const deadline = Date.now() + limitMs;
-    for (let attempt = 0; ; attempt++) {
+    for (let n = 0; ; n++) {
+      const o = this.at({ ...options, timeoutMs: Math.min(5_000, limitMs) });
       try {
-        await unary(() => this.rpc.catalog.listBackbones({ pageSize: 1 }, this.opts({ ...options, timeoutMs: 5_000 })));
+        await unary((a) => this.rpc.catalog.listBackbones({ pageSize: 1 }, a), o);
         return;
       } catch (err) {
-        if (!(err instanceof PromptBankError) || err.code !== "UNAVAILABLE") {
+        const e = err as PromptBankError;
+        if (o.signal.aborted) {
+          throw e;
+        }
+        if (e.code !== "UNAVAILABLE" && e.code !== "DEADLINE_EXCEEDED") {
           return; // an answer: the server is up, whatever it thinks of this call
         }
-        if (Date.now() + backoffMs(attempt) > deadline || options.signal?.aborted) {
+        if (Date.now() + backoffMs(n) > deadline) {
           throw new PromptBankError(14, `server ${this.address} did not answer within ${limitMs} ms`, { cause: err });
         }
-        await pause(backoffMs(attempt), options.signal);
+        await pause(backoffMs(n), o.signal);
       }
     }
   }
@@ -156,7 +165,7 @@ export class Client {
   /** Classifies rows `[promptRef, text]`; rows may name different tasks. Results are in row order. */
   async classify(rows: Iterable<ClassifyInput>, options?: CallOptions): Promise<Prediction[]> {
     const rs = Array.from(rows, row);
-    const resp = await unary(() => this.rpc.inference.classify({ rows: rs }, this.opts(options)));
+    const resp = await unary((o) => this.rpc.inference.classify({ rows: rs }, o), this.at(options));
     return resp.results.map((r, i) => prediction(rs[i]!.prompt, rs[i]!.text, r));
   }
 
@@ -164,7 +173,7 @@ export class Client {
   async classifyEnsemble(rows: Iterable<EnsembleInput>, options?: CallOptions): Promise<Prediction[]> {
     const rs = Array.from(rows, ensembleRow);
     const req = { rows: rs.map((r) => ({ prompt: r.prompts[0], ensemble: r.prompts.slice(1), text: r.text })) };
-    const resp = await unary(() => this.rpc.inference.classify(req, this.opts(options)));
+    const resp = await unary((o) => this.rpc.inference.classify(req, o), this.at(options));
     return resp.results.map((r, i) => prediction(rs[i]!.prompts.join("+"), rs[i]!.text, r));
   }
 
@@ -177,7 +186,7 @@ export class Client {
       temperature: options.temperature ?? 0,
       seed: BigInt(options.seed ?? 0),
     };
-    for await (const piece of streamed(this.rpc.inference.generate(req, this.opts(options)))) {
+    for await (const piece of streamed((o) => this.rpc.inference.generate(req, o), this.at(options))) {
       if (piece.text) {
         yield piece.text;
       }
@@ -209,7 +218,7 @@ export class Client {
         yield { requestId: first ? requestId : "", examples: batch };
       }
     }
-    return unary(() => this.rpc.jobs.uploadDataset(chunks(), this.opts(options, UPLOAD_TIMEOUT_MS)));
+    return unary((o) => this.rpc.jobs.uploadDataset(chunks(), o), this.at(options, UPLOAD_TIMEOUT_MS));
   }
 
   /** Submits a job; it is committed QUEUED before this returns. Retried with the same request id on UNAVAILABLE. */
@@ -233,28 +242,29 @@ export class Client {
         aliases: [...(options.aliases ?? [])],
       },
     };
-    return retried(() => this.rpc.jobs.createTrainJob(req, this.opts(options)), options.retries ?? 3, options.signal);
+    return retried((o) => this.rpc.jobs.createTrainJob(req, o), this.at(options), options.retries ?? 3);
   }
 
   async getJob(job: string, options?: CallOptions): Promise<TrainJob> {
-    return unary(() => this.rpc.jobs.getTrainJob({ name: resourceName("jobs", job) }, this.opts(options)));
+    return unary((o) => this.rpc.jobs.getTrainJob({ name: resourceName("jobs", job) }, o), this.at(options));
   }
 
   /** Jobs, newest first, optionally of one state or prompt. */
   listJobs(filter: CallOptions & { state?: TrainJob_State; prompt?: string; pageSize?: number } = {}): AsyncGenerator<TrainJob> {
     const req = { state: filter.state ?? TrainJob_State.STATE_UNSPECIFIED, prompt: filter.prompt ? resourceName("prompts", filter.prompt) : "", pageSize: filter.pageSize ?? 0 };
-    return paginate((pageToken) => this.rpc.jobs.listTrainJobs({ ...req, pageToken }, this.opts(filter)), (p) => p.jobs);
+    return paginate((pageToken, o) => this.rpc.jobs.listTrainJobs({ ...req, pageToken }, o), (p) => p.jobs, this.at(filter));
   }
 
   async cancelJob(job: string, options?: CallOptions): Promise<TrainJob> {
-    return unary(() => this.rpc.jobs.cancelTrainJob({ name: resourceName("jobs", job) }, this.opts(options)));
+    return unary((o) => this.rpc.jobs.cancelTrainJob({ name: resourceName("jobs", job) }, o), this.at(options));
   }
 
   /** Every event of the job, each once and in order, until it ends; survives lost connections (see watch.ts).
    * Deadline: `timeoutMs` for the whole watch, default 24 hours. */
   watchJob(job: string, options: WatchOptions = {}): AsyncGenerator<TrainJobEvent, void, undefined> {
     const name = resourceName("jobs", job);
-    return resumableWatch((afterSequence, o) => this.rpc.jobs.watchTrainJob({ name, afterSequence }, o), options, DAY_MS);
+    const open = (afterSequence: bigint, o: Attempt) => this.rpc.jobs.watchTrainJob({ name, afterSequence }, o);
+    return resumableWatch(open, options, this.at(options, DAY_MS));
   }
 
   /** Follows the job to its end and returns it as it ended. */
@@ -268,17 +278,17 @@ export class Client {
   // ------------------------------------------------------------ catalog
 
   listBackbones(options: CallOptions & { pageSize?: number } = {}): AsyncGenerator<Backbone> {
-    return paginate((pageToken) => this.rpc.catalog.listBackbones({ pageSize: options.pageSize ?? 0, pageToken }, this.opts(options)), (p) => p.backbones);
+    return paginate((pageToken, o) => this.rpc.catalog.listBackbones({ pageSize: options.pageSize ?? 0, pageToken }, o), (p) => p.backbones, this.at(options));
   }
 
   async getBackbone(name: string, options?: CallOptions): Promise<Backbone> {
-    return unary(() => this.rpc.catalog.getBackbone({ name: resourceName("backbones", name) }, this.opts(options)));
+    return unary((o) => this.rpc.catalog.getBackbone({ name: resourceName("backbones", name) }, o), this.at(options));
   }
 
   /** Loads a model on new replicas (admin; the server must allow the model). Default deadline 10 minutes. */
   async registerBackbone(name: string, model: string, options: CallOptions & { revision?: string; replicas?: number } = {}): Promise<Backbone> {
     const req = { backboneId: name, model, revision: options.revision ?? "", replicas: options.replicas };
-    return unary(() => this.rpc.catalog.registerBackbone(req, this.opts(options, UPLOAD_TIMEOUT_MS)));
+    return unary((o) => this.rpc.catalog.registerBackbone(req, o), this.at(options, UPLOAD_TIMEOUT_MS));
   }
 
   /** Every prompt matching the filter. */
@@ -290,11 +300,11 @@ export class Client {
       createAfter: filter.createdAfter ? timestampFromDate(filter.createdAfter) : undefined,
       pageSize: filter.pageSize ?? 0,
     };
-    return paginate((pageToken) => this.rpc.catalog.listPrompts({ ...req, pageToken }, this.opts(filter)), (p) => p.prompts);
+    return paginate((pageToken, o) => this.rpc.catalog.listPrompts({ ...req, pageToken }, o), (p) => p.prompts, this.at(filter));
   }
 
   async getPrompt(prompt: string, options?: CallOptions): Promise<Prompt> {
-    return unary(() => this.rpc.catalog.getPrompt({ name: resourceName("prompts", prompt) }, this.opts(options)));
+    return unary((o) => this.rpc.catalog.getPrompt({ name: resourceName("prompts", prompt) }, o), this.at(options));
   }
 
   async createPrompt(prompt: string, options: TaskOptions & CreateOptions & { tags?: readonly string[]; owner?: string } = {}): Promise<Prompt> {
@@ -303,7 +313,7 @@ export class Client {
       prompt: { task: taskSpec(options), tags: [...(options.tags ?? [])], owner: options.owner ?? "" },
       requestId: options.requestId ?? randomUUID(),
     };
-    return retried(() => this.rpc.catalog.createPrompt(req, this.opts(options)), options.retries ?? 3, options.signal);
+    return retried((o) => this.rpc.catalog.createPrompt(req, o), this.at(options), options.retries ?? 3);
   }
 
   /** Changes only the fields given. */
@@ -316,16 +326,16 @@ export class Client {
       prompt: { name: resourceName("prompts", prompt), tags: [...(changes.tags ?? [])], owner: changes.owner ?? "", task: { description: changes.description ?? "" } },
       updateMask: { paths },
     };
-    return unary(() => this.rpc.catalog.updatePrompt(req, this.opts(changes)));
+    return unary((o) => this.rpc.catalog.updatePrompt(req, o), this.at(changes));
   }
 
   async deletePrompt(prompt: string, options: CallOptions & { force?: boolean } = {}): Promise<void> {
-    await unary(() => this.rpc.catalog.deletePrompt({ name: resourceName("prompts", prompt), force: options.force ?? false }, this.opts(options)));
+    await unary((o) => this.rpc.catalog.deletePrompt({ name: resourceName("prompts", prompt), force: options.force ?? false }, o), this.at(options));
   }
 
   /** A version by name or any reference (`task`, `task@alias`, `task/versions/N`). */
   async getVersion(ref: string, options: CallOptions & { includeTensor?: boolean } = {}): Promise<PromptVersion> {
-    return unary(() => this.rpc.catalog.getPromptVersion({ name: ref, includeTensor: options.includeTensor ?? false }, this.opts(options)));
+    return unary((o) => this.rpc.catalog.getPromptVersion({ name: ref, includeTensor: options.includeTensor ?? false }, o), this.at(options));
   }
 
   /** Every version of a prompt matching the filter, newest first. */
@@ -337,37 +347,37 @@ export class Client {
       createAfter: filter.createdAfter ? timestampFromDate(filter.createdAfter) : undefined,
       pageSize: filter.pageSize ?? 0,
     };
-    return paginate((pageToken) => this.rpc.catalog.listPromptVersions({ ...req, pageToken }, this.opts(filter)), (p) => p.versions);
+    return paginate((pageToken, o) => this.rpc.catalog.listPromptVersions({ ...req, pageToken }, o), (p) => p.versions, this.at(filter));
   }
 
   /** Replaces a version's tags (the only mutable field of a version). */
   async tagVersion(ref: string, tags: readonly string[], options?: CallOptions): Promise<PromptVersion> {
     const req = { version: { name: ref, tags: [...tags] }, updateMask: { paths: ["tags"] } };
-    return unary(() => this.rpc.catalog.updatePromptVersion(req, this.opts(options)));
+    return unary((o) => this.rpc.catalog.updatePromptVersion(req, o), this.at(options));
   }
 
   async deleteVersion(ref: string, options: CallOptions & { force?: boolean } = {}): Promise<void> {
-    await unary(() => this.rpc.catalog.deletePromptVersion({ name: ref, force: options.force ?? false }, this.opts(options)));
+    await unary((o) => this.rpc.catalog.deletePromptVersion({ name: ref, force: options.force ?? false }, o), this.at(options));
   }
 
   async setAlias(prompt: string, alias: string, version: number | bigint, options?: CallOptions): Promise<Alias> {
     const req = { parent: resourceName("prompts", prompt), alias, version: BigInt(version) };
-    return unary(() => this.rpc.catalog.setAlias(req, this.opts(options)));
+    return unary((o) => this.rpc.catalog.setAlias(req, o), this.at(options));
   }
 
   async deleteAlias(prompt: string, alias: string, options?: CallOptions): Promise<void> {
-    await unary(() => this.rpc.catalog.deleteAlias({ name: `${resourceName("prompts", prompt)}/aliases/${alias}` }, this.opts(options)));
+    await unary((o) => this.rpc.catalog.deleteAlias({ name: `${resourceName("prompts", prompt)}/aliases/${alias}` }, o), this.at(options));
   }
 
   /** Every move of the prompt's aliases, newest first. */
   aliasHistory(prompt: string, options: CallOptions & { pageSize?: number } = {}): AsyncGenerator<AliasEvent> {
     const parent = resourceName("prompts", prompt);
-    return paginate((pageToken) => this.rpc.catalog.listAliasHistory({ parent, pageSize: options.pageSize ?? 0, pageToken }, this.opts(options)), (p) => p.events);
+    return paginate((pageToken, o) => this.rpc.catalog.listAliasHistory({ parent, pageSize: options.pageSize ?? 0, pageToken }, o), (p) => p.events, this.at(options));
   }
 
   /** The version as a PEFT prompt-tuning adapter: `adapterConfig` and `adapterModel` bytes (see writeAdapter). */
   async exportVersion(ref: string, options?: CallOptions): Promise<ExportPromptVersionResponse> {
-    return unary(() => this.rpc.catalog.exportPromptVersion({ name: ref }, this.opts(options)));
+    return unary((o) => this.rpc.catalog.exportPromptVersion({ name: ref }, o), this.at(options));
   }
 
   /** Stores a PEFT adapter (see readAdapter) as a new version of `prompt`, creating the prompt with the task given. */
@@ -380,7 +390,7 @@ export class Client {
       task: taskSpec(options),
       requestId: options.requestId ?? randomUUID(),
     };
-    return retried(() => this.rpc.catalog.importPromptVersion(req, this.opts(options)), options.retries ?? 3, options.signal);
+    return retried((o) => this.rpc.catalog.importPromptVersion(req, o), this.at(options), options.retries ?? 3);
   }
 
   // ------------------------------------------------------------ tokens (admin)
@@ -389,15 +399,15 @@ export class Client {
   async createToken(name: string, role: "reader" | "trainer" | "admin", options: CallOptions & { ttlSeconds?: number } = {}): Promise<CreateTokenResponse> {
     const roles = { reader: Role.READER, trainer: Role.TRAINER, admin: Role.ADMIN } as const;
     const req = { tokenId: name, role: roles[role], ttlSeconds: options.ttlSeconds === undefined ? undefined : BigInt(options.ttlSeconds) };
-    return unary(() => this.rpc.tokens.createToken(req, this.opts(options)));
+    return unary((o) => this.rpc.tokens.createToken(req, o), this.at(options));
   }
 
   listTokens(options: CallOptions & { pageSize?: number } = {}): AsyncGenerator<Token> {
-    return paginate((pageToken) => this.rpc.tokens.listTokens({ pageSize: options.pageSize ?? 0, pageToken }, this.opts(options)), (p) => p.tokens);
+    return paginate((pageToken, o) => this.rpc.tokens.listTokens({ pageSize: options.pageSize ?? 0, pageToken }, o), (p) => p.tokens, this.at(options));
   }
 
   async revokeToken(name: string, options?: CallOptions): Promise<Token> {
-    return unary(() => this.rpc.tokens.revokeToken({ name }, this.opts(options)));
+    return unary((o) => this.rpc.tokens.revokeToken({ name }, o), this.at(options));
   }
 }
 

@@ -50,14 +50,41 @@ export class PromptBankError extends Error {
   }
 }
 
+/** Node and HTTP/2 error codes that mean the connection failed underneath a call. */
+const NETWORK_CODES = /^(ECONNRESET|ECONNREFUSED|ECONNABORTED|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ERR_HTTP2_.*|ERR_STREAM_PREMATURE_CLOSE)$/;
+
+/** Whether a failure came from a lost connection rather than from the server's answer or the caller. */
+function lostConnection(ce: ConnectError, signal: AbortSignal | undefined): boolean {
+  if (ce.metadata.has("grpc-status") || signal?.aborted) {
+    return false; // the server's own status, or the caller's (or the client's) own cancel
+  }
+  if (ce.code === Code.Canceled) {
+    return true; // connect-node reports a stream whose connection closed under it as CANCELED
+  }
+  if (ce.code !== Code.Aborted && ce.code !== Code.Internal && ce.code !== Code.Unknown) {
+    return false;
+  }
+  for (let e: unknown = ce.cause ?? ce; e instanceof Error; e = e.cause === e ? undefined : e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && NETWORK_CODES.test(code)) {
+      return true;
+    }
+  }
+  return ce.rawMessage.startsWith("http/2 stream closed");
+}
+
 /**
- * The PromptBankError for anything a call threw: a ConnectError keeps its code and raw server message; an
- * AbortSignal's own abort is CANCELLED; other errors become UNKNOWN carrying the original as `cause`.
+ * The PromptBankError for anything a call threw. A ConnectError keeps its code and the server's raw message.
+ * A connection lost under a call is UNAVAILABLE, as in gRPC's own clients (connect-node reports it as
+ * CANCELED, ABORTED or INTERNAL); `signal` is the call's, whose abort keeps CANCELLED meaning "you cancelled".
  */
-export function toPromptBankError(err: unknown): PromptBankError {
+export function toPromptBankError(err: unknown, signal?: AbortSignal): PromptBankError {
   if (err instanceof PromptBankError) {
     return err;
   }
   const ce = ConnectError.from(err);
+  if (lostConnection(ce, signal)) {
+    return new PromptBankError(Code.Unavailable, `connection lost: ${ce.rawMessage}`, { metadata: ce.metadata, cause: err });
+  }
   return new PromptBankError(ce.code, ce.rawMessage, { metadata: ce.metadata, cause: err });
 }

@@ -4,9 +4,8 @@
  * every event once, in order. A server that does not know `after_sequence` replays from the first event;
  * the events already seen are skipped here, so the caller's view is the same either way.
  */
-import type { CallOptions as ConnectCallOptions } from "@connectrpc/connect";
 import type { TrainJobEvent } from "./gen/promptbank/v1/jobs_pb.js";
-import { backoffMs, pause, type CallOptions } from "./calls.js";
+import { backoffMs, pause, type Attempt, type CallOptions } from "./calls.js";
 import { toPromptBankError } from "./errors.js";
 
 export interface WatchOptions extends CallOptions {
@@ -16,26 +15,21 @@ export interface WatchOptions extends CallOptions {
   reconnects?: number;
 }
 
-/** Opens the server stream of events after `after` with the options of one attempt. */
-export type OpenWatch = (afterSequence: bigint, options: ConnectCallOptions) => AsyncIterable<TrainJobEvent>;
+/** Opens the server stream of events after `afterSequence`. */
+export type OpenWatch = (afterSequence: bigint, o: Attempt) => AsyncIterable<TrainJobEvent>;
 
-/** Every event of the job after `afterSequence`, until the server ends the stream (the job has ended). */
-export async function* resumableWatch(
-  open: OpenWatch,
-  options: WatchOptions,
-  defaultTimeoutMs: number,
-): AsyncGenerator<TrainJobEvent, void, undefined> {
-  const deadline = Date.now() + (options.timeoutMs ?? defaultTimeoutMs);
+/**
+ * Every event of the job after `options.afterSequence`, until the server ends the stream (the job has ended).
+ * `o` is the whole watch's deadline and signal; each reconnection gets what is left of that deadline.
+ */
+export async function* resumableWatch(open: OpenWatch, options: WatchOptions, o: Attempt): AsyncGenerator<TrainJobEvent, void, undefined> {
+  const deadline = Date.now() + o.timeoutMs;
   const reconnects = options.reconnects ?? 10;
   let after = BigInt(options.afterSequence ?? 0);
   let failures = 0;
   for (;;) {
-    const attempt: ConnectCallOptions = { timeoutMs: Math.max(1, deadline - Date.now()) };
-    if (options.signal) {
-      attempt.signal = options.signal;
-    }
     try {
-      for await (const event of open(after, attempt)) {
+      for await (const event of open(after, { ...o, timeoutMs: Math.max(1, deadline - Date.now()) })) {
         if (event.sequence <= after) {
           continue; // replayed by a server that ignores after_sequence
         }
@@ -45,15 +39,13 @@ export async function* resumableWatch(
       }
       return;
     } catch (err) {
-      const e = toPromptBankError(err);
-      if (e.code !== "UNAVAILABLE" || failures >= reconnects || options.signal?.aborted) {
+      const e = toPromptBankError(err, o.signal);
+      const wait = backoffMs(failures);
+      if (e.code !== "UNAVAILABLE" || failures >= reconnects || o.signal.aborted || Date.now() + wait >= deadline) {
         throw e;
       }
-      const wait = backoffMs(failures++);
-      if (Date.now() + wait >= deadline) {
-        throw e;
-      }
-      await pause(wait, options.signal);
+      failures++;
+      await pause(wait, o.signal);
     }
   }
 }
