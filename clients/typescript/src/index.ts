@@ -1,5 +1,6 @@
 /** promptbank's TypeScript SDK: the Client, its error type, PEFT adapter files, and the generated API types. */
-export { Client, type ClientOptions, type CreateOptions, type GenerateOptions, type ListFilter, type TrainJobOptions } from "./client.js";
+export { Client } from "./client.js";
+export type { ClientOptions, CreateOptions, GenerateOptions, ListFilter, TrainJobOptions } from "./options.js";
 export { collect, type CallOptions } from "./calls.js";
 export { PromptBankError, STATUS_NAMES, type StatusName } from "./errors.js";
 export {
