@@ -34,7 +34,8 @@ export class PromptBankError extends Error {
   readonly code: StatusName;
   /** The status code number (gRPC numbering, e.g. 3 for INVALID_ARGUMENT). */
   readonly grpcCode: number;
-  /** The server's message (`grpc-message`), without the code; empty when the server sent none. */
+  /** The server's message (`grpc-message`), without the code; for a failure on this side (a deadline, a failed
+   * connection) what happened there. */
   readonly serverMessage: string;
   /** Response headers and trailers the server sent with the error. */
   readonly metadata: Headers;
@@ -50,10 +51,11 @@ export class PromptBankError extends Error {
   }
 }
 
-/** Node and HTTP/2 error codes that mean the connection failed underneath a call. */
-const NETWORK_CODES = /^(ECONNRESET|ECONNREFUSED|ECONNABORTED|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ERR_HTTP2_.*|ERR_STREAM_PREMATURE_CLOSE)$/;
+/** Node, HTTP/2 and TLS error codes that mean the connection failed under a call (or never came up). */
+const NETWORK_CODES =
+  /^(ECONNRESET|ECONNREFUSED|ECONNABORTED|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ERR_STREAM_PREMATURE_CLOSE|UNABLE_TO_VERIFY_LEAF_SIGNATURE)$|^ERR_(HTTP2|SSL|TLS)_|CERT/;
 
-/** Whether a failure came from a lost connection rather than from the server's answer or the caller. */
+/** Whether a failure came from the connection (lost, refused, or its TLS handshake) rather than from the server's answer or the caller. */
 function lostConnection(ce: ConnectError, signal: AbortSignal | undefined): boolean {
   if (ce.metadata.has("grpc-status") || signal?.aborted) {
     return false; // the server's own status, or the caller's (or the client's) own cancel
@@ -75,8 +77,9 @@ function lostConnection(ce: ConnectError, signal: AbortSignal | undefined): bool
 
 /**
  * The PromptBankError for anything a call threw. A ConnectError keeps its code and the server's raw message.
- * A connection lost under a call is UNAVAILABLE, as in gRPC's own clients (connect-node reports it as
- * CANCELED, ABORTED or INTERNAL); `signal` is the call's, whose abort keeps CANCELLED meaning "you cancelled".
+ * A connection lost under a call, or one whose TLS handshake failed, is UNAVAILABLE, as in gRPC's own clients
+ * (connect-node reports these as CANCELED, ABORTED or INTERNAL); `signal` is the call's, whose abort keeps
+ * CANCELLED meaning "you cancelled".
  */
 export function toPromptBankError(err: unknown, signal?: AbortSignal): PromptBankError {
   if (err instanceof PromptBankError) {
@@ -84,7 +87,7 @@ export function toPromptBankError(err: unknown, signal?: AbortSignal): PromptBan
   }
   const ce = ConnectError.from(err);
   if (lostConnection(ce, signal)) {
-    return new PromptBankError(Code.Unavailable, `connection lost: ${ce.rawMessage}`, { metadata: ce.metadata, cause: err });
+    return new PromptBankError(Code.Unavailable, `connection failed: ${ce.rawMessage}`, { metadata: ce.metadata, cause: err });
   }
   return new PromptBankError(ce.code, ce.rawMessage, { metadata: ce.metadata, cause: err });
 }

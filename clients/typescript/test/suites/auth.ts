@@ -14,7 +14,7 @@ export function authSuite(live: Live): void {
     });
 
     it("maps INVALID_ARGUMENT naming the field and its range", async () => {
-      const err = await failure(live.admin.createTrainJob("ts-bad", "tiny-enc", { examples: [["a", "b"]], hyperparameters: { epochs: 0 } }));
+      const err = await failure(live.admin.createTrainJob("ts-bad", "tiny-enc", { examples: [["a", "x"], ["b", "y"]], hyperparameters: { epochs: 0 } }));
       assertCode(err, "INVALID_ARGUMENT", 3);
       assert.match(err.serverMessage, /epochs/);
       assertCode(await failure(live.admin.classify([])), "INVALID_ARGUMENT", 3);

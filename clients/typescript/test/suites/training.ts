@@ -89,7 +89,8 @@ export function trainingSuite(live: Live): void {
         assert.equal(again.name, first.name);
         const jobs = await collect(pb.listJobs({ prompt: "ts-idem" }));
         assert.deepEqual(jobs.map((j) => j.name), [first.name]);
-        const err = await failure(pb.createTrainJob("ts-idem", "tiny-enc", { examples: TOPIC, hyperparameters: LONG_HP, requestId }));
+        const other = { ...LONG_HP, seed: 3n }; // the same job but for its seed: another payload
+        const err = await failure(pb.createTrainJob("ts-idem", "tiny-enc", { examples: SENTIMENT, hyperparameters: other, requestId }));
         assertCode(err, "ALREADY_EXISTS", 6);
       } finally {
         await pb.cancelJob(first.name);
@@ -108,7 +109,7 @@ export function trainingSuite(live: Live): void {
       assert.equal(upload.rows, 64n);
       assert.deepEqual({ ...upload.labelCounts }, { negative: 32n, positive: 32n });
       const done = await train(pb, "ts-uploaded", "tiny-enc", [], { datasetUri: upload.name });
-      assert.deepEqual(done.dataset?.source, { case: "uri", value: upload.name });
+      assert.equal((await pb.getVersion(done.resultVersion)).lineage?.data, upload.name);
       assert.equal(done.resultVersion, "prompts/ts-uploaded/versions/1");
     });
 
