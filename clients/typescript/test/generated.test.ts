@@ -1,13 +1,14 @@
 /** The committed generated code is exactly what scripts/gen_ts.sh makes from protos/ now. */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { PKG, REPO, python, pythonEnv, tempDir } from "./harness.js";
 
-test("src/gen is fresh: regenerating from protos/ changes nothing", () => {
+test("src/gen is fresh: regenerating from protos/ changes nothing", (t) => {
   const out = tempDir("gen");
+  t.after(() => rmSync(out, { recursive: true, force: true }));
   const r = spawnSync("bash", [join(REPO, "scripts", "gen_ts.sh"), out], {
     cwd: REPO,
     env: pythonEnv({ PYTHON: python() }),

@@ -1,6 +1,6 @@
 /** The catalog: backbones, prompts with pagination, versions, tags, aliases and their history, PEFT import/export. */
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, it } from "node:test";
 import { Architecture, PEFT_CONFIG, PEFT_WEIGHTS, collect, readAdapter, writeAdapter } from "../../src/index.js";
@@ -77,10 +77,12 @@ export function catalogSuite(live: Live): void {
       assertCode(await failure(pb.getVersion("ts-cat@prod")), "NOT_FOUND", 5);
     });
 
-    it("exports a version as PEFT files and imports them back as a prompt that scores the same", async () => {
+    it("exports a version as PEFT files and imports them back as a prompt that scores the same", async (t) => {
       const pb = live.admin;
       const files = await pb.exportVersion("ts-cat@latest");
-      const dir = await writeAdapter(join(tempDir("peft"), "adapter"), files);
+      const tmp = tempDir("peft");
+      t.after(() => rmSync(tmp, { recursive: true, force: true }));
+      const dir = await writeAdapter(join(tmp, "adapter"), files);
       const config = JSON.parse(readFileSync(join(dir, PEFT_CONFIG), "utf8")) as Record<string, unknown>;
       assert.equal(config.peft_type, "PROMPT_TUNING");
       assert.deepEqual(readFileSync(join(dir, PEFT_WEIGHTS)), Buffer.from(files.adapterModel));
@@ -98,8 +100,10 @@ export function catalogSuite(live: Live): void {
       });
     });
 
-    it("refuses an adapter folder with pickled weights before anything is sent", async () => {
-      const dir = join(tempDir("pickle"), "adapter");
+    it("refuses an adapter folder with pickled weights before anything is sent", async (t) => {
+      const tmp = tempDir("pickle");
+      t.after(() => rmSync(tmp, { recursive: true, force: true }));
+      const dir = join(tmp, "adapter");
       mkdirSync(dir);
       writeFileSync(join(dir, PEFT_CONFIG), "{}");
       writeFileSync(join(dir, "adapter_model.bin"), "not really");
