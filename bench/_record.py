@@ -38,6 +38,7 @@ BENCHES: list[tuple[str, str, float]] = [
     ("e2e", "rows/s and latency through gRPC -> coordinator -> Ray actor vs the worker in-process", 4),
     ("catalog", "catalog reads over 100k prompt versions on SQLite and PostgreSQL", 10),
     ("quality", "accuracy on a test split no default was chosen on: prompt vs probe vs full fine-tuning, over seeds", 51),
+    ("ts_client", "Classify rows/s through the TypeScript SDK vs the Python SDK at the same concurrency", 4),
 ]
 
 # bench/quality.py's cost on 2 CPU cores at its default sizes (3000 training rows): one prompt training run (the
