@@ -29,4 +29,10 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
     echo "bootstrap: PostgreSQL server binaries not found; as root run: apt-get install -y postgresql-15" >&2
   fi
 fi
+# Node.js and npm: the TypeScript SDK (clients/typescript) builds and tests with them.
+if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "bootstrap: installing Node.js and npm for the TypeScript SDK" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm) >&2 \
+    || echo "bootstrap: could not install Node.js; the TypeScript SDK's tests will fail until it is installed" >&2
+fi
 echo "$VENV/bin/python"

@@ -1,0 +1,154 @@
+/**
+ * The TypeScript SDK: the Python SDK's Client in TypeScript idiom. Every call carries a deadline (the client's
+ * default or the call's own `timeoutMs`) and takes an AbortSignal; streams and lists are async iterators;
+ * creates carry a request id and are retried on UNAVAILABLE; every failure is a PromptBankError.
+ */
+import { randomUUID } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import {
+  TrainJob_State,
+  type TrainJob,
+  type TrainJobEvent,
+  type UploadDatasetRequestSchema,
+  type UploadedDataset,
+} from "./gen/promptbank/v1/jobs_pb.js";
+import { paginate, retried, streamed, unary, type Attempt, type CallOptions } from "./calls.js";
+import { CatalogClient } from "./catalog.js";
+import {
+  ensembleRow,
+  example,
+  prediction,
+  resourceName,
+  row,
+  taskSpec,
+  type ClassifyInput,
+  type EnsembleInput,
+  type ExampleInput,
+  type Prediction,
+} from "./inputs.js";
+import type { GenerateOptions, TrainJobOptions } from "./options.js";
+import { resumableWatch, type WatchOptions } from "./watch.js";
+
+const DAY_MS = 24 * 3600 * 1000;
+const UPLOAD_TIMEOUT_MS = 600_000;
+
+/**
+ * `new Client({ address: "localhost:50051", token, tlsCa })`; every option is optional (see ClientOptions).
+ * Inference and training are here; the catalog and tokens in catalog.ts; the connection in base.ts.
+ */
+export class Client extends CatalogClient {
+  // ------------------------------------------------------------ inference
+
+  /** Classifies rows `[promptRef, text]`; rows may name different tasks. Results are in row order. */
+  async classify(rows: Iterable<ClassifyInput>, options?: CallOptions): Promise<Prediction[]> {
+    const rs = Array.from(rows, row);
+    const resp = await unary((o) => this.rpc.inference.classify({ rows: rs }, o), this.at(options));
+    return resp.results.map((r, i) => prediction(rs[i]!.prompt, rs[i]!.text, r));
+  }
+
+  /** Rows `[[ref, more refs of the same task...], text]`: scores averaged over the refs in one forward. */
+  async classifyEnsemble(rows: Iterable<EnsembleInput>, options?: CallOptions): Promise<Prediction[]> {
+    const rs = Array.from(rows, ensembleRow);
+    const req = { rows: rs.map((r) => ({ prompt: r.prompts[0], ensemble: r.prompts.slice(1), text: r.text })) };
+    const resp = await unary((o) => this.rpc.inference.classify(req, o), this.at(options));
+    return resp.results.map((r, i) => prediction(rs[i]!.prompts.join("+"), rs[i]!.text, r));
+  }
+
+  /** Generated text, piece by piece, as the server streams it (causal-LM and seq2seq backbones). */
+  async *generate(prompt: string, text: string, options: GenerateOptions = {}): AsyncGenerator<string, void, undefined> {
+    const req = {
+      prompt,
+      text,
+      maxNewTokens: options.maxNewTokens,
+      temperature: options.temperature ?? 0,
+      seed: BigInt(options.seed ?? 0),
+    };
+    for await (const piece of streamed((o) => this.rpc.inference.generate(req, o), this.at(options))) {
+      if (piece.text) {
+        yield piece.text;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ training
+
+  /** Streams examples to the server in chunks (client streaming); pass the result's name as `datasetUri`.
+   * Deadline: `timeoutMs`, default 10 minutes. Not retried (the examples may be readable once). */
+  async uploadDataset(
+    examples: Iterable<ExampleInput> | AsyncIterable<ExampleInput>,
+    options: CallOptions & { chunkRows?: number; requestId?: string } = {},
+  ): Promise<UploadedDataset> {
+    const chunkRows = options.chunkRows ?? 5000;
+    const requestId = options.requestId ?? randomUUID();
+    async function* chunks(): AsyncGenerator<MessageInitShape<typeof UploadDatasetRequestSchema>> {
+      let batch: { text: string; label: string }[] = [];
+      let first = true;
+      for await (const ex of examples) {
+        batch.push(example(ex));
+        if (batch.length >= chunkRows) {
+          yield { requestId: first ? requestId : "", examples: batch };
+          batch = [];
+          first = false;
+        }
+      }
+      if (batch.length > 0 || first) {
+        yield { requestId: first ? requestId : "", examples: batch };
+      }
+    }
+    return unary((o) => this.rpc.jobs.uploadDataset(chunks(), o), this.at(options, UPLOAD_TIMEOUT_MS));
+  }
+
+  /** Submits a job; it is committed QUEUED before this returns. Retried with the same request id on UNAVAILABLE. */
+  async createTrainJob(prompt: string, backbone: string, options: TrainJobOptions = {}): Promise<TrainJob> {
+    const dataset = options.datasetUri
+      ? { source: { case: "uri" as const, value: options.datasetUri } }
+      : { source: { case: "inline" as const, value: { examples: Array.from(options.examples ?? [], example) } } };
+    const req = {
+      requestId: options.requestId ?? randomUUID(),
+      job: {
+        prompt: resourceName("prompts", prompt),
+        backbone: resourceName("backbones", backbone),
+        task: taskSpec(options),
+        dataset: {
+          ...dataset,
+          textColumn: options.textColumn ?? "",
+          labelColumn: options.labelColumn ?? "",
+          evalFraction: options.evalFraction,
+        },
+        hyperparameters: options.hyperparameters ?? {},
+        aliases: [...(options.aliases ?? [])],
+      },
+    };
+    return retried((o) => this.rpc.jobs.createTrainJob(req, o), this.at(options), options.retries ?? 3);
+  }
+
+  async getJob(job: string, options?: CallOptions): Promise<TrainJob> {
+    return unary((o) => this.rpc.jobs.getTrainJob({ name: resourceName("jobs", job) }, o), this.at(options));
+  }
+
+  /** Jobs, newest first, optionally of one state or prompt. */
+  listJobs(filter: CallOptions & { state?: TrainJob_State; prompt?: string; pageSize?: number } = {}): AsyncGenerator<TrainJob> {
+    const req = { state: filter.state ?? TrainJob_State.STATE_UNSPECIFIED, prompt: filter.prompt ? resourceName("prompts", filter.prompt) : "", pageSize: filter.pageSize ?? 0 };
+    return paginate((pageToken, o) => this.rpc.jobs.listTrainJobs({ ...req, pageToken }, o), (p) => p.jobs, this.at(filter));
+  }
+
+  async cancelJob(job: string, options?: CallOptions): Promise<TrainJob> {
+    return unary((o) => this.rpc.jobs.cancelTrainJob({ name: resourceName("jobs", job) }, o), this.at(options));
+  }
+
+  /** Every event of the job, each once and in order, until it ends; survives lost connections (see watch.ts).
+   * Deadline: `timeoutMs` for the whole watch, default 24 hours. */
+  watchJob(job: string, options: WatchOptions = {}): AsyncGenerator<TrainJobEvent, void, undefined> {
+    const name = resourceName("jobs", job);
+    const open = (afterSequence: bigint, o: Attempt) => this.rpc.jobs.watchTrainJob({ name, afterSequence }, o);
+    return resumableWatch(open, options, this.at(options, DAY_MS));
+  }
+
+  /** Follows the job to its end and returns it as it ended. */
+  async waitJob(job: string, options: WatchOptions = {}): Promise<TrainJob> {
+    for await (const _ of this.watchJob(job, options)) {
+      // drain: the stream ends when the job does
+    }
+    return this.getJob(job, { ...(options.signal ? { signal: options.signal } : {}) });
+  }
+}

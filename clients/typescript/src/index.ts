@@ -1,0 +1,21 @@
+/** promptbank's TypeScript SDK: the Client, its error type, PEFT adapter files, and the generated API types. */
+export { Client } from "./client.js";
+export type { ClientOptions, CreateOptions, GenerateOptions, ListFilter, TrainJobOptions } from "./options.js";
+export { collect, type CallOptions } from "./calls.js";
+export { PromptBankError, STATUS_NAMES, type StatusName } from "./errors.js";
+export {
+  stateName,
+  TERMINAL_STATES,
+  type ClassifyInput,
+  type EnsembleInput,
+  type ExampleInput,
+  type Prediction,
+  type TaskOptions,
+} from "./inputs.js";
+export { PEFT_CONFIG, PEFT_WEIGHTS, readAdapter, writeAdapter, type AdapterFiles } from "./peft.js";
+export { DEFAULT_ADDRESS, type ConnectionOptions, type Pem } from "./transport.js";
+export type { WatchOptions } from "./watch.js";
+export * from "./gen/promptbank/v1/auth_pb.js";
+export * from "./gen/promptbank/v1/catalog_pb.js";
+export * from "./gen/promptbank/v1/inference_pb.js";
+export * from "./gen/promptbank/v1/jobs_pb.js";

@@ -1,0 +1,63 @@
+/** Inference beyond classification: streamed generation, checked against the Python SDK on the same server. */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { before, describe, it } from "node:test";
+import { collect } from "../../src/index.js";
+import { python, pythonEnv } from "../harness.js";
+import { SENTIMENT, assertCode, failure, train, type Live } from "./live.js";
+
+const LM_TASK = { labels: ["negative", "positive"], labelWords: ["bad", "good"] };
+
+/** What the Python SDK's generate() yields for the same request, joined. */
+function pythonGenerate(live: Live, prompt: string, text: string, maxNewTokens: number): string {
+  const code = [
+    "import sys",
+    "from promptbank import Client",
+    "with Client(sys.argv[1], token=sys.argv[2]) as c:",
+    "    sys.stdout.write(''.join(c.generate(sys.argv[3], sys.argv[4], max_new_tokens=int(sys.argv[5]))))",
+  ].join("\n");
+  const args = ["-c", code, live.server.address, live.adminToken, prompt, text, String(maxNewTokens)];
+  const r = spawnSync(python(), args, { env: pythonEnv(), encoding: "utf8", timeout: 120_000 });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+export function inferenceSuite(live: Live): void {
+  describe("inference", () => {
+    before(async () => {
+      await Promise.all([
+        train(live.admin, "ts-lm", "tiny-lm", SENTIMENT, LM_TASK),
+        train(live.admin, "ts-enc", "tiny-enc", SENTIMENT),
+      ]);
+    });
+
+    it("streams generated text piece by piece, the same text the Python SDK gets", async () => {
+      const pieces = await collect(live.admin.generate("ts-lm", "once upon a time", { maxNewTokens: 6 }));
+      assert.ok(pieces.length > 1, `expected several streamed pieces, got ${JSON.stringify(pieces)}`);
+      assert.ok(pieces.every((p) => p.length > 0));
+      assert.equal(pieces.join(""), pythonGenerate(live, "ts-lm", "once upon a time", 6));
+      const again = await collect(live.admin.generate("ts-lm", "once upon a time", { maxNewTokens: 6 }));
+      assert.deepEqual(again, pieces); // greedy: the same pieces
+    });
+
+    it("samples reproducibly with a seed", async () => {
+      const opts = { maxNewTokens: 8, temperature: 1, seed: 5 };
+      const a = (await collect(live.admin.generate("ts-lm", "hello", opts))).join("");
+      const b = (await collect(live.admin.generate("ts-lm", "hello", opts))).join("");
+      assert.ok(a.length > 0);
+      assert.equal(a, b);
+    });
+
+    it("refuses to generate with a prompt on an encoder as FAILED_PRECONDITION", async () => {
+      const err = await failure(collect(live.admin.generate("ts-enc", "hello")));
+      assertCode(err, "FAILED_PRECONDITION", 9);
+      assert.match(err.serverMessage, /tiny-enc/);
+    });
+
+    it("refuses max_new_tokens out of range as INVALID_ARGUMENT naming the field", async () => {
+      const err = await failure(collect(live.admin.generate("ts-lm", "hello", { maxNewTokens: 100_000 })));
+      assertCode(err, "INVALID_ARGUMENT", 3);
+      assert.match(err.serverMessage, /max_new_tokens/);
+    });
+  });
+}
