@@ -52,6 +52,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def import_prompts(client: Client, model: str, blobs: list[bytes]) -> None:
+    """Import each 20 x 384 prompt as `task{i}` on the served `minilm` backbone, through PEFT files."""
+    for i, b in enumerate(blobs):
+        cfg, weights = export_peft(b, base_model=model, revision="", architecture="encoder",
+                                   num_virtual_tokens=20, token_dim=384, task=TASK, extra=None)
+        client.import_version(f"task{i}", "minilm", cfg, weights, labels=TASK["labels"])
+
+
 async def load(address: str, requests: list[list[tuple[str, str]]], concurrency: int) -> tuple[float, list[float]]:
     async with grpc.aio.insecure_channel(address) as ch:
         stub = inf_grpc.InferenceStub(ch)
@@ -113,10 +121,7 @@ def main() -> None:
     try:
         with Client(f"127.0.0.1:{port}", timeout=120) as c:
             c.wait_ready(timeout=300)
-            for i, b in enumerate(blobs):
-                cfg, weights = export_peft(b, base_model=model, revision="", architecture="encoder",
-                                           num_virtual_tokens=20, token_dim=384, task=TASK, extra=None)
-                c.import_version(f"task{i}", "minilm", cfg, weights, labels=TASK["labels"])
+            import_prompts(c, model, blobs)
         address = f"127.0.0.1:{port}"
         asyncio.run(load(address, requests[: a.concurrency * 2], a.concurrency))  # warm-up
         served_s, lat = asyncio.run(load(address, requests, a.concurrency))

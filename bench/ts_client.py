@@ -30,10 +30,9 @@ from pathlib import Path
 import torch
 from _record import ROOT, Record, add_flags
 from _timing import percentile
-from e2e import TASK, free_port
+from e2e import free_port, import_prompts
 
 from bank.codec import encode_prompt
-from bank.peft_format import export_peft
 from coordinator.config import packaged_minilm
 from promptbank import Client
 from promptbank.data import tweet_tasks
@@ -118,10 +117,7 @@ def main() -> None:
     try:
         with Client(address, timeout=120) as c:
             c.wait_ready(timeout=300)
-            for i, b in enumerate(blobs):
-                cfg, weights = export_peft(b, base_model=model, revision="", architecture="encoder",
-                                           num_virtual_tokens=20, token_dim=384, task=TASK, extra=None)
-                c.import_version(f"task{i}", "minilm", cfg, weights, labels=TASK["labels"])
+            import_prompts(c, model, blobs)
         for r in range(a.rounds):
             runs["ts"].append(ts_round(address, requests, a.concurrency, warmup, tmp))
             runs["py"].append(python_round(address, requests, a.concurrency, warmup))
