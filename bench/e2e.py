@@ -13,72 +13,29 @@ Client, coordinator and actor share this machine's cores, which the ratio pays f
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import grpc
 import torch
 from _record import Record, add_flags
+from _serve import TASK, Load, coordinator_process, import_prompts, mixed_requests, random_prompts
 from _timing import percentile
 
-from bank.codec import encode_prompt, sha256_hex
-from bank.peft_format import export_peft
+from bank.codec import sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank import Client
 from promptbank.data import tweet_tasks
-from promptbank_api.v1 import inference_pb2 as inf
-from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from workers.actor import BackboneWorker
 from workers.protocol import ClassifyBatch
 from workers.task import TaskSpec
 
-TASK = {"labels": ["negative", "positive"]}
 BATCH_ROWS = 64  # the micro-batcher's default max rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def import_prompts(client: Client, model: str, blobs: list[bytes]) -> None:
-    """Import each 20 x 384 prompt as `task{i}` on the served `minilm` backbone, through PEFT files."""
-    for i, b in enumerate(blobs):
-        cfg, weights = export_peft(b, base_model=model, revision="", architecture="encoder",
-                                   num_virtual_tokens=20, token_dim=384, task=TASK, extra=None)
-        client.import_version(f"task{i}", "minilm", cfg, weights, labels=TASK["labels"])
-
-
-async def load(address: str, requests: list[list[tuple[str, str]]], concurrency: int) -> tuple[float, list[float]]:
-    async with grpc.aio.insecure_channel(address) as ch:
-        stub = inf_grpc.InferenceStub(ch)
-        queue: asyncio.Queue[list[tuple[str, str]]] = asyncio.Queue()
-        for r in requests:
-            queue.put_nowait(r)
-        lat: list[float] = []
-
-        async def worker() -> None:
-            while not queue.empty():
-                req = queue.get_nowait()
-                t = time.perf_counter()
-                await stub.Classify(inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=p, text=x) for p, x in req]),
-                                    timeout=300)
-                lat.append(time.perf_counter() - t)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        return time.perf_counter() - t0, lat
 
 
 def main() -> None:
@@ -95,10 +52,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     model = packaged_minilm()
     texts = [t for t, _ in tweet_tasks(seed=0)["sentiment"][:256]]
-    g = torch.Generator().manual_seed(0)
-    blobs = [encode_prompt(torch.randn(20, 384, generator=g) * 0.5) for _ in range(a.tasks)]
-    requests = [[(f"task{(i + j) % a.tasks}", texts[(i * a.rows + j) % len(texts)]) for j in range(a.rows)]
-                for i in range(a.requests)]
+    blobs = random_prompts(a.tasks)
+    requests = mixed_requests(texts, a.requests, a.rows, a.tasks)
 
     # Baseline first, on a quiet machine: the same rows through an in-process worker in batches of the
     # micro-batcher's maximum (64 rows), the best case the server's batches can reach.
@@ -114,21 +69,14 @@ def main() -> None:
     local_s = time.perf_counter() - t0
     del w
 
-    tmp, port = Path(tempfile.mkdtemp(prefix="pb-e2e-")), free_port()
-    log = open(tmp / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "coordinator", "--port", str(port), "--db", str(tmp / "bank.db")],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""})
-    try:
-        with Client(f"127.0.0.1:{port}", timeout=120) as c:
-            c.wait_ready(timeout=300)
-            import_prompts(c, model, blobs)
-        address = f"127.0.0.1:{port}"
-        asyncio.run(load(address, requests[: a.concurrency * 2], a.concurrency))  # warm-up
-        served_s, lat = asyncio.run(load(address, requests, a.concurrency))
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
+    tmp = Path(tempfile.mkdtemp(prefix="pb-e2e-"))
+    with coordinator_process(tmp, stop_timeout=60) as (address, _), Client(address, timeout=120) as c:
+        import_prompts(c, model, blobs)
+        Load(address, requests[: a.concurrency * 2], a.concurrency).timed()  # warm-up
+        load = Load(address, requests, a.concurrency)
+        served_s, lat = load.timed(), load.latencies
+    if load.errors:
+        raise SystemExit(f"served requests failed: {load.errors}")
     stats = re.findall(r"batcher minilm: (\d+) batches, (\d+) rows", (tmp / "server.log").read_text())
     batches, rows_done = (int(x) for x in stats[-1]) if stats else (0, 0)
 

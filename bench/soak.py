@@ -15,28 +15,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import grpc
-import torch
 from _record import Record, add_flags
+from _serve import Load, coordinator_process, import_prompts, mixed_requests, random_prompts
 from _timing import percentile
 
-from bank.codec import encode_prompt
-from bank.peft_format import export_peft
 from coordinator.config import packaged_minilm
 from promptbank import Client
 from promptbank.data import tweet_tasks
-from promptbank_api.v1 import inference_pb2 as inf
-from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 
-TASK = {"labels": ["negative", "positive"]}
 WORKER_TITLE = "ray::BackboneWorker"  # Ray names an actor's process after its class
 
 
@@ -79,42 +70,6 @@ def worker_pids(root: int) -> list[int]:
     return pids
 
 
-class Load:
-    def __init__(self, address: str, requests: list[list[tuple[str, str]]], concurrency: int):
-        self.address, self.requests, self.concurrency = address, requests, concurrency
-        self.latencies: list[float] = []
-        self.errors: dict[str, int] = {}
-
-    async def run(self, on_done: int = 0, callback=None) -> float:  # type: ignore[no-untyped-def]
-        async with grpc.aio.insecure_channel(self.address) as ch:
-            stub = inf_grpc.InferenceStub(ch)
-            queue: asyncio.Queue[list[tuple[str, str]]] = asyncio.Queue()
-            for r in self.requests:
-                queue.put_nowait(r)
-            done = 0
-
-            async def worker() -> None:
-                nonlocal done
-                while not queue.empty():
-                    req = queue.get_nowait()
-                    t = time.perf_counter()
-                    try:
-                        resp = await stub.Classify(
-                            inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=p, text=x) for p, x in req]), timeout=300)
-                        if len(resp.results) != len(req):
-                            self.errors["wrong result count"] = self.errors.get("wrong result count", 0) + 1
-                    except grpc.aio.AioRpcError as exc:
-                        self.errors[exc.code().name] = self.errors.get(exc.code().name, 0) + 1
-                    self.latencies.append(time.perf_counter() - t)
-                    done += 1
-                    if callback is not None and done == on_done:
-                        callback()
-
-            t0 = time.perf_counter()
-            await asyncio.gather(*[worker() for _ in range(self.concurrency)])
-            return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=10_000)
@@ -129,29 +84,13 @@ def main() -> None:
     rec = Record("soak", vars(a), a.quick)
     model = a.model or packaged_minilm()
     texts = [t for t, _ in tweet_tasks(seed=0)["sentiment"][:512]]
-    requests = [[(f"task{(i + j) % a.tasks}", texts[(i * a.rows + j) % len(texts)]) for j in range(a.rows)]
-                for i in range(a.requests)]
+    requests = mixed_requests(texts, a.requests, a.rows, a.tasks)
 
     tmp = Path(tempfile.mkdtemp(prefix="pb-soak-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(tmp / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "coordinator", "--port", str(port), "--db", str(tmp / "bank.db"),
-                               "--backbone", f"soak={model}"],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""})
-    address = f"127.0.0.1:{port}"
-    memory: dict[str, tuple[float, float]] = {}
-    try:
+    with coordinator_process(tmp, "--backbone", f"soak={model}") as (address, server):
         with Client(address, timeout=120) as c:
-            c.wait_ready(timeout=300)
-            bb = c.list_backbones()[0]
-            g = torch.Generator().manual_seed(0)
-            for i in range(a.tasks):
-                blob = encode_prompt(torch.randn(8, bb.hidden_size, generator=g) * 0.5)
-                cfg, weights = export_peft(blob, base_model=model, revision="", architecture="encoder",
-                                           num_virtual_tokens=8, token_dim=bb.hidden_size, task=TASK, extra=None)
-                c.import_version(f"task{i}", "soak", cfg, weights, labels=TASK["labels"])
+            hidden = c.list_backbones()[0].hidden_size
+            import_prompts(c, model, random_prompts(a.tasks, tokens=8, dim=hidden), backbone="soak")
         warm: dict[str, float] = {}
 
         def after_warm_up() -> None:
@@ -162,10 +101,6 @@ def main() -> None:
         elapsed = asyncio.run(load.run(max(1, a.requests // 10), after_warm_up))
         end = {"coordinator": rss_mb(server.pid), "workers": sum(rss_mb(p) for p in worker_pids(server.pid))}
         memory = {k: (warm[k], end[k]) for k in end}
-    finally:
-        server.terminate()
-        server.wait(timeout=120)
-        log.close()
 
     lat = load.latencies
     errors = sum(load.errors.values())

@@ -20,25 +20,21 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import warnings
 from pathlib import Path
 
-import torch
 from _record import ROOT, Record, add_flags
+from _serve import Requests, coordinator_process, import_prompts, mixed_requests, random_prompts
 from _timing import percentile
-from e2e import free_port, import_prompts
 
-from bank.codec import encode_prompt
 from coordinator.config import packaged_minilm
 from promptbank import Client
 from promptbank.data import tweet_tasks
 
 PKG = ROOT / "clients" / "typescript"
-Requests = list[list[tuple[str, str]]]
 
 
 def ensure_built() -> None:
@@ -102,31 +98,20 @@ def main() -> None:
     ensure_built()
     model = packaged_minilm()
     texts = [t for t, _ in tweet_tasks(seed=0)["sentiment"][:256]]
-    g = torch.Generator().manual_seed(0)
-    blobs = [encode_prompt(torch.randn(20, 384, generator=g) * 0.5) for _ in range(a.tasks)]
-    requests = [[(f"task{(i + j) % a.tasks}", texts[(i * a.rows + j) % len(texts)]) for j in range(a.rows)]
-                for i in range(a.requests)]
+    blobs = random_prompts(a.tasks)
+    requests = mixed_requests(texts, a.requests, a.rows, a.tasks)
     warmup = 2 * a.concurrency
 
-    tmp, port = Path(tempfile.mkdtemp(prefix="pb-ts-client-")), free_port()
-    address = f"127.0.0.1:{port}"
-    log = open(tmp / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-m", "coordinator", "--port", str(port), "--db", str(tmp / "bank.db")],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""})
+    tmp = Path(tempfile.mkdtemp(prefix="pb-ts-client-"))
     runs: dict[str, list[tuple[float, list[float]]]] = {"ts": [], "py": []}
-    try:
+    with coordinator_process(tmp, stop_timeout=60) as (address, _):
         with Client(address, timeout=120) as c:
-            c.wait_ready(timeout=300)
             import_prompts(c, model, blobs)
         for r in range(a.rounds):
             runs["ts"].append(ts_round(address, requests, a.concurrency, warmup, tmp))
             runs["py"].append(python_round(address, requests, a.concurrency, warmup))
             print(f"round {r + 1}: TypeScript {len(requests) * a.rows / runs['ts'][-1][0]:7.1f} rows/s, "
                   f"Python {len(requests) * a.rows / runs['py'][-1][0]:7.1f} rows/s", flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
 
     n_rows = a.requests * a.rows
     rate = {k: statistics.median(n_rows / s for s, _ in v) for k, v in runs.items()}
