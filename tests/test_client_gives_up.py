@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from coordinator.batcher import BatchLimits
+from coordinator.batcher import BatchLimits, MicroBatcher
 from promptbank import Client
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import jobs_pb2 as jp
@@ -16,7 +16,11 @@ from tests.test_server import DATA, train
 
 def test_a_cancelled_classify_never_reaches_a_replica(server, client: Client) -> None:  # type: ignore[no-untyped-def]
     train(client, "gu-cancel")
-    batcher = server.coord.inference.batcher("tiny-enc")
+
+    async def on_loop() -> MicroBatcher:  # the batcher lives on the server's event loop
+        return server.coord.inference.batcher("tiny-enc")
+
+    batcher = server.call(on_loop())
     batcher.limits, limits = BatchLimits(max_rows=64, max_wait_ms=1500), batcher.limits  # hold the batch open
     dropped, rows = batcher.dropped_rows, batcher.rows
     try:
