@@ -113,8 +113,12 @@ class ReplicaPool:
         return min(near, key=lambda r: (-len(prompt_keys & r.sent), r.load, r.index))
 
     def _down(self, name: str) -> str:
-        states = ", ".join(f"replica {r.index} {r.state}" for r in self.get(name).replicas)
-        return f"backbone {name!r} has no live replica ({states}); retry shortly"
+        reps = self.get(name).replicas
+        states = ", ".join(f"replica {r.index} {r.state}" for r in reps)
+        if any(r.state == "restarting" for r in reps):
+            return f"backbone {name!r} has no live replica ({states}); retry shortly"
+        return (f"backbone {name!r} has no live replica ({states}): Ray gave up restarting them; another "
+                "coordinator, or this one restarted, serves it")
 
     def died(self, rep: Replica) -> asyncio.Task[bool]:
         """Ray reported the replica's actor dead: route around it until it answers again (a background probe).
