@@ -2,7 +2,9 @@
 fast reconnects, and a watch that resumes after the last event it saw.
 
 Retried on UNAVAILABLE (the server is restarting, or a replica is): every read, Classify and Generate (before
-their first response), and writes that are idempotent by nature (setting an alias or tags, an update). Creates
+their first response), and writes that are idempotent by nature (setting an alias or tags, an update). Those
+are also retried on CANCELLED: a server closing its port cancels the calls that reached it in that instant,
+before any handler ran (gRPC core's shutdown), and a caller's own cancel never comes back to be retried. Creates
 carry a request_id (the SDK always sends one), so a repeat returns the first result: they are also retried
 on ABORTED (a concurrent change won). Deletes, cancels and token creation are not retried: a repeat of one
 that did commit would report NOT_FOUND or make a second secret. With `wait_for_ready` those calls also wait
@@ -47,7 +49,7 @@ def _policy(methods: dict[str, list[str]], codes: list[str], wait_for_ready: boo
 def channel_options(wait_for_ready: bool = False) -> list[tuple[str, Any]]:
     """gRPC channel options for the SDK. `wait_for_ready`: a call made while the server is unreachable waits for
     it (up to the call's deadline) instead of failing fast: a coordinator restart costs time, not an error."""
-    config = {"methodConfig": [_policy(READS, ["UNAVAILABLE"], wait_for_ready),
+    config = {"methodConfig": [_policy(READS, ["UNAVAILABLE", "CANCELLED"], wait_for_ready),
                                _policy(CREATES, ["UNAVAILABLE", "ABORTED"], wait_for_ready)]}
     return [
         ("grpc.enable_retries", 1),
