@@ -71,8 +71,8 @@ def test_a_misspelt_or_mistyped_field_fails_both_checks() -> None:
 def test_the_example_renders_every_part_into_its_namespace() -> None:
     docs = render(EXAMPLE)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Namespace", "ConfigMap", "ConfigMap", "Secret", "Secret", "Secret", "Service",
-                            "Service", "Deployment", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy",
+    assert kinds == sorted(["Namespace", "ConfigMap", "ConfigMap", "Secret", "Secret", "Secret", "Secret",
+                            "Service", "Service", "Deployment", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy",
                             "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "RayCluster"])
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"promptbank"}
     assert not find(render(BASE), "Secret"), "example secrets belong in the example overlay, never the base"

@@ -234,3 +234,18 @@ def test_the_gpu_workers_can_hold_every_replica_the_coordinators_ask_for(served)
     assert wanted <= most
     (wait,) = deployment["spec"]["template"]["spec"]["initContainers"]
     assert 1 <= float(wait["command"][-1]) <= least  # the GPUs it waits for are ones the cluster keeps
+
+
+def test_the_coordinators_hold_the_ray_clusters_token() -> None:
+    """Ray 2.60 turns token auth on for `ray start --head`: the RayCluster names the Secret KubeRay hands every
+    Ray pod, and the coordinators read the very same Secret and key, in token mode."""
+    docs = render(EXAMPLE)
+    auth = one(docs, "RayCluster", "promptbank-ray")["spec"]["authOptions"]
+    assert auth["mode"] == "token"
+    token = secret_data(one(docs, "Secret", auth["secretName"]))["auth_token"].strip()
+    assert len(token) >= 32
+    _, container = _coordinator(docs)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (auth["secretName"], "auth_token")
