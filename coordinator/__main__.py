@@ -40,8 +40,24 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--backbone", action="append", default=[], metavar="NAME=MODEL",
                     help="backbone to serve (model id or path, optional @revision); repeatable. "
                          "Default: minilm = packaged all-MiniLM-L6-v2")
-    ap.add_argument("--replicas", type=int, default=1, help="replicas (Ray actors) per backbone")
-    ap.add_argument("--worker-cpus", type=float, default=0.0, help="Ray CPUs reserved per CPU actor (default 1)")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="replicas (Ray actors) per backbone; with --max-replicas, the fewest it scales down to")
+    ap.add_argument("--max-replicas", type=int, default=0, metavar="N",
+                    help="scale each backbone's replicas up to N while its micro-batcher's queue waits "
+                         "(default: no autoscaling)")
+    ap.add_argument("--scale-up-wait", type=float, default=ServerConfig.scale_up_wait_ms, metavar="MS",
+                    help="add a replica when rows waited this long on average over the last second "
+                         f"(default {ServerConfig.scale_up_wait_ms:g})")
+    ap.add_argument("--scale-down-after", type=float, default=ServerConfig.scale_down_after_s, metavar="SECONDS",
+                    help=f"remove a replica idle this long (default {ServerConfig.scale_down_after_s:g})")
+    ap.add_argument("--worker-cpus", type=float, default=0.0, help="Ray CPUs reserved per replica (default 1)")
+    ap.add_argument("--worker-gpus", type=float, default=None,
+                    help="Ray GPUs per replica, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
+    ap.add_argument("--placement", choices=["spread", "pack"], default=ServerConfig.placement,
+                    help="spread a backbone's replicas over Ray's nodes, or pack them (default spread)")
+    ap.add_argument("--placement-timeout", type=float, default=ServerConfig.placement_timeout_s, metavar="SECONDS",
+                    help="fail a replica that Ray cannot place and start within this, naming what it needs "
+                         f"(default {ServerConfig.placement_timeout_s:g})")
     ap.add_argument("--data-root", action="append", default=[], metavar="DIR",
                     help="a directory whose files train jobs may name in dataset.uri; repeatable "
                          "(env PROMPTBANK_DATA_ROOTS, ':'-separated). Default: none; clients send rows instead")
@@ -88,7 +104,9 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
         admin = read_secret(a.admin_token_file, "--admin-token-file", os.environ.get("PROMPTBANK_ADMIN_TOKEN", ""))
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
-                            worker_cpus=a.worker_cpus, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
+                            worker_cpus=a.worker_cpus, worker_gpus=a.worker_gpus, placement=a.placement,
+                            placement_timeout_s=a.placement_timeout, max_replicas=a.max_replicas,
+                            scale_up_wait_ms=a.scale_up_wait, scale_down_after_s=a.scale_down_after, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
                             insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
                             tls_client_ca=a.tls_client_ca, grace_seconds=a.grace, job_lease_s=a.job_lease,
                             train_max_attempts=a.train_max_attempts,

@@ -53,7 +53,9 @@ class MicroBatcher:
         self.pool, self.backbone, self.limits = pool, backbone, limits
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
-        self._slots = asyncio.Semaphore(2 * len(pool.get(backbone).replicas))  # in-flight batches
+        self._busy = 0  # batches in flight: at most two per replica (the count follows autoscaling)
+        self._freed = asyncio.Event()
+        self.waits: deque[tuple[float, float]] = deque(maxlen=4096)  # (when, queue wait s) per request dispatched
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{backbone}")
         self._inflight: set[asyncio.Task[None]] = set()
         self.batches = 0  # counters for tests and logs
@@ -71,11 +73,14 @@ class MicroBatcher:
 
     async def _loop(self) -> None:
         while True:
-            await self._slots.acquire()
+            while self._busy >= 2 * max(1, len(self.pool.get(self.backbone).replicas)):
+                self._freed.clear()
+                await self._freed.wait()
+            self._busy += 1
             try:
                 batch = await self._collect()
             except BaseException:
-                self._slots.release()
+                self._release()
                 raise
             t = asyncio.create_task(self._run(batch))
             self._inflight.add(t)
@@ -119,12 +124,30 @@ class MicroBatcher:
         return (sum(len(p.rows) for p in live) >= self.limits.max_rows
                 or sum(p.tokens for p in live) >= self.limits.max_tokens)
 
+    def _release(self) -> None:
+        self._busy -= 1
+        self._freed.set()
+
+    def capacity_changed(self) -> None:
+        """A replica was added or removed: re-read how many batches may be in flight."""
+        self._freed.set()
+
+    def queued_wait(self, window_s: float) -> float:
+        """Mean queue wait (s) of the requests dispatched in the last `window_s`, counting the requests still
+        queued at their age so far: the autoscaler's signal."""
+        now = time.monotonic()
+        recent = [w for t, w in self.waits if now - t <= window_s]
+        recent += [now - p.arrived for p in self._queue if not p.future.done()]
+        return sum(recent) / len(recent) if recent else 0.0
+
     async def _run(self, batch: list[_Pending]) -> None:
         try:
             if batch:
+                now = time.monotonic()
+                self.waits.extend((now, now - p.arrived) for p in batch)
                 await self._dispatch(batch)
         finally:
-            self._slots.release()
+            self._release()
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
         rows = [r for p in batch for r in p.rows]

@@ -30,9 +30,9 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
     def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
         self.db, self.pool, self.config = db, pool, config
 
-    def _replicas(self, name: str) -> int:
+    def _replicas(self, name: str) -> list[cat.BackboneReplica]:
         bb = self.pool.backbones.get(name)
-        return len(bb.replicas) if bb else 0
+        return [cat.BackboneReplica(index=r.index, state=r.state, node_id=r.node_id) for r in bb.replicas] if bb else []
 
     async def ListBackbones(self, request: cat.ListBackbonesRequest, context: grpc.aio.ServicerContext) -> cat.ListBackbonesResponse:
         offset, limit = cv.page(request.page_size, request.page_token, {})

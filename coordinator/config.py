@@ -65,6 +65,9 @@ class BackboneSpec:
         return cls(name=name.strip(), model=model.strip(), revision=revision, replicas=replicas)
 
 
+PLACEMENTS = {"spread": "SPREAD", "pack": "DEFAULT"}  # --placement -> Ray's actor scheduling strategy
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything `promptbank serve` takes. Defaults give the embedded set-up: SQLite, local Ray, MiniLM."""
@@ -74,8 +77,13 @@ class ServerConfig:
     db: str = field(default_factory=default_db)
     ray_address: str = ""  # "" = start a local Ray; "auto" or "ray://host:10001" = join a cluster
     backbones: tuple[BackboneSpec, ...] = ()
-    worker_cpus: float = 0.0  # 0 = all local cores for a CPU worker
-    worker_gpus: float = 1.0  # per actor, when the cluster has GPUs
+    worker_cpus: float = 0.0  # Ray CPUs reserved per replica; 0 = 1
+    worker_gpus: float | None = None  # Ray GPUs per replica (fractions share a GPU); None = 1 if the cluster has GPUs
+    placement: str = "spread"  # replicas of a backbone: "spread" over nodes, or "pack" (Ray's default placement)
+    placement_timeout_s: float = 600.0  # a replica Ray cannot place (and start) within this fails with what it needs
+    max_replicas: int = 0  # > a backbone's replicas: add replicas while its micro-batcher's queue waits
+    scale_up_wait_ms: float = 200.0  # ... when rows waited this long, on average, over the last second
+    scale_down_after_s: float = 300.0  # ... and remove a replica idle this long, down to the backbone's replicas
     limits: Limits = field(default_factory=Limits)  # every input limit (coordinator/limits.py)
     batch_max_rows: int = 64  # micro-batcher: rows per forward across requests and tasks
     batch_max_tokens: int = 16384  # ... and estimated tokens per forward
@@ -128,6 +136,17 @@ class ServerConfig:
                              f"bind a loopback address, or pass --insecure if the network is trusted")
         if self.admin_token and self.auth != "tokens":
             raise ValueError("an admin token is set but auth is off; add --auth tokens")
+        if self.worker_cpus < 0 or (self.worker_gpus is not None and self.worker_gpus < 0):
+            raise ValueError(f"--worker-cpus {self.worker_cpus:g} and --worker-gpus {self.worker_gpus} must be >= 0")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"--placement {self.placement!r} must be one of {list(PLACEMENTS)}")
+        if self.placement_timeout_s <= 0 or self.scale_up_wait_ms <= 0 or self.scale_down_after_s <= 0:
+            raise ValueError("--placement-timeout, --scale-up-wait and --scale-down-after must be > 0")
+        if self.max_replicas and any(b.replicas > self.max_replicas for b in self.backbones):
+            raise ValueError(f"--max-replicas {self.max_replicas} is below --replicas "
+                             f"{max(b.replicas for b in self.backbones)} (the minimum it scales down to)")
+        if self.max_replicas > 64:
+            raise ValueError(f"--max-replicas {self.max_replicas} must be at most 64")
         names = [b.name for b in self.backbones]
         if len(set(names)) != len(names):
             raise ValueError(f"backbone names must be unique, got {names}")

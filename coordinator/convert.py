@@ -68,10 +68,12 @@ def task_to_proto(task: dict) -> cat.TaskSpec:
     )
 
 
-def backbone_to_proto(bb: m.Backbone, replicas: int = 0) -> cat.Backbone:
+def backbone_to_proto(bb: m.Backbone, serving: list[cat.BackboneReplica] | None = None) -> cat.Backbone:
+    """`serving`: this coordinator's replicas of it (empty when it does not serve the backbone)."""
     return cat.Backbone(
         name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, 0),
-        hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=replicas, create_time=to_timestamp(bb.created_at),
+        hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=len(serving or []),
+        create_time=to_timestamp(bb.created_at), serving=serving or [],
     )
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
-from coordinator.config import BackboneSpec, ServerConfig
+from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig
 from coordinator.errors import root_cause
 from promptbank_api.errors import FailedPrecondition, Unavailable
 from workers.actor import BackboneWorker
@@ -36,6 +37,8 @@ class Replica:
     training: set[str] = field(default_factory=set)  # job ids running here
     sent: set[str] = field(default_factory=set)  # prompt hashes this replica has been given
     state: str = "live"  # "live", "restarting" (Ray is bringing it back) or "dead" (out of restarts)
+    node_id: str = ""  # the Ray node it runs on (again after a restart)
+    last_used: float = field(default_factory=time.monotonic)  # last batch or job sent here (scale-down)
     _reviving: asyncio.Task[bool] | None = field(default=None, repr=False)
 
     @property
@@ -71,29 +74,79 @@ class ReplicaPool:
         self.config = config
         self.backbones: dict[str, BackboneReplicas] = {}
 
-    def _actor_options(self) -> dict[str, Any]:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        opts: dict[str, Any] = {"max_concurrency": 8, "max_restarts": MAX_RESTARTS}
-        if gpus > 0:
-            opts["num_gpus"] = self.config.worker_gpus
-        opts["num_cpus"] = self.config.worker_cpus or 1
-        return opts
+    def demand(self) -> dict[str, float]:
+        """Ray resources one replica asks for: --worker-cpus (1 by default) and --worker-gpus (by default one
+        GPU when the cluster has any: a cluster that only gains GPU nodes later needs --worker-gpus set)."""
+        gpus = self.config.worker_gpus
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        return {"CPU": self.config.worker_cpus or 1.0, "GPU": gpus}
 
-    async def add(self, spec: BackboneSpec) -> BackboneInfo:
-        """Start `spec.replicas` actors for a backbone and return its info (architecture, fingerprint, ...)."""
+    def _actor_options(self) -> dict[str, Any]:
+        need = self.demand()
+        return {"max_concurrency": 8, "max_restarts": MAX_RESTARTS, "num_cpus": need["CPU"],
+                "num_gpus": need["GPU"], "scheduling_strategy": PLACEMENTS[self.config.placement]}
+
+    async def _start(self, spec: BackboneSpec, n: int) -> list[tuple[Any, BackboneInfo]]:
+        """Start `n` actors of a backbone and wait until each has loaded its model. One that Ray cannot place
+        (or that cannot load) within --placement-timeout is killed with the others, and the error says why."""
         cls = ray.remote(BackboneWorker).options(**self._actor_options())
-        handles = [cls.remote(spec.model, spec.revision) for _ in range(spec.replicas)]
+        handles = [cls.remote(spec.model, spec.revision) for _ in range(n)]
+        timeout = self.config.placement_timeout_s
         try:
-            infos = await asyncio.gather(*[h.info.remote() for h in handles])
+            infos = await asyncio.wait_for(asyncio.gather(*[h.info.remote() for h in handles]), timeout)
         except Exception as exc:
             for h in handles:
                 ray.kill(h)
+            if isinstance(exc, TimeoutError):
+                raise FailedPrecondition(self._unplaced(spec, n, timeout)) from None
             raise FailedPrecondition(f"backbone {spec.name!r} ({spec.model}) failed to load: {root_cause(exc)}") from exc
+        return list(zip(handles, infos, strict=True))
+
+    def _unplaced(self, spec: BackboneSpec, n: int, timeout: float) -> str:
+        need = {k: v for k, v in self.demand().items() if v}
+        free = ray.available_resources()
+        nodes = [{k: n.get("Resources", {}).get(k, 0) for k in need} for n in ray.nodes() if n.get("Alive")]
+        return (f"Ray could not place {n} replica(s) of backbone {spec.name!r} within {timeout:g} s "
+                f"(--placement-timeout): each needs {_fmt(need)} on one node; the cluster's nodes have "
+                f"{', '.join(_fmt(x) for x in nodes) or 'none'}, of which {_fmt({k: free.get(k, 0) for k in need})} "
+                f"is free. Lower --worker-cpus/--worker-gpus or --replicas, or add nodes")
+
+    async def add(self, spec: BackboneSpec) -> BackboneInfo:
+        """Start `spec.replicas` actors for a backbone and return its info (architecture, fingerprint, ...)."""
+        started = await self._start(spec, spec.replicas)
+        infos = [i for _, i in started]
         if len({i.fingerprint for i in infos}) != 1:
+            for h, _ in started:
+                ray.kill(h)
             raise FailedPrecondition(f"replicas of backbone {spec.name!r} loaded different weights")
-        self.backbones[spec.name] = BackboneReplicas(spec, infos[0], [Replica(h, i, spec.name) for i, h in enumerate(handles)])
-        log.info("backbone %s: %d replica(s), %s", spec.name, spec.replicas, infos[0])
+        reps = [Replica(h, i, spec.name, node_id=info.node_id) for i, (h, info) in enumerate(started)]
+        self.backbones[spec.name] = BackboneReplicas(spec, infos[0], reps)
+        log.info("backbone %s: %d replica(s) on node(s) %s, %s", spec.name, spec.replicas,
+                 sorted({r.node_id[:8] for r in reps}), infos[0])
         return infos[0]
+
+    async def grow(self, name: str) -> Replica:
+        """One more replica of a served backbone (autoscaling); FAILED_PRECONDITION when Ray cannot place it."""
+        bb = self.get(name)
+        (handle, info), = await self._start(bb.spec, 1)
+        if info.fingerprint != bb.info.fingerprint:
+            ray.kill(handle)
+            raise FailedPrecondition(f"a new replica of backbone {name!r} loaded different weights")
+        rep = Replica(handle, max((r.index for r in bb.replicas), default=-1) + 1, name, node_id=info.node_id)
+        bb.replicas.append(rep)
+        log.info("backbone %s: replica %d added on node %s (%d now)", name, rep.index, rep.node_id[:8],
+                 len(bb.replicas))
+        return rep
+
+    def shrink(self, name: str, rep: Replica) -> None:
+        """Remove an idle replica (autoscaling): no call or job is on it, so nothing is lost."""
+        bb = self.get(name)
+        if rep.outstanding or rep.training or rep not in bb.replicas:
+            return
+        bb.replicas.remove(rep)
+        ray.kill(rep.handle)
+        log.info("backbone %s: idle replica %d removed (%d now)", name, rep.index, len(bb.replicas))
 
     def get(self, name: str) -> BackboneReplicas:
         if name not in self.backbones:
@@ -136,9 +189,9 @@ class ReplicaPool:
         deadline = loop.time() + RESTART_WAIT_S
         while loop.time() < deadline:
             try:
-                await asyncio.wait_for(rep.handle.info.remote(), timeout=max(deadline - loop.time(), 0.1))
-                rep.state = "live"
-                log.info("replica %d is back", rep.index)
+                info = await asyncio.wait_for(rep.handle.info.remote(), timeout=max(deadline - loop.time(), 0.1))
+                rep.state, rep.node_id = "live", info.node_id
+                log.info("replica %d is back, on node %s", rep.index, rep.node_id[:8])
                 return True
             except ActorDiedError:
                 break
@@ -188,6 +241,7 @@ class ReplicaPool:
         keys = {k for k, _ in rows}
         rep.outstanding += 1
         rep.batches += 1
+        rep.last_used = time.monotonic()
         try:
             send = {k: prompts[k] for k in keys - rep.sent}
             try:
@@ -211,3 +265,7 @@ class ReplicaPool:
             for r in bb.replicas:
                 ray.kill(r.handle)
         self.backbones.clear()
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in resources.items()) + "}"

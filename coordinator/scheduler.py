@@ -126,8 +126,9 @@ class JobScheduler:
             await self._train(group, replica, open_jobs)
         except RayActorError as exc:  # the replica died: its jobs resume elsewhere from their checkpoints
             log.warning("replica %d died under jobs %s: %s", replica.index, sorted(open_jobs), exc)
-            back = await self.pool.died(replica)  # held (bounded) so the retry does not hit it restarting
+            probe = self.pool.died(replica)
             live = [r for r in self.pool.get(replica.backbone).replicas if r.live]
+            back = bool(live) or await probe  # another live replica takes the jobs now; else wait (bounded) for this one
             for job_id in open_jobs - self._lost:
                 with contextlib.suppress(jobstore.LeaseLost):
                     if back or live:

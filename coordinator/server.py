@@ -19,6 +19,7 @@ from bank import catalog, tokens
 from bank.db import safe_url
 from bank.writer import BankDB
 from coordinator import auth
+from coordinator.autoscaler import Autoscaler
 from coordinator.catalog_service import CatalogService
 from coordinator.config import ServerConfig
 from coordinator.errors import ErrorInterceptor
@@ -60,11 +61,14 @@ class Coordinator:
     scheduler: JobScheduler
     inference: InferenceService
     port: int
+    autoscaler: Autoscaler | None = None  # with --max-replicas
 
     async def stop(self) -> None:
         """Graceful: report NOT_SERVING, then within `grace_seconds` let in-flight calls finish while running
         jobs write a last checkpoint and go back to the queue; then release everything."""
         await self.health.enter_graceful_shutdown()
+        if self.autoscaler is not None:
+            await self.autoscaler.stop()
         grace = self.config.grace_seconds
         notice = min(NOTICE_S, grace / 5)  # still serving while load balancers see NOT_SERVING and steer away
 
@@ -137,10 +141,14 @@ async def start(config: ServerConfig) -> Coordinator:
         raise OSError(f"could not bind {config.host}:{config.port}")
     await server.start()
     await scheduler.start()
+    autoscaler = None
+    if config.max_replicas:
+        autoscaler = Autoscaler(pool, inference, config)
+        autoscaler.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("promptbank coordinator %s on %s:%d (db %s)", scheduler.owner, config.host, port, safe_url(config.db))
-    return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port)
+    return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port, autoscaler)
 
 
 async def serve_forever(config: ServerConfig, ready: asyncio.Event | None = None) -> None:

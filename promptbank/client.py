@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promptbank.credentials import BearerToken
 from promptbank.retry import MAX_BACKOFF_S, channel_options
-from promptbank_api.names import TERMINAL_STATES, job_name, to_timestamp
+from promptbank_api.names import TERMINAL_STATES, job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -246,6 +246,11 @@ class Client:
         return self.get_job(job)
 
     # ------------------------------------------------------------ catalog
+
+    def get_backbone(self, name: str) -> cat.Backbone:
+        """A backbone, with the answering coordinator's replicas of it (`serving`: state and Ray node)."""
+        return self.catalog.GetBackbone(cat.GetBackboneRequest(name=f"backbones/{strip_collection(name, 'backbones')}"),
+                                        timeout=self.timeout)
 
     def list_backbones(self) -> list[cat.Backbone]:
         return list(self.catalog.ListBackbones(cat.ListBackbonesRequest(page_size=1000), timeout=self.timeout).backbones)

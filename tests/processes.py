@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -35,20 +36,36 @@ def _tail(path: Path, n: int = 40) -> str:
         return "(no log)"
 
 
-class RayHead:
-    """A one-node Ray cluster as its own process tree, so coordinators can join it, die and leave it running."""
+def _ray_start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--block",
+                                 "--disable-usage-stats", "--object-store-memory", str(256 << 20), *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
-    def __init__(self, cpus: int = 8):
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+class RayHead:
+    """A Ray cluster's head node as its own process tree, so coordinators can join it, die and leave it running.
+    `token`: Ray's token auth on (RAY_AUTH_MODE=token), as on a KubeRay cluster; off otherwise."""
+
+    def __init__(self, cpus: int = 8, resources: dict[str, float] | None = None, token: str = ""):
         self.port = free_port()
         self.tmp = Path(tempfile.mkdtemp(prefix="pbray", dir="/tmp"))  # short: Ray's socket paths are length-capped
         self.log = self.tmp / "head.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={self.port}",
-                 f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-                 f"--temp-dir={self.tmp}", "--ray-client-server-port", str(free_port()),
-                 "--object-store-memory", str(256 << 20)],
-                stdout=out, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+        self.env = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if token else ENV
+        extra = [f"--resources={json.dumps(resources)}"] if resources else []
+        self.proc = _ray_start(["--head", f"--port={self.port}", f"--num-cpus={cpus}", "--num-gpus=0",
+                                "--include-dashboard=false", f"--temp-dir={self.tmp}",
+                                "--ray-client-server-port", str(free_port()), *extra], self.log, self.env)
         self.address = f"127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -60,14 +77,38 @@ class RayHead:
             time.sleep(0.5)
         raise RuntimeError(f"ray head did not listen on {self.address} in 120 s:\n{_tail(self.log)}")
 
+    def nodes(self) -> list[dict[str, object]]:
+        """`ray.nodes()` as a separate driver sees them (this test process may hold its own local Ray)."""
+        code = "import json, ray; ray.init(address=%r, log_to_driver=False); print(json.dumps(ray.nodes()))"
+        out = subprocess.run([sys.executable, "-c", code % self.address], capture_output=True, text=True,
+                             env=self.env, timeout=120, check=True)
+        return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
+        _stop_group(self.proc)
+
+
+class RayWorkerNode:
+    """A second Ray node joining `head` (`ray start --address`), with its own resources; `kill()` SIGKILLs its
+    raylet and every worker process on it at once, as a lost machine would."""
+
+    def __init__(self, head: RayHead, cpus: int, resources: dict[str, float]):
+        self.log = head.tmp / f"node-{time.monotonic_ns()}.log"
+        self.proc = _ray_start([f"--address={head.address}", f"--num-cpus={cpus}", "--num-gpus=0",
+                                f"--resources={json.dumps(resources)}"], self.log, head.env)
+        self.resources = resources
+        deadline = time.monotonic() + 120
+        while not any(n.get("Alive") and all(k in n.get("Resources", {}) for k in resources) for n in head.nodes()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray worker node did not join in 120 s:\n{_tail(self.log)}")
+            time.sleep(1)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        _stop_group(self.proc)
 
 
 class Coordinator:

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 
+import ray
 import torch
 
 from bank.codec import decode_prompt
@@ -32,6 +33,11 @@ from workers.protocol import (
 from workers.soft_prompt import build_batch, tokenize
 from workers.task import TaskSpec
 from workers.train import Trainer, train_jobs
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on, or "" when it runs outside Ray (tests, benches in-process)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 class BackboneWorker:
@@ -63,7 +69,7 @@ class BackboneWorker:
         i = self.bb.info
         return BackboneInfo(model=i.model, revision=i.revision, architecture=i.architecture,
                             hidden_size=i.hidden_size, fingerprint=i.fingerprint, max_positions=i.max_positions,
-                            device=str(self.device), threads=torch.get_num_threads())
+                            device=str(self.device), threads=torch.get_num_threads(), node_id=_node_id())
 
     def check_task(self, task: TaskSpec) -> None:
         """Raise ConfigError now if the task cannot run here (e.g. label words sharing a first token)."""

@@ -42,6 +42,7 @@ class BackboneInfo:
     max_positions: int
     device: str = "cpu"
     threads: int = 1
+    node_id: str = ""  # the Ray node the replica runs on ("" outside Ray)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ class Backbone(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SERVING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backbones/{backbone}`."""
     model: _builtins.str
@@ -86,6 +87,10 @@ class Backbone(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was first registered."""
 
+    @_builtins.property
+    def serving(self) -> _containers.RepeatedCompositeFieldContainer[Global___BackboneReplica]:
+        """The answering coordinator's replicas of it: state and the Ray node each runs on."""
+
     def __init__(
         self,
         *,
@@ -97,14 +102,45 @@ class Backbone(_message.Message):
         fingerprint: _builtins.str = ...,
         replicas: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        serving: _abc.Iterable[Global___BackboneReplica] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "fingerprint", b"fingerprint", "hidden_size", b"hidden_size", "model", b"model", "name", b"name", "replicas", b"replicas", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "fingerprint", b"fingerprint", "hidden_size", b"hidden_size", "model", b"model", "name", b"name", "replicas", b"replicas", "revision", b"revision", "serving", b"serving"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Backbone: _TypeAlias = Backbone  # noqa: Y015
+
+@_typing.final
+class BackboneReplica(_message.Message):
+    """One replica (a Ray actor holding the frozen backbone) of a coordinator."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Index among the coordinator's replicas of the backbone; not reused while the coordinator runs."""
+    state: _builtins.str
+    """"live", "restarting" (Ray is restarting its actor) or "dead" (Ray gave up restarting it)."""
+    node_id: _builtins.str
+    """The Ray node it runs on (hex node id)."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        state: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "node_id", b"node_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackboneReplica: _TypeAlias = BackboneReplica  # noqa: Y015
 
 @_typing.final
 class TaskSpec(_message.Message):

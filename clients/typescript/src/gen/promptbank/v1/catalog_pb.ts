@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file promptbank/v1/catalog.proto.
  */
 export const file_promptbank_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("Chtwcm9tcHRiYW5rL3YxL2NhdGFsb2cucHJvdG8SDXByb21wdGJhbmsudjEi2QEKCEJhY2tib25lEgwKBG5hbWUYASABKAkSDQoFbW9kZWwYAiABKAkSEAoIcmV2aXNpb24YAyABKAkSMQoMYXJjaGl0ZWN0dXJlGAQgASgOMhsucHJvbXB0YmFuay52MS5BcmNoaXRlY3R1cmUSEwoLaGlkZGVuX3NpemUYBSABKAUSEwoLZmluZ2VycHJpbnQYBiABKAkSEAoIcmVwbGljYXMYByABKAUSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIngKCFRhc2tTcGVjEgwKBGtpbmQYASABKAkSDgoGbGFiZWxzGAIgAygJEhMKC2xhYmVsX3dvcmRzGAMgAygJEhMKC2xhYmVsX3RleHRzGAQgAygJEhMKC2Rlc2NyaXB0aW9uGAUgASgJEg8KB3Bvb2xpbmcYBiABKAkiuQIKBlByb21wdBIMCgRuYW1lGAEgASgJEiUKBHRhc2sYAiABKAsyFy5wcm9tcHRiYW5rLnYxLlRhc2tTcGVjEgwKBHRhZ3MYAyADKAkSDQoFb3duZXIYBCABKAkSMwoHYWxpYXNlcxgFIAMoCzIiLnByb21wdGJhbmsudjEuUHJvbXB0LkFsaWFzZXNFbnRyeRIWCg5sYXRlc3RfdmVyc2lvbhgGIAEoAxIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi4KDEFsaWFzZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIlwKB0xpbmVhZ2USCwoDam9iGAEgASgJEgwKBGRhdGEYAiABKAkSDAoEaW5pdBgDIAEoCRIVCg1pbXBvcnRlZF9mcm9tGAQgASgJEhEKCXByaW5jaXBhbBgFIAEoCSKBAwoNUHJvbXB0VmVyc2lvbhIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAMSEAoIYmFja2JvbmUYAyABKAkSHAoUYmFja2JvbmVfZmluZ2VycHJpbnQYBCABKAkSDQoFc2hhcGUYBSADKAMSDQoFZHR5cGUYBiABKAkSDgoGc2hhMjU2GAcgASgJEjoKB21ldHJpY3MYCCADKAsyKS5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24uTWV0cmljc0VudHJ5EicKB2xpbmVhZ2UYCSABKAsyFi5wcm9tcHRiYW5rLnYxLkxpbmVhZ2USDwoHYWxpYXNlcxgKIAMoCRIMCgR0YWdzGAsgAygJEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZ0ZW5zb3IYDSABKAwaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiJgoFQWxpYXMSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJIoIBCgpBbGlhc0V2ZW50Eg0KBWFsaWFzGAEgASgJEhQKDGZyb21fdmVyc2lvbhgCIAEoAxISCgp0b192ZXJzaW9uGAMgASgDEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgFIAEoCSI9ChRMaXN0QmFja2JvbmVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJcChVMaXN0QmFja2JvbmVzUmVzcG9uc2USKgoJYmFja2JvbmVzGAEgAygLMhcucHJvbXB0YmFuay52MS5CYWNrYm9uZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoSR2V0QmFja2JvbmVSZXF1ZXN0EgwKBG5hbWUYASABKAkicwoXUmVnaXN0ZXJCYWNrYm9uZVJlcXVlc3QSEwoLYmFja2JvbmVfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSEAoIcmV2aXNpb24YAyABKAkSFQoIcmVwbGljYXMYBCABKAVIAIgBAUILCglfcmVwbGljYXMiYwoTQ3JlYXRlUHJvbXB0UmVxdWVzdBIRCglwcm9tcHRfaWQYASABKAkSJQoGcHJvbXB0GAIgASgLMhUucHJvbXB0YmFuay52MS5Qcm9tcHQSEgoKcmVxdWVzdF9pZBgDIAEoCSIgChBHZXRQcm9tcHRSZXF1ZXN0EgwKBG5hbWUYASABKAkimwEKEkxpc3RQcm9tcHRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRILCgN0YWcYAyABKAkSEAoIYmFja2JvbmUYBCABKAkSDQoFbGFiZWwYBSABKAkSMAoMY3JlYXRlX2FmdGVyGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJWChNMaXN0UHJvbXB0c1Jlc3BvbnNlEiYKB3Byb21wdHMYASADKAsyFS5wcm9tcHRiYW5rLnYxLlByb21wdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkibQoTVXBkYXRlUHJvbXB0UmVxdWVzdBIlCgZwcm9tcHQYASABKAsyFS5wcm9tcHRiYW5rLnYxLlByb21wdBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siMgoTRGVsZXRlUHJvbXB0UmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBWZvcmNlGAIgASgIIhYKFERlbGV0ZVByb21wdFJlc3BvbnNlIj8KF0dldFByb21wdFZlcnNpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkSFgoOaW5jbHVkZV90ZW5zb3IYAiABKAgiowEKGUxpc3RQcm9tcHRWZXJzaW9uc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEhAKCGJhY2tib25lGAQgASgJEgsKA3RhZxgFIAEoCRIwCgxjcmVhdGVfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImUKGkxpc3RQcm9tcHRWZXJzaW9uc1Jlc3BvbnNlEi4KCHZlcnNpb25zGAEgAygLMhwucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ8ChpVcGRhdGVQcm9tcHRWZXJzaW9uUmVxdWVzdBItCgd2ZXJzaW9uGAEgASgLMhwucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI5ChpEZWxldGVQcm9tcHRWZXJzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEg0KBWZvcmNlGAIgASgIIh0KG0RlbGV0ZVByb21wdFZlcnNpb25SZXNwb25zZSJBCg9TZXRBbGlhc1JlcXVlc3QSDgoGcGFyZW50GAEgASgJEg0KBWFsaWFzGAIgASgJEg8KB3ZlcnNpb24YAyABKAMiIgoSRGVsZXRlQWxpYXNSZXF1ZXN0EgwKBG5hbWUYASABKAkiFQoTRGVsZXRlQWxpYXNSZXNwb25zZSJQChdMaXN0QWxpYXNIaXN0b3J5UmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXgoYTGlzdEFsaWFzSGlzdG9yeVJlc3BvbnNlEikKBmV2ZW50cxgBIAMoCzIZLnByb21wdGJhbmsudjEuQWxpYXNFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiqAEKGkltcG9ydFByb21wdFZlcnNpb25SZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIQCghiYWNrYm9uZRgCIAEoCRIWCg5hZGFwdGVyX2NvbmZpZxgDIAEoDBIVCg1hZGFwdGVyX21vZGVsGAQgASgMEiUKBHRhc2sYBSABKAsyFy5wcm9tcHRiYW5rLnYxLlRhc2tTcGVjEhIKCnJlcXVlc3RfaWQYBiABKAkiKgoaRXhwb3J0UHJvbXB0VmVyc2lvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJ3ChtFeHBvcnRQcm9tcHRWZXJzaW9uUmVzcG9uc2USFgoOYWRhcHRlcl9jb25maWcYASABKAwSFQoNYWRhcHRlcl9tb2RlbBgCIAEoDBIpCghtZXRhZGF0YRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QqmAEKDEFyY2hpdGVjdHVyZRIcChhBUkNISVRFQ1RVUkVfVU5TUEVDSUZJRUQQABIYChRBUkNISVRFQ1RVUkVfRU5DT0RFUhABEhoKFkFSQ0hJVEVDVFVSRV9DQVVTQUxfTE0QAhIYChRBUkNISVRFQ1RVUkVfU0VRMlNFURADEhoKFkFSQ0hJVEVDVFVSRV9NQVNLRURfTE0QBDLzCwoNUHJvbXB0Q2F0YWxvZxJaCg1MaXN0QmFja2JvbmVzEiMucHJvbXB0YmFuay52MS5MaXN0QmFja2JvbmVzUmVxdWVzdBokLnByb21wdGJhbmsudjEuTGlzdEJhY2tib25lc1Jlc3BvbnNlEkkKC0dldEJhY2tib25lEiEucHJvbXB0YmFuay52MS5HZXRCYWNrYm9uZVJlcXVlc3QaFy5wcm9tcHRiYW5rLnYxLkJhY2tib25lElMKEFJlZ2lzdGVyQmFja2JvbmUSJi5wcm9tcHRiYW5rLnYxLlJlZ2lzdGVyQmFja2JvbmVSZXF1ZXN0GhcucHJvbXB0YmFuay52MS5CYWNrYm9uZRJJCgxDcmVhdGVQcm9tcHQSIi5wcm9tcHRiYW5rLnYxLkNyZWF0ZVByb21wdFJlcXVlc3QaFS5wcm9tcHRiYW5rLnYxLlByb21wdBJDCglHZXRQcm9tcHQSHy5wcm9tcHRiYW5rLnYxLkdldFByb21wdFJlcXVlc3QaFS5wcm9tcHRiYW5rLnYxLlByb21wdBJUCgtMaXN0UHJvbXB0cxIhLnByb21wdGJhbmsudjEuTGlzdFByb21wdHNSZXF1ZXN0GiIucHJvbXB0YmFuay52MS5MaXN0UHJvbXB0c1Jlc3BvbnNlEkkKDFVwZGF0ZVByb21wdBIiLnByb21wdGJhbmsudjEuVXBkYXRlUHJvbXB0UmVxdWVzdBoVLnByb21wdGJhbmsudjEuUHJvbXB0ElcKDERlbGV0ZVByb21wdBIiLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0UmVxdWVzdBojLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0UmVzcG9uc2USWAoQR2V0UHJvbXB0VmVyc2lvbhImLnByb21wdGJhbmsudjEuR2V0UHJvbXB0VmVyc2lvblJlcXVlc3QaHC5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24SaQoSTGlzdFByb21wdFZlcnNpb25zEigucHJvbXB0YmFuay52MS5MaXN0UHJvbXB0VmVyc2lvbnNSZXF1ZXN0GikucHJvbXB0YmFuay52MS5MaXN0UHJvbXB0VmVyc2lvbnNSZXNwb25zZRJeChNVcGRhdGVQcm9tcHRWZXJzaW9uEikucHJvbXB0YmFuay52MS5VcGRhdGVQcm9tcHRWZXJzaW9uUmVxdWVzdBocLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbhJsChNEZWxldGVQcm9tcHRWZXJzaW9uEikucHJvbXB0YmFuay52MS5EZWxldGVQcm9tcHRWZXJzaW9uUmVxdWVzdBoqLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0VmVyc2lvblJlc3BvbnNlEkAKCFNldEFsaWFzEh4ucHJvbXB0YmFuay52MS5TZXRBbGlhc1JlcXVlc3QaFC5wcm9tcHRiYW5rLnYxLkFsaWFzElQKC0RlbGV0ZUFsaWFzEiEucHJvbXB0YmFuay52MS5EZWxldGVBbGlhc1JlcXVlc3QaIi5wcm9tcHRiYW5rLnYxLkRlbGV0ZUFsaWFzUmVzcG9uc2USYwoQTGlzdEFsaWFzSGlzdG9yeRImLnByb21wdGJhbmsudjEuTGlzdEFsaWFzSGlzdG9yeVJlcXVlc3QaJy5wcm9tcHRiYW5rLnYxLkxpc3RBbGlhc0hpc3RvcnlSZXNwb25zZRJeChNJbXBvcnRQcm9tcHRWZXJzaW9uEikucHJvbXB0YmFuay52MS5JbXBvcnRQcm9tcHRWZXJzaW9uUmVxdWVzdBocLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbhJsChNFeHBvcnRQcm9tcHRWZXJzaW9uEikucHJvbXB0YmFuay52MS5FeHBvcnRQcm9tcHRWZXJzaW9uUmVxdWVzdBoqLnByb21wdGJhbmsudjEuRXhwb3J0UHJvbXB0VmVyc2lvblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chtwcm9tcHRiYW5rL3YxL2NhdGFsb2cucHJvdG8SDXByb21wdGJhbmsudjEiigIKCEJhY2tib25lEgwKBG5hbWUYASABKAkSDQoFbW9kZWwYAiABKAkSEAoIcmV2aXNpb24YAyABKAkSMQoMYXJjaGl0ZWN0dXJlGAQgASgOMhsucHJvbXB0YmFuay52MS5BcmNoaXRlY3R1cmUSEwoLaGlkZGVuX3NpemUYBSABKAUSEwoLZmluZ2VycHJpbnQYBiABKAkSEAoIcmVwbGljYXMYByABKAUSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KB3NlcnZpbmcYCSADKAsyHi5wcm9tcHRiYW5rLnYxLkJhY2tib25lUmVwbGljYSJACg9CYWNrYm9uZVJlcGxpY2ESDQoFaW5kZXgYASABKAUSDQoFc3RhdGUYAiABKAkSDwoHbm9kZV9pZBgDIAEoCSJ4CghUYXNrU3BlYxIMCgRraW5kGAEgASgJEg4KBmxhYmVscxgCIAMoCRITCgtsYWJlbF93b3JkcxgDIAMoCRITCgtsYWJlbF90ZXh0cxgEIAMoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRIPCgdwb29saW5nGAYgASgJIrkCCgZQcm9tcHQSDAoEbmFtZRgBIAEoCRIlCgR0YXNrGAIgASgLMhcucHJvbXB0YmFuay52MS5UYXNrU3BlYxIMCgR0YWdzGAMgAygJEg0KBW93bmVyGAQgASgJEjMKB2FsaWFzZXMYBSADKAsyIi5wcm9tcHRiYW5rLnYxLlByb21wdC5BbGlhc2VzRW50cnkSFgoObGF0ZXN0X3ZlcnNpb24YBiABKAMSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxBbGlhc2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJcCgdMaW5lYWdlEgsKA2pvYhgBIAEoCRIMCgRkYXRhGAIgASgJEgwKBGluaXQYAyABKAkSFQoNaW1wb3J0ZWRfZnJvbRgEIAEoCRIRCglwcmluY2lwYWwYBSABKAkigQMKDVByb21wdFZlcnNpb24SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhAKCGJhY2tib25lGAMgASgJEhwKFGJhY2tib25lX2ZpbmdlcnByaW50GAQgASgJEg0KBXNoYXBlGAUgAygDEg0KBWR0eXBlGAYgASgJEg4KBnNoYTI1NhgHIAEoCRI6CgdtZXRyaWNzGAggAygLMikucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uLk1ldHJpY3NFbnRyeRInCgdsaW5lYWdlGAkgASgLMhYucHJvbXB0YmFuay52MS5MaW5lYWdlEg8KB2FsaWFzZXMYCiADKAkSDAoEdGFncxgLIAMoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdGVuc29yGA0gASgMGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIiYKBUFsaWFzEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSKCAQoKQWxpYXNFdmVudBINCgVhbGlhcxgBIAEoCRIUCgxmcm9tX3ZlcnNpb24YAiABKAMSEgoKdG9fdmVyc2lvbhgDIAEoAxIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwcmluY2lwYWwYBSABKAkiPQoUTGlzdEJhY2tib25lc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiXAoVTGlzdEJhY2tib25lc1Jlc3BvbnNlEioKCWJhY2tib25lcxgBIAMoCzIXLnByb21wdGJhbmsudjEuQmFja2JvbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiIKEkdldEJhY2tib25lUmVxdWVzdBIMCgRuYW1lGAEgASgJInMKF1JlZ2lzdGVyQmFja2JvbmVSZXF1ZXN0EhMKC2JhY2tib25lX2lkGAEgASgJEg0KBW1vZGVsGAIgASgJEhAKCHJldmlzaW9uGAMgASgJEhUKCHJlcGxpY2FzGAQgASgFSACIAQFCCwoJX3JlcGxpY2FzImMKE0NyZWF0ZVByb21wdFJlcXVlc3QSEQoJcHJvbXB0X2lkGAEgASgJEiUKBnByb21wdBgCIAEoCzIVLnByb21wdGJhbmsudjEuUHJvbXB0EhIKCnJlcXVlc3RfaWQYAyABKAkiIAoQR2V0UHJvbXB0UmVxdWVzdBIMCgRuYW1lGAEgASgJIpsBChJMaXN0UHJvbXB0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSCwoDdGFnGAMgASgJEhAKCGJhY2tib25lGAQgASgJEg0KBWxhYmVsGAUgASgJEjAKDGNyZWF0ZV9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoTTGlzdFByb21wdHNSZXNwb25zZRImCgdwcm9tcHRzGAEgAygLMhUucHJvbXB0YmFuay52MS5Qcm9tcHQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm0KE1VwZGF0ZVByb21wdFJlcXVlc3QSJQoGcHJvbXB0GAEgASgLMhUucHJvbXB0YmFuay52MS5Qcm9tcHQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjIKE0RlbGV0ZVByb21wdFJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIWChREZWxldGVQcm9tcHRSZXNwb25zZSI/ChdHZXRQcm9tcHRWZXJzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhYKDmluY2x1ZGVfdGVuc29yGAIgASgIIqMBChlMaXN0UHJvbXB0VmVyc2lvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIQCghiYWNrYm9uZRgEIAEoCRILCgN0YWcYBSABKAkSMAoMY3JlYXRlX2FmdGVyGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJlChpMaXN0UHJvbXB0VmVyc2lvbnNSZXNwb25zZRIuCgh2ZXJzaW9ucxgBIAMoCzIcLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkifAoaVXBkYXRlUHJvbXB0VmVyc2lvblJlcXVlc3QSLQoHdmVyc2lvbhgBIAEoCzIcLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siOQoaRGVsZXRlUHJvbXB0VmVyc2lvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIdChtEZWxldGVQcm9tcHRWZXJzaW9uUmVzcG9uc2UiQQoPU2V0QWxpYXNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRINCgVhbGlhcxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgDIiIKEkRlbGV0ZUFsaWFzUmVxdWVzdBIMCgRuYW1lGAEgASgJIhUKE0RlbGV0ZUFsaWFzUmVzcG9uc2UiUAoXTGlzdEFsaWFzSGlzdG9yeVJlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIl4KGExpc3RBbGlhc0hpc3RvcnlSZXNwb25zZRIpCgZldmVudHMYASADKAsyGS5wcm9tcHRiYW5rLnYxLkFsaWFzRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqgBChpJbXBvcnRQcm9tcHRWZXJzaW9uUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEAoIYmFja2JvbmUYAiABKAkSFgoOYWRhcHRlcl9jb25maWcYAyABKAwSFQoNYWRhcHRlcl9tb2RlbBgEIAEoDBIlCgR0YXNrGAUgASgLMhcucHJvbXB0YmFuay52MS5UYXNrU3BlYxISCgpyZXF1ZXN0X2lkGAYgASgJIioKGkV4cG9ydFByb21wdFZlcnNpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkidwobRXhwb3J0UHJvbXB0VmVyc2lvblJlc3BvbnNlEhYKDmFkYXB0ZXJfY29uZmlnGAEgASgMEhUKDWFkYXB0ZXJfbW9kZWwYAiABKAwSKQoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0KpgBCgxBcmNoaXRlY3R1cmUSHAoYQVJDSElURUNUVVJFX1VOU1BFQ0lGSUVEEAASGAoUQVJDSElURUNUVVJFX0VOQ09ERVIQARIaChZBUkNISVRFQ1RVUkVfQ0FVU0FMX0xNEAISGAoUQVJDSElURUNUVVJFX1NFUTJTRVEQAxIaChZBUkNISVRFQ1RVUkVfTUFTS0VEX0xNEAQy8wsKDVByb21wdENhdGFsb2cSWgoNTGlzdEJhY2tib25lcxIjLnByb21wdGJhbmsudjEuTGlzdEJhY2tib25lc1JlcXVlc3QaJC5wcm9tcHRiYW5rLnYxLkxpc3RCYWNrYm9uZXNSZXNwb25zZRJJCgtHZXRCYWNrYm9uZRIhLnByb21wdGJhbmsudjEuR2V0QmFja2JvbmVSZXF1ZXN0GhcucHJvbXB0YmFuay52MS5CYWNrYm9uZRJTChBSZWdpc3RlckJhY2tib25lEiYucHJvbXB0YmFuay52MS5SZWdpc3RlckJhY2tib25lUmVxdWVzdBoXLnByb21wdGJhbmsudjEuQmFja2JvbmUSSQoMQ3JlYXRlUHJvbXB0EiIucHJvbXB0YmFuay52MS5DcmVhdGVQcm9tcHRSZXF1ZXN0GhUucHJvbXB0YmFuay52MS5Qcm9tcHQSQwoJR2V0UHJvbXB0Eh8ucHJvbXB0YmFuay52MS5HZXRQcm9tcHRSZXF1ZXN0GhUucHJvbXB0YmFuay52MS5Qcm9tcHQSVAoLTGlzdFByb21wdHMSIS5wcm9tcHRiYW5rLnYxLkxpc3RQcm9tcHRzUmVxdWVzdBoiLnByb21wdGJhbmsudjEuTGlzdFByb21wdHNSZXNwb25zZRJJCgxVcGRhdGVQcm9tcHQSIi5wcm9tcHRiYW5rLnYxLlVwZGF0ZVByb21wdFJlcXVlc3QaFS5wcm9tcHRiYW5rLnYxLlByb21wdBJXCgxEZWxldGVQcm9tcHQSIi5wcm9tcHRiYW5rLnYxLkRlbGV0ZVByb21wdFJlcXVlc3QaIy5wcm9tcHRiYW5rLnYxLkRlbGV0ZVByb21wdFJlc3BvbnNlElgKEEdldFByb21wdFZlcnNpb24SJi5wcm9tcHRiYW5rLnYxLkdldFByb21wdFZlcnNpb25SZXF1ZXN0GhwucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uEmkKEkxpc3RQcm9tcHRWZXJzaW9ucxIoLnByb21wdGJhbmsudjEuTGlzdFByb21wdFZlcnNpb25zUmVxdWVzdBopLnByb21wdGJhbmsudjEuTGlzdFByb21wdFZlcnNpb25zUmVzcG9uc2USXgoTVXBkYXRlUHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuVXBkYXRlUHJvbXB0VmVyc2lvblJlcXVlc3QaHC5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24SbAoTRGVsZXRlUHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0VmVyc2lvblJlcXVlc3QaKi5wcm9tcHRiYW5rLnYxLkRlbGV0ZVByb21wdFZlcnNpb25SZXNwb25zZRJACghTZXRBbGlhcxIeLnByb21wdGJhbmsudjEuU2V0QWxpYXNSZXF1ZXN0GhQucHJvbXB0YmFuay52MS5BbGlhcxJUCgtEZWxldGVBbGlhcxIhLnByb21wdGJhbmsudjEuRGVsZXRlQWxpYXNSZXF1ZXN0GiIucHJvbXB0YmFuay52MS5EZWxldGVBbGlhc1Jlc3BvbnNlEmMKEExpc3RBbGlhc0hpc3RvcnkSJi5wcm9tcHRiYW5rLnYxLkxpc3RBbGlhc0hpc3RvcnlSZXF1ZXN0GicucHJvbXB0YmFuay52MS5MaXN0QWxpYXNIaXN0b3J5UmVzcG9uc2USXgoTSW1wb3J0UHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuSW1wb3J0UHJvbXB0VmVyc2lvblJlcXVlc3QaHC5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24SbAoTRXhwb3J0UHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuRXhwb3J0UHJvbXB0VmVyc2lvblJlcXVlc3QaKi5wcm9tcHRiYW5rLnYxLkV4cG9ydFByb21wdFZlcnNpb25SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A frozen pretrained model that prompts are trained for. Versions pin it by fingerprint.
@@ -77,6 +77,13 @@ export type Backbone = Message<"promptbank.v1.Backbone"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 8;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * The answering coordinator's replicas of it: state and the Ray node each runs on.
+   *
+   * @generated from field: repeated promptbank.v1.BackboneReplica serving = 9;
+   */
+  serving: BackboneReplica[];
 };
 
 /**
@@ -85,6 +92,41 @@ export type Backbone = Message<"promptbank.v1.Backbone"> & {
  */
 export const BackboneSchema: GenMessage<Backbone> = /*@__PURE__*/
   messageDesc(file_promptbank_v1_catalog, 0);
+
+/**
+ * One replica (a Ray actor holding the frozen backbone) of a coordinator.
+ *
+ * @generated from message promptbank.v1.BackboneReplica
+ */
+export type BackboneReplica = Message<"promptbank.v1.BackboneReplica"> & {
+  /**
+   * Index among the coordinator's replicas of the backbone; not reused while the coordinator runs.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * "live", "restarting" (Ray is restarting its actor) or "dead" (Ray gave up restarting it).
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * The Ray node it runs on (hex node id).
+   *
+   * @generated from field: string node_id = 3;
+   */
+  nodeId: string;
+};
+
+/**
+ * Describes the message promptbank.v1.BackboneReplica.
+ * Use `create(BackboneReplicaSchema)` to create a new message.
+ */
+export const BackboneReplicaSchema: GenMessage<BackboneReplica> = /*@__PURE__*/
+  messageDesc(file_promptbank_v1_catalog, 1);
 
 /**
  * What a prompt does and how its outputs are read.
@@ -142,7 +184,7 @@ export type TaskSpec = Message<"promptbank.v1.TaskSpec"> & {
  * Use `create(TaskSpecSchema)` to create a new message.
  */
 export const TaskSpecSchema: GenMessage<TaskSpec> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 1);
+  messageDesc(file_promptbank_v1_catalog, 2);
 
 /**
  * A task family: a named prompt with its task spec, owning a sequence of immutable versions.
@@ -212,7 +254,7 @@ export type Prompt = Message<"promptbank.v1.Prompt"> & {
  * Use `create(PromptSchema)` to create a new message.
  */
 export const PromptSchema: GenMessage<Prompt> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 2);
+  messageDesc(file_promptbank_v1_catalog, 3);
 
 /**
  * Where a version came from.
@@ -261,7 +303,7 @@ export type Lineage = Message<"promptbank.v1.Lineage"> & {
  * Use `create(LineageSchema)` to create a new message.
  */
 export const LineageSchema: GenMessage<Lineage> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 3);
+  messageDesc(file_promptbank_v1_catalog, 4);
 
 /**
  * An immutable trained soft prompt.
@@ -366,7 +408,7 @@ export type PromptVersion = Message<"promptbank.v1.PromptVersion"> & {
  * Use `create(PromptVersionSchema)` to create a new message.
  */
 export const PromptVersionSchema: GenMessage<PromptVersion> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 4);
+  messageDesc(file_promptbank_v1_catalog, 5);
 
 /**
  * A named pointer to a version.
@@ -394,7 +436,7 @@ export type Alias = Message<"promptbank.v1.Alias"> & {
  * Use `create(AliasSchema)` to create a new message.
  */
 export const AliasSchema: GenMessage<Alias> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 5);
+  messageDesc(file_promptbank_v1_catalog, 6);
 
 /**
  * One move of an alias.
@@ -443,7 +485,7 @@ export type AliasEvent = Message<"promptbank.v1.AliasEvent"> & {
  * Use `create(AliasEventSchema)` to create a new message.
  */
 export const AliasEventSchema: GenMessage<AliasEvent> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 6);
+  messageDesc(file_promptbank_v1_catalog, 7);
 
 /**
  * Request for ListBackbones.
@@ -471,7 +513,7 @@ export type ListBackbonesRequest = Message<"promptbank.v1.ListBackbonesRequest">
  * Use `create(ListBackbonesRequestSchema)` to create a new message.
  */
 export const ListBackbonesRequestSchema: GenMessage<ListBackbonesRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 7);
+  messageDesc(file_promptbank_v1_catalog, 8);
 
 /**
  * Response of ListBackbones.
@@ -499,7 +541,7 @@ export type ListBackbonesResponse = Message<"promptbank.v1.ListBackbonesResponse
  * Use `create(ListBackbonesResponseSchema)` to create a new message.
  */
 export const ListBackbonesResponseSchema: GenMessage<ListBackbonesResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 8);
+  messageDesc(file_promptbank_v1_catalog, 9);
 
 /**
  * Request for GetBackbone.
@@ -520,7 +562,7 @@ export type GetBackboneRequest = Message<"promptbank.v1.GetBackboneRequest"> & {
  * Use `create(GetBackboneRequestSchema)` to create a new message.
  */
 export const GetBackboneRequestSchema: GenMessage<GetBackboneRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 9);
+  messageDesc(file_promptbank_v1_catalog, 10);
 
 /**
  * Request for RegisterBackbone.
@@ -562,7 +604,7 @@ export type RegisterBackboneRequest = Message<"promptbank.v1.RegisterBackboneReq
  * Use `create(RegisterBackboneRequestSchema)` to create a new message.
  */
 export const RegisterBackboneRequestSchema: GenMessage<RegisterBackboneRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 10);
+  messageDesc(file_promptbank_v1_catalog, 11);
 
 /**
  * Request for CreatePrompt.
@@ -597,7 +639,7 @@ export type CreatePromptRequest = Message<"promptbank.v1.CreatePromptRequest"> &
  * Use `create(CreatePromptRequestSchema)` to create a new message.
  */
 export const CreatePromptRequestSchema: GenMessage<CreatePromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 11);
+  messageDesc(file_promptbank_v1_catalog, 12);
 
 /**
  * Request for GetPrompt.
@@ -618,7 +660,7 @@ export type GetPromptRequest = Message<"promptbank.v1.GetPromptRequest"> & {
  * Use `create(GetPromptRequestSchema)` to create a new message.
  */
 export const GetPromptRequestSchema: GenMessage<GetPromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 12);
+  messageDesc(file_promptbank_v1_catalog, 13);
 
 /**
  * Request for ListPrompts.
@@ -674,7 +716,7 @@ export type ListPromptsRequest = Message<"promptbank.v1.ListPromptsRequest"> & {
  * Use `create(ListPromptsRequestSchema)` to create a new message.
  */
 export const ListPromptsRequestSchema: GenMessage<ListPromptsRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 13);
+  messageDesc(file_promptbank_v1_catalog, 14);
 
 /**
  * Response of ListPrompts.
@@ -702,7 +744,7 @@ export type ListPromptsResponse = Message<"promptbank.v1.ListPromptsResponse"> &
  * Use `create(ListPromptsResponseSchema)` to create a new message.
  */
 export const ListPromptsResponseSchema: GenMessage<ListPromptsResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 14);
+  messageDesc(file_promptbank_v1_catalog, 15);
 
 /**
  * Request for UpdatePrompt.
@@ -730,7 +772,7 @@ export type UpdatePromptRequest = Message<"promptbank.v1.UpdatePromptRequest"> &
  * Use `create(UpdatePromptRequestSchema)` to create a new message.
  */
 export const UpdatePromptRequestSchema: GenMessage<UpdatePromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 15);
+  messageDesc(file_promptbank_v1_catalog, 16);
 
 /**
  * Request for DeletePrompt.
@@ -758,7 +800,7 @@ export type DeletePromptRequest = Message<"promptbank.v1.DeletePromptRequest"> &
  * Use `create(DeletePromptRequestSchema)` to create a new message.
  */
 export const DeletePromptRequestSchema: GenMessage<DeletePromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 16);
+  messageDesc(file_promptbank_v1_catalog, 17);
 
 /**
  * Response of DeletePrompt.
@@ -773,7 +815,7 @@ export type DeletePromptResponse = Message<"promptbank.v1.DeletePromptResponse">
  * Use `create(DeletePromptResponseSchema)` to create a new message.
  */
 export const DeletePromptResponseSchema: GenMessage<DeletePromptResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 17);
+  messageDesc(file_promptbank_v1_catalog, 18);
 
 /**
  * Request for GetPromptVersion.
@@ -801,7 +843,7 @@ export type GetPromptVersionRequest = Message<"promptbank.v1.GetPromptVersionReq
  * Use `create(GetPromptVersionRequestSchema)` to create a new message.
  */
 export const GetPromptVersionRequestSchema: GenMessage<GetPromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 18);
+  messageDesc(file_promptbank_v1_catalog, 19);
 
 /**
  * Request for ListPromptVersions.
@@ -857,7 +899,7 @@ export type ListPromptVersionsRequest = Message<"promptbank.v1.ListPromptVersion
  * Use `create(ListPromptVersionsRequestSchema)` to create a new message.
  */
 export const ListPromptVersionsRequestSchema: GenMessage<ListPromptVersionsRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 19);
+  messageDesc(file_promptbank_v1_catalog, 20);
 
 /**
  * Response of ListPromptVersions.
@@ -885,7 +927,7 @@ export type ListPromptVersionsResponse = Message<"promptbank.v1.ListPromptVersio
  * Use `create(ListPromptVersionsResponseSchema)` to create a new message.
  */
 export const ListPromptVersionsResponseSchema: GenMessage<ListPromptVersionsResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 20);
+  messageDesc(file_promptbank_v1_catalog, 21);
 
 /**
  * Request for UpdatePromptVersion.
@@ -913,7 +955,7 @@ export type UpdatePromptVersionRequest = Message<"promptbank.v1.UpdatePromptVers
  * Use `create(UpdatePromptVersionRequestSchema)` to create a new message.
  */
 export const UpdatePromptVersionRequestSchema: GenMessage<UpdatePromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 21);
+  messageDesc(file_promptbank_v1_catalog, 22);
 
 /**
  * Request for DeletePromptVersion.
@@ -941,7 +983,7 @@ export type DeletePromptVersionRequest = Message<"promptbank.v1.DeletePromptVers
  * Use `create(DeletePromptVersionRequestSchema)` to create a new message.
  */
 export const DeletePromptVersionRequestSchema: GenMessage<DeletePromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 22);
+  messageDesc(file_promptbank_v1_catalog, 23);
 
 /**
  * Response of DeletePromptVersion.
@@ -956,7 +998,7 @@ export type DeletePromptVersionResponse = Message<"promptbank.v1.DeletePromptVer
  * Use `create(DeletePromptVersionResponseSchema)` to create a new message.
  */
 export const DeletePromptVersionResponseSchema: GenMessage<DeletePromptVersionResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 23);
+  messageDesc(file_promptbank_v1_catalog, 24);
 
 /**
  * Request for SetAlias.
@@ -991,7 +1033,7 @@ export type SetAliasRequest = Message<"promptbank.v1.SetAliasRequest"> & {
  * Use `create(SetAliasRequestSchema)` to create a new message.
  */
 export const SetAliasRequestSchema: GenMessage<SetAliasRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 24);
+  messageDesc(file_promptbank_v1_catalog, 25);
 
 /**
  * Request for DeleteAlias.
@@ -1012,7 +1054,7 @@ export type DeleteAliasRequest = Message<"promptbank.v1.DeleteAliasRequest"> & {
  * Use `create(DeleteAliasRequestSchema)` to create a new message.
  */
 export const DeleteAliasRequestSchema: GenMessage<DeleteAliasRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 25);
+  messageDesc(file_promptbank_v1_catalog, 26);
 
 /**
  * Response of DeleteAlias.
@@ -1027,7 +1069,7 @@ export type DeleteAliasResponse = Message<"promptbank.v1.DeleteAliasResponse"> &
  * Use `create(DeleteAliasResponseSchema)` to create a new message.
  */
 export const DeleteAliasResponseSchema: GenMessage<DeleteAliasResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 26);
+  messageDesc(file_promptbank_v1_catalog, 27);
 
 /**
  * Request for ListAliasHistory.
@@ -1062,7 +1104,7 @@ export type ListAliasHistoryRequest = Message<"promptbank.v1.ListAliasHistoryReq
  * Use `create(ListAliasHistoryRequestSchema)` to create a new message.
  */
 export const ListAliasHistoryRequestSchema: GenMessage<ListAliasHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 27);
+  messageDesc(file_promptbank_v1_catalog, 28);
 
 /**
  * Response of ListAliasHistory.
@@ -1090,7 +1132,7 @@ export type ListAliasHistoryResponse = Message<"promptbank.v1.ListAliasHistoryRe
  * Use `create(ListAliasHistoryResponseSchema)` to create a new message.
  */
 export const ListAliasHistoryResponseSchema: GenMessage<ListAliasHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 28);
+  messageDesc(file_promptbank_v1_catalog, 29);
 
 /**
  * Request for ImportPromptVersion.
@@ -1146,7 +1188,7 @@ export type ImportPromptVersionRequest = Message<"promptbank.v1.ImportPromptVers
  * Use `create(ImportPromptVersionRequestSchema)` to create a new message.
  */
 export const ImportPromptVersionRequestSchema: GenMessage<ImportPromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 29);
+  messageDesc(file_promptbank_v1_catalog, 30);
 
 /**
  * Request for ExportPromptVersion.
@@ -1167,7 +1209,7 @@ export type ExportPromptVersionRequest = Message<"promptbank.v1.ExportPromptVers
  * Use `create(ExportPromptVersionRequestSchema)` to create a new message.
  */
 export const ExportPromptVersionRequestSchema: GenMessage<ExportPromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 30);
+  messageDesc(file_promptbank_v1_catalog, 31);
 
 /**
  * Response of ExportPromptVersion: the two files of a PEFT prompt-tuning adapter.
@@ -1202,7 +1244,7 @@ export type ExportPromptVersionResponse = Message<"promptbank.v1.ExportPromptVer
  * Use `create(ExportPromptVersionResponseSchema)` to create a new message.
  */
 export const ExportPromptVersionResponseSchema: GenMessage<ExportPromptVersionResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 31);
+  messageDesc(file_promptbank_v1_catalog, 32);
 
 /**
  * Architecture family of a backbone; decides how prompts are applied and how classes are scored.
