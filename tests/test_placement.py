@@ -1,0 +1,96 @@
+"""Placement and replica autoscaling on a real local Ray: a replica Ray cannot place is a clear error within
+--placement-timeout (not a hang); a backbone's replicas grow while its micro-batcher's queue waits and shrink
+back after idling, with every call answered the same meanwhile."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.config import BackboneSpec, ServerConfig
+from promptbank import Client
+from promptbank.client import RpcError
+from tests.conftest import LiveServer
+from tests.processes import ENV, ROOT, free_port
+from tests.test_crash import same_scores
+from tests.test_server import train
+
+
+def test_a_replica_ray_cannot_place_fails_fast_and_says_what_it_needs(tiny_encoder: str, tmp_path: Path) -> None:
+    t = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "coordinator", "--port", str(free_port()), "--db", str(tmp_path / "b.db"),
+         "--backbone", f"tiny={tiny_encoder}", "--worker-cpus", "512", "--placement-timeout", "5"],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=240)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Ray could not place 1 replica(s) of backbone 'tiny' within 5 s"), last
+    assert "each needs {CPU: 512} on one node" in last and "Lower --worker-cpus" in last, last
+    assert time.monotonic() - t < 120
+
+
+@pytest.mark.parametrize("flags", [{"placement": "around"}, {"max_replicas": 1, "replicas": 2},
+                                   {"worker_gpus": -1.0}, {"placement_timeout_s": 0}])
+def test_placement_flags_are_checked_at_the_edge(flags: dict[str, object], tiny_encoder: str) -> None:
+    replicas = int(flags.pop("replicas", 1))  # type: ignore[call-overload]
+    with pytest.raises(ValueError):
+        ServerConfig(backbones=(BackboneSpec("tiny", tiny_encoder, replicas=replicas),), **flags)  # type: ignore[arg-type]
+
+
+def test_replicas_scale_up_under_queueing_and_back_down_when_idle(
+        ray_session: None, tiny_encoder: str, tmp_path: Path) -> None:
+    cfg = ServerConfig(port=0, db=str(tmp_path / "b.db"), grace_seconds=1.0, worker_cpus=0.25,
+                       backbones=(BackboneSpec("tiny", tiny_encoder, replicas=1),), batch_max_rows=4,
+                       max_replicas=2, scale_up_wait_ms=30, scale_down_after_s=4)
+    live = LiveServer(cfg)
+    try:
+        with Client(live.address, timeout=60) as c:
+            train(c, "auto-a", backbone="tiny")
+            rows = [("auto-a", f"text number {i} is rather long to embed " * 4) for i in range(8)]
+            expected = [p.scores for p in c.classify(rows)]
+            assert len(c.get_backbone("tiny").serving) == 1
+        answers: list[object] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with Client(live.address, timeout=120) as lc:
+                while not stop.is_set():
+                    try:
+                        answers.append([p.scores for p in lc.classify(rows)])
+                    except RpcError as exc:
+                        failures.append(f"{exc.code().name}: {exc.details()}")
+
+        threads = [threading.Thread(target=load) for _ in range(12)]  # 12 x 8 rows queue behind 2 x 4-row batches
+        for t in threads:
+            t.start()
+        with Client(live.address, timeout=60) as c:
+            try:
+                deadline = time.monotonic() + 120
+                while len(c.get_backbone("tiny").serving) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                grown = c.get_backbone("tiny").serving
+                time.sleep(2)  # both replicas take calls
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(120)
+            assert [r.state for r in grown] == ["live", "live"], grown
+            assert live.coord.autoscaler is not None and live.coord.autoscaler.grown == 1  # never above --max-replicas
+            assert all(r.batches for r in live.coord.pool.get("tiny").replicas), "the new replica served calls"
+            assert not failures, failures[:3]
+            assert answers and all(same_scores(a, expected) for a in answers)
+            deadline = time.monotonic() + 60
+            while len(c.get_backbone("tiny").serving) > 1 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert [r.index for r in c.get_backbone("tiny").serving] == [0], "back to --replicas after idling"
+            assert live.coord.autoscaler.shrunk == 1
+            assert same_scores([p.scores for p in c.classify(rows)], expected)
+    finally:
+        live.stop()
