@@ -41,6 +41,7 @@ BENCHES: list[tuple[str, str, float]] = [
     ("soak", "10,000 mixed-task Classify requests at concurrency 64: errors, latency, memory growth", 10),
     ("quality", "accuracy on a test split no default was chosen on: prompt vs probe vs full fine-tuning, over seeds", 51),
     ("ts_client", "Classify rows/s through the TypeScript SDK vs the Python SDK at the same concurrency", 4),
+    ("multinode", "Classify rows/s with replicas spread over two Ray nodes vs on one node (local cluster)", 5),
 ]
 
 # bench/quality.py's cost on 2 CPU cores at its default sizes (3000 training rows): one prompt training run (the

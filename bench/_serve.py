@@ -37,14 +37,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def coordinator_process(tmp: Path, *args: str, stop_timeout: float = 120) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def coordinator_process(tmp: Path, *args: str, stop_timeout: float = 120, env: dict[str, str] | None = None
+                        ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`python -m coordinator` on a free loopback port with its bank in `tmp`; yields (address, process) once it
-    reports SERVING, and stops it (SIGTERM) on exit. Its log is `tmp/server.log`."""
+    reports SERVING, and stops it (SIGTERM) on exit. Its log is `tmp/server.log`; `env` adds variables."""
     port = free_port()
     with open(tmp / "server.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "coordinator", "--port", str(port),
                                  "--db", str(tmp / "bank.db"), *args],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""})
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
         address = f"127.0.0.1:{port}"
         try:
             with Client(address, timeout=120) as c:

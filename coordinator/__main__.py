@@ -29,6 +29,14 @@ def read_secret(path: str | None, flag: str, fallback: str) -> str:
     return secret
 
 
+def parse_resource(text: str) -> tuple[str, float]:
+    name, sep, amount = text.partition("=")
+    try:
+        return name.strip(), float(amount) if sep else float("nan")
+    except ValueError:
+        raise ValueError(f"--worker-resource {text!r}: use NAME=AMOUNT, e.g. accelerator_a100=1") from None
+
+
 def parse(argv: list[str] | None = None) -> ServerConfig:
     ap = argparse.ArgumentParser(prog="promptbank serve", description="Run the promptbank coordinator.")
     ap.add_argument("--host", default=os.environ.get("PROMPTBANK_HOST", "127.0.0.1"), help="bind address")
@@ -53,6 +61,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--worker-cpus", type=float, default=0.0, help="Ray CPUs reserved per replica (default 1)")
     ap.add_argument("--worker-gpus", type=float, default=None,
                     help="Ray GPUs per replica, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
+    ap.add_argument("--worker-resource", action="append", default=[], metavar="NAME=AMOUNT",
+                    help="a Ray custom resource each replica needs, e.g. a node pool's; repeatable")
     ap.add_argument("--placement", choices=["spread", "pack"], default=ServerConfig.placement,
                     help="spread a backbone's replicas over Ray's nodes, or pack them (default spread)")
     ap.add_argument("--placement-timeout", type=float, default=ServerConfig.placement_timeout_s, metavar="SECONDS",
@@ -105,6 +115,7 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         admin = read_secret(a.admin_token_file, "--admin-token-file", os.environ.get("PROMPTBANK_ADMIN_TOKEN", ""))
         return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
                             worker_cpus=a.worker_cpus, worker_gpus=a.worker_gpus, placement=a.placement,
+                            worker_resources=tuple(parse_resource(r) for r in a.worker_resource),
                             placement_timeout_s=a.placement_timeout, max_replicas=a.max_replicas,
                             scale_up_wait_ms=a.scale_up_wait, scale_down_after_s=a.scale_down_after, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
                             insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,

@@ -79,6 +79,7 @@ class ServerConfig:
     backbones: tuple[BackboneSpec, ...] = ()
     worker_cpus: float = 0.0  # Ray CPUs reserved per replica; 0 = 1
     worker_gpus: float | None = None  # Ray GPUs per replica (fractions share a GPU); None = 1 if the cluster has GPUs
+    worker_resources: tuple[tuple[str, float], ...] = ()  # Ray custom resources per replica (e.g. a node pool's)
     placement: str = "spread"  # replicas of a backbone: "spread" over nodes, or "pack" (Ray's default placement)
     placement_timeout_s: float = 600.0  # a replica Ray cannot place (and start) within this fails with what it needs
     max_replicas: int = 0  # > a backbone's replicas: add replicas while its micro-batcher's queue waits
@@ -138,6 +139,9 @@ class ServerConfig:
             raise ValueError("an admin token is set but auth is off; add --auth tokens")
         if self.worker_cpus < 0 or (self.worker_gpus is not None and self.worker_gpus < 0):
             raise ValueError(f"--worker-cpus {self.worker_cpus:g} and --worker-gpus {self.worker_gpus} must be >= 0")
+        if any(not amount > 0 or not name or name in ("CPU", "GPU") for name, amount in self.worker_resources):
+            raise ValueError(f"--worker-resource {dict(self.worker_resources)}: amounts must be > 0, and CPU/GPU "
+                             "have --worker-cpus/--worker-gpus")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"--placement {self.placement!r} must be one of {list(PLACEMENTS)}")
         if self.placement_timeout_s <= 0 or self.scale_up_wait_ms <= 0 or self.scale_down_after_s <= 0:

@@ -80,12 +80,13 @@ class ReplicaPool:
         gpus = self.config.worker_gpus
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        return {"CPU": self.config.worker_cpus or 1.0, "GPU": gpus}
+        return {"CPU": self.config.worker_cpus or 1.0, "GPU": gpus, **dict(self.config.worker_resources)}
 
     def _actor_options(self) -> dict[str, Any]:
         need = self.demand()
-        return {"max_concurrency": 8, "max_restarts": MAX_RESTARTS, "num_cpus": need["CPU"],
-                "num_gpus": need["GPU"], "scheduling_strategy": PLACEMENTS[self.config.placement]}
+        return {"max_concurrency": 8, "max_restarts": MAX_RESTARTS, "num_cpus": need.pop("CPU"),
+                "num_gpus": need.pop("GPU"), "resources": need,
+                "scheduling_strategy": PLACEMENTS[self.config.placement]}
 
     async def _start(self, spec: BackboneSpec, n: int) -> list[tuple[Any, BackboneInfo]]:
         """Start `n` actors of a backbone and wait until each has loaded its model. One that Ray cannot place

@@ -36,7 +36,8 @@ def test_a_replica_ray_cannot_place_fails_fast_and_says_what_it_needs(tiny_encod
 
 
 @pytest.mark.parametrize("flags", [{"placement": "around"}, {"max_replicas": 1, "replicas": 2},
-                                   {"worker_gpus": -1.0}, {"placement_timeout_s": 0}])
+                                   {"worker_gpus": -1.0}, {"placement_timeout_s": 0},
+                                   {"worker_resources": (("CPU", 1.0),)}, {"worker_resources": (("pool", 0.0),)}])
 def test_placement_flags_are_checked_at_the_edge(flags: dict[str, object], tiny_encoder: str) -> None:
     replicas = int(flags.pop("replicas", 1))  # type: ignore[call-overload]
     with pytest.raises(ValueError):
