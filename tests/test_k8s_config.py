@@ -123,7 +123,7 @@ def test_the_coordinator_flags_give_a_tls_and_token_server_on_the_cluster(served
     assert url.host == one(docs, "Service", "promptbank-postgres")["metadata"]["name"]
     assert (url.username, url.database) == (pg_env["POSTGRES_USER"], pg_env["POSTGRES_DB"])
     assert config.ray_address == f"ray://{cluster['metadata']['name']}-head-svc:10001"
-    assert [b.replicas for b in config.backbones] == [2]  # the example overlay's --replicas=2
+    assert [b.replicas for b in config.backbones] == [1] and config.max_replicas == 2  # the overlay's autoscaling
     assert config.job_lease_s == 30
 
 
@@ -229,8 +229,10 @@ def test_the_gpu_workers_can_hold_every_replica_the_coordinators_ask_for(served)
                     for g in cluster["spec"]["workerGroupSpecs"]]
     most = sum(g["maxReplicas"] * n for g, n in zip(cluster["spec"]["workerGroupSpecs"], gpus_per_pod, strict=True))
     least = sum(g["minReplicas"] * n for g, n in zip(cluster["spec"]["workerGroupSpecs"], gpus_per_pod, strict=True))
-    # Each coordinator starts its own actors: one GPU each (ServerConfig.worker_gpus).
-    wanted = deployment["spec"]["replicas"] * sum(b.replicas for b in config.backbones) * config.worker_gpus
+    # Each coordinator starts its own actors, --worker-gpus each, up to --max-replicas per backbone.
+    assert config.worker_gpus == 1
+    per_backbone = max(config.max_replicas, *(b.replicas for b in config.backbones))
+    wanted = deployment["spec"]["replicas"] * per_backbone * len(config.backbones) * config.worker_gpus
     assert wanted <= most
     (wait,) = deployment["spec"]["template"]["spec"]["initContainers"]
     assert 1 <= float(wait["command"][-1]) <= least  # the GPUs it waits for are ones the cluster keeps
