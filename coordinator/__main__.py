@@ -41,6 +41,9 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap = argparse.ArgumentParser(prog="promptbank serve", description="Run the promptbank coordinator.")
     ap.add_argument("--host", default=os.environ.get("PROMPTBANK_HOST", "127.0.0.1"), help="bind address")
     ap.add_argument("--port", type=int, default=int(os.environ.get("PROMPTBANK_PORT", "50051")))
+    ap.add_argument("--health-port", type=int, default=int(os.environ.get("PROMPTBANK_HEALTH_PORT", "0")),
+                    help="also serve grpc.health.v1 alone, in plaintext, on this port: for Kubernetes' built-in "
+                         "gRPC probe (env PROMPTBANK_HEALTH_PORT; default 0 = off)")
     ap.add_argument("--db", default=os.environ.get("PROMPTBANK_DB", default_db()),
                     help="SQLite file path or SQLAlchemy URL (postgresql://...)")
     ap.add_argument("--ray-address", default=os.environ.get("PROMPTBANK_RAY_ADDRESS", ""),
@@ -113,7 +116,7 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
             backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
         roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
         admin = read_secret(a.admin_token_file, "--admin-token-file", os.environ.get("PROMPTBANK_ADMIN_TOKEN", ""))
-        return ServerConfig(host=a.host, port=a.port, db=a.db, ray_address=a.ray_address, backbones=backbones,
+        return ServerConfig(host=a.host, port=a.port, health_port=a.health_port, db=a.db, ray_address=a.ray_address, backbones=backbones,
                             worker_cpus=a.worker_cpus, worker_gpus=a.worker_gpus, placement=a.placement,
                             worker_resources=tuple(parse_resource(r) for r in a.worker_resource),
                             placement_timeout_s=a.placement_timeout, max_replicas=a.max_replicas,

@@ -74,6 +74,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051
+    health_port: int = 0  # > 0: grpc.health.v1 alone, in plaintext, for Kubernetes' gRPC probe; 0 = off
     db: str = field(default_factory=default_db)
     ray_address: str = ""  # "" = start a local Ray; "auto" or "ray://host:10001" = join a cluster
     backbones: tuple[BackboneSpec, ...] = ()
@@ -114,6 +115,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} must be in 0..65535")
+        if not 0 <= self.health_port <= 65535 or (self.health_port > 0 and self.health_port == self.port):
+            raise ValueError(f"--health-port {self.health_port} must be in 0..65535 and differ from --port")
         if self.train_max_group < 1 or self.train_gather_s < 0:
             raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
         if not 1.0 <= self.job_lease_s <= 3600 or self.train_max_attempts < 1:

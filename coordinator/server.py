@@ -62,6 +62,8 @@ class Coordinator:
     inference: InferenceService
     port: int
     autoscaler: Autoscaler | None = None  # with --max-replicas
+    health_server: grpc.aio.Server | None = None  # with --health-port
+    health_port: int = 0
 
     async def stop(self) -> None:
         """Graceful: report NOT_SERVING, then within `grace_seconds` let in-flight calls finish while running
@@ -80,6 +82,8 @@ class Coordinator:
         await self.inference.close()
         self.pool.shutdown()
         self.db.close()
+        if self.health_server is not None:  # NOT_SERVING there until the very end
+            await self.health_server.stop(0)
 
 
 def instance_id() -> str:
@@ -147,8 +151,23 @@ async def start(config: ServerConfig) -> Coordinator:
         autoscaler.start()
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_server, health_port = await health_only(health_servicer, config) if config.health_port else (None, 0)
     log.info("promptbank coordinator %s on %s:%d (db %s)", scheduler.owner, config.host, port, safe_url(config.db))
-    return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port, autoscaler)
+    return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port, autoscaler,
+                       health_server, health_port)
+
+
+async def health_only(servicer: health.aio.HealthServicer, config: ServerConfig) -> tuple[grpc.aio.Server, int]:
+    """grpc.health.v1 alone, in plaintext, on --health-port: what Kubernetes' built-in gRPC probe can dial (it
+    speaks no TLS). It shares the main server's health servicer, so it says NOT_SERVING from the first moment
+    of a graceful shutdown; it answers nothing else and carries no data."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{config.host}:{config.health_port}")
+    if port == 0:
+        raise OSError(f"could not bind the health port {config.host}:{config.health_port}")
+    await server.start()
+    return server, port
 
 
 async def serve_forever(config: ServerConfig, ready: asyncio.Event | None = None) -> None:

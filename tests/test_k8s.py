@@ -71,7 +71,7 @@ def test_a_misspelt_or_mistyped_field_fails_both_checks() -> None:
 def test_the_example_renders_every_part_into_its_namespace() -> None:
     docs = render(EXAMPLE)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Namespace", "ConfigMap", "ConfigMap", "Secret", "Secret", "Secret", "Secret",
+    assert kinds == sorted(["Namespace", "ConfigMap", "Secret", "Secret", "Secret", "Secret",
                             "Service", "Service", "Deployment", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy",
                             "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "RayCluster"])
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"promptbank"}
@@ -161,7 +161,7 @@ def test_the_example_pulls_our_images_from_its_registry() -> None:
     assert images.pop("postgres") == "postgres:15"  # the version the test suite runs against
     assert images.pop("ray-worker") == "registry.example.com/promptbank:0.1.0-cuda"
     assert set(images.values()) == {"registry.example.com/promptbank:0.1.0"}, images
-    assert set(images) == {"coordinator", "wait-for-gpus", "ray-head"}
+    assert set(images) == {"coordinator", "ray-head"}
 
 
 def test_every_pod_runs_unprivileged() -> None:

@@ -1,88 +1,71 @@
-"""The coordinator pod's scripts (k8s/base/coordinator-scripts.yaml), run for real: the health probe against a
-TLS gRPC health service that serves the example overlay's certificate, and the GPU wait on a CPU cluster."""
+"""The pod's probes, done as the kubelet does them: Kubernetes' built-in gRPC probe is a plaintext
+grpc.health.v1 Check on the container's `health` port. Against a real coordinator that serves TLS on its main
+port and the health service alone on --health-port: SERVING while it serves, NOT_SERVING from the first moment
+of a graceful shutdown (before the main port closes), and nothing but health on that port."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from concurrent import futures
+import threading
+import time
 from pathlib import Path
 
 import grpc
-import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from coordinator.config import BackboneSpec, ServerConfig
+from promptbank_api.v1 import catalog_pb2 as cat
+from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
+from tests.conftest import LiveServer
 from tests.k8s_manifests import EXAMPLE, containers, one, render, secret_data
+from tests.processes import free_port
 
 
-@pytest.fixture(scope="module")
-def pod(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The coordinator pod's scripts, the TLS secret's files and the probe's command, laid out locally."""
-    where = tmp_path_factory.mktemp("pod")
+def kubelet_probe(port: int) -> int:
+    """What the kubelet's `grpc: {port}` probe does: Check with service "" over plaintext; the status, -1 if
+    the call failed."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+        except grpc.RpcError:
+            return -1
+
+
+def test_the_kubelets_grpc_probe_follows_the_coordinator_through_a_graceful_stop(
+        ray_session: None, tiny_encoder: str, tmp_path: Path) -> None:
     docs = render(EXAMPLE)
-    for name, text in one(docs, "ConfigMap", "promptbank-scripts")["data"].items():
-        (where / name).write_text(text)
+    (coordinator,) = containers(one(docs, "Deployment", "promptbank-coordinator"), init=False)
+    assert coordinator["readinessProbe"]["grpc"] == {"port": 8081}  # the manifest's probe is this one
     tls = secret_data(one(docs, "Secret", "promptbank-tls"))
-    for name, text in tls.items():
-        (where / name).write_text(text)
-    (coordinator,) = [c for c in containers(one(docs, "Deployment", "promptbank-coordinator"), init=False)]
-    (wait,) = [c for c in containers(one(docs, "Deployment", "promptbank-coordinator")) if c["name"] == "wait-for-gpus"]
-    return {"dir": where, "tls": tls, "probe": coordinator["readinessProbe"]["exec"]["command"],
-            "wait": wait["command"]}
-
-
-@pytest.fixture
-def server(pod: dict) -> Iterator[tuple[int, health.HealthServicer]]:
-    """A gRPC server with the health service only, on TLS with the example certificate and key."""
-    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, srv)
-    creds = grpc.ssl_server_credentials([(pod["tls"]["tls.key"].encode(), pod["tls"]["tls.crt"].encode())])
-    port = srv.add_secure_port("127.0.0.1:0", creds)
-    srv.start()
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text(tls[name])
+    health_port = free_port()
+    cfg = ServerConfig(port=0, health_port=health_port, db=str(tmp_path / "b.db"), grace_seconds=5.0,
+                       tls_cert=str(tmp_path / "tls.crt"), tls_key=str(tmp_path / "tls.key"),
+                       backbones=(BackboneSpec("tiny", tiny_encoder),))
+    live = LiveServer(cfg)
+    stopped = threading.Event()
     try:
-        yield port, servicer
+        assert live.coord.health_port == health_port
+        assert kubelet_probe(health_port) == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(f"127.0.0.1:{health_port}") as ch:  # health and nothing else there
+            try:
+                cat_grpc.PromptCatalogStub(ch).ListBackbones(cat.ListBackbonesRequest(), timeout=5)
+                raise AssertionError("the health port answered a catalog call")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert kubelet_probe(live.coord.port) == -1  # the main port speaks TLS only
+
+        seen: list[int] = []
+        stopper = threading.Thread(target=lambda: (live.stop(), stopped.set()))
+        stopper.start()
+        while not stopped.is_set():
+            seen.append(kubelet_probe(health_port))
+            time.sleep(0.05)
+        stopper.join(60)
+        assert health_pb2.HealthCheckResponse.NOT_SERVING in seen, seen
+        first_down = seen.index(health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert -1 not in seen[:first_down], "the probe failed before it said NOT_SERVING"
+        assert kubelet_probe(health_port) == -1  # gone with the server
     finally:
-        srv.stop(None)
-
-
-def _run(pod: dict, command: list[str], port: int) -> subprocess.CompletedProcess:
-    """`command` as the kubelet runs it, with the pod's paths pointed at the local copies."""
-    local = [str(pod["dir"] / Path(a).name) if a.startswith("/etc/promptbank/") else a for a in command]
-    assert local[0] == "python"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTBANK_")} | {"PROMPTBANK_PORT": str(port)}
-    return subprocess.run([sys.executable, *local[1:]], capture_output=True, text=True, env=env, timeout=60)
-
-
-def test_the_probe_passes_only_while_the_server_says_serving(pod: dict, server) -> None:
-    port, servicer = server
-    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    ok = _run(pod, pod["probe"], port)
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.strip() == f"127.0.0.1:{port}: SERVING"
-    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # what a graceful shutdown reports first
-    draining = _run(pod, pod["probe"], port)
-    assert draining.returncode == 1 and "NOT_SERVING" in draining.stdout
-
-
-def test_the_probe_fails_without_a_server_or_with_a_certificate_for_another_name(pod: dict, server) -> None:
-    port, servicer = server
-    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    wrong_name = _run(pod, [*pod["probe"][:3], "not-the-service"], port)
-    assert wrong_name.returncode == 1 and "UNAVAILABLE" in wrong_name.stderr  # the certificate is verified
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
-    closed = _run(pod, pod["probe"], free)
-    assert closed.returncode == 1 and "UNAVAILABLE" in closed.stderr
-
-
-def test_the_gpu_wait_returns_at_once_when_no_gpu_is_asked_for(pod: dict) -> None:
-    """A CPU-only cluster sets the init container's argument to 0. (Waiting for GPUs needs a Ray cluster.)"""
-    assert pod["wait"][:2] == ["python", "/etc/promptbank/scripts/wait_for_gpus.py"]
-    done = _run(pod, [*pod["wait"][:2], "0"], 50051)
-    assert done.returncode == 0, done.stderr
-    compile((pod["dir"] / "wait_for_gpus.py").read_text(), "wait_for_gpus.py", "exec")
+        if not stopped.is_set():
+            live.stop()
