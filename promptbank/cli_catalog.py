@@ -172,6 +172,13 @@ def cmd_backbones(a: argparse.Namespace, c: Client) -> int:
         emit(c.register_backbone(a.name, a.model, a.revision, a.replicas), a.json)
         return 0
     table(c.list_backbones(), [("NAME", lambda b: b.name), ("ARCHITECTURE", lambda b: cat.Architecture.Name(b.architecture)),
-                               ("HIDDEN", lambda b: b.hidden_size), ("REPLICAS", lambda b: b.replicas),
+                               ("HIDDEN", lambda b: b.hidden_size), ("REPLICAS", _replicas),
                                ("MODEL", lambda b: b.model)], a.json, "backbones")
     return 0
+
+
+def _replicas(b: cat.Backbone) -> str:
+    """`2 (live@3f2a9c1d, restarting@77b0e412)`: how many, and each one's state and Ray node."""
+    if not b.serving:
+        return str(b.replicas)
+    return f"{b.replicas} ({', '.join(f'{r.state}@{r.node_id[:8]}' for r in b.serving)})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,9 +98,12 @@ def test_backbones_list(server) -> None:  # type: ignore[no-untyped-def]
     assert out[0].split() == ["NAME", "ARCHITECTURE", "HIDDEN", "REPLICAS", "MODEL"]
     rows = {line.split()[0]: line.split()[1:4] for line in out[1:]}
     assert rows["backbones/tiny-enc"] == ["ARCHITECTURE_ENCODER", "32", "1"]
+    enc = next(line for line in out if line.startswith("backbones/tiny-enc"))
+    assert re.search(r" 1 \(live@[0-9a-f]{8}\) ", enc), enc  # each replica's state and Ray node
     assert rows["backbones/tiny-lm"][0] == "ARCHITECTURE_CAUSAL_LM"
     listed = [json.loads(line) for line in cli(server, "backbones", "list", "--json").stdout.splitlines()]
     assert all(isinstance(b["hidden_size"], int) and isinstance(b["replicas"], int) for b in listed)
+    assert all(r["state"] == "live" and r["node_id"] for b in listed for r in b["serving"])
 
 
 def test_generate_prints_the_streamed_text(server) -> None:  # type: ignore[no-untyped-def]
