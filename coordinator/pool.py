@@ -14,6 +14,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 
 from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.errors import root_cause
+from coordinator.metrics import Metrics
 from promptbank_api.errors import FailedPrecondition, Unavailable
 from workers.actor import BackboneWorker
 from workers.protocol import BackboneInfo, ClassifyBatch, MissingPrompts
@@ -67,8 +68,9 @@ def ensure_ray(address: str) -> None:
 class ReplicaPool:
     """All backbones this coordinator serves, each with its Ray actors."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, metrics: Metrics | None = None):
         self.config = config
+        self.metrics = metrics or Metrics()
         self.backbones: dict[str, BackboneReplicas] = {}
 
     def _actor_options(self) -> dict[str, Any]:
@@ -92,6 +94,7 @@ class ReplicaPool:
         if len({i.fingerprint for i in infos}) != 1:
             raise FailedPrecondition(f"replicas of backbone {spec.name!r} loaded different weights")
         self.backbones[spec.name] = BackboneReplicas(spec, infos[0], [Replica(h, i, spec.name) for i, h in enumerate(handles)])
+        self.metrics.backbone(spec.name)
         log.info("backbone %s: %d replica(s), %s", spec.name, spec.replicas, infos[0])
         return infos[0]
 
@@ -188,8 +191,11 @@ class ReplicaPool:
         keys = {k for k, _ in rows}
         rep.outstanding += 1
         rep.batches += 1
+        sent = self.metrics.bytes_sent.labels(rep.backbone)
         try:
             send = {k: prompts[k] for k in keys - rep.sent}
+            self.metrics.lookups("replica", len(keys) - len(send), len(send))
+            sent.inc(sum(map(len, send.values())))
             try:
                 out = await rep.handle.classify.remote(ClassifyBatch(rows, send, tasks))
             except Exception as exc:
@@ -197,6 +203,8 @@ class ReplicaPool:
                 if not isinstance(cause, MissingPrompts):
                     raise
                 rep.sent -= set(cause.keys)  # evicted from the replica's LRU: send again
+                self.metrics.lookups("replica", 0, len(cause.keys))  # (they counted as hits a moment ago)
+                sent.inc(sum(len(prompts[k]) for k in keys))
                 out = await rep.handle.classify.remote(ClassifyBatch(rows, {k: prompts[k] for k in keys}, tasks))
         finally:
             rep.outstanding -= 1
