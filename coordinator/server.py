@@ -80,7 +80,7 @@ class Coordinator:
         await asyncio.gather(close_port(), self.scheduler.drain(grace))
         await self.inference.close()
         if self.stop_metrics is not None:
-            self.stop_metrics()
+            await asyncio.to_thread(self.stop_metrics)  # joins the HTTP thread: not on the loop
         self.pool.shutdown()
         self.db.close()
 
