@@ -71,6 +71,11 @@ def list_jobs(s: Session, offset: int, limit: int, state: str = "", prompt: str 
     return s.scalars(q.offset(offset).limit(limit)).all()
 
 
+def count_by_state(s: Session) -> dict[str, int]:
+    """How many jobs the bank holds in each state (one grouped count over the state index; for metrics)."""
+    return {state: n for state, n in s.execute(select(Job.state, func.count()).group_by(Job.state))}
+
+
 def queued_jobs(s: Session) -> Sequence[Job]:
     return s.scalars(select(Job).where(Job.state == "QUEUED").order_by(Job.created_at, Job.id)).all()
 

@@ -8,6 +8,7 @@ The coordinator hands `run` (write) or `read` a function of bank calls; it write
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,18 +18,21 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, Operat
 from sqlalchemy.orm import Session
 
 from bank.db import make_engine, make_sessionmaker, safe_url
-from promptbank_api.errors import Aborted, Unavailable
+from promptbank_api.errors import Aborted, PromptBankError, Unavailable
 
 __all__ = ["BankDB", "Session"]
 
 T = TypeVar("T")
+# The timing hook: ("read" or "write", seconds the work held its session, outcome): "ok"; "refused" when it raised
+# a domain error (NotFound, a lost race: ABORTED, ...); "error" for anything else (the database failed).
+Observe = Callable[[str, float, str], None]
 READERS = 4  # reader threads (and pooled connections); SQLite in WAL mode reads alongside its one writer
 
 
 class BankDB:
     """Serialises SQL work on one thread: one writer for embedded SQLite, and the event loop never blocks."""
 
-    def __init__(self, url: str, password: str = ""):
+    def __init__(self, url: str, password: str = "", observe: Observe | None = None):
         if "://" not in url and Path(url).expanduser().is_dir():
             raise Unavailable(f"cannot open the bank: {url} is a directory; give a SQLite file path or a database URL")
         try:
@@ -39,11 +43,21 @@ class BankDB:
         self.sessions = make_sessionmaker(self.engine)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
         self._readers = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="bank-read")
+        self.observe = observe  # the caller's timing hook (the coordinator's metrics); the bank knows no more of it
+
+    def _observed(self, kind: str, began: float, failure: BaseException | None) -> None:
+        if self.observe is not None:
+            outcome = "ok" if failure is None else "refused" if isinstance(failure, PromptBankError) else "error"
+            try:
+                self.observe(kind, time.perf_counter() - began, outcome)
+            except Exception:  # noqa: BLE001 - a broken hook must never fail a query
+                pass
 
     def run_sync(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in one transaction. A unique or foreign-key violation that the bank's own checks did not
         catch means another process (a second coordinator on the same database) changed the same rows
         between check and write: nothing was written, and the caller gets ABORTED to retry."""
+        began, failure = time.perf_counter(), None
         with self.sessions() as s:
             try:
                 result = fn(s)
@@ -51,10 +65,14 @@ class BankDB:
                 return result
             except IntegrityError as exc:
                 s.rollback()
-                raise Aborted("a concurrent change to the same resource won; retry the request") from exc
-            except BaseException:
+                failure = Aborted("a concurrent change to the same resource won; retry the request")
+                raise failure from exc
+            except BaseException as exc:
                 s.rollback()
+                failure = exc
                 raise
+            finally:
+                self._observed("write", began, failure)
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` on the writer thread and commit."""
@@ -62,11 +80,16 @@ class BankDB:
 
     def read_sync(self, fn: Callable[[Session], T]) -> T:
         """Run `fn` in a session that is rolled back, never committed: whatever `fn` changes is discarded."""
+        began, failure = time.perf_counter(), None
         with self.sessions() as s:
             try:
                 return fn(s)
+            except BaseException as exc:
+                failure = exc
+                raise
             finally:
                 s.rollback()
+                self._observed("read", began, failure)
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         """Run a read-only `fn` on a reader thread: it sees every committed write and waits for none."""

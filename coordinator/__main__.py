@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
-from coordinator.config import BackboneSpec, ServerConfig, default_db, packaged_minilm
+from coordinator import logs
+from coordinator.config import LOG_FORMATS, BackboneSpec, ServerConfig, default_db, packaged_minilm
 from coordinator.limits import FLAGS, LIMIT_HELP, Limits
 from coordinator.server import serve_forever
 from promptbank_api.errors import PromptBankError
@@ -107,27 +107,36 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
         default = getattr(Limits(), name)
         ap.add_argument(flag, type=int, default=default, metavar="N",
                         help=f"limit: {LIMIT_HELP[name]} (default {default})")
+    ap.add_argument("--metrics-port", type=int, default=os.environ.get("PROMPTBANK_METRICS_PORT", "0"), metavar="PORT",
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP, no auth; "
+                         "env PROMPTBANK_METRICS_PORT). Default 0: off")
+    ap.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("PROMPTBANK_LOG_FORMAT", "text"),
+                    help="'text' or 'json': one object per line with the RPC, principal and job "
+                         "(env PROMPTBANK_LOG_FORMAT)")
     ap.add_argument("--log-level", default="INFO")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         backbones = tuple(BackboneSpec.parse(b, a.replicas) for b in a.backbone)
         if not backbones:
             backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
         roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
         admin = read_secret(a.admin_token_file, "--admin-token-file", os.environ.get("PROMPTBANK_ADMIN_TOKEN", ""))
-        return ServerConfig(host=a.host, port=a.port, health_port=a.health_port, db=a.db, ray_address=a.ray_address, backbones=backbones,
-                            worker_cpus=a.worker_cpus, worker_gpus=a.worker_gpus, placement=a.placement,
-                            worker_resources=tuple(parse_resource(r) for r in a.worker_resource),
-                            placement_timeout_s=a.placement_timeout, max_replicas=a.max_replicas,
-                            scale_up_wait_ms=a.scale_up_wait, scale_down_after_s=a.scale_down_after, data_roots=tuple(roots), auth=a.auth, admin_token=admin,
-                            insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
-                            tls_client_ca=a.tls_client_ca, grace_seconds=a.grace, job_lease_s=a.job_lease,
-                            train_max_attempts=a.train_max_attempts,
-                            limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),
-                            model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
-                            db_password=read_secret(a.db_password_file, "--db-password-file",
-                                                    os.environ.get("PROMPTBANK_DB_PASSWORD", "")))
+        config = ServerConfig(host=a.host, port=a.port, health_port=a.health_port, db=a.db, ray_address=a.ray_address,
+                              backbones=backbones, worker_cpus=a.worker_cpus, worker_gpus=a.worker_gpus,
+                              placement=a.placement, worker_resources=tuple(parse_resource(r) for r in a.worker_resource),
+                              placement_timeout_s=a.placement_timeout, max_replicas=a.max_replicas,
+                              scale_up_wait_ms=a.scale_up_wait, scale_down_after_s=a.scale_down_after,
+                              data_roots=tuple(roots), auth=a.auth, admin_token=admin,
+                              insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
+                              tls_client_ca=a.tls_client_ca, grace_seconds=a.grace, job_lease_s=a.job_lease,
+                              train_max_attempts=a.train_max_attempts,
+                              limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),
+                              model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
+                              metrics_port=a.metrics_port, log_format=a.log_format,
+                              db_password=read_secret(a.db_password_file, "--db-password-file",
+                                                      os.environ.get("PROMPTBANK_DB_PASSWORD", "")))
+        logs.setup(config.log_format, a.log_level, (config.admin_token, config.db_password))  # secrets masked
+        return config
     except ValueError as exc:
         ap.error(str(exc))
         raise
@@ -145,11 +154,12 @@ def check_port(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse(argv)
-    try:
-        check_port(config.host, config.port)
-    except OSError as exc:
-        sys.exit(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc} "
-                 f"(is another promptbank serve running there? choose another --port)")
+    for flag, port in (("--port", config.port), ("--metrics-port", config.metrics_port)):
+        try:
+            check_port(config.host, port)
+        except OSError as exc:
+            sys.exit(f"error: cannot listen on {config.host}:{port}: {exc.strerror or exc} "
+                     f"(is another promptbank serve running there? choose another {flag})")
     try:
         asyncio.run(serve_forever(config))
     except PromptBankError as exc:  # the bank or a backbone could not be opened: one line, no traceback

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from bank.tokens import secret_hash
+from coordinator import logs
 from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
 
 log = logging.getLogger("promptbank.coordinator")
@@ -152,6 +153,7 @@ def _as(handler: grpc.RpcMethodHandler, principal: Principal, audit: Audit | Non
     def around_unary(inner: Unary) -> Unary:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = _current.set(principal)
+            logs.note_principal(principal.name)
             try:
                 response = await inner(request, context)
             finally:
@@ -165,6 +167,7 @@ def _as(handler: grpc.RpcMethodHandler, principal: Principal, audit: Audit | Non
     def around_stream(inner: Stream) -> Stream:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             token = _current.set(principal)
+            logs.note_principal(principal.name)
             try:
                 async for item in inner(request, context):
                     yield item
@@ -202,6 +205,7 @@ class AuthInterceptor(HandlerInterceptor):
             log.info("%s -> UNAUTHENTICATED (%s)", method, "no token" if not secret else "bad token")
             return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, why)
         if not principal.may(need):
+            logs.note_principal(principal.name)
             log.info("%s by %s (%s) -> PERMISSION_DENIED", method, principal.name, principal.role)
             return _deny(handler, grpc.StatusCode.PERMISSION_DENIED,
                          f"{rpc} needs the {need} role; token {principal.name!r} has the {principal.role} role")

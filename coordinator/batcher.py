@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from coordinator.metrics import Metrics
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import Unavailable
 from workers.task import TaskSpec
@@ -49,8 +50,13 @@ def estimate_tokens(text: str, n_virtual: int) -> int:
 
 
 class MicroBatcher:
-    def __init__(self, pool: ReplicaPool, backbone: str, limits: BatchLimits):
+    def __init__(self, pool: ReplicaPool, backbone: str, limits: BatchLimits, metrics: Metrics | None = None):
         self.pool, self.backbone, self.limits = pool, backbone, limits
+        m = metrics or Metrics()
+        self._m_queue, self._m_wait = m.queue_rows.labels(backbone), m.queue_wait.labels(backbone)
+        self._m_rows, self._m_fill = m.batch_rows.labels(backbone), m.batch_fill.labels(backbone)
+        self._m_ok, self._m_failed = m.batches.labels(backbone, "ok"), m.batches.labels(backbone, "error")
+        self._m_dropped, self._m_split = m.dropped_rows.labels(backbone), m.split_retries.labels(backbone)
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._busy = 0  # batches in flight: at most two per replica (the count follows autoscaling)
@@ -68,6 +74,7 @@ class MicroBatcher:
     ) -> list[list[float]]:
         fut: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(rows, prompts, tasks, tokens, fut))
+        self._m_queue.inc(len(rows))
         self._arrived.set()
         return await fut  # a cancelled caller cancels `fut`; the loop then skips or discards it
 
@@ -112,12 +119,16 @@ class MicroBatcher:
             if batch and (rows + len(p.rows) > self.limits.max_rows or tokens + p.tokens > self.limits.max_tokens):
                 break
             batch.append(self._queue.popleft())
+            self._m_queue.dec(len(p.rows))
+            self._m_wait.observe(time.monotonic() - p.arrived)
             rows, tokens = rows + len(p.rows), tokens + p.tokens
         return batch
 
     def _drop(self, p: _Pending) -> None:
         """A caller that gave up before its forward: its rows never reach a replica."""
         self.dropped_rows += len(p.rows)
+        self._m_queue.dec(len(p.rows))
+        self._m_dropped.inc(len(p.rows))
 
     def _full(self) -> bool:
         live = [p for p in self._queue if not p.future.done()]
@@ -156,6 +167,7 @@ class MicroBatcher:
         try:
             out = await self.pool.classify(self.backbone, rows, prompts, tasks)
         except Exception as exc:  # noqa: BLE001 - isolate the failing request(s)
+            self._m_failed.inc()
             if len(batch) == 1 or isinstance(exc, Unavailable):  # no replica: every request in it gets that
                 for p in batch:
                     if not p.future.done():
@@ -163,10 +175,14 @@ class MicroBatcher:
                 return
             log.warning("batch of %d requests failed (%r); retrying them one by one", len(batch), exc)
             self.split_retries += 1
+            self._m_split.inc()
             await asyncio.gather(*[self._dispatch([p]) for p in batch])
             return
         self.batches += 1
         self.rows += len(rows)
+        self._m_ok.inc()
+        self._m_rows.observe(len(rows))
+        self._m_fill.observe(len(rows) / self.limits.max_rows)
         i = 0
         for p in batch:
             if not p.future.done():
@@ -179,3 +195,4 @@ class MicroBatcher:
         self._task.cancel()
         for t in list(self._inflight):
             t.cancel()
+        self._m_queue.set(0)

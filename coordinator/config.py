@@ -14,6 +14,7 @@ from promptbank_api.errors import PermissionDenied
 from promptbank_api.names import check_name
 
 AUTH_MODES = ("none", "tokens")
+LOG_FORMATS = ("text", "json")  # coordinator/logs.py
 
 
 def is_loopback(host: str) -> bool:
@@ -107,6 +108,8 @@ class ServerConfig:
     tls_cert: str = ""  # PEM certificate chain of the server; with tls_key turns TLS on
     tls_key: str = ""  # PEM private key of the server
     tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    metrics_port: int = 0  # Prometheus /metrics over plain HTTP on `host` (coordinator/metrics.py); 0 = off
+    log_format: str = "text"  # "text" or "json": one object per line (coordinator/logs.py)
 
     @property
     def tls(self) -> bool:
@@ -117,6 +120,12 @@ class ServerConfig:
             raise ValueError(f"port={self.port} must be in 0..65535")
         if not 0 <= self.health_port <= 65535 or (self.health_port > 0 and self.health_port == self.port):
             raise ValueError(f"--health-port {self.health_port} must be in 0..65535 and differ from --port")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"--metrics-port {self.metrics_port} must be in 0..65535 (0 = no metrics)")
+        if self.metrics_port and self.metrics_port == self.port:
+            raise ValueError(f"--metrics-port {self.metrics_port} is the gRPC --port; give it a port of its own")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format={self.log_format!r} must be one of {list(LOG_FORMATS)}")
         if self.train_max_group < 1 or self.train_gather_s < 0:
             raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
         if not 1.0 <= self.job_lease_s <= 3600 or self.train_max_attempts < 1:

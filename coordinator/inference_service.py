@@ -13,6 +13,7 @@ from bank import catalog
 from bank.writer import BankDB, Session
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.config import ServerConfig
+from coordinator.metrics import Metrics
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, Unavailable
 from promptbank_api.names import parse_ref, version_name
@@ -42,8 +43,9 @@ class Resolved:
 
 
 class InferenceService(inf_grpc.InferenceServicer):
-    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
+    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig, metrics: Metrics | None = None):
         self.db, self.pool, self.config = db, pool, config
+        self.metrics = metrics or pool.metrics
         self.tensors: LRU[bytes] = LRU(config.prompt_cache_bytes, len)  # sha256 -> prompt bytes
         self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms)
         self.batchers: dict[str, MicroBatcher] = {}
@@ -53,7 +55,7 @@ class InferenceService(inf_grpc.InferenceServicer):
 
     def batcher(self, backbone: str) -> MicroBatcher:
         if backbone not in self.batchers:
-            self.batchers[backbone] = MicroBatcher(self.pool, backbone, self.limits)
+            self.batchers[backbone] = MicroBatcher(self.pool, backbone, self.limits, self.metrics)
         return self.batchers[backbone]
 
     async def close(self) -> None:
@@ -113,8 +115,12 @@ class InferenceService(inf_grpc.InferenceServicer):
             self._resolved, self._generation = {}, gen
         if gen == self._generation:  # a call that read an older generation than another's caches nothing
             self._resolved.update(resolved)
+        hits = sum(1 for ref in refs if known.get(ref) is resolved[ref])
         self.resolutions += len(refs)
-        self.resolution_hits += sum(1 for ref in refs if known.get(ref) is resolved[ref])
+        self.resolution_hits += hits
+        self.metrics.lookups("resolution", hits, len(refs) - hits)
+        shas = {r.sha256 for r in resolved.values()}
+        self.metrics.lookups("tensor", len(shas - fetched.keys()), len(fetched))
         for ref, r in resolved.items():
             live = self.pool.get(r.backbone).info.fingerprint
             if live != r.fingerprint:

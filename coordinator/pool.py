@@ -15,6 +15,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 
 from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig
 from coordinator.errors import root_cause
+from coordinator.metrics import Metrics
 from promptbank_api.errors import FailedPrecondition, Unavailable
 from workers.actor import BackboneWorker
 from workers.protocol import BackboneInfo, ClassifyBatch, MissingPrompts
@@ -70,8 +71,9 @@ def ensure_ray(address: str) -> None:
 class ReplicaPool:
     """All backbones this coordinator serves, each with its Ray actors."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, metrics: Metrics | None = None):
         self.config = config
+        self.metrics = metrics or Metrics()
         self.backbones: dict[str, BackboneReplicas] = {}
 
     def demand(self) -> dict[str, float]:
@@ -123,6 +125,7 @@ class ReplicaPool:
             raise FailedPrecondition(f"replicas of backbone {spec.name!r} loaded different weights")
         reps = [Replica(h, i, spec.name, node_id=info.node_id) for i, (h, info) in enumerate(started)]
         self.backbones[spec.name] = BackboneReplicas(spec, infos[0], reps)
+        self.metrics.backbone(spec.name)
         log.info("backbone %s: %d replica(s) on node(s) %s, %s", spec.name, spec.replicas,
                  sorted({r.node_id[:8] for r in reps}), infos[0])
         return infos[0]
@@ -243,8 +246,11 @@ class ReplicaPool:
         rep.outstanding += 1
         rep.batches += 1
         rep.last_used = time.monotonic()
+        sent = self.metrics.bytes_sent.labels(rep.backbone)
         try:
             send = {k: prompts[k] for k in keys - rep.sent}
+            self.metrics.lookups("replica", len(keys) - len(send), len(send))
+            sent.inc(sum(map(len, send.values())))
             try:
                 out = await rep.handle.classify.remote(ClassifyBatch(rows, send, tasks))
             except Exception as exc:
@@ -252,6 +258,8 @@ class ReplicaPool:
                 if not isinstance(cause, MissingPrompts):
                     raise
                 rep.sent -= set(cause.keys)  # evicted from the replica's LRU: send again
+                self.metrics.lookups("replica", 0, len(cause.keys))  # (they counted as hits a moment ago)
+                sent.inc(sum(len(prompts[k]) for k in keys))
                 out = await rep.handle.classify.remote(ClassifyBatch(rows, {k: prompts[k] for k in keys}, tasks))
         finally:
             rep.outstanding -= 1

@@ -20,7 +20,9 @@ from ray.exceptions import RayActorError
 from bank import catalog, datasets
 from bank import jobs as jobstore
 from bank.writer import BankDB, Session
+from coordinator import logs
 from coordinator.errors import root_cause
+from coordinator.metrics import Metrics
 from coordinator.pool import MAX_RESTARTS, Replica, ReplicaPool
 from workers.protocol import EventKind, JobSpec, TrainEvent, TrainRequest
 
@@ -35,8 +37,9 @@ class JobScheduler:
     this coordinator's leases (`owner`), and a heartbeat that renews them."""
 
     def __init__(self, db: BankDB, pool: ReplicaPool, *, owner: str, lease_s: float = 30.0, max_group: int = 4,
-                 max_attempts: int = 3, gather_s: float = 1.0):
+                 max_attempts: int = 3, gather_s: float = 1.0, metrics: Metrics | None = None):
         self.db, self.pool, self.owner, self.lease_s = db, pool, owner, lease_s
+        self.metrics = metrics or pool.metrics
         self.max_group, self.max_attempts, self.gather_s = max_group, max_attempts, gather_s
         self.poll_s = min(lease_s / 3, POLL_S)  # jobs queued through another coordinator, lapsed leases
         self.changed = asyncio.Condition()  # notified on every persisted job event
@@ -122,6 +125,7 @@ class JobScheduler:
 
     async def _run(self, group: list[str], replica: Replica) -> None:
         open_jobs = set(group)
+        logs.job.set(",".join(f"jobs/{j}" for j in group))  # this task's log lines name its jobs
         try:
             await self._train(group, replica, open_jobs)
         except RayActorError as exc:  # the replica died: its jobs resume elsewhere from their checkpoints
@@ -154,6 +158,7 @@ class JobScheduler:
                 self._tasks.pop(job_id, None)
                 self._open.pop(job_id, None)
                 self._lost.discard(job_id)
+                self.metrics.train_ended(job_id)
             await self.notify()
             self.wake()
 
@@ -191,6 +196,8 @@ class JobScheduler:
             specs[job_id] = spec
         if not requests:
             return
+        log.info("training %s on replica %d of %s", ", ".join(f"jobs/{r.job_id}" for r in requests), replica.index,
+                 replica.backbone)
         await self.notify()
         async for ref in replica.handle.train_group.remote(requests):
             ev: TrainEvent = await ref
@@ -215,6 +222,7 @@ class JobScheduler:
             await self.db.run(lambda s: jobstore.succeed(s, job_id, owner=self.owner, prompt=ev.prompt,
                                                          metrics=ev.metrics, step=ev.step, lineage=lineage,
                                                          aliases=spec.aliases))
+            log.info("job jobs/%s succeeded at step %d", job_id, ev.step)
             return True
         if ev.kind is EventKind.CANCELLED and self._draining:  # stopped for the shutdown, not by its user
             why = f"requeued at coordinator shutdown; will resume from step {ev.step}"
@@ -231,6 +239,8 @@ class JobScheduler:
         if ev.kind is EventKind.CHECKPOINT:
             await self.db.run(lambda s: jobstore.save_checkpoint(s, job_id, ev.step, ev.checkpoint, owner=self.owner))
             return False
+        if ev.kind is EventKind.PROGRESS:
+            self.metrics.train_progress(job_id, replica.backbone, ev.step, ev.examples_per_second)
         message = "stopping early: no better eval metric" if ev.stopped_early else ""
         cancel = await self.db.run(lambda s: jobstore.record_progress(
             s, job_id, ev.kind.value, owner=self.owner, step=ev.step, total_steps=ev.total_steps, loss=ev.loss, metrics=ev.metrics,

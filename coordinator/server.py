@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bank import catalog, tokens
+from bank import jobs as jobstore
 from bank.db import safe_url
 from bank.writer import BankDB
 from coordinator import auth
@@ -25,6 +27,7 @@ from coordinator.config import ServerConfig
 from coordinator.errors import ErrorInterceptor
 from coordinator.inference_service import InferenceService
 from coordinator.jobs_service import JobsService
+from coordinator.metrics import Metrics, RpcInterceptor, blocking_reader
 from coordinator.pool import ReplicaPool, ensure_ray
 from coordinator.scheduler import JobScheduler
 from coordinator.tokens_service import TokensService, lookup
@@ -61,6 +64,8 @@ class Coordinator:
     scheduler: JobScheduler
     inference: InferenceService
     port: int
+    metrics: Metrics
+    stop_metrics: Callable[[], None] | None = None  # the /metrics HTTP server, when --metrics-port is set
     autoscaler: Autoscaler | None = None  # with --max-replicas
     health_server: grpc.aio.Server | None = None  # with --health-port
     health_port: int = 0
@@ -80,6 +85,8 @@ class Coordinator:
 
         await asyncio.gather(close_port(), self.scheduler.drain(grace))
         await self.inference.close()
+        if self.stop_metrics is not None:
+            await asyncio.to_thread(self.stop_metrics)  # joins the HTTP thread: not on the loop
         self.pool.shutdown()
         self.db.close()
         if self.health_server is not None:  # NOT_SERVING there until the very end
@@ -109,9 +116,10 @@ def bind(server: grpc.aio.Server, config: ServerConfig) -> int:
 async def start(config: ServerConfig) -> Coordinator:
     """Open the bank, start Ray replicas for every backbone, register them, and start serving."""
     config = config.with_default_backbone()
-    db = BankDB(config.db, config.db_password)
+    metrics = Metrics()
+    db = BankDB(config.db, config.db_password, observe=metrics.bank_query)
     ensure_ray(config.ray_address)
-    pool = ReplicaPool(config)
+    pool = ReplicaPool(config, metrics)
     for spec in config.backbones:
         info = await pool.add(spec)
         await db.run(lambda s, spec=spec, info=info: catalog.upsert_backbone(
@@ -119,7 +127,7 @@ async def start(config: ServerConfig) -> Coordinator:
             hidden_size=info.hidden_size, fingerprint=info.fingerprint))
     scheduler = JobScheduler(db, pool, owner=instance_id(), lease_s=config.job_lease_s,
                              max_group=config.train_max_group, max_attempts=config.train_max_attempts,
-                             gather_s=config.train_gather_s)
+                             gather_s=config.train_gather_s, metrics=metrics)
 
     opts = [("grpc.max_receive_message_length", config.limits.message_bytes),
             ("grpc.max_send_message_length", config.limits.message_bytes),
@@ -130,12 +138,12 @@ async def start(config: ServerConfig) -> Coordinator:
     async def audit(who: auth.Principal, rpc: str, resource: str) -> None:
         await db.run(lambda s: tokens.record_write(s, who.name, rpc, resource))
 
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(), auth.AuthInterceptor(verifier, audit)],
-                             options=opts)
+    server = grpc.aio.server(  # outermost first: metrics see the status the error and auth interceptors decided
+        interceptors=[RpcInterceptor(metrics), ErrorInterceptor(), auth.AuthInterceptor(verifier, audit)], options=opts)
     auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), server)
     catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), server)
-    inference = InferenceService(db, pool, config)
+    inference = InferenceService(db, pool, config, metrics)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -143,6 +151,17 @@ async def start(config: ServerConfig) -> Coordinator:
     port = bind(server, config)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
+    metrics.watch(pool, inference.tensors,
+                  blocking_reader(asyncio.get_running_loop(), lambda: db.read(jobstore.count_by_state)))
+    stop_metrics = None
+    if config.metrics_port:
+        try:
+            stop_metrics = metrics.serve(config.host, config.metrics_port)
+        except OSError as exc:
+            await server.stop(None)
+            pool.shutdown()
+            db.close()
+            raise OSError(f"could not serve metrics on {config.host}:{config.metrics_port}: {exc}") from exc
     await server.start()
     await scheduler.start()
     autoscaler = None
@@ -152,9 +171,10 @@ async def start(config: ServerConfig) -> Coordinator:
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_server, health_port = await health_only(health_servicer, config) if config.health_port else (None, 0)
-    log.info("promptbank coordinator %s on %s:%d (db %s)", scheduler.owner, config.host, port, safe_url(config.db))
-    return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port, autoscaler,
-                       health_server, health_port)
+    log.info("promptbank coordinator %s on %s:%d (db %s)%s", scheduler.owner, config.host, port, safe_url(config.db),
+             f"; metrics on http://{config.host}:{config.metrics_port}/metrics" if config.metrics_port else "")
+    return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port, metrics, stop_metrics,
+                       autoscaler, health_server, health_port)
 
 
 async def health_only(servicer: health.aio.HealthServicer, config: ServerConfig) -> tuple[grpc.aio.Server, int]:
@@ -182,6 +202,8 @@ async def serve_forever(config: ServerConfig, ready: asyncio.Event | None = None
     if config.tls:
         print(f"tls: on{' (mutual: clients need a certificate signed by --tls-client-ca)' if config.tls_client_ca else ''}",
               flush=True)
+    if config.metrics_port:
+        print(f"metrics: http://{config.host}:{config.metrics_port}/metrics (plain HTTP, no auth)", flush=True)
     if config.insecure:
         print(f"WARNING: --insecure: {config.host}:{coord.port} serves plaintext gRPC"
               f"{' with no authentication' if config.auth == 'none' else ''} beyond this machine", flush=True)
