@@ -29,6 +29,7 @@ from tests.k8s_manifests import (
 # the schemas know.
 K8S_VERSIONS = ("1.30", latest_version())
 TREES = {"base": BASE, "example": EXAMPLE}
+CRDS = ("ray.io/v1", "monitoring.coreos.com/v1")  # checked against KubeRay's schema / against the Service below
 
 
 def core_errors(doc: Doc, version: str) -> str | None:
@@ -42,7 +43,7 @@ def core_errors(doc: Doc, version: str) -> str | None:
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("tree", TREES)
 def test_every_core_document_matches_the_kubernetes_schema(tree: str, version: str) -> None:
-    docs = [d for d in render(TREES[tree]) if d["apiVersion"] != "ray.io/v1"]
+    docs = [d for d in render(TREES[tree]) if d["apiVersion"] not in CRDS]
     assert len(docs) >= 10, [d["kind"] for d in docs]
     errors = [e for d in docs if (e := core_errors(d, version))]
     assert not errors, "\n".join(errors)
@@ -71,9 +72,10 @@ def test_a_misspelt_or_mistyped_field_fails_both_checks() -> None:
 def test_the_example_renders_every_part_into_its_namespace() -> None:
     docs = render(EXAMPLE)
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Namespace", "ConfigMap", "Secret", "Secret", "Secret", "Secret",
+    assert kinds == sorted(["Namespace", "ConfigMap", "ConfigMap", "Secret", "Secret", "Secret", "Secret",
                             "Service", "Service", "Deployment", "StatefulSet", "PodDisruptionBudget", "NetworkPolicy",
-                            "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "RayCluster"])
+                            "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy", "RayCluster",
+                            "ServiceMonitor"])
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"promptbank"}
     assert not find(render(BASE), "Secret"), "example secrets belong in the example overlay, never the base"
 
@@ -128,7 +130,10 @@ def _allowed_sources(docs: list[Doc], target: str) -> set[str]:
             if not rule.get("from"):
                 sources.add("*")
             for peer in rule.get("from", []):
-                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pod peers expected"
+                if set(peer) == {"namespaceSelector"}:  # another namespace's pods (Prometheus)
+                    sources.add("namespace " + peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+                    continue
+                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pod or namespace peers"
                 sources |= _selected(peer["podSelector"]["matchLabels"], pods)
     return sources
 
@@ -139,7 +144,7 @@ def test_only_the_coordinators_reach_postgres_and_the_ray_head() -> None:
     assert _allowed_sources(docs, "postgres") == {"coordinator"}
     assert _allowed_sources(docs, "ray-head") == {"coordinator"} | ray_pods  # Ray's own nodes join the head
     assert _allowed_sources(docs, "ray-worker-0") == ray_pods
-    assert _allowed_sources(docs, "coordinator") == {"*"}  # the API is open to clients (TLS + tokens)
+    assert _allowed_sources(docs, "coordinator") == {"*", "namespace monitoring"}  # clients (TLS + tokens); Prometheus
 
 
 def test_the_ray_cluster_has_a_head_and_an_autoscaled_gpu_worker_group() -> None:

@@ -181,7 +181,9 @@ def test_the_ports_agree_end_to_end() -> None:
     grpc_port = _port(coordinator, "grpc")
     assert int(env["PROMPTBANK_PORT"]) == grpc_port
     service = one(docs, "Service", "promptbank-coordinator")["spec"]["ports"]
-    assert [(p["port"], p["targetPort"]) for p in service] == [(grpc_port, "grpc")]
+    metrics_port = _port(coordinator, "metrics")
+    assert int(env["PROMPTBANK_METRICS_PORT"]) == metrics_port
+    assert [(p["port"], p["targetPort"]) for p in service] == [(grpc_port, "grpc"), (metrics_port, "metrics")]
 
     pg = one(docs, "StatefulSet", "promptbank-postgres")["spec"]["template"]["spec"]["containers"][0]
     pg_service = one(docs, "Service", "promptbank-postgres")["spec"]["ports"]
@@ -196,6 +198,7 @@ def test_the_ports_agree_end_to_end() -> None:
                                             for port in rule.get("ports", [])]
                     for p in find(docs, "NetworkPolicy")}
     assert policy_ports["promptbank-coordinator"] == [grpc_port]
+    assert policy_ports["promptbank-coordinator-metrics"] == [metrics_port]
     assert policy_ports["promptbank-postgres"] == [_port(pg, "postgres")]
     assert policy_ports["promptbank-ray-head"] == [_port(head, "client")]
 
@@ -245,3 +248,22 @@ def test_the_coordinators_hold_the_ray_clusters_token() -> None:
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert (ref["name"], ref["key"]) == (auth["secretName"], "auth_token")
+
+
+def test_prometheus_scrapes_the_metrics_port_and_grafana_gets_the_dashboard() -> None:
+    """The ServiceMonitor (no schema ships offline for its CRD) checked against the manifests it points at."""
+    docs = render(EXAMPLE)
+    monitor = one(docs, "ServiceMonitor", "promptbank-coordinator")
+    assert set(monitor["spec"]) == {"selector", "endpoints"}
+    service = one(docs, "Service", "promptbank-coordinator")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [sm for sm in find(docs, "Service")
+            if monitor["spec"]["selector"]["matchLabels"].items() <= sm["metadata"]["labels"].items()] == [service]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert set(endpoint) == {"port", "path", "interval"} and endpoint["path"] == "/metrics"
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    _, coordinator = _coordinator(docs)
+    assert port["targetPort"] == "metrics" and _port(coordinator, "metrics") == port["port"]
+    (board,) = [d for d in find(docs, "ConfigMap") if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    shipped = ROOT / "k8s" / "components" / "prometheus" / "promptbank-dashboard.json"
+    assert board["data"] == {"promptbank-dashboard.json": shipped.read_text()}
