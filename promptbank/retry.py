@@ -17,9 +17,14 @@ import json
 from typing import Any
 
 RETRY_ATTEMPTS = 5  # gRPC caps maxAttempts at 5
-INITIAL_BACKOFF_S = 0.25
-MAX_BACKOFF_S = 4.0
-BACKOFF_MULTIPLIER = 3.0
+# Four retries wait at most 0.2 + 0.4 + 0.8 + 1.6 = 3 s (gRPC draws each wait at random below its bound), so a
+# call with a deadline of a few seconds still ends UNAVAILABLE, with its cause, when nothing answers (a server
+# down, a TLS mismatch); riding out a restart that takes longer is what `wait_for_ready` is for. The channel
+# tries to reconnect at least every half second meanwhile, so a server back up is found within the retries.
+INITIAL_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 1.6
+BACKOFF_MULTIPLIER = 2.0
+RECONNECT_MAX_MS = 500
 
 READS = {
     "promptbank.v1.PromptCatalog": ["ListBackbones", "GetBackbone", "GetPrompt", "ListPrompts", "GetPromptVersion",
@@ -57,5 +62,5 @@ def channel_options(wait_for_ready: bool = False) -> list[tuple[str, Any]]:
         # reconnect soon after a restart (gRPC's default backoff grows to two minutes)
         ("grpc.initial_reconnect_backoff_ms", 250),
         ("grpc.min_reconnect_backoff_ms", 250),
-        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
     ]

@@ -259,12 +259,12 @@ def test_sigterm_drains_calls_checkpoints_jobs_and_hands_them_back(tmp_path: Pat
 
     second = start(procs, db, tiny_encoder, tmp_path, ray_head, port=first.port, lease_s=60.0)
     with Client(second.address, timeout=30) as c:
+        done = c.wait_job(job.name, timeout=300)  # resumed at once: a handed-back job holds no lease to wait out
+        assert done.state == jp.TrainJob.SUCCEEDED and done.attempts == 1, done.error
         said = messages(c, job.name)
         handed = [m for m in said if m.startswith("requeued at coordinator shutdown; will resume from step")]
         assert len(handed) == 1, said
         step = int(handed[0].rsplit(" ", 1)[1])
-        done = c.wait_job(job.name, timeout=300)  # at once: a handed-back job holds no lease to wait out
-        assert done.state == jp.TrainJob.SUCCEEDED and done.attempts == 1, done.error
         resumed = [m for m in messages(c, job.name) if m.startswith("resuming from step")]
         assert resumed == [m for m in resumed if m.startswith(f"resuming from step {step} ")] and resumed, said
     assert versions(db, "drained") == [1]
