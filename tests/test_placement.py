@@ -4,8 +4,6 @@ back after idling, with every call answered the same meanwhile."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,24 +13,24 @@ import pytest
 from coordinator.config import BackboneSpec, ServerConfig
 from promptbank import Client
 from promptbank.client import RpcError
+from promptbank_api.errors import FailedPrecondition
 from tests.conftest import LiveServer
-from tests.processes import ENV, ROOT, free_port
 from tests.test_crash import same_scores
 from tests.test_server import train
 
 
-def test_a_replica_ray_cannot_place_fails_fast_and_says_what_it_needs(tiny_encoder: str, tmp_path: Path) -> None:
+def test_a_replica_ray_cannot_place_fails_fast_and_says_what_it_needs(
+        ray_session: None, tiny_encoder: str, tmp_path: Path) -> None:
+    cfg = ServerConfig(port=0, db=str(tmp_path / "b.db"), worker_cpus=512, placement_timeout_s=3,
+                       backbones=(BackboneSpec("tiny", tiny_encoder),))
     t = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-m", "coordinator", "--port", str(free_port()), "--db", str(tmp_path / "b.db"),
-         "--backbone", f"tiny={tiny_encoder}", "--worker-cpus", "512", "--placement-timeout", "5"],
-        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=240)
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert "Traceback" not in out.stderr
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: Ray could not place 1 replica(s) of backbone 'tiny' within 5 s"), last
-    assert "each needs {CPU: 512} on one node" in last and "Lower --worker-cpus" in last, last
-    assert time.monotonic() - t < 120
+    with pytest.raises(FailedPrecondition) as err:
+        LiveServer(cfg)
+    message = str(err.value)  # `promptbank serve` prints it as one line: `error: ...` (tests/test_cli_errors.py)
+    assert message.startswith("Ray could not place 1 replica(s) of backbone 'tiny' within 3 s"), message
+    assert "each needs {CPU: 512} on one node; the cluster's nodes have {CPU: 4}" in message, message
+    assert "Lower --worker-cpus" in message
+    assert time.monotonic() - t < 60
 
 
 @pytest.mark.parametrize("flags", [{"placement": "around"}, {"max_replicas": 1, "replicas": 2},
