@@ -51,7 +51,7 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--backbone", action="append", default=[], metavar="NAME=MODEL",
                     help="backbone to serve (model id or path, optional @revision); repeatable. "
                          "Default: minilm = packaged all-MiniLM-L6-v2")
-    ap.add_argument("--replicas", type=int, default=1,
+    ap.add_argument("--replicas", "--min-replicas", dest="replicas", type=int, default=1,
                     help="replicas (Ray actors) per backbone; with --max-replicas, the fewest it scales down to")
     ap.add_argument("--max-replicas", type=int, default=0, metavar="N",
                     help="scale each backbone's replicas up to N while its micro-batcher's queue waits "

@@ -93,3 +93,14 @@ def test_replicas_scale_up_under_queueing_and_back_down_when_idle(
             assert same_scores([p.scores for p in c.classify(rows)], expected)
     finally:
         live.stop()
+
+
+def test_min_and_max_replicas_parse_from_the_command_line(tiny_encoder: str) -> None:
+    from coordinator.__main__ import parse
+
+    config = parse(["--backbone", f"tiny={tiny_encoder}", "--min-replicas", "2", "--max-replicas", "3",
+                    "--worker-resource", "pool_a=0.5", "--placement", "pack", "--worker-gpus", "0.5"])
+    assert [b.replicas for b in config.backbones] == [2] and config.max_replicas == 3
+    assert config.worker_resources == (("pool_a", 0.5),) and config.placement == "pack" and config.worker_gpus == 0.5
+    with pytest.raises(SystemExit):
+        parse(["--backbone", f"tiny={tiny_encoder}", "--min-replicas", "3", "--max-replicas", "2"])
