@@ -20,6 +20,7 @@ from bank.models import Job, PromptVersion
 from promptbank import Client
 from promptbank.client import RpcError
 from promptbank_api.v1 import jobs_pb2 as jp
+from tests.load import same_scores
 from tests.pg_fixtures import fresh_db_url
 from tests.processes import Coordinator, RayHead, owner_pid
 from tests.test_server import DATA
@@ -198,12 +199,6 @@ def test_two_coordinators_share_one_bank_and_never_run_a_job_twice(
     with make_sessionmaker(engine)() as s:  # every job ran to one end, none is left leased
         assert all(j.state == "SUCCEEDED" and not j.lease_owner for j in s.scalars(select(Job)))
     engine.dispose()
-
-
-def same_scores(got: object, want: list[dict[str, float]], tol: float = 1e-5) -> bool:
-    """Row by row, label by label, within `tol`."""
-    return isinstance(got, list) and len(got) == len(want) and all(
-        g.keys() == w.keys() and all(abs(g[k] - w[k]) <= tol for k in w) for g, w in zip(got, want, strict=True))
 
 
 def test_sigterm_drains_calls_checkpoints_jobs_and_hands_them_back(tmp_path: Path, tiny_encoder: str,

@@ -6,7 +6,6 @@ then the second node's raylet and workers SIGKILLed under load; calls and jobs c
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from promptbank import Client
-from promptbank.client import RpcError
 from promptbank_api.v1 import jobs_pb2 as jp
+from tests.load import ClassifyLoad, same_scores
 from tests.pg_fixtures import fresh_db_url
 from tests.processes import Coordinator, RayHead, RayWorkerNode
-from tests.test_crash import same_scores, versions
+from tests.test_crash import versions
 from tests.test_server import DATA
 
 SHORT = jp.Hyperparameters(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
@@ -65,31 +64,15 @@ def test_replicas_on_two_nodes_serve_and_survive_losing_one(
             second = c.create_train_job("mn-long-2", "tiny", DATA, hyperparameters=LONG, eval_fraction=0)
             _until_running(c, second.name)  # one job per replica: each node trains one
 
-        answers: list[object] = []
-        failures: list[str] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            with Client(coord.address, timeout=120) as lc:
-                while not stop.is_set():
-                    try:
-                        answers.append([p.scores for p in lc.classify(ROWS)])
-                    except RpcError as exc:
-                        failures.append(f"{exc.code().name}: {exc.details()}")
-
-        threads = [threading.Thread(target=load) for _ in range(3)]
-        for t in threads:
-            t.start()
+        load = ClassifyLoad(coord.address, ROWS, threads=3)
         time.sleep(3)
-        before = len(answers)
+        before = len(load.answers)
         node_b.kill()  # the raylet and every worker process of node b, at once
         time.sleep(8)
-        stop.set()
-        for t in threads:
-            t.join(180)
-        assert not failures, failures[:3]
-        assert len(answers) > before, "calls went on after the node died"
-        assert all(same_scores(a, expected) for a in answers), "every answer is the one both nodes gave before"
+        load.stop()
+        assert not load.failures, load.failures[:3]
+        assert len(load.answers) > before, "calls went on after the node died"
+        assert all(same_scores(a, expected) for a in load.answers), "every answer is the one both nodes gave before"
 
         with Client(coord.address, timeout=60) as c:
             jobs = [c.wait_job(j.name, timeout=600) for j in (first, second)]

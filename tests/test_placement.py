@@ -4,7 +4,6 @@ back after idling, with every call answered the same meanwhile."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import pytest
 
 from coordinator.config import BackboneSpec, ServerConfig
 from promptbank import Client
-from promptbank.client import RpcError
 from promptbank_api.errors import FailedPrecondition
 from tests.conftest import LiveServer
-from tests.test_crash import same_scores
+from tests.load import ClassifyLoad, same_scores
 from tests.test_server import train
 
 
@@ -54,21 +52,7 @@ def test_replicas_scale_up_under_queueing_and_back_down_when_idle(
             rows = [("auto-a", f"text number {i} is rather long to embed " * 4) for i in range(8)]
             expected = [p.scores for p in c.classify(rows)]
             assert len(c.get_backbone("tiny").serving) == 1
-        answers: list[object] = []
-        failures: list[str] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            with Client(live.address, timeout=120) as lc:
-                while not stop.is_set():
-                    try:
-                        answers.append([p.scores for p in lc.classify(rows)])
-                    except RpcError as exc:
-                        failures.append(f"{exc.code().name}: {exc.details()}")
-
-        threads = [threading.Thread(target=load) for _ in range(12)]  # 12 x 8 rows queue behind 2 x 4-row batches
-        for t in threads:
-            t.start()
+        load = ClassifyLoad(live.address, rows, threads=12)  # 12 x 8 rows queue behind 2 x 4-row batches
         with Client(live.address, timeout=60) as c:
             try:
                 deadline = time.monotonic() + 120
@@ -77,14 +61,12 @@ def test_replicas_scale_up_under_queueing_and_back_down_when_idle(
                 grown = c.get_backbone("tiny").serving
                 time.sleep(2)  # both replicas take calls
             finally:
-                stop.set()
-                for t in threads:
-                    t.join(120)
+                load.stop()
             assert [r.state for r in grown] == ["live", "live"], grown
             assert live.coord.autoscaler is not None and live.coord.autoscaler.grown == 1  # never above --max-replicas
             assert all(r.batches for r in live.coord.pool.get("tiny").replicas), "the new replica served calls"
-            assert not failures, failures[:3]
-            assert answers and all(same_scores(a, expected) for a in answers)
+            assert not load.failures, load.failures[:3]
+            assert load.answers and all(same_scores(a, expected) for a in load.answers)
             deadline = time.monotonic() + 60
             while len(c.get_backbone("tiny").serving) > 1 and time.monotonic() < deadline:
                 time.sleep(0.5)
