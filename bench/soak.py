@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 from _record import Record, add_flags
 from _serve import Load, coordinator_process, import_prompts, mixed_requests, random_prompts
 from _timing import percentile
@@ -33,39 +34,19 @@ WORKER_TITLE = "ray::BackboneWorker"  # Ray names an actor's process after its c
 
 def rss_mb(pid: int) -> float:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def descendants(root: int) -> list[int]:
-    """Every live process under `root` (from /proc: each process's parent)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 def worker_pids(root: int) -> list[int]:
+    """The Ray actor processes under `root` that hold a backbone."""
     pids = []
-    for pid in descendants(root):
+    for p in psutil.Process(root).children(recursive=True):
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(WORKER_TITLE.encode()):
-                pids.append(pid)
-        except OSError:
+            if " ".join(p.cmdline()).startswith(WORKER_TITLE):
+                pids.append(p.pid)
+        except psutil.Error:
             pass
     return pids
 

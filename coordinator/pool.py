@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,11 @@ from workers.task import TaskSpec
 
 log = logging.getLogger("promptbank.coordinator")
 MAX_RESTARTS = 3  # Ray restarts a dead replica this often, reloading its model; then it stays dead
+# Each replica's environment. oneDNN (torch's CPU kernels) caches a compiled primitive per input shape, up to
+# 1,024 of them; mixed-task batches come in endless (rows, length) shapes, so a replica's memory grew by a third
+# over a 10,000-request soak. With no cache it stays flat for ~4% of CPU throughput (docs/benchmarks.md, soak).
+# A variable already set in the coordinator's environment wins.
+REPLICA_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
 RESTART_WAIT_S = 120.0  # how long work waits for a dead replica to come back when no other replica is live
 
 
@@ -88,7 +94,8 @@ class ReplicaPool:
         need = self.demand()
         return {"max_concurrency": 8, "max_restarts": MAX_RESTARTS, "num_cpus": need.pop("CPU"),
                 "num_gpus": need.pop("GPU"), "resources": need,
-                "scheduling_strategy": PLACEMENTS[self.config.placement]}
+                "scheduling_strategy": PLACEMENTS[self.config.placement],
+                "runtime_env": {"env_vars": {k: os.environ.get(k, v) for k, v in REPLICA_ENV.items()}}}
 
     async def _start(self, spec: BackboneSpec, n: int) -> list[tuple[Any, BackboneInfo]]:
         """Start `n` actors of a backbone and wait until each has loaded its model. One that Ray cannot place

@@ -3,12 +3,14 @@ lets in-flight calls finish. The pool's pick rule itself is tested on its own in
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import ray
 import torch
@@ -17,6 +19,7 @@ from bank import catalog
 from bank.codec import encode_prompt
 from coordinator.batcher import BatchLimits
 from coordinator.config import BackboneSpec, ServerConfig
+from coordinator.pool import REPLICA_ENV
 from promptbank import Client
 from tests.conftest import LiveServer
 
@@ -59,6 +62,22 @@ def test_a_prompt_stays_on_the_replica_that_holds_it(two_replicas: LiveServer) -
             assert c.classify([("route-a", "hello there")])[0].scores == pytest.approx(first.scores, abs=1e-6)
         assert holder.batches - before == 5
         assert v.sha256 not in ray.get(other.handle.cached_prompts.remote()), "the prompt was sent twice"
+
+
+def test_replicas_run_with_the_replica_environment(two_replicas: LiveServer) -> None:
+    """oneDNN's per-shape primitive cache is off in every replica (the soak's memory growth), set by the pool
+    through Ray's runtime_env: this process does not carry the variable itself."""
+    assert not set(REPLICA_ENV) & set(os.environ)
+    replicas = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(p.cmdline()).startswith("ray::BackboneWorker"):
+                replicas.append(p.environ())
+        except psutil.Error:
+            continue
+    assert len(replicas) >= 2, "no replica processes found under this test's Ray"
+    for env in replicas:
+        assert {k: env.get(k) for k in REPLICA_ENV} == REPLICA_ENV
 
 
 def test_load_spreads_over_both_replicas(two_replicas: LiveServer) -> None:
