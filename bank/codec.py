@@ -17,7 +17,13 @@ from safetensors.torch import save as st_save
 
 from promptbank_api.errors import InvalidArgument
 
-PROMPT_KEY = "prompt_embeddings"  # PEFT's key for prompt-tuning adapters
+PROMPT_KEY = "prompt_embeddings"  # PEFT's key for prompt-tuning (and prefix-tuning) adapters
+# What a prompt is: "input" = (n, H) vectors before the text's embeddings (prompt tuning); "deep" = (n, width)
+# keys and values for every self-attention layer (prefix tuning). Written into the bytes' metadata, so a
+# prompt's bytes (and the sha256 every cache keys on) say what they are; bytes without it are input prompts.
+INPUT, DEEP = "input", "deep"
+PROMPT_KINDS = (INPUT, DEEP)
+KIND_KEY = "promptbank.kind"
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK")  # pickle protocols 2-5, torch.save zip
 
 
@@ -45,22 +51,37 @@ def write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | N
                    metadata={k: str(v) for k, v in (meta or {}).items()})
 
 
-def encode_prompt(prompt: torch.Tensor, meta: dict[str, str] | None = None) -> bytes:
-    """Serialise a `[n_virtual, hidden]` prompt to safetensors bytes."""
+def encode_prompt(prompt: torch.Tensor, meta: dict[str, str] | None = None, kind: str = INPUT) -> bytes:
+    """Serialise a `[n_virtual, width]` prompt of `kind` to safetensors bytes."""
     if prompt.dim() != 2:
-        raise InvalidArgument(f"a soft prompt must be 2-D [num_virtual_tokens, hidden], got shape {list(prompt.shape)}")
-    return write_safetensors({PROMPT_KEY: prompt}, meta)
+        raise InvalidArgument(f"a soft prompt must be 2-D [num_virtual_tokens, width], got shape {list(prompt.shape)}")
+    if kind not in PROMPT_KINDS:
+        raise InvalidArgument(f"prompt kind {kind!r} is not one of {list(PROMPT_KINDS)}")
+    return write_safetensors({PROMPT_KEY: prompt}, {**(meta or {}), **({KIND_KEY: kind} if kind != INPUT else {})})
 
 
-def decode_prompt(data: bytes) -> torch.Tensor:
-    """Parse safetensors bytes back to the `[n_virtual, hidden]` prompt tensor."""
-    tensors, _ = read_safetensors(data, "prompt")
+def read_prompt(data: bytes) -> tuple[torch.Tensor, str]:
+    """Parse safetensors bytes back to the `[n_virtual, width]` prompt tensor and its kind."""
+    tensors, header = read_safetensors(data, "prompt")
     if PROMPT_KEY not in tensors:
         raise InvalidArgument(f"safetensors file has no '{PROMPT_KEY}' tensor (found {sorted(tensors)})")
     prompt = tensors[PROMPT_KEY]
     if prompt.dim() != 2:
         raise InvalidArgument(f"'{PROMPT_KEY}' must be 2-D, got shape {list(prompt.shape)}")
-    return prompt
+    kind = metadata(header).get(KIND_KEY, INPUT)
+    if kind not in PROMPT_KINDS:
+        raise InvalidArgument(f"prompt kind {kind!r} is not one of {list(PROMPT_KINDS)}")
+    return prompt, kind
+
+
+def decode_prompt(data: bytes) -> torch.Tensor:
+    """The prompt tensor of safetensors bytes (either kind)."""
+    return read_prompt(data)[0]
+
+
+def prompt_kind(data: bytes) -> str:
+    """The kind written in a prompt's bytes (INPUT when none is)."""
+    return read_prompt(data)[1]
 
 
 def sha256_hex(data: bytes) -> str:

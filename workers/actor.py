@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import ray
 import torch
 
-from bank.codec import decode_prompt
+from bank.codec import DEEP, INPUT, read_prompt
 from promptbank_api.errors import InvalidArgument
 from workers.backbone import FrozenBackbone
 from workers.cache import LRU, tensor_bytes
+from workers.deep_prompt import DeepPrompt
 from workers.generate import generate
 from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
@@ -30,7 +31,7 @@ from workers.protocol import (
     TrainEvent,
     TrainRequest,
 )
-from workers.soft_prompt import build_batch, tokenize
+from workers.soft_prompt import RowPrompt, build_batch, load_prompt, prompt_length, tokenize
 from workers.task import TaskSpec
 from workers.train import Trainer, train_jobs
 
@@ -61,7 +62,7 @@ class BackboneWorker:
         self.bb = FrozenBackbone(model, revision)
         self.bb.model.to(self.device)
         self.heads = Heads(self.bb)
-        self.cache: LRU[torch.Tensor] = LRU(cache_bytes, tensor_bytes)
+        self.cache: LRU[RowPrompt] = LRU(cache_bytes, tensor_bytes)
         self.anchor_cache: LRU[torch.Tensor] = LRU(max(1 << 20, cache_bytes // 8), tensor_bytes)  # label texts
         self._cancelled: set[str] = set()
 
@@ -81,16 +82,16 @@ class BackboneWorker:
     def cached_prompts(self) -> list[str]:
         return self.cache.keys()
 
-    def _prompt(self, key: str, prompts: dict[str, bytes]) -> torch.Tensor:
+    def _prompt(self, key: str, prompts: dict[str, bytes]) -> RowPrompt:
         t = self.cache.get(key)
         if t is None:
             if key not in prompts:
                 raise MissingPrompts([key])
-            t = decode_prompt(prompts[key]).to(self.device, self.bb.embed.weight.dtype)
+            t = load_prompt(self.bb, prompts[key])
             self.cache.put(key, t)
         return t
 
-    def _anchors(self, key: str, task: TaskSpec, prompt: torch.Tensor) -> torch.Tensor | None:
+    def _anchors(self, key: str, task: TaskSpec, prompt: RowPrompt) -> torch.Tensor | None:
         """The label anchors of prompt `key` (cached; None when its task scores against plain labels)."""
         if not self.heads.prompted_labels(task, prompt):
             return None
@@ -113,7 +114,7 @@ class BackboneWorker:
         out: list[list[float]] = [[] for _ in rows]
         with torch.inference_mode():
             anchors = {k: self._anchors(k, batch.tasks[k], local[k]) for k in local}
-            lengths = [len(ids[i]) + local[k].shape[0] for i, (k, _) in enumerate(rows)]
+            lengths = [len(ids[i]) + prompt_length(local[k]) for i, (k, _) in enumerate(rows)]
             for idx in length_groups(lengths, forward_cost(self.device), self.chunk_rows, self.chunk_tokens):
                 row_tasks = [batch.tasks[rows[i][0]] for i in idx]
                 prompted = build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx])
@@ -135,7 +136,7 @@ class BackboneWorker:
         for j in jobs:
             self._cancelled.discard(j.job_id)
             try:
-                stored = decode_prompt(j.init_prompt) if j.init_prompt else None
+                stored = read_prompt(j.init_prompt) if j.init_prompt else None
                 trainers.append(Trainer(j.job_id, self.heads, j.task, j.examples, j.config, stored, j.resume))
             except InvalidArgument as exc:
                 yield TrainEvent(EventKind.FAILED, j.job_id, error=f"{type(exc).__name__}: {exc}")
@@ -146,16 +147,20 @@ class BackboneWorker:
                 self._cancelled.discard(j.job_id)
 
     def init_losses(self, spec: TaskSpec, examples: list[Example], candidates: dict[str, bytes],
-                    max_length: int = 128) -> dict[str, float]:
-        """Mean loss of the new task's examples under each stored prompt: lower = a better place to start."""
+                    max_length: int = 128, kind: str = INPUT) -> dict[str, float]:
+        """Mean loss of the new task's examples under each stored prompt of `kind`: lower = a better place to
+        start."""
         index = {label: k for k, label in enumerate(spec.labels)}
         y = torch.tensor([index[lab] for _, lab in examples], device=self.device)
         ids = tokenize(self.bb, [t for t, _ in examples], max_length)
         out = {}
         with torch.inference_mode():
             for name, data in candidates.items():
-                prompt = decode_prompt(data).to(self.device, self.bb.embed.weight.dtype)
-                if prompt.shape[1] != self.bb.hidden_size:
+                try:
+                    prompt = load_prompt(self.bb, data)
+                except InvalidArgument:
+                    continue  # stored for another width: not a place to start
+                if isinstance(prompt, DeepPrompt) != (kind == DEEP):
                     continue
                 feats = self.heads.features_under(spec, prompt, ids)
                 logits = self.heads.task_logits(spec, feats, self.heads.anchors(spec, prompt))

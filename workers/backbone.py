@@ -19,6 +19,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from workers import deep_prompt
+
 ENCODER, CAUSAL_LM, SEQ2SEQ, MASKED_LM = "encoder", "causal_lm", "seq2seq", "masked_lm"
 _LOADERS = {
     ENCODER: AutoModel,
@@ -67,6 +69,7 @@ class FrozenBackbone:
         self.model.requires_grad_(False)
         if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers ship without a pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.deep = deep_prompt.install(self.model)  # where deep prompts go; None: this model takes none
         self.embed = self.model.get_input_embeddings()
         lm_body = self.model.base_model if self.architecture in (CAUSAL_LM, MASKED_LM) else self.model
         self.accepts_position_ids = "position_ids" in inspect.signature(lm_body.forward).parameters

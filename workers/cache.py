@@ -47,5 +47,6 @@ class LRU(Generic[V]):
 
 
 def tensor_bytes(t: object) -> int:
-    """Bytes held by a tensor (the size function of a replica's prompt caches)."""
+    """Bytes held by a tensor, or by the tensor a prompt wraps (the size function of a replica's caches)."""
+    t = getattr(t, "tensor", t)
     return int(t.numel() * t.element_size())  # type: ignore[attr-defined]

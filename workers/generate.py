@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from workers.backbone import CAUSAL_LM, SEQ2SEQ, FrozenBackbone
-from workers.soft_prompt import build_batch, tokenize
+from workers.deep_prompt import prefixes
+from workers.soft_prompt import RowPrompt, build_batch, tokenize
 from workers.task import ConfigError
 
 
@@ -32,19 +34,25 @@ def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int
 @torch.inference_mode()
 def generate(
     bb: FrozenBackbone,
-    prompt: torch.Tensor,
+    prompt: RowPrompt,
     text: str,
     max_new_tokens: int = 32,
     temperature: float = 0.0,
     seed: int = 0,
     max_length: int = 256,
 ) -> Iterator[str]:
-    """Yield the newly decoded text after each generated token (pieces concatenate to the whole output)."""
+    """Yield the newly decoded text after each generated token (pieces concatenate to the whole output). A deep
+    prompt's prefixes join every forward's attention; the KV cache holds only the text's own keys."""
     if bb.architecture not in (CAUSAL_LM, SEQ2SEQ):
         raise ConfigError(f"generation needs a causal-LM or seq2seq backbone, not {bb.architecture!r}")
-    model, gen = bb.model, torch.Generator().manual_seed(seed)
-    ckw = _cache_kw(model)
     batch = build_batch(bb, tokenize(bb, [text], max_length), [prompt])  # one row: no padding
+    gen = torch.Generator().manual_seed(seed)
+
+    def model(**kw: Any) -> Any:  # the prefixes only around each forward: never held across a yield
+        with prefixes(batch.prefixes):
+            return bb.model(**kw)
+
+    ckw = _cache_kw(bb.model)
     eos = bb.tokenizer.eos_token_id
     dev = batch.inputs_embeds.device
     out_ids: list[int] = []
@@ -53,8 +61,10 @@ def generate(
         kw = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
         out = model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=True, **kw)
         L = batch.inputs_embeds.shape[1]
+        first = int(batch.position_ids[0, 0])  # a deep prompt's row starts after its prefix
     else:
-        encoder_outputs = model.get_encoder()(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask)
+        with prefixes(batch.prefixes):
+            encoder_outputs = bb.model.get_encoder()(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask)
         start = torch.full((1, 1), bb.decoder_start_id, device=dev)
         out = model(encoder_outputs=encoder_outputs, attention_mask=batch.attention_mask, decoder_input_ids=start,
                     use_cache=True)
@@ -69,11 +79,11 @@ def generate(
             shown = full
         ids = torch.tensor([[nxt]], device=dev)
         if bb.architecture == CAUSAL_LM:
-            pos = L + step
-            kw = {"position_ids": torch.tensor([[pos]], device=dev)} if bb.accepts_position_ids else {}
+            seen = L + step  # tokens in the cache once this one joins: the text's own, never the prefix
+            kw = {"position_ids": torch.tensor([[first + seen]], device=dev)} if bb.accepts_position_ids else {}
             kw[ckw] = _cache(out)
             out = model(input_ids=ids, use_cache=True,
-                        attention_mask=torch.ones(1, pos + 1, dtype=torch.long, device=dev), **kw)
+                        attention_mask=torch.ones(1, seen + 1, dtype=torch.long, device=dev), **kw)
         else:
             out = model(encoder_outputs=encoder_outputs, attention_mask=batch.attention_mask, decoder_input_ids=ids,
                         use_cache=True, **{ckw: _cache(out)})

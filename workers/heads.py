@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from workers.backbone import CAUSAL_LM, ENCODER, MASKED_LM, SEQ2SEQ, FrozenBackbone
-from workers.soft_prompt import PromptedBatch, build_batch, tokenize
+from workers.deep_prompt import prefixes
+from workers.soft_prompt import PromptedBatch, RowPrompt, build_batch, prompt_length, tokenize
 from workers.task import ConfigError, TaskSpec
 
 SIMILARITY_SCALE = 20.0  # cosine in [-1, 1] -> logits; the usual sentence-embedding contrastive scale
@@ -73,10 +74,14 @@ class Heads:
     def features(self, batch: PromptedBatch, tasks: list[TaskSpec]) -> torch.Tensor:
         """One forward of the frozen model. Encoder: (B, H) unit pooled outputs, row i pooled as `tasks[i]`
         says; LMs: (B, V) logits to score."""
-        arch, model = self.bb.architecture, self.bb.model
         kw = {"inputs_embeds": batch.inputs_embeds, "attention_mask": batch.attention_mask}
         if self.bb.accepts_position_ids:
             kw["position_ids"] = batch.position_ids
+        with prefixes(batch.prefixes):
+            return self._features(batch, tasks, kw)
+
+    def _features(self, batch: PromptedBatch, tasks: list[TaskSpec], kw: dict[str, torch.Tensor]) -> torch.Tensor:
+        arch, model = self.bb.architecture, self.bb.model
         rows = torch.arange(batch.inputs_embeds.shape[0], device=batch.inputs_embeds.device)
         if arch == ENCODER:
             hidden = model(**kw).last_hidden_state  # (B, T, H)
@@ -89,13 +94,13 @@ class Heads:
             return model.get_output_embeddings()(hidden[rows, batch.last_index])  # (B, V)
         return self._lm_head(hidden[rows, batch.mask_index])  # type: ignore[misc]  # (B, V)
 
-    def features_under(self, task: TaskSpec, prompt: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
+    def features_under(self, task: TaskSpec, prompt: RowPrompt, ids: list[list[int]]) -> torch.Tensor:
         """`features` of token rows that all share one prompt and one task (evaluation, anchors, transfer)."""
         return self.features(build_batch(self.bb, ids, [prompt] * len(ids)), [task] * len(ids))
 
-    def prompted_labels(self, task: TaskSpec, prompt: torch.Tensor) -> bool:
+    def prompted_labels(self, task: TaskSpec, prompt: RowPrompt) -> bool:
         """Whether `task`'s label texts are read through `prompt` (encoders pooling "all" or "prompt")."""
-        return self.bb.architecture == ENCODER and task.pooling != "text" and prompt.shape[0] > 0
+        return self.bb.architecture == ENCODER and task.pooling != "text" and prompt_length(prompt) > 0
 
     def label_ids(self, task: TaskSpec) -> list[list[int]]:
         """Token ids of the label texts, as rows to run through a prompt (tokenized once per label set:
@@ -104,7 +109,7 @@ class Heads:
             self._label_ids_cache[task.label_texts] = tokenize(self.bb, list(task.label_texts), LABEL_MAX_TOKENS)
         return self._label_ids_cache[task.label_texts]
 
-    def anchors(self, task: TaskSpec, prompt: torch.Tensor) -> torch.Tensor:
+    def anchors(self, task: TaskSpec, prompt: RowPrompt) -> torch.Tensor:
         """What `task`'s rows under `prompt` are scored against: (K, H) unit label texts read through the
         prompt (differentiable in it), or `labels_for(task)` when the task does not read them so."""
         if not self.prompted_labels(task, prompt):

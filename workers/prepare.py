@@ -6,6 +6,8 @@ import random
 
 import torch
 
+from bank.codec import DEEP
+from workers.deep_prompt import activations
 from workers.heads import Heads
 from workers.task import ConfigError, TaskSpec, TrainConfig
 
@@ -22,27 +24,42 @@ def split(examples: list[tuple[str, str]], cfg: TrainConfig) -> tuple[list[tuple
     return rows[n_eval:], rows[:n_eval]
 
 
-def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: torch.Tensor | None) -> torch.Tensor:
-    """The starting `(n, H)` prompt: random, sampled vocabulary, label words, a text, or a stored prompt."""
+def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: tuple[torch.Tensor, str] | None
+                ) -> torch.Tensor:
+    """The starting prompt of `cfg.prompt_kind`: random, sampled vocabulary, label words, a text, or a stored
+    prompt of the same kind (cut or filled up with vocabulary to `num_virtual_tokens`). An input prompt starts
+    as the words' embeddings `(n, H)`; a deep prompt as the keys and values every layer computes for them."""
     emb = heads.bb.embed.weight.detach().to("cpu", torch.float32)  # (V, H)
     n, gen = cfg.num_virtual_tokens, torch.Generator().manual_seed(cfg.seed)
     special = set(heads.bb.tokenizer.all_special_ids)
     lo, hi = min(1000, emb.shape[0] // 10), min(6000, emb.shape[0])  # common-word range of most vocabularies
-    vocab = emb[torch.randint(lo, hi, (n,), generator=gen).tolist()]  # (n, H)
+    vocab = torch.randint(lo, hi, (n,), generator=gen).tolist()
+    deep = cfg.prompt_kind == DEEP
+    if deep and heads.bb.deep is None:
+        raise ConfigError(f"backbone {heads.bb.info.model!r} cannot carry deep prompts; train an input prompt")
+
+    def words(ids: list[int]) -> torch.Tensor:
+        if not deep:
+            return emb[ids]
+        return activations(heads.bb.model, heads.bb.deep, ids).to("cpu")  # type: ignore[arg-type]
+
     if stored is not None:
-        if stored.shape[1] != emb.shape[1]:
-            raise ConfigError(f"init prompt width {stored.shape[1]} != backbone hidden size {emb.shape[1]}")
-        return torch.cat([stored.to("cpu", torch.float32), vocab])[:n].clone()
+        tensor, kind = stored
+        width = heads.bb.deep.width if deep else emb.shape[1]  # type: ignore[union-attr]
+        if kind != cfg.prompt_kind or tensor.shape[1] != width:
+            raise ConfigError(f"the init prompt is a {kind} prompt of width {tensor.shape[1]}; this job trains a "
+                              f"{cfg.prompt_kind} prompt of width {width}")
+        return torch.cat([tensor.to("cpu", torch.float32), words(vocab)])[:n].clone()
     if cfg.init == "random":
-        return torch.randn(n, emb.shape[1], generator=gen) * emb.std()
+        scale = words(vocab).std() if deep else emb.std()  # the spread of what the layers see
+        return torch.randn(n, words(vocab[:1]).shape[1], generator=gen) * scale
     if cfg.init in ("labels", "text"):
         text = cfg.init_text if cfg.init == "text" else " ".join(task.label_words)
         ids = [i for i in heads.bb.tokenizer(text, add_special_tokens=False)["input_ids"] if i not in special]
         if not ids:
             raise ConfigError(f"init text {text!r} has no tokens in this backbone's vocabulary")
-        picked = emb[(ids * (n // len(ids) + 1))[:n]]
-        return picked.clone() if cfg.init == "text" else torch.cat([emb[ids], vocab])[:n].clone()
-    return vocab.clone()
+        return words((ids * (n // len(ids) + 1))[:n] if cfg.init == "text" else (ids + vocab)[:n]).clone()
+    return words(vocab).clone()
 
 
 def bf16_supported(device: torch.device) -> bool:

@@ -1,4 +1,6 @@
 """Apply a soft prompt per row: `inputs_embeds = concat(prompt_i, embed(ids_i))`, padded as the model needs.
+A row may instead carry a deep prompt (workers/deep_prompt.py): then its embeddings are its own tokens, its
+positions start after its prefix, and the batch carries the prefixes for the attention layers.
 
 Rows of one batch may carry different prompts of different lengths. The prompt always sits next to the
 real tokens (never behind padding) and position ids count only real positions, so each row's output
@@ -14,8 +16,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bank.codec import DEEP, read_prompt
 from promptbank_api.errors import InvalidArgument
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
+from workers.deep_prompt import DeepPrompt, Prefixes
+
+RowPrompt = torch.Tensor | DeepPrompt  # an input prompt (n, H) or a deep prompt
+
+
+def prompt_length(prompt: RowPrompt) -> int:
+    """Virtual tokens of a row's prompt, either kind."""
+    return int((prompt.tensor if isinstance(prompt, DeepPrompt) else prompt).shape[0])
 
 
 @dataclass
@@ -27,6 +38,22 @@ class PromptedBatch:
     prompt_mask: torch.Tensor  # (B, T) 1 on the row's prompt positions only
     last_index: torch.Tensor  # (B,) index of each row's last real position
     mask_index: torch.Tensor  # (B,) index of the [MASK] token (masked LMs), else = last_index
+    prefixes: Prefixes | None = None  # the rows' deep prompts, None when no row has one
+
+
+def load_prompt(backbone: FrozenBackbone, data: bytes) -> RowPrompt:
+    """A stored prompt's bytes as `build_batch` takes them (its kind honoured), on the backbone's device and
+    dtype, its width checked against the backbone."""
+    t, kind = read_prompt(data)
+    t = t.to(backbone.embed.weight.device, backbone.embed.weight.dtype)
+    if kind == DEEP:
+        if backbone.deep is None:
+            raise InvalidArgument(f"backbone {backbone.info.model!r} cannot carry deep prompts")
+        backbone.deep.split(t)  # raises naming the width this backbone's deep prompts have
+        return DeepPrompt(t)
+    if t.shape[1] != backbone.hidden_size:
+        raise InvalidArgument(f"prompt width {t.shape[1]} does not match the backbone's hidden size {backbone.hidden_size}")
+    return t
 
 
 def tokenize(backbone: FrozenBackbone, texts: list[str], max_length: int) -> list[list[int]]:
@@ -50,13 +77,26 @@ def tokenize(backbone: FrozenBackbone, texts: list[str], max_length: int) -> lis
 def build_batch(
     backbone: FrozenBackbone,
     token_ids: list[list[int]],
-    prompts: list[torch.Tensor],
+    row_prompts: list[RowPrompt],
     noise: list[torch.Tensor | None] | None = None,
+    pad_left: bool = False,
 ) -> PromptedBatch:
-    """Assemble one batch; `prompts[i]` is row i's `(n_i, H)` prompt (may require grad). `noise[i]`, when
-    given, is added to row i's own token embeddings, `(len(token_ids[i]), H)` (training's input noise)."""
-    if len(token_ids) != len(prompts) or (noise is not None and len(noise) != len(prompts)):
-        raise ValueError(f"{len(token_ids)} rows but {len(prompts)} prompts / {len(noise or prompts)} noise rows")
+    """Assemble one batch; `row_prompts[i]` is row i's `(n_i, H)` input prompt or its deep prompt (either may
+    require grad). `noise[i]`, when given, is added to row i's own token embeddings, `(len(token_ids[i]), H)`
+    (training's input noise). Rows are right-padded, or left-padded with `pad_left` (batched decoding's side);
+    either way a row's outputs do not depend on its batch."""
+    if len(token_ids) != len(row_prompts) or (noise is not None and len(noise) != len(row_prompts)):
+        raise ValueError(f"{len(token_ids)} rows but {len(row_prompts)} prompts / {len(noise or row_prompts)} noise rows")
+    deep = [p.tensor if isinstance(p, DeepPrompt) else None for p in row_prompts]
+    empty = backbone.embed.weight.new_zeros(0, backbone.hidden_size)
+    prompts = [empty if isinstance(p, DeepPrompt) else p for p in row_prompts]
+    offsets = [0 if d is None else int(d.shape[0]) for d in deep]  # a deep row's positions start after its prefix
+    prefixes = None
+    if any(d is not None for d in deep):
+        if backbone.deep is None:
+            raise InvalidArgument(f"backbone {backbone.info.model!r} cannot carry deep prompts (its attention is "
+                                  f"{backbone.model.config._attn_implementation!r}); use an input prompt")
+        prefixes = Prefixes.of(backbone.deep, deep)
     tok_ = backbone.tokenizer
     special = set(tok_.all_special_ids) if backbone.architecture in (ENCODER, MASKED_LM) else set()
     mask_id = tok_.mask_token_id if backbone.architecture == MASKED_LM else None
@@ -64,8 +104,9 @@ def build_batch(
     n_tok = [len(ids) for ids in token_ids]
     lengths = [n + int(p.shape[0]) for n, p in zip(n_tok, prompts, strict=True)]
     T = max(lengths)
-    if T > backbone.max_positions:
-        raise InvalidArgument(f"prompt + text is {T} positions; the backbone allows {backbone.max_positions} "
+    span = max(n + o for n, o in zip(lengths, offsets, strict=True))
+    if span > backbone.max_positions:
+        raise InvalidArgument(f"prompt + text is {span} positions; the backbone allows {backbone.max_positions} "
                               f"(use a shorter prompt or text)")
     pad_id = tok_.pad_token_id or 0
     ids = torch.full((len(token_ids), max(n_tok)), pad_id, dtype=torch.long)
@@ -80,17 +121,19 @@ def build_batch(
         own = tok[i, :n] if noise is None or noise[i] is None else tok[i, :n] + noise[i].to(tok)
         seq = torch.cat([own[:off], prompt.to(tok.dtype), own[off:]])  # (L, H)
         text = torch.cat([torch.ones(off), torch.zeros(p), torch.ones(n - off)])  # (L,)
-        pad = T - L  # right padding: the prompt sits next to the real tokens, never behind pads
-        rows.append(F.pad(seq, (0, 0, 0, pad)))  # (T, H)
-        masks.append(F.pad(torch.ones(L), (0, pad)))
-        texts.append(F.pad(text, (0, pad)))
-        positions.append(F.pad(torch.arange(L), (0, pad)))
-        last.append(L - 1)
+        pad = T - L  # the prompt sits next to the real tokens, never behind pads
+        side = (pad, 0) if pad_left else (0, pad)
+        start = pad if pad_left else 0  # where the row's real positions begin
+        rows.append(F.pad(seq, (0, 0, *side)))  # (T, H)
+        masks.append(F.pad(torch.ones(L), side))
+        texts.append(F.pad(text, side))
+        positions.append(F.pad(torch.arange(L) + offsets[i], side))
+        last.append(start + L - 1)
         if mask_id is not None and mask_id in row:
             j = len(row) - 1 - row[::-1].index(mask_id)
-            masked.append(j if j < off else j + p)
+            masked.append(start + (j if j < off else j + p))
         else:
-            masked.append(L - 1)
+            masked.append(start + L - 1)
     return PromptedBatch(
         inputs_embeds=torch.stack(rows),
         attention_mask=torch.stack(masks).to(device=device, dtype=torch.long),
@@ -99,4 +142,5 @@ def build_batch(
         prompt_mask=(torch.stack(masks) - torch.stack(texts)).to(device),
         last_index=torch.tensor(last, device=device),
         mask_index=torch.tensor(masked, device=device),
+        prefixes=prefixes,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from bank.codec import PROMPT_KINDS
 from promptbank_api.errors import InvalidArgument
 
 KINDS = ("classification",)
@@ -69,6 +70,7 @@ class TrainConfig:
     """Hyperparameters of one prompt-tuning run. Defaults are tuned for prompt tuning on a small encoder."""
 
     num_virtual_tokens: int = 20
+    prompt_kind: str = "input"  # "input": vectors before the text; "deep": keys and values in every layer
     epochs: int = 12
     learning_rate: float = 3e-2
     batch_size: int = 8
@@ -94,6 +96,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (1 <= self.num_virtual_tokens <= 512, "num_virtual_tokens", "between 1 and 512"),
+            (self.prompt_kind in PROMPT_KINDS, "prompt_kind", f"one of {list(PROMPT_KINDS)}"),
             (1 <= self.epochs <= 1000, "epochs", "between 1 and 1000"),
             (0 < self.learning_rate <= 10, "learning_rate", "in (0, 10]"),
             (1 <= self.batch_size <= 4096, "batch_size", "between 1 and 4096"),

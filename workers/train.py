@@ -1,4 +1,6 @@
-"""Prompt tuning: optimise only `(n_virtual, H)` prompts against a frozen backbone — one job or several at once.
+"""Prompt tuning: optimise only prompts against a frozen backbone — one job or several at once. An input prompt
+is `(n_virtual, H)` vectors before the text, a deep prompt `(n_virtual, width)` keys and values for every
+attention layer (workers/deep_prompt.py); jobs of both kinds share forwards.
 
 A `Trainer` holds one job: its split, prompt, optimizer, schedule, place in its batch order and keep rule.
 `train_jobs` drives trainers in lockstep: every step runs one batch of each live job through shared forwards
@@ -20,15 +22,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bank.codec import encode_prompt
+from bank.codec import DEEP, encode_prompt
 from promptbank_api.errors import InvalidArgument
 from workers.checkpoint import TrainState
+from workers.deep_prompt import DeepPrompt
 from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
 from workers.prepare import autocast_dtype, init_prompt, split
 from workers.protocol import EventKind, TrainEvent
 from workers.schedule import KeepRule, debiased_average, eval_metrics, lr_factor
-from workers.soft_prompt import build_batch, tokenize
+from workers.soft_prompt import RowPrompt, build_batch, prompt_length, tokenize
 from workers.task import ConfigError, TaskSpec, TrainConfig
 
 BUCKET_BATCHES = 16  # batches whose rows are sorted by length together (padding vs. shuffling)
@@ -44,7 +47,7 @@ class Trainer:
         task: TaskSpec,
         examples: list[tuple[str, str]],
         cfg: TrainConfig,
-        stored_init: torch.Tensor | None = None,
+        stored_init: tuple[torch.Tensor, str] | None = None,
         resume: bytes | None = None,
     ):
         self.job_id, self.heads, self.task, self.cfg = job_id, heads, task, cfg
@@ -60,7 +63,7 @@ class Trainer:
         self.ev_ids = tokenize(heads.bb, [t for t, _ in eval_rows], cfg.max_length)
         self.truncated = sum(len(r) >= cfg.max_length for r in self.tr_ids + self.ev_ids)  # cut at max_length
         self.ev_y = torch.tensor([index[lab] for _, lab in eval_rows], device=dev)
-        self.prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # (n, H): all we train
+        self.prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # all we train
         self.ema = torch.zeros_like(self.prompt, requires_grad=False)  # `average`'s accumulator (`ema_decay`)
         self._special = set(heads.bb.tokenizer.all_special_ids)  # never dropped ([CLS], [SEP], [MASK], ...)
         self.noise_gen = torch.Generator().manual_seed(cfg.seed)  # the job's own: co-batching can't reorder draws
@@ -117,12 +120,16 @@ class Trainer:
         kept = [t for t in row if t in self._special or rng.random() >= p]
         return kept if any(t not in self._special for t in kept) else row
 
+    def row_prompt(self, prompt: torch.Tensor) -> RowPrompt:
+        """`prompt` (this job's parameter, its average or a kept one) as `build_batch` reads it: its kind."""
+        return DeepPrompt(prompt) if self.cfg.prompt_kind == DEEP else prompt
+
     def input_noise(self, rows: list[list[int]]) -> list[torch.Tensor | None]:
         """Per row, `(len(row), H)` uniform noise of amplitude `input_noise / sqrt(L * H)` for its token
         embeddings, L its prompted length (NEFTune, Jain et al. 2023): the prompt must read through small
         perturbations of its inputs, which generalises better. Drawn on the CPU from the job's own generator
         in the job's row order, so padding, grouping, co-batching and the device leave the draws unchanged."""
-        alpha, (n, h) = self.cfg.input_noise, self.prompt.shape
+        alpha, n, h = self.cfg.input_noise, self.prompt.shape[0], self.heads.bb.hidden_size
         if not alpha:
             return [None] * len(rows)
         return [(torch.rand(len(r), h, generator=self.noise_gen) * 2 - 1) * (alpha / math.sqrt((len(r) + n) * h))
@@ -191,10 +198,11 @@ class Trainer:
     def _evaluate(self) -> TrainEvent:
         row_losses, correct, bs = [], 0, max(32, self.cfg.batch_size)
         prompt = self.average
-        anchors = self.heads.anchors(self.task, prompt)
+        row = self.row_prompt(prompt)
+        anchors = self.heads.anchors(self.task, row)
         for i in range(0, len(self.ev_ids), bs):
             ids = self.ev_ids[i : i + bs]
-            logits = self.heads.task_logits(self.task, self.heads.features_under(self.task, prompt, ids), anchors)
+            logits = self.heads.task_logits(self.task, self.heads.features_under(self.task, row, ids), anchors)
             row_losses.append(F.cross_entropy(logits.float(), self.ev_y[i : i + bs], reduction="none").cpu())
             correct += int((logits.argmax(-1) == self.ev_y[i : i + bs]).sum())
         metrics = eval_metrics(torch.cat(row_losses).double(), correct)
@@ -255,7 +263,7 @@ class Trainer:
                        truncated_examples=float(self.truncated),
                        steps=float(self.step), train_seconds=time.perf_counter() - self._t0,
                        stopped_early=float(self.stopped_early))
-        return self._event(EventKind.RESULT, metrics=metrics, prompt=encode_prompt(prompt))
+        return self._event(EventKind.RESULT, metrics=metrics, prompt=encode_prompt(prompt, kind=self.cfg.prompt_kind))
 
 
 def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str], bool] = lambda _: False
@@ -283,7 +291,7 @@ def _step(heads: Heads, live: list[Trainer]) -> Iterator[TrainEvent]:
     by length so that co-batching does not pad every job's rows to the longest job's."""
     batches = [t.next_batch() for t in live]
     ids: list[list[int]] = []
-    prompts: list[torch.Tensor] = []
+    prompts: list[RowPrompt] = []
     tasks: list[TaskSpec] = []
     noise: list[torch.Tensor | None] = []
     spans = []  # per job: (first row, rows, label rows)
@@ -291,12 +299,12 @@ def _step(heads: Heads, live: list[Trainer]) -> Iterator[TrainEvent]:
         labels = heads.label_ids(t.task) if heads.prompted_labels(t.task, t.prompt) else []
         spans.append((len(ids), len(b), len(labels)))
         ids += b + labels
-        prompts += [t.prompt] * (len(b) + len(labels))
+        prompts += [t.row_prompt(t.prompt)] * (len(b) + len(labels))
         tasks += [t.task] * (len(b) + len(labels))
         noise += t.input_noise(b + labels)
     device = heads.bb.embed.weight.device
     dtype = live[0].autocast
-    groups = length_groups([len(r) + p.shape[0] for r, p in zip(ids, prompts, strict=True)], forward_cost(device))
+    groups = length_groups([len(r) + prompt_length(p) for r, p in zip(ids, prompts, strict=True)], forward_cost(device))
     parts = []
     with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         for g in groups:  # jobs mix in every forward; rows of like length share one (little padding)

@@ -1,0 +1,223 @@
+"""Deep prompts (prefix tuning, P-tuning v2): every self-attention layer gets its own prefix of keys and values.
+
+A deep prompt is stored as one `(P, slots * 2 * kv_dim)` tensor in PEFT's PREFIX_TUNING layout: for each
+prefix position, the keys then the values of every self-attention module in forward order. Rows of one batch
+may carry deep prompts of different lengths, input prompts or none, so the prefixes cannot go through the
+model's KV cache (one length per batch). Instead the backbone runs under an attention implementation
+registered here, `promptbank+<sdpa|eager>`, that wraps the model's own: when a batch holds deep prompts it
+puts row i's keys and values for that module in front of the module's own, masks the padding of shorter
+prefixes out, and calls the original function. Masked keys get exactly zero weight, so each row's output
+equals running it alone. A batch without deep prompts calls the original function untouched.
+
+Positions follow PEFT (and the KV cache a prefix would sit in): a row's own positions start after its
+prefix, `P_i, P_i + 1, ...`; prefix keys carry no position (no rotary phase, no relative-position bias).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from promptbank_api.errors import InvalidArgument
+
+NAME = "promptbank+"  # prefix of the attention implementations registered here
+SUPPORTED = ("sdpa", "eager")  # implementations the wrapper can extend with prefix keys and a mask
+
+
+@dataclass(frozen=True)
+class DeepLayout:
+    """Where a backbone's deep prompts go: its self-attention modules in forward order (encoder layers, then
+    decoder layers) and the key/value shape each expects."""
+
+    slots: dict[int, int]  # id(attention module) -> slot index
+    kv_heads: int
+    head_dim: int
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.slots)
+
+    @property
+    def width(self) -> int:
+        """Columns of a stored deep prompt: keys and values of every slot."""
+        return self.n_slots * 2 * self.kv_heads * self.head_dim
+
+    def split(self, prompt: torch.Tensor) -> torch.Tensor:
+        """(P, width) -> (2 * slots, kv_heads, P, head_dim): PEFT's order, slot s's keys at 2s, values at 2s+1."""
+        if prompt.dim() != 2 or prompt.shape[1] != self.width:
+            raise InvalidArgument(f"a deep prompt for this backbone is [P, {self.width}] "
+                                  f"({self.n_slots} layers x keys and values x {self.kv_heads * self.head_dim}), "
+                                  f"got {list(prompt.shape)}")
+        P = prompt.shape[0]
+        return prompt.view(P, 2 * self.n_slots, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
+
+
+@dataclass(frozen=True)
+class DeepPrompt:
+    """A row's deep prompt, `(P, layout.width)`; input prompts travel as bare `(n, H)` tensors."""
+
+    tensor: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Prefixes:
+    """One batch's deep prompts, padded to the longest: what the wrapped attention reads."""
+
+    layout: DeepLayout
+    kv: torch.Tensor  # (2 * slots, B, kv_heads, P_max, head_dim)
+    keep: torch.Tensor  # (B, P_max) bool: True on a row's own prefix positions (left-padded: pads first)
+
+    @classmethod
+    def of(cls, layout: DeepLayout, prompts: list[torch.Tensor | None]) -> Prefixes | None:
+        """Row i's deep prompt `(P_i, width)` or None; None when no row has one."""
+        lengths = [0 if p is None else int(p.shape[0]) for p in prompts]
+        P = max(lengths, default=0)
+        if P == 0:
+            return None
+        ref = next(p for p in prompts if p is not None)
+        kv = ref.new_zeros(2 * layout.n_slots, len(prompts), layout.kv_heads, P, layout.head_dim)
+        rows = []
+        for p, n in zip(prompts, lengths, strict=True):
+            split = layout.split(p) if p is not None else kv[:, 0, :, :0]
+            rows.append(torch.cat([kv[:, 0, :, : P - n], split.to(kv.dtype)], dim=2))  # pads first
+        keep = torch.arange(P, device=kv.device).unsqueeze(0) >= P - torch.tensor(lengths, device=kv.device).unsqueeze(1)
+        return cls(layout, torch.stack(rows, dim=1), keep)
+
+
+_active: ContextVar[Prefixes | None] = ContextVar("promptbank_prefixes", default=None)
+_trace: ContextVar[list[tuple[Any, int, int, int, int]] | None] = ContextVar("promptbank_trace", default=None)
+_capture: ContextVar[dict[int, tuple[torch.Tensor, torch.Tensor]] | None] = ContextVar("promptbank_capture",
+                                                                                        default=None)
+
+
+@contextmanager
+def prefixes(batch: Prefixes | None) -> Iterator[None]:
+    """Run the forwards inside with `batch`'s deep prompts (per thread and task: replicas serve concurrently)."""
+    token = _active.set(batch)
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
+def _inner(base: str, module: torch.nn.Module) -> Callable[..., Any]:
+    """The attention function the model would have used: its own file's eager one, or the registered one."""
+    if base == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward  # type: ignore[no-any-return]
+    return ALL_ATTENTION_FUNCTIONS[base]  # type: ignore[no-any-return]
+
+
+def _text_mask(mask: torch.Tensor | None, module: torch.nn.Module, base: str, B: int, q: int, k: int,
+               causal: bool | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The module's own mask as an explicit tensor: SDPA reads a missing mask as causal or as no mask."""
+    if mask is not None:
+        return mask
+    is_causal = causal if causal is not None else getattr(module, "is_causal", True)
+    allowed = torch.ones(q, k, dtype=torch.bool, device=device)
+    if base != "eager" and is_causal and q > 1:
+        allowed = torch.tril(allowed, diagonal=k - q)
+    if base == "eager":
+        return torch.zeros(B, 1, q, k, dtype=dtype, device=device)
+    return allowed.expand(B, 1, q, k)
+
+
+def _wrapped(base: str) -> Callable[..., Any]:
+    def attend(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, **kw: Any) -> Any:
+        inner = _inner(base, module)
+        trace = _trace.get()
+        if trace is not None:
+            trace.append((module, query.shape[-2], key.shape[-2], key.shape[1], key.shape[-1]))
+        captured = _capture.get()
+        if captured is not None:
+            captured[id(module)] = (key, value)
+        batch = _active.get()
+        slot = None if batch is None else batch.layout.slots.get(id(module))
+        if slot is None:
+            return inner(module, query, key, value, attention_mask, **kw)
+        assert batch is not None
+        B, q, k, P = query.shape[0], query.shape[-2], key.shape[-2], batch.keep.shape[1]
+        key = torch.cat([batch.kv[2 * slot].to(key.dtype), key], dim=2)
+        value = torch.cat([batch.kv[2 * slot + 1].to(value.dtype), value], dim=2)
+        text = _text_mask(attention_mask, module, base, B, q, k, kw.pop("is_causal", None), query.dtype, query.device)
+        heads = text.shape[1]
+        keep = batch.keep[:, None, None, :].expand(B, heads, q, P)
+        if text.dtype == torch.bool:
+            pre = keep
+        else:
+            pre = torch.zeros(keep.shape, dtype=text.dtype, device=text.device).masked_fill(
+                ~keep, torch.finfo(text.dtype).min)
+        mask = torch.cat([pre, text.expand(B, heads, q, k)], dim=-1)
+        bias = kw.get("position_bias")
+        if bias is not None:  # relative-position models (T5): prefix keys carry none
+            kw["position_bias"] = torch.cat([bias.new_zeros(*bias.shape[:-1], P).expand(*bias.shape[:-1], P), bias], -1)
+        return inner(module, query, key, value, mask, **kw)
+
+    return attend
+
+
+def install(model: PreTrainedModel) -> DeepLayout | None:
+    """Switch `model` to the wrapped attention and find its self-attention modules by tracing one forward.
+    None when the model's attention cannot carry prefixes (then it is left as it was)."""
+    base = model.config._attn_implementation or "eager"
+    if base.startswith(NAME):
+        base = base.removeprefix(NAME)
+    if base not in SUPPORTED:
+        return None
+    name = NAME + base
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _wrapped(base))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    model.set_attn_implementation(name)
+    calls: list[tuple[Any, int, int, int, int]] = []
+    token = _trace.set(calls)
+    try:
+        dev = model.get_input_embeddings().weight.device
+        with torch.no_grad():
+            ids = torch.ones(1, 5, dtype=torch.long, device=dev)
+            if model.config.is_encoder_decoder:
+                model(input_ids=ids, decoder_input_ids=ids[:, :3])
+            else:
+                model(input_ids=ids)
+    finally:
+        _trace.reset(token)
+    self_attn = [(m, h, d) for m, q, k, h, d in calls if q == k]  # cross-attention reads 5 keys for 3 queries
+    slots: dict[int, int] = {}
+    for m, _, _ in self_attn:
+        slots.setdefault(id(m), len(slots))
+    shapes = {(h, d) for _, h, d in self_attn}
+    if not slots or len(shapes) != 1:
+        model.set_attn_implementation(base)
+        return None
+    (kv_heads, head_dim), = shapes
+    return DeepLayout(slots=slots, kv_heads=kv_heads, head_dim=head_dim)
+
+
+@torch.no_grad()
+def activations(model: PreTrainedModel, layout: DeepLayout, ids: list[int]) -> torch.Tensor:
+    """`(len(ids), width)`: the keys and values each self-attention layer computes for `ids` read as one text.
+    A deep prompt that starts here starts where real words put a layer's keys and values (prefix tuning's
+    initialisation from real words' activations), not at noise the layers never saw."""
+    dev = model.get_input_embeddings().weight.device
+    x = torch.tensor([ids], dtype=torch.long, device=dev)
+    captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    token = _capture.set(captured)
+    try:
+        if model.config.is_encoder_decoder:
+            model(input_ids=x, decoder_input_ids=x)  # encoder layers read ids, decoder layers read them too
+        else:
+            model(input_ids=x)
+    finally:
+        _capture.reset(token)
+    by_slot = sorted((slot, captured[m]) for m, slot in layout.slots.items())
+    kv = torch.stack([t[0] for _, (k, v) in by_slot for t in (k, v)])  # (2 * slots, kv_heads, n, head_dim)
+    return kv.permute(2, 0, 1, 3).reshape(len(ids), layout.width).float()
