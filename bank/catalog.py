@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bank.codec import decode_prompt, sha256_hex
+from bank.codec import DEEP, INPUT, read_prompt, sha256_hex
 from bank.models import (
     Alias,
     AliasEvent,
@@ -58,7 +58,8 @@ def tensor_by_sha(s: Session, sha256: str) -> bytes:
 
 
 def upsert_backbone(
-    s: Session, name: str, *, model: str, revision: str, architecture: str, hidden_size: int, fingerprint: str
+    s: Session, name: str, *, model: str, revision: str, architecture: str, hidden_size: int, fingerprint: str,
+    deep: tuple[int, int, int] = (0, 0, 0),
 ) -> Backbone:
     """Register a backbone or refresh its row (a changed fingerprint makes old versions refuse to run)."""
     check_name("backbone", name)
@@ -68,6 +69,7 @@ def upsert_backbone(
         s.add(bb)
     bb.model, bb.revision, bb.architecture = model, revision, architecture
     bb.hidden_size, bb.fingerprint = hidden_size, fingerprint
+    bb.deep_layers, bb.deep_kv_heads, bb.deep_head_dim = deep  # (layers, key/value heads, head width)
     s.flush()
     return bb
 
@@ -189,11 +191,13 @@ def add_version(
     principal: str = "",
 ) -> PromptVersion:
     """Commit-ready new immutable version (tensor + metadata in the caller's one transaction); moves `latest`."""
-    t = decode_prompt(tensor)
-    if t.shape[1] != backbone.hidden_size:
-        raise FailedPrecondition(
-            f"prompt width {t.shape[1]} does not match backbone {backbone.name!r} hidden size {backbone.hidden_size}"
-        )
+    t, kind = read_prompt(tensor)
+    if kind == DEEP and not backbone.deep_width:
+        raise FailedPrecondition(f"backbone {backbone.name!r} cannot carry deep prompts")
+    width = backbone.deep_width if kind == DEEP else backbone.hidden_size
+    if t.shape[1] != width:
+        what = "deep prompt width" if kind == DEEP else "hidden size"
+        raise FailedPrecondition(f"{kind} prompt width {t.shape[1]} does not match backbone {backbone.name!r} {what} {width}")
     # One atomic bump, not read-then-write: it row-locks the prompt (PostgreSQL) or takes the write lock
     # (SQLite) before anything else is written, so coordinators publishing to one prompt at once queue up
     # instead of both taking the same number and one failing on the unique (prompt, version).
@@ -211,6 +215,7 @@ def add_version(
         tensor=tensor,
         sha256=sha256_hex(tensor),
         shape=list(t.shape),
+        kind=kind,
         dtype=str(t.dtype).removeprefix("torch."),
         metrics=dict(metrics or {}),
         lineage={**(lineage or {}), **({"principal": principal} if principal else {})},
@@ -270,14 +275,15 @@ def set_version_tags(s: Session, ref: str, tags: list[str]) -> PromptVersion:
     return v
 
 
-def nearest_candidates(s: Session, backbone: str, exclude_prompt: str, limit: int) -> dict[str, bytes]:
-    """The latest version of up to `limit` other prompts on this backbone (and its current weights), newest
-    first, by version name: the stored prompts a new task may start from (`init=nearest`)."""
+def nearest_candidates(s: Session, backbone: str, exclude_prompt: str, limit: int, kind: str = INPUT
+                       ) -> dict[str, bytes]:
+    """The latest version of up to `limit` other prompts of `kind` on this backbone (and its current weights),
+    newest first, by version name: the stored prompts a new task may start from (`init=nearest`)."""
     bb = get_backbone(s, backbone)
     rows = s.scalars(
         select(PromptVersion).join(Prompt).where(
             PromptVersion.backbone_id == bb.id, PromptVersion.backbone_fingerprint == bb.fingerprint,
-            PromptVersion.version == Prompt.latest_version, Prompt.name != exclude_prompt,
+            PromptVersion.version == Prompt.latest_version, Prompt.name != exclude_prompt, PromptVersion.kind == kind,
         ).order_by(PromptVersion.created_at.desc()).limit(limit)
     ).all()
     return {version_name(v.prompt.name, v.version): v.tensor for v in rows}

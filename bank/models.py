@@ -47,8 +47,18 @@ class Backbone(Base):
     revision: Mapped[str] = mapped_column(String(128), default="")
     architecture: Mapped[str] = mapped_column(String(32))  # encoder | causal_lm | seq2seq | masked_lm
     hidden_size: Mapped[int]
+    # Where its deep prompts go (workers/deep_prompt.py): self-attention layers, key/value heads, head width;
+    # 0s when its attention cannot carry them.
+    deep_layers: Mapped[int] = mapped_column(default=0, server_default="0")
+    deep_kv_heads: Mapped[int] = mapped_column(default=0, server_default="0")
+    deep_head_dim: Mapped[int] = mapped_column(default=0, server_default="0")
     fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def deep_width(self) -> int:
+        """Columns of its deep prompts: keys and values of every layer (0: it takes none)."""
+        return self.deep_layers * 2 * self.deep_kv_heads * self.deep_head_dim
 
 
 class Prompt(Base):
@@ -83,6 +93,7 @@ class PromptVersion(Base):
     tensor: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when a cache misses
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     shape: Mapped[list[Any]]
+    kind: Mapped[str] = mapped_column(String(16), default="input", server_default="input")  # bank.codec PROMPT_KINDS
     dtype: Mapped[str] = mapped_column(String(16))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -1,9 +1,13 @@
-"""promptbank prompt versions <-> PEFT prompt-tuning adapters. Pure functions over bytes; no DB, no pickle.
+"""promptbank prompt versions <-> PEFT prompt-tuning and prefix-tuning adapters. Pure functions over bytes; no
+DB, no pickle.
 
-An exported adapter is exactly what `PeftModel.save_pretrained` writes for `PromptTuningConfig` (checked
-against peft 0.21 in tests/test_peft_format.py): `adapter_config.json` (same keys, `indent=2, sort_keys=True`)
-and `adapter_model.safetensors` holding the `[num_virtual_tokens, token_dim]` prompt under
-`prompt_embeddings`. It loads with `PeftModel.from_pretrained(base, dir)`. promptbank-only metadata (task
+An exported adapter is exactly what `PeftModel.save_pretrained` writes for `PromptTuningConfig` (input
+prompts) or `PrefixTuningConfig` (deep prompts), checked against peft 0.21 in tests/test_peft_format.py:
+`adapter_config.json` (same keys, `indent=2, sort_keys=True`) and `adapter_model.safetensors` holding the
+prompt under `prompt_embeddings`, `[num_virtual_tokens, token_dim]` for prompt tuning and `[num_virtual_tokens,
+num_layers * 2 * token_dim]` for prefix tuning (PEFT's layout is promptbank's: per position, every layer's
+keys then values; `token_dim` is the key/value width, `num_attention_heads` the key/value heads). It loads
+with `PeftModel.from_pretrained(base, dir)`. promptbank-only metadata (task
 spec, architecture, `extra`) rides in the safetensors header under `promptbank.*` keys, which PEFT never
 reads; unknown keys in adapter_config.json would make `PeftConfig.from_pretrained` warn, so none are added.
 
@@ -21,6 +25,13 @@ Where each side puts the prompt (what an adapter means after crossing over):
   prepends it, so both export to that. PEFT prepends the prompt before `[CLS]`; promptbank inserts it right
   after `[CLS]`, so an encoder prompt is portable as a tensor but scores differ across the two (retrain or
   accept the shift). PEFT also drops `token_type_ids` and `position_ids` for prompt tuning.
+
+Prefix tuning (deep prompts): encoders, masked LMs (`FEATURE_EXTRACTION`) and causal LMs (`CAUSAL_LM`) put
+the prefix where promptbank does (every self-attention layer, text positions counted after the prefix), so
+PEFT's outputs equal promptbank's. PEFT gives a seq2seq model's prefix to its decoder layers only, while a
+promptbank deep prompt on a seq2seq backbone holds its encoder layers too: such adapters are refused both
+ways rather than silently changed. An adapter trained with `prefix_projection` is stored by PEFT already
+projected (the reparameterisation folded away), so it imports like any other.
 """
 
 from __future__ import annotations
@@ -31,7 +42,16 @@ from typing import Any
 
 import torch
 
-from bank.codec import PROMPT_KEY, decode_prompt, encode_prompt, metadata, read_safetensors
+from bank.codec import (
+    DEEP,
+    INPUT,
+    PROMPT_KEY,
+    decode_prompt,
+    encode_prompt,
+    metadata,
+    read_prompt,
+    read_safetensors,
+)
 from promptbank_api.errors import InvalidArgument, ResourceExhausted
 from promptbank_api.files import PEFT_CONFIG as CONFIG_NAME
 from promptbank_api.files import PEFT_WEIGHTS as WEIGHTS_NAME
@@ -48,15 +68,19 @@ TASK_TYPES = {
     "masked_lm": "FEATURE_EXTRACTION",  # PEFT has no masked-LM type; see the module docstring
 }
 _ARCH_OF_TASK_TYPE = {"CAUSAL_LM": "causal_lm", "SEQ_2_SEQ_LM": "seq2seq", "FEATURE_EXTRACTION": "encoder"}
+PEFT_TYPES = {INPUT: "PROMPT_TUNING", DEEP: "PREFIX_TUNING"}
+_KIND_OF_PEFT_TYPE = {v: k for k, v in PEFT_TYPES.items()}
+SEQ2SEQ_PREFIX = ("PEFT gives a seq2seq model's prefix to the decoder layers only, while a promptbank deep prompt "
+                  "on a seq2seq backbone also holds the encoder layers")
 
 
 @dataclass(frozen=True, eq=False)
 class ImportedPrompt:
-    """A PEFT prompt-tuning adapter read back as a promptbank prompt."""
+    """A PEFT prompt-tuning or prefix-tuning adapter read back as a promptbank prompt."""
 
-    tensor: torch.Tensor  # (num_virtual_tokens, token_dim), dtype as stored in the file
+    tensor: torch.Tensor  # (num_virtual_tokens, token_dim) or, deep, (.., num_layers * 2 * token_dim)
     num_virtual_tokens: int
-    token_dim: int
+    token_dim: int  # the hidden size (input) or the key/value width (deep)
     base_model: str  # base_model_name_or_path; "" when the adapter names none
     revision: str  # base model revision; "" when none
     task_type: str  # PEFT task type ("CAUSAL_LM", ...); "" when none
@@ -65,6 +89,9 @@ class ImportedPrompt:
     num_transformer_submodules: int  # as in the file; 2 means the unused decoder half was dropped
     task: dict[str, Any] | None  # promptbank task spec, when promptbank exported the adapter
     extra: dict[str, Any] | None  # promptbank's extra metadata, when promptbank exported the adapter
+    kind: str = INPUT  # INPUT (PROMPT_TUNING) or DEEP (PREFIX_TUNING)
+    num_layers: int = 0  # deep: self-attention layers
+    num_attention_heads: int = 0  # deep: key/value heads
 
 
 def export_peft(
@@ -77,17 +104,25 @@ def export_peft(
     token_dim: int,
     task: dict[str, Any],
     extra: dict[str, Any] | None,
+    num_layers: int = 0,
+    num_attention_heads: int = 0,
 ) -> tuple[bytes, bytes]:
-    """A stored prompt version (safetensors bytes) -> (adapter_config.json, adapter_model.safetensors) bytes."""
+    """A stored prompt version (safetensors bytes) -> (adapter_config.json, adapter_model.safetensors) bytes.
+    A deep prompt (its kind is in its bytes) needs its backbone's `num_layers` and key/value
+    `num_attention_heads`, and `token_dim` is then the key/value width."""
     if architecture not in TASK_TYPES:
         raise InvalidArgument(f"architecture {architecture!r} cannot be exported to PEFT; use one of {sorted(TASK_TYPES)}")
     n = _positive_int("num_virtual_tokens", num_virtual_tokens)
     dim = _positive_int("token_dim", token_dim)
-    prompt = decode_prompt(_check_size("prompt", tensor_bytes))  # refuses pickle and non-safetensors data
-    if list(prompt.shape) != [n, dim]:
+    prompt, kind = read_prompt(_check_size("prompt", tensor_bytes))  # refuses pickle and non-safetensors data
+    layers = _positive_int("num_layers", num_layers) if kind == DEEP else 1
+    if kind == DEEP and architecture == "seq2seq":
+        raise InvalidArgument(f"a deep prompt on a seq2seq backbone cannot be exported: {SEQ2SEQ_PREFIX}")
+    width = layers * 2 * dim if kind == DEEP else dim
+    if list(prompt.shape) != [n, width]:
         raise InvalidArgument(
             f"the prompt tensor has shape {list(prompt.shape)} but the version says "
-            f"num_virtual_tokens={n}, token_dim={dim}"
+            f"num_virtual_tokens={n}, token_dim={dim}" + (f", num_layers={layers}" if kind == DEEP else "")
         )
     if not prompt.is_floating_point():
         raise InvalidArgument(f"a soft prompt must be floating point, got {prompt.dtype}")
@@ -96,6 +131,10 @@ def export_peft(
     metadata = {"format": "pt", _META + "architecture": architecture, _META + "task": _to_json("task", task)}
     if extra is not None:
         metadata[_META + "extra"] = _to_json("extra", extra)
+    if kind == DEEP:
+        config = _prefix_config(n, dim, layers, _positive_int("num_attention_heads", num_attention_heads),
+                                base_model, revision, TASK_TYPES[architecture])
+        return json.dumps(config, indent=2, sort_keys=True).encode(), encode_prompt(prompt, metadata, kind=DEEP)
     config = {  # every key PromptTuningConfig.save_pretrained writes, nothing else
         "auto_mapping": None,
         "base_model_name_or_path": base_model or None,
@@ -119,23 +158,50 @@ def export_peft(
     return config_bytes, encode_prompt(prompt, metadata)
 
 
+def _prefix_config(n: int, dim: int, layers: int, heads: int, base_model: str, revision: str, task_type: str
+                   ) -> dict[str, Any]:
+    """Every key PrefixTuningConfig.save_pretrained writes, nothing else; stored already projected."""
+    return {
+        "auto_mapping": None,
+        "base_model_name_or_path": base_model or None,
+        "encoder_hidden_size": None,
+        "inference_mode": True,
+        "init_weights": None,
+        "modules_to_save": None,
+        "num_attention_heads": heads,
+        "num_layers": layers,
+        "num_transformer_submodules": 1,
+        "num_virtual_tokens": n,
+        "peft_type": "PREFIX_TUNING",
+        "peft_version": PEFT_VERSION,
+        "prefix_projection": False,
+        "revision": revision or None,
+        "task_type": task_type,
+        "token_dim": dim,
+    }
+
+
 def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
-    """(adapter_config.json, adapter_model.safetensors) bytes of a PROMPT_TUNING adapter -> ImportedPrompt."""
+    """(adapter_config.json, adapter_model.safetensors) bytes of a PROMPT_TUNING or PREFIX_TUNING adapter ->
+    ImportedPrompt."""
     adapter_config = _check_size(CONFIG_NAME, adapter_config)
     adapter_model = _check_size(WEIGHTS_NAME, adapter_model)
     cfg = _parse_config(adapter_config)
     peft_type = cfg.get("peft_type")
-    if peft_type != "PROMPT_TUNING":
+    if peft_type not in _KIND_OF_PEFT_TYPE:
         raise InvalidArgument(
-            f"PEFT adapter type {peft_type!r} is not supported: only PROMPT_TUNING adapters (soft prompts) "
-            "can be imported"
+            f"PEFT adapter type {peft_type!r} is not supported: only PROMPT_TUNING (soft prompts) and "
+            "PREFIX_TUNING (deep prompts) adapters can be imported"
         )
+    kind = _KIND_OF_PEFT_TYPE[peft_type]
     task_type = cfg.get("task_type") or ""
     if not isinstance(task_type, str):
         raise InvalidArgument(f"{CONFIG_NAME}: task_type must be a string, got {task_type!r}")
+    if kind == DEEP and task_type == "SEQ_2_SEQ_LM":
+        raise InvalidArgument(f"a SEQ_2_SEQ_LM prefix-tuning adapter cannot be imported: {SEQ2SEQ_PREFIX}")
     n = _config_int(cfg, "num_virtual_tokens", required=True)
     subm = _config_int(cfg, "num_transformer_submodules") or (2 if task_type == "SEQ_2_SEQ_LM" else 1)
-    if subm not in (1, 2) or (subm == 2 and task_type != "SEQ_2_SEQ_LM"):
+    if subm not in (1, 2) or (subm == 2 and (task_type != "SEQ_2_SEQ_LM" or kind == DEEP)):
         raise InvalidArgument(
             f"{CONFIG_NAME}: num_transformer_submodules={subm} with task_type {task_type or None!r}; PEFT prompt "
             "tuning uses 1, or 2 only for SEQ_2_SEQ_LM"
@@ -149,12 +215,21 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
             f"the adapter also carries trained modules {others[:5]}; a promptbank prompt is the whole "
             "adaptation, so only adapters holding just 'prompt_embeddings' can be imported"
         )
-    dim = _config_int(cfg, "token_dim") or int(tensor.shape[1])
-    if list(tensor.shape) != [n * subm, dim]:
+    layers = heads = 0
+    if kind == DEEP:  # PEFT fills these from the base model when it trains; the saved config has them
+        layers = _config_int(cfg, "num_layers", required=True)
+        heads = _config_int(cfg, "num_attention_heads", required=True)
+        dim = _config_int(cfg, "token_dim", required=True)
+        want = [n, layers * 2 * dim]
+        says = f"num_virtual_tokens={n} rows of num_layers={layers} x 2 x token_dim={dim}"
+    else:
+        dim = _config_int(cfg, "token_dim") or int(tensor.shape[1])
+        want = [n * subm, dim]
+        says = f"num_virtual_tokens={n} x num_transformer_submodules={subm} rows of token_dim={dim}"
+    if list(tensor.shape) != want:
         raise InvalidArgument(
             f"{WEIGHTS_NAME} holds '{PROMPT_KEY}' of shape {list(tensor.shape)}, but {CONFIG_NAME} says "
-            f"num_virtual_tokens={n} x num_transformer_submodules={subm} rows of token_dim={dim}, "
-            f"i.e. shape {[n * subm, dim]}"
+            f"{says}, i.e. shape {want}"
         )
     if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
         raise InvalidArgument(f"'{PROMPT_KEY}' must hold finite floating-point values (dtype {tensor.dtype})")
@@ -176,6 +251,9 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
         num_transformer_submodules=subm,
         task=_meta_dict(meta, "task"),
         extra=_meta_dict(meta, "extra"),
+        kind=kind,
+        num_layers=layers,
+        num_attention_heads=heads,
     )
 
 

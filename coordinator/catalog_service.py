@@ -6,8 +6,9 @@ import grpc
 from google.protobuf.struct_pb2 import Struct
 
 from bank import catalog
-from bank.codec import encode_prompt
-from bank.peft_format import export_peft, import_peft
+from bank.codec import DEEP, encode_prompt
+from bank.models import Backbone
+from bank.peft_format import ImportedPrompt, export_peft, import_peft
 from bank.writer import BankDB, Session
 from coordinator import auth
 from coordinator import convert as cv
@@ -24,6 +25,22 @@ UPDATABLE = {"tags", "owner", "task.description"}
 def version_ref(name: str) -> str:
     """Accept `prompts/p/versions/n` and the short reference forms."""
     return strip_collection(name, "prompts")
+
+
+def check_adapter_fits(imported: ImportedPrompt, bb: Backbone) -> None:
+    """FAILED_PRECONDITION naming the mismatch when a PEFT adapter was made for another shape of model."""
+    if imported.kind == DEEP:
+        have = (bb.deep_layers, bb.deep_kv_heads, bb.deep_kv_heads * bb.deep_head_dim)
+        says = (imported.num_layers, imported.num_attention_heads, imported.token_dim)
+        if not bb.deep_layers or have != says:
+            raise FailedPrecondition(
+                f"the prefix-tuning adapter is for num_layers={says[0]}, num_attention_heads={says[1]}, token_dim="
+                f"{says[2]}; backbone {bb.name!r} has " + (f"num_layers={have[0]}, num_attention_heads={have[1]}, "
+                                                           f"token_dim={have[2]}" if bb.deep_layers else
+                                                           "no attention that can carry deep prompts"))
+    elif imported.token_dim != bb.hidden_size:
+        raise FailedPrecondition(f"adapter token_dim {imported.token_dim} does not match backbone {bb.name!r} "
+                                 f"hidden size {bb.hidden_size}")
 
 
 class CatalogService(cat_grpc.PromptCatalogServicer):
@@ -68,7 +85,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             info = await self.pool.add(spec)
             await self.db.run(lambda s: catalog.upsert_backbone(
                 s, name, model=spec.model, revision=spec.revision, architecture=info.architecture,
-                hidden_size=info.hidden_size, fingerprint=info.fingerprint))
+                hidden_size=info.hidden_size, fingerprint=info.fingerprint, deep=info.deep))
         return await self.db.run(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
@@ -188,9 +205,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             if earlier:
                 return cv.version_to_proto(s, catalog.resolve(s, version_ref(earlier)))
             bb = catalog.get_backbone(s, backbone)
-            if imported.token_dim != bb.hidden_size:
-                raise FailedPrecondition(f"adapter token_dim {imported.token_dim} does not match backbone "
-                                         f"{backbone!r} hidden size {bb.hidden_size}")
+            check_adapter_fits(imported, bb)
             arch = "encoder" if bb.architecture == "masked_lm" else bb.architecture
             if imported.architecture and imported.architecture != arch:
                 raise FailedPrecondition(f"adapter task type {imported.task_type} does not fit backbone {backbone!r} "
@@ -205,7 +220,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
                                          f"{requested['labels']}")
             lineage = {"imported_from": f"peft:{imported.base_model or 'unknown base'}", "init": "import"}
-            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor), lineage=lineage, principal=who)
+            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor, kind=imported.kind), lineage=lineage,
+                                    principal=who)
             catalog.remember_request(s, request.request_id, "ImportPromptVersion", digest,
                                    version_name(name, v.version))
             return cv.version_to_proto(s, v)
@@ -222,9 +238,11 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             bb = v.backbone
             extra = {"version": version_name(v.prompt.name, v.version), "sha256": v.sha256,
                      "backbone": bb.name, "fingerprint": v.backbone_fingerprint, "metrics": v.metrics}
+            deep = v.kind == DEEP  # PEFT's token_dim: the key/value width of a prefix, else the hidden size
             config, weights = export_peft(
                 v.tensor, base_model=bb.model, revision=bb.revision, architecture=bb.architecture,
-                num_virtual_tokens=int(v.shape[0]), token_dim=int(v.shape[1]), task=v.prompt.task, extra=extra,
+                num_virtual_tokens=int(v.shape[0]), token_dim=bb.deep_kv_heads * bb.deep_head_dim if deep else int(v.shape[1]),
+                task=v.prompt.task, extra=extra, num_layers=bb.deep_layers, num_attention_heads=bb.deep_kv_heads,
             )
             meta = Struct()
             meta.update({"task": v.prompt.task, **extra})

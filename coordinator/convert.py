@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from bank import catalog
 from bank import models as m
+from bank.codec import DEEP, INPUT
 from bank.writer import Session
 from coordinator.limits import Limits
 from promptbank_api.errors import InvalidArgument
@@ -21,6 +22,8 @@ from promptbank_api.v1 import jobs_pb2 as jp
 from workers.protocol import JobSpec
 from workers.task import POOLINGS, TaskSpec
 
+KIND = {DEEP: cat.PROMPT_KIND_DEEP, INPUT: cat.PROMPT_KIND_INPUT}  # bank.codec's names <-> the API's enum
+KIND_NAME = {v: k for k, v in KIND.items()}
 ARCH = {
     "encoder": cat.ARCHITECTURE_ENCODER,
     "causal_lm": cat.ARCHITECTURE_CAUSAL_LM,
@@ -73,7 +76,7 @@ def backbone_to_proto(bb: m.Backbone, serving: list[cat.BackboneReplica] | None 
     return cat.Backbone(
         name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, 0),
         hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=len(serving or []),
-        create_time=to_timestamp(bb.created_at), serving=serving or [],
+        create_time=to_timestamp(bb.created_at), serving=serving or [], deep_prompt_width=bb.deep_width,
     )
 
 
@@ -94,7 +97,7 @@ def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = Fals
         lineage=cat.Lineage(job=lin.get("job", ""), data=lin.get("data", ""), init=lin.get("init", ""),
                             imported_from=lin.get("imported_from", ""), principal=lin.get("principal", "")),
         aliases=catalog.version_aliases(s, v), tags=v.tags or [], create_time=to_timestamp(v.created_at),
-        tensor=v.tensor if include_tensor else b"",
+        tensor=v.tensor if include_tensor else b"", kind=KIND.get(v.kind, cat.PROMPT_KIND_INPUT),
     )
 
 
@@ -110,6 +113,7 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
             max_length=hp.max_length, max_steps=hp.max_steps or None, patience=hp.patience,
             checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
             input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
+            prompt_kind=KIND[hp.prompt_kind],
         ),
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},

@@ -10,6 +10,7 @@ import grpc
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
+from bank.codec import DEEP
 from bank.models import Job
 from bank.writer import BankDB, Session
 from coordinator import auth
@@ -41,7 +42,7 @@ def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:
         over["eval_fraction"] = ds.eval_fraction
     over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init,
                 init_text=hp.init_text, precision=hp.precision or base.precision,
-                select_on=hp.select_on or base.select_on)
+                select_on=hp.select_on or base.select_on, prompt_kind=cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else base.prompt_kind)
     return replace(base, **over)
 
 
@@ -76,6 +77,9 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
         cfg = train_config(job.hyperparameters, job.dataset)
+        if cfg.prompt_kind == DEEP and not served.info.deep_width:
+            raise FailedPrecondition(f"backbone {backbone!r} cannot carry deep prompts (its attention is not SDPA or "
+                                     f"eager); train an input prompt")
         room = served.info.max_positions
         if cfg.num_virtual_tokens + cfg.max_length > room:
             raise InvalidArgument(f"num_virtual_tokens={cfg.num_virtual_tokens} + max_length={cfg.max_length} "

@@ -254,12 +254,14 @@ class JobScheduler:
 
         def candidates(s: Session) -> dict[str, bytes]:
             job = jobstore.get_job(s, job_id)
-            return catalog.nearest_candidates(s, job.backbone_name, job.prompt_name, NEAREST_CANDIDATES)
+            return catalog.nearest_candidates(s, job.backbone_name, job.prompt_name, NEAREST_CANDIDATES,
+                                              kind=request.config.prompt_kind)
 
         cands = await self.db.run(candidates)
         if not cands:
             return None, "vocab (nearest: no stored prompt on this backbone)"
-        losses = await replica.handle.init_losses.remote(request.task, request.examples[:NEAREST_ROWS], cands)
+        losses = await replica.handle.init_losses.remote(request.task, request.examples[:NEAREST_ROWS], cands,
+                                                         kind=request.config.prompt_kind)
         if not losses:
             return None, "vocab (nearest: no stored prompt fits)"
         best = min(losses, key=losses.__getitem__)

@@ -124,7 +124,7 @@ async def start(config: ServerConfig) -> Coordinator:
         info = await pool.add(spec)
         await db.run(lambda s, spec=spec, info=info: catalog.upsert_backbone(
             s, spec.name, model=spec.model, revision=spec.revision, architecture=info.architecture,
-            hidden_size=info.hidden_size, fingerprint=info.fingerprint))
+            hidden_size=info.hidden_size, fingerprint=info.fingerprint, deep=info.deep))
     scheduler = JobScheduler(db, pool, owner=instance_id(), lease_s=config.job_lease_s,
                              max_group=config.train_max_group, max_attempts=config.train_max_attempts,
                              gather_s=config.train_gather_s, metrics=metrics)

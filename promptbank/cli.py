@@ -21,6 +21,7 @@ from promptbank.output import emit, plural, table
 from promptbank.progress import STATE, follow, small_eval_warning, truncation_note
 from promptbank_api.errors import PromptBankError
 from promptbank_api.files import json_lines, read_labelled
+from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 
 INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first
@@ -59,8 +60,9 @@ def hyperparameters(a: argparse.Namespace) -> jp.Hyperparameters:
     """Only the flags the user gave: 0 is sent as 0 (and refused where it means nothing), never as "unset"."""
     init = a.init_from or a.init or ("text" if a.init_text else "")
     given = {field: getattr(a, dest) for dest, field in HYPERPARAMETERS.items() if getattr(a, dest) is not None}
+    kind = {"": cat.PROMPT_KIND_UNSPECIFIED, "input": cat.PROMPT_KIND_INPUT, "deep": cat.PROMPT_KIND_DEEP}[a.kind]
     return jp.Hyperparameters(init=init, init_text=a.init_text, precision=a.precision, select_on=a.select_on,
-                              **given)
+                              prompt_kind=kind, **given)
 
 
 def job_is_running(job: str) -> Interrupted:
@@ -206,6 +208,9 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
                    help="encoder backbones, new prompts: 'all' (default) reads the text and each label text "
                         "through the prompt and pools every position; 'prompt' pools only the prompt's "
                         "positions; 'text' pools the text's tokens and compares them with the plain label texts")
+    t.add_argument("--kind", default="", choices=["input", "deep"],
+                   help="what to train: 'input' vectors before the text (default) or a 'deep' prompt, keys and "
+                        "values for every attention layer (prefix tuning)")
     t.add_argument("--virtual-tokens", type=int, help="prompt length, 1..512 (default 20)")
     t.add_argument("--epochs", type=int, help="passes over the training split, 1..1000 (default 12)")
     t.add_argument("--lr", type=float, help="learning rate (default 0.03)")

@@ -113,6 +113,10 @@ def _metric(v: cat.PromptVersion) -> str:
     return "-" if acc is None else f"{acc:.4f}"
 
 
+def _kind(v: cat.PromptVersion) -> str:
+    return "deep" if v.kind == cat.PROMPT_KIND_DEEP else "input"
+
+
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat dispatch reads best
     act = a.action
     if act == "list":
@@ -124,7 +128,7 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
         emit(c.get_version(a.ref), a.json)
     elif act == "versions":
         rows = c.list_versions(a.prompt, backbone=a.backbone, tag=a.tag, created_after=a.created_after)
-        table(rows, [("NAME", lambda v: v.name), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
+        table(rows, [("NAME", lambda v: v.name), ("KIND", _kind), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
                      ("EVAL_ACCURACY", _metric), ("TAGS", lambda v: ",".join(v.tags) or "-")], a.json, "versions")
     elif act == "history":
         table(c.alias_history(a.prompt), [("TIME", lambda e: e.time.ToJsonString()), ("ALIAS", lambda e: e.alias),

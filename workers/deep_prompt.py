@@ -47,6 +47,11 @@ class DeepLayout:
         return len(self.slots)
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """(layers, key/value heads, head width): what the bank records of it."""
+        return self.n_slots, self.kv_heads, self.head_dim
+
+    @property
     def width(self) -> int:
         """Columns of a stored deep prompt: keys and values of every slot."""
         return self.n_slots * 2 * self.kv_heads * self.head_dim

@@ -43,6 +43,12 @@ class BackboneInfo:
     device: str = "cpu"
     threads: int = 1
     node_id: str = ""  # the Ray node the replica runs on ("" outside Ray)
+    deep: tuple[int, int, int] = (0, 0, 0)  # where deep prompts go: (layers, key/value heads, head width); 0s: none
+
+    @property
+    def deep_width(self) -> int:
+        layers, heads, dim = self.deep
+        return layers * 2 * heads * dim
 
 
 @dataclass(frozen=True)

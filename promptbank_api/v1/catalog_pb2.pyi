@@ -22,6 +22,36 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _PromptKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PromptKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PromptKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROMPT_KIND_UNSPECIFIED: _PromptKind.ValueType  # 0
+    """Not set: an input prompt."""
+    PROMPT_KIND_INPUT: _PromptKind.ValueType  # 1
+    """Prompt tuning: [num_virtual_tokens, hidden_size] vectors before the text's token embeddings."""
+    PROMPT_KIND_DEEP: _PromptKind.ValueType  # 2
+    """Prefix tuning (P-tuning v2, PEFT's PREFIX_TUNING): [num_virtual_tokens, deep_prompt_width] keys and
+    values for every self-attention layer, in PEFT's layout. Rows of both kinds share one batch.
+    """
+
+class PromptKind(_PromptKind, metaclass=_PromptKindEnumTypeWrapper):
+    """Architecture family of a backbone; decides how prompts are applied and how classes are scored.
+    What a prompt is.
+    """
+
+PROMPT_KIND_UNSPECIFIED: PromptKind.ValueType  # 0
+"""Not set: an input prompt."""
+PROMPT_KIND_INPUT: PromptKind.ValueType  # 1
+"""Prompt tuning: [num_virtual_tokens, hidden_size] vectors before the text's token embeddings."""
+PROMPT_KIND_DEEP: PromptKind.ValueType  # 2
+"""Prefix tuning (P-tuning v2, PEFT's PREFIX_TUNING): [num_virtual_tokens, deep_prompt_width] keys and
+values for every self-attention layer, in PEFT's layout. Rows of both kinds share one batch.
+"""
+Global___PromptKind: _TypeAlias = PromptKind  # noqa: Y015
+
 class _Architecture:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -39,8 +69,7 @@ class _ArchitectureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Architec
     ARCHITECTURE_MASKED_LM: _Architecture.ValueType  # 4
     """Masked LM: scores of label words at a mask position."""
 
-class Architecture(_Architecture, metaclass=_ArchitectureEnumTypeWrapper):
-    """Architecture family of a backbone; decides how prompts are applied and how classes are scored."""
+class Architecture(_Architecture, metaclass=_ArchitectureEnumTypeWrapper): ...
 
 ARCHITECTURE_UNSPECIFIED: Architecture.ValueType  # 0
 """Not set."""
@@ -69,6 +98,7 @@ class Backbone(_message.Message):
     REPLICAS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SERVING_FIELD_NUMBER: _builtins.int
+    DEEP_PROMPT_WIDTH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backbones/{backbone}`."""
     model: _builtins.str
@@ -83,6 +113,10 @@ class Backbone(_message.Message):
     """sha256 over the model config and input-embedding weights; a prompt only runs on the same fingerprint."""
     replicas: _builtins.int
     """Number of replicas (Ray actors) serving it now."""
+    deep_prompt_width: _builtins.int
+    """Width of its deep prompts: self-attention layers x 2 (keys, values) x key/value width; 0 when its
+    attention cannot carry them.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was first registered."""
@@ -103,10 +137,11 @@ class Backbone(_message.Message):
         replicas: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         serving: _abc.Iterable[Global___BackboneReplica] | None = ...,
+        deep_prompt_width: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "fingerprint", b"fingerprint", "hidden_size", b"hidden_size", "model", b"model", "name", b"name", "replicas", b"replicas", "revision", b"revision", "serving", b"serving"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "deep_prompt_width", b"deep_prompt_width", "fingerprint", b"fingerprint", "hidden_size", b"hidden_size", "model", b"model", "name", b"name", "replicas", b"replicas", "revision", b"revision", "serving", b"serving"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -350,6 +385,7 @@ class PromptVersion(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     TENSOR_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `prompts/{prompt}/versions/{n}`."""
     version: _builtins.int
@@ -364,9 +400,13 @@ class PromptVersion(_message.Message):
     """sha256 of the safetensors bytes."""
     tensor: _builtins.bytes
     """The safetensors bytes; only filled when the request asks for them."""
+    kind: Global___PromptKind.ValueType
+    """Input or deep prompt."""
     @_builtins.property
     def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Tensor shape, [num_virtual_tokens, hidden_size]."""
+        """Tensor shape: [num_virtual_tokens, hidden_size] for an input prompt, [num_virtual_tokens,
+        deep_prompt_width] for a deep one.
+        """
 
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
@@ -404,10 +444,11 @@ class PromptVersion(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         tensor: _builtins.bytes = ...,
+        kind: Global___PromptKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "backbone_fingerprint", b"backbone_fingerprint", "create_time", b"create_time", "dtype", b"dtype", "lineage", b"lineage", "metrics", b"metrics", "name", b"name", "sha256", b"sha256", "shape", b"shape", "tags", b"tags", "tensor", b"tensor", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "backbone_fingerprint", b"backbone_fingerprint", "create_time", b"create_time", "dtype", b"dtype", "kind", b"kind", "lineage", b"lineage", "metrics", b"metrics", "name", b"name", "sha256", b"sha256", "shape", b"shape", "tags", b"tags", "tensor", b"tensor", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

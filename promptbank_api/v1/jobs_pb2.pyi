@@ -226,6 +226,7 @@ class Hyperparameters(_message.Message):
     INPUT_NOISE_FIELD_NUMBER: _builtins.int
     EMA_DECAY_FIELD_NUMBER: _builtins.int
     TOKEN_DROPOUT_FIELD_NUMBER: _builtins.int
+    PROMPT_KIND_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt, 1..512 (default 20)."""
     epochs: _builtins.int
@@ -272,6 +273,8 @@ class Hyperparameters(_message.Message):
     """Probability of dropping each of a training row's own tokens (word dropout; special tokens stay), drawn
     afresh per epoch: a regulariser, off by default (it did not help on the tweet split). Must be in [0, 1).
     """
+    prompt_kind: _catalog_pb2.PromptKind.ValueType
+    """What to train: an input prompt (unset: the default) or a deep prompt (keys and values for every layer)."""
     def __init__(
         self,
         *,
@@ -291,10 +294,11 @@ class Hyperparameters(_message.Message):
         input_noise: _builtins.float | None = ...,
         ema_decay: _builtins.float | None = ...,
         token_dropout: _builtins.float | None = ...,
+        prompt_kind: _catalog_pb2.PromptKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "seed", b"seed", "token_dropout", b"token_dropout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "prompt_kind", b"prompt_kind", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
