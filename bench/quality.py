@@ -241,7 +241,7 @@ def train_prompt(worker: BackboneWorker, task: TaskSpec, split: Split, cfg: Trai
 
             t_pause = time.perf_counter()
             ema = st_load(e.checkpoint)["ema"]  # bias-corrected, as the evaluation scored it
-            blob = encode_prompt(debiased_average(ema, cfg.ema_decay, e.step))
+            blob = encode_prompt(debiased_average(ema, cfg.ema_decay, e.step), kind=cfg.prompt_kind)
             ok = score_prompt(worker, task, blob, split.held_out)
             m = events[-2].metrics
             print(f"    curve step {e.step:5d}: eval-split acc {m['eval_accuracy']:.4f}"

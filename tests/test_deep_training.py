@@ -1,0 +1,124 @@
+"""Training deep prompts on tiny random models: only the prefix moves, a deep job co-batched with input-prompt
+jobs equals each job alone, a checkpoint resumes the same run, a stored deep prompt is a place to start,
+and generation with a deep prompt through the KV cache equals decoding without one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bank.codec import DEEP, INPUT, read_prompt
+from tests.test_train import DATA, TASK, TOPIC, TOPIC_DATA, final_prompt
+from tests.workers_util import classify, train
+from workers.actor import BackboneWorker
+from workers.deep_prompt import DeepPrompt, activations, prefixes
+from workers.generate import generate
+from workers.prepare import init_prompt
+from workers.soft_prompt import build_batch, tokenize
+from workers.task import ConfigError, TaskSpec, TrainConfig
+from workers.train import Trainer, train_jobs
+
+LM = {"label_words": ["bad", "good"]}
+
+
+def deep_cfg(**kw: object) -> TrainConfig:
+    return TrainConfig(**{"prompt_kind": DEEP, "num_virtual_tokens": 3, "epochs": 2, "batch_size": 8,
+                          "learning_rate": 0.05, "seed": 4, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arch", ["encoder", "causal_lm", "seq2seq", "masked_lm"])
+def test_deep_training_moves_only_the_prefix(arch: str, tiny_models: dict[str, str]) -> None:
+    w = BackboneWorker(tiny_models[arch], num_threads=1)
+    before = w.parameter_digest()
+    task = {**TASK, **(LM if arch != "encoder" else {})}
+    events = list(train(w, "d", task, DATA, deep_cfg()))
+    result = events[-1]
+    assert result.kind == "RESULT", result.error
+    prompt, kind = read_prompt(result.prompt)
+    assert kind == DEEP and list(prompt.shape) == [3, w.bb.deep.width]  # type: ignore[union-attr]
+    assert w.parameter_digest() == before, "the backbone changed while training a deep prompt"
+    start = init_prompt(w.heads, TaskSpec.from_dict(task), deep_cfg(), None)
+    assert not torch.allclose(prompt, start), "training did not move the prefix"
+    # "vocab" init: the keys and values the layers compute for sampled words, not noise
+    ids = torch.randint(min(1000, 30522 // 10), 6000, (3,), generator=torch.Generator().manual_seed(4)).tolist()
+    torch.testing.assert_close(start, activations(w.bb.model, w.bb.deep, ids))  # type: ignore[arg-type]
+    # the stored version serves on the worker's classify path with its kind honoured
+    scores = classify(w, [("k", DATA[0][0])], {"k": result.prompt}, {"k": task})
+    assert len(scores[0]) == 2
+
+
+@pytest.mark.parametrize("arch", ["encoder", "causal_lm"])
+def test_deep_and_input_jobs_co_batched_equal_each_job_alone(arch: str, tiny_models: dict[str, str]) -> None:
+    w = BackboneWorker(tiny_models[arch], num_threads=1)
+    lm = LM if arch == "causal_lm" else {}
+    specs = [
+        ("deep", {**TASK, **lm}, DATA, deep_cfg(epochs=3, token_dropout=0.2)),
+        ("input", {**TOPIC, **({"label_words": ["vote", "goal"]} if lm else {})}, TOPIC_DATA,
+         TrainConfig(num_virtual_tokens=5, epochs=2, batch_size=5, seed=2, learning_rate=0.05)),
+        ("deep-text", {**TASK, **lm, "pooling": "text"}, DATA[:30], deep_cfg(num_virtual_tokens=6, seed=9, init="random")),
+    ]
+
+    def trainer(job, task, data, cfg):  # type: ignore[no-untyped-def]
+        return Trainer(job, w.heads, TaskSpec.from_dict(task), data, cfg)
+
+    together = list(train_jobs(w.heads, [trainer(*s) for s in specs]))
+    assert sorted(e.job for e in together if e.kind == "RESULT") == ["deep", "deep-text", "input"]
+    for spec in specs:
+        alone = list(train_jobs(w.heads, [trainer(*spec)]))
+        torch.testing.assert_close(final_prompt(together, spec[0]), final_prompt(alone, spec[0]), atol=2e-5, rtol=1e-4)
+        losses = [e.loss for e in together if e.kind == "PROGRESS" and e.job == spec[0]]
+        assert losses == pytest.approx([e.loss for e in alone if e.kind == "PROGRESS"], abs=1e-4)
+
+
+def test_a_deep_job_resumes_from_its_checkpoint(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    cfg, task = deep_cfg(epochs=3, checkpoint_every=5), TaskSpec.from_dict(TASK)
+    full = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg)]))
+    ckpt = next(e for e in full if e.kind == "CHECKPOINT" and e.step == 5)
+    resumed = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg, resume=ckpt.checkpoint)]))
+    assert next(e for e in resumed if e.kind == "PROGRESS").step > 5
+    torch.testing.assert_close(final_prompt(resumed, "j"), final_prompt(full, "j"), atol=1e-6, rtol=1e-5)
+
+
+def test_a_stored_deep_prompt_starts_a_deep_job_and_not_an_input_one(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    task = TaskSpec.from_dict(TASK)
+    stored = torch.randn(2, w.bb.deep.width)  # type: ignore[union-attr]
+    start = init_prompt(w.heads, task, deep_cfg(num_virtual_tokens=4), (stored, DEEP))
+    torch.testing.assert_close(start[:2], stored)  # the stored rows first, then words' activations
+    assert start.shape == (4, w.bb.deep.width)  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="init prompt is a deep prompt .* this job trains a input prompt"):
+        init_prompt(w.heads, task, TrainConfig(num_virtual_tokens=4), (stored, DEEP))
+    with pytest.raises(ConfigError, match="init prompt is a input prompt"):
+        init_prompt(w.heads, task, deep_cfg(), (torch.randn(2, w.bb.hidden_size), INPUT))
+
+
+@pytest.mark.parametrize("arch", ["causal_lm", "seq2seq"])
+def test_generation_with_a_deep_prompt_equals_decoding_without_the_cache(arch: str, tiny_models: dict[str, str]) -> None:
+    w = BackboneWorker(tiny_models[arch], num_threads=1)
+    bb = w.bb
+    torch.manual_seed(11)
+    prompt = DeepPrompt(torch.randn(4, bb.deep.width) * 2)  # type: ignore[union-attr]
+    text = "the cat sat on"
+    got = "".join(generate(bb, prompt, text, max_new_tokens=6))
+    ids = tokenize(bb, [text], 64)[0]
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(6):  # greedy, recomputing the whole sequence each step: no KV cache at all
+            if arch == "causal_lm":
+                feats = w.heads.features(build_batch(bb, [ids + out], [prompt]), [TaskSpec.from_dict(TASK)])
+                nxt = int(feats[0].argmax())
+            else:
+                b = build_batch(bb, [ids], [prompt])
+                dec = torch.tensor([[bb.decoder_start_id, *out]])
+                with prefixes(b.prefixes):
+                    logits = bb.model(inputs_embeds=b.inputs_embeds, attention_mask=b.attention_mask,
+                                      decoder_input_ids=dec).logits
+                nxt = int(logits[0, -1].argmax())
+            if nxt == bb.tokenizer.eos_token_id:
+                break
+            out.append(nxt)
+    assert out, "the reference decoded nothing"
+    assert got == bb.tokenizer.decode(out, skip_special_tokens=True)
+    bare = "".join(generate(bb, torch.zeros(0, bb.hidden_size), text, max_new_tokens=6))
+    assert bare != got  # the prefix steers generation (the comparison is not vacuous)
