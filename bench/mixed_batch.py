@@ -1,9 +1,12 @@
-"""Mixed-task vs single-task batches, and a prompted forward vs the bare backbone, side by side in one run.
+"""Mixed-task vs single-task batches, a prompted forward vs the bare backbone, and what deep prompts cost to
+serve, side by side in one run.
 
     python bench/mixed_batch.py [--rows 64] [--tasks 8] [--repeats 15] [--json PATH] [--quick]
 
 Prints median seconds per batch and the ratios (goals: mixed/single throughput >= 0.97; prompted/bare
-time <= 1.03 on the same token count). Real model: the packaged all-MiniLM-L6-v2; real text: tweets.
+time <= 1.03 on the same token count; a batch mixing `--tasks` deep prompts / the same rows with no prompt,
+throughput >= 0.9). Also the bytes of one stored version of each kind. Real model: the packaged
+all-MiniLM-L6-v2; real text: tweets.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 from _record import Record, add_flags
 from _timing import median_time
 
-from bank.codec import encode_prompt, sha256_hex
+from bank.codec import DEEP, encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
@@ -73,6 +76,21 @@ def main() -> None:
     t_prompted = median_time(prompted, a.repeats)
     t_bare = median_time(bare, a.repeats)
 
+    # Deep prompts: a batch mixing `tasks` deep prompts vs the same rows with no prompt at all, both through
+    # the replica's classify path (cached prompts, the same length groups).
+    assert w.bb.deep is not None
+    deep_blobs = [encode_prompt(torch.randn(a.virtual_tokens, w.bb.deep.width, generator=g) * 0.5, kind=DEEP)
+                  for _ in range(a.tasks)]
+    none = encode_prompt(torch.zeros(0, w.bb.hidden_size))
+    served = {sha256_hex(b): b for b in [*deep_blobs, none]}
+    deep_keys, none_key = [sha256_hex(b) for b in deep_blobs], sha256_hex(none)
+    deep_rows = [(deep_keys[i % a.tasks], t) for i, t in enumerate(texts)]
+    bare_rows = [(none_key, t) for t in texts]
+    served_tasks = dict.fromkeys(served, task)
+    w.classify(ClassifyBatch(deep_rows + bare_rows[:1], served, served_tasks))  # cache them
+    t_deep = median_time(lambda: w.classify(ClassifyBatch(deep_rows, served, served_tasks)), a.repeats)
+    t_none = median_time(lambda: w.classify(ClassifyBatch(bare_rows, served, served_tasks)), a.repeats)
+
     rec.settings["device"] = str(w.device)
     print(f"machine: {platform.machine()} {platform.processor() or ''} torch threads={torch.get_num_threads()} "
           f"device={w.device}; model all-MiniLM-L6-v2; {a.rows} rows, {a.tasks} tasks, {a.virtual_tokens} virtual tokens")
@@ -82,6 +100,11 @@ def main() -> None:
     print(f"bare backbone      {t_bare * 1e3:8.1f} ms")
     print(f"prompted forward   {t_prompted * 1e3:8.1f} ms")
     print(f"  prompted/bare time ratio: {t_prompted / t_bare:.3f}  (goal <= 1.03)")
+    print(f"no prompt          {t_none * 1e3:8.1f} ms  ({a.rows / t_none:7.1f} rows/s)")
+    print(f"mixed deep prompts {t_deep * 1e3:8.1f} ms  ({a.rows / t_deep:7.1f} rows/s)")
+    print(f"  mixed deep / no prompt throughput ratio: {t_none / t_deep:.3f}  (goal >= 0.9); "
+          f"mixed input prompts / no prompt: {t_none / t_mixed:.3f}")
+    print(f"bytes per version: input {len(next(iter(blobs.values())))}, deep {len(deep_blobs[0])}")
     rec.figure("single-task batch", t_single * 1e3, "ms", decimals=1)
     rec.figure("single-task throughput", a.rows / t_single, "rows/s", decimals=1)
     rec.figure("mixed-task batch", t_mixed * 1e3, "ms", decimals=1)
@@ -90,6 +113,12 @@ def main() -> None:
     rec.figure("bare backbone forward", t_bare * 1e3, "ms", decimals=1)
     rec.figure("prompted forward", t_prompted * 1e3, "ms", decimals=1)
     rec.figure("prompted/bare time ratio", t_prompted / t_bare, decimals=3, goal="<= 1.03")
+    rec.figure("no-prompt throughput", a.rows / t_none, "rows/s", decimals=1)
+    rec.figure("mixed deep-prompt throughput", a.rows / t_deep, "rows/s", decimals=1)
+    rec.figure("mixed deep / no prompt throughput ratio", t_none / t_deep, decimals=3, goal=">= 0.9")
+    rec.figure("mixed input / no prompt throughput ratio", t_none / t_mixed, decimals=3)
+    rec.figure("bytes per input-prompt version", len(next(iter(blobs.values()))), "B", decimals=0)
+    rec.figure("bytes per deep-prompt version", len(deep_blobs[0]), "B", decimals=0)
     rec.note(f"median of {a.repeats} timed runs after 2 warm-up runs; {a.rows} tweets, {a.tasks} random "
              f"{a.virtual_tokens}-token prompts; prompted vs bare on the same token count")
     rec.write(a.json)

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -80,6 +80,28 @@ class Prefixes:
     layout: DeepLayout
     kv: torch.Tensor  # (2 * slots, B, kv_heads, P_max, head_dim)
     keep: torch.Tensor  # (B, P_max) bool: True on a row's own prefix positions (left-padded: pads first)
+    masks: dict[tuple[int, int, str], tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
+
+    def mask(self, text: torch.Tensor | None, module: torch.nn.Module, base: str, q: int, k: int,
+             causal: bool | None, dtype: torch.dtype) -> torch.Tensor:
+        """The module's mask with the prefix columns in front. The layers of one forward share one text mask,
+        so the result is built once per forward and mask, not once per layer."""
+        key = (id(text), q, base)
+        hit = self.masks.get(key)
+        if hit is not None and hit[0] is text:
+            return hit[1]
+        B, P = self.keep.shape
+        full = _text_mask(text, module, base, B, q, k, causal, dtype, self.kv.device)
+        heads = full.shape[1]
+        keep = self.keep[:, None, None, :].expand(B, heads, q, P)
+        if full.dtype == torch.bool:
+            pre = keep
+        else:
+            pre = torch.zeros(keep.shape, dtype=full.dtype, device=full.device).masked_fill(~keep, torch.finfo(full.dtype).min)
+        out = torch.cat([pre, full.expand(B, heads, q, k)], dim=-1)
+        if text is not None:  # a missing mask has no identity to key on
+            self.masks[key] = (text, out)
+        return out
 
     @classmethod
     def of(cls, layout: DeepLayout, prompts: list[torch.Tensor | None]) -> Prefixes | None:
@@ -150,18 +172,10 @@ def _wrapped(base: str) -> Callable[..., Any]:
         if slot is None:
             return inner(module, query, key, value, attention_mask, **kw)
         assert batch is not None
-        B, q, k, P = query.shape[0], query.shape[-2], key.shape[-2], batch.keep.shape[1]
+        q, k, P = query.shape[-2], key.shape[-2], batch.keep.shape[1]
+        mask = batch.mask(attention_mask, module, base, q, k, kw.pop("is_causal", None), query.dtype)
         key = torch.cat([batch.kv[2 * slot].to(key.dtype), key], dim=2)
         value = torch.cat([batch.kv[2 * slot + 1].to(value.dtype), value], dim=2)
-        text = _text_mask(attention_mask, module, base, B, q, k, kw.pop("is_causal", None), query.dtype, query.device)
-        heads = text.shape[1]
-        keep = batch.keep[:, None, None, :].expand(B, heads, q, P)
-        if text.dtype == torch.bool:
-            pre = keep
-        else:
-            pre = torch.zeros(keep.shape, dtype=text.dtype, device=text.device).masked_fill(
-                ~keep, torch.finfo(text.dtype).min)
-        mask = torch.cat([pre, text.expand(B, heads, q, k)], dim=-1)
         bias = kw.get("position_bias")
         if bias is not None:  # relative-position models (T5): prefix keys carry none
             kw["position_bias"] = torch.cat([bias.new_zeros(*bias.shape[:-1], P).expand(*bias.shape[:-1], P), bias], -1)
