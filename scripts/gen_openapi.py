@@ -60,31 +60,36 @@ def comments() -> dict[str, str]:
         fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     found: dict[str, str] = {}
     for f in fds.file:
-        by_path = {tuple(loc.path): " ".join(loc.leading_comments.split()) for loc in f.source_code_info.location}
-
-        def walk(msgs: Any, prefix: str, path: tuple[int, ...], field_no: int) -> None:
-            for i, m in enumerate(msgs):
-                name, here = f"{prefix}.{m.name}", (*path, field_no, i)
-                found[name] = by_path.get(here, "")
-                for j, fld in enumerate(m.field):
-                    found[f"{name}.{fld.name}"] = by_path.get((*here, 2, j), "")
-                for j, e in enumerate(m.enum_type):
-                    enum(e, name, (*here, 4, j))
-                walk(m.nested_type, name, here, 3)
-
-        def enum(e: Any, prefix: str, here: tuple[int, ...]) -> None:
-            found[f"{prefix}.{e.name}"] = by_path.get(here, "")
-            for k, v in enumerate(e.value):
-                found[f"{prefix}.{e.name}.{v.name}"] = by_path.get((*here, 2, k), "")
-
-        walk(f.message_type, f.package, (), 4)
-        for i, e in enumerate(f.enum_type):
-            enum(e, f.package, (5, i))
-        for i, s in enumerate(f.service):
-            found[f"{f.package}.{s.name}"] = by_path.get((6, i), "")
-            for j, m in enumerate(s.method):
-                found[f"{f.package}.{s.name}.{m.name}"] = by_path.get((6, i, 2, j), "")
+        file_comments(f, found)
     return found
+
+
+def file_comments(f: descriptor_pb2.FileDescriptorProto, found: dict[str, str]) -> None:
+    """One file's comments into `found`, by the source-info path of each element."""
+    by_path = {tuple(loc.path): " ".join(loc.leading_comments.split()) for loc in f.source_code_info.location}
+
+    def enum(e: Any, prefix: str, here: tuple[int, ...]) -> None:
+        found[f"{prefix}.{e.name}"] = by_path.get(here, "")
+        for k, v in enumerate(e.value):
+            found[f"{prefix}.{e.name}.{v.name}"] = by_path.get((*here, 2, k), "")
+
+    def walk(msgs: Any, prefix: str, path: tuple[int, ...], field_no: int) -> None:
+        for i, m in enumerate(msgs):
+            name, here = f"{prefix}.{m.name}", (*path, field_no, i)
+            found[name] = by_path.get(here, "")
+            for j, fld in enumerate(m.field):
+                found[f"{name}.{fld.name}"] = by_path.get((*here, 2, j), "")
+            for j, e in enumerate(m.enum_type):
+                enum(e, name, (*here, 4, j))
+            walk(m.nested_type, name, here, 3)
+
+    walk(f.message_type, f.package, (), 4)
+    for i, e in enumerate(f.enum_type):
+        enum(e, f.package, (5, i))
+    for i, s in enumerate(f.service):
+        found[f"{f.package}.{s.name}"] = by_path.get((6, i), "")
+        for j, m in enumerate(s.method):
+            found[f"{f.package}.{s.name}.{m.name}"] = by_path.get((6, i, 2, j), "")
 
 
 class Schemas:
