@@ -23,6 +23,7 @@ from bank import jobs as jobstore
 from bank.db import safe_url
 from bank.writer import BankDB
 from coordinator import auth
+from coordinator.api import API, SERVICES
 from coordinator.autoscaler import Autoscaler
 from coordinator.catalog_service import CatalogService
 from coordinator.config import ServerConfig
@@ -37,25 +38,14 @@ from coordinator.rest.routes import routes_of
 from coordinator.scheduler import JobScheduler
 from coordinator.tokens_service import TokensService, lookup
 from promptbank_api.v1 import (
-    auth_pb2,
     auth_pb2_grpc,
-    catalog_pb2,
     catalog_pb2_grpc,
-    inference_pb2,
     inference_pb2_grpc,
-    jobs_pb2,
     jobs_pb2_grpc,
 )
 
 log = logging.getLogger("promptbank.coordinator")
 NOTICE_S = 2.0  # at most this much of the grace period passes between NOT_SERVING and closing the port
-API = (  # the promptbank services: served over gRPC, and over REST from their google.api.http annotations
-    catalog_pb2.DESCRIPTOR.services_by_name["PromptCatalog"],
-    jobs_pb2.DESCRIPTOR.services_by_name["TrainJobs"],
-    inference_pb2.DESCRIPTOR.services_by_name["Inference"],
-    auth_pb2.DESCRIPTOR.services_by_name["Tokens"],
-)
-SERVICES = tuple(service.full_name for service in API)
 
 
 @dataclass

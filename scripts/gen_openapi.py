@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 from google.protobuf import descriptor_pb2  # noqa: E402
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor  # noqa: E402
 
+from coordinator.api import API  # noqa: E402
 from coordinator.auth import rule  # noqa: E402
 from coordinator.rest.routes import Route, routes_of  # noqa: E402
-from coordinator.server import API  # noqa: E402
 
 F = FieldDescriptor
 SCALARS: dict[int, dict[str, Any]] = {

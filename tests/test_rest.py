@@ -18,9 +18,9 @@ import requests
 from google.protobuf import json_format
 
 from coordinator.__main__ import HTTP_PORT, parse
+from coordinator.api import API
 from coordinator.config import ServerConfig
 from coordinator.rest.routes import routes_of
-from coordinator.server import API
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import jobs_pb2 as jp
