@@ -46,8 +46,7 @@ def rest_stack(ray_session: None, tiny_encoder: str, tiny_causal_lm: str,
     try:
         with Client(live.address, token=ADMIN, timeout=60) as admin:
             tokens = {role: admin.create_token(f"rest-{role}", role).secret for role in ("reader", "trainer")}
-            job = admin.create_train_job("rest-sentiment", "enc", DATA, hyperparameters=HP, aliases=["prod"],
-                                         description="tweets, positive or negative")
+            job = admin.create_train_job("rest-sentiment", "enc", DATA, hyperparameters=HP, aliases=["prod"])
             lm = admin.create_train_job("rest-lm", "lm", DATA, hyperparameters=TINY_HP)
             done = admin.wait_job(job.name, timeout=300)
             assert done.state == jp.TrainJob.SUCCEEDED, done.error

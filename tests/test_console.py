@@ -14,6 +14,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -52,6 +53,11 @@ def css(driver: WebDriver, selector: str):  # type: ignore[no-untyped-def]
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def text_of(driver: WebDriver, element_id: str) -> str:
+    """An element's text read in one step (the job page redraws as events arrive: no stale references)."""
+    return str(driver.execute_script("return document.getElementById(arguments[0])?.textContent ?? ''", element_id))
+
+
 def sign_in(driver: WebDriver, stack: RestStack, role: str, page: str = "#/catalog") -> None:
     driver.get(stack.url + page)
     driver.execute_script("sessionStorage.clear()")
@@ -65,10 +71,13 @@ def sign_in(driver: WebDriver, stack: RestStack, role: str, page: str = "#/catal
 def test_the_catalog_lists_a_trained_prompt(browser: WebDriver, rest_stack: RestStack) -> None:
     sign_in(browser, rest_stack, "admin")
     row = wait(browser, lambda d: css(d, 'tr.prompt-row[data-name="prompts/rest-sentiment"]'))[0]
-    assert "prod → v1" in row.text and "positive" in row.text and "tweets" in row.text
-    browser.find_element(By.ID, "search").send_keys("zzz-no-such")
+    assert "prod → v1" in row.text and "negative, positive" in row.text
+    search = browser.find_element(By.ID, "search")
+    search.send_keys("zzz-no-such")
     wait(browser, lambda d: not css(d, "tr.prompt-row"))
-    browser.find_element(By.ID, "search").clear()
+    search.send_keys(Keys.CONTROL, "a")
+    search.send_keys("rest-sent")  # typed: the list filters as it changes
+    wait(browser, lambda d: [r.get_attribute("data-name") for r in css(d, "tr.prompt-row")] == ["prompts/rest-sentiment"])
     browser.find_element(By.CSS_SELECTOR, 'tr.prompt-row[data-name="prompts/rest-sentiment"] a').click()
     version = wait(browser, lambda d: css(d, 'tr.version-row[data-version="1"]'))[0]
     assert "eval_accuracy" in version.text and "job" in version.text and "by admin" in version.text
@@ -86,14 +95,21 @@ def test_the_playground_shows_the_grpc_scores(browser: WebDriver, rest_stack: Re
     for prompt in ("rest-sentiment", rest_stack.lm_prompt):  # two tasks on two backbones in one request
         browser.find_element(By.CSS_SELECTOR, f'input.pick[data-prompt="{prompt}"]').click()
     browser.find_element(By.ID, "classify").click()
-    cells = wait(browser, lambda d: len(css(d, "td.result")) == 4 and css(d, "td.result"))
+    wait(browser, lambda d: len(css(d, "td.result")) == 4)
+    pairs = [(t, p) for t in texts for p in ("rest-sentiment", rest_stack.lm_prompt)]
     with rest_stack.client("reader") as c:
-        want = c.classify([(p, t) for t in texts for p in ("rest-sentiment", rest_stack.lm_prompt)])
-    for cell, pred in zip(cells, want, strict=True):
-        assert cell.get_attribute("data-label") == pred.label and cell.get_attribute("data-version") == pred.version
-        shown = {s.get_attribute("data-label"): float(s.get_attribute("data-score"))
-                 for s in cell.find_elements(By.CSS_SELECTOR, "span.score")}
-        assert shown == {s.label: s.score for s in pred.scores}  # exactly: the same doubles
+        want = dict(zip(pairs, c.classify([(p, t) for t, p in pairs]), strict=True))
+    seen = set()
+    for row in css(browser, "tr.result-row"):
+        for cell in row.find_elements(By.CSS_SELECTOR, "td.result"):
+            key = (row.get_attribute("data-text"), cell.get_attribute("data-prompt"))
+            pred = want[key]
+            seen.add(key)
+            assert (cell.get_attribute("data-label"), cell.get_attribute("data-version")) == (pred.label, pred.version)
+            shown = {s.get_attribute("data-label"): float(s.get_attribute("data-score"))
+                     for s in cell.find_elements(By.CSS_SELECTOR, "span.score")}
+            assert shown == pred.scores  # exactly: the same doubles
+    assert seen == set(pairs)
 
 
 def test_a_job_page_curve_grows_while_the_job_trains(browser: WebDriver, rest_stack: RestStack) -> None:
@@ -103,17 +119,18 @@ def test_a_job_page_curve_grows_while_the_job_trains(browser: WebDriver, rest_st
     sign_in(browser, rest_stack, "admin", f"#/jobs/{job.name.split('/')[-1]}")
 
     def points(d: WebDriver) -> int:
-        found = css(d, 'g.series[data-series="loss"]')
-        return int(found[0].get_attribute("data-points")) if found else 0
+        return int(d.execute_script(
+            "return document.querySelector('g.series[data-series=\"loss\"]')?.dataset.points ?? 0"))
 
     first = wait(browser, lambda d: points(d) >= 2 and points(d))
     wait(browser, lambda d: points(d) >= first + 3)  # more points arrive while it trains: the page follows the job
-    assert browser.find_element(By.ID, "job-state").text == "RUNNING"
+    assert text_of(browser, "job-state") == "RUNNING"
     shot = os.environ.get("PROMPTBANK_SCREENSHOT")
-    if shot:
+    if shot:  # the README's picture: a curve with some history
+        wait(browser, lambda d: points(d) >= 40, timeout=180)
         browser.save_screenshot(shot)
     browser.find_element(By.ID, "cancel-job").click()
-    wait(browser, lambda d: d.find_element(By.ID, "job-state").text == "CANCELLED")
+    wait(browser, lambda d: text_of(d, "job-state") == "CANCELLED")
     with rest_stack.client() as admin:
         assert admin.get_job(job.name).state == jp.TrainJob.CANCELLED
 

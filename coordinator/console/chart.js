@@ -8,14 +8,14 @@ function ticks(lo, hi, n = 4) {
   return Array.from({ length: n + 1 }, (_, i) => lo + ((hi - lo) * i) / n);
 }
 
-/** series: [{name, points: [[x, y], ...]}]; returns a <figure> with the SVG and a legend. */
-export function lineChart(title, series, { width = 560, height = 220, xLabel = "step" } = {}) {
+/** series: [{name, points: [[x, y], ...]}]; `yRange` fixes the y axis; returns a <figure> with the SVG and a legend. */
+export function lineChart(title, series, { width = 560, height = 220, xLabel = "step", yRange = null } = {}) {
   const pad = { l: 52, r: 12, t: 10, b: 30 };
   const all = series.flatMap((s) => s.points);
   const xs = all.map((p) => p[0]);
   const ys = all.map((p) => p[1]);
   const [x0, x1] = xs.length ? [Math.min(...xs), Math.max(...xs)] : [0, 1];
-  let [y0, y1] = ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1];
+  let [y0, y1] = yRange || (ys.length ? [Math.min(...ys), Math.max(...ys)] : [0, 1]);
   if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
   const X = (x) => pad.l + ((x - x0) / (x1 - x0 || 1)) * (width - pad.l - pad.r);
   const Y = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);

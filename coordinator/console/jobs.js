@@ -39,29 +39,32 @@ export async function jobView(ctx, id) {
   const charts = h("div", { class: "grid2", id: "charts" });
   const log = h("tbody", { id: "job-log" });
 
-  const drawInfo = () => mount(info, h("dl", { class: "kv" },
-    h("dt", {}, "prompt"), h("dd", {}, h("a", { href: `#/prompts/${shortName(job.prompt)}` }, shortName(job.prompt))),
-    h("dt", {}, "state"), h("dd", { id: "job-state", class: `state ${job.state}` }, job.state),
-    h("dt", {}, "steps"), h("dd", { id: "job-steps" }, `${job.step || 0} / ${job.totalSteps || "?"}`),
-    h("dt", {}, "backbone"), h("dd", {}, shortName(job.backbone)),
-    h("dt", {}, "result"), h("dd", {}, job.resultVersion || job.error || ""),
-    h("dt", {}, "metrics"), h("dd", {}, Object.entries(job.metrics || {}).sort().map(([k, v]) => `${k} ${num(v)}`).join(", ")),
-    h("dt", {}, "by"), h("dd", {}, job.principal || ""),
-    h("dt", {}, "created"), h("dd", {}, when(job.createTime))),
-  ctx.can("trainer") && !ENDED.has(job.state) ? h("p", {}, h("button", { id: "cancel-job", class: "danger", type: "button",
+  const cancel = ctx.can("trainer") ? h("button", { id: "cancel-job", class: "danger", type: "button",
     onclick: async () => {
       try {
         job = await call("POST", `/v1/${name}:cancel`, {});
         drawInfo();
         toast("Cancellation requested");
       } catch (e) { toast(e.message, true); }
-    } }, "Cancel job")) : null);
+    } }, "Cancel job") : null;
+  const drawInfo = () => {
+    mount(info, h("dl", { class: "kv" },
+      h("dt", {}, "prompt"), h("dd", {}, h("a", { href: `#/prompts/${shortName(job.prompt)}` }, shortName(job.prompt))),
+      h("dt", {}, "state"), h("dd", { id: "job-state", class: `state ${job.state}` }, job.state),
+      h("dt", {}, "steps"), h("dd", { id: "job-steps" }, `${job.step || 0} / ${job.totalSteps || "?"}`),
+      h("dt", {}, "backbone"), h("dd", {}, shortName(job.backbone)),
+      h("dt", {}, "result"), h("dd", {}, job.resultVersion || job.error || ""),
+      h("dt", {}, "metrics"), h("dd", {}, Object.entries(job.metrics || {}).sort().map(([k, v]) => `${k} ${num(v)}`).join(", ")),
+      h("dt", {}, "by"), h("dd", {}, job.principal || ""),
+      h("dt", {}, "created"), h("dd", {}, when(job.createTime))));
+    if (cancel) cancel.hidden = ENDED.has(job.state);  // one button, kept across redraws
+  };
   let queued = false;
   const drawCharts = () => {
     queued = false;
     mount(charts,
       lineChart("Loss", [{ name: "loss", points: loss }, { name: "eval loss", points: evalLoss }]),
-      lineChart("Eval accuracy", [{ name: "eval accuracy", points: accuracy }]));
+      lineChart("Eval accuracy", [{ name: "eval accuracy", points: accuracy }], { yRange: [0, 1] }));
   };
   const redraw = () => {
     if (!queued) { queued = true; requestAnimationFrame(drawCharts); }
@@ -91,5 +94,5 @@ export async function jobView(ctx, id) {
     }
   };
   follow();
-  return h("section", {}, h("h1", {}, name), info, charts, h("h2", {}, "Events"), h("table", {}, log));
+  return h("section", {}, h("h1", {}, name), info, cancel && h("p", {}, cancel), charts, h("h2", {}, "Events"), h("table", {}, log));
 }
