@@ -16,7 +16,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.rest_fixtures import RestStack
@@ -110,6 +110,24 @@ def test_the_playground_shows_the_grpc_scores(browser: WebDriver, rest_stack: Re
                      for s in cell.find_elements(By.CSS_SELECTOR, "span.score")}
             assert shown == pred.scores  # exactly: the same doubles
     assert seen == set(pairs)
+
+    # an ensemble: the prompt averaged with its version 1, in the same forward
+    browser.find_element(By.CSS_SELECTOR, f'input.pick[data-prompt="{rest_stack.lm_prompt}"]').click()
+    browser.find_element(By.CSS_SELECTOR, '.picker[data-prompt="rest-sentiment"] .ensemble').send_keys("1")
+    browser.find_element(By.ID, "classify").click()
+    wait(browser, lambda d: len(css(d, "td.result")) == 2)
+    with rest_stack.client("reader") as c:
+        averaged = c.classify_ensemble([(["rest-sentiment", "rest-sentiment/versions/1"], t) for t in texts])
+    for cell, pred in zip(css(browser, "td.result"), averaged, strict=True):
+        assert "1 + 1" in cell.text  # both members named
+        assert {s.get_attribute("data-label"): float(s.get_attribute("data-score"))
+                for s in cell.find_elements(By.CSS_SELECTOR, "span.score")} == pred.scores
+
+    # two versions compared on the same texts (the prompt has one: it agrees with itself)
+    Select(browser.find_element(By.ID, "compare-prompt")).select_by_value("rest-sentiment")
+    wait(browser, lambda d: [o.text for o in Select(d.find_element(By.ID, "compare-b")).options] == ["v1"])
+    browser.find_element(By.ID, "compare").click()
+    assert wait(browser, lambda d: text_of(d, "agreement")) == f"agree on {len(texts)} of {len(texts)} texts"
 
 
 def test_a_job_page_curve_grows_while_the_job_trains(browser: WebDriver, rest_stack: RestStack) -> None:
