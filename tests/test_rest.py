@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from coordinator.__main__ import HTTP_PORT, parse
 from coordinator.api import API
 from coordinator.config import ServerConfig
+from coordinator.rest.guard import refusal
 from coordinator.rest.routes import routes_of
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import inference_pb2 as inf
@@ -179,6 +180,25 @@ def test_uploads_take_one_json_body_or_json_lines(rest_stack: RestStack) -> None
     assert empty.status_code == 400 and "empty" in empty.json()["message"]
     denied = rest(rest_stack, "POST", "/v1/datasets", role="reader", json={})
     assert denied.status_code == 403
+
+
+def test_other_sites_cannot_reach_the_api_from_a_browser(rest_stack: RestStack) -> None:
+    """A POST must be JSON (a foreign page cannot send that without a CORS preflight, never granted), a foreign
+    Origin is refused, and with auth off only loopback Host names are served (no DNS rebinding)."""
+    form = rest(rest_stack, "POST", f"/v1/{rest_stack.job.name}:cancel", data=b"x=1",
+                headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415 and form.json()["code"] == 3 and "application/json" in form.json()["message"]
+    bare = rest(rest_stack, "POST", f"/v1/{rest_stack.job.name}:cancel")
+    assert bare.status_code == 415
+    foreign = rest(rest_stack, "GET", "/v1/prompts", headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403 and "cross-origin" in foreign.json()["message"]
+    port = rest_stack.url.rsplit(":", 1)[1].strip("/")
+    assert rest(rest_stack, "GET", "/v1/prompts", headers={"Origin": f"http://127.0.0.1:{port}"}).status_code == 200
+    assert refusal("GET", "", {"Host": "evil.example:8051"}, auth_off=True)[0] == 403  # rebinding, auth off
+    assert refusal("GET", "", {"Host": "localhost:8051"}, auth_off=True) is None
+    assert refusal("GET", "", {"Host": "[::1]:8051"}, auth_off=True) is None
+    assert refusal("GET", "", {"Host": "coordinator.example:8443"}, auth_off=False) is None  # tokens: any name
+    assert refusal("DELETE", "", {"Host": "127.0.0.1"}, auth_off=True) is None  # browsers preflight DELETE
 
 
 def test_the_http_port_flag() -> None:

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from coordinator.config import ServerConfig
 from coordinator.errors import status_for
 from coordinator.metrics import transport
+from coordinator.rest.guard import refusal
 from coordinator.rest.invoke import CallDetails, Invoker, RpcError
 from coordinator.rest.routes import NoRoute, Route, Router
 from coordinator.rest.status import HTTP_STATUS, status_body
@@ -60,11 +61,15 @@ def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
 class Api:
     """Every REST route: find it, build the request, run the RPC through the invoker, write its JSON."""
 
-    def __init__(self, router: Router, invoker: Invoker, max_bytes: int):
-        self.router, self.invoker, self.max_bytes = router, invoker, max_bytes
+    def __init__(self, router: Router, invoker: Invoker, max_bytes: int, auth_off: bool):
+        self.router, self.invoker, self.max_bytes, self.auth_off = router, invoker, max_bytes, auth_off
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         transport.set("http")  # this handler's own context: the RPC interceptor labels the call
+        refused = refusal(request.method, request.content_type if "Content-Type" in request.headers else "", request.headers,
+                          self.auth_off)
+        if refused is not None:
+            return error_response(refused[1], refused[2], refused[0])
         try:
             route, values = self.router.find(request.method, request.rel_url.raw_path)
         except NoRoute as exc:
@@ -186,7 +191,8 @@ class RestServer:
 async def start_http(config: ServerConfig, invoker: Invoker, routes: list[Route]) -> RestServer:
     assert config.http_port is not None
     app = web.Application(client_max_size=config.limits.message_bytes, middlewares=[security_headers])
-    app.router.add_route("*", "/v1/{tail:.*}", Api(Router(routes), invoker, config.limits.message_bytes))
+    app.router.add_route("*", "/v1/{tail:.*}", Api(Router(routes), invoker, config.limits.message_bytes,
+                                                        config.auth == "none"))
     app.router.add_get("/", console_index)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_static("/console/", CONSOLE)
