@@ -56,8 +56,9 @@ async function signIn() {
   const signedIn = Boolean(token.get());
   document.getElementById("whoami").textContent = ctx.role ? `${ctx.role}${signedIn ? "" : " (auth off)"}` : "";
   document.getElementById("whoami").dataset.role = ctx.role;
-  document.getElementById("token").hidden = signedIn;
-  document.getElementById("signin-button").hidden = signedIn;
+  const authOff = !signedIn && Boolean(ctx.role);  // no token needed: nothing to sign in with
+  document.getElementById("token").hidden = signedIn || authOff;
+  document.getElementById("signin-button").hidden = signedIn || authOff;
   document.getElementById("signout").hidden = !signedIn;
   if (signedIn && !ctx.role) {
     token.set("");
