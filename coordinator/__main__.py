@@ -7,7 +7,6 @@ import asyncio
 import os
 import socket
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from coordinator import logs
@@ -141,6 +140,7 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                               model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
                               metrics_port=a.metrics_port, log_format=a.log_format,
                               http_port=http_port(a.http_port),
+                              http_any_port=a.http_port is None and "PROMPTBANK_HTTP_PORT" not in os.environ,
                               db_password=read_secret(a.db_password_file, "--db-password-file",
                                                       os.environ.get("PROMPTBANK_DB_PASSWORD", "")))
         logs.setup(config.log_format, a.log_level, (config.admin_token, config.db_password))  # secrets masked
@@ -169,14 +169,8 @@ def check_port(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse(argv)
-    given = argv if argv is not None else sys.argv[1:]
-    if config.http_port == HTTP_PORT and not any(arg.startswith("--http-port") for arg in given):
-        try:  # the default port taken (another server here): any free one; the printed URL says which
-            check_port(config.host, HTTP_PORT)
-        except OSError:
-            config = replace(config, http_port=0)
     for flag, port in (("--port", config.port), ("--metrics-port", config.metrics_port),
-                       ("--http-port", config.http_port or 0)):
+                       ("--http-port", 0 if config.http_any_port else config.http_port or 0)):
         try:
             check_port(config.host, port)
         except OSError as exc:

@@ -111,6 +111,7 @@ class ServerConfig:
     metrics_port: int = 0  # Prometheus /metrics over plain HTTP on `host` (coordinator/metrics.py); 0 = off
     log_format: str = "text"  # "text" or "json": one object per line (coordinator/logs.py)
     http_port: int | None = None  # REST/JSON and the web console on `host` (coordinator/rest/); None = off, 0 = any
+    http_any_port: bool = False  # http_port taken (another server here): serve on any free port instead (CLI default)
 
     @property
     def tls(self) -> bool:

@@ -203,7 +203,8 @@ def test_other_sites_cannot_reach_the_api_from_a_browser(rest_stack: RestStack) 
 
 def test_the_http_port_flag() -> None:
     argv = ["--port", "0", "--backbone", "x=/nonexistent"]
-    assert parse(argv).http_port == HTTP_PORT
+    assert parse(argv).http_port == HTTP_PORT and parse(argv).http_any_port  # the default: any port if taken
+    assert not parse([*argv, "--http-port", str(HTTP_PORT)]).http_any_port  # asked for: that port or an error
     assert parse([*argv, "--http-port", "0"]).http_port is None  # 0: off
     assert parse([*argv, "--http-port", "9123"]).http_port == 9123
     assert ServerConfig().http_port is None  # programmatic servers (tests) open no HTTP port unless asked

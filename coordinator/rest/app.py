@@ -198,12 +198,15 @@ async def start_http(config: ServerConfig, invoker: Invoker, routes: list[Route]
     app.router.add_static("/console/", CONSOLE)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=config.grace_seconds)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.http_port, ssl_context=ssl_context(config), reuse_port=False)
+    tls = ssl_context(config)
     try:
-        await site.start()
+        await web.TCPSite(runner, config.host, config.http_port, ssl_context=tls, reuse_port=False).start()
     except OSError as exc:
-        await runner.cleanup()
-        raise OSError(f"could not serve HTTP on {config.host}:{config.http_port}: {exc}") from exc
+        if not config.http_any_port:
+            await runner.cleanup()
+            raise OSError(f"could not serve HTTP on {config.host}:{config.http_port}: {exc}") from exc
+        log.info("HTTP port %d is taken (%s); serving REST and the console on a free port", config.http_port, exc)
+        await web.TCPSite(runner, config.host, 0, ssl_context=tls, reuse_port=False).start()
     port = int(runner.addresses[0][1])
     host = f"[{config.host}]" if ":" in config.host else config.host
     return RestServer(runner, port, f"{'https' if config.tls else 'http'}://{host}:{port}/")
