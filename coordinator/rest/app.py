@@ -89,6 +89,9 @@ class Api:
             return error_response(exc.code, exc.message)
         except PromptBankError as exc:  # a request that does not transcode: mapped where domain errors are
             return error_response(*status_for(exc))
+        except Exception:  # noqa: BLE001 - as for gRPC: INTERNAL with a generic message, the details in the log
+            log.exception("unhandled error in REST %s %s", request.method, request.rel_url.path)
+            return error_response(grpc.StatusCode.INTERNAL, "internal error; see the coordinator log")
 
     async def _read(self, request: web.Request) -> bytes:
         try:
