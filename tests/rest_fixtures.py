@@ -38,7 +38,8 @@ class RestStack:
 def rest_stack(ray_session: None, tiny_encoder: str, tiny_causal_lm: str,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestStack]:
     cfg = ServerConfig(port=0, http_port=0, db=str(tmp_path_factory.mktemp("rest") / "bank.db"), auth="tokens",
-                       admin_token=ADMIN, worker_cpus=0.25, grace_seconds=0.5,
+                       admin_token=ADMIN, grace_seconds=0.5,
+                       worker_cpus=0.05,  # it lives until the session ends: keep Ray's CPUs for the other tests
                        limits=Limits(classify_rows=64, text_chars=500),
                        backbones=(BackboneSpec("enc", tiny_encoder), BackboneSpec("lm", tiny_causal_lm)))
     live = LiveServer(cfg)
