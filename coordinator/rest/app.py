@@ -66,8 +66,8 @@ class Api:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         transport.set("http")  # this handler's own context: the RPC interceptor labels the call
-        refused = refusal(request.method, request.content_type if "Content-Type" in request.headers else "", request.headers,
-                          self.auth_off)
+        content_type = request.content_type if "Content-Type" in request.headers else ""
+        refused = refusal(request.method, content_type, request.headers, self.auth_off)
         if refused is not None:
             return error_response(refused[1], refused[2], refused[0])
         try:
