@@ -15,6 +15,8 @@ from coordinator.limits import FLAGS, LIMIT_HELP, Limits
 from coordinator.server import serve_forever
 from promptbank_api.errors import PromptBankError
 
+HTTP_PORT = 8051  # the REST/JSON and console port unless --http-port says otherwise
+
 
 def read_secret(path: str | None, flag: str, fallback: str) -> str:
     """A secret from a file (stripped), else `fallback` (its environment variable)."""
@@ -44,6 +46,10 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--health-port", type=int, default=int(os.environ.get("PROMPTBANK_HEALTH_PORT", "0")),
                     help="also serve grpc.health.v1 alone, in plaintext, on this port: for Kubernetes' built-in "
                          "gRPC probe (env PROMPTBANK_HEALTH_PORT; default 0 = off)")
+    ap.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                    help="serve REST/JSON and the web console at http://HOST:PORT/ (HTTPS with --tls-cert; same "
+                         f"auth and limits as gRPC; env PROMPTBANK_HTTP_PORT). Default {HTTP_PORT}, or any free port "
+                         "when that one is taken; 0: off")
     ap.add_argument("--db", default=os.environ.get("PROMPTBANK_DB", default_db()),
                     help="SQLite file path or SQLAlchemy URL (postgresql://...)")
     ap.add_argument("--ray-address", default=os.environ.get("PROMPTBANK_RAY_ADDRESS", ""),
@@ -133,6 +139,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                               limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),
                               model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
                               metrics_port=a.metrics_port, log_format=a.log_format,
+                              http_port=http_port(a.http_port),
+                              http_any_port=a.http_port is None and "PROMPTBANK_HTTP_PORT" not in os.environ,
                               db_password=read_secret(a.db_password_file, "--db-password-file",
                                                       os.environ.get("PROMPTBANK_DB_PASSWORD", "")))
         logs.setup(config.log_format, a.log_level, (config.admin_token, config.db_password))  # secrets masked
@@ -140,6 +148,13 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     except ValueError as exc:
         ap.error(str(exc))
         raise
+
+
+def http_port(flag: int | None) -> int | None:
+    """--http-port: None (not given) -> the environment's or the default; 0 -> off."""
+    if flag is None:
+        flag = int(os.environ.get("PROMPTBANK_HTTP_PORT", str(HTTP_PORT)))
+    return flag or None
 
 
 def check_port(host: str, port: int) -> None:
@@ -154,7 +169,8 @@ def check_port(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse(argv)
-    for flag, port in (("--port", config.port), ("--metrics-port", config.metrics_port)):
+    for flag, port in (("--port", config.port), ("--metrics-port", config.metrics_port),
+                       ("--http-port", 0 if config.http_any_port else config.http_port or 0)):
         try:
             check_port(config.host, port)
         except OSError as exc:

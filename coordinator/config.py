@@ -110,6 +110,8 @@ class ServerConfig:
     tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mTLS)
     metrics_port: int = 0  # Prometheus /metrics over plain HTTP on `host` (coordinator/metrics.py); 0 = off
     log_format: str = "text"  # "text" or "json": one object per line (coordinator/logs.py)
+    http_port: int | None = None  # REST/JSON and the web console on `host` (coordinator/rest/); None = off, 0 = any
+    http_any_port: bool = False  # http_port taken (another server here): serve on any free port instead (CLI default)
 
     @property
     def tls(self) -> bool:
@@ -124,6 +126,10 @@ class ServerConfig:
             raise ValueError(f"--metrics-port {self.metrics_port} must be in 0..65535 (0 = no metrics)")
         if self.metrics_port and self.metrics_port == self.port:
             raise ValueError(f"--metrics-port {self.metrics_port} is the gRPC --port; give it a port of its own")
+        if self.http_port is not None and (not 0 <= self.http_port <= 65535 or
+                                           (self.http_port and self.http_port in (self.port, self.metrics_port,
+                                                                                  self.health_port))):
+            raise ValueError(f"--http-port {self.http_port} must be in 0..65535 and differ from the other ports")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format={self.log_format!r} must be one of {list(LOG_FORMATS)}")
         if self.train_max_group < 1 or self.train_gather_s < 0:

@@ -4,12 +4,14 @@ process, as in the tests, never share a series), served over HTTP on `--metrics-
 The services record into a `Metrics` as things happen (counters, histograms); what is state rather than an
 event (replicas by state, jobs by state, cached bytes, training rates) is read when scraped, by a collector
 that runs on the HTTP server's thread and never waits on the event loop for more than a bank read.
-`RpcInterceptor` counts and times every RPC and opens the log context of the call (coordinator/logs.py).
+`RpcInterceptor` counts and times every RPC and opens the log context of the call (coordinator/logs.py);
+RPCs that arrive over REST (coordinator/rest/) pass the same interceptor with `transport` set to "http".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -38,6 +40,7 @@ SECONDS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60
 SHORT = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5)
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FILL = (.05, .1, .25, .5, .75, .9, 1.0)
+transport: contextvars.ContextVar[str] = contextvars.ContextVar("transport", default="grpc")  # REST sets "http"
 
 
 class Sized(Protocol):
@@ -50,10 +53,10 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         # RPCs: traffic, errors and latency per method; the status is the one the client got
-        self.rpcs = Counter("promptbank_rpcs", "RPCs handled, by service, method and gRPC status code",
-                            ["service", "method", "code"], registry=r)
+        self.rpcs = Counter("promptbank_rpcs", "RPCs handled, by service, method, gRPC status code and transport "
+                            "(grpc, or http for the REST face)", ["service", "method", "code", "transport"], registry=r)
         self.rpc_seconds = Histogram("promptbank_rpc_duration_seconds", "Time to answer an RPC (a stream: its life)",
-                                     ["service", "method"], buckets=SECONDS, registry=r)
+                                     ["service", "method", "transport"], buckets=SECONDS, registry=r)
         # micro-batcher: how full batches ride (fill = rows / max rows) and how long rows wait for company
         self.batches = Counter("promptbank_batches", "Micro-batches sent to a replica, by outcome (ok, error)",
                                ["backbone", "outcome"], registry=r)
@@ -244,18 +247,18 @@ class RpcInterceptor(HandlerInterceptor):
             handler = await continuation(details)
         finally:
             logs.call.reset(token)
-        return handler if handler is None else self._wrap(handler, call)
+        return handler if handler is None else self._wrap(handler, call, transport.get())
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, call: logs.Call) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: grpc.RpcMethodHandler, call: logs.Call, via: str) -> grpc.RpcMethodHandler:
         service, _, method = call.rpc.rpartition("/")
-        count, seconds = self.m.rpcs, self.m.rpc_seconds.labels(service, method)
+        count, seconds = self.m.rpcs, self.m.rpc_seconds.labels(service, method, via)
 
         def done(began: float, code: str) -> None:
             elapsed = time.perf_counter() - began
-            count.labels(service, method, code).inc()
+            count.labels(service, method, code, via).inc()
             seconds.observe(elapsed)
             access.debug("%s %s %.1f ms", call.rpc, code, elapsed * 1000,
-                         extra={"code": code, "duration_ms": round(elapsed * 1000, 3)})
+                         extra={"code": code, "duration_ms": round(elapsed * 1000, 3), "transport": via})
 
         def code_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
             if isinstance(exc, asyncio.CancelledError | GeneratorExit):

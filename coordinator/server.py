@@ -1,4 +1,6 @@
-"""Assemble and run the coordinator: grpc.aio server, health + reflection, Ray replicas, job scheduler."""
+"""Assemble and run the coordinator: grpc.aio server, health + reflection, Ray replicas, job scheduler, and the
+REST/JSON face with the web console on --http-port (coordinator/rest/), which calls the same servicers through
+the same interceptors."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from bank import jobs as jobstore
 from bank.db import safe_url
 from bank.writer import BankDB
 from coordinator import auth
+from coordinator.api import API, SERVICES
 from coordinator.autoscaler import Autoscaler
 from coordinator.catalog_service import CatalogService
 from coordinator.config import ServerConfig
@@ -29,27 +32,20 @@ from coordinator.inference_service import InferenceService
 from coordinator.jobs_service import JobsService
 from coordinator.metrics import Metrics, RpcInterceptor, blocking_reader
 from coordinator.pool import ReplicaPool, ensure_ray
+from coordinator.rest.app import RestServer, start_http
+from coordinator.rest.invoke import HandlerTable, Invoker
+from coordinator.rest.routes import routes_of
 from coordinator.scheduler import JobScheduler
 from coordinator.tokens_service import TokensService, lookup
 from promptbank_api.v1 import (
-    auth_pb2,
     auth_pb2_grpc,
-    catalog_pb2,
     catalog_pb2_grpc,
-    inference_pb2,
     inference_pb2_grpc,
-    jobs_pb2,
     jobs_pb2_grpc,
 )
 
 log = logging.getLogger("promptbank.coordinator")
 NOTICE_S = 2.0  # at most this much of the grace period passes between NOT_SERVING and closing the port
-SERVICES = (
-    catalog_pb2.DESCRIPTOR.services_by_name["PromptCatalog"].full_name,
-    jobs_pb2.DESCRIPTOR.services_by_name["TrainJobs"].full_name,
-    inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
-    auth_pb2.DESCRIPTOR.services_by_name["Tokens"].full_name,
-)
 
 
 @dataclass
@@ -69,6 +65,7 @@ class Coordinator:
     autoscaler: Autoscaler | None = None  # with --max-replicas
     health_server: grpc.aio.Server | None = None  # with --health-port
     health_port: int = 0
+    http: RestServer | None = None  # with --http-port
 
     async def stop(self) -> None:
         """Graceful: report NOT_SERVING, then within `grace_seconds` let in-flight calls finish while running
@@ -81,7 +78,7 @@ class Coordinator:
 
         async def close_port() -> None:
             await asyncio.sleep(notice)
-            await self.server.stop(grace - notice)
+            await asyncio.gather(self.server.stop(grace - notice), *([self.http.stop()] if self.http else []))
 
         await asyncio.gather(close_port(), self.scheduler.drain(grace))
         await self.inference.close()
@@ -138,13 +135,15 @@ async def start(config: ServerConfig) -> Coordinator:
     async def audit(who: auth.Principal, rpc: str, resource: str) -> None:
         await db.run(lambda s: tokens.record_write(s, who.name, rpc, resource))
 
-    server = grpc.aio.server(  # outermost first: metrics see the status the error and auth interceptors decided
-        interceptors=[RpcInterceptor(metrics), ErrorInterceptor(), auth.AuthInterceptor(verifier, audit)], options=opts)
-    auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), server)
-    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), server)
-    jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), server)
+    # outermost first: metrics see the status the error and auth interceptors decided
+    chain = [RpcInterceptor(metrics), ErrorInterceptor(), auth.AuthInterceptor(verifier, audit)]
+    server = grpc.aio.server(interceptors=chain, options=opts)
+    table = HandlerTable(server)  # the services' handlers, kept for the REST face
+    auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), table)
+    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), table)
+    jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), table)
     inference = InferenceService(db, pool, config, metrics)
-    inference_pb2_grpc.add_InferenceServicer_to_server(inference, server)
+    inference_pb2_grpc.add_InferenceServicer_to_server(inference, table)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -162,6 +161,17 @@ async def start(config: ServerConfig) -> Coordinator:
             pool.shutdown()
             db.close()
             raise OSError(f"could not serve metrics on {config.host}:{config.metrics_port}: {exc}") from exc
+    http = None
+    if config.http_port is not None:
+        try:
+            http = await start_http(config, Invoker(table, chain), routes_of(API))
+        except OSError:
+            await server.stop(None)
+            if stop_metrics is not None:
+                stop_metrics()
+            pool.shutdown()
+            db.close()
+            raise
     await server.start()
     await scheduler.start()
     autoscaler = None
@@ -174,7 +184,7 @@ async def start(config: ServerConfig) -> Coordinator:
     log.info("promptbank coordinator %s on %s:%d (db %s)%s", scheduler.owner, config.host, port, safe_url(config.db),
              f"; metrics on http://{config.host}:{config.metrics_port}/metrics" if config.metrics_port else "")
     return Coordinator(config, server, health_servicer, db, pool, scheduler, inference, port, metrics, stop_metrics,
-                       autoscaler, health_server, health_port)
+                       autoscaler, health_server, health_port, http)
 
 
 async def health_only(servicer: health.aio.HealthServicer, config: ServerConfig) -> tuple[grpc.aio.Server, int]:
@@ -202,6 +212,9 @@ async def serve_forever(config: ServerConfig, ready: asyncio.Event | None = None
     if config.tls:
         print(f"tls: on{' (mutual: clients need a certificate signed by --tls-client-ca)' if config.tls_client_ca else ''}",
               flush=True)
+    if coord.http is not None:
+        print(f"console and REST/JSON: {coord.http.url} (API under {coord.http.url}v1/, "
+              f"OpenAPI at {coord.http.url}openapi.json)", flush=True)
     if config.metrics_port:
         print(f"metrics: http://{config.host}:{config.metrics_port}/metrics (plain HTTP, no auth)", flush=True)
     if config.insecure:

@@ -35,4 +35,15 @@ if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm) >&2 \
     || echo "bootstrap: could not install Node.js; the TypeScript SDK's tests will fail until it is installed" >&2
 fi
+# Headless Chromium and its driver: tests/test_console.py drives the web console in a real browser.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing Chromium and chromedriver for the browser tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver) >&2 \
+      || echo "bootstrap: could not install Chromium; tests/test_console.py will fail until it is installed" >&2
+  else
+    echo "bootstrap: Chromium not found; as root run: apt-get install -y chromium chromium-driver" >&2
+  fi
+fi
 echo "$VENV/bin/python"

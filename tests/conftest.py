@@ -28,7 +28,7 @@ from coordinator.limits import Limits
 from coordinator.server import Coordinator, start
 from promptbank import Client
 
-pytest_plugins = ["tests.pg_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.rest_fixtures"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -183,7 +183,10 @@ def test_the_ports_agree_end_to_end() -> None:
     service = one(docs, "Service", "promptbank-coordinator")["spec"]["ports"]
     metrics_port = _port(coordinator, "metrics")
     assert int(env["PROMPTBANK_METRICS_PORT"]) == metrics_port
-    assert [(p["port"], p["targetPort"]) for p in service] == [(grpc_port, "grpc"), (metrics_port, "metrics")]
+    http_port = _port(coordinator, "https")
+    assert int(env["PROMPTBANK_HTTP_PORT"]) == http_port
+    assert [(p["port"], p["targetPort"]) for p in service] == [(grpc_port, "grpc"), (http_port, "https"),
+                                                               (metrics_port, "metrics")]
 
     pg = one(docs, "StatefulSet", "promptbank-postgres")["spec"]["template"]["spec"]["containers"][0]
     pg_service = one(docs, "Service", "promptbank-postgres")["spec"]["ports"]
@@ -197,7 +200,7 @@ def test_the_ports_agree_end_to_end() -> None:
     policy_ports = {p["metadata"]["name"]: [port["port"] for rule in p["spec"]["ingress"]
                                             for port in rule.get("ports", [])]
                     for p in find(docs, "NetworkPolicy")}
-    assert policy_ports["promptbank-coordinator"] == [grpc_port]
+    assert policy_ports["promptbank-coordinator"] == [grpc_port, http_port]
     assert policy_ports["promptbank-coordinator-metrics"] == [metrics_port]
     assert policy_ports["promptbank-postgres"] == [_port(pg, "postgres")]
     assert policy_ports["promptbank-ray-head"] == [_port(head, "client")]

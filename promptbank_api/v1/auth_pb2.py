@@ -22,30 +22,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/auth.proto\x12\rpromptbank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x12\x43reateTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x18\n\x0bttl_seconds\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x0e\n\x0c_ttl_seconds\"J\n\x13\x43reateTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.promptbank.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListTokensResponse\x12$\n\x06tokens\x18\x01 \x03(\x0b\x32\x14.promptbank.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x10\n\x0cROLE_TRAINER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xf9\x01\n\x06Tokens\x12T\n\x0b\x43reateToken\x12!.promptbank.v1.CreateTokenRequest\x1a\".promptbank.v1.CreateTokenResponse\x12Q\n\nListTokens\x12 .promptbank.v1.ListTokensRequest\x1a!.promptbank.v1.ListTokensResponse\x12\x46\n\x0bRevokeToken\x12!.promptbank.v1.RevokeTokenRequest\x1a\x14.promptbank.v1.Tokenb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/auth.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x12\x43reateTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x18\n\x0bttl_seconds\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x0e\n\x0c_ttl_seconds\"J\n\x13\x43reateTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.promptbank.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListTokensResponse\x12$\n\x06tokens\x18\x01 \x03(\x0b\x32\x14.promptbank.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x10\n\x0cROLE_TRAINER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xcb\x02\n\x06Tokens\x12k\n\x0b\x43reateToken\x12!.promptbank.v1.CreateTokenRequest\x1a\".promptbank.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12\x65\n\nListTokens\x12 .promptbank.v1.ListTokensRequest\x1a!.promptbank.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12m\n\x0bRevokeToken\x12!.promptbank.v1.RevokeTokenRequest\x1a\x14.promptbank.v1.Token\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{name=tokens/*}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'promptbank_api.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=673
-  _globals['_ROLE']._serialized_end=752
-  _globals['_TOKEN']._serialized_start=77
-  _globals['_TOKEN']._serialized_end=297
-  _globals['_CREATETOKENREQUEST']._serialized_start=299
-  _globals['_CREATETOKENREQUEST']._serialized_end=414
-  _globals['_CREATETOKENRESPONSE']._serialized_start=416
-  _globals['_CREATETOKENRESPONSE']._serialized_end=490
-  _globals['_LISTTOKENSREQUEST']._serialized_start=492
-  _globals['_LISTTOKENSREQUEST']._serialized_end=550
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=552
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=635
-  _globals['_REVOKETOKENREQUEST']._serialized_start=637
-  _globals['_REVOKETOKENREQUEST']._serialized_end=671
-  _globals['_TOKENS']._serialized_start=755
-  _globals['_TOKENS']._serialized_end=1004
+  _globals['_TOKENS'].methods_by_name['CreateToken']._loaded_options = None
+  _globals['_TOKENS'].methods_by_name['CreateToken']._serialized_options = b'\202\323\344\223\002\017\"\n/v1/tokens:\001*'
+  _globals['_TOKENS'].methods_by_name['ListTokens']._loaded_options = None
+  _globals['_TOKENS'].methods_by_name['ListTokens']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/tokens'
+  _globals['_TOKENS'].methods_by_name['RevokeToken']._loaded_options = None
+  _globals['_TOKENS'].methods_by_name['RevokeToken']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/{name=tokens/*}:revoke:\001*'
+  _globals['_ROLE']._serialized_start=703
+  _globals['_ROLE']._serialized_end=782
+  _globals['_TOKEN']._serialized_start=107
+  _globals['_TOKEN']._serialized_end=327
+  _globals['_CREATETOKENREQUEST']._serialized_start=329
+  _globals['_CREATETOKENREQUEST']._serialized_end=444
+  _globals['_CREATETOKENRESPONSE']._serialized_start=446
+  _globals['_CREATETOKENRESPONSE']._serialized_end=520
+  _globals['_LISTTOKENSREQUEST']._serialized_start=522
+  _globals['_LISTTOKENSREQUEST']._serialized_end=580
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=582
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=665
+  _globals['_REVOKETOKENREQUEST']._serialized_start=667
+  _globals['_REVOKETOKENREQUEST']._serialized_end=701
+  _globals['_TOKENS']._serialized_start=785
+  _globals['_TOKENS']._serialized_end=1116
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpromptbank/v1/catalog.proto\x12\rpromptbank.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x08\x42\x61\x63kbone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x31\n\x0c\x61rchitecture\x18\x04 \x01(\x0e\x32\x1b.promptbank.v1.Architecture\x12\x13\n\x0bhidden_size\x18\x05 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\x12\x10\n\x08replicas\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07serving\x18\t \x03(\x0b\x32\x1e.promptbank.v1.BackboneReplica\x12\x19\n\x11\x64\x65\x65p_prompt_width\x18\n \x01(\x05\"@\n\x0f\x42\x61\x63kboneReplica\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"x\n\x08TaskSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x13\n\x0blabel_words\x18\x03 \x03(\t\x12\x13\n\x0blabel_texts\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07pooling\x18\x06 \x01(\t\"\xb9\x02\n\x06Prompt\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04task\x18\x02 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x33\n\x07\x61liases\x18\x05 \x03(\x0b\x32\".promptbank.v1.Prompt.AliasesEntry\x12\x16\n\x0elatest_version\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\\\n\x07Lineage\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0c\n\x04init\x18\x03 \x01(\t\x12\x15\n\rimported_from\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\"\xaa\x03\n\rPromptVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x1c\n\x14\x62\x61\x63kbone_fingerprint\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\x03\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12:\n\x07metrics\x18\x08 \x03(\x0b\x32).promptbank.v1.PromptVersion.MetricsEntry\x12\'\n\x07lineage\x18\t \x01(\x0b\x32\x16.promptbank.v1.Lineage\x12\x0f\n\x07\x61liases\x18\n \x03(\t\x12\x0c\n\x04tags\x18\x0b \x03(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tensor\x18\r \x01(\x0c\x12\'\n\x04kind\x18\x0e \x01(\x0e\x32\x19.promptbank.v1.PromptKind\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"&\n\x05\x41lias\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x82\x01\n\nAliasEvent\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x03\x12\x12\n\nto_version\x18\x03 \x01(\x03\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x05 \x01(\t\"=\n\x14ListBackbonesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x15ListBackbonesResponse\x12*\n\tbackbones\x18\x01 \x03(\x0b\x32\x17.promptbank.v1.Backbone\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetBackboneRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"s\n\x17RegisterBackboneRequest\x12\x13\n\x0b\x62\x61\x63kbone_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x15\n\x08replicas\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_replicas\"c\n\x13\x43reatePromptRequest\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12%\n\x06prompt\x18\x02 \x01(\x0b\x32\x15.promptbank.v1.Prompt\x12\x12\n\nrequest_id\x18\x03 \x01(\t\" \n\x10GetPromptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9b\x01\n\x12ListPromptsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x30\n\x0c\x63reate_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x13ListPromptsResponse\x12&\n\x07prompts\x18\x01 \x03(\x0b\x32\x15.promptbank.v1.Prompt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"m\n\x13UpdatePromptRequest\x12%\n\x06prompt\x18\x01 \x01(\x0b\x32\x15.promptbank.v1.Prompt\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"2\n\x13\x44\x65letePromptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x16\n\x14\x44\x65letePromptResponse\"?\n\x17GetPromptVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0einclude_tensor\x18\x02 \x01(\x08\"\xa3\x01\n\x19ListPromptVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\x30\n\x0c\x63reate_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x1aListPromptVersionsResponse\x12.\n\x08versions\x18\x01 \x03(\x0b\x32\x1c.promptbank.v1.PromptVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x1aUpdatePromptVersionRequest\x12-\n\x07version\x18\x01 \x01(\x0b\x32\x1c.promptbank.v1.PromptVersion\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x1a\x44\x65letePromptVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x1d\n\x1b\x44\x65letePromptVersionResponse\"A\n\x0fSetAliasRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\"\n\x12\x44\x65leteAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteAliasResponse\"P\n\x17ListAliasHistoryRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x18ListAliasHistoryResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.promptbank.v1.AliasEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa8\x01\n\x1aImportPromptVersionRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64\x61pter_config\x18\x03 \x01(\x0c\x12\x15\n\radapter_model\x18\x04 \x01(\x0c\x12%\n\x04task\x18\x05 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"*\n\x1a\x45xportPromptVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"w\n\x1b\x45xportPromptVersionResponse\x12\x16\n\x0e\x61\x64\x61pter_config\x18\x01 \x01(\x0c\x12\x15\n\radapter_model\x18\x02 \x01(\x0c\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct*V\n\nPromptKind\x12\x1b\n\x17PROMPT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PROMPT_KIND_INPUT\x10\x01\x12\x14\n\x10PROMPT_KIND_DEEP\x10\x02*\x98\x01\n\x0c\x41rchitecture\x12\x1c\n\x18\x41RCHITECTURE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41RCHITECTURE_ENCODER\x10\x01\x12\x1a\n\x16\x41RCHITECTURE_CAUSAL_LM\x10\x02\x12\x18\n\x14\x41RCHITECTURE_SEQ2SEQ\x10\x03\x12\x1a\n\x16\x41RCHITECTURE_MASKED_LM\x10\x04\x32\xf3\x0b\n\rPromptCatalog\x12Z\n\rListBackbones\x12#.promptbank.v1.ListBackbonesRequest\x1a$.promptbank.v1.ListBackbonesResponse\x12I\n\x0bGetBackbone\x12!.promptbank.v1.GetBackboneRequest\x1a\x17.promptbank.v1.Backbone\x12S\n\x10RegisterBackbone\x12&.promptbank.v1.RegisterBackboneRequest\x1a\x17.promptbank.v1.Backbone\x12I\n\x0c\x43reatePrompt\x12\".promptbank.v1.CreatePromptRequest\x1a\x15.promptbank.v1.Prompt\x12\x43\n\tGetPrompt\x12\x1f.promptbank.v1.GetPromptRequest\x1a\x15.promptbank.v1.Prompt\x12T\n\x0bListPrompts\x12!.promptbank.v1.ListPromptsRequest\x1a\".promptbank.v1.ListPromptsResponse\x12I\n\x0cUpdatePrompt\x12\".promptbank.v1.UpdatePromptRequest\x1a\x15.promptbank.v1.Prompt\x12W\n\x0c\x44\x65letePrompt\x12\".promptbank.v1.DeletePromptRequest\x1a#.promptbank.v1.DeletePromptResponse\x12X\n\x10GetPromptVersion\x12&.promptbank.v1.GetPromptVersionRequest\x1a\x1c.promptbank.v1.PromptVersion\x12i\n\x12ListPromptVersions\x12(.promptbank.v1.ListPromptVersionsRequest\x1a).promptbank.v1.ListPromptVersionsResponse\x12^\n\x13UpdatePromptVersion\x12).promptbank.v1.UpdatePromptVersionRequest\x1a\x1c.promptbank.v1.PromptVersion\x12l\n\x13\x44\x65letePromptVersion\x12).promptbank.v1.DeletePromptVersionRequest\x1a*.promptbank.v1.DeletePromptVersionResponse\x12@\n\x08SetAlias\x12\x1e.promptbank.v1.SetAliasRequest\x1a\x14.promptbank.v1.Alias\x12T\n\x0b\x44\x65leteAlias\x12!.promptbank.v1.DeleteAliasRequest\x1a\".promptbank.v1.DeleteAliasResponse\x12\x63\n\x10ListAliasHistory\x12&.promptbank.v1.ListAliasHistoryRequest\x1a\'.promptbank.v1.ListAliasHistoryResponse\x12^\n\x13ImportPromptVersion\x12).promptbank.v1.ImportPromptVersionRequest\x1a\x1c.promptbank.v1.PromptVersion\x12l\n\x13\x45xportPromptVersion\x12).promptbank.v1.ExportPromptVersionRequest\x1a*.promptbank.v1.ExportPromptVersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpromptbank/v1/catalog.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n\x08\x42\x61\x63kbone\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x31\n\x0c\x61rchitecture\x18\x04 \x01(\x0e\x32\x1b.promptbank.v1.Architecture\x12\x13\n\x0bhidden_size\x18\x05 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\x12\x10\n\x08replicas\x18\x07 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07serving\x18\t \x03(\x0b\x32\x1e.promptbank.v1.BackboneReplica\x12\x19\n\x11\x64\x65\x65p_prompt_width\x18\n \x01(\x05\"@\n\x0f\x42\x61\x63kboneReplica\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\"x\n\x08TaskSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x13\n\x0blabel_words\x18\x03 \x03(\t\x12\x13\n\x0blabel_texts\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07pooling\x18\x06 \x01(\t\"\xb9\x02\n\x06Prompt\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04task\x18\x02 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x33\n\x07\x61liases\x18\x05 \x03(\x0b\x32\".promptbank.v1.Prompt.AliasesEntry\x12\x16\n\x0elatest_version\x18\x06 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\\\n\x07Lineage\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\x12\x0c\n\x04init\x18\x03 \x01(\t\x12\x15\n\rimported_from\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\"\xaa\x03\n\rPromptVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12\x1c\n\x14\x62\x61\x63kbone_fingerprint\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\x03\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12:\n\x07metrics\x18\x08 \x03(\x0b\x32).promptbank.v1.PromptVersion.MetricsEntry\x12\'\n\x07lineage\x18\t \x01(\x0b\x32\x16.promptbank.v1.Lineage\x12\x0f\n\x07\x61liases\x18\n \x03(\t\x12\x0c\n\x04tags\x18\x0b \x03(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tensor\x18\r \x01(\x0c\x12\'\n\x04kind\x18\x0e \x01(\x0e\x32\x19.promptbank.v1.PromptKind\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"&\n\x05\x41lias\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x82\x01\n\nAliasEvent\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x03\x12\x12\n\nto_version\x18\x03 \x01(\x03\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x05 \x01(\t\"=\n\x14ListBackbonesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\\\n\x15ListBackbonesResponse\x12*\n\tbackbones\x18\x01 \x03(\x0b\x32\x17.promptbank.v1.Backbone\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetBackboneRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"s\n\x17RegisterBackboneRequest\x12\x13\n\x0b\x62\x61\x63kbone_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\t\x12\x15\n\x08replicas\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_replicas\"c\n\x13\x43reatePromptRequest\x12\x11\n\tprompt_id\x18\x01 \x01(\t\x12%\n\x06prompt\x18\x02 \x01(\x0b\x32\x15.promptbank.v1.Prompt\x12\x12\n\nrequest_id\x18\x03 \x01(\t\" \n\x10GetPromptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9b\x01\n\x12ListPromptsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0b\n\x03tag\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x30\n\x0c\x63reate_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x13ListPromptsResponse\x12&\n\x07prompts\x18\x01 \x03(\x0b\x32\x15.promptbank.v1.Prompt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"m\n\x13UpdatePromptRequest\x12%\n\x06prompt\x18\x01 \x01(\x0b\x32\x15.promptbank.v1.Prompt\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"2\n\x13\x44\x65letePromptRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x16\n\x14\x44\x65letePromptResponse\"?\n\x17GetPromptVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0einclude_tensor\x18\x02 \x01(\x08\"\xa3\x01\n\x19ListPromptVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\x30\n\x0c\x63reate_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x1aListPromptVersionsResponse\x12.\n\x08versions\x18\x01 \x03(\x0b\x32\x1c.promptbank.v1.PromptVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x1aUpdatePromptVersionRequest\x12-\n\x07version\x18\x01 \x01(\x0b\x32\x1c.promptbank.v1.PromptVersion\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x1a\x44\x65letePromptVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x1d\n\x1b\x44\x65letePromptVersionResponse\"A\n\x0fSetAliasRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\"\n\x12\x44\x65leteAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteAliasResponse\"P\n\x17ListAliasHistoryRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x18ListAliasHistoryResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.promptbank.v1.AliasEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa8\x01\n\x1aImportPromptVersionRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64\x61pter_config\x18\x03 \x01(\x0c\x12\x15\n\radapter_model\x18\x04 \x01(\x0c\x12%\n\x04task\x18\x05 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"*\n\x1a\x45xportPromptVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"w\n\x1b\x45xportPromptVersionResponse\x12\x16\n\x0e\x61\x64\x61pter_config\x18\x01 \x01(\x0c\x12\x15\n\radapter_model\x18\x02 \x01(\x0c\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct*V\n\nPromptKind\x12\x1b\n\x17PROMPT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11PROMPT_KIND_INPUT\x10\x01\x12\x14\n\x10PROMPT_KIND_DEEP\x10\x02*\x98\x01\n\x0c\x41rchitecture\x12\x1c\n\x18\x41RCHITECTURE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41RCHITECTURE_ENCODER\x10\x01\x12\x1a\n\x16\x41RCHITECTURE_CAUSAL_LM\x10\x02\x12\x18\n\x14\x41RCHITECTURE_SEQ2SEQ\x10\x03\x12\x1a\n\x16\x41RCHITECTURE_MASKED_LM\x10\x04\x32\xfe\x10\n\rPromptCatalog\x12q\n\rListBackbones\x12#.promptbank.v1.ListBackbonesRequest\x1a$.promptbank.v1.ListBackbonesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/backbones\x12i\n\x0bGetBackbone\x12!.promptbank.v1.GetBackboneRequest\x1a\x17.promptbank.v1.Backbone\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=backbones/*}\x12m\n\x10RegisterBackbone\x12&.promptbank.v1.RegisterBackboneRequest\x1a\x17.promptbank.v1.Backbone\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/backbones:\x01*\x12\x66\n\x0c\x43reatePrompt\x12\".promptbank.v1.CreatePromptRequest\x1a\x15.promptbank.v1.Prompt\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/prompts:\x06prompt\x12\x61\n\tGetPrompt\x12\x1f.promptbank.v1.GetPromptRequest\x1a\x15.promptbank.v1.Prompt\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/{name=prompts/*}\x12i\n\x0bListPrompts\x12!.promptbank.v1.ListPromptsRequest\x1a\".promptbank.v1.ListPromptsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/prompts\x12v\n\x0cUpdatePrompt\x12\".promptbank.v1.UpdatePromptRequest\x1a\x15.promptbank.v1.Prompt\"+\x82\xd3\xe4\x93\x02%2\x1b/v1/{prompt.name=prompts/*}:\x06prompt\x12u\n\x0c\x44\x65letePrompt\x12\".promptbank.v1.DeletePromptRequest\x1a#.promptbank.v1.DeletePromptResponse\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/v1/{name=prompts/*}\x12\x81\x01\n\x10GetPromptVersion\x12&.promptbank.v1.GetPromptVersionRequest\x1a\x1c.promptbank.v1.PromptVersion\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{name=prompts/*/versions/*}\x12\x92\x01\n\x12ListPromptVersions\x12(.promptbank.v1.ListPromptVersionsRequest\x1a).promptbank.v1.ListPromptVersionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=prompts/*}/versions\x12\x98\x01\n\x13UpdatePromptVersion\x12).promptbank.v1.UpdatePromptVersionRequest\x1a\x1c.promptbank.v1.PromptVersion\"8\x82\xd3\xe4\x93\x02\x32\x32\'/v1/{version.name=prompts/*/versions/*}:\x07version\x12\x95\x01\n\x13\x44\x65letePromptVersion\x12).promptbank.v1.DeletePromptVersionRequest\x1a*.promptbank.v1.DeletePromptVersionResponse\"\'\x82\xd3\xe4\x93\x02!*\x1f/v1/{name=prompts/*/versions/*}\x12l\n\x08SetAlias\x12\x1e.promptbank.v1.SetAliasRequest\x1a\x14.promptbank.v1.Alias\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/{parent=prompts/*}:setAlias:\x01*\x12|\n\x0b\x44\x65leteAlias\x12!.promptbank.v1.DeleteAliasRequest\x1a\".promptbank.v1.DeleteAliasResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/v1/{name=prompts/*/aliases/*}\x12\x8f\x01\n\x10ListAliasHistory\x12&.promptbank.v1.ListAliasHistoryRequest\x1a\'.promptbank.v1.ListAliasHistoryResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=prompts/*}/aliasEvents\x12\x91\x01\n\x13ImportPromptVersion\x12).promptbank.v1.ImportPromptVersionRequest\x1a\x1c.promptbank.v1.PromptVersion\"1\x82\xd3\xe4\x93\x02+\"&/v1/{parent=prompts/*}/versions:import:\x01*\x12\x9c\x01\n\x13\x45xportPromptVersion\x12).promptbank.v1.ExportPromptVersionRequest\x1a*.promptbank.v1.ExportPromptVersionResponse\".\x82\xd3\xe4\x93\x02(\x12&/v1/{name=prompts/*/versions/*}:exportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,80 +39,114 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROMPT_ALIASESENTRY']._serialized_options = b'8\001'
   _globals['_PROMPTVERSION_METRICSENTRY']._loaded_options = None
   _globals['_PROMPTVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_PROMPTKIND']._serialized_start=3707
-  _globals['_PROMPTKIND']._serialized_end=3793
-  _globals['_ARCHITECTURE']._serialized_start=3796
-  _globals['_ARCHITECTURE']._serialized_end=3948
-  _globals['_BACKBONE']._serialized_start=144
-  _globals['_BACKBONE']._serialized_end=437
-  _globals['_BACKBONEREPLICA']._serialized_start=439
-  _globals['_BACKBONEREPLICA']._serialized_end=503
-  _globals['_TASKSPEC']._serialized_start=505
-  _globals['_TASKSPEC']._serialized_end=625
-  _globals['_PROMPT']._serialized_start=628
-  _globals['_PROMPT']._serialized_end=941
-  _globals['_PROMPT_ALIASESENTRY']._serialized_start=895
-  _globals['_PROMPT_ALIASESENTRY']._serialized_end=941
-  _globals['_LINEAGE']._serialized_start=943
-  _globals['_LINEAGE']._serialized_end=1035
-  _globals['_PROMPTVERSION']._serialized_start=1038
-  _globals['_PROMPTVERSION']._serialized_end=1464
-  _globals['_PROMPTVERSION_METRICSENTRY']._serialized_start=1418
-  _globals['_PROMPTVERSION_METRICSENTRY']._serialized_end=1464
-  _globals['_ALIAS']._serialized_start=1466
-  _globals['_ALIAS']._serialized_end=1504
-  _globals['_ALIASEVENT']._serialized_start=1507
-  _globals['_ALIASEVENT']._serialized_end=1637
-  _globals['_LISTBACKBONESREQUEST']._serialized_start=1639
-  _globals['_LISTBACKBONESREQUEST']._serialized_end=1700
-  _globals['_LISTBACKBONESRESPONSE']._serialized_start=1702
-  _globals['_LISTBACKBONESRESPONSE']._serialized_end=1794
-  _globals['_GETBACKBONEREQUEST']._serialized_start=1796
-  _globals['_GETBACKBONEREQUEST']._serialized_end=1830
-  _globals['_REGISTERBACKBONEREQUEST']._serialized_start=1832
-  _globals['_REGISTERBACKBONEREQUEST']._serialized_end=1947
-  _globals['_CREATEPROMPTREQUEST']._serialized_start=1949
-  _globals['_CREATEPROMPTREQUEST']._serialized_end=2048
-  _globals['_GETPROMPTREQUEST']._serialized_start=2050
-  _globals['_GETPROMPTREQUEST']._serialized_end=2082
-  _globals['_LISTPROMPTSREQUEST']._serialized_start=2085
-  _globals['_LISTPROMPTSREQUEST']._serialized_end=2240
-  _globals['_LISTPROMPTSRESPONSE']._serialized_start=2242
-  _globals['_LISTPROMPTSRESPONSE']._serialized_end=2328
-  _globals['_UPDATEPROMPTREQUEST']._serialized_start=2330
-  _globals['_UPDATEPROMPTREQUEST']._serialized_end=2439
-  _globals['_DELETEPROMPTREQUEST']._serialized_start=2441
-  _globals['_DELETEPROMPTREQUEST']._serialized_end=2491
-  _globals['_DELETEPROMPTRESPONSE']._serialized_start=2493
-  _globals['_DELETEPROMPTRESPONSE']._serialized_end=2515
-  _globals['_GETPROMPTVERSIONREQUEST']._serialized_start=2517
-  _globals['_GETPROMPTVERSIONREQUEST']._serialized_end=2580
-  _globals['_LISTPROMPTVERSIONSREQUEST']._serialized_start=2583
-  _globals['_LISTPROMPTVERSIONSREQUEST']._serialized_end=2746
-  _globals['_LISTPROMPTVERSIONSRESPONSE']._serialized_start=2748
-  _globals['_LISTPROMPTVERSIONSRESPONSE']._serialized_end=2849
-  _globals['_UPDATEPROMPTVERSIONREQUEST']._serialized_start=2851
-  _globals['_UPDATEPROMPTVERSIONREQUEST']._serialized_end=2975
-  _globals['_DELETEPROMPTVERSIONREQUEST']._serialized_start=2977
-  _globals['_DELETEPROMPTVERSIONREQUEST']._serialized_end=3034
-  _globals['_DELETEPROMPTVERSIONRESPONSE']._serialized_start=3036
-  _globals['_DELETEPROMPTVERSIONRESPONSE']._serialized_end=3065
-  _globals['_SETALIASREQUEST']._serialized_start=3067
-  _globals['_SETALIASREQUEST']._serialized_end=3132
-  _globals['_DELETEALIASREQUEST']._serialized_start=3134
-  _globals['_DELETEALIASREQUEST']._serialized_end=3168
-  _globals['_DELETEALIASRESPONSE']._serialized_start=3170
-  _globals['_DELETEALIASRESPONSE']._serialized_end=3191
-  _globals['_LISTALIASHISTORYREQUEST']._serialized_start=3193
-  _globals['_LISTALIASHISTORYREQUEST']._serialized_end=3273
-  _globals['_LISTALIASHISTORYRESPONSE']._serialized_start=3275
-  _globals['_LISTALIASHISTORYRESPONSE']._serialized_end=3369
-  _globals['_IMPORTPROMPTVERSIONREQUEST']._serialized_start=3372
-  _globals['_IMPORTPROMPTVERSIONREQUEST']._serialized_end=3540
-  _globals['_EXPORTPROMPTVERSIONREQUEST']._serialized_start=3542
-  _globals['_EXPORTPROMPTVERSIONREQUEST']._serialized_end=3584
-  _globals['_EXPORTPROMPTVERSIONRESPONSE']._serialized_start=3586
-  _globals['_EXPORTPROMPTVERSIONRESPONSE']._serialized_end=3705
-  _globals['_PROMPTCATALOG']._serialized_start=3951
-  _globals['_PROMPTCATALOG']._serialized_end=5474
+  _globals['_PROMPTCATALOG'].methods_by_name['ListBackbones']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['ListBackbones']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/backbones'
+  _globals['_PROMPTCATALOG'].methods_by_name['GetBackbone']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['GetBackbone']._serialized_options = b'\202\323\344\223\002\030\022\026/v1/{name=backbones/*}'
+  _globals['_PROMPTCATALOG'].methods_by_name['RegisterBackbone']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['RegisterBackbone']._serialized_options = b'\202\323\344\223\002\022\"\r/v1/backbones:\001*'
+  _globals['_PROMPTCATALOG'].methods_by_name['CreatePrompt']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['CreatePrompt']._serialized_options = b'\202\323\344\223\002\025\"\013/v1/prompts:\006prompt'
+  _globals['_PROMPTCATALOG'].methods_by_name['GetPrompt']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['GetPrompt']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/{name=prompts/*}'
+  _globals['_PROMPTCATALOG'].methods_by_name['ListPrompts']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['ListPrompts']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/prompts'
+  _globals['_PROMPTCATALOG'].methods_by_name['UpdatePrompt']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['UpdatePrompt']._serialized_options = b'\202\323\344\223\002%2\033/v1/{prompt.name=prompts/*}:\006prompt'
+  _globals['_PROMPTCATALOG'].methods_by_name['DeletePrompt']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['DeletePrompt']._serialized_options = b'\202\323\344\223\002\026*\024/v1/{name=prompts/*}'
+  _globals['_PROMPTCATALOG'].methods_by_name['GetPromptVersion']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['GetPromptVersion']._serialized_options = b'\202\323\344\223\002!\022\037/v1/{name=prompts/*/versions/*}'
+  _globals['_PROMPTCATALOG'].methods_by_name['ListPromptVersions']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['ListPromptVersions']._serialized_options = b'\202\323\344\223\002!\022\037/v1/{parent=prompts/*}/versions'
+  _globals['_PROMPTCATALOG'].methods_by_name['UpdatePromptVersion']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['UpdatePromptVersion']._serialized_options = b'\202\323\344\223\00222\'/v1/{version.name=prompts/*/versions/*}:\007version'
+  _globals['_PROMPTCATALOG'].methods_by_name['DeletePromptVersion']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['DeletePromptVersion']._serialized_options = b'\202\323\344\223\002!*\037/v1/{name=prompts/*/versions/*}'
+  _globals['_PROMPTCATALOG'].methods_by_name['SetAlias']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['SetAlias']._serialized_options = b'\202\323\344\223\002$\"\037/v1/{parent=prompts/*}:setAlias:\001*'
+  _globals['_PROMPTCATALOG'].methods_by_name['DeleteAlias']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['DeleteAlias']._serialized_options = b'\202\323\344\223\002 *\036/v1/{name=prompts/*/aliases/*}'
+  _globals['_PROMPTCATALOG'].methods_by_name['ListAliasHistory']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['ListAliasHistory']._serialized_options = b'\202\323\344\223\002$\022\"/v1/{parent=prompts/*}/aliasEvents'
+  _globals['_PROMPTCATALOG'].methods_by_name['ImportPromptVersion']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['ImportPromptVersion']._serialized_options = b'\202\323\344\223\002+\"&/v1/{parent=prompts/*}/versions:import:\001*'
+  _globals['_PROMPTCATALOG'].methods_by_name['ExportPromptVersion']._loaded_options = None
+  _globals['_PROMPTCATALOG'].methods_by_name['ExportPromptVersion']._serialized_options = b'\202\323\344\223\002(\022&/v1/{name=prompts/*/versions/*}:export'
+  _globals['_PROMPTKIND']._serialized_start=3737
+  _globals['_PROMPTKIND']._serialized_end=3823
+  _globals['_ARCHITECTURE']._serialized_start=3826
+  _globals['_ARCHITECTURE']._serialized_end=3978
+  _globals['_BACKBONE']._serialized_start=174
+  _globals['_BACKBONE']._serialized_end=467
+  _globals['_BACKBONEREPLICA']._serialized_start=469
+  _globals['_BACKBONEREPLICA']._serialized_end=533
+  _globals['_TASKSPEC']._serialized_start=535
+  _globals['_TASKSPEC']._serialized_end=655
+  _globals['_PROMPT']._serialized_start=658
+  _globals['_PROMPT']._serialized_end=971
+  _globals['_PROMPT_ALIASESENTRY']._serialized_start=925
+  _globals['_PROMPT_ALIASESENTRY']._serialized_end=971
+  _globals['_LINEAGE']._serialized_start=973
+  _globals['_LINEAGE']._serialized_end=1065
+  _globals['_PROMPTVERSION']._serialized_start=1068
+  _globals['_PROMPTVERSION']._serialized_end=1494
+  _globals['_PROMPTVERSION_METRICSENTRY']._serialized_start=1448
+  _globals['_PROMPTVERSION_METRICSENTRY']._serialized_end=1494
+  _globals['_ALIAS']._serialized_start=1496
+  _globals['_ALIAS']._serialized_end=1534
+  _globals['_ALIASEVENT']._serialized_start=1537
+  _globals['_ALIASEVENT']._serialized_end=1667
+  _globals['_LISTBACKBONESREQUEST']._serialized_start=1669
+  _globals['_LISTBACKBONESREQUEST']._serialized_end=1730
+  _globals['_LISTBACKBONESRESPONSE']._serialized_start=1732
+  _globals['_LISTBACKBONESRESPONSE']._serialized_end=1824
+  _globals['_GETBACKBONEREQUEST']._serialized_start=1826
+  _globals['_GETBACKBONEREQUEST']._serialized_end=1860
+  _globals['_REGISTERBACKBONEREQUEST']._serialized_start=1862
+  _globals['_REGISTERBACKBONEREQUEST']._serialized_end=1977
+  _globals['_CREATEPROMPTREQUEST']._serialized_start=1979
+  _globals['_CREATEPROMPTREQUEST']._serialized_end=2078
+  _globals['_GETPROMPTREQUEST']._serialized_start=2080
+  _globals['_GETPROMPTREQUEST']._serialized_end=2112
+  _globals['_LISTPROMPTSREQUEST']._serialized_start=2115
+  _globals['_LISTPROMPTSREQUEST']._serialized_end=2270
+  _globals['_LISTPROMPTSRESPONSE']._serialized_start=2272
+  _globals['_LISTPROMPTSRESPONSE']._serialized_end=2358
+  _globals['_UPDATEPROMPTREQUEST']._serialized_start=2360
+  _globals['_UPDATEPROMPTREQUEST']._serialized_end=2469
+  _globals['_DELETEPROMPTREQUEST']._serialized_start=2471
+  _globals['_DELETEPROMPTREQUEST']._serialized_end=2521
+  _globals['_DELETEPROMPTRESPONSE']._serialized_start=2523
+  _globals['_DELETEPROMPTRESPONSE']._serialized_end=2545
+  _globals['_GETPROMPTVERSIONREQUEST']._serialized_start=2547
+  _globals['_GETPROMPTVERSIONREQUEST']._serialized_end=2610
+  _globals['_LISTPROMPTVERSIONSREQUEST']._serialized_start=2613
+  _globals['_LISTPROMPTVERSIONSREQUEST']._serialized_end=2776
+  _globals['_LISTPROMPTVERSIONSRESPONSE']._serialized_start=2778
+  _globals['_LISTPROMPTVERSIONSRESPONSE']._serialized_end=2879
+  _globals['_UPDATEPROMPTVERSIONREQUEST']._serialized_start=2881
+  _globals['_UPDATEPROMPTVERSIONREQUEST']._serialized_end=3005
+  _globals['_DELETEPROMPTVERSIONREQUEST']._serialized_start=3007
+  _globals['_DELETEPROMPTVERSIONREQUEST']._serialized_end=3064
+  _globals['_DELETEPROMPTVERSIONRESPONSE']._serialized_start=3066
+  _globals['_DELETEPROMPTVERSIONRESPONSE']._serialized_end=3095
+  _globals['_SETALIASREQUEST']._serialized_start=3097
+  _globals['_SETALIASREQUEST']._serialized_end=3162
+  _globals['_DELETEALIASREQUEST']._serialized_start=3164
+  _globals['_DELETEALIASREQUEST']._serialized_end=3198
+  _globals['_DELETEALIASRESPONSE']._serialized_start=3200
+  _globals['_DELETEALIASRESPONSE']._serialized_end=3221
+  _globals['_LISTALIASHISTORYREQUEST']._serialized_start=3223
+  _globals['_LISTALIASHISTORYREQUEST']._serialized_end=3303
+  _globals['_LISTALIASHISTORYRESPONSE']._serialized_start=3305
+  _globals['_LISTALIASHISTORYRESPONSE']._serialized_end=3399
+  _globals['_IMPORTPROMPTVERSIONREQUEST']._serialized_start=3402
+  _globals['_IMPORTPROMPTVERSIONREQUEST']._serialized_end=3570
+  _globals['_EXPORTPROMPTVERSIONREQUEST']._serialized_start=3572
+  _globals['_EXPORTPROMPTVERSIONREQUEST']._serialized_end=3614
+  _globals['_EXPORTPROMPTVERSIONRESPONSE']._serialized_start=3616
+  _globals['_EXPORTPROMPTVERSIONRESPONSE']._serialized_end=3735
+  _globals['_PROMPTCATALOG']._serialized_start=3981
+  _globals['_PROMPTCATALOG']._serialized_end=6155
 # @@protoc_insertion_point(module_scope)

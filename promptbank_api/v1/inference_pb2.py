@@ -22,29 +22,34 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpromptbank/v1/inference.proto\x12\rpromptbank.v1\"=\n\x0b\x43lassifyRow\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08\x65nsemble\x18\x03 \x03(\t\";\n\x0f\x43lassifyRequest\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.promptbank.v1.ClassifyRow\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"m\n\x0e\x43lassifyResult\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x06scores\x18\x03 \x03(\x0b\x32\x19.promptbank.v1.LabelScore\x12\x10\n\x08versions\x18\x04 \x03(\t\"B\n\x10\x43lassifyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.promptbank.v1.ClassifyResult\"\x82\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x42\x11\n\x0f_max_new_tokens\".\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x32\xa7\x01\n\tInference\x12K\n\x08\x43lassify\x12\x1e.promptbank.v1.ClassifyRequest\x1a\x1f.promptbank.v1.ClassifyResponse\x12M\n\x08Generate\x12\x1e.promptbank.v1.GenerateRequest\x1a\x1f.promptbank.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpromptbank/v1/inference.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\"=\n\x0b\x43lassifyRow\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08\x65nsemble\x18\x03 \x03(\t\";\n\x0f\x43lassifyRequest\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.promptbank.v1.ClassifyRow\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"m\n\x0e\x43lassifyResult\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x06scores\x18\x03 \x03(\x0b\x32\x19.promptbank.v1.LabelScore\x12\x10\n\x08versions\x18\x04 \x03(\t\"B\n\x10\x43lassifyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.promptbank.v1.ClassifyResult\"\x82\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x42\x11\n\x0f_max_new_tokens\".\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x32\xe9\x01\n\tInference\x12l\n\x08\x43lassify\x12\x1e.promptbank.v1.ClassifyRequest\x1a\x1f.promptbank.v1.ClassifyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/prompts:classify:\x01*\x12n\n\x08Generate\x12\x1e.promptbank.v1.GenerateRequest\x1a\x1f.promptbank.v1.GenerateResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/prompts:generate:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'promptbank_api.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLASSIFYROW']._serialized_start=48
-  _globals['_CLASSIFYROW']._serialized_end=109
-  _globals['_CLASSIFYREQUEST']._serialized_start=111
-  _globals['_CLASSIFYREQUEST']._serialized_end=170
-  _globals['_LABELSCORE']._serialized_start=172
-  _globals['_LABELSCORE']._serialized_end=214
-  _globals['_CLASSIFYRESULT']._serialized_start=216
-  _globals['_CLASSIFYRESULT']._serialized_end=325
-  _globals['_CLASSIFYRESPONSE']._serialized_start=327
-  _globals['_CLASSIFYRESPONSE']._serialized_end=393
-  _globals['_GENERATEREQUEST']._serialized_start=396
-  _globals['_GENERATEREQUEST']._serialized_end=526
-  _globals['_GENERATERESPONSE']._serialized_start=528
-  _globals['_GENERATERESPONSE']._serialized_end=574
-  _globals['_INFERENCE']._serialized_start=577
-  _globals['_INFERENCE']._serialized_end=744
+  _globals['_INFERENCE'].methods_by_name['Classify']._loaded_options = None
+  _globals['_INFERENCE'].methods_by_name['Classify']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/prompts:classify:\001*'
+  _globals['_INFERENCE'].methods_by_name['Generate']._loaded_options = None
+  _globals['_INFERENCE'].methods_by_name['Generate']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/prompts:generate:\001*'
+  _globals['_CLASSIFYROW']._serialized_start=78
+  _globals['_CLASSIFYROW']._serialized_end=139
+  _globals['_CLASSIFYREQUEST']._serialized_start=141
+  _globals['_CLASSIFYREQUEST']._serialized_end=200
+  _globals['_LABELSCORE']._serialized_start=202
+  _globals['_LABELSCORE']._serialized_end=244
+  _globals['_CLASSIFYRESULT']._serialized_start=246
+  _globals['_CLASSIFYRESULT']._serialized_end=355
+  _globals['_CLASSIFYRESPONSE']._serialized_start=357
+  _globals['_CLASSIFYRESPONSE']._serialized_end=423
+  _globals['_GENERATEREQUEST']._serialized_start=426
+  _globals['_GENERATEREQUEST']._serialized_end=556
+  _globals['_GENERATERESPONSE']._serialized_start=558
+  _globals['_GENERATERESPONSE']._serialized_end=604
+  _globals['_INFERENCE']._serialized_start=607
+  _globals['_INFERENCE']._serialized_end=840
 # @@protoc_insertion_point(module_scope)

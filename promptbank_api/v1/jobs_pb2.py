@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from promptbank_api.v1 import catalog_pb2 as promptbank_dot_v1_dot_catalog__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/jobs.proto\x12\rpromptbank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpromptbank/v1/catalog.proto\"T\n\x14UploadDatasetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x08\x65xamples\x18\x02 \x03(\x0b\x32\x16.promptbank.v1.Example\"\xa8\x01\n\x0fUploadedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x45\n\x0clabel_counts\x18\x03 \x03(\x0b\x32/.promptbank.v1.UploadedDataset.LabelCountsEntry\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"&\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\xac\x01\n\x07\x44\x61taset\x12/\n\x06inline\x18\x01 \x01(\x0b\x32\x1d.promptbank.v1.InlineExamplesH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x13\n\x0btext_column\x18\x03 \x01(\t\x12\x14\n\x0clabel_column\x18\x04 \x01(\t\x12\x1a\n\reval_fraction\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06sourceB\x10\n\x0e_eval_fraction\":\n\x0eInlineExamples\x12(\n\x08\x65xamples\x18\x01 \x03(\x0b\x32\x16.promptbank.v1.Example\"\xf6\x04\n\x0fHyperparameters\x12\x1f\n\x12num_virtual_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06\x65pochs\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x0c\n\x04init\x18\x06 \x01(\t\x12\x11\n\tinit_text\x18\x07 \x01(\t\x12\x17\n\nmax_length\x18\x08 \x01(\x05H\x05\x88\x01\x01\x12\x16\n\tmax_steps\x18\t \x01(\x05H\x06\x88\x01\x01\x12\x15\n\x08patience\x18\n \x01(\x05H\x07\x88\x01\x01\x12\x1d\n\x10\x63heckpoint_every\x18\x0b \x01(\x05H\x08\x88\x01\x01\x12\x11\n\tprecision\x18\x0c \x01(\t\x12\x11\n\tselect_on\x18\r \x01(\t\x12\x18\n\x0binput_noise\x18\x0e \x01(\x01H\t\x88\x01\x01\x12\x16\n\tema_decay\x18\x0f \x01(\x01H\n\x88\x01\x01\x12\x1a\n\rtoken_dropout\x18\x10 \x01(\x01H\x0b\x88\x01\x01\x12.\n\x0bprompt_kind\x18\x11 \x01(\x0e\x32\x19.promptbank.v1.PromptKindB\x15\n\x13_num_virtual_tokensB\t\n\x07_epochsB\x10\n\x0e_learning_rateB\r\n\x0b_batch_sizeB\x07\n\x05_seedB\r\n\x0b_max_lengthB\x0c\n\n_max_stepsB\x0b\n\t_patienceB\x13\n\x11_checkpoint_everyB\x0e\n\x0c_input_noiseB\x0c\n\n_ema_decayB\x10\n\x0e_token_dropout\"\xed\x05\n\x08TrainJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12%\n\x04task\x18\x04 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\'\n\x07\x64\x61taset\x18\x05 \x01(\x0b\x32\x16.promptbank.v1.Dataset\x12\x37\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x1e.promptbank.v1.Hyperparameters\x12\x0f\n\x07\x61liases\x18\x07 \x03(\t\x12,\n\x05state\x18\x08 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\t \x01(\x03\x12\x13\n\x0btotal_steps\x18\n \x01(\x03\x12\x0c\n\x04loss\x18\x0b \x01(\x01\x12\x35\n\x07metrics\x18\x0c \x03(\x0b\x32$.promptbank.v1.TrainJob.MetricsEntry\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x16\n\x0eresult_version\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x12 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x13 \x01(\x05\x12\x13\n\x0blease_owner\x18\x14 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"a\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"Q\n\x15\x43reateTrainJobRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x12GetTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"{\n\x14ListTrainJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0e\n\x06prompt\x18\x04 \x01(\t\"W\n\x15ListTrainJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x43\x61ncelTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x14WatchTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xe9\x03\n\rTrainJobEvent\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.promptbank.v1.TrainJobEvent.Kind\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x06 \x01(\x03\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12:\n\x07metrics\x18\x08 \x03(\x0b\x32).promptbank.v1.TrainJobEvent.MetricsEntry\x12\x1b\n\x13\x65xamples_per_second\x18\t \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\n \x01(\x01\x12\x0f\n\x07message\x18\x0b \x01(\t\x12(\n\x04time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CHANGED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x08\n\x04\x45VAL\x10\x03\x12\x07\n\x03LOG\x10\x04\x32\x82\x04\n\tTrainJobs\x12O\n\x0e\x43reateTrainJob\x12$.promptbank.v1.CreateTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12I\n\x0bGetTrainJob\x12!.promptbank.v1.GetTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12Z\n\rListTrainJobs\x12#.promptbank.v1.ListTrainJobsRequest\x1a$.promptbank.v1.ListTrainJobsResponse\x12O\n\x0e\x43\x61ncelTrainJob\x12$.promptbank.v1.CancelTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\x12T\n\rWatchTrainJob\x12#.promptbank.v1.WatchTrainJobRequest\x1a\x1c.promptbank.v1.TrainJobEvent0\x01\x12V\n\rUploadDataset\x12#.promptbank.v1.UploadDatasetRequest\x1a\x1e.promptbank.v1.UploadedDataset(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/jobs.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpromptbank/v1/catalog.proto\"T\n\x14UploadDatasetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x08\x65xamples\x18\x02 \x03(\x0b\x32\x16.promptbank.v1.Example\"\xa8\x01\n\x0fUploadedDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x45\n\x0clabel_counts\x18\x03 \x03(\x0b\x32/.promptbank.v1.UploadedDataset.LabelCountsEntry\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"&\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\xac\x01\n\x07\x44\x61taset\x12/\n\x06inline\x18\x01 \x01(\x0b\x32\x1d.promptbank.v1.InlineExamplesH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x12\x13\n\x0btext_column\x18\x03 \x01(\t\x12\x14\n\x0clabel_column\x18\x04 \x01(\t\x12\x1a\n\reval_fraction\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06sourceB\x10\n\x0e_eval_fraction\":\n\x0eInlineExamples\x12(\n\x08\x65xamples\x18\x01 \x03(\x0b\x32\x16.promptbank.v1.Example\"\xf6\x04\n\x0fHyperparameters\x12\x1f\n\x12num_virtual_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06\x65pochs\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x0c\n\x04init\x18\x06 \x01(\t\x12\x11\n\tinit_text\x18\x07 \x01(\t\x12\x17\n\nmax_length\x18\x08 \x01(\x05H\x05\x88\x01\x01\x12\x16\n\tmax_steps\x18\t \x01(\x05H\x06\x88\x01\x01\x12\x15\n\x08patience\x18\n \x01(\x05H\x07\x88\x01\x01\x12\x1d\n\x10\x63heckpoint_every\x18\x0b \x01(\x05H\x08\x88\x01\x01\x12\x11\n\tprecision\x18\x0c \x01(\t\x12\x11\n\tselect_on\x18\r \x01(\t\x12\x18\n\x0binput_noise\x18\x0e \x01(\x01H\t\x88\x01\x01\x12\x16\n\tema_decay\x18\x0f \x01(\x01H\n\x88\x01\x01\x12\x1a\n\rtoken_dropout\x18\x10 \x01(\x01H\x0b\x88\x01\x01\x12.\n\x0bprompt_kind\x18\x11 \x01(\x0e\x32\x19.promptbank.v1.PromptKindB\x15\n\x13_num_virtual_tokensB\t\n\x07_epochsB\x10\n\x0e_learning_rateB\r\n\x0b_batch_sizeB\x07\n\x05_seedB\r\n\x0b_max_lengthB\x0c\n\n_max_stepsB\x0b\n\t_patienceB\x13\n\x11_checkpoint_everyB\x0e\n\x0c_input_noiseB\x0c\n\n_ema_decayB\x10\n\x0e_token_dropout\"\xed\x05\n\x08TrainJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x03 \x01(\t\x12%\n\x04task\x18\x04 \x01(\x0b\x32\x17.promptbank.v1.TaskSpec\x12\'\n\x07\x64\x61taset\x18\x05 \x01(\x0b\x32\x16.promptbank.v1.Dataset\x12\x37\n\x0fhyperparameters\x18\x06 \x01(\x0b\x32\x1e.promptbank.v1.Hyperparameters\x12\x0f\n\x07\x61liases\x18\x07 \x03(\t\x12,\n\x05state\x18\x08 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\t \x01(\x03\x12\x13\n\x0btotal_steps\x18\n \x01(\x03\x12\x0c\n\x04loss\x18\x0b \x01(\x01\x12\x35\n\x07metrics\x18\x0c \x03(\x0b\x32$.promptbank.v1.TrainJob.MetricsEntry\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x16\n\x0eresult_version\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x12 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x13 \x01(\x05\x12\x13\n\x0blease_owner\x18\x14 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"a\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"Q\n\x15\x43reateTrainJobRequest\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x12GetTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"{\n\x14ListTrainJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0e\n\x06prompt\x18\x04 \x01(\t\"W\n\x15ListTrainJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.promptbank.v1.TrainJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x43\x61ncelTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x14WatchTrainJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xe9\x03\n\rTrainJobEvent\x12\x0b\n\x03job\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x04kind\x18\x03 \x01(\x0e\x32!.promptbank.v1.TrainJobEvent.Kind\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.promptbank.v1.TrainJob.State\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x06 \x01(\x03\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12:\n\x07metrics\x18\x08 \x03(\x0b\x32).promptbank.v1.TrainJobEvent.MetricsEntry\x12\x1b\n\x13\x65xamples_per_second\x18\t \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\n \x01(\x01\x12\x0f\n\x07message\x18\x0b \x01(\t\x12(\n\x04time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CHANGED\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\x08\n\x04\x45VAL\x10\x03\x12\x07\n\x03LOG\x10\x04\x32\xa5\x05\n\tTrainJobs\x12\x66\n\x0e\x43reateTrainJob\x12$.promptbank.v1.CreateTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\"\x15\x82\xd3\xe4\x93\x02\x0f\"\x08/v1/jobs:\x03job\x12\x64\n\x0bGetTrainJob\x12!.promptbank.v1.GetTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/{name=jobs/*}\x12l\n\rListTrainJobs\x12#.promptbank.v1.ListTrainJobsRequest\x1a$.promptbank.v1.ListTrainJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12t\n\x0e\x43\x61ncelTrainJob\x12$.promptbank.v1.CancelTrainJobRequest\x1a\x17.promptbank.v1.TrainJob\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{name=jobs/*}:cancel:\x01*\x12u\n\rWatchTrainJob\x12#.promptbank.v1.WatchTrainJobRequest\x1a\x1c.promptbank.v1.TrainJobEvent\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/{name=jobs/*}:watch0\x01\x12o\n\rUploadDataset\x12#.promptbank.v1.UploadDatasetRequest\x1a\x1e.promptbank.v1.UploadedDataset\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/datasets:\x01*(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,44 +40,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINJOB_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_TRAINJOBEVENT_METRICSENTRY']._loaded_options = None
   _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_UPLOADDATASETREQUEST']._serialized_start=105
-  _globals['_UPLOADDATASETREQUEST']._serialized_end=189
-  _globals['_UPLOADEDDATASET']._serialized_start=192
-  _globals['_UPLOADEDDATASET']._serialized_end=360
-  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._serialized_start=310
-  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._serialized_end=360
-  _globals['_EXAMPLE']._serialized_start=362
-  _globals['_EXAMPLE']._serialized_end=400
-  _globals['_DATASET']._serialized_start=403
-  _globals['_DATASET']._serialized_end=575
-  _globals['_INLINEEXAMPLES']._serialized_start=577
-  _globals['_INLINEEXAMPLES']._serialized_end=635
-  _globals['_HYPERPARAMETERS']._serialized_start=638
-  _globals['_HYPERPARAMETERS']._serialized_end=1268
-  _globals['_TRAINJOB']._serialized_start=1271
-  _globals['_TRAINJOB']._serialized_end=2020
-  _globals['_TRAINJOB_METRICSENTRY']._serialized_start=1875
-  _globals['_TRAINJOB_METRICSENTRY']._serialized_end=1921
-  _globals['_TRAINJOB_STATE']._serialized_start=1923
-  _globals['_TRAINJOB_STATE']._serialized_end=2020
-  _globals['_CREATETRAINJOBREQUEST']._serialized_start=2022
-  _globals['_CREATETRAINJOBREQUEST']._serialized_end=2103
-  _globals['_GETTRAINJOBREQUEST']._serialized_start=2105
-  _globals['_GETTRAINJOBREQUEST']._serialized_end=2139
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_start=2141
-  _globals['_LISTTRAINJOBSREQUEST']._serialized_end=2264
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_start=2266
-  _globals['_LISTTRAINJOBSRESPONSE']._serialized_end=2353
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_start=2355
-  _globals['_CANCELTRAINJOBREQUEST']._serialized_end=2392
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_start=2394
-  _globals['_WATCHTRAINJOBREQUEST']._serialized_end=2454
-  _globals['_TRAINJOBEVENT']._serialized_start=2457
-  _globals['_TRAINJOBEVENT']._serialized_end=2946
-  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_start=1875
-  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_end=1921
-  _globals['_TRAINJOBEVENT_KIND']._serialized_start=2866
-  _globals['_TRAINJOBEVENT_KIND']._serialized_end=2946
-  _globals['_TRAINJOBS']._serialized_start=2949
-  _globals['_TRAINJOBS']._serialized_end=3463
+  _globals['_TRAINJOBS'].methods_by_name['CreateTrainJob']._loaded_options = None
+  _globals['_TRAINJOBS'].methods_by_name['CreateTrainJob']._serialized_options = b'\202\323\344\223\002\017\"\010/v1/jobs:\003job'
+  _globals['_TRAINJOBS'].methods_by_name['GetTrainJob']._loaded_options = None
+  _globals['_TRAINJOBS'].methods_by_name['GetTrainJob']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/{name=jobs/*}'
+  _globals['_TRAINJOBS'].methods_by_name['ListTrainJobs']._loaded_options = None
+  _globals['_TRAINJOBS'].methods_by_name['ListTrainJobs']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/jobs'
+  _globals['_TRAINJOBS'].methods_by_name['CancelTrainJob']._loaded_options = None
+  _globals['_TRAINJOBS'].methods_by_name['CancelTrainJob']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/{name=jobs/*}:cancel:\001*'
+  _globals['_TRAINJOBS'].methods_by_name['WatchTrainJob']._loaded_options = None
+  _globals['_TRAINJOBS'].methods_by_name['WatchTrainJob']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/{name=jobs/*}:watch'
+  _globals['_TRAINJOBS'].methods_by_name['UploadDataset']._loaded_options = None
+  _globals['_TRAINJOBS'].methods_by_name['UploadDataset']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/datasets:\001*'
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=135
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=219
+  _globals['_UPLOADEDDATASET']._serialized_start=222
+  _globals['_UPLOADEDDATASET']._serialized_end=390
+  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._serialized_start=340
+  _globals['_UPLOADEDDATASET_LABELCOUNTSENTRY']._serialized_end=390
+  _globals['_EXAMPLE']._serialized_start=392
+  _globals['_EXAMPLE']._serialized_end=430
+  _globals['_DATASET']._serialized_start=433
+  _globals['_DATASET']._serialized_end=605
+  _globals['_INLINEEXAMPLES']._serialized_start=607
+  _globals['_INLINEEXAMPLES']._serialized_end=665
+  _globals['_HYPERPARAMETERS']._serialized_start=668
+  _globals['_HYPERPARAMETERS']._serialized_end=1298
+  _globals['_TRAINJOB']._serialized_start=1301
+  _globals['_TRAINJOB']._serialized_end=2050
+  _globals['_TRAINJOB_METRICSENTRY']._serialized_start=1905
+  _globals['_TRAINJOB_METRICSENTRY']._serialized_end=1951
+  _globals['_TRAINJOB_STATE']._serialized_start=1953
+  _globals['_TRAINJOB_STATE']._serialized_end=2050
+  _globals['_CREATETRAINJOBREQUEST']._serialized_start=2052
+  _globals['_CREATETRAINJOBREQUEST']._serialized_end=2133
+  _globals['_GETTRAINJOBREQUEST']._serialized_start=2135
+  _globals['_GETTRAINJOBREQUEST']._serialized_end=2169
+  _globals['_LISTTRAINJOBSREQUEST']._serialized_start=2171
+  _globals['_LISTTRAINJOBSREQUEST']._serialized_end=2294
+  _globals['_LISTTRAINJOBSRESPONSE']._serialized_start=2296
+  _globals['_LISTTRAINJOBSRESPONSE']._serialized_end=2383
+  _globals['_CANCELTRAINJOBREQUEST']._serialized_start=2385
+  _globals['_CANCELTRAINJOBREQUEST']._serialized_end=2422
+  _globals['_WATCHTRAINJOBREQUEST']._serialized_start=2424
+  _globals['_WATCHTRAINJOBREQUEST']._serialized_end=2484
+  _globals['_TRAINJOBEVENT']._serialized_start=2487
+  _globals['_TRAINJOBEVENT']._serialized_end=2976
+  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_start=1905
+  _globals['_TRAINJOBEVENT_METRICSENTRY']._serialized_end=1951
+  _globals['_TRAINJOBEVENT_KIND']._serialized_start=2896
+  _globals['_TRAINJOBEVENT_KIND']._serialized_end=2976
+  _globals['_TRAINJOBS']._serialized_start=2979
+  _globals['_TRAINJOBS']._serialized_end=3656
 # @@protoc_insertion_point(module_scope)

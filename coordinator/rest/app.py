@@ -1,0 +1,215 @@
+"""The HTTP server: REST/JSON for every annotated RPC, Server-Sent Events for server streams, `/openapi.json`,
+and the web console at `/`. It runs on the coordinator's event loop beside grpc.aio (aiohttp), on `--http-port`,
+with the gRPC port's TLS settings, and answers every RPC through `Invoker`: the same servicers, interceptors,
+limits and metrics as gRPC. Errors are `google.rpc.Status` JSON with the gRPC code and message.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import Message
+
+from coordinator.config import ServerConfig
+from coordinator.errors import status_for
+from coordinator.metrics import transport
+from coordinator.rest.guard import refusal
+from coordinator.rest.invoke import CallDetails, Invoker, RpcError
+from coordinator.rest.routes import NoRoute, Route, Router
+from coordinator.rest.status import HTTP_STATUS, status_body
+from coordinator.rest.transcode import build_request, dumps, to_json
+from promptbank_api.errors import PromptBankError, ResourceExhausted
+
+log = logging.getLogger("promptbank.coordinator")
+CONSOLE = Path(__file__).resolve().parents[1] / "console"
+OPENAPI = Path(__file__).with_name("openapi.json")
+NDJSON = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SECURITY_HEADERS = {  # the console loads only its own files; nothing is framed or sniffed
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def error_response(code: grpc.StatusCode, message: str, http_status: int | None = None) -> web.Response:
+    return web.Response(body=dumps(status_body(code, message)), content_type="application/json",
+                        status=http_status or HTTP_STATUS.get(code, 500))
+
+
+def json_response(msg: Message) -> web.Response:
+    return web.Response(body=dumps(to_json(msg)), content_type="application/json")
+
+
+def sse(data: Any, event: str = "") -> bytes:
+    """One Server-Sent Event: `data:` the JSON of a message (or a Status), after `event:` when not a message."""
+    return (f"event: {event}\n".encode() if event else b"") + b"data: " + dumps(data) + b"\n\n"
+
+
+def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    auth = request.headers.get("Authorization", "")
+    return (("authorization", auth),) if auth else ()
+
+
+class Api:
+    """Every REST route: find it, build the request, run the RPC through the invoker, write its JSON."""
+
+    def __init__(self, router: Router, invoker: Invoker, max_bytes: int, auth_off: bool):
+        self.router, self.invoker, self.max_bytes, self.auth_off = router, invoker, max_bytes, auth_off
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        transport.set("http")  # this handler's own context: the RPC interceptor labels the call
+        content_type = request.content_type if "Content-Type" in request.headers else ""
+        refused = refusal(request.method, content_type, request.headers, self.auth_off)
+        if refused is not None:
+            return error_response(refused[1], refused[2], refused[0])
+        try:
+            route, values = self.router.find(request.method, request.rel_url.raw_path)
+        except NoRoute as exc:
+            if exc.allowed:
+                return error_response(grpc.StatusCode.UNIMPLEMENTED, str(exc), 405)
+            return error_response(grpc.StatusCode.NOT_FOUND, str(exc))
+        details, peer = CallDetails(route.rpc, _metadata(request)), str(request.remote or "")
+        try:
+            if route.client_streaming:
+                return json_response(await self.invoker.unary(details, self._chunks(request, route, values), peer))
+            body = await self._read(request) if route.body else b""
+            message = build_request(route, values, request.query.items(), body)
+            if route.server_streaming:
+                return await self._events(request, details, message, peer)
+            return json_response(await self.invoker.unary(details, message, peer))
+        except RpcError as exc:
+            return error_response(exc.code, exc.message)
+        except PromptBankError as exc:  # a request that does not transcode: mapped where domain errors are
+            return error_response(*status_for(exc))
+        except Exception:  # noqa: BLE001 - as for gRPC: INTERNAL with a generic message, the details in the log
+            log.exception("unhandled error in REST %s %s", request.method, request.rel_url.path)
+            return error_response(grpc.StatusCode.INTERNAL, "internal error; see the coordinator log")
+
+    async def _read(self, request: web.Request) -> bytes:
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ResourceExhausted(f"the request body is over {self.max_bytes} bytes; the limit is {self.max_bytes} "
+                                    "(promptbank serve --limit-message-bytes)") from None
+
+    async def _chunks(self, request: web.Request, route: Route, values: dict[str, str]) -> AsyncIterator[Message]:
+        """A client stream from one POST: a JSON body is one message; a JSON-lines body (Content-Type
+        application/x-ndjson) is one message per line, read as it arrives (each line within the message limit)."""
+        if request.content_type not in NDJSON:
+            yield build_request(route, values, request.query.items(), await self._read(request))
+            return
+        buf = bytearray()
+        async for data in request.content.iter_any():
+            buf += data
+            while (end := buf.find(b"\n")) >= 0:
+                line = bytes(buf[:end])
+                del buf[:end + 1]
+                if line.strip():
+                    yield build_request(route, values, (), line)
+            if len(buf) > self.max_bytes:
+                raise ResourceExhausted(f"a line of the upload is over {self.max_bytes} bytes "
+                                        "(promptbank serve --limit-message-bytes)")
+        if bytes(buf).strip():
+            yield build_request(route, values, (), bytes(buf))
+
+    async def _events(self, request: web.Request, details: CallDetails, message: Message,
+                      peer: str) -> web.StreamResponse:
+        """A server stream as Server-Sent Events: one `data:` event per message, then `event: end`, or
+        `event: error` with the Status. A status before the first message is a plain HTTP error."""
+        responses = self.invoker.stream(details, message, peer)
+        try:
+            try:
+                first: Message | None = await anext(responses)
+            except StopAsyncIteration:
+                first = None
+            except RpcError as exc:
+                return error_response(exc.code, exc.message)
+            out = web.StreamResponse(headers=SSE_HEADERS)
+            await out.prepare(request)
+            try:
+                if first is not None:
+                    await out.write(sse(to_json(first)))
+                    async for item in responses:
+                        await out.write(sse(to_json(item)))
+                await out.write(sse({}, "end"))
+            except RpcError as exc:
+                await out.write(sse(status_body(exc.code, exc.message), "error"))
+            except ConnectionResetError:  # the caller left; the stream is closed below
+                pass
+            return out
+        finally:
+            await responses.aclose()
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def console_index(_: web.Request) -> web.StreamResponse:
+    return web.FileResponse(CONSOLE / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def openapi(_: web.Request) -> web.StreamResponse:
+    return web.FileResponse(OPENAPI, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The gRPC port's TLS (and mutual TLS) settings, for HTTPS."""
+    if not config.tls:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca:
+        ctx.load_verify_locations(config.tls_client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+@dataclass
+class RestServer:
+    """The running HTTP server; `url` is what a browser opens."""
+
+    runner: web.AppRunner
+    port: int
+    url: str
+
+    async def stop(self) -> None:
+        """Stops listening, lets requests in flight finish within the grace period, then ends the rest."""
+        await self.runner.cleanup()
+
+
+async def start_http(config: ServerConfig, invoker: Invoker, routes: list[Route]) -> RestServer:
+    assert config.http_port is not None
+    app = web.Application(client_max_size=config.limits.message_bytes, middlewares=[security_headers])
+    app.router.add_route("*", "/v1/{tail:.*}", Api(Router(routes), invoker, config.limits.message_bytes,
+                                                        config.auth == "none"))
+    app.router.add_get("/", console_index)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_static("/console/", CONSOLE)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=config.grace_seconds)
+    await runner.setup()
+    tls = ssl_context(config)
+    try:
+        await web.TCPSite(runner, config.host, config.http_port, ssl_context=tls, reuse_port=False).start()
+    except OSError as exc:
+        if not config.http_any_port:
+            await runner.cleanup()
+            raise OSError(f"could not serve HTTP on {config.host}:{config.http_port}: {exc}") from exc
+        log.info("HTTP port %d is taken (%s); serving REST and the console on a free port", config.http_port, exc)
+        await web.TCPSite(runner, config.host, 0, ssl_context=tls, reuse_port=False).start()
+    port = int(runner.addresses[0][1])
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return RestServer(runner, port, f"{'https' if config.tls else 'http'}://{host}:{port}/")

@@ -1,0 +1,170 @@
+"""The web console in a real browser (Debian's headless Chromium through chromedriver) against a real coordinator:
+the catalog lists a trained prompt, the playground shows the gRPC API's scores, a job page's curve grows while the
+job trains, and a reader can neither see nor use an alias move. Set PROMPTBANK_SCREENSHOT=docs/console.png to
+refresh the README's screenshot from the job page."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from promptbank_api.v1 import jobs_pb2 as jp
+from tests.rest_fixtures import RestStack
+from tests.test_server import DATA
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1280,1000")
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("headless Chromium is missing: run scripts/bootstrap.sh as root, or "
+                    "apt-get install -y chromium chromium-driver", pytrace=False)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, cond, timeout: float = WAIT_S):  # type: ignore[no-untyped-def]
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: cond(d))
+
+
+def css(driver: WebDriver, selector: str):  # type: ignore[no-untyped-def]
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def text_of(driver: WebDriver, element_id: str) -> str:
+    """An element's text read in one step (the job page redraws as events arrive: no stale references)."""
+    return str(driver.execute_script("return document.getElementById(arguments[0])?.textContent ?? ''", element_id))
+
+
+def sign_in(driver: WebDriver, stack: RestStack, role: str, page: str = "#/catalog") -> None:
+    driver.get(stack.url + page)
+    driver.execute_script("sessionStorage.clear()")
+    driver.refresh()
+    wait(driver, lambda d: css(d, "#signed-out"))  # tokens on: nothing but the sign-in until a token is given
+    driver.find_element(By.ID, "token").send_keys(stack.tokens[role])
+    driver.find_element(By.ID, "signin-button").click()
+    wait(driver, lambda d: d.find_element(By.ID, "whoami").get_attribute("data-role") == role)
+
+
+def test_the_catalog_lists_a_trained_prompt(browser: WebDriver, rest_stack: RestStack) -> None:
+    sign_in(browser, rest_stack, "admin")
+    row = wait(browser, lambda d: css(d, 'tr.prompt-row[data-name="prompts/rest-sentiment"]'))[0]
+    assert "prod → v1" in row.text and "negative, positive" in row.text
+    search = browser.find_element(By.ID, "search")
+    search.send_keys("zzz-no-such")
+    wait(browser, lambda d: not css(d, "tr.prompt-row"))
+    search.send_keys(Keys.CONTROL, "a")
+    search.send_keys("rest-sent")  # typed: the list filters as it changes
+    wait(browser, lambda d: [r.get_attribute("data-name") for r in css(d, "tr.prompt-row")] == ["prompts/rest-sentiment"])
+    browser.find_element(By.CSS_SELECTOR, 'tr.prompt-row[data-name="prompts/rest-sentiment"] a').click()
+    version = wait(browser, lambda d: css(d, 'tr.version-row[data-version="1"]'))[0]
+    assert "eval_accuracy" in version.text and "job" in version.text and "by admin" in version.text
+    assert "prod" in browser.find_element(By.ID, "alias-history").text
+    assert browser.find_element(By.ID, "alias-form").is_displayed()  # an admin may move aliases
+    assert browser.execute_script("return localStorage.length") == 0  # the token lives in the tab's session only
+
+
+def test_the_playground_shows_the_grpc_scores(browser: WebDriver, rest_stack: RestStack) -> None:
+    texts = ["good great lovely", "sad horrible hate"]
+    sign_in(browser, rest_stack, "reader", "#/playground")
+    area = wait(browser, lambda d: css(d, "#texts"))[0]
+    area.clear()
+    area.send_keys("\n".join(texts))
+    for prompt in ("rest-sentiment", rest_stack.lm_prompt):  # two tasks on two backbones in one request
+        browser.find_element(By.CSS_SELECTOR, f'input.pick[data-prompt="{prompt}"]').click()
+    browser.find_element(By.ID, "classify").click()
+    wait(browser, lambda d: len(css(d, "td.result")) == 4)
+    pairs = [(t, p) for t in texts for p in ("rest-sentiment", rest_stack.lm_prompt)]
+    with rest_stack.client("reader") as c:
+        want = dict(zip(pairs, c.classify([(p, t) for t, p in pairs]), strict=True))
+    seen = set()
+    for row in css(browser, "tr.result-row"):
+        for cell in row.find_elements(By.CSS_SELECTOR, "td.result"):
+            key = (row.get_attribute("data-text"), cell.get_attribute("data-prompt"))
+            pred = want[key]
+            seen.add(key)
+            assert (cell.get_attribute("data-label"), cell.get_attribute("data-version")) == (pred.label, pred.version)
+            shown = {s.get_attribute("data-label"): float(s.get_attribute("data-score"))
+                     for s in cell.find_elements(By.CSS_SELECTOR, "span.score")}
+            assert shown == pred.scores  # exactly: the same doubles
+    assert seen == set(pairs)
+
+    # an ensemble: the prompt averaged with its version 1, in the same forward
+    browser.find_element(By.CSS_SELECTOR, f'input.pick[data-prompt="{rest_stack.lm_prompt}"]').click()
+    browser.find_element(By.CSS_SELECTOR, '.picker[data-prompt="rest-sentiment"] .ensemble').send_keys("1")
+    browser.find_element(By.ID, "classify").click()
+    wait(browser, lambda d: len(css(d, "td.result")) == 2)
+    with rest_stack.client("reader") as c:
+        averaged = c.classify_ensemble([(["rest-sentiment", "rest-sentiment/versions/1"], t) for t in texts])
+    for cell, pred in zip(css(browser, "td.result"), averaged, strict=True):
+        assert "1 + 1" in cell.text  # both members named
+        assert {s.get_attribute("data-label"): float(s.get_attribute("data-score"))
+                for s in cell.find_elements(By.CSS_SELECTOR, "span.score")} == pred.scores
+
+    # two versions compared on the same texts (the prompt has one: it agrees with itself)
+    Select(browser.find_element(By.ID, "compare-prompt")).select_by_value("rest-sentiment")
+    wait(browser, lambda d: [o.text for o in Select(d.find_element(By.ID, "compare-b")).options] == ["v1"])
+    browser.find_element(By.ID, "compare").click()
+    assert wait(browser, lambda d: text_of(d, "agreement")) == f"agree on {len(texts)} of {len(texts)} texts"
+
+
+def test_a_job_page_curve_grows_while_the_job_trains(browser: WebDriver, rest_stack: RestStack) -> None:
+    with rest_stack.client() as admin:
+        job = admin.create_train_job("rest-live", "enc", DATA, hyperparameters=jp.Hyperparameters(
+            num_virtual_tokens=2, batch_size=4, epochs=1000, max_steps=100_000, checkpoint_every=100_000))
+    sign_in(browser, rest_stack, "admin", f"#/jobs/{job.name.split('/')[-1]}")
+
+    def points(d: WebDriver) -> int:
+        return int(d.execute_script(
+            "return document.querySelector('g.series[data-series=\"loss\"]')?.dataset.points ?? 0"))
+
+    first = wait(browser, lambda d: points(d) >= 2 and points(d))
+    wait(browser, lambda d: points(d) >= first + 3)  # more points arrive while it trains: the page follows the job
+    assert text_of(browser, "job-state") == "RUNNING"
+    shot = os.environ.get("PROMPTBANK_SCREENSHOT")
+    if shot:  # the README's picture: a curve with some history
+        wait(browser, lambda d: points(d) >= 40, timeout=180)
+        browser.save_screenshot(shot)
+    browser.find_element(By.ID, "cancel-job").click()
+    wait(browser, lambda d: text_of(d, "job-state") == "CANCELLED")
+    with rest_stack.client() as admin:
+        assert admin.get_job(job.name).state == jp.TrainJob.CANCELLED
+
+
+def test_a_reader_cannot_move_an_alias(browser: WebDriver, rest_stack: RestStack) -> None:
+    sign_in(browser, rest_stack, "reader", "#/prompts/rest-sentiment")
+    wait(browser, lambda d: css(d, 'tr.version-row[data-version="1"]'))
+    with pytest.raises(NoSuchElementException):
+        browser.find_element(By.ID, "alias-form")  # hidden: the role lacks it
+    assert not css(browser, ".tags-save")
+    status, body = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch("/v1/prompts/rest-sentiment:setAlias", {method: "POST", body: JSON.stringify({alias: "prod", version: "1"}),
+              headers: {"Authorization": "Bearer " + sessionStorage.getItem("promptbank.token"),
+                        "Content-Type": "application/json"}})
+          .then(async (r) => done([r.status, await r.json()]));""")
+    assert status == 403 and body["code"] == 7 and "SetAlias needs the admin role" in body["message"]
+    with rest_stack.client() as admin:
+        assert all(e.principal != "rest-reader" for e in admin.alias_history("rest-sentiment"))
