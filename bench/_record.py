@@ -39,7 +39,8 @@ BENCHES: list[tuple[str, str, float]] = [
     ("catalog", "catalog reads over 100k prompt versions on SQLite and PostgreSQL", 10),
     ("read_path", "Classify latency while a training job writes every step vs with no job", 4),
     ("soak", "10,000 mixed-task Classify requests at concurrency 64: errors, latency, memory growth", 10),
-    ("quality", "accuracy on a test split no default was chosen on: prompt vs probe vs full fine-tuning, over seeds", 51),
+    ("quality", "accuracy on a test split no default was chosen on: input and deep prompts vs probe vs full "
+                "fine-tuning, over seeds", 51),
     ("ts_client", "Classify rows/s through the TypeScript SDK vs the Python SDK at the same concurrency", 4),
     ("multinode", "Classify rows/s with replicas spread over two Ray nodes vs on one node (local cluster)", 5),
     ("rest", "a REST/JSON Classify vs a gRPC Classify of the same rows, side by side on one server", 2),
@@ -54,10 +55,10 @@ QUALITY_FT_GRID = 3  # fine-tuning learning rates tried on the development split
 
 
 def quality_minutes(seeds: int, ft_grid: int = QUALITY_FT_GRID, train_rows: int = 3000) -> float:
-    """Expected minutes of a full quality run on 2 CPU cores: the prompt and fine-tuning per training seed on
-    the test split, plus the fine-tuning grid on the development split."""
+    """Expected minutes of a full quality run on 2 CPU cores: the input and the deep prompt and fine-tuning per
+    training seed on the test split, plus the fine-tuning grid on the development split."""
     scale = train_rows / 3000
-    return round(scale * (seeds * QUALITY_MIN_PROMPT + (ft_grid + seeds) * QUALITY_MIN_FINETUNE) + QUALITY_MIN_REST)
+    return round(scale * (2 * seeds * QUALITY_MIN_PROMPT + (ft_grid + seeds) * QUALITY_MIN_FINETUNE) + QUALITY_MIN_REST)
 
 
 GOAL_OPS: dict[str, Callable[[float, float], bool]] = {

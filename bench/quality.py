@@ -78,6 +78,11 @@ PROBE_CS = (1.0, 10.0, 100.0)
 FT_LRS = (2e-5, 5e-5, 1e-4)
 FT_EPOCHS = 3
 GOAL_PROBE, GOAL_FINETUNE, GOAL_TRAIN_S = 0.0, -0.01, 600.0
+GOAL_DEEP_FINETUNE = 0.0  # deep prompts are meant to match full fine-tuning
+# The deep prompt's settings on top of the product defaults. Provisional: a first look on the development
+# split (docs/research.md, "Deep prompts on the development split"); chosen there before any test-split run.
+DEEP_OVERRIDES: dict[str, Any] = {"prompt_kind": "deep", "learning_rate": 0.01}
+PROMPT_METHODS = ("prompt", "deep")  # trained through the product path; each has gaps to the baselines
 QUICK = dict(train=48, dev_test=32, test=32, seeds=2, probe_cs=(1.0, 10.0), ft_lrs=(5e-5, 1e-4), ft_epochs=1,
              prompt_overrides={"epochs": 1})
 
@@ -274,7 +279,7 @@ def grid_value(key: str) -> float:
 
 def expected_minutes(a: argparse.Namespace, skip: set[str]) -> float:
     scale = a.train / 3000
-    n_prompt = 0 if "prompt" in skip else a.seeds
+    n_prompt = sum(0 if m in skip else a.seeds for m in PROMPT_METHODS)
     n_ft = 0 if "finetune" in skip else len(a.ft_lrs) + a.seeds - (1 if a.split == "dev" else 0)
     return round(scale * (n_prompt * QUALITY_MIN_PROMPT + n_ft * QUALITY_MIN_FINETUNE) + QUALITY_MIN_REST)
 
@@ -293,14 +298,17 @@ def main() -> None:
     ap.add_argument("--ft-lrs", type=float, nargs="+", default=list(FT_LRS), help="fine-tuning's lr grid (dev)")
     ap.add_argument("--ft-epochs", type=int, default=FT_EPOCHS)
     ap.add_argument("--prompt-config", default="{}", help="JSON overrides of TrainConfig fields (--split dev only)")
+    ap.add_argument("--deep-config", default="{}",
+                    help="JSON overrides of the deep prompt's TrainConfig fields (--split dev only)")
     ap.add_argument("--label-texts", nargs="*", default=None, help="label texts of the task (--split dev only)")
     ap.add_argument("--curve", action="store_true", help="score the held-out rows after every evaluation (--split dev)")
-    ap.add_argument("--skip", default="", help="comma-separated methods to skip: zeroshot,probe,finetune,prompt")
+    ap.add_argument("--skip", default="", help="comma-separated methods to skip: zeroshot,probe,finetune,prompt,deep")
     add_flags(ap)
     a = ap.parse_args()
     overrides = json.loads(a.prompt_config)
-    if a.split == "test" and (overrides or a.label_texts or a.curve):
-        ap.error("--prompt-config, --label-texts and --curve are research options: use them with --split dev "
+    deep_overrides = {**DEEP_OVERRIDES, **json.loads(a.deep_config)}
+    if a.split == "test" and (overrides or deep_overrides != DEEP_OVERRIDES or a.label_texts or a.curve):
+        ap.error("--prompt-config, --deep-config, --label-texts and --curve are research options: use them with --split dev "
                  "(the test split only ever scores the defaults)")
     if a.quick:
         a.train, a.dev_test, a.test = QUICK["train"], QUICK["dev_test"], QUICK["test"]
@@ -330,6 +338,8 @@ def main() -> None:
     path = packaged_minilm()
     task = TaskSpec(labels=tuple(LABELS), **({"label_texts": tuple(a.label_texts)} if a.label_texts else {}))
     cfgs = [TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides, "seed": s}) for s in seeds]
+    quick = QUICK["prompt_overrides"] if a.quick else {}
+    deep_cfgs = [TrainConfig.from_dict({**TrainConfig().to_dict(), **quick, **deep_overrides, "seed": s}) for s in seeds]
     worker = BackboneWorker(path)  # sets torch threads to the node's cores, as a replica does
 
     def log(name: str, acc: float, sec: float, note: str) -> None:
@@ -388,19 +398,21 @@ def main() -> None:
             log(f"{a.split}: fine-tune seed {s}", acc, train_s, f"lr {best:g}, {a.ft_epochs} epochs")
 
     prompt_metrics: list[dict[str, Any]] = []
-    if "prompt" not in skip:
-        cfg0 = cfgs[0]
-        m = methods["prompt"] = Method(
-            "prompt", f"product defaults{' + ' + json.dumps(overrides, sort_keys=True) if overrides else ''}: "
+    for name, method_cfgs, extra in (("prompt", cfgs, overrides), ("deep", deep_cfgs, deep_overrides)):
+        if name in skip:
+            continue
+        cfg0 = method_cfgs[0]
+        m = methods[name] = Method(
+            name, f"product defaults{' + ' + json.dumps(extra, sort_keys=True) if extra else ''}: "
             f"{cfg0.num_virtual_tokens} tokens, lr {cfg0.learning_rate:g}, {cfg0.epochs} epochs, init {cfg0.init}",
             [], [], [])
-        for cfg in cfgs:
+        for cfg in method_cfgs:
             acc, ok, train_s, metrics = train_prompt(worker, task, ev, cfg, a.curve)
             m.acc.append(acc)
             m.correct.append(ok)
             m.train_s.append(train_s)
-            prompt_metrics.append(metrics)
-            log(f"{a.split}: prompt seed {cfg.seed}", acc, train_s,
+            prompt_metrics.append({"method": name, **metrics})
+            log(f"{a.split}: {name} seed {cfg.seed}", acc, train_s,
                 f"{int(metrics.get('steps', 0))} steps, eval acc {metrics.get('eval_accuracy', float('nan')):.3f}")
 
     # ---- report ----
@@ -433,9 +445,10 @@ def main() -> None:
                    per_seed=m.acc)
         summary[name] = {"about": m.about, "per_seed": m.acc, "mean": mean, "interval": list(ci) if ci else None,
                          "train_seconds": m.train_s}
-    if "prompt" in methods:
-        p = methods["prompt"]
-        for other, goal in (("fine-tune", GOAL_FINETUNE), ("probe", GOAL_PROBE)):
+    for name in (m for m in PROMPT_METHODS if m in methods):
+        p = methods[name]
+        for other, goal in (("fine-tune", GOAL_DEEP_FINETUNE if name == "deep" else GOAL_FINETUNE),
+                            ("probe", GOAL_PROBE)):
             if other not in methods:
                 continue
             o = methods[other]
@@ -448,17 +461,17 @@ def main() -> None:
                 met = mean >= goal - 1e-12
                 verdict = f"  (goal >= {goal:+.2f}: {'met' if met else 'NOT met'}"
                 verdict += ", the interval straddles it)" if ci and (ci[0] < goal - 1e-12 <= ci[1]) else ")"
-            print(f"gap prompt - {other:<9} {mean:+.4f}  95% interval {ci_s}  per seed "
+            print(f"gap {name} - {other:<9} {mean:+.4f}  95% interval {ci_s}  per seed "
                   f"{' '.join(f'{d:+.4f}' for d in diffs)}; test-set sampling SE {se:.4f}{verdict}")
-            rec.figure(f"{a.split}: gap prompt - {other}", mean, "accuracy", decimals=4, signed=True,
+            rec.figure(f"{a.split}: gap {name} - {other}", mean, "accuracy", decimals=4, signed=True,
                        goal=f">= {goal}" if goals else None, interval=ci, per_seed=diffs)
-            rec.figure(f"{a.split}: gap prompt - {other}, sampling SE over held-out rows", se, "accuracy", decimals=4)
-            summary[f"gap prompt - {other}"] = {"per_seed": diffs, "mean": mean, "interval": list(ci) if ci else None,
+            rec.figure(f"{a.split}: gap {name} - {other}, sampling SE over held-out rows", se, "accuracy", decimals=4)
+            summary[f"gap {name} - {other}"] = {"per_seed": diffs, "mean": mean, "interval": list(ci) if ci else None,
                                                 "row_sampling_se": se}
         t_mean = statistics.fmean(p.train_s)
-        print(f"prompt training time {t_mean:.1f} s mean over seeds ({' '.join(f'{x:.0f}' for x in p.train_s)})"
+        print(f"{name} training time {t_mean:.1f} s mean over seeds ({' '.join(f'{x:.0f}' for x in p.train_s)})"
               + (f" (goal < {GOAL_TRAIN_S:g} s on 2 cores)" if goals else ""))
-        rec.figure("prompt training time, mean over seeds", t_mean, "s", decimals=1,
+        rec.figure(f"{name} training time, mean over seeds", t_mean, "s", decimals=1,
                    goal=f"< {GOAL_TRAIN_S:g}" if goals else None, per_seed=p.train_s)
     if "fine-tune" in methods:
         t_mean = statistics.fmean(methods["fine-tune"].train_s)
@@ -482,6 +495,7 @@ def main() -> None:
         splits={s.name: {"about": s.about, "train": len(s.train), "held_out": len(s.held_out)} for s in splits.values()},
         dev_grid=dev_grid, chosen=chosen, fixed=fixed, methods=summary,
         prompt_result_metrics=prompt_metrics, prompt_config=cfgs[0].to_dict() if cfgs else None,
+        deep_config=deep_cfgs[0].to_dict() if deep_cfgs else None,
     )
     rec.write(a.json)
 

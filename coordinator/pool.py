@@ -27,8 +27,9 @@ MAX_RESTARTS = 3  # Ray restarts a dead replica this often, reloading its model;
 # Each replica's environment. oneDNN (torch's CPU kernels) caches a compiled primitive per input shape, up to
 # 1,024 of them; mixed-task batches come in endless (rows, length) shapes, so a replica's memory grew by a third
 # over a 10,000-request soak. With no cache it stays flat for ~4% of CPU throughput (docs/benchmarks.md, soak).
-# A variable already set in the coordinator's environment wins.
-REPLICA_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
+# glibc gives each of a replica's call threads a malloc arena of its own, where freed batch tensors fragment;
+# two arenas bound that. A variable already set in the coordinator's environment wins.
+REPLICA_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "MALLOC_ARENA_MAX": "2"}
 RESTART_WAIT_S = 120.0  # how long work waits for a dead replica to come back when no other replica is live
 
 

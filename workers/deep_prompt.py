@@ -112,12 +112,11 @@ class Prefixes:
             return None
         ref = next(p for p in prompts if p is not None)
         kv = ref.new_zeros(2 * layout.n_slots, len(prompts), layout.kv_heads, P, layout.head_dim)
-        rows = []
-        for p, n in zip(prompts, lengths, strict=True):
-            split = layout.split(p) if p is not None else kv[:, 0, :, :0]
-            rows.append(torch.cat([kv[:, 0, :, : P - n], split.to(kv.dtype)], dim=2))  # pads first
+        for i, (p, n) in enumerate(zip(prompts, lengths, strict=True)):
+            if p is not None:  # one copy of each row's prefix into place (autograd follows it), pads first
+                kv[:, i, :, P - n :] = layout.split(p)
         keep = torch.arange(P, device=kv.device).unsqueeze(0) >= P - torch.tensor(lengths, device=kv.device).unsqueeze(1)
-        return cls(layout, torch.stack(rows, dim=1), keep)
+        return cls(layout, kv, keep)
 
 
 _active: ContextVar[Prefixes | None] = ContextVar("promptbank_prefixes", default=None)
