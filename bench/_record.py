@@ -43,7 +43,7 @@ BENCHES: list[tuple[str, str, float]] = [
                 "fine-tuning, over seeds", 51),
     ("ts_client", "Classify rows/s through the TypeScript SDK vs the Python SDK at the same concurrency", 4),
     ("multinode", "Classify rows/s with replicas spread over two Ray nodes vs on one node (local cluster)", 5),
-    ("rest", "a REST/JSON Classify vs a gRPC Classify of the same rows, side by side on one server", 2),
+    ("rest", "a REST/JSON Classify vs a gRPC Classify of the same rows, side by side on one server", 5),
 ]
 
 # bench/quality.py's cost on 2 CPU cores at its default sizes (3000 training rows): one prompt training run (the
