@@ -103,6 +103,9 @@ def test_peft_export_and_import_keep_a_deep_prompt(client_module: Client, deep_p
 def test_nearest_transfer_looks_only_at_prompts_of_the_jobs_kind(client_module: Client,
                                                                  deep_prompts: dict[str, str]) -> None:
     c = client_module
+    exported = c.export_version(deep_prompts["deep"])  # a prompt whose latest version is deep: a candidate
+    c.import_version("dp-near-src", "tiny-enc", exported.adapter_config, exported.adapter_model,
+                     labels=["negative", "positive"])
     hp = jp.Hyperparameters(num_virtual_tokens=3, epochs=1, init="nearest", prompt_kind=cat.PROMPT_KIND_DEEP)
     near = train(c, "dp-near", data=TOPIC, hyperparameters=hp)
     init = c.get_version(near.result_version).lineage.init
