@@ -246,7 +246,7 @@ def test_lists_are_tables_with_headers_and_json_has_numbers(server) -> None:  # 
     empty = clean(cli(server, "prompts", "list", "--tag", "no-such-tag"))
     assert empty.stdout.strip() == "no prompts"
     rows = clean(cli(server, "prompts", "versions", "cli-style")).stdout.splitlines()
-    assert rows[0].split() == ["NAME", "ALIASES", "EVAL_ACCURACY", "TAGS"] and "cli-style/versions/1" in rows[1]
+    assert rows[0].split() == ["NAME", "KIND", "ALIASES", "EVAL_ACCURACY", "TAGS"] and "cli-style/versions/1" in rows[1]
     listed = [json.loads(line) for line in clean(cli(server, "prompts", "list", "--json")).stdout.splitlines()]
     mine = next(p for p in listed if p["name"] == "prompts/cli-style")
     assert mine["latest_version"] == 1 and mine["aliases"] == {"latest": 1}  # numbers, not "1"
