@@ -216,6 +216,7 @@ def test_ctrl_c_says_the_job_keeps_running(server, tmp_path: Path, how: str) -> 
     else:
         cmd = [*base, "train", "--task", f"ctrl-c-{how}", "--backbone", "tiny-enc", "--data", str(data), *SLOW]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    running: list[jp.TrainJob] = []
     try:
         seen = proc.stderr.readline()  # type: ignore[union-attr]  # the first line: submitted and following
         assert seen, "the CLI printed nothing"
@@ -226,10 +227,10 @@ def test_ctrl_c_says_the_job_keeps_running(server, tmp_path: Path, how: str) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
-    with Client(server.address) as c:
-        running = [j for j in c.list_jobs() if j.prompt == f"prompts/ctrl-c-{how}"]
-        for j in running:  # free the replica for the other tests
-            c.cancel_job(j.name)
+        with Client(server.address) as c:  # even when the test fails: a 16,000-step job would hold the replica
+            running = [j for j in c.list_jobs() if j.prompt == f"prompts/ctrl-c-{how}"]
+            for j in running:
+                c.cancel_job(j.name)
     assert proc.returncode == 130 and "Traceback" not in err, err
     name = job or running[0].name
     assert f"{name} keeps running" in err and f"promptbank jobs watch {name}" in err
