@@ -18,6 +18,7 @@ from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgu
 from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
+from workers.protocol import BackboneInfo
 
 UPDATABLE = {"tags", "owner", "task.description"}
 
@@ -25,6 +26,13 @@ UPDATABLE = {"tags", "owner", "task.description"}
 def version_ref(name: str) -> str:
     """Accept `prompts/p/versions/n` and the short reference forms."""
     return strip_collection(name, "prompts")
+
+
+def record_backbone(s: Session, spec: BackboneSpec, info: BackboneInfo) -> Backbone:
+    """Register (or refresh) a served backbone's row from what its replica reported."""
+    return catalog.upsert_backbone(s, spec.name, model=spec.model, revision=spec.revision,
+                                   architecture=info.architecture, hidden_size=info.hidden_size,
+                                   fingerprint=info.fingerprint, deep=info.deep)
 
 
 def check_adapter_fits(imported: ImportedPrompt, bb: Backbone) -> None:
@@ -83,9 +91,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 raise InvalidArgument(str(exc)) from None
             self.config.check_model(spec.model)  # PERMISSION_DENIED before anything is read or downloaded
             info = await self.pool.add(spec)
-            await self.db.run(lambda s: catalog.upsert_backbone(
-                s, name, model=spec.model, revision=spec.revision, architecture=info.architecture,
-                hidden_size=info.hidden_size, fingerprint=info.fingerprint, deep=info.deep))
+            await self.db.run(lambda s: record_backbone(s, spec, info))
         return await self.db.run(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:

@@ -18,14 +18,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bank import catalog, tokens
 from bank import jobs as jobstore
+from bank import tokens
 from bank.db import safe_url
 from bank.writer import BankDB
 from coordinator import auth
 from coordinator.api import API, SERVICES
 from coordinator.autoscaler import Autoscaler
-from coordinator.catalog_service import CatalogService
+from coordinator.catalog_service import CatalogService, record_backbone
 from coordinator.config import ServerConfig
 from coordinator.errors import ErrorInterceptor
 from coordinator.inference_service import InferenceService
@@ -119,9 +119,7 @@ async def start(config: ServerConfig) -> Coordinator:
     pool = ReplicaPool(config, metrics)
     for spec in config.backbones:
         info = await pool.add(spec)
-        await db.run(lambda s, spec=spec, info=info: catalog.upsert_backbone(
-            s, spec.name, model=spec.model, revision=spec.revision, architecture=info.architecture,
-            hidden_size=info.hidden_size, fingerprint=info.fingerprint, deep=info.deep))
+        await db.run(lambda s, spec=spec, info=info: record_backbone(s, spec, info))
     scheduler = JobScheduler(db, pool, owner=instance_id(), lease_s=config.job_lease_s,
                              max_group=config.train_max_group, max_attempts=config.train_max_attempts,
                              gather_s=config.train_gather_s, metrics=metrics)

@@ -147,12 +147,12 @@ def _text_mask(mask: torch.Tensor | None, module: torch.nn.Module, base: str, B:
     """The module's own mask as an explicit tensor: SDPA reads a missing mask as causal or as no mask."""
     if mask is not None:
         return mask
+    if base == "eager":  # eager adds no mask of its own: none means every key is visible
+        return torch.zeros(B, 1, q, k, dtype=dtype, device=device)
     is_causal = causal if causal is not None else getattr(module, "is_causal", True)
     allowed = torch.ones(q, k, dtype=torch.bool, device=device)
-    if base != "eager" and is_causal and q > 1:
+    if is_causal and q > 1:
         allowed = torch.tril(allowed, diagonal=k - q)
-    if base == "eager":
-        return torch.zeros(B, 1, q, k, dtype=dtype, device=device)
     return allowed.expand(B, 1, q, k)
 
 
