@@ -170,7 +170,8 @@ def check_port(host: str, port: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     config = parse(argv)
     for flag, port in (("--port", config.port), ("--metrics-port", config.metrics_port),
-                       ("--http-port", 0 if config.http_any_port else config.http_port or 0)):
+                       ("--http-port", 0 if config.http_any_port else config.http_port or 0),
+                       ("--health-port", config.health_port or 0)):
         try:
             check_port(config.host, port)
         except OSError as exc:
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         asyncio.run(serve_forever(config))
     except PromptBankError as exc:  # the bank or a backbone could not be opened: one line, no traceback
+        sys.exit(f"error: {exc}")
+    except OSError as exc:  # a port taken between the check above and the bind
         sys.exit(f"error: {exc}")
 
 

@@ -5,6 +5,7 @@ the same interceptors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -100,23 +101,46 @@ def bind(server: grpc.aio.Server, config: ServerConfig) -> int:
     when a client CA is too; plaintext otherwise (ServerConfig allows that only on loopback or --insecure)."""
     address = f"{config.host}:{config.port}"
     if not config.tls:
-        return server.add_insecure_port(address)
+        return _listen(lambda: server.add_insecure_port(address), address, "--port")
     read = lambda path: Path(path).read_bytes()  # noqa: E731
     creds = grpc.ssl_server_credentials(
         [(read(config.tls_key), read(config.tls_cert))],
         root_certificates=read(config.tls_client_ca) if config.tls_client_ca else None,
         require_client_auth=bool(config.tls_client_ca),
     )
-    return server.add_secure_port(address, creds)
+    return _listen(lambda: server.add_secure_port(address, creds), address, "--port")
+
+
+def _listen(add: Callable[[], int], address: str, flag: str) -> int:
+    """grpc's add_*_port, whose failure (a RuntimeError, or port 0) becomes an OSError naming the address."""
+    try:
+        port = add()
+    except RuntimeError as exc:
+        raise OSError(f"could not bind {address} ({flag}): {exc}") from None
+    if port == 0:
+        raise OSError(f"could not bind {address} ({flag})")
+    return port
 
 
 async def start(config: ServerConfig) -> Coordinator:
-    """Open the bank, start Ray replicas for every backbone, register them, and start serving."""
+    """Open the bank, start Ray replicas for every backbone, register them, and start serving. A start that
+    fails part-way (a taken port, a backbone that will not load) releases what it had taken, replicas first:
+    a process that goes on (a test, a retrying supervisor) keeps no Ray resources of a coordinator that never
+    served."""
     config = config.with_default_backbone()
+    async with contextlib.AsyncExitStack() as undo:
+        coord = await _assemble(config, undo)
+        undo.pop_all()  # it serves: from here on `Coordinator.stop` releases everything
+        return coord
+
+
+async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Coordinator:
     metrics = Metrics()
     db = BankDB(config.db, config.db_password, observe=metrics.bank_query)
+    undo.callback(db.close)
     ensure_ray(config.ray_address)
     pool = ReplicaPool(config, metrics)
+    undo.callback(pool.shutdown)
     for spec in config.backbones:
         info = await pool.add(spec)
         await db.run(lambda s, spec=spec, info=info: record_backbone(s, spec, info))
@@ -136,18 +160,18 @@ async def start(config: ServerConfig) -> Coordinator:
     # outermost first: metrics see the status the error and auth interceptors decided
     chain = [RpcInterceptor(metrics), ErrorInterceptor(), auth.AuthInterceptor(verifier, audit)]
     server = grpc.aio.server(interceptors=chain, options=opts)
+    undo.push_async_callback(server.stop, None)
     table = HandlerTable(server)  # the services' handlers, kept for the REST face
     auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), table)
     catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), table)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), table)
     inference = InferenceService(db, pool, config, metrics)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, table)
+    undo.push_async_callback(inference.close)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = bind(server, config)
-    if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
     metrics.watch(pool, inference.tensors,
                   blocking_reader(asyncio.get_running_loop(), lambda: db.read(jobstore.count_by_state)))
     stop_metrics = None
@@ -155,27 +179,20 @@ async def start(config: ServerConfig) -> Coordinator:
         try:
             stop_metrics = metrics.serve(config.host, config.metrics_port)
         except OSError as exc:
-            await server.stop(None)
-            pool.shutdown()
-            db.close()
             raise OSError(f"could not serve metrics on {config.host}:{config.metrics_port}: {exc}") from exc
+        undo.push_async_callback(asyncio.to_thread, stop_metrics)
     http = None
     if config.http_port is not None:
-        try:
-            http = await start_http(config, Invoker(table, chain), routes_of(API))
-        except OSError:
-            await server.stop(None)
-            if stop_metrics is not None:
-                stop_metrics()
-            pool.shutdown()
-            db.close()
-            raise
+        http = await start_http(config, Invoker(table, chain), routes_of(API))
+        undo.push_async_callback(http.stop)
     await server.start()
     await scheduler.start()
+    undo.push_async_callback(scheduler.drain, 0.0)
     autoscaler = None
     if config.max_replicas:
         autoscaler = Autoscaler(pool, inference, config)
         autoscaler.start()
+        undo.push_async_callback(autoscaler.stop)
     for name in ("", *SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_server, health_port = await health_only(health_servicer, config) if config.health_port else (None, 0)
@@ -191,9 +208,8 @@ async def health_only(servicer: health.aio.HealthServicer, config: ServerConfig)
     of a graceful shutdown; it answers nothing else and carries no data."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{config.host}:{config.health_port}")
-    if port == 0:
-        raise OSError(f"could not bind the health port {config.host}:{config.health_port}")
+    address = f"{config.host}:{config.health_port}"
+    port = _listen(lambda: server.add_insecure_port(address), address, "--health-port")
     await server.start()
     return server, port
 

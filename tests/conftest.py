@@ -111,7 +111,12 @@ class LiveServer:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.coord: Coordinator = self.call(start(config))
+        try:
+            self.coord: Coordinator = self.call(start(config))
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            raise
         self.address = f"127.0.0.1:{self.coord.port}"
 
     def call(self, coro):  # type: ignore[no-untyped-def]
@@ -128,6 +133,7 @@ def server(ray_session: None, tiny_encoder: str, tiny_causal_lm: str, tmp_path_f
     db = tmp_path_factory.mktemp("bank") / "bank.db"
     cfg = ServerConfig(
         port=0, db=str(db), limits=Limits(classify_rows=64, text_chars=500), grace_seconds=1.0,
+        worker_cpus=0.25,  # it lives all session (with what tests register on it): keep Ray's CPUs for the rest
         data_roots=(str(tmp_path_factory.getbasetemp()),),  # the tests' own files; nothing else
         model_roots=(str(tmp_path_factory.getbasetemp()),),  # the tiny models the tests build
         backbones=(BackboneSpec("tiny-enc", tiny_encoder), BackboneSpec("tiny-lm", tiny_causal_lm)),

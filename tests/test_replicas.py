@@ -4,6 +4,7 @@ lets in-flight calls finish. The pool's pick rule itself is tested on its own in
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.pool import REPLICA_ENV
 from promptbank import Client
 from tests.conftest import LiveServer
+from tests.processes import free_port
 
 
 def _server(tiny_encoder: str, path: Path, grace: float = 1.0) -> LiveServer:
@@ -130,3 +132,24 @@ def test_graceful_stop_lets_in_flight_calls_finish(ray_session: None, tiny_encod
     bad = [r for r in results if not isinstance(r, dict)]
     assert not bad, f"in-flight calls failed during a graceful stop: {bad}"
     assert all(r == pytest.approx(expected, abs=1e-6) for r in results)
+
+
+def test_a_start_that_fails_releases_what_it_took(ray_session: None, tiny_encoder: str, tmp_path: Path) -> None:
+    """A coordinator whose health port is taken fails after its replicas, its main port and its scheduler
+    started: it must release them all, or the process that goes on (a supervisor retrying, this test session)
+    keeps a port that answers for a coordinator that never served, and Ray CPUs."""
+    cpus = ray.available_resources().get("CPU", 0.0)
+    main = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = ServerConfig(port=main, health_port=taken.getsockname()[1], db=str(tmp_path / "b.db"), worker_cpus=0.5,
+                           backbones=(BackboneSpec("taken", tiny_encoder),))
+        with pytest.raises(OSError, match="--health-port"):
+            LiveServer(cfg)
+    with socket.socket() as probe:  # nothing listens on the main port any more
+        assert probe.connect_ex(("127.0.0.1", main)) != 0
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0.0) < cpus and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0.0) == pytest.approx(cpus)
