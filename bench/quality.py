@@ -62,7 +62,7 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel, AutoTokenizer
 
-from bank.codec import encode_prompt, sha256_hex
+from bank.codec import DEEP, encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
@@ -79,9 +79,6 @@ FT_LRS = (2e-5, 5e-5, 1e-4)
 FT_EPOCHS = 3
 GOAL_PROBE, GOAL_FINETUNE, GOAL_TRAIN_S = 0.0, -0.01, 600.0
 GOAL_DEEP_FINETUNE = 0.0  # deep prompts are meant to match full fine-tuning
-# The deep prompt's settings on top of the product defaults. Provisional: a first look on the development
-# split (docs/research.md, "Deep prompts on the development split"); chosen there before any test-split run.
-DEEP_OVERRIDES: dict[str, Any] = {"prompt_kind": "deep", "learning_rate": 0.01}
 PROMPT_METHODS = ("prompt", "deep")  # trained through the product path; each has gaps to the baselines
 QUICK = dict(train=48, dev_test=32, test=32, seeds=2, probe_cs=(1.0, 10.0), ft_lrs=(5e-5, 1e-4), ft_epochs=1,
              prompt_overrides={"epochs": 1})
@@ -306,8 +303,8 @@ def main() -> None:
     add_flags(ap)
     a = ap.parse_args()
     overrides = json.loads(a.prompt_config)
-    deep_overrides = {**DEEP_OVERRIDES, **json.loads(a.deep_config)}
-    if a.split == "test" and (overrides or deep_overrides != DEEP_OVERRIDES or a.label_texts or a.curve):
+    deep_overrides = json.loads(a.deep_config)
+    if a.split == "test" and (overrides or deep_overrides or a.label_texts or a.curve):
         ap.error("--prompt-config, --deep-config, --label-texts and --curve are research options: use them with --split dev "
                  "(the test split only ever scores the defaults)")
     if a.quick:
@@ -339,7 +336,8 @@ def main() -> None:
     task = TaskSpec(labels=tuple(LABELS), **({"label_texts": tuple(a.label_texts)} if a.label_texts else {}))
     cfgs = [TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides, "seed": s}) for s in seeds]
     quick = QUICK["prompt_overrides"] if a.quick else {}
-    deep_cfgs = [TrainConfig.from_dict({**TrainConfig().to_dict(), **quick, **deep_overrides, "seed": s}) for s in seeds]
+    deep_cfgs = [TrainConfig.from_dict({**TrainConfig.defaults(DEEP).to_dict(), **quick, **deep_overrides, "seed": s})
+                 for s in seeds]
     worker = BackboneWorker(path)  # sets torch threads to the node's cores, as a replica does
 
     def log(name: str, acc: float, sec: float, note: str) -> None:

@@ -10,7 +10,7 @@ import grpc
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank.codec import DEEP
+from bank.codec import DEEP, INPUT
 from bank.models import Job
 from bank.writer import BankDB, Session
 from coordinator import auth
@@ -31,9 +31,11 @@ NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed"
 
 
 def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:
-    """Unset numeric fields take the defaults and set ones are used as given (0 included); empty strings take
-    the defaults. The dataclass validates the result and names any bad value and its range."""
-    base = TrainConfig()
+    """Unset numeric fields take the defaults of the job's prompt kind and set ones are used as given (0
+    included); empty strings take the defaults. The dataclass validates the result and names any bad value and
+    its range."""
+    kind = cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else INPUT
+    base = TrainConfig.defaults(kind)
     init = hp.init or base.init
     over: dict[str, Any] = {name: getattr(hp, name) for name in NUMERIC if hp.HasField(name)}
     if "max_steps" in over and over["max_steps"] < 1:
@@ -42,7 +44,7 @@ def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:
         over["eval_fraction"] = ds.eval_fraction
     over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init,
                 init_text=hp.init_text, precision=hp.precision or base.precision,
-                select_on=hp.select_on or base.select_on, prompt_kind=cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else base.prompt_kind)
+                select_on=hp.select_on or base.select_on)
     return replace(base, **over)
 
 

@@ -26,7 +26,7 @@ from tests.processes import Coordinator, RayHead, owner_pid
 from tests.test_server import DATA
 
 # long enough to be killed mid-way (a progress event every 5 steps, a checkpoint every 25), short enough to resume
-LONG = jp.Hyperparameters(num_virtual_tokens=2, epochs=1000, max_steps=400, batch_size=8, checkpoint_every=25,
+LONG = jp.Hyperparameters(num_virtual_tokens=2, epochs=1000, max_steps=200, batch_size=8, checkpoint_every=25,
                           patience=10000, learning_rate=0.05)
 SHORT = jp.Hyperparameters(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
 

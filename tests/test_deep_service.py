@@ -13,11 +13,13 @@ import grpc
 import pytest
 
 from bank.codec import DEEP, encode_prompt, read_prompt
+from coordinator.jobs_service import train_config
 from promptbank import Client
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.test_cli import cli
 from tests.test_server import DATA, TOPIC, code_of, train
+from workers.task import TrainConfig
 
 DEEP_HP = jp.Hyperparameters(num_virtual_tokens=3, epochs=1, batch_size=8, learning_rate=0.05,
                              prompt_kind=cat.PROMPT_KIND_DEEP)
@@ -116,7 +118,7 @@ def test_nearest_transfer_looks_only_at_prompts_of_the_jobs_kind(client_module: 
     hp = jp.Hyperparameters(num_virtual_tokens=3, epochs=1, init=deep_prompts["input"], prompt_kind=cat.PROMPT_KIND_DEEP)
     job = c.create_train_job("dp-mismatch", "tiny-enc", DATA, hyperparameters=hp)
     done = c.wait_job(job.name, timeout=120)
-    assert done.state == jp.TrainJob.FAILED and "init prompt is a input prompt" in done.error
+    assert done.state == jp.TrainJob.FAILED and "init prompt is 'input'" in done.error
 
 
 def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -129,3 +131,14 @@ def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path)
     assert "KIND" in listing and "deep" in listing.splitlines()[1]
     with Client(server.address) as c:
         assert c.get_version("dp-cli@latest").kind == cat.PROMPT_KIND_DEEP
+
+
+def test_a_deep_job_takes_the_deep_defaults_and_set_values_win() -> None:
+    """Unset hyperparameters of a deep job are the deep kind's defaults (a smaller learning rate than an input
+    prompt's); a value the caller sets is used as given."""
+    deep, given = jp.Hyperparameters(prompt_kind=cat.PROMPT_KIND_DEEP), jp.Hyperparameters(learning_rate=0.2)
+    cfg = train_config(deep, jp.Dataset())
+    assert cfg.prompt_kind == DEEP and cfg.learning_rate == TrainConfig.defaults(DEEP).learning_rate
+    assert cfg.learning_rate != TrainConfig().learning_rate == train_config(jp.Hyperparameters(), jp.Dataset()).learning_rate
+    given.prompt_kind = cat.PROMPT_KIND_DEEP
+    assert train_config(given, jp.Dataset()).learning_rate == pytest.approx(0.2)

@@ -87,9 +87,9 @@ def test_a_stored_deep_prompt_starts_a_deep_job_and_not_an_input_one(tiny_encode
     start = init_prompt(w.heads, task, deep_cfg(num_virtual_tokens=4), (stored, DEEP))
     torch.testing.assert_close(start[:2], stored)  # the stored rows first, then words' activations
     assert start.shape == (4, w.bb.deep.width)  # type: ignore[union-attr]
-    with pytest.raises(ConfigError, match="init prompt is a deep prompt .* this job trains a input prompt"):
+    with pytest.raises(ConfigError, match="init prompt is 'deep' .* this job trains a 'input' prompt"):
         init_prompt(w.heads, task, TrainConfig(num_virtual_tokens=4), (stored, DEEP))
-    with pytest.raises(ConfigError, match="init prompt is a input prompt"):
+    with pytest.raises(ConfigError, match="init prompt is 'input'"):
         init_prompt(w.heads, task, deep_cfg(), (torch.randn(2, w.bb.hidden_size), INPUT))
 
 

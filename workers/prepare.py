@@ -47,8 +47,8 @@ def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: tuple[to
         tensor, kind = stored
         width = heads.bb.deep.width if deep else emb.shape[1]  # type: ignore[union-attr]
         if kind != cfg.prompt_kind or tensor.shape[1] != width:
-            raise ConfigError(f"the init prompt is a {kind} prompt of width {tensor.shape[1]}; this job trains a "
-                              f"{cfg.prompt_kind} prompt of width {width}")
+            raise ConfigError(f"the init prompt is {kind!r} of width {tensor.shape[1]}; this job trains a "
+                              f"{cfg.prompt_kind!r} prompt of width {width}")
         return torch.cat([tensor.to("cpu", torch.float32), words(vocab)])[:n].clone()
     if cfg.init == "random":
         scale = words(vocab).std() if deep else emb.std()  # the spread of what the layers see

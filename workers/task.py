@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from bank.codec import PROMPT_KINDS
+from bank.codec import DEEP, INPUT, PROMPT_KINDS
 from promptbank_api.errors import InvalidArgument
 
 KINDS = ("classification",)
@@ -21,6 +21,11 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # Which eval metric keeps a prompt and stops early. Cross-entropy by default: on a few hundred held-out rows
 # accuracy moves in steps of 1/n and its noise picks epochs at random; the loss is smooth (HF's default too).
 SELECT_ON = ("eval_loss", "eval_accuracy")
+
+
+# Defaults that differ by prompt kind, each picked on the development split (docs/research.md, "Deep prompts on
+# the development split"): a deep prompt moves every layer's keys and values, so it takes a smaller step.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {INPUT: {}, DEEP: {"learning_rate": 1e-2}}
 
 
 class ConfigError(InvalidArgument, ValueError):
@@ -120,6 +125,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def defaults(cls, kind: str = INPUT) -> TrainConfig:
+        """The defaults of a `kind` prompt (KIND_DEFAULTS over the fields' own); an unknown kind is refused."""
+        return cls(prompt_kind=kind, **KIND_DEFAULTS.get(kind, {}))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
