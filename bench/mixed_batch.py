@@ -16,7 +16,7 @@ import platform
 
 import torch
 from _record import Record, add_flags
-from _timing import median_time
+from _timing import paired_medians
 
 from bank.codec import DEEP, encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
@@ -53,8 +53,8 @@ def main() -> None:
     single_rows = [(keys[0], t) for t in texts]
     w.classify(ClassifyBatch(mixed_rows, blobs, tasks))  # warm the prompt cache: both runs use cached prompts
     w.chunk_rows = a.rows  # same texts, so the same length groups (forwards) in both runs
-    t_mixed = median_time(lambda: w.classify(ClassifyBatch(mixed_rows, blobs, tasks)), a.repeats)
-    t_single = median_time(lambda: w.classify(ClassifyBatch(single_rows, blobs, tasks)), a.repeats)
+    t_mixed, t_single = paired_medians(lambda: w.classify(ClassifyBatch(mixed_rows, blobs, tasks)),
+                                       lambda: w.classify(ClassifyBatch(single_rows, blobs, tasks)), a.repeats)
 
     # Prompted forward (n virtual + T tokens) vs the bare backbone on n + T real tokens: same positions.
     ids = tokenize(w.bb, texts, 128)
@@ -73,8 +73,7 @@ def main() -> None:
             out = w.bb.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             torch.nn.functional.normalize(mean_pool(out, enc["attention_mask"]), dim=-1)
 
-    t_prompted = median_time(prompted, a.repeats)
-    t_bare = median_time(bare, a.repeats)
+    t_prompted, t_bare = paired_medians(prompted, bare, a.repeats)
 
     # Deep prompts: a batch mixing `tasks` deep prompts vs the same rows with no prompt at all, both through
     # the replica's classify path (cached prompts, the same length groups).
@@ -88,8 +87,8 @@ def main() -> None:
     bare_rows = [(none_key, t) for t in texts]
     served_tasks = dict.fromkeys(served, task)
     w.classify(ClassifyBatch(deep_rows + bare_rows[:1], served, served_tasks))  # cache them
-    t_deep = median_time(lambda: w.classify(ClassifyBatch(deep_rows, served, served_tasks)), a.repeats)
-    t_none = median_time(lambda: w.classify(ClassifyBatch(bare_rows, served, served_tasks)), a.repeats)
+    t_deep, t_none = paired_medians(lambda: w.classify(ClassifyBatch(deep_rows, served, served_tasks)),
+                                    lambda: w.classify(ClassifyBatch(bare_rows, served, served_tasks)), a.repeats)
 
     rec.settings["device"] = str(w.device)
     print(f"machine: {platform.machine()} {platform.processor() or ''} torch threads={torch.get_num_threads()} "
@@ -119,7 +118,8 @@ def main() -> None:
     rec.figure("mixed input / no prompt throughput ratio", t_none / t_mixed, decimals=3)
     rec.figure("bytes per input-prompt version", len(next(iter(blobs.values()))), "B", decimals=0)
     rec.figure("bytes per deep-prompt version", len(deep_blobs[0]), "B", decimals=0)
-    rec.note(f"median of {a.repeats} timed runs after 2 warm-up runs; {a.rows} tweets, {a.tasks} random "
+    rec.note(f"median of {a.repeats} timed runs of each side after 2 warm-up runs, the two sides of each ratio "
+             f"timed in alternating rounds; {a.rows} tweets, {a.tasks} random "
              f"{a.virtual_tokens}-token prompts; prompted vs bare on the same token count")
     rec.write(a.json)
 

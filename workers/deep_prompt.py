@@ -111,10 +111,13 @@ class Prefixes:
         if P == 0:
             return None
         ref = next(p for p in prompts if p is not None)
-        kv = ref.new_zeros(2 * layout.n_slots, len(prompts), layout.kv_heads, P, layout.head_dim)
-        for i, (p, n) in enumerate(zip(prompts, lengths, strict=True)):
-            if p is not None:  # one copy of each row's prefix into place (autograd follows it), pads first
-                kv[:, i, :, P - n :] = layout.split(p)
+        if min(lengths) == P:  # every row has a prefix of one length (the common case): one copy, no padding
+            kv = torch.stack([layout.split(p) for p in prompts if p is not None], dim=1)
+        else:
+            kv = ref.new_zeros(2 * layout.n_slots, len(prompts), layout.kv_heads, P, layout.head_dim)
+            for i, (p, n) in enumerate(zip(prompts, lengths, strict=True)):
+                if p is not None:  # one copy of each row's prefix into place (autograd follows it), pads first
+                    kv[:, i, :, P - n :] = layout.split(p)
         keep = torch.arange(P, device=kv.device).unsqueeze(0) >= P - torch.tensor(lengths, device=kv.device).unsqueeze(1)
         return cls(layout, kv, keep)
 
