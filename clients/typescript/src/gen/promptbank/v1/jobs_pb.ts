@@ -213,7 +213,8 @@ export type Hyperparameters = Message<"promptbank.v1.Hyperparameters"> & {
   epochs?: number | undefined;
 
   /**
-   * Learning rate, in (0, 10] (default chosen for prompt tuning, far larger than for fine-tuning).
+   * Learning rate, in (0, 10] (default chosen for prompt tuning, far larger than for fine-tuning: 0.03 for an
+   * input prompt, 0.01 for a deep one).
    *
    * @generated from field: optional double learning_rate = 3;
    */
