@@ -124,9 +124,9 @@ def _listen(add: Callable[[], int], address: str, flag: str) -> int:
 
 async def start(config: ServerConfig) -> Coordinator:
     """Open the bank, start Ray replicas for every backbone, register them, and start serving. A start that
-    fails part-way (a taken port, a backbone that will not load) releases what it had taken, replicas first:
-    a process that goes on (a test, a retrying supervisor) keeps no Ray resources of a coordinator that never
-    served."""
+    fails part-way (a taken port, a backbone that will not load) releases what it had taken, last taken first:
+    a process that goes on (a test, a retrying supervisor) keeps no port, replica or bank connection of a
+    coordinator that never served."""
     config = config.with_default_backbone()
     async with contextlib.AsyncExitStack() as undo:
         coord = await _assemble(config, undo)
