@@ -62,7 +62,7 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel, AutoTokenizer
 
-from bank.codec import DEEP, encode_prompt, sha256_hex
+from bank.codec import DEEP, INPUT, encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
 from workers.actor import BackboneWorker
@@ -334,10 +334,13 @@ def main() -> None:
         print(f"  {s.name}: {s.about}", flush=True)
     path = packaged_minilm()
     task = TaskSpec(labels=tuple(LABELS), **({"label_texts": tuple(a.label_texts)} if a.label_texts else {}))
-    cfgs = [TrainConfig.from_dict({**TrainConfig().to_dict(), **overrides, "seed": s}) for s in seeds]
-    quick = QUICK["prompt_overrides"] if a.quick else {}
-    deep_cfgs = [TrainConfig.from_dict({**TrainConfig.defaults(DEEP).to_dict(), **quick, **deep_overrides, "seed": s})
-                 for s in seeds]
+
+    def method_cfgs(kind: str, extra: dict[str, Any]) -> list[TrainConfig]:
+        """Each seed's config of a prompt method: the product defaults of its kind, then `extra`."""
+        return [TrainConfig.from_dict({**TrainConfig.defaults(kind).to_dict(), **extra, "seed": s}) for s in seeds]
+
+    cfgs = method_cfgs(INPUT, overrides)  # `overrides` already holds the QUICK sizes
+    deep_cfgs = method_cfgs(DEEP, {**(QUICK["prompt_overrides"] if a.quick else {}), **deep_overrides})
     worker = BackboneWorker(path)  # sets torch threads to the node's cores, as a replica does
 
     def log(name: str, acc: float, sec: float, note: str) -> None:

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve_forever(config))
     except PromptBankError as exc:  # the bank or a backbone could not be opened: one line, no traceback
         sys.exit(f"error: {exc}")
-    except OSError as exc:  # a port taken between the check above and the bind
+    except OSError as exc:  # a port taken between the check above and the bind, a TLS file it cannot read
         sys.exit(f"error: {exc}")
 
 
