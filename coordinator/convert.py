@@ -113,7 +113,7 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
             max_length=hp.max_length, max_steps=hp.max_steps or None, patience=hp.patience,
             checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
             input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
-            prompt_kind=KIND[hp.prompt_kind],
+            prompt_kind=KIND[hp.prompt_kind], prefix_projection=hp.prefix_projection,
         ),
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},

@@ -27,7 +27,8 @@ from workers.protocol import JobSpec
 from workers.task import INITS, TaskSpec, TrainConfig
 
 NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
-           "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout")
+           "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout",
+           "prefix_projection")
 
 
 def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:

@@ -28,7 +28,7 @@ INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload fir
 HYPERPARAMETERS = {  # CLI flag dest -> Hyperparameters field; unset flags leave the field unset (server default)
     "virtual_tokens": "num_virtual_tokens", "epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size",
     "seed": "seed", "max_length": "max_length", "max_steps": "max_steps", "patience": "patience", "input_noise": "input_noise",
-    "ema_decay": "ema_decay", "token_dropout": "token_dropout",
+    "ema_decay": "ema_decay", "token_dropout": "token_dropout", "prefix_projection": "prefix_projection",
 }
 
 
@@ -235,6 +235,9 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
                    help="keep an exponential moving average of the prompt, decay per step (default 0.998; 0 = off)")
     t.add_argument("--token-dropout", type=float,
                    help="drop each text token with this probability while training (default 0 = off)")
+    t.add_argument("--prefix-projection", type=int,
+                   help="--kind deep: train the prefix through an MLP of this many hidden units, folded away "
+                        "when stored (prefix tuning's reparameterisation; default 0 = none)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
     t.add_argument("--max-rows", type=int, help="use only the first N rows of the file")
     t.add_argument("--request-id", default="", help="makes a retried submit safe: the same id returns the first job")

@@ -136,14 +136,11 @@ def test_sigkill_mid_training_resumes_from_checkpoint_and_publishes_once(
 def test_sigkill_mid_publish_leaves_no_half_version(tmp_path: Path, tiny_encoder: str, ray_head: RayHead,
                                                    procs: list[Coordinator]) -> None:
     db = str(tmp_path / "bank.db")
-    first = start(procs, db, tiny_encoder, tmp_path, ray_head)
-    with Client(first.address, timeout=30) as c:
-        c.wait_job(c.create_train_job("fp", "tiny", DATA, hyperparameters=SHORT).name, timeout=240)
-    assert first.terminate() == 0
-
-    doomed = start(procs, db, tiny_encoder, tmp_path, ray_head, port=first.port,
-                   env={"PROMPTBANK_FAILPOINT": "publish.before_commit"})
+    # publishes version 1, then dies the second time it reaches the failpoint
+    doomed = start(procs, db, tiny_encoder, tmp_path, ray_head, env={"PROMPTBANK_FAILPOINT": "publish.before_commit@2"})
     with Client(doomed.address, timeout=30) as c:
+        c.wait_job(c.create_train_job("fp", "tiny", DATA, hyperparameters=SHORT).name, timeout=240)
+        assert versions(db, "fp") == [1]
         job = c.create_train_job("fp", "tiny", DATA, hyperparameters=SHORT, aliases=["prod"])
     assert doomed.wait_exit(240) == -9, doomed.tail()  # killed between writing version 2 and committing
     assert versions(db, "fp") == [1]
@@ -152,8 +149,8 @@ def test_sigkill_mid_publish_leaves_no_half_version(tmp_path: Path, tiny_encoder
         assert catalog.resolve(s, "fp").version == 1 and catalog.resolve(s, "fp@latest").version == 1
     engine.dispose()
 
-    third = start(procs, db, tiny_encoder, tmp_path, ray_head, port=first.port)
-    with Client(third.address, timeout=30) as c:
+    again = start(procs, db, tiny_encoder, tmp_path, ray_head, port=doomed.port)
+    with Client(again.address, timeout=30) as c:
         done = c.wait_job(job.name, timeout=240)  # its lease lapses, it runs again and publishes once
         assert done.state == jp.TrainJob.SUCCEEDED and done.result_version == "prompts/fp/versions/2"
         assert done.attempts == 2

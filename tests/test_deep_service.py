@@ -125,12 +125,15 @@ def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path)
     data = tmp_path / "d.csv"
     data.write_text("text,label\n" + "\n".join(f'"{t}",{lab}' for t, lab in DATA))
     out = cli(server, "train", "--task", "dp-cli", "--backbone", "tiny-enc", "--data", str(data), "--kind", "deep",
-              "--virtual-tokens", "2", "--epochs", "1")
+              "--virtual-tokens", "2", "--epochs", "1", "--prefix-projection", "8")
     assert out.stdout.startswith("prompts/dp-cli/versions/1")
     listing = cli(server, "prompts", "versions", "dp-cli").stdout
     assert "KIND" in listing and "deep" in listing.splitlines()[1]
     with Client(server.address) as c:
-        assert c.get_version("dp-cli@latest").kind == cat.PROMPT_KIND_DEEP
+        v = c.get_version("dp-cli@latest")
+        assert v.kind == cat.PROMPT_KIND_DEEP and list(v.shape) == [2, c.get_backbone("tiny-enc").deep_prompt_width]
+        job = c.list_jobs(prompt="dp-cli")[0]  # trained through the projection, stored as the prefix alone
+        assert job.hyperparameters.prefix_projection == 8
 
 
 def test_a_deep_job_takes_the_deep_defaults_and_set_values_win() -> None:

@@ -4,13 +4,17 @@ and generation with a deep prompt through the KV cache equals decoding without o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from bank.codec import DEEP, INPUT, read_prompt
+from bank.codec import DEEP, INPUT, PROMPT_KEY, read_prompt, read_safetensors
+from promptbank_api.errors import InvalidArgument
 from tests.test_train import DATA, TASK, TOPIC, TOPIC_DATA, final_prompt
 from tests.workers_util import classify, train
 from workers.actor import BackboneWorker
+from workers.checkpoint import TrainState
 from workers.deep_prompt import DeepPrompt, activations, prefixes
 from workers.generate import generate
 from workers.prepare import init_prompt
@@ -56,13 +60,14 @@ def test_deep_and_input_jobs_co_batched_equal_each_job_alone(arch: str, tiny_mod
         ("input", {**TOPIC, **({"label_words": ["vote", "goal"]} if lm else {})}, TOPIC_DATA,
          TrainConfig(num_virtual_tokens=5, epochs=2, batch_size=5, seed=2, learning_rate=0.05)),
         ("deep-text", {**TASK, **lm, "pooling": "text"}, DATA[:30], deep_cfg(num_virtual_tokens=6, seed=9, init="random")),
+        ("projected", {**TASK, **lm}, DATA[:40], deep_cfg(seed=5, prefix_projection=8)),
     ]
 
     def trainer(job, task, data, cfg):  # type: ignore[no-untyped-def]
         return Trainer(job, w.heads, TaskSpec.from_dict(task), data, cfg)
 
     together = list(train_jobs(w.heads, [trainer(*s) for s in specs]))
-    assert sorted(e.job for e in together if e.kind == "RESULT") == ["deep", "deep-text", "input"]
+    assert sorted(e.job for e in together if e.kind == "RESULT") == ["deep", "deep-text", "input", "projected"]
     for spec in specs:
         alone = list(train_jobs(w.heads, [trainer(*spec)]))
         torch.testing.assert_close(final_prompt(together, spec[0]), final_prompt(alone, spec[0]), atol=2e-5, rtol=1e-4)
@@ -70,14 +75,47 @@ def test_deep_and_input_jobs_co_batched_equal_each_job_alone(arch: str, tiny_mod
         assert losses == pytest.approx([e.loss for e in alone if e.kind == "PROGRESS"], abs=1e-4)
 
 
-def test_a_deep_job_resumes_from_its_checkpoint(tiny_encoder: str) -> None:
+@pytest.mark.parametrize("projection", [0, 16])
+def test_a_deep_job_resumes_from_its_checkpoint(projection: int, tiny_encoder: str) -> None:
     w = BackboneWorker(tiny_encoder, num_threads=1)
-    cfg, task = deep_cfg(epochs=3, checkpoint_every=5), TaskSpec.from_dict(TASK)
+    cfg, task = deep_cfg(epochs=3, checkpoint_every=5, prefix_projection=projection), TaskSpec.from_dict(TASK)
     full = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg)]))
     ckpt = next(e for e in full if e.kind == "CHECKPOINT" and e.step == 5)
     resumed = list(train_jobs(w.heads, [Trainer("j", w.heads, task, DATA, cfg, resume=ckpt.checkpoint)]))
     assert next(e for e in resumed if e.kind == "PROGRESS").step > 5
     torch.testing.assert_close(final_prompt(resumed, "j"), final_prompt(full, "j"), atol=1e-6, rtol=1e-5)
+
+
+def test_a_projected_deep_prompt_starts_at_its_init_and_stores_the_folded_prefix_alone(tiny_encoder: str) -> None:
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    task = TaskSpec.from_dict(TASK)
+    cfg = deep_cfg(prefix_projection=16, eval_fraction=0.0, ema_decay=0.0, checkpoint_every=5)
+    t = Trainer("p", w.heads, task, DATA, cfg)
+    start = init_prompt(w.heads, task, cfg, None)
+    torch.testing.assert_close(t.train_prompt(), start)  # the MLP's last layer starts at zero
+    assert t.projection is not None and not t.prompt.requires_grad
+    assert [id(p) for p in t.opt.param_groups[0]["params"]] == [id(p) for p in t.projection.parameters()]
+    before = w.parameter_digest()
+    events = list(train_jobs(w.heads, [t]))
+    assert events[-1].kind == "RESULT", events[-1].error
+    tensors, _ = read_safetensors(events[-1].prompt, "prompt")
+    assert list(tensors) == [PROMPT_KEY] and list(tensors[PROMPT_KEY].shape) == [3, w.bb.deep.width]  # type: ignore[union-attr]
+    stored = final_prompt(events, "p")
+    torch.testing.assert_close(stored, t.projection().detach())  # the network folded into the prefix it computes
+    assert not torch.allclose(stored, start), "training did not move the prefix"
+    assert w.parameter_digest() == before
+    direct = final_prompt(list(train_jobs(w.heads, [Trainer("d", w.heads, task, DATA, replace(cfg, prefix_projection=0))])), "d")
+    assert not torch.allclose(stored, direct, atol=1e-3), "the projection changed nothing about training"
+    # a checkpoint carries the network and Adam's moments; one without them cannot resume a projected job
+    ckpt = next(e.checkpoint for e in events if e.kind == "CHECKPOINT")
+    state = TrainState.from_bytes(ckpt, tuple(start.shape))
+    assert {"embedding", "down.weight", "up.weight", "up.weight.exp_avg", "up.weight.exp_avg_sq"} <= set(state.projection)
+    plain = next(e.checkpoint for e in train_jobs(w.heads, [Trainer("d", w.heads, task, DATA, replace(
+        cfg, prefix_projection=0, checkpoint_every=1))]) if e.kind == "CHECKPOINT")
+    with pytest.raises(InvalidArgument, match="prefix projection"):
+        Trainer("p", w.heads, task, DATA, cfg, resume=plain)
+    with pytest.raises(ConfigError, match="prefix_projection=16 is invalid: must be 0 unless prompt_kind is 'deep'"):
+        TrainConfig(prefix_projection=16)
 
 
 def test_a_stored_deep_prompt_starts_a_deep_job_and_not_an_input_one(tiny_encoder: str) -> None:

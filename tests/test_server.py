@@ -129,6 +129,9 @@ def test_bad_requests_get_clear_status_codes(client: Client) -> None:
     code, msg = code_of(lambda: client.create_train_job("x8", "tiny-enc", DATA,
                                                        hyperparameters=jp.Hyperparameters(token_dropout=-0.5)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "token_dropout=-0.5" in msg
+    code, msg = code_of(lambda: client.create_train_job("x9", "tiny-enc", DATA,
+                                                       hyperparameters=jp.Hyperparameters(prefix_projection=64)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "prefix_projection=64" in msg and "'deep'" in msg
     code, msg = code_of(lambda: client.create_train_job("x5", "tiny-lm", DATA, labels=["negative", "positive"],
                                                        label_words=["running", "running"]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "distinct" in msg

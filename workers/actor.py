@@ -3,6 +3,10 @@
 It speaks only the typed contract of `workers.protocol`. It receives prompts as safetensors bytes keyed by
 content hash and keeps decoded tensors in an LRU bounded in bytes, so a hot prompt is decoded once per
 replica and never re-fetched.
+
+The coordinator imports this module only to name the actor class, so everything that pulls in transformers
+(the backbone, the heads, training, generation) is imported where a replica first uses it: a coordinator
+starts seconds sooner and never loads a model library it does not run.
 """
 
 from __future__ import annotations
@@ -10,18 +14,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import ray
 import torch
 
 from bank.codec import DEEP, INPUT, read_prompt
 from promptbank_api.errors import InvalidArgument
-from workers.backbone import FrozenBackbone
 from workers.cache import LRU, tensor_bytes
-from workers.deep_prompt import DeepPrompt
-from workers.generate import generate
 from workers.grouping import forward_cost, length_groups
-from workers.heads import Heads
 from workers.protocol import (
     BackboneInfo,
     ClassifyBatch,
@@ -31,9 +32,10 @@ from workers.protocol import (
     TrainEvent,
     TrainRequest,
 )
-from workers.soft_prompt import RowPrompt, build_batch, load_prompt, prompt_length, tokenize
 from workers.task import TaskSpec
-from workers.train import Trainer, train_jobs
+
+if TYPE_CHECKING:
+    from workers.soft_prompt import RowPrompt
 
 
 def _node_id() -> str:
@@ -58,6 +60,9 @@ class BackboneWorker:
         num_threads = num_threads or os.cpu_count() or 1
         torch.set_num_threads(num_threads)
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
+        from workers.backbone import FrozenBackbone
+        from workers.heads import Heads
+
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bb = FrozenBackbone(model, revision)
         self.bb.model.to(self.device)
@@ -88,6 +93,8 @@ class BackboneWorker:
         if t is None:
             if key not in prompts:
                 raise MissingPrompts([key])
+            from workers.soft_prompt import load_prompt
+
             t = load_prompt(self.bb, prompts[key])
             self.cache.put(key, t)
         return t
@@ -106,6 +113,8 @@ class BackboneWorker:
     def classify(self, batch: ClassifyBatch) -> list[list[float]]:
         """Each row's class logits in its task's label order; tasks mix freely in each forward, whose rows are
         grouped by length (`length_groups`)."""
+        from workers.soft_prompt import build_batch, prompt_length, tokenize
+
         rows = batch.rows
         missing = sorted({k for k, _ in rows if k not in batch.prompts and self.cache.get(k) is None})
         if missing:
@@ -133,6 +142,8 @@ class BackboneWorker:
         """Train several jobs together (a Ray streaming generator): each step is one forward/backward over a
         batch of every job. A job whose setup fails (bad labels, bad checkpoint) yields FAILED and the others
         go on. Each job stops at its next step after `cancel(job_id)`, keeping a final checkpoint."""
+        from workers.train import Trainer, train_jobs
+
         trainers = []
         for j in jobs:
             self._cancelled.discard(j.job_id)
@@ -151,6 +162,9 @@ class BackboneWorker:
                     max_length: int = 128, kind: str = INPUT) -> dict[str, float]:
         """Mean loss of the new task's examples under each stored prompt of `kind`: lower = a better place to
         start."""
+        from workers.deep_prompt import DeepPrompt
+        from workers.soft_prompt import load_prompt, tokenize
+
         index = {label: k for k, label in enumerate(spec.labels)}
         y = torch.tensor([index[lab] for _, lab in examples], device=self.device)
         ids = tokenize(self.bb, [t for t, _ in examples], max_length)
@@ -173,6 +187,8 @@ class BackboneWorker:
         seed: int = 0,
     ) -> Iterator[str]:
         """Stream generated text pieces (Ray streaming generator)."""
+        from workers.generate import generate
+
         yield from generate(self.bb, self._prompt(key, prompts), text, max_new_tokens, temperature, seed)
 
     def cancel(self, job_id: str) -> None:

@@ -1,14 +1,15 @@
 """The training checkpoint format: everything a job needs to continue exactly where it stopped.
 
 Safetensors bytes only (parsed by `bank.codec`), never pickle: tensors for the prompt, its average, the kept
-prompt, Adam's moments and the RNG states; metadata strings for the step and the keep rule's evaluations.
+prompt, Adam's moments and the RNG states (and, for a deep prompt trained through a projection, that network's
+tensors and moments under `projection/`); metadata strings for the step and the keep rule's evaluations.
 Checkpoints written before a field existed still load (the defaults below say how).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,6 +18,7 @@ from promptbank_api.errors import InvalidArgument
 
 REQUIRED_TENSORS = ("prompt", "best_prompt", "exp_avg", "exp_avg_sq", "torch_rng")
 PROMPT_SHAPED = ("prompt", "ema", "best_prompt", "exp_avg", "exp_avg_sq")
+PROJECTION = "projection/"  # name prefix of the prefix projection's tensors (workers/projection.py)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class TrainState:
     kept: dict[str, float]
     stale_evals: int = 0
     seen: int = 0  # training rows seen so far (examples/s after resume)
+    projection: dict[str, torch.Tensor] = field(default_factory=dict)  # a projection's tensors and moments
 
     def to_bytes(self) -> bytes:
         tensors = {"prompt": self.prompt, "best_prompt": self.kept_prompt, "exp_avg": self.exp_avg,
@@ -45,6 +48,7 @@ class TrainState:
             tensors["ema"] = self.ema
         if self.noise_rng is not None:
             tensors["noise_rng"] = self.noise_rng
+        tensors.update({PROJECTION + k: v for k, v in self.projection.items()})
         meta = {"step": self.step, "adam_step": float(self.adam_step), "best": json.dumps(self.best),
                 "kept": json.dumps(self.kept), "stale_evals": self.stale_evals, "seen": self.seen}
         return write_safetensors(tensors, meta)
@@ -66,6 +70,7 @@ class TrainState:
                        exp_avg=t["exp_avg"], exp_avg_sq=t["exp_avg_sq"], adam_step=float(meta.get("adam_step", 0.0)),
                        torch_rng=t["torch_rng"], noise_rng=t.get("noise_rng"), best=best,
                        kept=json.loads(meta.get("kept", meta["best"])),  # before the one-SE rule the best was kept
-                       stale_evals=int(meta.get("stale_evals", 0)), seen=int(meta.get("seen", 0)))
+                       stale_evals=int(meta.get("stale_evals", 0)), seen=int(meta.get("seen", 0)),
+                       projection={k[len(PROJECTION):]: v for k, v in t.items() if k.startswith(PROJECTION)})
         except (ValueError, TypeError) as exc:
             raise InvalidArgument(f"checkpoint metadata is invalid: {exc}") from None

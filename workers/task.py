@@ -27,6 +27,7 @@ SELECT_ON = ("eval_loss", "eval_accuracy")
 # the development split"): a deep prompt moves every layer's keys and values, so it takes a smaller step.
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {INPUT: {}, DEEP: {"learning_rate": 1e-2}}
 
+MAX_PROJECTION = 8192  # hidden units of a deep prompt's training MLP (workers/projection.py)
 
 class ConfigError(InvalidArgument, ValueError):
     """A config value is invalid (INVALID_ARGUMENT at the gRPC edge)."""
@@ -96,6 +97,7 @@ class TrainConfig:
     input_noise: float = 5.0  # NEFTune-style noise on the text's token embeddings while training (0 = off)
     token_dropout: float = 0.0  # drop each text token with this probability while training (0 = off)
     ema_decay: float = 0.998  # evaluate and keep an exponential moving average of the prompt (0 = the prompt)
+    prefix_projection: int = 0  # deep only: hidden units of the MLP the prefix trains through (0 = none)
     init_from: str = field(default="", repr=False)  # filled by the coordinator for a stored-version init
 
     def __post_init__(self) -> None:
@@ -115,6 +117,9 @@ class TrainConfig:
             (0 <= self.input_noise <= 100, "input_noise", "in [0, 100]"),
             (0 <= self.token_dropout < 1, "token_dropout", "in [0, 1)"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (0 <= self.prefix_projection <= MAX_PROJECTION, "prefix_projection", f"between 0 and {MAX_PROJECTION}"),
+            (not self.prefix_projection or self.prompt_kind == DEEP, "prefix_projection",
+             "0 unless prompt_kind is 'deep' (an input prompt trains directly)"),
             (self.select_on in SELECT_ON, "select_on", f"one of {list(SELECT_ON)}"),
             (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
             (self.init != "text" or bool(self.init_text.strip()), "init_text", "non-empty when init is 'text'"),

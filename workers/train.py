@@ -29,6 +29,7 @@ from workers.deep_prompt import DeepPrompt
 from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
 from workers.prepare import autocast_dtype, init_prompt, split
+from workers.projection import PrefixProjection
 from workers.protocol import EventKind, TrainEvent
 from workers.schedule import KeepRule, debiased_average, eval_metrics, lr_factor
 from workers.soft_prompt import RowPrompt, build_batch, prompt_length, tokenize
@@ -63,12 +64,17 @@ class Trainer:
         self.ev_ids = tokenize(heads.bb, [t for t, _ in eval_rows], cfg.max_length)
         self.truncated = sum(len(r) >= cfg.max_length for r in self.tr_ids + self.ev_ids)  # cut at max_length
         self.ev_y = torch.tensor([index[lab] for _, lab in eval_rows], device=dev)
-        self.prompt = torch.nn.Parameter(init_prompt(heads, task, cfg, stored_init).to(dev))  # all we train
+        start = init_prompt(heads, task, cfg, stored_init).to(dev)
+        # What we train: the prompt itself, or (deep, `prefix_projection`) an MLP that computes it. Either way
+        # `self.prompt` holds the prompt's current value; it is a parameter only when trained directly.
+        self.projection = (PrefixProjection(start, heads.bb.hidden_size, cfg.prefix_projection, cfg.seed)
+                           if cfg.prefix_projection else None)
+        self.prompt = torch.nn.Parameter(start) if self.projection is None else start.clone()
         self.ema = torch.zeros_like(self.prompt, requires_grad=False)  # `average`'s accumulator (`ema_decay`)
         self._special = set(heads.bb.tokenizer.all_special_ids)  # never dropped ([CLS], [SEP], [MASK], ...)
         self.noise_gen = torch.Generator().manual_seed(cfg.seed)  # the job's own: co-batching can't reorder draws
         self.autocast = autocast_dtype(cfg.precision, dev)
-        self.opt = torch.optim.AdamW([self.prompt], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.tr_ids) / cfg.batch_size)
         self.total = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps:
@@ -120,6 +126,14 @@ class Trainer:
         kept = [t for t in row if t in self._special or rng.random() >= p]
         return kept if any(t not in self._special for t in kept) else row
 
+    def parameters(self) -> list[torch.Tensor]:
+        """What the optimizer moves: the prompt, or its projection's embedding and MLP."""
+        return [self.prompt] if self.projection is None else list(self.projection.parameters())
+
+    def train_prompt(self) -> torch.Tensor:
+        """The prompt a training step runs, with the graph back to what is trained (computed once per step)."""
+        return self.prompt if self.projection is None else self.projection()
+
     def row_prompt(self, prompt: torch.Tensor) -> RowPrompt:
         """`prompt` (this job's parameter, its average or a kept one) as `build_batch` reads it: its kind."""
         return DeepPrompt(prompt) if self.cfg.prompt_kind == DEEP else prompt
@@ -157,6 +171,9 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
+        if self.projection is not None:
+            with torch.no_grad():
+                self.prompt = self.projection()
         self._update_average()
         self.seen += rows
         for g in self.opt.param_groups:  # the schedule is a pure function of the step: exact after resume
@@ -219,16 +236,47 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints (workers/checkpoint.py)
 
     def checkpoint(self) -> TrainEvent:
-        st = self.opt.state.get(self.prompt, {})
-        zeros = torch.zeros_like(self.prompt)
+        st = self.opt.state.get(self.prompt, {})  # empty when a projection is trained instead
+        first = self.opt.state.get(self.parameters()[0], {})
         state = TrainState(
             step=self.step, prompt=self.prompt.detach(), ema=self.ema, kept_prompt=self.kept_prompt,
-            exp_avg=st.get("exp_avg", zeros), exp_avg_sq=st.get("exp_avg_sq", zeros),
-            adam_step=float(st["step"]) if "step" in st else 0.0, torch_rng=torch.get_rng_state(),
+            exp_avg=st.get("exp_avg", torch.zeros_like(self.prompt)),
+            exp_avg_sq=st.get("exp_avg_sq", torch.zeros_like(self.prompt)),
+            adam_step=float(first["step"]) if "step" in first else 0.0, torch_rng=torch.get_rng_state(),
             noise_rng=self.noise_gen.get_state(), best=self.keep.best, kept=self.keep.kept,
-            stale_evals=self.keep.stale_evals, seen=self.seen,
+            stale_evals=self.keep.stale_evals, seen=self.seen, projection=self._projection_state(),
         )
         return self._event(EventKind.CHECKPOINT, checkpoint=state.to_bytes())
+
+    def _projection_state(self) -> dict[str, torch.Tensor]:
+        """The projection's tensors and each parameter's Adam moments (`<name>.exp_avg`, `<name>.exp_avg_sq`)."""
+        if self.projection is None:
+            return {}
+        out = {k: v.detach() for k, v in self.projection.state_dict().items()}
+        for name, p in self.projection.named_parameters():
+            for moment, value in self.opt.state.get(p, {}).items():
+                if moment != "step":
+                    out[f"{name}.{moment}"] = value
+        return out
+
+    def _restore_projection(self, tensors: dict[str, torch.Tensor], adam_step: float) -> None:
+        if self.projection is None:
+            return
+        own = self.projection.state_dict()
+        bad = [k for k, v in own.items() if k not in tensors or tensors[k].shape != v.shape]
+        if bad:
+            raise InvalidArgument(f"checkpoint lacks the prefix projection's {bad} (or their shapes differ): it was "
+                                  f"written by a job with another prefix_projection")
+        self.projection.load_state_dict({k: tensors[k] for k in own})
+        with torch.no_grad():
+            self.prompt = self.projection()
+        if adam_step > 0:
+            for name, p in self.projection.named_parameters():
+                moments = {m: tensors.get(f"{name}.{m}") for m in ("exp_avg", "exp_avg_sq")}
+                if any(v is None or v.shape != p.shape for v in moments.values()):
+                    raise InvalidArgument(f"checkpoint lacks Adam's moments of the prefix projection's {name}")
+                self.opt.state[p] = {"step": torch.tensor(adam_step),
+                                     **{m: v.to(p.device) for m, v in moments.items()}}  # type: ignore[union-attr]
 
     def _restore(self, data: bytes) -> None:
         st = TrainState.from_bytes(data, tuple(self.prompt.shape))
@@ -241,7 +289,8 @@ class Trainer:
         self.kept_prompt = st.kept_prompt.to(dev)
         self.step, self.seen = st.step, st.seen
         self.keep.best, self.keep.kept, self.keep.stale_evals = st.best, st.kept, st.stale_evals
-        if st.adam_step > 0:
+        self._restore_projection(st.projection, st.adam_step)
+        if st.adam_step > 0 and self.projection is None:
             self.opt.state[self.prompt] = {
                 "step": torch.tensor(st.adam_step), "exp_avg": st.exp_avg.to(dev), "exp_avg_sq": st.exp_avg_sq.to(dev),
             }
@@ -299,7 +348,7 @@ def _step(heads: Heads, live: list[Trainer]) -> Iterator[TrainEvent]:
         labels = heads.label_ids(t.task) if heads.prompted_labels(t.task, t.prompt) else []
         spans.append((len(ids), len(b), len(labels)))
         ids += b + labels
-        prompts += [t.row_prompt(t.prompt)] * (len(b) + len(labels))
+        prompts += [t.row_prompt(t.train_prompt())] * (len(b) + len(labels))
         tasks += [t.task] * (len(b) + len(labels))
         noise += t.input_noise(b + labels)
     device = heads.bb.embed.weight.device

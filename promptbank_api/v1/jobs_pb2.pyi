@@ -227,6 +227,7 @@ class Hyperparameters(_message.Message):
     EMA_DECAY_FIELD_NUMBER: _builtins.int
     TOKEN_DROPOUT_FIELD_NUMBER: _builtins.int
     PROMPT_KIND_FIELD_NUMBER: _builtins.int
+    PREFIX_PROJECTION_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt, 1..512 (default 20)."""
     epochs: _builtins.int
@@ -277,6 +278,11 @@ class Hyperparameters(_message.Message):
     """
     prompt_kind: _catalog_pb2.PromptKind.ValueType
     """What to train: an input prompt (unset: the default) or a deep prompt (keys and values for every layer)."""
+    prefix_projection: _builtins.int
+    """Deep prompts only: train the prefix through a two-layer MLP of this many hidden units, shared by every
+    position (prefix tuning's reparameterisation), folded away when the version is stored. 0..8192; unset or
+    0 trains the prefix directly.
+    """
     def __init__(
         self,
         *,
@@ -297,10 +303,11 @@ class Hyperparameters(_message.Message):
         ema_decay: _builtins.float | None = ...,
         token_dropout: _builtins.float | None = ...,
         prompt_kind: _catalog_pb2.PromptKind.ValueType = ...,
+        prefix_projection: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "seed", b"seed", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "prefix_projection", b"prefix_projection", "seed", b"seed", "token_dropout", b"token_dropout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "prompt_kind", b"prompt_kind", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "prefix_projection", b"prefix_projection", "prompt_kind", b"prompt_kind", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -322,6 +329,8 @@ class Hyperparameters(_message.Message):
     _WhichOneofArgType__num_virtual_tokens: _TypeAlias = _typing.Literal["_num_virtual_tokens", b"_num_virtual_tokens"]  # noqa: Y015
     _WhichOneofReturnType__patience: _TypeAlias = _typing.Literal["patience"]  # noqa: Y015
     _WhichOneofArgType__patience: _TypeAlias = _typing.Literal["_patience", b"_patience"]  # noqa: Y015
+    _WhichOneofReturnType__prefix_projection: _TypeAlias = _typing.Literal["prefix_projection"]  # noqa: Y015
+    _WhichOneofArgType__prefix_projection: _TypeAlias = _typing.Literal["_prefix_projection", b"_prefix_projection"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__token_dropout: _TypeAlias = _typing.Literal["token_dropout"]  # noqa: Y015
@@ -346,6 +355,8 @@ class Hyperparameters(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__num_virtual_tokens) -> _WhichOneofReturnType__num_virtual_tokens | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__patience) -> _WhichOneofReturnType__patience | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prefix_projection) -> _WhichOneofReturnType__prefix_projection | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
