@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from promptbank_api.errors import InvalidArgument
+
+MOMENTS = ("exp_avg", "exp_avg_sq")  # AdamW's per-parameter state a checkpoint keeps
+
 
 class PrefixProjection(torch.nn.Module):
     """`base + up(tanh(down(embedding)))` per position: `(P, width)` from a `(P, in_dim)` embedding through
@@ -33,3 +37,26 @@ class PrefixProjection(torch.nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.base + self.up(torch.tanh(self.down(self.embedding)))
+
+    def tensors(self, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of it: its tensors, and each parameter's Adam moments as `<name>.<moment>`."""
+        out = {k: v.detach() for k, v in self.state_dict().items()}
+        for name, p in self.named_parameters():
+            out.update({f"{name}.{m}": opt.state[p][m] for m in MOMENTS if m in opt.state.get(p, {})})
+        return out
+
+    def restore(self, tensors: dict[str, torch.Tensor], opt: torch.optim.Optimizer, adam_step: float) -> None:
+        """Load `tensors()` back, and Adam's moments when the checkpoint was taken after a step."""
+        own = self.state_dict()
+        bad = [k for k, v in own.items() if k not in tensors or tensors[k].shape != v.shape]
+        if bad:
+            raise InvalidArgument(f"checkpoint lacks the prefix projection's {bad} (or their shapes differ): it was "
+                                  f"written by a job with another prefix_projection")
+        self.load_state_dict({k: tensors[k] for k in own})
+        if adam_step <= 0:
+            return
+        for name, p in self.named_parameters():
+            moments = {m: tensors.get(f"{name}.{m}") for m in MOMENTS}
+            if any(v is None or v.shape != p.shape for v in moments.values()):
+                raise InvalidArgument(f"checkpoint lacks Adam's moments of the prefix projection's {name}")
+            opt.state[p] = {"step": torch.tensor(adam_step), **{m: v.to(p.device) for m, v in moments.items()}}  # type: ignore[union-attr]

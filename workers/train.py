@@ -244,39 +244,10 @@ class Trainer:
             exp_avg_sq=st.get("exp_avg_sq", torch.zeros_like(self.prompt)),
             adam_step=float(first["step"]) if "step" in first else 0.0, torch_rng=torch.get_rng_state(),
             noise_rng=self.noise_gen.get_state(), best=self.keep.best, kept=self.keep.kept,
-            stale_evals=self.keep.stale_evals, seen=self.seen, projection=self._projection_state(),
+            stale_evals=self.keep.stale_evals, seen=self.seen,
+            projection=self.projection.tensors(self.opt) if self.projection is not None else {},
         )
         return self._event(EventKind.CHECKPOINT, checkpoint=state.to_bytes())
-
-    def _projection_state(self) -> dict[str, torch.Tensor]:
-        """The projection's tensors and each parameter's Adam moments (`<name>.exp_avg`, `<name>.exp_avg_sq`)."""
-        if self.projection is None:
-            return {}
-        out = {k: v.detach() for k, v in self.projection.state_dict().items()}
-        for name, p in self.projection.named_parameters():
-            for moment, value in self.opt.state.get(p, {}).items():
-                if moment != "step":
-                    out[f"{name}.{moment}"] = value
-        return out
-
-    def _restore_projection(self, tensors: dict[str, torch.Tensor], adam_step: float) -> None:
-        if self.projection is None:
-            return
-        own = self.projection.state_dict()
-        bad = [k for k, v in own.items() if k not in tensors or tensors[k].shape != v.shape]
-        if bad:
-            raise InvalidArgument(f"checkpoint lacks the prefix projection's {bad} (or their shapes differ): it was "
-                                  f"written by a job with another prefix_projection")
-        self.projection.load_state_dict({k: tensors[k] for k in own})
-        with torch.no_grad():
-            self.prompt = self.projection()
-        if adam_step > 0:
-            for name, p in self.projection.named_parameters():
-                moments = {m: tensors.get(f"{name}.{m}") for m in ("exp_avg", "exp_avg_sq")}
-                if any(v is None or v.shape != p.shape for v in moments.values()):
-                    raise InvalidArgument(f"checkpoint lacks Adam's moments of the prefix projection's {name}")
-                self.opt.state[p] = {"step": torch.tensor(adam_step),
-                                     **{m: v.to(p.device) for m, v in moments.items()}}  # type: ignore[union-attr]
 
     def _restore(self, data: bytes) -> None:
         st = TrainState.from_bytes(data, tuple(self.prompt.shape))
@@ -289,8 +260,11 @@ class Trainer:
         self.kept_prompt = st.kept_prompt.to(dev)
         self.step, self.seen = st.step, st.seen
         self.keep.best, self.keep.kept, self.keep.stale_evals = st.best, st.kept, st.stale_evals
-        self._restore_projection(st.projection, st.adam_step)
-        if st.adam_step > 0 and self.projection is None:
+        if self.projection is not None:
+            self.projection.restore(st.projection, self.opt, st.adam_step)
+            with torch.no_grad():
+                self.prompt = self.projection()
+        elif st.adam_step > 0:
             self.opt.state[self.prompt] = {
                 "step": torch.tensor(st.adam_step), "exp_avg": st.exp_avg.to(dev), "exp_avg_sq": st.exp_avg_sq.to(dev),
             }
