@@ -14,9 +14,11 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0" >&2
   # The rest through uv when it installs (minutes faster than pip on a fresh machine); pip if it does not.
-  # torch is already there, so neither resolver looks for another build of it.
+  # torch is already there, so neither resolver looks for another build of it. Bytecode is compiled now, as
+  # pip does: where PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile ray and
+  # transformers again on import (seconds per coordinator, replica and CLI call).
   if ! { "$VENV/bin/python" -m pip install -q uv >&2 \
-         && "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" -q -e ".[dev]" >&2; }; then
+         && "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" --compile-bytecode -q -e ".[dev]" >&2; }; then
     echo "bootstrap: uv was unavailable or failed; installing with pip" >&2
     "$VENV/bin/python" -m pip install -q -e ".[dev]" >&2
   fi
