@@ -207,7 +207,9 @@ def test_a_second_server_on_a_taken_port_fails_at_once(server, tmp_path: Path) -
 def test_ctrl_c_says_the_job_keeps_running(server, tmp_path: Path, how: str) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "d.csv"
     data.write_text("text,label\n" + "\n".join(f'"{t}",{lab}' for t, lab in DATA))
-    base = [sys.executable, "-m", "promptbank.cli", "--server", server.address]
+    # as from a terminal: SIGINT at its default even when this test runs under a launcher that ignores it (a
+    # background job of a shell without job control passes SIG_IGN on, and Python then installs no handler)
+    base = ["env", "--default-signal=INT", sys.executable, "-m", "promptbank.cli", "--server", server.address]
     job = ""
     if how == "watch":
         job = cli(server, "train", "--task", f"ctrl-c-{how}", "--backbone", "tiny-enc", "--data", str(data), *SLOW,
