@@ -126,3 +126,6 @@ def test_train_help_states_the_servers_defaults() -> None:
                         ("batch_size", d.batch_size), ("input_noise", d.input_noise), ("ema_decay", d.ema_decay),
                         ("token_dropout", d.token_dropout), ("eval_fraction", d.eval_fraction)):
         assert f"default {value:g}" in helps[dest], (dest, helps[dest])
+    deep = TrainConfig.defaults("deep")
+    for dest, value in (("epochs", deep.epochs), ("lr", deep.learning_rate), ("prefix_projection", deep.prefix_projection)):
+        assert f"{value:g} with --kind deep" in helps[dest], (dest, helps[dest])

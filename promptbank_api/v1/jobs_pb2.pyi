@@ -231,10 +231,10 @@ class Hyperparameters(_message.Message):
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt, 1..512 (default 20)."""
     epochs: _builtins.int
-    """Passes over the training split, 1..1000 (default 12)."""
+    """Passes over the training split, 1..1000 (default 12 for an input prompt, 5 for a deep one)."""
     learning_rate: _builtins.float
-    """Learning rate, in (0, 10] (default chosen for prompt tuning, far larger than for fine-tuning: 0.03 for an
-    input prompt, 0.01 for a deep one).
+    """Learning rate, in (0, 10] (default chosen for prompt tuning: 0.03 for an input prompt, far larger than
+    for fine-tuning; 0.0005 for a deep one, whose steps go through the prefix projection).
     """
     batch_size: _builtins.int
     """Rows per step, 1..4096 (default 8)."""
@@ -280,8 +280,8 @@ class Hyperparameters(_message.Message):
     """What to train: an input prompt (unset: the default) or a deep prompt (keys and values for every layer)."""
     prefix_projection: _builtins.int
     """Deep prompts only: train the prefix through a two-layer MLP of this many hidden units, shared by every
-    position (prefix tuning's reparameterisation), folded away when the version is stored. 0..8192; unset or
-    0 trains the prefix directly.
+    position (prefix tuning's reparameterisation), folded away when the version is stored. 0..8192; unset =
+    the default (512 for a deep prompt, 0 for an input one); 0 trains the prefix directly.
     """
     def __init__(
         self,

@@ -206,15 +206,15 @@ export type Hyperparameters = Message<"promptbank.v1.Hyperparameters"> & {
   numVirtualTokens?: number | undefined;
 
   /**
-   * Passes over the training split, 1..1000 (default 12).
+   * Passes over the training split, 1..1000 (default 12 for an input prompt, 5 for a deep one).
    *
    * @generated from field: optional int32 epochs = 2;
    */
   epochs?: number | undefined;
 
   /**
-   * Learning rate, in (0, 10] (default chosen for prompt tuning, far larger than for fine-tuning: 0.03 for an
-   * input prompt, 0.01 for a deep one).
+   * Learning rate, in (0, 10] (default chosen for prompt tuning: 0.03 for an input prompt, far larger than
+   * for fine-tuning; 0.0005 for a deep one, whose steps go through the prefix projection).
    *
    * @generated from field: optional double learning_rate = 3;
    */
@@ -328,8 +328,8 @@ export type Hyperparameters = Message<"promptbank.v1.Hyperparameters"> & {
 
   /**
    * Deep prompts only: train the prefix through a two-layer MLP of this many hidden units, shared by every
-   * position (prefix tuning's reparameterisation), folded away when the version is stored. 0..8192; unset or
-   * 0 trains the prefix directly.
+   * position (prefix tuning's reparameterisation), folded away when the version is stored. 0..8192; unset =
+   * the default (512 for a deep prompt, 0 for an input one); 0 trains the prefix directly.
    *
    * @generated from field: optional int32 prefix_projection = 18;
    */
