@@ -134,6 +134,12 @@ class Trainer:
         """The prompt a training step runs, with the graph back to what is trained (computed once per step)."""
         return self.prompt if self.projection is None else self.projection()
 
+    def _follow_projection(self) -> None:
+        """After the projection moved (a step, a restore), `self.prompt` holds the prefix it now computes."""
+        if self.projection is not None:
+            with torch.no_grad():
+                self.prompt = self.projection()
+
     def row_prompt(self, prompt: torch.Tensor) -> RowPrompt:
         """`prompt` (this job's parameter, its average or a kept one) as `build_batch` reads it: its kind."""
         return DeepPrompt(prompt) if self.cfg.prompt_kind == DEEP else prompt
@@ -171,9 +177,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
-        if self.projection is not None:
-            with torch.no_grad():
-                self.prompt = self.projection()
+        self._follow_projection()
         self._update_average()
         self.seen += rows
         for g in self.opt.param_groups:  # the schedule is a pure function of the step: exact after resume
@@ -262,8 +266,7 @@ class Trainer:
         self.keep.best, self.keep.kept, self.keep.stale_evals = st.best, st.kept, st.stale_evals
         if self.projection is not None:
             self.projection.restore(st.projection, self.opt, st.adam_step)
-            with torch.no_grad():
-                self.prompt = self.projection()
+            self._follow_projection()
         elif st.adam_step > 0:
             self.opt.state[self.prompt] = {
                 "step": torch.tensor(st.adam_step), "exp_avg": st.exp_avg.to(dev), "exp_avg_sq": st.exp_avg_sq.to(dev),
