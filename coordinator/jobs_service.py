@@ -24,18 +24,20 @@ from promptbank_api.names import TERMINAL_STATES, check_name, parse_ref, strip_c
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from workers.protocol import JobSpec
-from workers.task import INITS, TaskSpec, TrainConfig
+from workers.task import DEFAULT_KIND, INITS, TaskSpec, TrainConfig
 
 NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
            "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout",
            "prefix_projection")
 
 
-def train_config(hp: jp.Hyperparameters, ds: jp.Dataset) -> TrainConfig:
+def train_config(hp: jp.Hyperparameters, ds: jp.Dataset, deep_capable: bool = True) -> TrainConfig:
     """Unset numeric fields take the defaults of the job's prompt kind and set ones are used as given (0
-    included); empty strings take the defaults. The dataclass validates the result and names any bad value and
-    its range."""
-    kind = cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else INPUT
+    included); empty strings take the defaults. A job that names no kind gets DEFAULT_KIND, or an input prompt
+    on a backbone that cannot carry deep prompts. The dataclass validates the result and names any bad value
+    and its range."""
+    unnamed = DEFAULT_KIND if deep_capable else INPUT
+    kind = cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else unnamed
     base = TrainConfig.defaults(kind)
     init = hp.init or base.init
     over: dict[str, Any] = {name: getattr(hp, name) for name in NUMERIC if hp.HasField(name)}
@@ -79,7 +81,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         distinct = sorted({lab for _, lab in rows})
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
-        cfg = train_config(job.hyperparameters, job.dataset)
+        cfg = train_config(job.hyperparameters, job.dataset, deep_capable=bool(served.info.deep_width))
         if cfg.prompt_kind == DEEP and not served.info.deep_width:
             raise FailedPrecondition(f"backbone {backbone!r} cannot carry deep prompts (its attention is not SDPA or "
                                      f"eager); train an input prompt")

@@ -209,11 +209,12 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
                         "through the prompt and pools every position; 'prompt' pools only the prompt's "
                         "positions; 'text' pools the text's tokens and compares them with the plain label texts")
     t.add_argument("--kind", default="", choices=["input", "deep"],
-                   help="what to train: 'input' vectors before the text (default) or a 'deep' prompt, keys and "
-                        "values for every attention layer (prefix tuning)")
+                   help="what to train: a 'deep' prompt, keys and values for every attention layer (prefix "
+                        "tuning; the default where the backbone can carry one), or 'input' vectors before the "
+                        "text (the default elsewhere)")
     t.add_argument("--virtual-tokens", type=int, help="prompt length, 1..512 (default 20)")
-    t.add_argument("--epochs", type=int, help="passes over the training split, 1..1000 (default 12; 5 with --kind deep)")
-    t.add_argument("--lr", type=float, help="learning rate (default 0.03; 0.0005 with --kind deep)")
+    t.add_argument("--epochs", type=int, help="passes over the training split, 1..1000 (default 5 for a deep prompt, 12 for an input one)")
+    t.add_argument("--lr", type=float, help="learning rate (default 0.0005 for a deep prompt, 0.03 for an input one)")
     t.add_argument("--batch-size", type=int, help="rows per step (default 8)")
     t.add_argument("--seed", type=int, help="init, split and batch order (default 0)")
     t.add_argument("--max-length", type=int, help="tokens per row, 8..8192; longer texts are cut (default 128)")
@@ -236,9 +237,9 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--token-dropout", type=float,
                    help="drop each text token with this probability while training (default 0 = off)")
     t.add_argument("--prefix-projection", type=int,
-                   help="--kind deep: train the prefix through an MLP of this many hidden units, folded away "
-                        "when stored (prefix tuning's reparameterisation; default 512 with --kind deep; 0 = "
-                        "train the prefix directly)")
+                   help="deep prompts: train the prefix through an MLP of this many hidden units, folded away "
+                        "when stored (prefix tuning's reparameterisation; default 512; 0 = train the prefix "
+                        "directly)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
     t.add_argument("--max-rows", type=int, help="use only the first N rows of the file")
     t.add_argument("--request-id", default="", help="makes a retried submit safe: the same id returns the first job")

@@ -1,8 +1,8 @@
 """`promptbank demo`: the embedded service end to end on real data and a real model.
 
-Starts `promptbank serve` (SQLite, local Ray, packaged MiniLM) as a child process, trains two prompts on
-the tweet corpus over gRPC, classifies one mixed batch of both tasks' held-out rows in one request, and
-prints accuracy beside the majority rate.
+Starts `promptbank serve` (SQLite, local Ray, packaged MiniLM) as a child process, trains two prompts of the
+default kind on the tweet corpus over gRPC, classifies one mixed batch of both tasks' held-out rows in one
+request, and prints accuracy beside the majority rate.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from promptbank.client import Client
 from promptbank.data import tweet_tasks
 from promptbank.progress import follow, wilson_interval
+from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 
 TASKS = {  # name -> (labels, label texts embedded by the encoder)
@@ -69,7 +70,8 @@ def _run(a: argparse.Namespace, c: Client, t0: float) -> int:
         job = c.create_train_job(name, "minilm", train, labels=labels, label_texts=texts,
                                  hyperparameters=jp.Hyperparameters(epochs=a.epochs))
         jobs[name] = job.name
-        print(f"[demo] submitted {job.name}: prompt {name!r} {labels} on {len(train)} tweets")
+        kind = cat.PromptKind.Name(job.hyperparameters.prompt_kind).removeprefix("PROMPT_KIND_").lower()
+        print(f"[demo] submitted {job.name}: a {kind} prompt {name!r} {labels} on {len(train)} tweets")
     for name, job in jobs.items():
         done = follow(c, job)
         if done.state != jp.TrainJob.SUCCEEDED:

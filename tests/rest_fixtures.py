@@ -16,10 +16,10 @@ from coordinator.limits import Limits
 from promptbank import Client
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.conftest import LiveServer
-from tests.test_server import DATA, HP
+from tests.test_server import DATA, HP, input_hp
 
 ADMIN = "pbt_rest-admin-secret-0123456789abcdef0123456789"
-TINY_HP = jp.Hyperparameters(num_virtual_tokens=2, max_steps=4, batch_size=8)
+TINY_HP = input_hp(num_virtual_tokens=2, max_steps=4, batch_size=8)
 
 
 @dataclass

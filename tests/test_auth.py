@@ -25,10 +25,10 @@ from promptbank import Client
 from promptbank_api.v1 import auth_pb2, catalog_pb2, inference_pb2, jobs_pb2
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.conftest import LiveServer
-from tests.test_server import DATA, code_of
+from tests.test_server import DATA, code_of, input_hp
 
 ADMIN = "pbt_test-admin-secret-0123456789abcdef0123456789"
-HP = jp.Hyperparameters(num_virtual_tokens=2, epochs=1, batch_size=8)
+HP = input_hp(num_virtual_tokens=2, epochs=1, batch_size=8)
 
 
 @pytest.fixture(scope="module")

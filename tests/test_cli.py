@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from promptbank import Client
-from tests.test_server import DATA, TOPIC, train
+from tests.test_server import DATA, TOPIC, input_hp, train
 
 
 def cli(server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
@@ -58,11 +58,10 @@ def test_train_no_wait_then_watch_and_show(server, data_file: Path) -> None:  # 
 
 
 def test_watch_exits_nonzero_for_a_cancelled_job(server) -> None:  # type: ignore[no-untyped-def]
-    from promptbank_api.v1 import jobs_pb2 as jp
 
     with Client(server.address) as c:
         job = c.create_train_job("cli-cancel", "tiny-enc", DATA,
-                                 hyperparameters=jp.Hyperparameters(epochs=1000, num_virtual_tokens=2, batch_size=4, patience=10000))
+                                 hyperparameters=input_hp(epochs=1000, num_virtual_tokens=2, batch_size=4, patience=10000))
         cancelled = json.loads(cli(server, "jobs", "cancel", job.name, "--json").stdout)
         assert cancelled["name"] == job.name
     watched = cli(server, "jobs", "watch", job.name, check=False)
@@ -115,17 +114,20 @@ def test_generate_prints_the_streamed_text(server) -> None:  # type: ignore[no-u
 
 
 def test_train_help_states_the_servers_defaults() -> None:
-    """Flags left out take the server's defaults; the help must name the values the server really uses."""
+    """Flags left out take the server's defaults; the help must name the values the server really uses, for
+    the kind a job gets when it names none and for the other."""
     from promptbank.cli import build_parser
-    from workers.task import TrainConfig
+    from workers.task import DEFAULT_KIND, TrainConfig
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub.choices["train"]._actions}
-    d = TrainConfig()
-    for dest, value in (("virtual_tokens", d.num_virtual_tokens), ("epochs", d.epochs), ("lr", d.learning_rate),
-                        ("batch_size", d.batch_size), ("input_noise", d.input_noise), ("ema_decay", d.ema_decay),
-                        ("token_dropout", d.token_dropout), ("eval_fraction", d.eval_fraction)):
+    assert DEFAULT_KIND == "deep" and "'deep' prompt" in helps["kind"] and "the default where the backbone" in helps["kind"]
+    deep, plain = TrainConfig.defaults("deep"), TrainConfig.defaults("input")
+    for dest, value in (("virtual_tokens", deep.num_virtual_tokens), ("batch_size", deep.batch_size),
+                        ("input_noise", deep.input_noise), ("ema_decay", deep.ema_decay),
+                        ("token_dropout", deep.token_dropout), ("eval_fraction", deep.eval_fraction),
+                        ("prefix_projection", deep.prefix_projection)):
         assert f"default {value:g}" in helps[dest], (dest, helps[dest])
-    deep = TrainConfig.defaults("deep")
-    for dest, value in (("epochs", deep.epochs), ("lr", deep.learning_rate), ("prefix_projection", deep.prefix_projection)):
-        assert f"{value:g} with --kind deep" in helps[dest], (dest, helps[dest])
+    for dest, field in (("epochs", "epochs"), ("lr", "learning_rate")):
+        d, i = getattr(deep, field), getattr(plain, field)
+        assert d != i and f"default {d:g} for a deep prompt, {i:g} for an input one" in helps[dest], (dest, helps[dest])

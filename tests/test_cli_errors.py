@@ -20,7 +20,7 @@ from promptbank import Client
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.test_cli import cli
-from tests.test_server import DATA, HP, code_of, train
+from tests.test_server import DATA, HP, code_of, input_hp, train
 
 SLOW = ["--virtual-tokens", "2", "--epochs", "1000", "--batch-size", "4", "--patience", "10000"]
 
@@ -60,7 +60,7 @@ def test_zero_is_honoured_where_it_means_something(client: Client) -> None:
     assert done.metrics["train_examples"] == len(DATA)
     default = train(client, "zero-default")  # unset: the server's 5%
     assert default.metrics["eval_examples"] == round(len(DATA) * 0.05)
-    seeded = client.create_train_job("zero-seed", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(
+    seeded = client.create_train_job("zero-seed", "tiny-enc", DATA, hyperparameters=input_hp(
         num_virtual_tokens=2, epochs=1, seed=0, input_noise=0.0))
     shown = client.get_job(seeded.name).hyperparameters
     assert shown.seed == 0 and shown.HasField("input_noise") and shown.input_noise == 0.0
@@ -276,7 +276,7 @@ def test_request_ids_make_scripted_retries_safe(server, tmp_path: Path) -> None:
 
 def test_cancel_prints_one_line_and_completion_scripts(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with Client(server.address) as c:
-        job = c.create_train_job("cli-cxl", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(
+        job = c.create_train_job("cli-cxl", "tiny-enc", DATA, hyperparameters=input_hp(
             num_virtual_tokens=2, epochs=1000, batch_size=4, patience=10000))
     out = clean(cli(server, "jobs", "cancel", job.name))
     assert out.stdout.count("\n") == 1 and out.stdout.startswith(f"{job.name}: cancel requested")

@@ -11,7 +11,7 @@ from coordinator.batcher import BatchLimits, MicroBatcher
 from promptbank import Client
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import jobs_pb2 as jp
-from tests.test_server import DATA, train
+from tests.test_server import DATA, input_hp, train
 
 
 def test_a_cancelled_classify_never_reaches_a_replica(server, client: Client) -> None:  # type: ignore[no-untyped-def]
@@ -38,7 +38,7 @@ def test_a_cancelled_classify_never_reaches_a_replica(server, client: Client) ->
 
 
 def test_cancelling_a_watch_does_not_cancel_the_job(client: Client) -> None:
-    hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=30, batch_size=8, patience=10000)
+    hp = input_hp(num_virtual_tokens=2, epochs=30, batch_size=8, patience=10000)
     job = client.create_train_job("gu-watch", "tiny-enc", DATA, hyperparameters=hp)
     stream = client.jobs.WatchTrainJob(jp.WatchTrainJobRequest(name=job.name), timeout=120)
     for ev in stream:

@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.rest_fixtures import RestStack
-from tests.test_server import DATA
+from tests.test_server import DATA, input_hp
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -132,7 +132,7 @@ def test_the_playground_shows_the_grpc_scores(browser: WebDriver, rest_stack: Re
 
 def test_a_job_page_curve_grows_while_the_job_trains(browser: WebDriver, rest_stack: RestStack) -> None:
     with rest_stack.client() as admin:
-        job = admin.create_train_job("rest-live", "enc", DATA, hyperparameters=jp.Hyperparameters(
+        job = admin.create_train_job("rest-live", "enc", DATA, hyperparameters=input_hp(
             num_virtual_tokens=2, batch_size=4, epochs=1000, max_steps=100_000, checkpoint_every=100_000))
     sign_in(browser, rest_stack, "admin", f"#/jobs/{job.name.split('/')[-1]}")
 

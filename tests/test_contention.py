@@ -15,11 +15,11 @@ from promptbank import Client
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.conftest import LiveServer
 from tests.processes import ENV, ROOT
-from tests.test_server import DATA
+from tests.test_server import DATA, input_hp
 
 WRITERS = 16
 OUTSIDE = 150  # prompts the other process creates, one transaction each
-HP = jp.Hyperparameters(num_virtual_tokens=2, epochs=2, batch_size=8)
+HP = input_hp(num_virtual_tokens=2, epochs=2, batch_size=8)
 MOVES = [(0, 1), (1, 2), (2, 1), (1, 2), (2, 1), (1, 2)]  # the prod alias of each prompt, in order
 
 OTHER_PROCESS = textwrap.dedent("""

@@ -23,12 +23,12 @@ from promptbank_api.v1 import jobs_pb2 as jp
 from tests.load import same_scores
 from tests.pg_fixtures import fresh_db_url
 from tests.processes import Coordinator, RayHead, owner_pid
-from tests.test_server import DATA
+from tests.test_server import DATA, input_hp
 
 # long enough to be killed mid-way (a progress event every 5 steps, a checkpoint every 25), short enough to resume
-LONG = jp.Hyperparameters(num_virtual_tokens=2, epochs=1000, max_steps=200, batch_size=8, checkpoint_every=25,
+LONG = input_hp(num_virtual_tokens=2, epochs=1000, max_steps=200, batch_size=8, checkpoint_every=25,
                           patience=10000, learning_rate=0.05)
-SHORT = jp.Hyperparameters(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
+SHORT = input_hp(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -75,10 +75,11 @@ def test_cli_uploads_large_files_and_reads_server_side_uris(server, tmp_path: Pa
     path = tmp_path / "big.csv"
     path.write_text("text,label\n" + "\n".join(f'"{t} {i}",{lab}' for i, (t, lab) in enumerate(DATA * 400)))
     out = cli(server, "train", "--task", "data-big", "--backbone", "tiny-enc", "--data", str(path),
-              "--virtual-tokens", "2", "--epochs", "1", "--batch-size", "256")
+              "--virtual-tokens", "2", "--epochs", "1", "--batch-size", "256", "--max-steps", "10")
     assert "uploaded 25600 examples as datasets/" in out.stderr and out.stdout.startswith("prompts/data-big/versions/1")
     out = cli(server, "train", "--task", "data-uri", "--backbone", "tiny-enc", "--data-uri", str(path),
-              "--virtual-tokens", "2", "--epochs", "1", "--batch-size", "256", "--init-from", "data-big")
+              "--virtual-tokens", "2", "--epochs", "1", "--batch-size", "256", "--max-steps", "10",
+              "--init-from", "data-big")
     assert out.stdout.startswith("prompts/data-uri/versions/1")
     with Client(server.address) as c:
         v = c.get_version("data-uri")

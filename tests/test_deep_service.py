@@ -12,14 +12,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bank.codec import DEEP, encode_prompt, read_prompt
+from bank.codec import DEEP, INPUT, encode_prompt, read_prompt
 from coordinator.jobs_service import train_config
 from promptbank import Client
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.test_cli import cli
 from tests.test_server import DATA, TOPIC, code_of, train
-from workers.task import TrainConfig
+from workers.task import DEFAULT_KIND, TrainConfig
 
 DEEP_HP = jp.Hyperparameters(num_virtual_tokens=3, epochs=1, batch_size=8, learning_rate=0.05,
                              prompt_kind=cat.PROMPT_KIND_DEEP)
@@ -136,12 +136,28 @@ def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path)
         assert job.hyperparameters.prefix_projection == 8
 
 
-def test_a_deep_job_takes_the_deep_defaults_and_set_values_win() -> None:
-    """Unset hyperparameters of a deep job are the deep kind's defaults (a smaller learning rate than an input
-    prompt's); a value the caller sets is used as given."""
-    deep, given = jp.Hyperparameters(prompt_kind=cat.PROMPT_KIND_DEEP), jp.Hyperparameters(learning_rate=0.2)
-    cfg = train_config(deep, jp.Dataset())
-    assert cfg.prompt_kind == DEEP and cfg.learning_rate == TrainConfig.defaults(DEEP).learning_rate
-    assert cfg.learning_rate != TrainConfig().learning_rate == train_config(jp.Hyperparameters(), jp.Dataset()).learning_rate
-    given.prompt_kind = cat.PROMPT_KIND_DEEP
-    assert train_config(given, jp.Dataset()).learning_rate == pytest.approx(0.2)
+def test_a_job_takes_its_kinds_defaults_and_set_values_win() -> None:
+    """A job that names no kind gets DEFAULT_KIND (deep) where the backbone can carry deep prompts and an input
+    prompt elsewhere; unset hyperparameters are that kind's defaults (a deep prompt's learning rate is far
+    smaller than an input prompt's); a value the caller sets is used as given."""
+    assert DEFAULT_KIND == DEEP
+    assert train_config(jp.Hyperparameters(), jp.Dataset()) == TrainConfig.defaults(DEEP)
+    assert train_config(jp.Hyperparameters(), jp.Dataset(), deep_capable=False) == TrainConfig.defaults(INPUT)
+    named = jp.Hyperparameters(prompt_kind=cat.PROMPT_KIND_INPUT)
+    assert train_config(named, jp.Dataset()) == TrainConfig.defaults(INPUT)
+    assert TrainConfig.defaults(DEEP).learning_rate < TrainConfig.defaults(INPUT).learning_rate
+    for kind in (cat.PROMPT_KIND_UNSPECIFIED, cat.PROMPT_KIND_INPUT, cat.PROMPT_KIND_DEEP):
+        given = jp.Hyperparameters(learning_rate=0.2, prompt_kind=kind)
+        assert train_config(given, jp.Dataset()).learning_rate == pytest.approx(0.2)
+
+
+def test_a_job_that_names_no_kind_trains_a_deep_prompt(client_module: Client) -> None:
+    """Through the service: the job shows the kind and the defaults it resolved to, and stores a deep version."""
+    c = client_module
+    done = train(c, "dp-unnamed", hyperparameters=jp.Hyperparameters(num_virtual_tokens=2, epochs=1, batch_size=8))
+    v = c.get_version(done.result_version)
+    assert v.kind == cat.PROMPT_KIND_DEEP and list(v.shape) == [2, c.get_backbone("tiny-enc").deep_prompt_width]
+    shown = c.get_job(done.name).hyperparameters
+    deep = TrainConfig.defaults(DEEP)
+    assert shown.prompt_kind == cat.PROMPT_KIND_DEEP and shown.prefix_projection == deep.prefix_projection
+    assert shown.learning_rate == pytest.approx(deep.learning_rate)

@@ -13,7 +13,7 @@ from coordinator.config import BackboneSpec, ServerConfig
 from promptbank import Client
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.conftest import LiveServer
-from tests.test_server import DATA
+from tests.test_server import DATA, input_hp
 
 
 def free_port() -> int:
@@ -49,7 +49,7 @@ def test_a_stopped_coordinator_hands_its_jobs_to_the_next(ray_session: None, tin
     cfg = ServerConfig(port=0, db=str(tmp_path / "b.db"), grace_seconds=0.5,
                        backbones=(BackboneSpec("tiny-enc", tiny_encoder),))
     first = LiveServer(cfg)
-    hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=40, batch_size=8, patience=10000)
+    hp = input_hp(num_virtual_tokens=2, epochs=40, batch_size=8, patience=10000)
     with Client(first.address) as c:
         job = c.create_train_job("restart", "tiny-enc", DATA, hyperparameters=hp)
         for ev in c.watch_job(job.name, timeout=120):

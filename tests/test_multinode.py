@@ -18,10 +18,10 @@ from tests.load import ClassifyLoad, same_scores
 from tests.pg_fixtures import fresh_db_url
 from tests.processes import Coordinator, RayHead, RayWorkerNode
 from tests.test_crash import versions
-from tests.test_server import DATA
+from tests.test_server import DATA, input_hp
 
-SHORT = jp.Hyperparameters(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
-LONG = jp.Hyperparameters(num_virtual_tokens=2, epochs=1000, max_steps=700, batch_size=8, checkpoint_every=25,
+SHORT = input_hp(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
+LONG = input_hp(num_virtual_tokens=2, epochs=1000, max_steps=700, batch_size=8, checkpoint_every=25,
                           patience=10000, learning_rate=0.05)
 ROWS = [("mn-a", "a lovely happy day"), ("mn-b", "awful, just awful"), ("mn-a", "so bad"), ("mn-b", "great fun")]
 

@@ -12,7 +12,7 @@ from bank import catalog
 from bank.db import make_engine, make_sessionmaker
 from promptbank import Client
 from promptbank_api.v1 import jobs_pb2 as jp
-from tests.test_server import DATA, train
+from tests.test_server import DATA, input_hp, train
 
 
 def test_reads_do_not_wait_for_a_busy_writer(server, client: Client) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +62,7 @@ def test_training_data_is_read_only_to_train(server, client: Client) -> None:  #
     engine = server.coord.db.engine
     event.listen(engine, "before_cursor_execute", spy)
     try:
-        job = client.create_train_job("rp-data", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(
+        job = client.create_train_job("rp-data", "tiny-enc", DATA, hyperparameters=input_hp(
             num_virtual_tokens=2, epochs=3, batch_size=8))
         for _ in client.watch_job(job.name, timeout=300):  # every event, each one a read of the job
             client.get_job(job.name)

@@ -17,7 +17,7 @@ from promptbank import Client
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.conftest import LiveServer
 from tests.test_replicas import _add_prompts, _server
-from tests.test_server import DATA
+from tests.test_server import DATA, input_hp
 
 ROWS = [("route-a", "good great lovely"), ("route-b", "bad awful terrible")] * 4
 
@@ -82,14 +82,14 @@ def test_a_replica_out_of_restarts_fails_its_job_and_spares_other_backbones(
     live = LiveServer(cfg)
     try:
         with Client(live.address, timeout=60) as c:
-            lm = c.create_train_job("talk", "lm", DATA, hyperparameters=jp.Hyperparameters(
+            lm = c.create_train_job("talk", "lm", DATA, hyperparameters=input_hp(
                 num_virtual_tokens=2, epochs=1, batch_size=8))
-            ok = c.create_train_job("enc-ok", "enc1", DATA, hyperparameters=jp.Hyperparameters(
+            ok = c.create_train_job("enc-ok", "enc1", DATA, hyperparameters=input_hp(
                 num_virtual_tokens=2, epochs=1, batch_size=8))
             assert c.wait_job(lm.name, timeout=300).state == jp.TrainJob.SUCCEEDED
             assert c.wait_job(ok.name, timeout=300).state == jp.TrainJob.SUCCEEDED
             said = "".join(c.generate("talk", "hello", max_new_tokens=3))
-            hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=1000, max_steps=5000, batch_size=8, patience=10000)
+            hp = input_hp(num_virtual_tokens=2, epochs=1000, max_steps=5000, batch_size=8, patience=10000)
             job = c.create_train_job("doomed", "enc1", DATA, hyperparameters=hp, eval_fraction=0)
             for ev in c.watch_job(job.name, timeout=120):
                 if ev.kind == jp.TrainJobEvent.PROGRESS:

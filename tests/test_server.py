@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 import ray
@@ -21,7 +23,15 @@ NEG = ["bad awful terrible", "sad horrible hate", "poor dreadful worse", "i hate
 DATA = [(t, "positive") for t in POS] * 8 + [(t, "negative") for t in NEG] * 8
 TOPIC = [("the match ended two nil", "sports"), ("parliament passed the bill", "politics"),
          ("the striker scored twice", "sports"), ("the senator gave a speech", "politics")] * 8
-HP = jp.Hyperparameters(num_virtual_tokens=4, epochs=2, batch_size=8, learning_rate=0.05)
+
+
+def input_hp(**fields: Any) -> jp.Hyperparameters:
+    """An input prompt's hyperparameters. A job that names no kind trains a deep prompt; the tests of the
+    service's other parts pin the input kind, and deep prompts have their own tests (test_deep_*.py)."""
+    return jp.Hyperparameters(prompt_kind=cat.PROMPT_KIND_INPUT, **fields)
+
+
+HP = input_hp(num_virtual_tokens=4, epochs=2, batch_size=8, learning_rate=0.05)
 
 
 def train(client: Client, prompt: str, backbone: str = "tiny-enc", data=DATA, hyperparameters=HP, **kw) -> jp.TrainJob:  # type: ignore[no-untyped-def]
@@ -130,7 +140,7 @@ def test_bad_requests_get_clear_status_codes(client: Client) -> None:
                                                        hyperparameters=jp.Hyperparameters(token_dropout=-0.5)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "token_dropout=-0.5" in msg
     code, msg = code_of(lambda: client.create_train_job("x9", "tiny-enc", DATA,
-                                                       hyperparameters=jp.Hyperparameters(prefix_projection=64)))
+                                                       hyperparameters=input_hp(prefix_projection=64)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "prefix_projection=64" in msg and "'deep'" in msg
     code, msg = code_of(lambda: client.create_train_job("x5", "tiny-lm", DATA, labels=["negative", "positive"],
                                                        label_words=["running", "running"]))
@@ -158,7 +168,7 @@ def test_create_is_idempotent_on_request_id(client: Client) -> None:
 
 
 def test_cancel_a_running_job(client: Client) -> None:
-    slow = jp.Hyperparameters(num_virtual_tokens=4, epochs=1000, batch_size=4, patience=10000)
+    slow = input_hp(num_virtual_tokens=4, epochs=1000, batch_size=4, patience=10000)
     job = client.create_train_job("cancel-me", "tiny-enc", DATA, hyperparameters=slow)
     for ev in client.watch_job(job.name, timeout=120):
         if ev.kind == jp.TrainJobEvent.PROGRESS:

@@ -9,7 +9,7 @@ from bank import jobs as jobstore
 from bank.codec import decode_prompt
 from promptbank import Client
 from promptbank_api.v1 import jobs_pb2 as jp
-from tests.test_server import DATA, TOPIC, train
+from tests.test_server import DATA, TOPIC, input_hp, train
 
 
 def messages(client: Client, job: str) -> list[str]:
@@ -24,16 +24,16 @@ def wait_for_step(client: Client, job: str, step: int) -> None:
 
 
 def test_queued_jobs_train_together_and_each_equals_training_alone(client: Client) -> None:
-    blocker = client.create_train_job("cob-block", "tiny-enc", DATA, hyperparameters=jp.Hyperparameters(
+    blocker = client.create_train_job("cob-block", "tiny-enc", DATA, hyperparameters=input_hp(
         num_virtual_tokens=2, epochs=1000, batch_size=4, patience=10000))
     wait_for_step(client, blocker.name, 1)  # the replica is busy: the next jobs queue up together
     # fp32: exact up to summation order. Under bf16 autocast ("auto" on a bf16 CPU) a row's rounding depends
     # on the GEMM shapes of its forward, which token dropout's varying lengths change (bf16 co-batching is
     # tested in test_train.py at bf16 tolerance).
-    hps = [jp.Hyperparameters(num_virtual_tokens=3, epochs=2, batch_size=8, seed=1, learning_rate=0.1, precision="fp32",
+    hps = [input_hp(num_virtual_tokens=3, epochs=2, batch_size=8, seed=1, learning_rate=0.1, precision="fp32",
                               token_dropout=0.2),
-           jp.Hyperparameters(num_virtual_tokens=5, epochs=3, batch_size=6, seed=2, learning_rate=0.05, precision="fp32"),
-           jp.Hyperparameters(num_virtual_tokens=2, epochs=2, batch_size=4, seed=3, input_noise=0.0, precision="fp32",
+           input_hp(num_virtual_tokens=5, epochs=3, batch_size=6, seed=2, learning_rate=0.05, precision="fp32"),
+           input_hp(num_virtual_tokens=2, epochs=2, batch_size=4, seed=3, input_noise=0.0, precision="fp32",
                               ema_decay=0.0)]  # noise and averaging off
     datas = [DATA, TOPIC, DATA[::2]]
     jobs = [client.create_train_job(f"cob-{i}", "tiny-enc", d, hyperparameters=h)
@@ -56,7 +56,7 @@ def test_queued_jobs_train_together_and_each_equals_training_alone(client: Clien
 
 
 def test_a_job_resumes_from_its_checkpoint_when_its_replica_dies(server, client: Client) -> None:  # type: ignore[no-untyped-def]
-    hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=60, batch_size=8, patience=10000, checkpoint_every=5)
+    hp = input_hp(num_virtual_tokens=2, epochs=60, batch_size=8, patience=10000, checkpoint_every=5)
     job = client.create_train_job("phoenix", "tiny-enc", DATA, hyperparameters=hp)
     wait_for_step(client, job.name, 12)
     job_id = job.name.split("/")[1]
@@ -73,7 +73,7 @@ def test_a_job_resumes_from_its_checkpoint_when_its_replica_dies(server, client:
 
 
 def test_cancel_keeps_the_last_checkpoint(server, client: Client) -> None:  # type: ignore[no-untyped-def]
-    hp = jp.Hyperparameters(num_virtual_tokens=2, epochs=1000, batch_size=4, patience=10000, checkpoint_every=1000)
+    hp = input_hp(num_virtual_tokens=2, epochs=1000, batch_size=4, patience=10000, checkpoint_every=1000)
     job = client.create_train_job("keep-ckpt", "tiny-enc", DATA, hyperparameters=hp)
     wait_for_step(client, job.name, 3)
     client.cancel_job(job.name)
@@ -87,10 +87,10 @@ def test_cancel_keeps_the_last_checkpoint(server, client: Client) -> None:  # ty
 def test_init_from_a_stored_version_and_nearest(client: Client) -> None:
     src = train(client, "init-src")
     train(client, "init-topic", data=TOPIC)
-    hp = jp.Hyperparameters(num_virtual_tokens=4, epochs=1, batch_size=8, init="init-src@latest")
+    hp = input_hp(num_virtual_tokens=4, epochs=1, batch_size=8, init="init-src@latest")
     ref = train(client, "init-ref", hyperparameters=hp)
     assert client.get_version(ref.result_version).lineage.init == "init-src@latest"
-    near = train(client, "init-near", hyperparameters=jp.Hyperparameters(num_virtual_tokens=4, epochs=1, init="nearest"))
+    near = train(client, "init-near", hyperparameters=input_hp(num_virtual_tokens=4, epochs=1, init="nearest"))
     init = client.get_version(near.result_version).lineage.init
     assert init.startswith("nearest:prompts/") and "candidates" in init and "init-near" not in init
     assert src.result_version

@@ -31,6 +31,11 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     DEEP: {"learning_rate": 5e-4, "epochs": 5, "prefix_projection": 512},
 }
 
+# The kind of a job that names none, where the backbone can carry deep prompts (its attention is SDPA or eager;
+# elsewhere an input prompt): on the test split deep prompts on their defaults outscored input prompts on theirs
+# (README, "Input and deep prompts"; bench/quality.py).
+DEFAULT_KIND = DEEP
+
 MAX_PROJECTION = 8192  # hidden units of a deep prompt's training MLP (workers/projection.py)
 
 class ConfigError(InvalidArgument, ValueError):

@@ -29,7 +29,9 @@ class _PromptKind:
 class _PromptKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PromptKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PROMPT_KIND_UNSPECIFIED: _PromptKind.ValueType  # 0
-    """Not set: an input prompt."""
+    """Not set. A train job then gets the default kind (see Hyperparameters.prompt_kind); versions always name
+    theirs.
+    """
     PROMPT_KIND_INPUT: _PromptKind.ValueType  # 1
     """Prompt tuning: [num_virtual_tokens, hidden_size] vectors before the text's token embeddings."""
     PROMPT_KIND_DEEP: _PromptKind.ValueType  # 2
@@ -43,7 +45,9 @@ class PromptKind(_PromptKind, metaclass=_PromptKindEnumTypeWrapper):
     """
 
 PROMPT_KIND_UNSPECIFIED: PromptKind.ValueType  # 0
-"""Not set: an input prompt."""
+"""Not set. A train job then gets the default kind (see Hyperparameters.prompt_kind); versions always name
+theirs.
+"""
 PROMPT_KIND_INPUT: PromptKind.ValueType  # 1
 """Prompt tuning: [num_virtual_tokens, hidden_size] vectors before the text's token embeddings."""
 PROMPT_KIND_DEEP: PromptKind.ValueType  # 2

@@ -277,7 +277,9 @@ class Hyperparameters(_message.Message):
     afresh per epoch: a regulariser, off by default (it did not help on the tweet split). Must be in [0, 1).
     """
     prompt_kind: _catalog_pb2.PromptKind.ValueType
-    """What to train: an input prompt (unset: the default) or a deep prompt (keys and values for every layer)."""
+    """What to train: an input prompt or a deep prompt (keys and values for every layer). Unset: a deep prompt
+    where the backbone can carry one (its attention is SDPA or eager), an input prompt elsewhere.
+    """
     prefix_projection: _builtins.int
     """Deep prompts only: train the prefix through a two-layer MLP of this many hidden units, shared by every
     position (prefix tuning's reparameterisation), folded away when the version is stored. 0..8192; unset =

@@ -1,7 +1,7 @@
 /** What the suites share: the running server, an admin client on it, and the training data they use. */
 import assert from "node:assert/strict";
 import type { Client, ExampleInput, TrainJob } from "../../src/index.js";
-import { PromptBankError, TrainJob_State, stateName } from "../../src/index.js";
+import { PromptBankError, PromptKind, TrainJob_State, stateName } from "../../src/index.js";
 import type { Server } from "../harness.js";
 
 /** Filled in by live.test.ts's `before`, read by the suites' tests. */
@@ -27,10 +27,10 @@ export const TOPIC: ExampleInput[] = Array.from({ length: 8 }, () => [
   { text: SPORTS[1]!, label: "sports" },
   { text: POLITICS[1]!, label: "politics" },
 ]).flat();
-/** Small and quick on the tiny models. */
-export const HP = { numVirtualTokens: 4, epochs: 2, batchSize: 8, learningRate: 0.05 };
+/** Small and quick on the tiny models: an input prompt (a job that names no kind trains a deep one). */
+export const HP = { numVirtualTokens: 4, epochs: 2, batchSize: 8, learningRate: 0.05, promptKind: PromptKind.INPUT };
 /** A job that would run for a long time: tests cancel it. */
-export const LONG_HP = { numVirtualTokens: 2, epochs: 1000, batchSize: 4, patience: 10000 };
+export const LONG_HP = { numVirtualTokens: 2, epochs: 1000, batchSize: 4, patience: 10000, promptKind: PromptKind.INPUT };
 
 /** Trains a prompt to the end and returns the finished job. */
 export async function train(client: Client, prompt: string, backbone: string, examples: ExampleInput[], extra = {}): Promise<TrainJob> {

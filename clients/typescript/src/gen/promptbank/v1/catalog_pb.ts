@@ -1271,7 +1271,8 @@ export const ExportPromptVersionResponseSchema: GenMessage<ExportPromptVersionRe
  */
 export enum PromptKind {
   /**
-   * Not set: an input prompt.
+   * Not set. A train job then gets the default kind (see Hyperparameters.prompt_kind); versions always name
+   * theirs.
    *
    * @generated from enum value: PROMPT_KIND_UNSPECIFIED = 0;
    */

@@ -320,7 +320,8 @@ export type Hyperparameters = Message<"promptbank.v1.Hyperparameters"> & {
   tokenDropout?: number | undefined;
 
   /**
-   * What to train: an input prompt (unset: the default) or a deep prompt (keys and values for every layer).
+   * What to train: an input prompt or a deep prompt (keys and values for every layer). Unset: a deep prompt
+   * where the backbone can carry one (its attention is SDPA or eager), an input prompt elsewhere.
    *
    * @generated from field: promptbank.v1.PromptKind prompt_kind = 17;
    */
