@@ -113,8 +113,9 @@ def _metric(v: cat.PromptVersion) -> str:
     return "-" if acc is None else f"{acc:.4f}"
 
 
-def _kind(v: cat.PromptVersion) -> str:
-    return "deep" if v.kind == cat.PROMPT_KIND_DEEP else "input"
+def kind_name(kind: int) -> str:
+    """A `PromptKind` as the CLI prints it; a version always names its kind, a job echoes the one it resolved."""
+    return "deep" if kind == cat.PROMPT_KIND_DEEP else "input"
 
 
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat dispatch reads best
@@ -128,7 +129,7 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
         emit(c.get_version(a.ref), a.json)
     elif act == "versions":
         rows = c.list_versions(a.prompt, backbone=a.backbone, tag=a.tag, created_after=a.created_after)
-        table(rows, [("NAME", lambda v: v.name), ("KIND", _kind), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
+        table(rows, [("NAME", lambda v: v.name), ("KIND", lambda v: kind_name(v.kind)), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
                      ("EVAL_ACCURACY", _metric), ("TAGS", lambda v: ",".join(v.tags) or "-")], a.json, "versions")
     elif act == "history":
         table(c.alias_history(a.prompt), [("TIME", lambda e: e.time.ToJsonString()), ("ALIAS", lambda e: e.alias),

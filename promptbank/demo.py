@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from promptbank.cli_catalog import kind_name
 from promptbank.client import Client
 from promptbank.data import tweet_tasks
 from promptbank.progress import follow, wilson_interval
-from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 
 TASKS = {  # name -> (labels, label texts embedded by the encoder)
@@ -70,7 +70,7 @@ def _run(a: argparse.Namespace, c: Client, t0: float) -> int:
         job = c.create_train_job(name, "minilm", train, labels=labels, label_texts=texts,
                                  hyperparameters=jp.Hyperparameters(epochs=a.epochs))
         jobs[name] = job.name
-        kind = cat.PromptKind.Name(job.hyperparameters.prompt_kind).removeprefix("PROMPT_KIND_").lower()
+        kind = kind_name(job.hyperparameters.prompt_kind)
         print(f"[demo] submitted {job.name}: a {kind} prompt {name!r} {labels} on {len(train)} tweets")
     for name, job in jobs.items():
         done = follow(c, job)
