@@ -107,6 +107,7 @@ class TrainConfig:
     token_dropout: float = 0.0  # drop each text token with this probability while training (0 = off)
     ema_decay: float = 0.998  # evaluate and keep an exponential moving average of the prompt (0 = the prompt)
     prefix_projection: int = 0  # deep only: hidden units of the MLP the prefix trains through (0 = none)
+    max_grad_norm: float = 0.0  # clip each step's gradient of the job's own parameters to this L2 norm (0 = off)
     init_from: str = field(default="", repr=False)  # filled by the coordinator for a stored-version init
 
     def __post_init__(self) -> None:
@@ -129,6 +130,7 @@ class TrainConfig:
             (0 <= self.prefix_projection <= MAX_PROJECTION, "prefix_projection", f"between 0 and {MAX_PROJECTION}"),
             (not self.prefix_projection or self.prompt_kind == DEEP, "prefix_projection",
              "0 unless prompt_kind is 'deep' (an input prompt trains directly)"),
+            (0 <= self.max_grad_norm <= 1e6, "max_grad_norm", "in [0, 1e6] (0 = off)"),
             (self.select_on in SELECT_ON, "select_on", f"one of {list(SELECT_ON)}"),
             (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
             (self.init != "text" or bool(self.init_text.strip()), "init_text", "non-empty when init is 'text'"),

@@ -174,6 +174,8 @@ class Trainer:
     # ------------------------------------------------------------ after each step
 
     def after_step(self, loss: float, rows: int) -> Iterator[TrainEvent]:
+        if self.cfg.max_grad_norm:  # this job's parameters only: co-batched jobs clip as if alone
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
