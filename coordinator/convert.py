@@ -114,6 +114,7 @@ def job_to_proto(j: m.Job) -> jp.TrainJob:
             checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
             input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
             prompt_kind=KIND[hp.prompt_kind], prefix_projection=hp.prefix_projection,
+            max_grad_norm=hp.max_grad_norm,
         ),
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},

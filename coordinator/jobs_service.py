@@ -28,7 +28,7 @@ from workers.task import DEFAULT_KIND, INITS, TaskSpec, TrainConfig
 
 NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
            "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout",
-           "prefix_projection")
+           "prefix_projection", "max_grad_norm")
 
 
 def train_config(hp: jp.Hyperparameters, ds: jp.Dataset, deep_capable: bool = True) -> TrainConfig:

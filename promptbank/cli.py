@@ -29,6 +29,7 @@ HYPERPARAMETERS = {  # CLI flag dest -> Hyperparameters field; unset flags leave
     "virtual_tokens": "num_virtual_tokens", "epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size",
     "seed": "seed", "max_length": "max_length", "max_steps": "max_steps", "patience": "patience", "input_noise": "input_noise",
     "ema_decay": "ema_decay", "token_dropout": "token_dropout", "prefix_projection": "prefix_projection",
+    "max_grad_norm": "max_grad_norm",
 }
 
 
@@ -240,6 +241,8 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
                    help="deep prompts: train the prefix through an MLP of this many hidden units, folded away "
                         "when stored (prefix tuning's reparameterisation; default 512; 0 = train the prefix "
                         "directly)")
+    t.add_argument("--max-grad-norm", type=float,
+                   help="clip each step's gradient to this L2 norm (default 0 = off)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
     t.add_argument("--max-rows", type=int, help="use only the first N rows of the file")
     t.add_argument("--request-id", default="", help="makes a retried submit safe: the same id returns the first job")

@@ -68,3 +68,12 @@ def test_a_quick_catalog_run_writes_a_record_that_renders(tmp_path: Path) -> Non
     doc = (tmp_path / "doc.md").read_text()
     assert "**QUICK pipeline check (tiny sizes): these numbers are not results.**" in doc
     assert "| sqlite: resolve+fetch p50 | " in doc and "| <= 2 ms | " in doc
+
+
+def test_the_research_gradient_log_runs_and_prints_the_steps_it_saw() -> None:
+    """bench/research/grad_norms.py backs a finding in docs/research.md; a few steps keep it from rotting."""
+    out = run(str(BENCH / "research" / "grad_norms.py"), "--config", '{"epochs": 1}', "--stop-at", "10", timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "over 10 steps" in out.stdout, out.stdout
+    step10 = next(line for line in out.stdout.splitlines() if line.startswith("step    10"))
+    assert float(step10.split()[5]) > 0, step10  # the gradient norm the optimizer saw

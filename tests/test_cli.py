@@ -126,7 +126,7 @@ def test_train_help_states_the_servers_defaults() -> None:
     for dest, value in (("virtual_tokens", deep.num_virtual_tokens), ("batch_size", deep.batch_size),
                         ("input_noise", deep.input_noise), ("ema_decay", deep.ema_decay),
                         ("token_dropout", deep.token_dropout), ("eval_fraction", deep.eval_fraction),
-                        ("prefix_projection", deep.prefix_projection)):
+                        ("prefix_projection", deep.prefix_projection), ("max_grad_norm", deep.max_grad_norm)):
         assert f"default {value:g}" in helps[dest], (dest, helps[dest])
     for dest, field in (("epochs", "epochs"), ("lr", "learning_rate")):
         d, i = getattr(deep, field), getattr(plain, field)

@@ -228,6 +228,7 @@ class Hyperparameters(_message.Message):
     TOKEN_DROPOUT_FIELD_NUMBER: _builtins.int
     PROMPT_KIND_FIELD_NUMBER: _builtins.int
     PREFIX_PROJECTION_FIELD_NUMBER: _builtins.int
+    MAX_GRAD_NORM_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt, 1..512 (default 20)."""
     epochs: _builtins.int
@@ -285,6 +286,11 @@ class Hyperparameters(_message.Message):
     position (prefix tuning's reparameterisation), folded away when the version is stored. 0..8192; unset =
     the default (512 for a deep prompt, 0 for an input one); 0 trains the prefix directly.
     """
+    max_grad_norm: _builtins.float
+    """Clip each step's gradient of the job's own trainable parameters to this L2 norm (as alone when
+    co-batched): guards against a spike that can throw a projected deep prompt into a state it cannot leave.
+    Unset or 0 = off (the default for both kinds); must be in [0, 1e6].
+    """
     def __init__(
         self,
         *,
@@ -306,10 +312,11 @@ class Hyperparameters(_message.Message):
         token_dropout: _builtins.float | None = ...,
         prompt_kind: _catalog_pb2.PromptKind.ValueType = ...,
         prefix_projection: _builtins.int | None = ...,
+        max_grad_norm: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "prefix_projection", b"prefix_projection", "seed", b"seed", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_grad_norm", b"_max_grad_norm", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_grad_norm", b"max_grad_norm", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "prefix_projection", b"prefix_projection", "seed", b"seed", "token_dropout", b"token_dropout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "prefix_projection", b"prefix_projection", "prompt_kind", b"prompt_kind", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_grad_norm", b"_max_grad_norm", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_grad_norm", b"max_grad_norm", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "prefix_projection", b"prefix_projection", "prompt_kind", b"prompt_kind", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -323,6 +330,8 @@ class Hyperparameters(_message.Message):
     _WhichOneofArgType__input_noise: _TypeAlias = _typing.Literal["_input_noise", b"_input_noise"]  # noqa: Y015
     _WhichOneofReturnType__learning_rate: _TypeAlias = _typing.Literal["learning_rate"]  # noqa: Y015
     _WhichOneofArgType__learning_rate: _TypeAlias = _typing.Literal["_learning_rate", b"_learning_rate"]  # noqa: Y015
+    _WhichOneofReturnType__max_grad_norm: _TypeAlias = _typing.Literal["max_grad_norm"]  # noqa: Y015
+    _WhichOneofArgType__max_grad_norm: _TypeAlias = _typing.Literal["_max_grad_norm", b"_max_grad_norm"]  # noqa: Y015
     _WhichOneofReturnType__max_length: _TypeAlias = _typing.Literal["max_length"]  # noqa: Y015
     _WhichOneofArgType__max_length: _TypeAlias = _typing.Literal["_max_length", b"_max_length"]  # noqa: Y015
     _WhichOneofReturnType__max_steps: _TypeAlias = _typing.Literal["max_steps"]  # noqa: Y015
@@ -349,6 +358,8 @@ class Hyperparameters(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__input_noise) -> _WhichOneofReturnType__input_noise | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__learning_rate) -> _WhichOneofReturnType__learning_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_grad_norm) -> _WhichOneofReturnType__max_grad_norm | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_length) -> _WhichOneofReturnType__max_length | None: ...
     @_typing.overload
