@@ -60,7 +60,7 @@ def test_deep_and_input_jobs_co_batched_equal_each_job_alone(arch: str, tiny_mod
         ("input", {**TOPIC, **({"label_words": ["vote", "goal"]} if lm else {})}, TOPIC_DATA,
          TrainConfig(num_virtual_tokens=5, epochs=2, batch_size=5, seed=2, learning_rate=0.05)),
         ("deep-text", {**TASK, **lm, "pooling": "text"}, DATA[:30], deep_cfg(num_virtual_tokens=6, seed=9, init="random")),
-        ("projected", {**TASK, **lm}, DATA[:40], deep_cfg(seed=5, prefix_projection=8, max_grad_norm=0.05)),
+        ("projected", {**TASK, **lm}, DATA[:40], deep_cfg(seed=5, prefix_projection=8)),
     ]
 
     def trainer(job, task, data, cfg):  # type: ignore[no-untyped-def]
@@ -76,13 +76,15 @@ def test_deep_and_input_jobs_co_batched_equal_each_job_alone(arch: str, tiny_mod
 
 
 def test_a_job_clips_its_own_gradient(tiny_encoder: str) -> None:
-    """`max_grad_norm` bounds the gradient each step applies (the co-batching test above shows it is the job's
-    own, as alone); 0 leaves it as computed."""
+    """`max_grad_norm` bounds the gradient each step applies, over the job's own parameters: co-batched with
+    a job that does not clip, it trains as alone. 0 leaves the gradient as computed."""
     w = BackboneWorker(tiny_encoder, num_threads=1)
 
-    def run(max_norm: float) -> tuple[list[float], torch.Tensor]:
+    def run(max_norm: float, mate: bool = False) -> tuple[list[float], torch.Tensor]:
         t = Trainer("c", w.heads, TaskSpec.from_dict(TASK), DATA[:40],
                     deep_cfg(prefix_projection=8, epochs=1, max_grad_norm=max_norm))
+        other = Trainer("other", w.heads, TaskSpec.from_dict(TOPIC), TOPIC_DATA,
+                        TrainConfig(num_virtual_tokens=5, epochs=1, batch_size=5, seed=2, learning_rate=0.05))
         norms, step = [], t.opt.step
 
         def spy(*a, **kw):  # type: ignore[no-untyped-def]
@@ -90,13 +92,15 @@ def test_a_job_clips_its_own_gradient(tiny_encoder: str) -> None:
             return step(*a, **kw)
 
         t.opt.step = spy  # type: ignore[method-assign]
-        return norms, final_prompt(list(train_jobs(w.heads, [t])), "c")
+        return norms, final_prompt(list(train_jobs(w.heads, [t, other] if mate else [t])), "c")
 
     free, free_prompt = run(0.0)
     clipped, clipped_prompt = run(0.01)
     assert len(free) == len(clipped) > 0 and min(free) > 0.01, "the test needs gradients above the bound"
     assert max(clipped) <= 0.01 * (1 + 1e-4), max(clipped)
     assert not torch.allclose(free_prompt, clipped_prompt), "clipping changed nothing"
+    _, together = run(0.01, mate=True)  # a norm over both jobs' gradients would clip this one differently
+    torch.testing.assert_close(together, clipped_prompt, atol=2e-5, rtol=1e-4)
     for bad in (-1.0, float("nan")):
         with pytest.raises(ConfigError, match="max_grad_norm=.* is invalid: must be in"):
             TrainConfig(max_grad_norm=bad)
