@@ -142,6 +142,9 @@ def test_bad_requests_get_clear_status_codes(client: Client) -> None:
     code, msg = code_of(lambda: client.create_train_job("x9", "tiny-enc", DATA,
                                                        hyperparameters=input_hp(prefix_projection=64)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "prefix_projection=64" in msg and "'deep'" in msg
+    code, msg = code_of(lambda: client.create_train_job("x10", "tiny-enc", DATA,
+                                                       hyperparameters=input_hp(max_grad_norm=-1.0)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_grad_norm=-1.0" in msg and "[0, 1e6]" in msg
     code, msg = code_of(lambda: client.create_train_job("x5", "tiny-lm", DATA, labels=["negative", "positive"],
                                                        label_words=["running", "running"]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "distinct" in msg
