@@ -77,3 +77,17 @@ def test_the_research_gradient_log_runs_and_prints_the_steps_it_saw() -> None:
     assert "over 10 steps" in out.stdout, out.stdout
     step10 = next(line for line in out.stdout.splitlines() if line.startswith("step    10"))
     assert float(step10.split()[5]) > 0, step10  # the gradient norm the optimizer saw
+
+
+def test_the_commit_comparison_alternates_sides_and_prints_the_median_ratio() -> None:
+    """bench/research/ab_commits.py backs "no slower" claims between commits; one checkout on both sides must
+    alternate which goes first and give ratios near 1 for a count that does not depend on speed."""
+    out = run(str(BENCH / "research" / "ab_commits.py"), "--old", str(ROOT), "--new", str(ROOT), "--bench",
+              "mixed_batch", "--figure", "bytes per input-prompt version", "--rounds", "2", "--", "--quick",
+              timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "round 1 (old first)" in out.stdout and "round 2 (new first)" in out.stdout, out.stdout
+    assert "new/old median 1.000 (min 1.000, max 1.000, 2 rounds)" in out.stdout, out.stdout
+    bad = run(str(BENCH / "research" / "ab_commits.py"), "--old", str(ROOT), "--new", str(ROOT), "--bench",
+              "mixed_batch", "--figure", "no such figure", "--rounds", "1", "--", "--quick", timeout=300)
+    assert bad.returncode != 0 and "no figure named 'no such figure'" in bad.stderr, bad.stderr
