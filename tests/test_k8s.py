@@ -7,6 +7,7 @@ the health probe runs for real in test_k8s_probe.py.
 from __future__ import annotations
 
 import copy
+import subprocess
 
 import kubernetes_validate
 import pytest
@@ -15,9 +16,11 @@ from kubernetes_validate.utils import latest_version
 from tests.k8s_manifests import (
     BASE,
     EXAMPLE,
+    KUBECTL_VERSION,
     Doc,
     containers,
     find,
+    kubectl,
     labels_match,
     one,
     pod_templates,
@@ -30,6 +33,13 @@ from tests.k8s_manifests import (
 K8S_VERSIONS = ("1.30", latest_version())
 TREES = {"base": BASE, "example": EXAMPLE}
 CRDS = ("ray.io/v1", "monitoring.coreos.com/v1")  # checked against KubeRay's schema / against the Service below
+
+
+def test_the_manifests_render_with_the_pinned_kubectl_from_the_venv() -> None:
+    """Not the machine's kubectl: a fresh machine without one renders the same way, with a known kustomize."""
+    done = subprocess.run([kubectl(), "version", "--client"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"Client Version: {KUBECTL_VERSION}" in done.stdout, done.stdout
 
 
 def core_errors(doc: Doc, version: str) -> str | None:
