@@ -8,9 +8,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import ray
-import torch
+# Before torch runs a kernel: oneDNN's AVX-512/AMX kernels pick their blocking by batch shape, so on such CPUs a
+# row's forward differs from its co-batched twin by ~1e-7, which Adam's normalised steps grow to ~1e-2 over a
+# run. The co-batching tests check that each job's gradients are its own, exactly; on AVX2 kernels (what AMD
+# machines without AVX-512 run anyway) the forwards are batch-invariant and the comparison is exact. The product
+# itself keeps the fastest kernels (docs/architecture.md, "Co-batched training").
+os.environ.setdefault("DNNL_MAX_CPU_ISA", "AVX2")
+
+import pytest  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
 from transformers import (
     AutoTokenizer,
     BertConfig,

@@ -38,6 +38,7 @@ class TrainState:
     best: dict[str, float]
     kept: dict[str, float]
     stale_evals: int = 0
+    collapsed_evals: int = 0  # consecutive collapsed evaluations (0 in checkpoints from before the check)
     seen: int = 0  # training rows seen so far (examples/s after resume)
     projection: dict[str, torch.Tensor] = field(default_factory=dict)  # a projection's tensors and moments
 
@@ -50,7 +51,8 @@ class TrainState:
             tensors["noise_rng"] = self.noise_rng
         tensors.update({PROJECTION + k: v for k, v in self.projection.items()})
         meta = {"step": self.step, "adam_step": float(self.adam_step), "best": json.dumps(self.best),
-                "kept": json.dumps(self.kept), "stale_evals": self.stale_evals, "seen": self.seen}
+                "kept": json.dumps(self.kept), "stale_evals": self.stale_evals,
+                "collapsed_evals": self.collapsed_evals, "seen": self.seen}
         return write_safetensors(tensors, meta)
 
     @classmethod
@@ -70,7 +72,8 @@ class TrainState:
                        exp_avg=t["exp_avg"], exp_avg_sq=t["exp_avg_sq"], adam_step=float(meta.get("adam_step", 0.0)),
                        torch_rng=t["torch_rng"], noise_rng=t.get("noise_rng"), best=best,
                        kept=json.loads(meta.get("kept", meta["best"])),  # before the one-SE rule the best was kept
-                       stale_evals=int(meta.get("stale_evals", 0)), seen=int(meta.get("seen", 0)),
+                       stale_evals=int(meta.get("stale_evals", 0)),
+                       collapsed_evals=int(meta.get("collapsed_evals", 0)), seen=int(meta.get("seen", 0)),
                        projection={k[len(PROJECTION):]: v for k, v in t.items() if k.startswith(PROJECTION)})
         except (ValueError, TypeError) as exc:
             raise InvalidArgument(f"checkpoint metadata is invalid: {exc}") from None

@@ -31,7 +31,14 @@ from workers.heads import Heads
 from workers.prepare import autocast_dtype, init_prompt, split
 from workers.projection import PrefixProjection
 from workers.protocol import EventKind, TrainEvent
-from workers.schedule import KeepRule, debiased_average, eval_metrics, lr_factor
+from workers.schedule import (
+    COLLAPSE_SPREAD,
+    KeepRule,
+    debiased_average,
+    eval_metrics,
+    lr_factor,
+    probability_spread,
+)
 from workers.soft_prompt import RowPrompt, build_batch, prompt_length, tokenize
 from workers.task import ConfigError, TaskSpec, TrainConfig
 
@@ -70,6 +77,7 @@ class Trainer:
         self.projection = (PrefixProjection(start, heads.bb.hidden_size, cfg.prefix_projection, cfg.seed)
                            if cfg.prefix_projection else None)
         self.prompt = torch.nn.Parameter(start) if self.projection is None else start.clone()
+        self.start = start.detach().clone()  # (n, H) the initial prompt: what a collapse is told apart from
         self.ema = torch.zeros_like(self.prompt, requires_grad=False)  # `average`'s accumulator (`ema_decay`)
         self._special = set(heads.bb.tokenizer.all_special_ids)  # never dropped ([CLS], [SEP], [MASK], ...)
         self.noise_gen = torch.Generator().manual_seed(cfg.seed)  # the job's own: co-batching can't reorder draws
@@ -82,6 +90,8 @@ class Trainer:
         self.warmup = max(1, int(self.total * cfg.warmup_fraction))
         self.majority = Counter(self.ev_y.tolist()).most_common(1)[0][1] / len(self.ev_y) if len(self.ev_y) else 0.0
         self.n_train, self.n_eval = len(train_rows), len(eval_rows)
+        self.collapse_spread = COLLAPSE_SPREAD["fp32" if self.autocast is None else "half"]
+        self._start_spread: float | None = None  # how differently the initial prompt scores the eval rows
         self.step = 0
         self.keep = KeepRule(cfg.select_on, cfg.patience)  # early stopping and which evaluation's prompt is kept
         self.kept_prompt = self.prompt.detach().clone()
@@ -218,19 +228,32 @@ class Trainer:
         return debiased_average(self.ema, self.cfg.ema_decay, self.step)
 
     @torch.no_grad()
-    def _evaluate(self) -> TrainEvent:
-        row_losses, correct, bs = [], 0, max(32, self.cfg.batch_size)
-        prompt = self.average
-        row = self.row_prompt(prompt)
+    def _eval_logits(self, prompt: torch.Tensor) -> torch.Tensor:
+        """`(rows, labels)` fp32 logits of the eval split under `prompt`."""
+        bs, row = max(32, self.cfg.batch_size), self.row_prompt(prompt)
         anchors = self.heads.anchors(self.task, row)
-        for i in range(0, len(self.ev_ids), bs):
-            ids = self.ev_ids[i : i + bs]
-            logits = self.heads.task_logits(self.task, self.heads.features_under(self.task, row, ids), anchors)
-            row_losses.append(F.cross_entropy(logits.float(), self.ev_y[i : i + bs], reduction="none").cpu())
-            correct += int((logits.argmax(-1) == self.ev_y[i : i + bs]).sum())
-        metrics = eval_metrics(torch.cat(row_losses).double(), correct)
+        return torch.cat([self.heads.task_logits(self.task, self.heads.features_under(self.task, row, self.ev_ids[i : i + bs]),
+                                                 anchors).float() for i in range(0, len(self.ev_ids), bs)])
+
+    @torch.no_grad()
+    def _evaluate(self) -> TrainEvent:
+        prompt = self.average
+        logits = self._eval_logits(prompt)  # (R, K)
+        row_losses = F.cross_entropy(logits, self.ev_y, reduction="none").cpu()
+        metrics = eval_metrics(row_losses.double(), int((logits.argmax(-1) == self.ev_y).sum()))
+        if probability_spread(logits) < self.collapse_spread and self._start_told_rows_apart():
+            metrics["collapsed"] = 1.0  # every row scored alike: never kept (KeepRule), reported in the event
         self._select(metrics, prompt)
         return self._event(EventKind.EVAL, metrics=metrics, stopped_early=self.stopped_early)
+
+    def _start_told_rows_apart(self) -> bool:
+        """Whether the job's initial prompt scored the eval rows differently: only then is scoring them alike a
+        collapse, not a backbone (or an eval split) that never told them apart. Asked only when an evaluation
+        looks collapsed, once per run."""
+        if self._start_spread is None:
+            distinct = len({tuple(r) for r in self.ev_ids}) > 1
+            self._start_spread = probability_spread(self._eval_logits(self.start)) if distinct else 0.0
+        return self._start_spread >= self.collapse_spread
 
     def _select(self, metrics: dict[str, float], prompt: torch.Tensor) -> None:
         if self.keep.observe(metrics):
@@ -250,7 +273,7 @@ class Trainer:
             exp_avg_sq=st.get("exp_avg_sq", torch.zeros_like(self.prompt)),
             adam_step=float(first["step"]) if "step" in first else 0.0, torch_rng=torch.get_rng_state(),
             noise_rng=self.noise_gen.get_state(), best=self.keep.best, kept=self.keep.kept,
-            stale_evals=self.keep.stale_evals, seen=self.seen,
+            stale_evals=self.keep.stale_evals, collapsed_evals=self.keep.collapsed_evals, seen=self.seen,
             projection=self.projection.tensors(self.opt) if self.projection is not None else {},
         )
         return self._event(EventKind.CHECKPOINT, checkpoint=state.to_bytes())
@@ -266,6 +289,7 @@ class Trainer:
         self.kept_prompt = st.kept_prompt.to(dev)
         self.step, self.seen = st.step, st.seen
         self.keep.best, self.keep.kept, self.keep.stale_evals = st.best, st.kept, st.stale_evals
+        self.keep.collapsed_evals = st.collapsed_evals
         if self.projection is not None:
             self.projection.restore(st.projection, self.opt, st.adam_step)
             self._follow_projection()
@@ -285,8 +309,18 @@ class Trainer:
     # ------------------------------------------------------------ the end
 
     def result(self) -> TrainEvent:
+        """The kept prompt and its metrics; FAILED, naming the collapse, when every evaluation had collapsed."""
+        if self.keep.collapsed_evals and not self.kept:
+            return self._event(EventKind.FAILED, error=(
+                f"training collapsed: the prompt scored every held-out row alike in each of the last "
+                f"{self.keep.collapsed_evals} evaluations (up to step {self.step}; an eval_loss of ln "
+                f"{len(self.task.labels)} = {math.log(len(self.task.labels)):.4f} when it scores every label alike) "
+                f"and no earlier evaluation was sound, so there is no prompt to keep; lower learning_rate or set "
+                f"max_grad_norm (e.g. 1)"))
         prompt = self.kept_prompt if self.kept else self.average
         metrics = dict(self.kept)
+        if self.keep.collapsed_evals:  # the run ended collapsed: the kept prompt is the last good evaluation's
+            metrics["collapsed_evals"] = float(self.keep.collapsed_evals)
         metrics.update(majority_rate=self.majority, train_examples=float(self.n_train), eval_examples=float(self.n_eval),
                        truncated_examples=float(self.truncated),
                        steps=float(self.step), train_seconds=time.perf_counter() - self._t0,
