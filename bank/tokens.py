@@ -1,5 +1,10 @@
 """Access tokens in SQL (a random secret shown once, stored only as its hash, revocable) and the audit log
-of who wrote what."""
+of who wrote what.
+
+A token's name is the identity of its callers: what they make (jobs, uploads, versions, alias moves, audit rows)
+is recorded under it, and a trainer reaches what carries its name. So a name is unique across every kind of
+principal: no token may take one of RESERVED_NAMES (the server's own principals), and a name is never reused,
+even after a revoke (revoked tokens keep their row)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,13 @@ from promptbank_api.names import check_name
 
 ROLES = ("reader", "trainer", "admin")  # each may do what the ones before it may
 SECRET_PREFIX = "pbt_"  # recognisable in a leaked-secret scan
+ADMIN_NAME = "admin"  # the principal of the --admin-token-file secret
+LOCAL_NAME = "local"  # every caller when auth is off
+# the server's own principals, and two more kept for principals it may gain (its own background work, open calls)
+RESERVED_NAMES = frozenset({ADMIN_NAME, LOCAL_NAME, "system", "anonymous"})
+
+
+NAME_CHARS: int = Token.__table__.c.name.type.length  # type: ignore[attr-defined]
 
 
 def new_secret() -> str:
@@ -28,13 +40,25 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def check_token_name(name: str) -> str:
+    """A name a new token may take: a resource name that fits the column and is none of RESERVED_NAMES."""
+    check_name("token", name)
+    if len(name) > NAME_CHARS:
+        raise InvalidArgument(f"token name {name[:16]!r}... has {len(name)} characters; the most is {NAME_CHARS}")
+    if name in RESERVED_NAMES:
+        raise InvalidArgument(f"token name {name!r} is reserved for the server's own principals "
+                              f"({', '.join(sorted(RESERVED_NAMES))}); choose another name")
+    return name
+
+
 def create_token(s: Session, name: str, role: str, creator: str, expires_at: datetime | None) -> tuple[Token, str]:
     """A new token and its secret (the only time the secret exists outside the caller's hands)."""
-    check_name("token", name)
+    check_token_name(name)
     if role not in ROLES:
         raise InvalidArgument(f"role {role!r} is not one of {list(ROLES)}")
     if s.scalar(select(Token.id).where(Token.name == name)) is not None:
-        raise AlreadyExists(f"token {name!r} already exists; revoke it or choose another name")
+        raise AlreadyExists(f"token {name!r} already exists (a name is never reused, even after a revoke: it owns "
+                            "what its callers made); choose another name")
     secret = new_secret()
     token = Token(name=name, role=role, secret_sha256=secret_hash(secret), creator=creator, created_at=utcnow(),
                   expires_at=expires_at)

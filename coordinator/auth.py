@@ -3,6 +3,11 @@
 Callers send `authorization: Bearer <secret>`. Roles nest: reader < trainer < admin. The health service
 is open to all; reflection to any authenticated caller. With auth off (the loopback-only embedded default)
 every caller is the local admin. A secret never appears in a message or a log line.
+
+`Principal.name` is the caller's identity, the key its jobs, uploads, versions and alias moves are recorded
+under: `admin` for the --admin-token-file secret, `local` when auth is off, else its token's name. Token names
+exclude those (bank/tokens.py RESERVED_NAMES) and are never reused, so a name is one principal for good and needs
+no separate id. A token in an older bank that holds a reserved name is refused here (`Verifier`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from bank.tokens import secret_hash
+from bank.tokens import ADMIN_NAME, LOCAL_NAME, RESERVED_NAMES, secret_hash
 from coordinator import logs
 from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
 
@@ -49,13 +54,13 @@ WRITES = frozenset({  # RPCs that change something: each success is written to t
     "DeleteAlias", "ImportPromptVersion", "RegisterBackbone", "CreateTrainJob", "CancelTrainJob", "UploadDataset",
     "CreateToken", "RevokeToken",
 })
-CACHE_S = 5.0  # a verified secret is trusted this long (a revoke on this coordinator applies at once)
+CACHE_S = 5.0  # a verified secret is trusted this long, never past its expiry (a revoke here applies at once)
 CACHE_ITEMS = 10_000  # secrets remembered at most
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: a token's name and role."""
+    """The caller: its name (the unique key of what it owns; see the module docstring) and role."""
 
     name: str
     role: str
@@ -64,8 +69,17 @@ class Principal:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What a live token's secret stands for: its principal, until `expires` (Unix time; None: never)."""
+
+    principal: Principal
+    expires: float | None = None
+
+
 Audit = Callable[[Principal, str, str], Awaitable[None]]  # (principal, rpc, resource) of a successful write
-LOCAL = Principal("local", "admin")  # every caller when auth is off (loopback only)
+LOCAL = Principal(LOCAL_NAME, "admin")  # every caller when auth is off (loopback only)
+ADMIN = Principal(ADMIN_NAME, "admin")  # the --admin-token-file secret
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=LOCAL)
 
 
@@ -87,29 +101,46 @@ def bearer(metadata: Any) -> str:
     return ""
 
 
+def _admissible(grant: Grant | None) -> Grant | None:
+    """`grant`, unless its token has a reserved name (made before names were checked): such a token would act as
+    the admin secret's or auth-off's principal, owning their jobs and uploads."""
+    if grant is not None and grant.principal.name in RESERVED_NAMES:
+        log.warning("refused a token named %r: the name is reserved for the server's own principals (%s); revoke "
+                    "it and give its holder a token with another name", grant.principal.name,
+                    ", ".join(sorted(RESERVED_NAMES)))
+        return None
+    return grant
+
+
 class Verifier:
     """Secret -> Principal, with the configured admin secret and a short cache in front of the bank. Secrets are
-    hashed once, here, with the bank's `secret_hash`; `lookup` and the cache see only the hash."""
+    hashed once, here, with the bank's `secret_hash`; `lookup` and the cache see only the hash. A cached token
+    is trusted until CACHE_S has passed or it expires, whichever comes first."""
 
-    def __init__(self, lookup: Callable[[str], Awaitable[Principal | None]], admin_secret: str = ""):
+    def __init__(self, lookup: Callable[[str], Awaitable[Grant | None]], admin_secret: str = ""):
         self._lookup = lookup
         self._admin = secret_hash(admin_secret) if admin_secret else ""
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | None]] = {}  # hash -> (monotonic deadline, principal)
 
     async def __call__(self, secret: str) -> Principal | None:
         key = secret_hash(secret)
         if self._admin and hmac.compare_digest(key, self._admin):
-            return Principal("admin", "admin")
+            return ADMIN
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
-        principal = await self._lookup(key)
+        grant = _admissible(await self._lookup(key))
+        principal, until = None, now + CACHE_S
+        if grant is not None:
+            left = CACHE_S if grant.expires is None else grant.expires - time.time()
+            if left > 0:
+                principal, until = grant.principal, now + min(CACHE_S, left)
         if len(self._cache) >= CACHE_ITEMS:  # bounded, whatever stream of wrong secrets arrives
             self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
             if len(self._cache) >= CACHE_ITEMS:
                 self._cache.clear()
-        self._cache[key] = (now + CACHE_S, principal)
+        self._cache[key] = (until, principal)
         return principal
 
     def forget(self) -> None:

@@ -6,6 +6,10 @@ the RPC interceptor in coordinator/metrics.py opens a `Call` for each RPC, and a
 The scheduler names the jobs it is running in `job`. Every line of either format passes
 `Scrubber` first, which masks the configured secrets, bearer values and URL passwords, so a secret that
 slips into a message or a traceback still never reaches the log.
+
+Messages carry what callers sent (names, ids, paths), so neither format lets one forge a line: a text line has
+its control characters escaped (`TextFormatter`: a newline is `\\n`, an ANSI escape `\\x1b`) and a traceback's
+lines are indented under it; a JSON line escapes them in its strings, line separators included.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ def note_principal(name: str) -> None:
 
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 _URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)[^@\s]+(@)")
+# what ends or rewrites a line somewhere: C0 controls but tab, DEL, C1 controls (NEL), Unicode line separators
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_JSON_RAW = str.maketrans({c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), 0x2028, 0x2029)})  # json.dumps keeps these
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -77,6 +84,35 @@ class Scrubber(logging.Filter):
         return True
 
 
+def escape(text: str) -> str:
+    """`text` on one line, its control characters written as escapes (`\\n`, `\\r`, `\\x1b`, `\\u2028`)."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(m: re.Match[str]) -> str:
+    c = m[0]
+    return {"\n": "\\n", "\r": "\\r"}.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT lines whose message is escaped, so every line that starts at column 0 is a record's own; a
+    traceback or stack follows on lines indented by two spaces, each escaped as well."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        out = escape(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        for block in (record.exc_text, record.stack_info and self.formatStack(record.stack_info)):
+            if block:
+                out += "".join(f"\n  {escape(line)}" for line in block.split("\n"))
+        return out
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the RPC's context when the line was written while serving one."""
 
@@ -101,7 +137,7 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = record.exc_text
         if record.stack_info:
             out["stack"] = record.stack_info
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return json.dumps(out, ensure_ascii=False, default=str).translate(_JSON_RAW)
 
 
 def handler(fmt: str, secrets: Iterable[str] = (), stream: IO[str] | None = None) -> logging.Handler:
@@ -109,7 +145,7 @@ def handler(fmt: str, secrets: Iterable[str] = (), stream: IO[str] | None = None
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r} must be one of {list(FORMATS)}")
     h = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    h.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    h.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     h.addFilter(Scrubber(secrets))
     return h
 

@@ -5,16 +5,19 @@ and ride out a replica's death: a Classify moves to another replica, or waits (b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray._private import ray_constants
 from ray.exceptions import ActorDiedError, RayActorError
 
-from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig
+from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig, is_loopback
 from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
 from promptbank_api.errors import FailedPrecondition, Unavailable
@@ -30,6 +33,7 @@ MAX_RESTARTS = 3  # Ray restarts a dead replica this often, reloading its model;
 # glibc gives each of a replica's call threads a malloc arena of its own, where freed batch tensors fragment;
 # two arenas bound that. A variable already set in the coordinator's environment wins.
 REPLICA_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "MALLOC_ARENA_MAX": "2"}
+_CLUSTERS_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # "0": Ray's node address is loopback
 RESTART_WAIT_S = 120.0  # how long work waits for a dead replica to come back when no other replica is live
 
 
@@ -65,14 +69,38 @@ class BackboneReplicas:
     replicas: list[Replica]
 
 
-def ensure_ray(address: str) -> None:
-    """Join the cluster at `address`, or start a local Ray when none is given (and none is running)."""
+def ensure_ray(address: str, host: str) -> None:
+    """Join the cluster at `address`, or start a local Ray when none is given (and none is running): on loopback
+    only when the coordinator itself serves only loopback (`host`), so no other machine reaches its Ray."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
+        return
+    with _loopback_node(is_loopback(host)):
         ray.init(include_dashboard=False, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def _loopback_node(on: bool) -> Iterator[None]:
+    """While a local Ray starts, have it take 127.0.0.1 as the node's address, which its GCS, raylet, object
+    manager, agents and workers then listen on. This Ray has no bind flag (`ray.init(_node_ip_address=
+    "127.0.0.1")` is rewritten to the outward address); it takes loopback when clusters are off, as on macOS:
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read once at `import ray`, so its module copy is set too, and the
+    variable reaches the processes Ray starts. tests/test_hostile_identity.py checks the listening sockets."""
+    if not on:
+        yield
+        return
+    before_env, before = os.environ.get(_CLUSTERS_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTERS_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_CLUSTERS_ENV, None)
+        else:
+            os.environ[_CLUSTERS_ENV] = before_env
 
 
 class ReplicaPool:

@@ -138,7 +138,7 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     metrics = Metrics()
     db = BankDB(config.db, config.db_password, observe=metrics.bank_query)
     undo.callback(db.close)
-    ensure_ray(config.ray_address)
+    ensure_ray(config.ray_address, config.host)
     pool = ReplicaPool(config, metrics)
     undo.callback(pool.shutdown)
     for spec in config.backbones:

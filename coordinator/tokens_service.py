@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import grpc
 
@@ -12,7 +12,7 @@ from bank.writer import BankDB, Session
 from coordinator import auth
 from coordinator import convert as cv
 from promptbank_api.errors import InvalidArgument
-from promptbank_api.names import check_name, strip_collection, to_timestamp
+from promptbank_api.names import strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
 
@@ -31,7 +31,7 @@ class TokensService(ap_grpc.TokensServicer):
 
     async def CreateToken(self, request: ap.CreateTokenRequest, context: grpc.aio.ServicerContext
                           ) -> ap.CreateTokenResponse:
-        name = check_name("token", request.token_id)
+        name = tokens.check_token_name(request.token_id)
         if request.role == ap.ROLE_UNSPECIFIED:
             raise InvalidArgument("role is required: ROLE_READER, ROLE_TRAINER or ROLE_ADMIN")
         role = cv.enum_name(ap.Role, request.role, "role").removeprefix("ROLE_").lower()
@@ -68,13 +68,14 @@ class TokensService(ap_grpc.TokensServicer):
         return out
 
 
-async def lookup(db: BankDB, digest: str) -> auth.Principal | None:
-    """The principal a secret (by its `secret_hash`) stands for, if its token is live."""
+async def lookup(db: BankDB, digest: str) -> auth.Grant | None:
+    """The principal a secret (by its `secret_hash`) stands for and until when, if its token is live."""
 
-    def q(s: Session) -> auth.Principal | None:
+    def q(s: Session) -> auth.Grant | None:
         t = tokens.find_token(s, digest)
         if t is None or t.revoked_at is not None or (t.expires_at is not None and t.expires_at <= utcnow()):
             return None
-        return auth.Principal(t.name, t.role)
+        expires = t.expires_at.replace(tzinfo=UTC).timestamp() if t.expires_at is not None else None
+        return auth.Grant(auth.Principal(t.name, t.role), expires)
 
     return await db.read(q)

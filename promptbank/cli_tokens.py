@@ -24,7 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     t = sub.add_parser("tokens", help="access tokens (admin): create, list, revoke")
     ts = t.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = ts.add_parser("create", help="create a token; its secret is printed once, alone on the last line")
-    p.add_argument("--name", required=True, help="the token's name (recorded on what its caller writes)")
+    p.add_argument("--name", required=True, help="the token's name: its callers' identity, recorded on what they "
+                   "write; never reused, even after a revoke; not admin, local, system or anonymous")
     p.add_argument("--role", required=True, choices=["reader", "trainer", "admin"])
     p.add_argument("--expires-in", type=duration, help="lifetime, e.g. 30d, 12h (default: never)")
     p = ts.add_parser("list", help="tokens (never their secrets)")

@@ -192,7 +192,7 @@ def test_the_secret_cache_is_bounded() -> None:
 
     looked_up: list[str] = []
 
-    async def lookup(digest: str) -> auth.Principal | None:
+    async def lookup(digest: str) -> auth.Grant | None:
         looked_up.append(digest)
         return None
 
