@@ -48,7 +48,8 @@ def parse_ref(ref: str) -> PromptRef:
     """Parse a prompt reference; a bare task means its `latest` alias."""
     m = _REF_RE.match((ref or "").strip())
     if not m:
-        raise InvalidArgument(f"invalid prompt reference {ref!r}: use 'task', 'task@alias' or 'task/versions/N'")
+        shown = repr(ref) if len(ref or "") <= 200 else f"{ref[:40]!r}... ({len(ref)} characters)"
+        raise InvalidArgument(f"invalid prompt reference {shown}: use 'task', 'task@alias' or 'task/versions/N'")
     prompt = check_name("prompt", m["p"])
     if m["v"] is not None:
         number = int(m["v"])
