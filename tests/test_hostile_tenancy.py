@@ -206,6 +206,7 @@ def test_dataset_uris_fail_cleanly_and_name_no_server_path(hostile: LiveServer, 
         (data_root / "bad.jsonl").write_text("not json\n")
         code, msg = refused(str(data_root / "bad.jsonl"))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "not JSON" in msg
+    assert any("INVALID_ARGUMENT" in r.getMessage() for r in caplog.records)  # the log was read...
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], "a traceback was logged"
 
 
