@@ -88,11 +88,13 @@ def list_backbones(s: Session, offset: int, limit: int) -> Sequence[Backbone]:
 # ---------------------------------------------------------------- prompts
 
 
-def create_prompt(s: Session, name: str, task: dict[str, Any], tags: list[str] | None = None, owner: str = "") -> Prompt:
+def create_prompt(s: Session, name: str, task: dict[str, Any], tags: list[str] | None = None, owner: str = "",
+                  created_by: str = "") -> Prompt:
+    """A new prompt; `created_by` is the principal creating it (its trainer-owner), `owner` a display field."""
     check_name("prompt", name)
     if s.scalar(select(Prompt.id).where(Prompt.name == name)) is not None:
         raise AlreadyExists(f"prompt {name!r} already exists")
-    p = Prompt(name=name, task=task, tags=sorted(set(tags or [])), owner=owner)
+    p = Prompt(name=name, task=task, tags=sorted(set(tags or [])), owner=owner, created_by=created_by)
     s.add(p)
     s.flush()
     return p
@@ -351,11 +353,12 @@ def alias_history(s: Session, prompt: Prompt, offset: int, limit: int) -> Sequen
 # ---------------------------------------------------------------- idempotency (AIP-155)
 
 
-def seen_request(s: Session, request_id: str, method: str, request_hash: str) -> str | None:
-    """The resource a previous call with this request_id created, or None. Another payload is ALREADY_EXISTS."""
+def seen_request(s: Session, request_id: str, method: str, request_hash: str, *, principal: str) -> str | None:
+    """The resource a previous call by `principal` with this request_id created, or None (another principal's
+    use of the same id is none of this one's business). Another payload is ALREADY_EXISTS."""
     if not request_id:
         return None
-    key = s.get(IdempotencyKey, request_id)
+    key = s.get(IdempotencyKey, (principal, request_id))
     if key is None:
         return None
     if key.method != method or key.request_hash != request_hash:
@@ -363,9 +366,10 @@ def seen_request(s: Session, request_id: str, method: str, request_hash: str) ->
     return key.resource
 
 
-def remember_request(s: Session, request_id: str, method: str, request_hash: str, resource: str) -> None:
-    """Record the result in the same transaction as the create it belongs to."""
+def remember_request(s: Session, request_id: str, method: str, request_hash: str, resource: str, *,
+                     principal: str) -> None:
+    """Record the result in the same transaction as the create it belongs to, as `principal`'s key."""
     if request_id:
-        s.add(IdempotencyKey(request_id=request_id, method=method, request_hash=request_hash, resource=resource,
-                             created_at=utcnow()))
+        s.add(IdempotencyKey(principal=principal, request_id=request_id, method=method, request_hash=request_hash,
+                             resource=resource, created_at=utcnow()))
         s.flush()

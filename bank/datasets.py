@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bank.catalog import remember_request, seen_request
-from bank.models import Dataset, DatasetChunk
-from promptbank_api.errors import NotFound, ResourceExhausted
+from bank.models import Dataset, DatasetChunk, Job
+from promptbank_api.errors import NotFound, PermissionDenied, ResourceExhausted
 
 Rows = list[tuple[str, str]]
 SPOOL_BYTES = 1 << 20  # an upload past this goes to disk while it streams in
@@ -67,20 +67,30 @@ class UploadSpool:
 
 
 def stored_bytes(s: Session, principal: str) -> int:
-    """Bytes of the uploads a principal has stored."""
-    return int(s.scalar(select(func.coalesce(func.sum(Dataset.size), 0)).where(Dataset.principal == principal)))
+    """Bytes a principal stores: its uploads and the inline examples of its jobs that have not ended."""
+    uploads = s.scalar(select(func.coalesce(func.sum(Dataset.size), 0)).where(Dataset.principal == principal))
+    inline = s.scalar(select(func.coalesce(func.sum(Job.inline_bytes), 0))
+                      .where(Job.principal == principal, Job.inline_bytes > 0))
+    return int(uploads or 0) + int(inline or 0)
+
+
+def check_storage(s: Session, principal: str, adding: int, quota: int, what: str) -> None:
+    """RESOURCE_EXHAUSTED when `adding` more bytes (of `what`) would take the principal past `quota`."""
+    used = stored_bytes(s, principal)
+    if used + adding > quota:
+        raise ResourceExhausted(f"uploads and inline examples by {principal!r} would take {used + adding} bytes "
+                                f"with these {what}; the limit is {quota} (promptbank serve --limit-upload-storage); "
+                                f"wait for your jobs to end, or ask an admin")
 
 
 def save_upload(s: Session, spool: UploadSpool, request_id: str, principal: str, quota: int) -> Dataset:
-    """Store an upload piece by piece; a retry with the same request_id and content returns the first one
-    (AIP-155). RESOURCE_EXHAUSTED when it would take the principal's uploads past `quota` bytes."""
-    earlier = seen_request(s, request_id, "UploadDataset", spool.digest)
+    """Store an upload piece by piece; a retry by the same principal with the same request_id and content
+    returns the first one (AIP-155). RESOURCE_EXHAUSTED when it would take what the principal stores past
+    `quota` bytes."""
+    earlier = seen_request(s, request_id, "UploadDataset", spool.digest, principal=principal)
     if earlier:
         return get_dataset(s, earlier.removeprefix("datasets/"))
-    used = stored_bytes(s, principal)
-    if used + spool.size > quota:
-        raise ResourceExhausted(f"uploads by {principal!r} would take {used + spool.size} bytes; the limit is "
-                                f"{quota} (promptbank serve --limit-upload-storage); delete old ones or ask an admin")
+    check_storage(s, principal, spool.size, quota, "uploaded rows")
     ds = Dataset(id=uuid.uuid4().hex[:16], rows=spool.rows, label_counts=dict(spool.labels), data=b"",
                  principal=principal, size=spool.size)
     s.add(ds)
@@ -90,7 +100,7 @@ def save_upload(s: Session, spool: UploadSpool, request_id: str, principal: str,
         s.add(chunk)
         s.flush()
         s.expunge(chunk)  # written: let the piece go
-    remember_request(s, request_id, "UploadDataset", spool.digest, f"datasets/{ds.id}")
+    remember_request(s, request_id, "UploadDataset", spool.digest, f"datasets/{ds.id}", principal=principal)
     return ds
 
 
@@ -101,8 +111,13 @@ def get_dataset(s: Session, data_id: str) -> Dataset:
     return ds
 
 
-def dataset_rows(s: Session, data_id: str) -> Rows:
+def dataset_rows(s: Session, data_id: str, principal: str | None) -> Rows:
+    """An upload's rows, for `principal` (None: any, an admin). Another principal's upload is PERMISSION_DENIED
+    before a row is read, so nothing of it (a label) can reach an error message."""
     ds = get_dataset(s, data_id)
+    if principal is not None and ds.principal != principal:
+        raise PermissionDenied(f"dataset 'datasets/{data_id}' was uploaded by another principal; a trainer trains "
+                               f"only on its own uploads (upload the rows yourself)")
     pieces = s.scalars(select(DatasetChunk.data).where(DatasetChunk.dataset_id == data_id)
                        .order_by(DatasetChunk.seq)).all()
     return decode_rows(b"".join(pieces) if pieces else ds.data)

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bank.catalog import add_version, get_backbone, get_prompt, remember_request, seen_request, version_name
+from bank.datasets import check_storage
 from bank.failpoints import failpoint
 from bank.models import Checkpoint, Job, JobEvent, utcnow
 from promptbank_api.errors import FailedPrecondition, NotFound
@@ -36,18 +37,24 @@ def create_job(
     request_hash: str = "",
     note: str = "",
     principal: str = "",
+    inline: bool = False,
+    quota: int | None = None,
 ) -> tuple[Job, bool]:
-    """Insert a QUEUED job; returns (job, created). A repeated request_id returns the first job (AIP-155).
-    `note` joins the "queued" event (e.g. the rows a data file left out)."""
-    earlier = seen_request(s, request_id, "CreateTrainJob", request_hash)
+    """Insert a QUEUED job; returns (job, created). A repeated request_id from the same principal returns the
+    first job (AIP-155). `note` joins the "queued" event (e.g. the rows a data file left out). `inline`: the
+    examples came in the request, so they count against the principal's storage `quota` while the job lives."""
+    earlier = seen_request(s, request_id, "CreateTrainJob", request_hash, principal=principal)
     if earlier:
         return get_job(s, earlier.removeprefix("jobs/")), False
+    inline_bytes = len(examples) if inline else 0
+    if inline_bytes and quota is not None:
+        check_storage(s, principal, inline_bytes, quota, "inline examples")
     job = Job(id=uuid.uuid4().hex[:16], prompt_name=prompt_name, backbone_name=backbone_name, spec=spec,
-              examples=examples, state="QUEUED", created_at=utcnow(), principal=principal)
+              examples=examples, state="QUEUED", created_at=utcnow(), principal=principal, inline_bytes=inline_bytes)
     s.add(job)
     s.flush()
     add_event(s, job, "STATE_CHANGED", message=f"queued; {note}" if note else "queued")
-    remember_request(s, request_id, "CreateTrainJob", request_hash, f"jobs/{job.id}")
+    remember_request(s, request_id, "CreateTrainJob", request_hash, f"jobs/{job.id}", principal=principal)
     return job, True
 
 
@@ -88,8 +95,9 @@ def set_state(
     job.state = state
     if state == "RUNNING" and job.started_at is None:
         job.started_at = utcnow()
-    if state in TERMINAL_STATES:
+    if state in TERMINAL_STATES:  # its examples are needed no more: drop them (and free its principal's quota)
         job.ended_at = utcnow()
+        job.examples, job.inline_bytes = b"", 0
     if error:
         job.error = error
     return add_event(s, job, "STATE_CHANGED", message=message or error, metrics=metrics)
@@ -315,11 +323,17 @@ def succeed(s: Session, job_id: str, *, owner: str, prompt: bytes, metrics: dict
             lineage: dict[str, str], aliases: Sequence[str]) -> str | None:
     """Publish the trained prompt as a new version, move its aliases and end the job SUCCEEDED — one
     transaction, under the job's lease (a coordinator that lost it publishes nothing). Returns the version's
-    name (None when the job had already ended)."""
+    name (None when the job had already ended, or it FAILED because its prompt was recreated since it was
+    queued: who may publish there was decided for the old prompt)."""
     job = _leased(s, job_id, owner)
     if job is None:
         return None
     p, bb = get_prompt(s, job.prompt_name), get_backbone(s, job.backbone_name)
+    if p.created_at > job.created_at:  # its publish rights were checked against the prompt since deleted
+        job.lease_owner, job.lease_expires_at = "", None
+        set_state(s, job, "FAILED", error=f"prompt {p.name!r} was deleted and created again after this job was "
+                                          f"queued; nothing was published")
+        return None
     v = add_version(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases, principal=job.principal)
     s.flush()
     failpoint("publish.before_commit")  # tests kill the process here: the version must not survive

@@ -69,7 +69,9 @@ class Prompt(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     task: Mapped[dict[str, Any]] = mapped_column(default=dict)  # kind, labels, label_words, label_texts, description
     tags: Mapped[list[Any]] = mapped_column(default=list)
-    owner: Mapped[str] = mapped_column(String(128), default="")
+    owner: Mapped[str] = mapped_column(String(128), default="")  # a free-text display field, not a permission
+    # the principal that created it: a trainer's jobs publish only to prompts it created (admins: anywhere)
+    created_by: Mapped[str] = mapped_column(String(64), default="", server_default="")
     latest_version: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -130,9 +132,11 @@ class AliasEvent(Base):
 
 
 class IdempotencyKey(Base):
-    """AIP-155: the first result of a create call with a request_id, so a retry returns it instead of redoing it."""
+    """AIP-155: the first result of a create call with a request_id, so a retry returns it instead of redoing it.
+    Keys are the caller's own: the same request_id from another principal is another key."""
 
     __tablename__ = "idempotency_keys"
+    principal: Mapped[str] = mapped_column(String(64), primary_key=True, default="", server_default="")
     request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     method: Mapped[str] = mapped_column(String(64))
     request_hash: Mapped[str] = mapped_column(String(64))
@@ -151,6 +155,9 @@ class Job(Base):
     backbone_name: Mapped[str] = mapped_column(String(64))
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # task, hyperparameters, aliases, data ref
     examples: Mapped[bytes] = mapped_column(LargeBinary, default=b"", deferred=True)  # loaded only to train
+    # bytes of inline examples it stores: they count against its principal's storage quota until it ends (and
+    # its examples are dropped)
+    inline_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     state: Mapped[str] = mapped_column(String(16), default="QUEUED")
     step: Mapped[int] = mapped_column(default=0)
     total_steps: Mapped[int] = mapped_column(default=0)
@@ -164,7 +171,7 @@ class Job(Base):
     # the owner's heartbeat renews it; another coordinator takes a job over only after that
     lease_owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
-    principal: Mapped[str] = mapped_column(String(64), default="", server_default="")  # who submitted it
+    principal: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)  # who submitted it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)

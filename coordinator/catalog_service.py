@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from google.protobuf.struct_pb2 import Struct
 
@@ -13,6 +15,7 @@ from bank.writer import BankDB, Session
 from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import BackboneSpec, ServerConfig
+from coordinator.limits import Limits
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
@@ -51,9 +54,16 @@ def check_adapter_fits(imported: ImportedPrompt, bb: Backbone) -> None:
                                  f"hidden size {bb.hidden_size}")
 
 
+def check_prompt_fields(limits: Limits, tags: Sequence[str], owner: str) -> None:
+    """A prompt's free-text fields within their limits (the task's are checked with it)."""
+    limits.check_tags(tags, "prompt")
+    limits.check_chars("owner_chars", owner, "owner")
+
+
 class CatalogService(cat_grpc.PromptCatalogServicer):
     def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
         self.db, self.pool, self.config = db, pool, config
+        self.page_bytes = cv.page_bytes(config.limits)  # list pages are bounded in bytes as well as rows
 
     def _replicas(self, name: str) -> list[cat.BackboneReplica]:
         bb = self.pool.backbones.get(name)
@@ -64,10 +74,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
         def q(s: Session) -> cat.ListBackbonesResponse:
             rows = catalog.list_backbones(s, offset, limit)
-            return cat.ListBackbonesResponse(
-                backbones=[cv.backbone_to_proto(b, self._replicas(b.name)) for b in rows],
-                next_page_token=cv.next_token(offset, limit, len(rows), {}),
-            )
+            out, token = cv.fill_page(rows, lambda b: cv.backbone_to_proto(b, self._replicas(b.name)), offset, limit, {}, self.page_bytes)
+            return cat.ListBackbonesResponse(backbones=out, next_page_token=token)
 
         return await self.db.read(q)
 
@@ -78,6 +86,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
     async def RegisterBackbone(self, request: cat.RegisterBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         """Load a backbone on new Ray replicas and record it; repeating the same registration is a no-op."""
         name = check_name("backbone", request.backbone_id)
+        self.config.limits.check_chars("model_chars", request.model, "model")
+        self.config.limits.check_chars("field_chars", request.revision, "revision")
         if not request.model:
             raise InvalidArgument("model is required: a Hugging Face model id or a path on the workers")
         served = self.pool.backbones.get(name)
@@ -96,15 +106,18 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)
-        task = cv.task_from_proto(request.prompt.task, self.config.limits).to_dict()
+        limits, who = self.config.limits, auth.current().name
+        task = cv.task_from_proto(request.prompt.task, limits).to_dict()
+        check_prompt_fields(limits, request.prompt.tags, request.prompt.owner)
+        limits.check_chars("field_chars", request.request_id, "request_id")
         digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.Prompt:
-            earlier = catalog.seen_request(s, request.request_id, "CreatePrompt", digest)
+            earlier = catalog.seen_request(s, request.request_id, "CreatePrompt", digest, principal=who)
             if earlier:
                 return cv.prompt_to_proto(s, catalog.get_prompt(s, strip_collection(earlier, "prompts")))
-            p = catalog.create_prompt(s, name, task, list(request.prompt.tags), request.prompt.owner)
-            catalog.remember_request(s, request.request_id, "CreatePrompt", digest, f"prompts/{name}")
+            p = catalog.create_prompt(s, name, task, list(request.prompt.tags), request.prompt.owner, created_by=who)
+            catalog.remember_request(s, request.request_id, "CreatePrompt", digest, f"prompts/{name}", principal=who)
             return cv.prompt_to_proto(s, p)
 
         return await self.db.run(q)
@@ -122,10 +135,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         def q(s: Session) -> cat.ListPromptsResponse:
             rows = catalog.list_prompts(s, offset, limit, tag=query["tag"], backbone=query["backbone"],
                                       label=request.label, created_after=after)
-            return cat.ListPromptsResponse(
-                prompts=[cv.prompt_to_proto(s, p) for p in rows],
-                next_page_token=cv.next_token(offset, limit, len(rows), query),
-            )
+            out, token = cv.fill_page(rows, lambda p: cv.prompt_to_proto(s, p), offset, limit, query, self.page_bytes)
+            return cat.ListPromptsResponse(prompts=out, next_page_token=token)
 
         return await self.db.read(q)
 
@@ -137,6 +148,9 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             raise InvalidArgument(f"update_mask paths {bad or paths} are not updatable; use some of {sorted(UPDATABLE)}")
 
         msg = request.prompt
+        check_prompt_fields(self.config.limits, msg.tags if "tags" in paths else (),
+                            msg.owner if "owner" in paths else "")
+        self.config.limits.check_chars("description_chars", msg.task.description, "task.description")
 
         def q(s: Session) -> cat.Prompt:
             p = catalog.update_prompt(
@@ -168,10 +182,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         def q(s: Session) -> cat.ListPromptVersionsResponse:
             rows = catalog.list_versions(s, catalog.get_prompt(s, name), offset, limit, backbone=backbone,
                                        tag=request.tag, created_after=after)
-            return cat.ListPromptVersionsResponse(
-                versions=[cv.version_to_proto(s, v) for v in rows],
-                next_page_token=cv.next_token(offset, limit, len(rows), query),
-            )
+            out, token = cv.fill_page(rows, lambda v: cv.version_to_proto(s, v), offset, limit, query, self.page_bytes)
+            return cat.ListPromptVersionsResponse(versions=out, next_page_token=token)
 
         return await self.db.read(q)
 
@@ -182,6 +194,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         if paths != ["tags"]:
             raise InvalidArgument(f"update_mask paths {paths} are not updatable; a version is immutable except 'tags'")
         ref = version_ref(request.version.name)
+        self.config.limits.check_tags(request.version.tags, "version")
 
         def q(s: Session) -> cat.PromptVersion:
             return cv.version_to_proto(s, catalog.set_version_tags(s, ref, list(request.version.tags)))
@@ -201,13 +214,15 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         """A PEFT prompt-tuning adapter (its two files) becomes a new version; the prompt is created if new."""
         name = check_name("prompt", strip_collection(request.parent, "prompts"))
         backbone = strip_collection(request.backbone, "backbones")
+        limits, who = self.config.limits, auth.current().name
+        limits.check_chars("field_chars", request.request_id, "request_id")
         imported = import_peft(request.adapter_config, request.adapter_model)
-        who = auth.current().name
-        requested = cv.task_from_proto(request.task, self.config.limits).to_dict() if request.task.labels else None
+        limits.check_chars("model_chars", imported.base_model, "the adapter's base_model_name_or_path")
+        requested = cv.task_from_proto(request.task, limits).to_dict() if request.task.labels else None
         digest = cv.request_digest(request)
 
         def q(s: Session) -> cat.PromptVersion:
-            earlier = catalog.seen_request(s, request.request_id, "ImportPromptVersion", digest)
+            earlier = catalog.seen_request(s, request.request_id, "ImportPromptVersion", digest, principal=who)
             if earlier:
                 return cv.version_to_proto(s, catalog.resolve(s, version_ref(earlier)))
             bb = catalog.get_backbone(s, backbone)
@@ -221,7 +236,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                 task = requested or imported.task
                 if not task:
                     raise InvalidArgument(f"prompt {name!r} does not exist: give its task (labels) to create it")
-                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task), self.config.limits).to_dict())
+                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task), limits).to_dict(),
+                                          created_by=who)
             elif requested and requested["labels"] != p.task["labels"]:
                 raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
                                          f"{requested['labels']}")
@@ -229,7 +245,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor, kind=imported.kind), lineage=lineage,
                                     principal=who)
             catalog.remember_request(s, request.request_id, "ImportPromptVersion", digest,
-                                   version_name(name, v.version))
+                                     version_name(name, v.version), principal=who)
             return cv.version_to_proto(s, v)
 
         return await self.db.run(q)
@@ -284,11 +300,9 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
         def q(s: Session) -> cat.ListAliasHistoryResponse:
             rows = catalog.alias_history(s, catalog.get_prompt(s, name), offset, limit)
-            return cat.ListAliasHistoryResponse(
-                events=[cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at),
-                                       principal=e.principal)
-                        for e in rows],
-                next_page_token=cv.next_token(offset, limit, len(rows), {"parent": name}),
-            )
+            out, token = cv.fill_page(rows, lambda e: cat.AliasEvent(
+                alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at),
+                principal=e.principal), offset, limit, {"parent": name}, self.page_bytes)
+            return cat.ListAliasHistoryResponse(events=out, next_page_token=token)
 
         return await self.db.read(q)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
@@ -33,11 +34,17 @@ ARCH = {
 MAX_PAGE = 1000
 MAX_OFFSET = 2**62  # far past any catalog; keeps SQL integers in range
 DEFAULT_PAGE = 50
+PAGE_BYTES = 1 << 20  # a list page stops once its messages pass this size (or a quarter of the message limit)
+Row = TypeVar("Row")
+M = TypeVar("M", bound=Message)
 
 
 def task_from_proto(spec: cat.TaskSpec, limits: Limits) -> TaskSpec:
     """Validate a TaskSpec message: RESOURCE_EXHAUSTED over a limit, INVALID_ARGUMENT naming a bad value."""
     limits.check_task(tuple(spec.labels), tuple(spec.label_texts), tuple(spec.label_words))
+    limits.check_chars("description_chars", spec.description, "task.description")
+    limits.check_chars("field_chars", spec.kind, "task.kind")
+    limits.check_chars("field_chars", spec.pooling, "task.pooling")
     return TaskSpec(
         labels=tuple(spec.labels), label_words=tuple(spec.label_words), label_texts=tuple(spec.label_texts),
         kind=spec.kind or "classification", description=spec.description, pooling=spec.pooling or POOLINGS[0],
@@ -152,7 +159,31 @@ def page(page_size: int, page_token: str, query: dict) -> tuple[int, int]:
     return offset, limit
 
 
+def _token(offset: int, query: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset, "q": query}).encode()).decode()
+
+
 def next_token(offset: int, limit: int, got: int, query: dict) -> str:
-    if got < limit:
-        return ""
-    return base64.urlsafe_b64encode(json.dumps({"o": offset + got, "q": query}).encode()).decode()
+    return "" if got < limit else _token(offset + got, query)
+
+
+def page_bytes(limits: Limits) -> int:
+    """The encoded size a list page stops at: far below the message limit and any client's default receive limit
+    (4 MiB), whatever the rows hold."""
+    return min(PAGE_BYTES, limits.message_bytes // 4)
+
+
+def fill_page(rows: Sequence[Row], to_proto: Callable[[Row], M], offset: int, limit: int, query: dict,
+              budget: int) -> tuple[list[M], str]:
+    """A page of messages and its next_page_token: the rows, converted, until the page passes `budget` bytes
+    (at least one row, so a reader always gets on), and a token whenever more rows may follow."""
+    out: list[M] = []
+    size = 0
+    for row in rows:
+        msg = to_proto(row)
+        size += msg.ByteSize() + 16  # its field tag and length prefix, with room to spare
+        if out and size > budget:
+            break
+        out.append(msg)
+    more = len(out) < len(rows) or len(rows) >= limit
+    return out, _token(offset + len(out), query) if more else ""

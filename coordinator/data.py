@@ -54,23 +54,38 @@ def _hub_columns(table: Any, text_column: str, label_column: str, where: str) ->
             if t is not None and lab is not None]
 
 
+def check_uri(uri: str, limits: Limits) -> None:
+    """A dataset.uri within its limit and free of NUL (which no path, id or upload name holds)."""
+    limits.check_chars("uri_chars", uri, "dataset.uri")
+
+
+def _read_file(uri: str, text_column: str, label_column: str, roots: tuple[str, ...]) -> tuple[Rows, str]:
+    """A table file under the data roots. Messages quote `uri` as given, never the path it expands to."""
+    require_under(uri, roots, "dataset file", "data", "--data-root", "; send the rows inline or upload them")
+    path = Path(uri).expanduser()
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise InvalidArgument(f"dataset file {uri!r}: use one of {list(TABLE_SUFFIXES)}")
+    if not path.is_file():
+        raise InvalidArgument(f"dataset file {uri!r} does not exist on the coordinator")
+    try:
+        read = read_labelled(path, text_column, label_column)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"dataset file {uri!r}: {str(exc).replace(str(path), uri)}") from None
+    return read.rows, (f"read {read.summary()} from {uri}" if read.dropped else "")
+
+
 def load_uri(uri: str, text_column: str, label_column: str, roots: tuple[str, ...], allow_hub: bool = False
              ) -> tuple[Rows, str]:
     """A server file under one of `roots` (csv/tsv/json/jsonl/parquet), or a hub dataset id (`name[:split]`);
     returns the rows and a note of what was left out ("" when nothing was)."""
     text_column, label_column = text_column or "text", label_column or "label"
-    path = Path(uri).expanduser()
-    if path.suffix.lower() in TABLE_SUFFIXES or looks_local(uri):  # never handed to the hub loader
-        require_under(path, roots, "dataset file", "data", "--data-root", "; send the rows inline or upload them")
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise InvalidArgument(f"dataset file {uri!r}: use one of {list(TABLE_SUFFIXES)}")
-        if not path.is_file():
-            raise InvalidArgument(f"dataset file {uri!r} does not exist on the coordinator")
-        try:
-            read = read_labelled(path, text_column, label_column)
-        except InvalidArgument as exc:
-            raise InvalidArgument(f"dataset file {uri!r}: {exc}") from None
-        return read.rows, (f"read {read.summary()} from {uri}" if read.dropped else "")
+    try:
+        local = Path(uri).suffix.lower() in TABLE_SUFFIXES or looks_local(uri)
+        if local:  # never handed to the hub loader
+            return _read_file(uri, text_column, label_column, roots)
+    except OSError as exc:  # a name too long for the file system, a loop of links...: no such file here
+        raise InvalidArgument(f"dataset file {uri!r} is not a usable path on the coordinator "
+                              f"({exc.strerror or type(exc).__name__})") from None
     if not allow_hub:
         raise PermissionDenied(f"dataset {uri!r} is not a file under the data roots, and hub datasets are off "
                                f"(start the server with --allow-hub); send the rows inline or upload them")

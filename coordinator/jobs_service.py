@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -11,16 +13,17 @@ import grpc
 from bank import catalog, datasets
 from bank import jobs as jobstore
 from bank.codec import DEEP, INPUT
-from bank.models import Job
+from bank.models import Job, Prompt
 from bank.writer import BankDB, Session
 from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import ServerConfig
-from coordinator.data import check_examples, check_rows, inline_rows, load_uri
+from coordinator.data import check_examples, check_rows, check_uri, inline_rows, load_uri
+from coordinator.limits import Limits
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from promptbank_api.names import TERMINAL_STATES, check_name, parse_ref, strip_collection
+from promptbank_api.names import RESERVED_ALIASES, TERMINAL_STATES, check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from workers.protocol import JobSpec
@@ -60,6 +63,32 @@ def own_job(s: Session, job_id: str, who: auth.Principal) -> Job:
     return job
 
 
+def check_publisher(p: Prompt | None, who: auth.Principal) -> None:
+    """A trainer's job publishes versions to (and so moves `latest` and names aliases on) only a prompt it
+    created; an admin's anywhere. A prompt that does not exist yet will be the job's own."""
+    if p is not None and not who.may("admin") and p.created_by != who.name:
+        raise PermissionDenied(f"prompt {p.name!r} was created by another principal: a trainer's job publishes "
+                               f"versions and moves aliases only on prompts its principal created; train a prompt "
+                               f"of your own, or ask an admin to train this one")
+
+
+def check_job_fields(job: jp.TrainJob, request_id: str, limits: Limits) -> None:
+    """The job's free-text fields within their limits, and no reserved alias, before anything is read."""
+    limits.check_chars("field_chars", request_id, "request_id")
+    limits.check("job_aliases", len(job.aliases), "job.aliases: aliases")
+    for alias in job.aliases:
+        check_name("alias", alias)
+        if alias in RESERVED_ALIASES:
+            raise InvalidArgument(f"job.aliases names {alias!r}, which every publish moves by itself; name other "
+                                  f"aliases (or none)")
+    hp, ds = job.hyperparameters, job.dataset
+    limits.check_text(hp.init_text, "hyperparameters.init_text")
+    for name, value in (("precision", hp.precision), ("select_on", hp.select_on)):
+        limits.check_chars("field_chars", value, f"hyperparameters.{name}")
+    for name, value in (("text_column", ds.text_column), ("label_column", ds.label_column)):
+        limits.check_chars("field_chars", value, f"dataset.{name}")
+
+
 def check_labels(task: TaskSpec, rows: list[tuple[str, str]]) -> None:
     unknown = sorted({label for _, label in rows} - set(task.labels))
     if unknown:
@@ -69,15 +98,34 @@ def check_labels(task: TaskSpec, rows: list[tuple[str, str]]) -> None:
 class JobsService(jp_grpc.TrainJobsServicer):
     def __init__(self, db: BankDB, pool: ReplicaPool, scheduler: JobScheduler, config: ServerConfig):
         self.db, self.pool, self.scheduler, self.config = db, pool, scheduler, config
+        self.page_bytes = cv.page_bytes(config.limits)  # list pages are bounded in bytes as well as rows
+        self._watching: dict[str, int] = {}  # principal -> its WatchTrainJob streams open here
+
+    @contextlib.contextmanager
+    def _watch_slot(self, who: str) -> Iterator[None]:
+        """One of `who`'s WatchTrainJob slots (RESOURCE_EXHAUSTED past the limit), held while its stream lives."""
+        n = self._watching.get(who, 0) + 1
+        self.config.limits.check("watch_streams", n, f"WatchTrainJob streams open by {who!r}")
+        self._watching[who] = n
+        try:
+            yield
+        finally:
+            left = self._watching[who] - 1
+            if left:
+                self._watching[who] = left
+            else:
+                del self._watching[who]
 
     async def CreateTrainJob(self, request: jp.CreateTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
-        job = request.job
+        job, limits, who = request.job, self.config.limits, auth.current()
         prompt = check_name("prompt", strip_collection(job.prompt, "prompts"))
         backbone = strip_collection(job.backbone, "backbones")
         if not backbone:
             raise InvalidArgument("job.backbone is required (e.g. 'backbones/minilm')")
+        check_job_fields(job, request.request_id, limits)
+        await self.db.read(lambda s: check_publisher(catalog.find_prompt(s, prompt), who))  # before any data is read
         served = self.pool.get(backbone)  # FAILED_PRECONDITION when not served
-        rows, data_ref, note = await self._rows(job.dataset)
+        rows, data_ref, note = await self._rows(job.dataset, who)
         distinct = sorted({lab for _, lab in rows})
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
@@ -89,15 +137,12 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if cfg.num_virtual_tokens + cfg.max_length > room:
             raise InvalidArgument(f"num_virtual_tokens={cfg.num_virtual_tokens} + max_length={cfg.max_length} "
                                   f"positions do not fit backbone {backbone!r}, which has {room}")
-        for alias in job.aliases:
-            check_name("alias", alias)
         if cfg.init_from and cfg.init_from != "nearest":
             parse_ref(cfg.init_from)
         request_hash = cv.request_digest(request)
-        who = auth.current().name
         examples = datasets.encode_rows(rows)
-        requested = cv.task_from_proto(job.task, self.config.limits) if job.task.labels else None
-        self.config.limits.check("labels", len(distinct), "labels in the data")
+        requested = cv.task_from_proto(job.task, limits) if job.task.labels else None
+        limits.check("labels", len(distinct), "labels in the data")
 
         def pick_task(s: Session) -> TaskSpec:
             existing = catalog.find_prompt(s, prompt)
@@ -117,31 +162,37 @@ class JobsService(jp_grpc.TrainJobsServicer):
         spec = JobSpec(task=task, config=cfg, aliases=tuple(job.aliases), init_from=cfg.init_from, data_ref=data_ref)
 
         def q(s: Session) -> jp.TrainJob:
-            if catalog.find_prompt(s, prompt) is None:
-                catalog.create_prompt(s, prompt, task.to_dict())
+            existing = catalog.find_prompt(s, prompt)
+            check_publisher(existing, who)  # again: it may have been created since the first look
+            if existing is None:
+                catalog.create_prompt(s, prompt, task.to_dict(), created_by=who.name)
             if cfg.init_from and cfg.init_from != "nearest":  # "nearest" is chosen when the job starts
                 init_v = catalog.resolve(s, cfg.init_from)
                 if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info.fingerprint:
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
             j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec.to_json(),
                                        examples=examples, request_id=request.request_id, request_hash=request_hash,
-                                       note=note, principal=who)
+                                       note=note, principal=who.name, inline=job.dataset.HasField("inline"),
+                                       quota=limits.upload_storage)
             return cv.job_to_proto(j)
 
         out = await self.db.run(q)
         self.scheduler.wake()
         return out
 
-    async def _rows(self, ds: jp.Dataset) -> tuple[list[tuple[str, str]], str, str]:
-        """The job's examples, validated, and a reference to them for the version's lineage."""
+    async def _rows(self, ds: jp.Dataset, who: auth.Principal) -> tuple[list[tuple[str, str]], str, str]:
+        """The job's examples, validated, and a reference to them for the version's lineage. An upload is
+        usable only by the principal that uploaded it (and admins)."""
         limit, which = self.config.limits, ds.WhichOneof("source")
         if which == "inline":
             return check_rows(inline_rows(ds), limit, "dataset.inline"), f"inline:{len(ds.inline.examples)} rows", ""
         if which != "uri" or not ds.uri:
             raise InvalidArgument("dataset is empty: send examples in dataset.inline or name them in dataset.uri")
+        check_uri(ds.uri, limit)
         if ds.uri.startswith("datasets/"):
             data_id = ds.uri.removeprefix("datasets/")
-            rows = await self.db.read(lambda s: datasets.dataset_rows(s, data_id))
+            mine = None if who.may("admin") else who.name
+            rows = await self.db.read(lambda s: datasets.dataset_rows(s, data_id, mine))
             return check_rows(rows, limit, ds.uri), ds.uri, ""
         rows, note = await asyncio.to_thread(load_uri, ds.uri, ds.text_column, ds.label_column,
                                              self.config.data_roots, self.config.allow_hub)
@@ -156,12 +207,13 @@ class JobsService(jp_grpc.TrainJobsServicer):
         try:
             async for chunk in request_iterator:
                 request_id = request_id or chunk.request_id
+                limits.check_chars("field_chars", request_id, "request_id")
                 rows = [(ex.text, ex.label) for ex in chunk.examples]
                 check_examples(rows, limits, "the upload", first=spool.rows)
                 spool.add(rows)
                 limits.check("train_examples", spool.rows, "the upload: examples")
                 limits.check("upload_bytes", spool.size, "the upload: bytes")
-                limits.check("upload_storage", used + spool.size, f"uploads by {who!r}: bytes")
+                limits.check("upload_storage", used + spool.size, f"uploads and inline examples by {who!r}: bytes")
             if not spool.rows:
                 raise InvalidArgument("the upload is empty: a train job needs labelled examples")
 
@@ -187,8 +239,8 @@ class JobsService(jp_grpc.TrainJobsServicer):
 
         def q(s: Session) -> jp.ListTrainJobsResponse:
             rows = jobstore.list_jobs(s, offset, limit, state=state, prompt=query["prompt"], principal=mine)
-            return jp.ListTrainJobsResponse(jobs=[cv.job_to_proto(j) for j in rows],
-                                            next_page_token=cv.next_token(offset, limit, len(rows), query))
+            out, token = cv.fill_page(rows, cv.job_to_proto, offset, limit, query, self.page_bytes)
+            return jp.ListTrainJobsResponse(jobs=out, next_page_token=token)
 
         return await self.db.read(q)
 
@@ -210,7 +262,12 @@ class JobsService(jp_grpc.TrainJobsServicer):
         if request.after_sequence < 0:
             raise InvalidArgument(f"after_sequence={request.after_sequence} must be >= 0 (0: from the first event)")
         await self.db.read(lambda s: own_job(s, job_id, who))  # NOT_FOUND / PERMISSION_DENIED before streaming
-        seq = request.after_sequence
+        with self._watch_slot(who.name):
+            async for ev in self._events(job_id, request.after_sequence):
+                yield ev
+
+    async def _events(self, job_id: str, seq: int) -> AsyncIterator[jp.TrainJobEvent]:
+        """The job's events after `seq`, as they are persisted, until it has ended and all were sent."""
         while True:
             def q(s: Session, after: int = seq) -> tuple[list[jp.TrainJobEvent], str]:
                 evs = jobstore.events_after(s, job_id, after)

@@ -7,9 +7,10 @@ runs in the coordinator before a worker sees the request. The flags are made fro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from promptbank_api.errors import ResourceExhausted
+from promptbank_api.errors import InvalidArgument, ResourceExhausted
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,27 @@ class Limits:
     labels: int = 1_000  # labels per task
     label_chars: int = 200  # characters per label, label text or label word
     upload_bytes: int = 1 << 30  # bytes of one upload (its JSON lines as stored)
-    upload_storage: int = 4 << 30  # bytes of all the uploads one principal has stored
+    upload_storage: int = 4 << 30  # bytes of the uploads and unfinished jobs' inline examples one principal stores
     message_bytes: int = 256 << 20  # one gRPC message, each way (enforced by gRPC itself)
+    # -- text fields of stored messages and per-principal streams (names and ids: promptbank_api/names.py)
+    description_chars: int = 10_000  # characters of a task's description
+    owner_chars: int = 128  # characters of a prompt's owner (a display field)
+    tags: int = 64  # tags per prompt or version
+    tag_chars: int = 128  # characters per tag
+    job_aliases: int = 16  # aliases one train job names
+    uri_chars: int = 4_096  # characters of a job's dataset.uri
+    field_chars: int = 128  # characters of any other short text: request_id, revision, dataset columns, init...
+    model_chars: int = 1_024  # characters of a model id or path (RegisterBackbone, an imported adapter's base model)
+    watch_streams: int = 8  # WatchTrainJob streams one principal has open at once (per coordinator)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"limit {f.name}={value!r} must be a positive integer")
+            if value > CEILINGS.get(f.name, value):
+                raise ValueError(f"limit {f.name}={value} is above {CEILINGS[f.name]}, the width of the bank column "
+                                 f"that stores it")
 
     def check(self, name: str, value: int, what: str) -> None:
         """RESOURCE_EXHAUSTED naming `what`, the amount and the limit (and its flag) when value is over it."""
@@ -41,6 +55,18 @@ class Limits:
     def check_text(self, text: str, what: str) -> None:
         self.check("text_chars", len(text), f"{what}: characters")
 
+    def check_chars(self, name: str, text: str, what: str) -> None:
+        """RESOURCE_EXHAUSTED when `text` (called `what`) has more characters than limit `name` allows;
+        INVALID_ARGUMENT when it holds a NUL, which no such field means (and PostgreSQL's text cannot store)."""
+        self.check(name, len(text), f"{what}: characters")
+        if "\x00" in text:
+            raise InvalidArgument(f"{what} holds a NUL character")
+
+    def check_tags(self, tags: Sequence[str], what: str) -> None:
+        self.check("tags", len(tags), f"{what}: tags")
+        for tag in tags:
+            self.check("tag_chars", len(tag), f"{what}: tag {tag[:40]!r}...: characters")
+
     def check_task(self, labels: tuple[str, ...], *texts: tuple[str, ...]) -> None:
         """A task's labels and its label texts/words."""
         self.check("labels", len(labels), "labels in the task")
@@ -49,6 +75,7 @@ class Limits:
                 self.check("label_chars", len(item), f"label {item[:40]!r}...: characters")
 
 
+CEILINGS = {"owner_chars": 128, "field_chars": 128, "model_chars": 1_024}  # a limit may not pass its column's width
 FLAGS = {f"--limit-{f.name.replace('_', '-')}": f.name for f in fields(Limits)}
 LIMIT_HELP = {  # what each counts, and the status going over it gives (docs/configuration.md says the same)
     "classify_rows": "rows per Classify request, ensemble members counted (RESOURCE_EXHAUSTED)",
@@ -57,6 +84,18 @@ LIMIT_HELP = {  # what each counts, and the status going over it gives (docs/con
     "labels": "labels per task (RESOURCE_EXHAUSTED)",
     "label_chars": "characters per label, label text or label word (RESOURCE_EXHAUSTED)",
     "upload_bytes": "bytes of one upload as stored (RESOURCE_EXHAUSTED, while it streams)",
-    "upload_storage": "bytes of all uploads one principal has stored (RESOURCE_EXHAUSTED)",
+    "upload_storage": "bytes of the uploads and of unfinished jobs' inline examples one principal stores "
+                      "(RESOURCE_EXHAUSTED)",
     "message_bytes": "bytes per gRPC message, each way (RESOURCE_EXHAUSTED, from gRPC)",
+    "description_chars": "characters of a task's description (RESOURCE_EXHAUSTED)",
+    "owner_chars": "characters of a prompt's owner field, at most 128 (RESOURCE_EXHAUSTED)",
+    "tags": "tags per prompt or version (RESOURCE_EXHAUSTED)",
+    "tag_chars": "characters per tag (RESOURCE_EXHAUSTED)",
+    "job_aliases": "aliases one train job names (RESOURCE_EXHAUSTED)",
+    "uri_chars": "characters of a train job's dataset.uri (RESOURCE_EXHAUSTED)",
+    "field_chars": "characters of any other short text field: request_id, a backbone's revision, dataset columns, "
+                   "hyperparameter strings, task kind and pooling; at most 128 (RESOURCE_EXHAUSTED)",
+    "model_chars": "characters of a model id or path, an imported adapter's base model; at most 1,024 "
+                   "(RESOURCE_EXHAUSTED)",
+    "watch_streams": "WatchTrainJob streams one principal has open at once on one coordinator (RESOURCE_EXHAUSTED)",
 }

@@ -13,11 +13,12 @@ def looks_local(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
 
 
-def require_under(path: Path, roots: tuple[str, ...], noun: str, kind: str, flag: str, otherwise: str = "") -> None:
-    """PERMISSION_DENIED unless `path`, symlinks resolved, lies inside one of `roots` (none: nothing does);
-    the message calls it `noun` and names the `kind` of roots and the `flag` that sets them."""
-    real = path.expanduser().resolve()
+def require_under(path: str | Path, roots: tuple[str, ...], noun: str, kind: str, flag: str, otherwise: str = "") -> None:
+    """PERMISSION_DENIED unless `path`, `~` expanded and symlinks resolved, lies inside one of `roots` (none:
+    nothing does). The message calls it `noun` and quotes it as the caller gave it: it names neither the roots
+    nor any path the server expanded, so a refusal tells a caller nothing about the server's disk."""
+    real = Path(path).expanduser().resolve()
     if any(real.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
         return
-    where = f"the {kind} roots {list(roots)}" if roots else f"no {kind} roots (start the server with {flag} DIR)"
-    raise PermissionDenied(f"{noun} {str(path)!r} is outside {where}{otherwise}")
+    none = "" if roots else f"; it has none (start the server with {flag} DIR)"
+    raise PermissionDenied(f"{noun} {str(path)!r} is outside the server's {kind} roots{none}{otherwise}")

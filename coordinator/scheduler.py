@@ -219,10 +219,10 @@ class JobScheduler:
         job_id = ev.job
         if ev.kind is EventKind.RESULT:
             lineage = {"job": f"jobs/{job_id}", "data": spec.data_ref, "init": spec.init or spec.config.init}
-            await self.db.run(lambda s: jobstore.succeed(s, job_id, owner=self.owner, prompt=ev.prompt,
-                                                         metrics=ev.metrics, step=ev.step, lineage=lineage,
-                                                         aliases=spec.aliases))
-            log.info("job jobs/%s succeeded at step %d", job_id, ev.step)
+            published = await self.db.run(lambda s: jobstore.succeed(
+                s, job_id, owner=self.owner, prompt=ev.prompt, metrics=ev.metrics, step=ev.step, lineage=lineage,
+                aliases=spec.aliases))
+            log.info("job jobs/%s %s at step %d", job_id, "succeeded" if published else "ended unpublished", ev.step)
             return True
         if ev.kind is EventKind.CANCELLED and self._draining:  # stopped for the shutdown, not by its user
             why = f"requeued at coordinator shutdown; will resume from step {ev.step}"

@@ -17,6 +17,8 @@ from promptbank_api.errors import InvalidArgument
 MAX_VERSION = 2**63 - 1  # version numbers are 64-bit in SQL and in the API
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})  # a job in one of these has ended for good
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+NAME_CHARS = {"alias": 64, "backbone": 64, "token": 64}  # the bank's column widths; any other kind: 128
+RESERVED_ALIASES = frozenset({"latest"})  # moved by every publish, never named by a caller's job
 _REF_RE = re.compile(r"^(?:prompts/)?(?P<p>[^/@]+)(?:@(?P<a>[^/@]+)|/versions/(?P<v>\d+))?$")
 
 
@@ -33,11 +35,12 @@ class PromptRef:
 
 
 def check_name(kind: str, name: str) -> str:
-    """Validate a short resource id (prompt, alias, backbone)."""
-    if not NAME_RE.match(name or ""):
-        raise InvalidArgument(
-            f"invalid {kind} name {name!r}: use 1-128 lowercase letters, digits, '_', '-', '.', starting with a letter or digit"
-        )
+    """Validate a short resource id (prompt, alias, backbone, token): at most as long as the column it goes in."""
+    most = NAME_CHARS.get(kind, 128)
+    if not NAME_RE.match(name or "") or len(name) > most:
+        shown = f"{name[:40]!r}... ({len(name)} characters)" if len(name or "") > most else repr(name)
+        raise InvalidArgument(f"invalid {kind} name {shown}: use 1-{most} lowercase letters, digits, '_', '-', '.', "
+                              f"starting with a letter or digit")
     return name
 
 
@@ -45,7 +48,8 @@ def parse_ref(ref: str) -> PromptRef:
     """Parse a prompt reference; a bare task means its `latest` alias."""
     m = _REF_RE.match((ref or "").strip())
     if not m:
-        raise InvalidArgument(f"invalid prompt reference {ref!r}: use 'task', 'task@alias' or 'task/versions/N'")
+        shown = repr(ref) if len(ref or "") <= 200 else f"{ref[:40]!r}... ({len(ref)} characters)"
+        raise InvalidArgument(f"invalid prompt reference {shown}: use 'task', 'task@alias' or 'task/versions/N'")
     prompt = check_name("prompt", m["p"])
     if m["v"] is not None:
         number = int(m["v"])

@@ -5,17 +5,24 @@ from __future__ import annotations
 import pickle
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 from sqlalchemy import text
 
-from bank import catalog, jobs
+from bank import catalog, datasets, jobs
 from bank.codec import decode_prompt, encode_prompt, sha256_hex
 from bank.db import BUSY_WAIT_MS, make_engine, make_sessionmaker
 from bank.models import PromptVersion
-from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from promptbank_api.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from promptbank_api.names import parse_ref
 from tests.pg_fixtures import BACKENDS, fresh_db_url
 
@@ -200,6 +207,39 @@ def test_jobs_idempotency_and_events(sessions) -> None:  # type: ignore[no-untyp
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == 5
 
 
+def test_inline_examples_count_against_the_quota_until_the_job_ends(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 30, item 10: a job's inline examples are its principal's stored bytes until it ends and drops them."""
+    rows = datasets.encode_rows([("some text", "pos")] * 50)
+    with sessions() as s:
+        a, _ = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=rows, principal="ann",
+                               inline=True, quota=3 * len(rows))
+        jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=rows, principal="ann")  # a file's
+        assert datasets.stored_bytes(s, "ann") == len(rows) and datasets.stored_bytes(s, "bob") == 0
+        jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=rows, principal="ann",
+                        inline=True, quota=3 * len(rows))
+        with pytest.raises(ResourceExhausted, match="would take .* the limit is .*--limit-upload-storage"):
+            jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=rows, principal="ann",
+                            inline=True, quota=3 * len(rows) - 1)
+        jobs.request_cancel(s, a)  # ended: its examples are dropped and stop counting
+        assert datasets.stored_bytes(s, "ann") == len(rows) and jobs.training_data(s, a.id) == b""
+        s.commit()
+
+
+def test_a_job_never_publishes_to_a_prompt_recreated_after_it_was_queued(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Who may publish was decided for the prompt the job was queued on: a namesake made later gets nothing."""
+    with sessions() as s:
+        seed(s)
+        job, _ = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=b"", principal="ann")
+        job.created_at = job.created_at - timedelta(seconds=1)  # queued a moment before the namesake below
+        catalog.delete_prompt(s, "sent", force=True)
+        catalog.create_prompt(s, "sent", {"labels": ["neg", "pos"]}, created_by="bob")
+        assert jobs.claim(s, job.id, "c1", 30.0, "here") is not None
+        out = jobs.succeed(s, job.id, owner="c1", prompt=encode_prompt(torch.randn(2, 8)), metrics={}, step=1,
+                           lineage={}, aliases=["prod"])
+        assert out is None and job.state == "FAILED" and "deleted and created again" in job.error
+        assert catalog.get_prompt(s, "sent").latest_version == 0 and catalog.alias_map(s, catalog.get_prompt(s, "sent")) == {}
+
+
 def test_list_prompts_filters_by_tag_and_backbone(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions() as s:
         bb, _ = seed(s)
@@ -259,16 +299,31 @@ def test_filters_by_label_time_and_version_fields(sessions) -> None:  # type: ig
 
 def test_request_ids_return_the_first_result(sessions) -> None:  # type: ignore[no-untyped-def]
     with sessions() as s:
-        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1") is None
-        catalog.remember_request(s, "r1", "CreatePrompt", "h1", "prompts/a")
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1", principal="ann") is None
+        catalog.remember_request(s, "r1", "CreatePrompt", "h1", "prompts/a", principal="ann")
         s.commit()
     with sessions() as s:
-        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1") == "prompts/a"
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1", principal="ann") == "prompts/a"
         with pytest.raises(AlreadyExists, match="request_id 'r1'"):
-            catalog.seen_request(s, "r1", "CreatePrompt", "h2")
+            catalog.seen_request(s, "r1", "CreatePrompt", "h2", principal="ann")
         with pytest.raises(AlreadyExists, match="different CreatePrompt"):
-            catalog.seen_request(s, "r1", "ImportPromptVersion", "h1")
-        assert catalog.seen_request(s, "", "CreatePrompt", "h1") is None
+            catalog.seen_request(s, "r1", "ImportPromptVersion", "h1", principal="ann")
+        assert catalog.seen_request(s, "", "CreatePrompt", "h1", principal="ann") is None
+
+
+def test_request_ids_belong_to_their_principal(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Another principal's use of an id neither returns the first result nor clashes with it (issue 30, item 6)."""
+    with sessions() as s:
+        catalog.remember_request(s, "r1", "CreatePrompt", "h1", "prompts/a", principal="ann")
+        s.commit()
+    with sessions() as s:
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1", principal="bob") is None
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h2", principal="bob") is None  # no ALREADY_EXISTS
+        catalog.remember_request(s, "r1", "CreatePrompt", "h2", "prompts/b", principal="bob")
+        s.commit()
+    with sessions() as s:
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h1", principal="ann") == "prompts/a"
+        assert catalog.seen_request(s, "r1", "CreatePrompt", "h2", principal="bob") == "prompts/b"
 
 
 def test_checkpoints_keep_the_newest_two(sessions) -> None:  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ def test_server_files_outside_the_data_roots_are_refused(client: Client, tmp_pat
                 "file:///etc/passwd.csv", "./../../etc/hosts.csv", f"{tmp_path}/../../../etc/hosts.csv",
                 "etc/hosts.csv", "/proc/self/environ", "/dev/zero.csv"):
         code, msg = code_of(lambda uri=uri: client.create_train_job("data-x", "tiny-enc", dataset_uri=uri))
-        assert code == grpc.StatusCode.PERMISSION_DENIED and "outside the data roots" in msg, (uri, code, msg)
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "outside the server's data roots" in msg, (uri, code, msg)
     link = tmp_path / "link.csv"  # inside a root, pointing outside: refused after resolving
     link.symlink_to("/etc/hosts")
     code, msg = code_of(lambda: client.create_train_job("data-x", "tiny-enc", dataset_uri=str(link)))

@@ -13,7 +13,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, Engine, column, create_engine, event, inspect, select, table, text
-from sqlalchemy.orm import sessionmaker
 
 from bank import catalog
 from bank.codec import encode_prompt
@@ -171,7 +170,7 @@ def test_job_request_ids_move_to_the_idempotency_table(bank_url: str) -> None:
     engine = make_engine(bank_url)
     try:
         with make_sessionmaker(engine)() as s:
-            assert catalog.seen_request(s, "req-a", "CreateTrainJob", "h0") == f"jobs/{ids[0]}"
+            assert catalog.seen_request(s, "req-a", "CreateTrainJob", "h0", principal="") == f"jobs/{ids[0]}"
             job, created = create_job(s, prompt_name="old", backbone_name="bb", spec={}, examples=b"",
                                       request_id="req-a", request_hash="h0")
             assert job.id == ids[0] and not created
@@ -185,13 +184,20 @@ def test_job_request_ids_move_to_the_idempotency_table(bank_url: str) -> None:
         engine.dispose()
 
 
+def _insert_old_prompt(engine: Engine, name: str, task: dict) -> None:
+    """A prompt as code before 0014 wrote it (no `created_by`), straight in SQL."""
+    prompts = table("prompts", column("name"), column("task", JSON), column("tags", JSON), column("owner"),
+                    column("latest_version"), column("created_at"), column("updated_at"))
+    with engine.begin() as conn:
+        conn.execute(prompts.insert().values(name=name, task=task, tags=[], owner="", latest_version=0,
+                                             created_at=datetime(2026, 11, 1), updated_at=datetime(2026, 11, 1)))
+
+
 def test_prompts_and_jobs_stored_before_pooling_keep_text_pooling(bank_url: str) -> None:
     """0006: tasks stored without `pooling` were trained on pooled text tokens; they must keep scoring so."""
     raw = create_engine(normalize_url(bank_url))
     _migrate(raw, command.upgrade, "0005")
-    with sessionmaker(raw)() as s:
-        catalog.create_prompt(s, "old", {"labels": ["neg", "pos"]})
-        s.commit()
+    _insert_old_prompt(raw, "old", {"labels": ["neg", "pos"]})
     _insert_old_jobs(raw, [{"task": {"labels": ["neg", "pos"]}, "config": {}}, {"config": {}}])
     raw.dispose()
     engine = make_engine(bank_url)  # upgrades to head
@@ -206,5 +212,44 @@ def test_prompts_and_jobs_stored_before_pooling_keep_text_pooling(bank_url: str)
         _migrate(engine, command.upgrade, "head")  # ... so a new prompt keeps its pooling through down and up
         with make_sessionmaker(engine)() as s:
             assert catalog.get_prompt(s, "new").task == {"labels": ["a", "b"], "pooling": "prompt"}
+    finally:
+        engine.dispose()
+
+
+def test_old_prompts_and_keys_get_their_principals(bank_url: str) -> None:
+    """0014: a prompt takes the principal of its first train job (none: admins only), a key its job's principal."""
+    raw = create_engine(normalize_url(bank_url))
+    _migrate(raw, command.upgrade, "0013")
+    _insert_old_prompt(raw, "trained", {"labels": ["neg", "pos"]})
+    _insert_old_prompt(raw, "made", {"labels": ["neg", "pos"]})
+    jobs = table("jobs", column("id"), column("prompt_name"), column("backbone_name"), column("spec", JSON),
+                 column("examples"), column("state"), column("created_at"), column("principal"), column("step"),
+                 column("total_steps"), column("loss"), column("metrics", JSON), column("error"),
+                 column("result_version"), column("cancel_requested"), column("attempts"))
+    keys = table("idempotency_keys", column("request_id"), column("method"), column("request_hash"),
+                 column("resource"), column("created_at"))
+    with raw.begin() as conn:
+        for n, who in enumerate(("ann", "bob")):
+            conn.execute(jobs.insert().values(id=f"j{n}", prompt_name="trained", backbone_name="bb", spec={},
+                                              examples=b"", state="SUCCEEDED", created_at=datetime(2026, 11, 2 + n),
+                                              principal=who, step=0, total_steps=0, loss=0.0, metrics={}, error="",
+                                              result_version="", cancel_requested=False, attempts=1))
+        conn.execute(keys.insert().values(request_id="rq", method="CreateTrainJob", request_hash="h",
+                                          resource="jobs/j1", created_at=datetime(2026, 11, 3)))
+    raw.dispose()
+    engine = make_engine(bank_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            assert catalog.get_prompt(s, "trained").created_by == "ann"
+            assert catalog.get_prompt(s, "made").created_by == ""
+            assert catalog.seen_request(s, "rq", "CreateTrainJob", "h", principal="bob") == "jobs/j1"
+            assert catalog.seen_request(s, "rq", "CreateTrainJob", "h", principal="ann") is None
+            catalog.remember_request(s, "rq", "CreatePrompt", "h2", "prompts/made", principal="ann")
+            s.commit()
+        _migrate(engine, command.downgrade, "0013")  # one key per id again: the first one's
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT resource FROM idempotency_keys")).scalars().all() == ["jobs/j1"]
+        _migrate(engine, command.upgrade, "head")
+        assert _diff(engine) == []
     finally:
         engine.dispose()

@@ -41,7 +41,7 @@ def test_an_upload_is_stored_in_pieces_and_trains_the_same(small_quota: LiveServ
 
         def stored(s):  # type: ignore[no-untyped-def]
             n = s.query(DatasetChunk).filter_by(dataset_id=up.name.removeprefix("datasets/")).count()
-            return n, datasets.dataset_rows(s, up.name.removeprefix("datasets/"))
+            return n, datasets.dataset_rows(s, up.name.removeprefix("datasets/"), "local")
 
         pieces, back = small_quota.coord.db.run_sync(stored)
         assert pieces > 5 and back == data  # many 1,000-byte pieces, the same rows in order
@@ -55,7 +55,7 @@ def test_limits_per_upload_and_per_principal(small_quota: LiveServer) -> None:
         first = c.upload_dataset(rows(500, "a"))  # ~20 KB each
         second_rows = rows(800, "b")
         code, msg = code_of(lambda: c.upload_dataset(second_rows))
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "uploads by 'local'" in msg, msg
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "uploads and inline examples by 'local'" in msg, msg
         after = small_quota.coord.db.run_sync(lambda s: datasets.stored_bytes(s, "local"))
         assert after > used and after <= 60_000 and first.rows == 500  # the refused upload stored nothing
 
