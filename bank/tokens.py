@@ -28,9 +28,6 @@ LOCAL_NAME = "local"  # every caller when auth is off
 RESERVED_NAMES = frozenset({ADMIN_NAME, LOCAL_NAME, "system", "anonymous"})
 
 
-NAME_CHARS: int = Token.__table__.c.name.type.length  # type: ignore[attr-defined]
-
-
 def new_secret() -> str:
     """256 random bits, URL-safe."""
     return SECRET_PREFIX + secrets.token_urlsafe(32)
@@ -41,10 +38,9 @@ def secret_hash(secret: str) -> str:
 
 
 def check_token_name(name: str) -> str:
-    """A name a new token may take: a resource name that fits the column and is none of RESERVED_NAMES."""
+    """A name a new token may take: a resource name that fits the column (check_name) and is none of
+    RESERVED_NAMES."""
     check_name("token", name)
-    if len(name) > NAME_CHARS:
-        raise InvalidArgument(f"token name {name[:16]!r}... has {len(name)} characters; the most is {NAME_CHARS}")
     if name in RESERVED_NAMES:
         raise InvalidArgument(f"token name {name!r} is reserved for the server's own principals "
                               f"({', '.join(sorted(RESERVED_NAMES))}); choose another name")

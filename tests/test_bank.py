@@ -340,3 +340,14 @@ def test_checkpoints_keep_the_newest_two(sessions) -> None:  # type: ignore[no-u
 
         assert sorted(c.step for c in s.query(Checkpoint).all()) == [20, 30]
         assert jobs.latest_checkpoint(s, "nope") is None
+
+
+def test_name_limits_are_the_columns_they_fill() -> None:
+    """check_name's widths (promptbank_api, which may not import the bank) follow bank/models.py's columns, so a
+    name that passes always fits, on PostgreSQL too."""
+    from bank.models import Alias, Backbone, Prompt, Token
+    from promptbank_api.names import NAME_CHARS
+
+    widths = {"alias": Alias.__table__.c.name.type.length, "backbone": Backbone.__table__.c.name.type.length,
+              "token": Token.__table__.c.name.type.length, "prompt": Prompt.__table__.c.name.type.length}
+    assert {k: NAME_CHARS.get(k, 128) for k in widths} == widths
