@@ -23,7 +23,13 @@ class Limits:
     label_chars: int = 200  # characters per label, label text or label word
     upload_bytes: int = 1 << 30  # bytes of one upload (its JSON lines as stored)
     upload_storage: int = 4 << 30  # bytes of all the uploads one principal has stored
-    message_bytes: int = 256 << 20  # one gRPC message, each way (enforced by gRPC itself)
+    # One gRPC message a caller sends (enforced by gRPC itself, before the request is parsed). Sized to the largest
+    # message the other limits allow: a Classify of classify_rows x text_chars at 4 bytes a character (UTF-8's
+    # widest) is 1,024 x 20,000 x 4 = 78 MiB, a PEFT import at most 64 MiB (bank/peft_format.py); uploads stream
+    # in chunks of any size, and larger inline train jobs go up as uploads. Raise it with those limits.
+    message_bytes: int = 96 << 20
+    rest_body_bytes: int = 4 << 20  # one REST/JSON body, but the bulk routes' (read only once the call is allowed)
+    rest_bulk_bytes: int = 32 << 20  # one body of Classify, CreateTrainJob, ImportPromptVersion; one upload line
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -58,5 +64,8 @@ LIMIT_HELP = {  # what each counts, and the status going over it gives (docs/con
     "label_chars": "characters per label, label text or label word (RESOURCE_EXHAUSTED)",
     "upload_bytes": "bytes of one upload as stored (RESOURCE_EXHAUSTED, while it streams)",
     "upload_storage": "bytes of all uploads one principal has stored (RESOURCE_EXHAUSTED)",
-    "message_bytes": "bytes per gRPC message, each way (RESOURCE_EXHAUSTED, from gRPC)",
+    "message_bytes": "bytes of one gRPC message a caller sends (RESOURCE_EXHAUSTED, from gRPC)",
+    "rest_body_bytes": "bytes of one REST/JSON body, but the bulk routes' (RESOURCE_EXHAUSTED, HTTP 413)",
+    "rest_bulk_bytes": "bytes of one REST/JSON body of Classify, CreateTrainJob or ImportPromptVersion, or of one "
+                       "line of a JSON-lines upload (RESOURCE_EXHAUSTED, HTTP 413)",
 }
