@@ -34,6 +34,7 @@ from promptbank_api.errors import PromptBankError, ResourceExhausted
 log = logging.getLogger("promptbank.coordinator")
 CONSOLE = Path(__file__).resolve().parents[1] / "console"
 OPENAPI = Path(__file__).with_name("openapi.json")
+OVER_CAP = web.RequestKey("over_cap", bool)  # set on a request whose upload had a line over its cap
 NDJSON = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SECURITY_HEADERS = {  # the console loads only its own files; nothing is framed or sniffed
@@ -96,7 +97,7 @@ class Api:
                 return await self._events(request, handler, details, message, peer)
             return json_response(await self.invoker.unary(handler, details, message, peer))
         except RpcError as exc:
-            return error_response(exc.code, exc.message)
+            return error_response(exc.code, exc.message, 413 if request.get(OVER_CAP) else None)
         except PromptBankError as exc:  # a request that does not transcode: mapped where domain errors are
             return error_response(*status_for(exc))
         except BodyStalled as exc:  # the caller stopped sending: answer, and close rather than wait for the rest
@@ -122,8 +123,12 @@ class Api:
     async def _lines(self, request: web.Request, route: Route, values: dict[str, str]) -> AsyncIterator[Message]:
         """A client stream from one POST of JSON lines (Content-Type application/x-ndjson): one message per line,
         read and parsed as it arrives."""
-        async for line in self.body.lines(request, route):
-            yield await parse(route, values, (), line)
+        try:
+            async for line in self.body.lines(request, route):
+                yield await parse(route, values, (), line)
+        except ResourceExhausted:  # a line over its cap: the service ends the call with it; the answer is a 413
+            request[OVER_CAP] = True
+            raise
 
     async def _events(self, request: web.Request, handler: grpc.RpcMethodHandler, details: CallDetails,
                       message: Message, peer: str) -> web.StreamResponse:
