@@ -77,9 +77,9 @@ class Api:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         transport.set("http")  # this handler's own context: the RPC interceptor labels the call
         content_type = request.content_type if "Content-Type" in request.headers else ""
-        refused = refusal(request.method, content_type, request.headers, self.auth_off)
-        if refused is not None:
-            return error_response(refused[1], refused[2], refused[0])
+        turned_away = refusal(request.method, content_type, request.headers, self.auth_off)
+        if turned_away is not None:
+            return error_response(turned_away[1], turned_away[2], turned_away[0])
         try:
             route, values = self.router.find(request.method, request.rel_url.raw_path)
         except NoRoute as exc:
