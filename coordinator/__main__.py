@@ -50,6 +50,15 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                     help="serve REST/JSON and the web console at http://HOST:PORT/ (HTTPS with --tls-cert; same "
                          f"auth and limits as gRPC; env PROMPTBANK_HTTP_PORT). Default {HTTP_PORT}, or any free port "
                          "when that one is taken; 0: off")
+    ap.add_argument("--http-header-timeout", type=float, default=ServerConfig.http_header_timeout_s, metavar="SECONDS",
+                    help="close an HTTP connection whose request headers (or next request) do not arrive within this "
+                         f"(default {ServerConfig.http_header_timeout_s:g})")
+    ap.add_argument("--http-body-timeout", type=float, default=ServerConfig.http_body_timeout_s, metavar="SECONDS",
+                    help="refuse (408) and close an HTTP request whose body sends nothing for this long "
+                         f"(default {ServerConfig.http_body_timeout_s:g})")
+    ap.add_argument("--http-max-connections", type=int, default=ServerConfig.http_max_connections, metavar="N",
+                    help=f"open HTTP connections at most; more are answered 503 and closed "
+                         f"(default {ServerConfig.http_max_connections})")
     ap.add_argument("--db", default=os.environ.get("PROMPTBANK_DB", default_db()),
                     help="SQLite file path or SQLAlchemy URL (postgresql://...)")
     ap.add_argument("--ray-address", default=os.environ.get("PROMPTBANK_RAY_ADDRESS", ""),
@@ -141,6 +150,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                               metrics_port=a.metrics_port, log_format=a.log_format,
                               http_port=http_port(a.http_port),
                               http_any_port=a.http_port is None and "PROMPTBANK_HTTP_PORT" not in os.environ,
+                              http_header_timeout_s=a.http_header_timeout, http_body_timeout_s=a.http_body_timeout,
+                              http_max_connections=a.http_max_connections,
                               db_password=read_secret(a.db_password_file, "--db-password-file",
                                                       os.environ.get("PROMPTBANK_DB_PASSWORD", "")))
         logs.setup(config.log_format, a.log_level, (config.admin_token, config.db_password))  # secrets masked

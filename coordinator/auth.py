@@ -148,23 +148,32 @@ class Verifier:
         self._cache.clear()
 
 
+def unread(_: bytes) -> None:
+    """The request deserializer of a refused call: its bytes, however many, are never parsed."""
+    return None
+
+
+def refused(handler: grpc.RpcMethodHandler) -> bool:
+    """Whether `handler` is a refusal from `_deny`: the call is decided, and its request need not be read."""
+    return handler.request_deserializer is unread
+
+
 def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """The handler replaced by one that aborts with `code` before the service sees the request."""
+    """A handler that aborts with `code` before the service, or anyone, reads the request: it takes its requests
+    as a stream, so grpc starts it without waiting for a message (a unary call's message is never received),
+    and its deserializer ignores whatever bytes arrive. A refused caller's message costs no memory or parsing."""
 
-    def around_unary(_: Unary) -> Unary:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(code, message)
+    async def unary(_: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
 
-        return unary
+    async def stream(_: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
 
-    def around_stream(_: Stream) -> Stream:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(code, message)
-            yield  # pragma: no cover - makes this an async generator
-
-        return stream
-
-    return rewrap(handler, around_unary, around_stream)
+    kind = {"request_deserializer": unread, "response_serializer": handler.response_serializer}
+    if handler.unary_unary or handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, **kind)
+    return grpc.stream_stream_rpc_method_handler(stream, **kind)
 
 
 def resource_of(request: Any, response: Any) -> str:

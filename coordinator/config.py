@@ -112,6 +112,9 @@ class ServerConfig:
     log_format: str = "text"  # "text" or "json": one object per line (coordinator/logs.py)
     http_port: int | None = None  # REST/JSON and the web console on `host` (coordinator/rest/); None = off, 0 = any
     http_any_port: bool = False  # http_port taken (another server here): serve on any free port instead (CLI default)
+    http_header_timeout_s: float = 10.0  # a connection's request headers (or its next request) must arrive within this
+    http_body_timeout_s: float = 15.0  # a request body that sends nothing for this long is refused (408)
+    http_max_connections: int = 512  # open HTTP connections at most; more are answered 503 and closed
 
     @property
     def tls(self) -> bool:
@@ -130,6 +133,10 @@ class ServerConfig:
                                            (self.http_port and self.http_port in (self.port, self.metrics_port,
                                                                                   self.health_port))):
             raise ValueError(f"--http-port {self.http_port} must be in 0..65535 and differ from the other ports")
+        if not (self.http_header_timeout_s > 0 and self.http_body_timeout_s > 0 and self.http_max_connections >= 1):
+            raise ValueError(f"--http-header-timeout {self.http_header_timeout_s:g} and --http-body-timeout "
+                             f"{self.http_body_timeout_s:g} must be > 0 and --http-max-connections "
+                             f"{self.http_max_connections} >= 1")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format={self.log_format!r} must be one of {list(LOG_FORMATS)}")
         if self.train_max_group < 1 or self.train_gather_s < 0:

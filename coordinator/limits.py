@@ -24,7 +24,13 @@ class Limits:
     label_chars: int = 200  # characters per label, label text or label word
     upload_bytes: int = 1 << 30  # bytes of one upload (its JSON lines as stored)
     upload_storage: int = 4 << 30  # bytes of the uploads and unfinished jobs' inline examples one principal stores
-    message_bytes: int = 256 << 20  # one gRPC message, each way (enforced by gRPC itself)
+    # One gRPC message a caller sends (enforced by gRPC itself, before the request is parsed). Sized to the largest
+    # message the other limits allow: a Classify of classify_rows x text_chars at 4 bytes a character (UTF-8's
+    # widest) is 1,024 x 20,000 x 4 = 78 MiB, a PEFT import at most 64 MiB (bank/peft_format.py); uploads stream
+    # in chunks of any size, and larger inline train jobs go up as uploads. Raise it with those limits.
+    message_bytes: int = 96 << 20
+    rest_body_bytes: int = 4 << 20  # one REST/JSON body, but the bulk routes' (read only once the call is allowed)
+    rest_bulk_bytes: int = 32 << 20  # one body of Classify, CreateTrainJob, ImportPromptVersion; one upload line
     # -- text fields of stored messages and per-principal streams (names and ids: promptbank_api/names.py)
     description_chars: int = 10_000  # characters of a task's description
     owner_chars: int = 128  # characters of a prompt's owner (a display field)
@@ -86,7 +92,10 @@ LIMIT_HELP = {  # what each counts, and the status going over it gives (docs/con
     "upload_bytes": "bytes of one upload as stored (RESOURCE_EXHAUSTED, while it streams)",
     "upload_storage": "bytes of the uploads and of unfinished jobs' inline examples one principal stores "
                       "(RESOURCE_EXHAUSTED)",
-    "message_bytes": "bytes per gRPC message, each way (RESOURCE_EXHAUSTED, from gRPC)",
+    "message_bytes": "bytes of one gRPC message a caller sends (RESOURCE_EXHAUSTED, from gRPC)",
+    "rest_body_bytes": "bytes of one REST/JSON body, but the bulk routes' (RESOURCE_EXHAUSTED, HTTP 413)",
+    "rest_bulk_bytes": "bytes of one REST/JSON body of Classify, CreateTrainJob or ImportPromptVersion, or of one "
+                       "line of a JSON-lines upload (RESOURCE_EXHAUSTED, HTTP 413)",
     "description_chars": "characters of a task's description (RESOURCE_EXHAUSTED)",
     "owner_chars": "characters of a prompt's owner field, at most 128 (RESOURCE_EXHAUSTED)",
     "tags": "tags per prompt or version (RESOURCE_EXHAUSTED)",

@@ -47,6 +47,7 @@ from promptbank_api.v1 import (
 
 log = logging.getLogger("promptbank.coordinator")
 NOTICE_S = 2.0  # at most this much of the grace period passes between NOT_SERVING and closing the port
+SEND_BYTES = 256 << 20  # the most one response may carry unless --limit-message-bytes is larger: the SDK's receive limit
 
 
 @dataclass
@@ -148,8 +149,8 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
                              max_group=config.train_max_group, max_attempts=config.train_max_attempts,
                              gather_s=config.train_gather_s, metrics=metrics)
 
-    opts = [("grpc.max_receive_message_length", config.limits.message_bytes),
-            ("grpc.max_send_message_length", config.limits.message_bytes),
+    opts = [("grpc.max_receive_message_length", config.limits.message_bytes),  # sized in coordinator/limits.py
+            ("grpc.max_send_message_length", max(SEND_BYTES, config.limits.message_bytes)),
             ("grpc.so_reuseport", 0)]  # a second server on a taken port must fail, not share it
     verifier = None
     if config.auth == "tokens":

@@ -1,6 +1,7 @@
 """The web console in a real browser (Debian's headless Chromium through chromedriver) against a real coordinator:
 the catalog lists a trained prompt, the playground shows the gRPC API's scores, a job page's curve grows while the
-job trains, and a reader can neither see nor use an alias move. Set PROMPTBANK_SCREENSHOT=docs/console.png to
+job trains, a reader can neither see nor use an alias move, and a crafted job link reaches no other resource (issue
+30, item 8). Set PROMPTBANK_SCREENSHOT=docs/console.png to
 refresh the README's screenshot from the job page."""
 
 from __future__ import annotations
@@ -168,3 +169,33 @@ def test_a_reader_cannot_move_an_alias(browser: WebDriver, rest_stack: RestStack
     assert status == 403 and body["code"] == 7 and "SetAlias needs the admin role" in body["message"]
     with rest_stack.client() as admin:
         assert all(e.principal != "rest-reader" for e in admin.alias_history("rest-sentiment"))
+
+
+def http_calls(stack: RestStack) -> dict[str, float]:
+    """RPCs answered over HTTP so far, by method (every status counted)."""
+    out: dict[str, float] = {}
+    for metric in stack.live.coord.metrics.registry.collect():
+        for s in metric.samples:
+            if s.name == "promptbank_rpcs_total" and s.labels.get("transport") == "http":
+                out[s.labels["method"]] = out.get(s.labels["method"], 0) + s.value
+    return out
+
+
+def test_a_crafted_job_link_reaches_no_other_resource(browser: WebDriver, rest_stack: RestStack) -> None:
+    """Issue 30, item 8: the job page takes its id from the location hash, which the router percent-decodes. A link
+    whose id holds `/`, `..`, `?` or `#` must not make the console fetch (or act on) anything but that one job: each
+    id is one encoded path segment, and `..` is refused before any fetch."""
+    sign_in(browser, rest_stack, "admin")
+    wait(browser, lambda d: css(d, "tr.prompt-row"))
+    before = http_calls(rest_stack)
+    job_id = rest_stack.job.name.split("/")[-1]
+    for crafted in ("..%2Fprompts%2Frest-sentiment", "..%2Ftokens%3F", "..%2Fprompts%2Frest-sentiment%23",
+                    f"{job_id}%2F..%2F..%2Fprompts%2Frest-sentiment", "%2E%2E", "..", "x%3FpageSize%3D1"):
+        browser.execute_script("document.getElementById('view').replaceChildren(); location.hash = arguments[0]",
+                               f"#/jobs/{crafted}")
+        shown = wait(browser, lambda d: css(d, "#view p.error, #job-info"))[0]
+        assert shown.tag_name == "p", f"#/jobs/{crafted} rendered a page from another resource"
+    after = http_calls(rest_stack)
+    reached = {m for m in after if after[m] != before.get(m, 0)}
+    assert reached <= {"GetTrainJob"}, f"a crafted job link made the console call {sorted(reached)}"
+    assert text_of(browser, "view")  # and says why

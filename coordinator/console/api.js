@@ -16,6 +16,19 @@ export class ApiError extends Error {
   }
 }
 
+/** One path segment: percent-encoded, so a name taken from a link (the location hash) can add no segment, start no
+ * query or fragment, and climb nowhere; "", "." and ".." are refused, as browsers resolve them even encoded. */
+export function segment(value) {
+  const s = String(value ?? "");
+  if (s === "" || s === "." || s === "..") throw new ApiError(0, 3, `not a valid name: ${JSON.stringify(s)}`);
+  return encodeURIComponent(s);
+}
+
+/** An API path from a template whose every value is one segment: path`/v1/jobs/${id}:cancel`. */
+export function path(strings, ...values) {
+  return strings.reduce((out, text, i) => out + text + (i < values.length ? segment(values[i]) : ""), "");
+}
+
 function headers(json) {
   const h = {};
   const t = token.get();

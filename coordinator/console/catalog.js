@@ -1,6 +1,6 @@
 // The catalog: prompts with search and filters; a prompt's versions (metrics, lineage), aliases and their history;
 // alias moves and tags for admins (hidden from other roles, and refused by the server anyway).
-import { call, listAll } from "./api.js";
+import { call, listAll, path } from "./api.js";
 import { h, mount, num, shortName, toast, when } from "./dom.js";
 
 const chips = (items, cls = "") => (items || []).map((t) => h("span", { class: `chip ${cls}` }, t));
@@ -65,9 +65,9 @@ export async function promptView(ctx, id) {
   const root = h("section", {});
   const draw = async () => {
     const [prompt, versions, events] = await Promise.all([
-      call("GET", `/v1/prompts/${encodeURIComponent(id)}`),
-      listAll(`/v1/prompts/${encodeURIComponent(id)}/versions`, "versions"),
-      listAll(`/v1/prompts/${encodeURIComponent(id)}/aliasEvents`, "events"),
+      call("GET", path`/v1/prompts/${id}`),
+      listAll(path`/v1/prompts/${id}/versions`, "versions"),
+      listAll(path`/v1/prompts/${id}/aliasEvents`, "events"),
     ]);
     const task = prompt.task || {};
     const aliasName = h("input", { id: "alias-name", placeholder: "alias, e.g. prod", value: "prod", size: 10 });
@@ -76,7 +76,7 @@ export async function promptView(ctx, id) {
     const aliasForm = ctx.can("admin") && versions.length ? h("form", { id: "alias-form", class: "row", onsubmit: async (ev) => {
       ev.preventDefault();
       try {
-        await call("POST", `/v1/prompts/${encodeURIComponent(id)}:setAlias`,
+        await call("POST", path`/v1/prompts/${id}:setAlias`,
           { alias: aliasName.value.trim(), version: aliasVersion.value });
         toast(`${aliasName.value} → v${aliasVersion.value}`);
         await draw();
@@ -91,7 +91,7 @@ export async function promptView(ctx, id) {
         h("dt", {}, "aliases"), h("dd", { id: "aliases" }, chips(Object.entries(prompt.aliases || {})
           .map(([a, v]) => `${a} → v${v}`), "alias")),
         h("dt", {}, "tags"), h("dd", {}, tagEditor(ctx, prompt.tags, (tags) =>
-          call("PATCH", `/v1/prompts/${encodeURIComponent(id)}`, { tags }, { updateMask: "tags" }))),
+          call("PATCH", path`/v1/prompts/${id}`, { tags }, { updateMask: "tags" }))),
         h("dt", {}, "owner"), h("dd", {}, prompt.owner || ""),
         h("dt", {}, "created"), h("dd", {}, when(prompt.createTime)))),
       aliasForm && h("div", { class: "card" }, aliasForm),
@@ -104,14 +104,14 @@ export async function promptView(ctx, id) {
         h("td", {}, shortName(v.backbone)),
         h("td", { class: "small" }, Object.entries(v.metrics || {}).sort().map(([k, x]) => h("div", {}, `${k} ${num(x)}`))),
         h("td", { class: "small" },
-          v.lineage?.job ? h("div", {}, "job ", h("a", { href: `#/jobs/${shortName(v.lineage.job)}` }, shortName(v.lineage.job))) : null,
+          v.lineage?.job ? h("div", {}, "job ", h("a", { href: `#/jobs/${encodeURIComponent(shortName(v.lineage.job))}` }, shortName(v.lineage.job))) : null,
           v.lineage?.importedFrom ? h("div", {}, `imported from ${v.lineage.importedFrom}`) : null,
           v.lineage?.data ? h("div", {}, `data ${v.lineage.data}`) : null,
           v.lineage?.init ? h("div", {}, `init ${v.lineage.init}`) : null,
           v.lineage?.principal ? h("div", {}, `by ${v.lineage.principal}`) : null),
         h("td", {}, chips(v.aliases, "alias")),
         h("td", {}, tagEditor(ctx, v.tags, (tags) => call("PATCH",
-          `/v1/prompts/${encodeURIComponent(id)}/versions/${v.version}`, { tags }, { updateMask: "tags" }))),
+          path`/v1/prompts/${id}/versions/${v.version}`, { tags }, { updateMask: "tags" }))),
         h("td", { class: "small" }, when(v.createTime)))))),
       h("h2", {}, "Alias history"),
       h("table", { id: "alias-history" }, h("tbody", {}, events.length ? events.map((e) => h("tr", {},

@@ -1,5 +1,5 @@
 // Jobs: the list with their states, and a job page whose curves grow live from WatchTrainJob's event stream.
-import { call, listAll, stream } from "./api.js";
+import { call, listAll, path, stream } from "./api.js";
 import { lineChart } from "./chart.js";
 import { h, mount, num, shortName, toast, when } from "./dom.js";
 
@@ -12,11 +12,11 @@ export async function jobsView() {
   const load = async () => {
     const jobs = await listAll("/v1/jobs", "jobs", { state: state.value }, 500);
     mount(body, jobs.length ? jobs.map((j) => h("tr", { class: "job-row", "data-name": j.name },
-      h("td", {}, h("a", { href: `#/jobs/${shortName(j.name)}` }, shortName(j.name))),
+      h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(shortName(j.name))}` }, shortName(j.name))),
       h("td", {}, shortName(j.prompt)),
       h("td", { class: `state ${j.state}` }, j.state),
       h("td", {}, `${j.step || 0} / ${j.totalSteps || "?"}`),
-      h("td", {}, j.resultVersion ? h("a", { href: `#/prompts/${shortName(j.prompt)}` }, j.resultVersion) : j.error || ""),
+      h("td", {}, j.resultVersion ? h("a", { href: `#/prompts/${encodeURIComponent(shortName(j.prompt))}` }, j.resultVersion) : j.error || ""),
       h("td", { class: "small" }, j.principal || ""),
       h("td", { class: "small" }, when(j.createTime))))
       : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No jobs.")));
@@ -30,8 +30,9 @@ export async function jobsView() {
 }
 
 export async function jobView(ctx, id) {
-  const name = `jobs/${id}`;
-  let job = await call("GET", `/v1/${name}`);
+  const name = `jobs/${id}`;  // shown only; every URL below takes `id` as one encoded segment
+  const jobPath = path`/v1/jobs/${id}`;
+  let job = await call("GET", jobPath);
   const loss = [];
   const evalLoss = [];
   const accuracy = [];
@@ -42,14 +43,14 @@ export async function jobView(ctx, id) {
   const cancel = ctx.can("trainer") ? h("button", { id: "cancel-job", class: "danger", type: "button",
     onclick: async () => {
       try {
-        job = await call("POST", `/v1/${name}:cancel`, {});
+        job = await call("POST", `${jobPath}:cancel`, {});
         drawInfo();
         toast("Cancellation requested");
       } catch (e) { toast(e.message, true); }
     } }, "Cancel job") : null;
   const drawInfo = () => {
     mount(info, h("dl", { class: "kv" },
-      h("dt", {}, "prompt"), h("dd", {}, h("a", { href: `#/prompts/${shortName(job.prompt)}` }, shortName(job.prompt))),
+      h("dt", {}, "prompt"), h("dd", {}, h("a", { href: `#/prompts/${encodeURIComponent(shortName(job.prompt))}` }, shortName(job.prompt))),
       h("dt", {}, "state"), h("dd", { id: "job-state", class: `state ${job.state}` }, job.state),
       h("dt", {}, "steps"), h("dd", { id: "job-steps" }, `${job.step || 0} / ${job.totalSteps || "?"}`),
       h("dt", {}, "backbone"), h("dd", {}, shortName(job.backbone)),
@@ -73,7 +74,7 @@ export async function jobView(ctx, id) {
   drawCharts();
   const follow = async () => {
     try {
-      await stream("GET", `/v1/${name}:watch`, { signal: ctx.abort.signal, onEvent: (ev) => {
+      await stream("GET", `${jobPath}:watch`, { signal: ctx.abort.signal, onEvent: (ev) => {
         const step = Number(ev.step || 0);
         if (ev.kind === "PROGRESS" && ev.loss !== undefined) loss.push([step, Number(ev.loss)]);
         if (ev.kind === "EVAL" && ev.metrics) {
@@ -87,7 +88,7 @@ export async function jobView(ctx, id) {
         drawInfo();
         redraw();
       } });
-      job = await call("GET", `/v1/${name}`);
+      job = await call("GET", jobPath);
       drawInfo();
     } catch (e) {
       if (e.name !== "AbortError") toast(e.message, true);

@@ -1,6 +1,6 @@
 // The playground: classify texts with one or several prompts in one request (mixed tasks; ensembles of a prompt's
 // versions), and compare two versions of a prompt on the same texts.
-import { call, listAll } from "./api.js";
+import { call, listAll, path } from "./api.js";
 import { h, mount, scoreBars, shortName, toast } from "./dom.js";
 
 const texts = (area) => area.value.split("\n").map((t) => t.trim()).filter(Boolean);
@@ -60,7 +60,7 @@ export async function playgroundView() {
   const cmpOut = h("div", { id: "compare-results" });
   const loadVersions = async () => {
     if (!cmpPrompt.value) return;
-    const versions = await listAll(`/v1/prompts/${encodeURIComponent(cmpPrompt.value)}/versions`, "versions");
+    const versions = await listAll(path`/v1/prompts/${cmpPrompt.value}/versions`, "versions");
     for (const [sel, k] of [[verA, 1], [verB, 0]]) {
       mount(sel, versions.map((v) => h("option", { value: v.name }, `v${v.version}`)));
       sel.selectedIndex = Math.min(k, versions.length - 1);

@@ -6,6 +6,7 @@ limits and metrics as gRPC. Errors are `google.rpc.Status` JSON with the gRPC co
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,19 +18,23 @@ import grpc
 from aiohttp import web
 from google.protobuf.message import Message
 
+from coordinator.auth import refused
 from coordinator.config import ServerConfig
 from coordinator.errors import status_for
 from coordinator.metrics import transport
+from coordinator.rest.body import BodyReader, BodyStalled, parse
 from coordinator.rest.guard import refusal
 from coordinator.rest.invoke import CallDetails, Invoker, RpcError
+from coordinator.rest.listener import handler_options, listen
 from coordinator.rest.routes import NoRoute, Route, Router
 from coordinator.rest.status import HTTP_STATUS, status_body
-from coordinator.rest.transcode import build_request, dumps, to_json
+from coordinator.rest.transcode import dumps, to_json
 from promptbank_api.errors import PromptBankError, ResourceExhausted
 
 log = logging.getLogger("promptbank.coordinator")
 CONSOLE = Path(__file__).resolve().parents[1] / "console"
 OPENAPI = Path(__file__).with_name("openapi.json")
+OVER_CAP = web.RequestKey("over_cap", bool)  # set on a request whose upload had a line over its cap
 NDJSON = frozenset({"application/x-ndjson", "application/jsonl", "application/jsonlines"})
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SECURITY_HEADERS = {  # the console loads only its own files; nothing is framed or sniffed
@@ -58,18 +63,23 @@ def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     return (("authorization", auth),) if auth else ()
 
 
-class Api:
-    """Every REST route: find it, build the request, run the RPC through the invoker, write its JSON."""
+async def _one(message: Message) -> AsyncIterator[Message]:
+    yield message
 
-    def __init__(self, router: Router, invoker: Invoker, max_bytes: int, auth_off: bool):
-        self.router, self.invoker, self.max_bytes, self.auth_off = router, invoker, max_bytes, auth_off
+
+class Api:
+    """Every REST route: find it, let the interceptors decide the call from its headers, only then read and parse
+    the body (within its route's cap), run the RPC through the invoker, write its JSON."""
+
+    def __init__(self, router: Router, invoker: Invoker, body: BodyReader, auth_off: bool):
+        self.router, self.invoker, self.body, self.auth_off = router, invoker, body, auth_off
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         transport.set("http")  # this handler's own context: the RPC interceptor labels the call
         content_type = request.content_type if "Content-Type" in request.headers else ""
-        refused = refusal(request.method, content_type, request.headers, self.auth_off)
-        if refused is not None:
-            return error_response(refused[1], refused[2], refused[0])
+        turned_away = refusal(request.method, content_type, request.headers, self.auth_off)
+        if turned_away is not None:
+            return error_response(turned_away[1], turned_away[2], turned_away[0])
         try:
             route, values = self.router.find(request.method, request.rel_url.raw_path)
         except NoRoute as exc:
@@ -78,53 +88,53 @@ class Api:
             return error_response(grpc.StatusCode.NOT_FOUND, str(exc))
         details, peer = CallDetails(route.rpc, _metadata(request)), str(request.remote or "")
         try:
-            if route.client_streaming:
-                return json_response(await self.invoker.unary(details, self._chunks(request, route, values), peer))
-            body = await self._read(request) if route.body else b""
-            message = build_request(route, values, request.query.items(), body)
+            handler = await self.invoker.handler(details)  # auth decides here, from the headers alone
+            try:
+                message = await self._request(request, route, values, handler)
+            except ResourceExhausted as exc:  # a body over its cap: refused before it is read or parsed
+                return error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), 413)
             if route.server_streaming:
-                return await self._events(request, details, message, peer)
-            return json_response(await self.invoker.unary(details, message, peer))
+                return await self._events(request, handler, details, message, peer)
+            return json_response(await self.invoker.unary(handler, details, message, peer))
         except RpcError as exc:
-            return error_response(exc.code, exc.message)
+            return error_response(exc.code, exc.message, 413 if request.get(OVER_CAP) else None)
         except PromptBankError as exc:  # a request that does not transcode: mapped where domain errors are
             return error_response(*status_for(exc))
+        except BodyStalled as exc:  # the caller stopped sending: answer, and close rather than wait for the rest
+            response = error_response(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc), 408)
+            response.force_close()
+            return response
         except Exception:  # noqa: BLE001 - as for gRPC: INTERNAL with a generic message, the details in the log
             log.exception("unhandled error in REST %s %s", request.method, request.rel_url.path)
             return error_response(grpc.StatusCode.INTERNAL, "internal error; see the coordinator log")
 
-    async def _read(self, request: web.Request) -> bytes:
+    async def _request(self, request: web.Request, route: Route, values: dict[str, str],
+                       handler: grpc.RpcMethodHandler) -> Any:
+        """The RPC's request: none for a call already refused (its body is never read), a stream of messages for
+        a JSON-lines upload, else one message from the path, the query and the body."""
+        if refused(handler):
+            return None
+        if route.client_streaming and request.content_type in NDJSON:
+            return self._lines(request, route, values)
+        body = await self.body.read(request, route) if route.body else b""
+        message = await parse(route, values, request.query.items(), body)
+        return _one(message) if route.client_streaming else message
+
+    async def _lines(self, request: web.Request, route: Route, values: dict[str, str]) -> AsyncIterator[Message]:
+        """A client stream from one POST of JSON lines (Content-Type application/x-ndjson): one message per line,
+        read and parsed as it arrives."""
         try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ResourceExhausted(f"the request body is over {self.max_bytes} bytes; the limit is {self.max_bytes} "
-                                    "(promptbank serve --limit-message-bytes)") from None
+            async for line in self.body.lines(request, route):
+                yield await parse(route, values, (), line)
+        except ResourceExhausted:  # a line over its cap: the service ends the call with it; the answer is a 413
+            request[OVER_CAP] = True
+            raise
 
-    async def _chunks(self, request: web.Request, route: Route, values: dict[str, str]) -> AsyncIterator[Message]:
-        """A client stream from one POST: a JSON body is one message; a JSON-lines body (Content-Type
-        application/x-ndjson) is one message per line, read as it arrives (each line within the message limit)."""
-        if request.content_type not in NDJSON:
-            yield build_request(route, values, request.query.items(), await self._read(request))
-            return
-        buf = bytearray()
-        async for data in request.content.iter_any():
-            buf += data
-            while (end := buf.find(b"\n")) >= 0:
-                line = bytes(buf[:end])
-                del buf[:end + 1]
-                if line.strip():
-                    yield build_request(route, values, (), line)
-            if len(buf) > self.max_bytes:
-                raise ResourceExhausted(f"a line of the upload is over {self.max_bytes} bytes "
-                                        "(promptbank serve --limit-message-bytes)")
-        if bytes(buf).strip():
-            yield build_request(route, values, (), bytes(buf))
-
-    async def _events(self, request: web.Request, details: CallDetails, message: Message,
-                      peer: str) -> web.StreamResponse:
+    async def _events(self, request: web.Request, handler: grpc.RpcMethodHandler, details: CallDetails,
+                      message: Message, peer: str) -> web.StreamResponse:
         """A server stream as Server-Sent Events: one `data:` event per message, then `event: end`, or
         `event: error` with the Status. A status before the first message is a plain HTTP error."""
-        responses = self.invoker.stream(details, message, peer)
+        responses = self.invoker.stream(handler, details, message, peer)
         try:
             try:
                 first: Message | None = await anext(responses)
@@ -183,33 +193,37 @@ class RestServer:
     """The running HTTP server; `url` is what a browser opens."""
 
     runner: web.AppRunner
+    listener: asyncio.Server
     port: int
     url: str
 
     async def stop(self) -> None:
         """Stops listening, lets requests in flight finish within the grace period, then ends the rest."""
+        self.listener.close()
         await self.runner.cleanup()
 
 
 async def start_http(config: ServerConfig, invoker: Invoker, routes: list[Route]) -> RestServer:
     assert config.http_port is not None
-    app = web.Application(client_max_size=config.limits.message_bytes, middlewares=[security_headers])
-    app.router.add_route("*", "/v1/{tail:.*}", Api(Router(routes), invoker, config.limits.message_bytes,
-                                                        config.auth == "none"))
+    app = web.Application(middlewares=[security_headers])  # /v1 bodies: read and capped by BodyReader
+    app.router.add_route("*", "/v1/{tail:.*}", Api(Router(routes), invoker,
+                                                   BodyReader(config.limits, config.http_body_timeout_s),
+                                                   config.auth == "none"))
     app.router.add_get("/", console_index)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_static("/console/", CONSOLE)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=config.grace_seconds)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=config.grace_seconds,
+                           **handler_options(config))
     await runner.setup()
     tls = ssl_context(config)
     try:
-        await web.TCPSite(runner, config.host, config.http_port, ssl_context=tls, reuse_port=False).start()
+        listener = await listen(runner, config, config.host, config.http_port, tls)
     except OSError as exc:
         if not config.http_any_port:
             await runner.cleanup()
             raise OSError(f"could not serve HTTP on {config.host}:{config.http_port}: {exc}") from exc
         log.info("HTTP port %d is taken (%s); serving REST and the console on a free port", config.http_port, exc)
-        await web.TCPSite(runner, config.host, 0, ssl_context=tls, reuse_port=False).start()
-    port = int(runner.addresses[0][1])
+        listener = await listen(runner, config, config.host, 0, tls)
+    port = int(listener.sockets[0].getsockname()[1])
     host = f"[{config.host}]" if ":" in config.host else config.host
-    return RestServer(runner, port, f"{'https' if config.tls else 'http'}://{host}:{port}/")
+    return RestServer(runner, listener, port, f"{'https' if config.tls else 'http'}://{host}:{port}/")

@@ -118,9 +118,10 @@ class Invoker:
             raise RpcError(grpc.StatusCode.UNIMPLEMENTED, f"{details.method} is not served here")
         return handler
 
-    async def unary(self, details: CallDetails, request: Any, peer: str) -> Any:
-        """One response: a unary call, or a client stream when `request` is an async iterator of messages."""
-        handler, ctx = await self.handler(details), HttpContext(details.invocation_metadata, peer)
+    async def unary(self, handler: grpc.RpcMethodHandler, details: CallDetails, request: Any, peer: str) -> Any:
+        """One response from `handler` (resolved by `handler()`): a unary call, or a client stream when `request`
+        is an async iterator of messages."""
+        ctx = HttpContext(details.invocation_metadata, peer)
         call = handler.unary_unary or handler.stream_unary
         if call is None:
             raise RpcError(grpc.StatusCode.UNIMPLEMENTED, f"{details.method} streams its responses")
@@ -129,10 +130,11 @@ class Invoker:
         except grpc.aio.AbortError:
             raise ctx.failure() from None
 
-    async def stream(self, details: CallDetails, request: Any, peer: str) -> AsyncIterator[Any]:
+    async def stream(self, handler: grpc.RpcMethodHandler, details: CallDetails, request: Any,
+                     peer: str) -> AsyncIterator[Any]:
         """A server stream's responses; a status it ends with is raised as RpcError."""
-        handler, ctx = await self.handler(details), HttpContext(details.invocation_metadata, peer)
-        call = handler.unary_stream
+        ctx = HttpContext(details.invocation_metadata, peer)
+        call = handler.unary_stream or handler.stream_stream
         if call is None:
             raise RpcError(grpc.StatusCode.UNIMPLEMENTED, f"{details.method} does not stream its responses")
         responses = call(request, ctx)
