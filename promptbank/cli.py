@@ -24,7 +24,8 @@ from promptbank_api.files import json_lines, read_labelled
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 
-INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first
+INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first...
+INLINE_BYTES = 16 << 20  # ... and so do files whose texts are this large (one job message stays far below 96 MiB)
 HYPERPARAMETERS = {  # CLI flag dest -> Hyperparameters field; unset flags leave the field unset (server default)
     "virtual_tokens": "num_virtual_tokens", "epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size",
     "seed": "seed", "max_length": "max_length", "max_steps": "max_steps", "patience": "patience", "input_noise": "input_noise",
@@ -84,7 +85,7 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
         if a.max_rows is not None:
             rows = rows[: a.max_rows]
         what = f"{plural(len(rows), 'example')} from {a.data}"
-        if len(rows) > INLINE_ROWS:
+        if len(rows) > INLINE_ROWS or sum(len(t.encode()) + len(lab.encode()) for t, lab in rows) > INLINE_BYTES:
             up = c.upload_dataset(rows)
             uri, rows = up.name, []
             print(f"uploaded {plural(up.rows, 'example')} as {up.name}", file=sys.stderr)

@@ -60,6 +60,11 @@ def _pem(value: PEM | None) -> bytes | None:
     return Path(value).read_bytes()
 
 
+# Bytes of examples per upload message: far below the server's default receive limit (96 MiB), so long texts
+# never make one chunk too large to send.
+UPLOAD_CHUNK_BYTES = 8 << 20
+
+
 class Client:
     """`Client("localhost:50051", token=..., tls_ca=...)`; every unary call carries `timeout` seconds as its
     deadline. `token` (default: env PROMPTBANK_TOKEN) is sent as a bearer token on every call. `tls_ca` (a PEM
@@ -142,18 +147,22 @@ class Client:
     # ------------------------------------------------------------ training
 
     def upload_dataset(self, examples: Iterable[tuple[str, str]], chunk_rows: int = 5000,
-                       request_id: str | None = None, timeout: float = 600) -> jp.UploadedDataset:
-        """Stream a large dataset in chunks; pass the returned name as `dataset_uri` to create_train_job."""
+                       request_id: str | None = None, timeout: float = 600,
+                       chunk_bytes: int = UPLOAD_CHUNK_BYTES) -> jp.UploadedDataset:
+        """Stream a large dataset in chunks of at most `chunk_rows` rows and about `chunk_bytes` bytes (each
+        message well under the server's receive limit, whatever the texts' lengths); pass the returned name as
+        `dataset_uri` to create_train_job."""
         rid = request_id or uuid.uuid4().hex
 
         def chunks() -> Iterator[jp.UploadDatasetRequest]:
             batch: list[jp.Example] = []
-            first = True
+            first, size = True, 0
             for text, label in examples:
                 batch.append(jp.Example(text=text, label=label))
-                if len(batch) >= chunk_rows:
+                size += len(text.encode()) + len(label.encode()) + 8  # + the fields' framing
+                if len(batch) >= chunk_rows or size >= chunk_bytes:
                     yield jp.UploadDatasetRequest(request_id=rid if first else "", examples=batch)
-                    batch, first = [], False
+                    batch, first, size = [], False, 0
             if batch or first:
                 yield jp.UploadDatasetRequest(request_id=rid if first else "", examples=batch)
 

@@ -271,3 +271,13 @@ def test_the_http_transport_flags() -> None:
     assert parse([*argv, "--limit-rest-body-bytes", "1000"]).limits.rest_body_bytes == 1000
     with pytest.raises(ValueError, match="--http-max-connections"):
         ServerConfig(http_max_connections=0)
+
+
+def test_the_sdk_uploads_long_rows_in_chunks_under_the_receive_limit(hostile: Hostile) -> None:
+    """With a receive limit sized to real messages, the SDK's upload chunks by bytes as well as rows: 2,000 rows of
+    20,000 characters (40 MB) were one 5,000-row chunk, over this server's 32 MiB limit."""
+    rows = [(f"{i} " + "x" * (LIMITS.text_chars - 8), "pos" if i % 2 else "neg") for i in range(2000)]
+    assert sum(len(t) for t, _ in rows) > LIMITS.message_bytes
+    with Client(hostile.live.address, token=hostile.tokens["trainer"], timeout=120) as c:
+        up = c.upload_dataset(rows)
+    assert up.rows == 2000 and dict(up.label_counts) == {"pos": 1000, "neg": 1000}
