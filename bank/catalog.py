@@ -15,7 +15,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bank.codec import DEEP, INPUT, read_prompt, sha256_hex
+import promptbank_kinds as kinds
+from bank.codec import read_prompt, sha256_hex
 from bank.models import (
     Alias,
     AliasEvent,
@@ -194,12 +195,9 @@ def add_version(
 ) -> PromptVersion:
     """Commit-ready new immutable version (tensor + metadata in the caller's one transaction); moves `latest`."""
     t, kind = read_prompt(tensor)
-    if kind == DEEP and not backbone.deep_width:
-        raise FailedPrecondition(f"backbone {backbone.name!r} cannot carry deep prompts")
-    width = backbone.deep_width if kind == DEEP else backbone.hidden_size
-    if t.shape[1] != width:
-        what = "deep prompt width" if kind == DEEP else "hidden size"
-        raise FailedPrecondition(f"{kind} prompt width {t.shape[1]} does not match backbone {backbone.name!r} {what} {width}")
+    misfit = kinds.misfit(kind, int(t.shape[1]), backbone.geometry, backbone.name)
+    if misfit:
+        raise FailedPrecondition(misfit)
     # One atomic bump, not read-then-write: it row-locks the prompt (PostgreSQL) or takes the write lock
     # (SQLite) before anything else is written, so coordinators publishing to one prompt at once queue up
     # instead of both taking the same number and one failing on the unique (prompt, version).
@@ -277,7 +275,7 @@ def set_version_tags(s: Session, ref: str, tags: list[str]) -> PromptVersion:
     return v
 
 
-def nearest_candidates(s: Session, backbone: str, exclude_prompt: str, limit: int, kind: str = INPUT
+def nearest_candidates(s: Session, backbone: str, exclude_prompt: str, limit: int, kind: str = kinds.UNMARKED
                        ) -> dict[str, bytes]:
     """The latest version of up to `limit` other prompts of `kind` on this backbone (and its current weights),
     newest first, by version name: the stored prompts a new task may start from (`init=nearest`)."""

@@ -15,14 +15,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+import promptbank_kinds as kinds
 from promptbank_api.errors import InvalidArgument
+from promptbank_kinds import DEEP as DEEP  # re-exported: callers that name one kind (tests, benches)
+from promptbank_kinds import INPUT as INPUT
+from promptbank_kinds import UNMARKED
 
 PROMPT_KEY = "prompt_embeddings"  # PEFT's key for prompt-tuning (and prefix-tuning) adapters
-# What a prompt is: "input" = (n, H) vectors before the text's embeddings (prompt tuning); "deep" = (n, width)
-# keys and values for every self-attention layer (prefix tuning). Written into the bytes' metadata, so a
-# prompt's bytes (and the sha256 every cache keys on) say what they are; bytes without it are input prompts.
-INPUT, DEEP = "input", "deep"
-PROMPT_KINDS = (INPUT, DEEP)
+# What a prompt is (promptbank_kinds) is written into the bytes' metadata, so a prompt's bytes (and the sha256
+# every cache keys on) say what they are; bytes without it are of the UNMARKED kind (input prompts).
 KIND_KEY = "promptbank.kind"
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK")  # pickle protocols 2-5, torch.save zip
 
@@ -51,13 +52,13 @@ def write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any] | N
                    metadata={k: str(v) for k, v in (meta or {}).items()})
 
 
-def encode_prompt(prompt: torch.Tensor, meta: dict[str, str] | None = None, kind: str = INPUT) -> bytes:
+def encode_prompt(prompt: torch.Tensor, meta: dict[str, str] | None = None, kind: str = UNMARKED) -> bytes:
     """Serialise a `[n_virtual, width]` prompt of `kind` to safetensors bytes."""
     if prompt.dim() != 2:
         raise InvalidArgument(f"a soft prompt must be 2-D [num_virtual_tokens, width], got shape {list(prompt.shape)}")
-    if kind not in PROMPT_KINDS:
-        raise InvalidArgument(f"prompt kind {kind!r} is not one of {list(PROMPT_KINDS)}")
-    return write_safetensors({PROMPT_KEY: prompt}, {**(meta or {}), **({KIND_KEY: kind} if kind != INPUT else {})})
+    kinds.get(kind)  # refuses a kind that is not registered
+    marked = {KIND_KEY: kind} if kind != UNMARKED else {}  # unmarked bytes stay what they were before kinds
+    return write_safetensors({PROMPT_KEY: prompt}, {**(meta or {}), **marked})
 
 
 def read_prompt(data: bytes) -> tuple[torch.Tensor, str]:
@@ -68,9 +69,8 @@ def read_prompt(data: bytes) -> tuple[torch.Tensor, str]:
     prompt = tensors[PROMPT_KEY]
     if prompt.dim() != 2:
         raise InvalidArgument(f"'{PROMPT_KEY}' must be 2-D, got shape {list(prompt.shape)}")
-    kind = metadata(header).get(KIND_KEY, INPUT)
-    if kind not in PROMPT_KINDS:
-        raise InvalidArgument(f"prompt kind {kind!r} is not one of {list(PROMPT_KINDS)}")
+    kind = metadata(header).get(KIND_KEY, UNMARKED)
+    kinds.get(kind)  # refuses a kind that is not registered
     return prompt, kind
 
 
@@ -80,7 +80,7 @@ def decode_prompt(data: bytes) -> torch.Tensor:
 
 
 def prompt_kind(data: bytes) -> str:
-    """The kind written in a prompt's bytes (INPUT when none is)."""
+    """The kind written in a prompt's bytes (UNMARKED when none is)."""
     return read_prompt(data)[1]
 
 

@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from promptbank_kinds import Geometry
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -60,6 +62,11 @@ class Backbone(Base):
         """Columns of its deep prompts: keys and values of every layer (0: it takes none)."""
         return self.deep_layers * 2 * self.deep_kv_heads * self.deep_head_dim
 
+    @property
+    def geometry(self) -> Geometry:
+        """What a prompt kind fits against (promptbank_kinds)."""
+        return Geometry(self.hidden_size, self.deep_layers, self.deep_kv_heads, self.deep_head_dim)
+
 
 class Prompt(Base):
     """A task family: name, task spec, tags; owns immutable versions and aliases."""
@@ -95,7 +102,7 @@ class PromptVersion(Base):
     tensor: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when a cache misses
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     shape: Mapped[list[Any]]
-    kind: Mapped[str] = mapped_column(String(16), default="input", server_default="input")  # bank.codec PROMPT_KINDS
+    kind: Mapped[str] = mapped_column(String(16), default="input", server_default="input")  # a promptbank_kinds name
     dtype: Mapped[str] = mapped_column(String(16))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)

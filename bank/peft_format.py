@@ -42,9 +42,8 @@ from typing import Any
 
 import torch
 
+import promptbank_kinds as kinds
 from bank.codec import (
-    DEEP,
-    INPUT,
     PROMPT_KEY,
     decode_prompt,
     encode_prompt,
@@ -55,6 +54,7 @@ from bank.codec import (
 from promptbank_api.errors import InvalidArgument, ResourceExhausted
 from promptbank_api.files import PEFT_CONFIG as CONFIG_NAME
 from promptbank_api.files import PEFT_WEIGHTS as WEIGHTS_NAME
+from promptbank_kinds.base import positive_int
 
 PEFT_VERSION = "0.21.2"  # the peft release whose save_pretrained output the export mirrors (see the tests)
 MAX_ADAPTER_BYTES = 64 << 20  # a prompt is KBs to a few MB; refuse anything far beyond that
@@ -68,10 +68,6 @@ TASK_TYPES = {
     "masked_lm": "FEATURE_EXTRACTION",  # PEFT has no masked-LM type; see the module docstring
 }
 _ARCH_OF_TASK_TYPE = {"CAUSAL_LM": "causal_lm", "SEQ_2_SEQ_LM": "seq2seq", "FEATURE_EXTRACTION": "encoder"}
-PEFT_TYPES = {INPUT: "PROMPT_TUNING", DEEP: "PREFIX_TUNING"}
-_KIND_OF_PEFT_TYPE = {v: k for k, v in PEFT_TYPES.items()}
-SEQ2SEQ_PREFIX = ("PEFT gives a seq2seq model's prefix to the decoder layers only, while a promptbank deep prompt "
-                  "on a seq2seq backbone also holds the encoder layers")
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,7 +85,7 @@ class ImportedPrompt:
     num_transformer_submodules: int  # as in the file; 2 means the unused decoder half was dropped
     task: dict[str, Any] | None  # promptbank task spec, when promptbank exported the adapter
     extra: dict[str, Any] | None  # promptbank's extra metadata, when promptbank exported the adapter
-    kind: str = INPUT  # INPUT (PROMPT_TUNING) or DEEP (PREFIX_TUNING)
+    kind: str = kinds.UNMARKED  # the promptbank kind its PEFT type maps to (promptbank_kinds: peft_type)
     num_layers: int = 0  # deep: self-attention layers
     num_attention_heads: int = 0  # deep: key/value heads
 
@@ -112,18 +108,17 @@ def export_peft(
     `num_attention_heads`, and `token_dim` is then the key/value width."""
     if architecture not in TASK_TYPES:
         raise InvalidArgument(f"architecture {architecture!r} cannot be exported to PEFT; use one of {sorted(TASK_TYPES)}")
-    n = _positive_int("num_virtual_tokens", num_virtual_tokens)
-    dim = _positive_int("token_dim", token_dim)
-    prompt, kind = read_prompt(_check_size("prompt", tensor_bytes))  # refuses pickle and non-safetensors data
-    layers = _positive_int("num_layers", num_layers) if kind == DEEP else 1
-    if kind == DEEP and architecture == "seq2seq":
-        raise InvalidArgument(f"a deep prompt on a seq2seq backbone cannot be exported: {SEQ2SEQ_PREFIX}")
-    width = layers * 2 * dim if kind == DEEP else dim
-    if list(prompt.shape) != [n, width]:
-        raise InvalidArgument(
-            f"the prompt tensor has shape {list(prompt.shape)} but the version says "
-            f"num_virtual_tokens={n}, token_dim={dim}" + (f", num_layers={layers}" if kind == DEEP else "")
-        )
+    n = positive_int("num_virtual_tokens", num_virtual_tokens)
+    dim = positive_int("token_dim", token_dim)
+    prompt, name = read_prompt(_check_size("prompt", tensor_bytes))  # refuses pickle and non-safetensors data
+    kind = kinds.get(name)
+    dims = kind.peft_dims(dim, num_layers, num_attention_heads)
+    refusal = kind.peft_refusal(TASK_TYPES[architecture])
+    if refusal:
+        raise InvalidArgument(f"a {kind.label} on a {architecture} backbone cannot be exported: {refusal}")
+    want, says = kind.peft_shape(n, 1, dims)
+    if list(prompt.shape) != want:
+        raise InvalidArgument(f"the prompt tensor has shape {list(prompt.shape)} but the version says {says}")
     if not prompt.is_floating_point():
         raise InvalidArgument(f"a soft prompt must be floating point, got {prompt.dtype}")
     if not isinstance(task, dict) or (extra is not None and not isinstance(extra, dict)):
@@ -131,54 +126,22 @@ def export_peft(
     metadata = {"format": "pt", _META + "architecture": architecture, _META + "task": _to_json("task", task)}
     if extra is not None:
         metadata[_META + "extra"] = _to_json("extra", extra)
-    if kind == DEEP:
-        config = _prefix_config(n, dim, layers, _positive_int("num_attention_heads", num_attention_heads),
-                                base_model, revision, TASK_TYPES[architecture])
-        return json.dumps(config, indent=2, sort_keys=True).encode(), encode_prompt(prompt, metadata, kind=DEEP)
-    config = {  # every key PromptTuningConfig.save_pretrained writes, nothing else
+    config = {  # every key the kind's PEFT config class saves, nothing else
         "auto_mapping": None,
         "base_model_name_or_path": base_model or None,
         "inference_mode": True,
         "modules_to_save": None,
-        "num_attention_heads": None,  # PEFT fills these from the base model's config; prompt tuning ignores them
-        "num_layers": None,
         "num_transformer_submodules": 1,  # also for seq2seq: the prompt is the encoder's; see the module docstring
         "num_virtual_tokens": n,
-        "peft_type": "PROMPT_TUNING",
+        "peft_type": kind.peft_type,
         "peft_version": PEFT_VERSION,
-        "prompt_tuning_init": "RANDOM",  # init is moot for a trained prompt; RANDOM needs no tokenizer on load
-        "prompt_tuning_init_text": None,
         "revision": revision or None,
         "task_type": TASK_TYPES[architecture],
-        "token_dim": dim,
-        "tokenizer_kwargs": None,
-        "tokenizer_name_or_path": None,
+        "token_dim": dims.token_dim,
+        **kind.peft_config(dims),
     }
     config_bytes = json.dumps(config, indent=2, sort_keys=True).encode()
-    return config_bytes, encode_prompt(prompt, metadata)
-
-
-def _prefix_config(n: int, dim: int, layers: int, heads: int, base_model: str, revision: str, task_type: str
-                   ) -> dict[str, Any]:
-    """Every key PrefixTuningConfig.save_pretrained writes, nothing else; stored already projected."""
-    return {
-        "auto_mapping": None,
-        "base_model_name_or_path": base_model or None,
-        "encoder_hidden_size": None,
-        "inference_mode": True,
-        "init_weights": None,
-        "modules_to_save": None,
-        "num_attention_heads": heads,
-        "num_layers": layers,
-        "num_transformer_submodules": 1,
-        "num_virtual_tokens": n,
-        "peft_type": "PREFIX_TUNING",
-        "peft_version": PEFT_VERSION,
-        "prefix_projection": False,
-        "revision": revision or None,
-        "task_type": task_type,
-        "token_dim": dim,
-    }
+    return config_bytes, encode_prompt(prompt, metadata, kind=kind.name)
 
 
 def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
@@ -188,20 +151,21 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
     adapter_model = _check_size(WEIGHTS_NAME, adapter_model)
     cfg = _parse_config(adapter_config)
     peft_type = cfg.get("peft_type")
-    if peft_type not in _KIND_OF_PEFT_TYPE:
-        raise InvalidArgument(
-            f"PEFT adapter type {peft_type!r} is not supported: only PROMPT_TUNING (soft prompts) and "
-            "PREFIX_TUNING (deep prompts) adapters can be imported"
-        )
-    kind = _KIND_OF_PEFT_TYPE[peft_type]
+    kind = kinds.by_peft_type(peft_type)
+    if kind is None:
+        supported = " and ".join(f"{k.peft_type} ({k.label}s)" for k in kinds.all())
+        raise InvalidArgument(f"PEFT adapter type {peft_type!r} is not supported: only {supported} adapters can be "
+                              f"imported")
     task_type = cfg.get("task_type") or ""
     if not isinstance(task_type, str):
         raise InvalidArgument(f"{CONFIG_NAME}: task_type must be a string, got {task_type!r}")
-    if kind == DEEP and task_type == "SEQ_2_SEQ_LM":
-        raise InvalidArgument(f"a SEQ_2_SEQ_LM prefix-tuning adapter cannot be imported: {SEQ2SEQ_PREFIX}")
+    refusal = kind.peft_refusal(task_type)
+    if refusal:
+        raise InvalidArgument(f"a {task_type} {kind.peft_type.lower().replace('_', '-')} adapter cannot be imported: "
+                              f"{refusal}")
     n = _config_int(cfg, "num_virtual_tokens", required=True)
     subm = _config_int(cfg, "num_transformer_submodules") or (2 if task_type == "SEQ_2_SEQ_LM" else 1)
-    if subm not in (1, 2) or (subm == 2 and (task_type != "SEQ_2_SEQ_LM" or kind == DEEP)):
+    if subm not in (1, 2) or (subm == 2 and task_type != "SEQ_2_SEQ_LM"):  # a kind that refuses seq2seq never gets 2
         raise InvalidArgument(
             f"{CONFIG_NAME}: num_transformer_submodules={subm} with task_type {task_type or None!r}; PEFT prompt "
             "tuning uses 1, or 2 only for SEQ_2_SEQ_LM"
@@ -215,17 +179,8 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
             f"the adapter also carries trained modules {others[:5]}; a promptbank prompt is the whole "
             "adaptation, so only adapters holding just 'prompt_embeddings' can be imported"
         )
-    layers = heads = 0
-    if kind == DEEP:  # PEFT fills these from the base model when it trains; the saved config has them
-        layers = _config_int(cfg, "num_layers", required=True)
-        heads = _config_int(cfg, "num_attention_heads", required=True)
-        dim = _config_int(cfg, "token_dim", required=True)
-        want = [n, layers * 2 * dim]
-        says = f"num_virtual_tokens={n} rows of num_layers={layers} x 2 x token_dim={dim}"
-    else:
-        dim = _config_int(cfg, "token_dim") or int(tensor.shape[1])
-        want = [n * subm, dim]
-        says = f"num_virtual_tokens={n} x num_transformer_submodules={subm} rows of token_dim={dim}"
+    dims = kind.peft_read(lambda key, required: _config_int(cfg, key, required), int(tensor.shape[1]))
+    want, says = kind.peft_shape(n, subm, dims)
     if list(tensor.shape) != want:
         raise InvalidArgument(
             f"{WEIGHTS_NAME} holds '{PROMPT_KEY}' of shape {list(tensor.shape)}, but {CONFIG_NAME} says "
@@ -242,7 +197,7 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
     return ImportedPrompt(
         tensor=tensor,
         num_virtual_tokens=n,
-        token_dim=dim,
+        token_dim=dims.token_dim,
         base_model=_config_str(cfg, "base_model_name_or_path"),
         revision=_config_str(cfg, "revision"),
         task_type=task_type,
@@ -251,9 +206,9 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
         num_transformer_submodules=subm,
         task=_meta_dict(meta, "task"),
         extra=_meta_dict(meta, "extra"),
-        kind=kind,
-        num_layers=layers,
-        num_attention_heads=heads,
+        kind=kind.name,
+        num_layers=dims.num_layers,
+        num_attention_heads=dims.num_attention_heads,
     )
 
 
@@ -293,12 +248,6 @@ def _meta_dict(meta: dict[str, str], key: str) -> dict[str, Any] | None:
         value = None
     if not isinstance(value, dict):
         raise InvalidArgument(f"safetensors metadata '{_META + key}' is not a JSON object")
-    return value
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
     return value
 
 

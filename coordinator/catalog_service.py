@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf.struct_pb2 import Struct
 
+import promptbank_kinds as kinds
 from bank import catalog
-from bank.codec import DEEP, encode_prompt
+from bank.codec import encode_prompt
 from bank.models import Backbone
 from bank.peft_format import ImportedPrompt, export_peft, import_peft
 from bank.writer import BankDB, Session
@@ -40,18 +41,14 @@ def record_backbone(s: Session, spec: BackboneSpec, info: BackboneInfo) -> Backb
 
 def check_adapter_fits(imported: ImportedPrompt, bb: Backbone) -> None:
     """FAILED_PRECONDITION naming the mismatch when a PEFT adapter was made for another shape of model."""
-    if imported.kind == DEEP:
-        have = (bb.deep_layers, bb.deep_kv_heads, bb.deep_kv_heads * bb.deep_head_dim)
-        says = (imported.num_layers, imported.num_attention_heads, imported.token_dim)
-        if not bb.deep_layers or have != says:
-            raise FailedPrecondition(
-                f"the prefix-tuning adapter is for num_layers={says[0]}, num_attention_heads={says[1]}, token_dim="
-                f"{says[2]}; backbone {bb.name!r} has " + (f"num_layers={have[0]}, num_attention_heads={have[1]}, "
-                                                           f"token_dim={have[2]}" if bb.deep_layers else
-                                                           "no attention that can carry deep prompts"))
-    elif imported.token_dim != bb.hidden_size:
-        raise FailedPrecondition(f"adapter token_dim {imported.token_dim} does not match backbone {bb.name!r} "
-                                 f"hidden size {bb.hidden_size}")
+    uncarried = kinds.uncarried(imported.kind, bb.geometry, bb.name)
+    if uncarried:
+        raise FailedPrecondition(uncarried)
+    kind = kinds.get(imported.kind)
+    has = kind.peft_dims_of(kind.width(bb.geometry), bb.geometry)
+    says = kinds.PeftDims(imported.token_dim, imported.num_layers, imported.num_attention_heads)
+    if has != says:
+        raise FailedPrecondition(f"the {kind.peft_type} adapter is for {says}; backbone {bb.name!r} has {has}")
 
 
 def check_prompt_fields(limits: Limits, tags: Sequence[str], owner: str) -> None:
@@ -260,11 +257,11 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             bb = v.backbone
             extra = {"version": version_name(v.prompt.name, v.version), "sha256": v.sha256,
                      "backbone": bb.name, "fingerprint": v.backbone_fingerprint, "metrics": v.metrics}
-            deep = v.kind == DEEP  # PEFT's token_dim: the key/value width of a prefix, else the hidden size
+            dims = kinds.get(v.kind).peft_dims_of(int(v.shape[1]), bb.geometry)  # e.g. a prefix's key/value width
             config, weights = export_peft(
                 v.tensor, base_model=bb.model, revision=bb.revision, architecture=bb.architecture,
-                num_virtual_tokens=int(v.shape[0]), token_dim=bb.deep_kv_heads * bb.deep_head_dim if deep else int(v.shape[1]),
-                task=v.prompt.task, extra=extra, num_layers=bb.deep_layers, num_attention_heads=bb.deep_kv_heads,
+                num_virtual_tokens=int(v.shape[0]), token_dim=dims.token_dim, task=v.prompt.task, extra=extra,
+                num_layers=dims.num_layers, num_attention_heads=dims.num_attention_heads,
             )
             meta = Struct()
             meta.update({"task": v.prompt.task, **extra})

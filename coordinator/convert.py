@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+import promptbank_kinds as kinds
 from bank import catalog
 from bank import models as m
-from bank.codec import DEEP, INPUT
 from bank.writer import Session
 from coordinator.limits import Limits
 from promptbank_api.errors import InvalidArgument
@@ -23,7 +23,7 @@ from promptbank_api.v1 import jobs_pb2 as jp
 from workers.protocol import JobSpec
 from workers.task import POOLINGS, TaskSpec
 
-KIND = {DEEP: cat.PROMPT_KIND_DEEP, INPUT: cat.PROMPT_KIND_INPUT}  # bank.codec's names <-> the API's enum
+KIND = {k.name: cat.PromptKind.Value(k.proto_enum) for k in kinds.all()}  # promptbank_kinds' names <-> the API's enum
 KIND_NAME = {v: k for k, v in KIND.items()}
 ARCH = {
     "encoder": cat.ARCHITECTURE_ENCODER,
@@ -104,7 +104,7 @@ def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = Fals
         lineage=cat.Lineage(job=lin.get("job", ""), data=lin.get("data", ""), init=lin.get("init", ""),
                             imported_from=lin.get("imported_from", ""), principal=lin.get("principal", "")),
         aliases=catalog.version_aliases(s, v), tags=v.tags or [], create_time=to_timestamp(v.created_at),
-        tensor=v.tensor if include_tensor else b"", kind=KIND.get(v.kind, cat.PROMPT_KIND_INPUT),
+        tensor=v.tensor if include_tensor else b"", kind=KIND.get(v.kind, KIND[kinds.UNMARKED]),
     )
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 
+import promptbank_kinds as kinds
 from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank.codec import DEEP, INPUT
 from bank.models import Job, Prompt
 from bank.writer import BankDB, Session
 from coordinator import auth
@@ -27,19 +27,19 @@ from promptbank_api.names import RESERVED_ALIASES, TERMINAL_STATES, check_name, 
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from workers.protocol import JobSpec
-from workers.task import DEFAULT_KIND, INITS, TaskSpec, TrainConfig
+from workers.task import INITS, TaskSpec, TrainConfig
 
 NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
            "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout",
            "prefix_projection", "max_grad_norm")
 
 
-def train_config(hp: jp.Hyperparameters, ds: jp.Dataset, deep_capable: bool = True) -> TrainConfig:
+def train_config(hp: jp.Hyperparameters, ds: jp.Dataset, geometry: kinds.Geometry | None = None) -> TrainConfig:
     """Unset numeric fields take the defaults of the job's prompt kind and set ones are used as given (0
-    included); empty strings take the defaults. A job that names no kind gets DEFAULT_KIND, or an input prompt
-    on a backbone that cannot carry deep prompts. The dataclass validates the result and names any bad value
-    and its range."""
-    unnamed = DEFAULT_KIND if deep_capable else INPUT
+    included); empty strings take the defaults. A job that names no kind gets `kinds.default_for` the
+    backbone's `geometry` (None: one that carries every kind). The dataclass validates the result and names
+    any bad value and its range."""
+    unnamed = kinds.DEFAULT if geometry is None else kinds.default_for(geometry).name
     kind = cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else unnamed
     base = TrainConfig.defaults(kind)
     init = hp.init or base.init
@@ -129,10 +129,11 @@ class JobsService(jp_grpc.TrainJobsServicer):
         distinct = sorted({lab for _, lab in rows})
         if len(distinct) < 2:
             raise InvalidArgument(f"dataset has a single label {distinct}; a classifier needs at least two")
-        cfg = train_config(job.hyperparameters, job.dataset, deep_capable=bool(served.info.deep_width))
-        if cfg.prompt_kind == DEEP and not served.info.deep_width:
-            raise FailedPrecondition(f"backbone {backbone!r} cannot carry deep prompts (its attention is not SDPA or "
-                                     f"eager); train an input prompt")
+        geometry = kinds.Geometry.of(served.info.hidden_size, served.info.deep)
+        cfg = train_config(job.hyperparameters, job.dataset, geometry)
+        uncarried = kinds.uncarried(cfg.prompt_kind, geometry, backbone)
+        if uncarried:
+            raise FailedPrecondition(uncarried)
         room = served.info.max_positions
         if cfg.num_virtual_tokens + cfg.max_length > room:
             raise InvalidArgument(f"num_virtual_tokens={cfg.num_virtual_tokens} + max_length={cfg.max_length} "

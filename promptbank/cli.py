@@ -62,7 +62,7 @@ def hyperparameters(a: argparse.Namespace) -> jp.Hyperparameters:
     """Only the flags the user gave: 0 is sent as 0 (and refused where it means nothing), never as "unset"."""
     init = a.init_from or a.init or ("text" if a.init_text else "")
     given = {field: getattr(a, dest) for dest, field in HYPERPARAMETERS.items() if getattr(a, dest) is not None}
-    kind = {"": cat.PROMPT_KIND_UNSPECIFIED, "input": cat.PROMPT_KIND_INPUT, "deep": cat.PROMPT_KIND_DEEP}[a.kind]
+    kind = cli_catalog.PROMPT_KINDS[a.kind] if a.kind else cat.PROMPT_KIND_UNSPECIFIED
     return jp.Hyperparameters(init=init, init_text=a.init_text, precision=a.precision, select_on=a.select_on,
                               prompt_kind=kind, **given)
 
@@ -210,7 +210,7 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
                    help="encoder backbones, new prompts: 'all' (default) reads the text and each label text "
                         "through the prompt and pools every position; 'prompt' pools only the prompt's "
                         "positions; 'text' pools the text's tokens and compares them with the plain label texts")
-    t.add_argument("--kind", default="", choices=["input", "deep"],
+    t.add_argument("--kind", default="", choices=list(cli_catalog.PROMPT_KINDS),
                    help="what to train: a 'deep' prompt, keys and values for every attention layer (prefix "
                         "tuning; the default where the backbone can carry one), or 'input' vectors before the "
                         "text (the default elsewhere)")

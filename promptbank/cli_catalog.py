@@ -113,9 +113,15 @@ def _metric(v: cat.PromptVersion) -> str:
     return "-" if acc is None else f"{acc:.4f}"
 
 
+# The API's prompt kinds by the names the CLI takes and prints ("input", "deep", ...), read off the enum so a new
+# kind needs no CLI change (the SDK does not load the server's promptbank_kinds; tests/test_kinds.py ties them).
+PROMPT_KINDS = {cat.PromptKind.Name(v).removeprefix("PROMPT_KIND_").lower(): v for v in cat.PromptKind.values() if v}
+
+
 def kind_name(kind: int) -> str:
-    """A `PromptKind` as the CLI prints it; a version always names its kind, a job echoes the one it resolved."""
-    return "deep" if kind == cat.PROMPT_KIND_DEEP else "input"
+    """A `PromptKind` as the CLI prints it; a version always names its kind, a job echoes the one it resolved
+    (unset only from a server older than kinds, whose prompts were all of the first kind)."""
+    return next((name for name, v in PROMPT_KINDS.items() if v == kind), next(iter(PROMPT_KINDS)))
 
 
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat dispatch reads best

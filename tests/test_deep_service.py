@@ -17,6 +17,7 @@ from coordinator.jobs_service import train_config
 from promptbank import Client
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
+from promptbank_kinds import Geometry
 from tests.test_cli import cli
 from tests.test_server import DATA, TOPIC, code_of, train
 from workers.task import DEFAULT_KIND, TrainConfig
@@ -143,7 +144,9 @@ def test_a_job_takes_its_kinds_defaults_and_set_values_win() -> None:
     smaller than an input prompt's); a value the caller sets is used as given."""
     assert DEFAULT_KIND == DEEP
     assert train_config(jp.Hyperparameters(), jp.Dataset()) == TrainConfig.defaults(DEEP)
-    assert train_config(jp.Hyperparameters(), jp.Dataset(), deep_capable=False) == TrainConfig.defaults(INPUT)
+    no_prefixes, carries_them = Geometry(hidden_size=32), Geometry(hidden_size=32, layers=2, kv_heads=4, head_dim=8)
+    assert train_config(jp.Hyperparameters(), jp.Dataset(), no_prefixes) == TrainConfig.defaults(INPUT)
+    assert train_config(jp.Hyperparameters(), jp.Dataset(), carries_them) == TrainConfig.defaults(DEEP)
     named = jp.Hyperparameters(prompt_kind=cat.PROMPT_KIND_INPUT)
     assert train_config(named, jp.Dataset()) == TrainConfig.defaults(INPUT)
     assert TrainConfig.defaults(DEEP).learning_rate < TrainConfig.defaults(INPUT).learning_rate

@@ -7,12 +7,13 @@ arrow fails here instead of in a review.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("promptbank", "promptbank_api", "coordinator", "workers", "bank")
+PACKAGES = ("promptbank", "promptbank_api", "promptbank_kinds", "coordinator", "workers", "bank")
 
 
 def _modules() -> dict[str, Path]:
@@ -59,15 +60,29 @@ def test_the_source_tree_was_read() -> None:
 
 @pytest.mark.parametrize("package,allowed", [
     ("promptbank_api", {"promptbank_api"}),  # the contract both sides share imports nothing of ours
-    ("bank", {"bank", "promptbank_api"}),
-    ("workers", {"workers", "bank", "promptbank_api"}),
-    ("coordinator", {"coordinator", "workers", "bank", "promptbank_api"}),
+    ("promptbank_kinds", {"promptbank_kinds", "promptbank_api"}),  # a leaf: the bank, workers and coordinator use it
+    ("bank", {"bank", "promptbank_api", "promptbank_kinds"}),
+    ("workers", {"workers", "bank", "promptbank_api", "promptbank_kinds"}),
+    ("coordinator", {"coordinator", "workers", "bank", "promptbank_api", "promptbank_kinds"}),
     ("promptbank", {"promptbank", "promptbank_api"}),  # the SDK reaches the server only over gRPC
 ])
 def test_packages_import_only_down_the_arrows(package: str, allowed: set[str]) -> None:
     bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == package for i in _ours(names)
            if _top(i) not in allowed}
     assert not bad, f"{package} imports outside {sorted(allowed)}: {sorted(bad)}"
+
+
+def test_prompt_kinds_are_a_leaf_of_torch() -> None:
+    """promptbank_kinds needs only torch (and safetensors) and the shared errors, so the bank, the workers and
+    the coordinator can all import it; what needs a model's code (transformers) stays in workers/."""
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    third = {(m, i) for m, names in IMPORTS.items() if _top(m) == "promptbank_kinds" for i in names
+             if _top(i) not in stdlib | set(PACKAGES) | {"torch", "safetensors"}}
+    assert not third, sorted(third)
+    ours = {(m, i) for m, names in IMPORTS.items() if _top(m) == "promptbank_kinds" for i in _ours(names)
+            if _top(i) != "promptbank_kinds" and i != "promptbank_api.errors"}
+    assert not ours, sorted(ours)
+    assert {"promptbank_kinds.input", "promptbank_kinds.deep"} <= set(MODULES)
 
 
 def test_workers_use_only_the_codec_of_the_bank() -> None:

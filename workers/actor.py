@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import ray
 import torch
 
-from bank.codec import DEEP, INPUT, read_prompt
+from bank.codec import read_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_kinds import UNMARKED
 from workers.cache import LRU, tensor_bytes
 from workers.grouping import forward_cost, length_groups
 from workers.protocol import (
@@ -159,10 +160,9 @@ class BackboneWorker:
                 self._cancelled.discard(j.job_id)
 
     def init_losses(self, spec: TaskSpec, examples: list[Example], candidates: dict[str, bytes],
-                    max_length: int = 128, kind: str = INPUT) -> dict[str, float]:
+                    max_length: int = 128, kind: str = UNMARKED) -> dict[str, float]:
         """Mean loss of the new task's examples under each stored prompt of `kind`: lower = a better place to
         start."""
-        from workers.deep_prompt import DeepPrompt
         from workers.soft_prompt import load_prompt, tokenize
 
         index = {label: k for k, label in enumerate(spec.labels)}
@@ -175,7 +175,7 @@ class BackboneWorker:
                     prompt = load_prompt(self.bb, data)
                 except InvalidArgument:
                     continue  # stored for another width: not a place to start
-                if isinstance(prompt, DeepPrompt) != (kind == DEEP):
+                if prompt.kind != kind:
                     continue
                 feats = self.heads.features_under(spec, prompt, ids)
                 logits = self.heads.task_logits(spec, feats, self.heads.anchors(spec, prompt))

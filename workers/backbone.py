@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from promptbank_kinds import Geometry
 from workers import deep_prompt
 
 ENCODER, CAUSAL_LM, SEQ2SEQ, MASKED_LM = "encoder", "causal_lm", "seq2seq", "masked_lm"
@@ -88,6 +89,11 @@ class FrozenBackbone:
             fingerprint=self._fingerprint(config),
             max_positions=self.max_positions,
         )
+
+    @property
+    def geometry(self) -> Geometry:
+        """What a prompt kind fits against (promptbank_kinds): the hidden size and where prefixes go."""
+        return Geometry.of(self.hidden_size, self.deep.shape if self.deep else (0, 0, 0))
 
     def _fingerprint(self, config: object) -> str:
         """sha256 of the config and input-embedding weights: the identity a prompt version pins."""

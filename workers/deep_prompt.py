@@ -28,6 +28,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_kinds.deep import DeepPrompt as DeepPrompt  # a row's deep prompt (the kind's own module)
 
 NAME = "promptbank+"  # prefix of the attention implementations registered here
 SUPPORTED = ("sdpa", "eager")  # implementations the wrapper can extend with prefix keys and a mask
@@ -64,13 +65,6 @@ class DeepLayout:
                                   f"got {list(prompt.shape)}")
         P = prompt.shape[0]
         return prompt.view(P, 2 * self.n_slots, self.kv_heads, self.head_dim).permute(1, 2, 0, 3)
-
-
-@dataclass(frozen=True)
-class DeepPrompt:
-    """A row's deep prompt, `(P, layout.width)`; input prompts travel as bare `(n, H)` tensors."""
-
-    tensor: torch.Tensor
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import random
 
 import torch
 
-from bank.codec import DEEP
+import promptbank_kinds as kinds
+from workers.backbone import FrozenBackbone
 from workers.deep_prompt import activations
 from workers.heads import Heads
 from workers.task import ConfigError, TaskSpec, TrainConfig
@@ -24,34 +25,50 @@ def split(examples: list[tuple[str, str]], cfg: TrainConfig) -> tuple[list[tuple
     return rows[n_eval:], rows[:n_eval]
 
 
+class BackboneView:
+    """What a prompt kind's initialisation reads of the backbone (promptbank_kinds.BackboneView)."""
+
+    def __init__(self, bb: FrozenBackbone):
+        self.bb = bb
+        self.emb = bb.embed.weight.detach().to("cpu", torch.float32)  # (V, H)
+
+    def embeddings(self) -> torch.Tensor:
+        return self.emb
+
+    def key_values(self, ids: list[int]) -> torch.Tensor:
+        if self.bb.deep is None:
+            raise ConfigError(f"backbone {self.bb.info.model!r} has no attention that can carry key/value prefixes")
+        return activations(self.bb.model, self.bb.deep, ids).to("cpu")
+
+
 def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: tuple[torch.Tensor, str] | None
                 ) -> torch.Tensor:
     """The starting prompt of `cfg.prompt_kind`: random, sampled vocabulary, label words, a text, or a stored
-    prompt of the same kind (cut or filled up with vocabulary to `num_virtual_tokens`). An input prompt starts
-    as the words' embeddings `(n, H)`; a deep prompt as the keys and values every layer computes for them."""
-    emb = heads.bb.embed.weight.detach().to("cpu", torch.float32)  # (V, H)
+    prompt of the same kind (cut or filled up with vocabulary to `num_virtual_tokens`). It starts where the
+    kind reads real words (promptbank_kinds `init_rows`): an input prompt as their embeddings `(n, H)`, a deep
+    prompt as the keys and values every layer computes for them."""
+    view = BackboneView(heads.bb)
+    emb = view.emb
     n, gen = cfg.num_virtual_tokens, torch.Generator().manual_seed(cfg.seed)
     special = set(heads.bb.tokenizer.all_special_ids)
     lo, hi = min(1000, emb.shape[0] // 10), min(6000, emb.shape[0])  # common-word range of most vocabularies
     vocab = torch.randint(lo, hi, (n,), generator=gen).tolist()
-    deep = cfg.prompt_kind == DEEP
-    if deep and heads.bb.deep is None:
-        raise ConfigError(f"backbone {heads.bb.info.model!r} cannot carry deep prompts; train an input prompt")
+    kind = kinds.get(cfg.prompt_kind)
+    width = kind.width(heads.bb.geometry)
+    if not width:
+        raise ConfigError(kinds.uncarried(kind.name, heads.bb.geometry, heads.bb.info.model))
 
     def words(ids: list[int]) -> torch.Tensor:
-        if not deep:
-            return emb[ids]
-        return activations(heads.bb.model, heads.bb.deep, ids).to("cpu")  # type: ignore[arg-type]
+        return kind.init_rows(view, ids)
 
     if stored is not None:
-        tensor, kind = stored
-        width = heads.bb.deep.width if deep else emb.shape[1]  # type: ignore[union-attr]
-        if kind != cfg.prompt_kind or tensor.shape[1] != width:
-            raise ConfigError(f"the init prompt is {kind!r} of width {tensor.shape[1]}; this job trains a "
+        tensor, name = stored
+        if name != cfg.prompt_kind or tensor.shape[1] != width:
+            raise ConfigError(f"the init prompt is {name!r} of width {tensor.shape[1]}; this job trains a "
                               f"{cfg.prompt_kind!r} prompt of width {width}")
         return torch.cat([tensor.to("cpu", torch.float32), words(vocab)])[:n].clone()
     if cfg.init == "random":
-        scale = words(vocab).std() if deep else emb.std()  # the spread of what the layers see
+        scale = kind.init_scale(view, vocab)
         return torch.randn(n, words(vocab[:1]).shape[1], generator=gen) * scale
     if cfg.init in ("labels", "text"):
         text = cfg.init_text if cfg.init == "text" else " ".join(task.label_words)

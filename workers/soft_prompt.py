@@ -1,6 +1,7 @@
 """Apply a soft prompt per row: `inputs_embeds = concat(prompt_i, embed(ids_i))`, padded as the model needs.
-A row may instead carry a deep prompt (workers/deep_prompt.py): then its embeddings are its own tokens, its
-positions start after its prefix, and the batch carries the prefixes for the attention layers.
+What a row's prompt puts where is its kind's (promptbank_kinds `apply`): vectors into its embeddings, and/or a
+key/value prefix (workers/deep_prompt.py), after which its positions start; the batch carries the prefixes
+for the attention layers.
 
 Rows of one batch may carry different prompts of different lengths. The prompt always sits next to the
 real tokens (never behind padding) and position ids count only real positions, so each row's output
@@ -16,17 +17,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bank.codec import DEEP, read_prompt
+import promptbank_kinds as kinds
+from bank.codec import read_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_kinds import Row
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
-from workers.deep_prompt import DeepPrompt, Prefixes
+from workers.deep_prompt import Prefixes
 
-RowPrompt = torch.Tensor | DeepPrompt  # an input prompt (n, H) or a deep prompt
+RowPrompt = torch.Tensor | Row  # a prompt of its kind, or a bare (n, H) tensor: an UNMARKED (input) prompt
 
 
 def prompt_length(prompt: RowPrompt) -> int:
-    """Virtual tokens of a row's prompt, either kind."""
-    return int((prompt.tensor if isinstance(prompt, DeepPrompt) else prompt).shape[0])
+    """Positions a row's prompt adds, any kind."""
+    r = kinds.row(prompt)
+    return kinds.get(r.kind).positions(r.tensor)
 
 
 @dataclass
@@ -41,19 +45,14 @@ class PromptedBatch:
     prefixes: Prefixes | None = None  # the rows' deep prompts, None when no row has one
 
 
-def load_prompt(backbone: FrozenBackbone, data: bytes) -> RowPrompt:
+def load_prompt(backbone: FrozenBackbone, data: bytes) -> Row:
     """A stored prompt's bytes as `build_batch` takes them (its kind honoured), on the backbone's device and
     dtype, its width checked against the backbone."""
     t, kind = read_prompt(data)
-    t = t.to(backbone.embed.weight.device, backbone.embed.weight.dtype)
-    if kind == DEEP:
-        if backbone.deep is None:
-            raise InvalidArgument(f"backbone {backbone.info.model!r} cannot carry deep prompts")
-        backbone.deep.split(t)  # raises naming the width this backbone's deep prompts have
-        return DeepPrompt(t)
-    if t.shape[1] != backbone.hidden_size:
-        raise InvalidArgument(f"prompt width {t.shape[1]} does not match the backbone's hidden size {backbone.hidden_size}")
-    return t
+    misfit = kinds.misfit(kind, int(t.shape[1]), backbone.geometry, backbone.info.model)
+    if misfit:
+        raise InvalidArgument(misfit)
+    return Row(t.to(backbone.embed.weight.device, backbone.embed.weight.dtype), kind)
 
 
 def tokenize(backbone: FrozenBackbone, texts: list[str], max_length: int) -> list[list[int]]:
@@ -81,22 +80,23 @@ def build_batch(
     noise: list[torch.Tensor | None] | None = None,
     pad_left: bool = False,
 ) -> PromptedBatch:
-    """Assemble one batch; `row_prompts[i]` is row i's `(n_i, H)` input prompt or its deep prompt (either may
-    require grad). `noise[i]`, when given, is added to row i's own token embeddings, `(len(token_ids[i]), H)`
+    """Assemble one batch; `row_prompts[i]` is row i's prompt, a `Row` of any kind or a bare `(n_i, H)` input
+    prompt (either may require grad). `noise[i]`, when given, is added to row i's own token embeddings, `(len(token_ids[i]), H)`
     (training's input noise). Rows are right-padded, or left-padded with `pad_left` (batched decoding's side);
     either way a row's outputs do not depend on its batch."""
     if len(token_ids) != len(row_prompts) or (noise is not None and len(noise) != len(row_prompts)):
         raise ValueError(f"{len(token_ids)} rows but {len(row_prompts)} prompts / {len(noise or row_prompts)} noise rows")
-    deep = [p.tensor if isinstance(p, DeepPrompt) else None for p in row_prompts]
+    applied = [kinds.get(r.kind).apply(r.tensor) for r in map(kinds.row, row_prompts)]
+    kv = [a.prefix for a in applied]
     empty = backbone.embed.weight.new_zeros(0, backbone.hidden_size)
-    prompts = [empty if isinstance(p, DeepPrompt) else p for p in row_prompts]
-    offsets = [0 if d is None else int(d.shape[0]) for d in deep]  # a deep row's positions start after its prefix
+    prompts = [empty if a.embeds is None else a.embeds for a in applied]
+    offsets = [0 if d is None else int(d.shape[0]) for d in kv]  # a prefixed row's positions start after it
     prefixes = None
-    if any(d is not None for d in deep):
+    if any(d is not None for d in kv):
         if backbone.deep is None:
-            raise InvalidArgument(f"backbone {backbone.info.model!r} cannot carry deep prompts (its attention is "
-                                  f"{backbone.model.config._attn_implementation!r}); use an input prompt")
-        prefixes = Prefixes.of(backbone.deep, deep)
+            raise InvalidArgument(f"backbone {backbone.info.model!r} cannot carry key/value prefixes (its attention "
+                                  f"is {backbone.model.config._attn_implementation!r}); use a prompt of another kind")
+        prefixes = Prefixes.of(backbone.deep, kv)
     tok_ = backbone.tokenizer
     special = set(tok_.all_special_ids) if backbone.architecture in (ENCODER, MASKED_LM) else set()
     mask_id = tok_.mask_token_id if backbone.architecture == MASKED_LM else None

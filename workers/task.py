@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from bank.codec import DEEP, INPUT, PROMPT_KINDS
+import promptbank_kinds as kinds
 from promptbank_api.errors import InvalidArgument
 
 KINDS = ("classification",)
@@ -22,21 +22,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # accuracy moves in steps of 1/n and its noise picks epochs at random; the loss is smooth (HF's default too).
 SELECT_ON = ("eval_loss", "eval_accuracy")
 
+DEFAULT_KIND = kinds.DEFAULT  # the kind of a job that names none, where the backbone carries it (promptbank_kinds)
 
-# Defaults that differ by prompt kind, each picked on the development split (docs/research.md, "Through a prefix
-# projection"): a deep prompt trains through a 512-unit MLP, whose steps move the prefix far more than a direct
-# step at the same rate (so a small rate), and reaches in 5 epochs what the direct prefix did not in 12.
-KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    INPUT: {},
-    DEEP: {"learning_rate": 5e-4, "epochs": 5, "prefix_projection": 512},
-}
-
-# The kind of a job that names none, where the backbone can carry deep prompts (its attention is SDPA or eager;
-# elsewhere an input prompt): on the test split deep prompts on their defaults outscored input prompts on theirs
-# (README, "Input and deep prompts"; bench/quality.py).
-DEFAULT_KIND = DEEP
-
-MAX_PROJECTION = 8192  # hidden units of a deep prompt's training MLP (workers/projection.py)
+MAX_PROJECTION = 8192  # hidden units of a deep prompt's training MLP (promptbank_kinds/projection.py)
+_PROJECTED = tuple(k.name for k in kinds.all() if k.projects)  # kinds that may train through a projection
 
 class ConfigError(InvalidArgument, ValueError):
     """A config value is invalid (INVALID_ARGUMENT at the gRPC edge)."""
@@ -85,7 +74,7 @@ class TrainConfig:
     """Hyperparameters of one prompt-tuning run. Defaults are tuned for prompt tuning on a small encoder."""
 
     num_virtual_tokens: int = 20
-    prompt_kind: str = "input"  # "input": vectors before the text; "deep": keys and values in every layer
+    prompt_kind: str = kinds.UNMARKED  # a promptbank_kinds name: "input" (vectors before the text), "deep", ...
     epochs: int = 12
     learning_rate: float = 3e-2
     batch_size: int = 8
@@ -113,7 +102,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (1 <= self.num_virtual_tokens <= 512, "num_virtual_tokens", "between 1 and 512"),
-            (self.prompt_kind in PROMPT_KINDS, "prompt_kind", f"one of {list(PROMPT_KINDS)}"),
+            (self.prompt_kind in kinds.names(), "prompt_kind", f"one of {list(kinds.names())}"),
             (1 <= self.epochs <= 1000, "epochs", "between 1 and 1000"),
             (0 < self.learning_rate <= 10, "learning_rate", "in (0, 10]"),
             (1 <= self.batch_size <= 4096, "batch_size", "between 1 and 4096"),
@@ -128,8 +117,8 @@ class TrainConfig:
             (0 <= self.token_dropout < 1, "token_dropout", "in [0, 1)"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
             (0 <= self.prefix_projection <= MAX_PROJECTION, "prefix_projection", f"between 0 and {MAX_PROJECTION}"),
-            (not self.prefix_projection or self.prompt_kind == DEEP, "prefix_projection",
-             "0 unless prompt_kind is 'deep' (an input prompt trains directly)"),
+            (not self.prefix_projection or self.prompt_kind in _PROJECTED, "prefix_projection",
+             f"0 unless prompt_kind is {' or '.join(map(repr, _PROJECTED))} (other kinds train directly)"),
             (0 <= self.max_grad_norm <= 1e6, "max_grad_norm", "in [0, 1e6] (0 = off)"),
             (self.select_on in SELECT_ON, "select_on", f"one of {list(SELECT_ON)}"),
             (self.init in INITS or bool(self.init_from), "init", f"one of {list(INITS)} or a prompt reference"),
@@ -143,9 +132,9 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def defaults(cls, kind: str = INPUT) -> TrainConfig:
-        """The defaults of a `kind` prompt (KIND_DEFAULTS over the fields' own); an unknown kind is refused."""
-        return cls(prompt_kind=kind, **KIND_DEFAULTS.get(kind, {}))
+    def defaults(cls, kind: str = kinds.UNMARKED) -> TrainConfig:
+        """The defaults of a `kind` prompt (its `train_defaults` over the fields' own); an unknown kind is refused."""
+        return cls(prompt_kind=kind, **(kinds.get(kind).train_defaults if kind in kinds.names() else {}))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

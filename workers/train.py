@@ -22,14 +22,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bank.codec import DEEP, encode_prompt
+import promptbank_kinds as kinds
+from bank.codec import encode_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_kinds import Row
 from workers.checkpoint import TrainState
-from workers.deep_prompt import DeepPrompt
 from workers.grouping import forward_cost, length_groups
 from workers.heads import Heads
 from workers.prepare import autocast_dtype, init_prompt, split
-from workers.projection import PrefixProjection
 from workers.protocol import EventKind, TrainEvent
 from workers.schedule import (
     COLLAPSE_SPREAD,
@@ -72,10 +72,11 @@ class Trainer:
         self.truncated = sum(len(r) >= cfg.max_length for r in self.tr_ids + self.ev_ids)  # cut at max_length
         self.ev_y = torch.tensor([index[lab] for _, lab in eval_rows], device=dev)
         start = init_prompt(heads, task, cfg, stored_init).to(dev)
-        # What we train: the prompt itself, or (deep, `prefix_projection`) an MLP that computes it. Either way
-        # `self.prompt` holds the prompt's current value; it is a parameter only when trained directly.
-        self.projection = (PrefixProjection(start, heads.bb.hidden_size, cfg.prefix_projection, cfg.seed)
-                           if cfg.prefix_projection else None)
+        # What we train: the prompt itself, or what its kind trains it through (a deep prompt's
+        # `prefix_projection` MLP). Either way `self.prompt` holds the prompt's current value; it is a parameter
+        # only when trained directly.
+        self.projection = kinds.get(cfg.prompt_kind).trainable(start, heads.bb.hidden_size, cfg.prefix_projection,
+                                                                cfg.seed)
         self.prompt = torch.nn.Parameter(start) if self.projection is None else start.clone()
         self.start = start.detach().clone()  # (n, H) the initial prompt: what a collapse is told apart from
         self.ema = torch.zeros_like(self.prompt, requires_grad=False)  # `average`'s accumulator (`ema_decay`)
@@ -152,7 +153,7 @@ class Trainer:
 
     def row_prompt(self, prompt: torch.Tensor) -> RowPrompt:
         """`prompt` (this job's parameter, its average or a kept one) as `build_batch` reads it: its kind."""
-        return DeepPrompt(prompt) if self.cfg.prompt_kind == DEEP else prompt
+        return Row(prompt, self.cfg.prompt_kind)
 
     def input_noise(self, rows: list[list[int]]) -> list[torch.Tensor | None]:
         """Per row, `(len(row), H)` uniform noise of amplitude `input_noise / sqrt(L * H)` for its token

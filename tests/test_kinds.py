@@ -1,0 +1,127 @@
+"""Prompt kinds as plug-ins: every registered kind has every part of the protocol, the registry refuses one that
+lacks a part or collides with another, the API enum and the CLI name the registered kinds, and a kind
+registered from outside the package runs through the codec, the fit checks, the config and a mixed batch with
+no edit to the bank or the workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+import promptbank_kinds as kinds
+from bank.codec import encode_prompt, read_prompt
+from promptbank.cli_catalog import PROMPT_KINDS, kind_name
+from promptbank_api.errors import InvalidArgument
+from promptbank_api.v1 import catalog_pb2 as cat
+from promptbank_kinds import registry
+from promptbank_kinds.base import members
+from promptbank_kinds.input import InputKind
+from workers.backbone import FrozenBackbone
+from workers.heads import Heads
+from workers.soft_prompt import build_batch, load_prompt, tokenize
+from workers.task import POOLINGS, TaskSpec, TrainConfig
+
+
+@contextmanager
+def registered(kind: kinds.PromptKind) -> Iterator[kinds.PromptKind]:
+    """`kind` in the registry for the block only (the registry is process-wide)."""
+    kinds.register(kind)
+    try:
+        yield kind
+    finally:
+        del registry._KINDS[kind.name]
+
+
+class ToyKind(InputKind):
+    """A third kind: input vectors under another name (what a plug-in module would hold)."""
+
+    name = "toy"
+    proto_enum = "PROMPT_KIND_TOY"
+    label = "toy prompt"
+    peft_type = "TOY_TUNING"
+
+
+def test_every_registered_kind_has_every_part() -> None:
+    assert len(members()) >= 20 and {"apply", "width", "peft_config", "trainable", "init_rows"} <= set(members())
+    for kind in kinds.all():
+        missing = [m for m in members() if not hasattr(kind, m)]
+        assert not missing, f"{kind.name} lacks {missing}"
+        assert kinds.get(kind.name) is kind
+    assert kinds.names() == (kinds.INPUT, kinds.DEEP) and kinds.UNMARKED in kinds.names()
+
+
+def test_the_registry_refuses_an_incomplete_or_colliding_kind() -> None:
+    class NoPeft:  # everything of an input kind but its PEFT config
+        def __getattr__(self, name: str) -> object:
+            if name == "peft_config":
+                raise AttributeError(name)
+            return getattr(InputKind(), name) if name != "name" else "half"
+
+    with pytest.raises(TypeError, match=r"'half' lacks \['peft_config'\]"):
+        kinds.register(NoPeft())  # type: ignore[arg-type]
+
+    class NotCallable(ToyKind):
+        apply = None  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match=r"\['apply'\] must be methods"):
+        kinds.register(NotCallable())
+    with pytest.raises(TypeError, match="share name 'input'"):
+        kinds.register(InputKind())
+    with pytest.raises(TypeError, match="share peft_type 'PREFIX_TUNING'"):
+        kinds.register(type("Clash", (ToyKind,), {"peft_type": "PREFIX_TUNING"})())
+    assert kinds.names() == (kinds.INPUT, kinds.DEEP)  # nothing half-registered
+    with pytest.raises(InvalidArgument, match=r"prompt kind 'toy' is not one of \['input', 'deep'\]"):
+        kinds.get("toy")
+
+
+def test_the_api_enum_and_the_cli_name_exactly_the_registered_kinds() -> None:
+    """The coordinator maps kinds to the enum by `proto_enum`; the SDK's CLI (which does not load the kinds)
+    reads names off the enum, so each kind's value must be PROMPT_KIND_<NAME>."""
+    enum = {n for n, v in cat.PromptKind.items() if v}
+    assert {k.proto_enum for k in kinds.all()} == enum
+    assert all(k.proto_enum == f"PROMPT_KIND_{k.name.upper()}" for k in kinds.all())
+    assert set(PROMPT_KINDS) == set(kinds.names())
+    for k in kinds.all():
+        assert kind_name(cat.PromptKind.Value(k.proto_enum)) == k.name
+    assert kind_name(cat.PROMPT_KIND_UNSPECIFIED) == kinds.UNMARKED
+
+
+def test_defaults_and_fit_come_from_the_kinds() -> None:
+    bare, prefixed = kinds.Geometry(32), kinds.Geometry(32, layers=2, kv_heads=4, head_dim=8)
+    assert kinds.default_for(prefixed).name == kinds.DEFAULT == kinds.DEEP
+    assert kinds.default_for(bare).name == kinds.INPUT
+    assert kinds.misfit(kinds.DEEP, 128, prefixed, "b") == "" and kinds.misfit(kinds.INPUT, 32, bare, "b") == ""
+    assert "cannot carry deep prompts; use a prompt of a kind it carries (input)" in kinds.misfit(kinds.DEEP, 128, bare, "b")
+    assert "deep prompt width 96 does not match backbone 'b' deep prompt width 128" in kinds.misfit(
+        kinds.DEEP, 96, prefixed, "b")
+    for k in kinds.all():
+        assert TrainConfig.defaults(k.name).prompt_kind == k.name
+        assert all(getattr(TrainConfig.defaults(k.name), f) == v for f, v in k.train_defaults.items())
+
+
+@pytest.fixture(scope="module")
+def heads(tiny_encoder: str) -> Heads:
+    return Heads(FrozenBackbone(tiny_encoder))
+
+
+def test_a_third_kind_plugs_in_without_touching_bank_or_workers(heads: Heads) -> None:
+    bb = heads.bb
+    task = TaskSpec(labels=("a", "b"), label_texts=("bad", "good"), pooling=POOLINGS[0])
+    tensor = torch.randn(3, bb.hidden_size)
+    with registered(ToyKind()):
+        data = encode_prompt(tensor, kind="toy")
+        assert read_prompt(data)[1] == "toy"
+        row = load_prompt(bb, data)
+        assert row.kind == "toy"
+        assert TrainConfig(prompt_kind="toy").prompt_kind == "toy"
+        ids = tokenize(bb, ["a good day", "a bad one"], 32)
+        as_input = kinds.Row(row.tensor, kinds.INPUT)
+        toy = heads.features(build_batch(bb, ids, [row, as_input]), [task, task])
+        plain = heads.features(build_batch(bb, ids, [as_input, as_input]), [task, task])
+        torch.testing.assert_close(toy, plain, atol=0, rtol=0)  # applied as its module says: as input vectors
+        assert not torch.equal(toy, heads.features(build_batch(bb, ids, [tensor[:0]] * 2), [task, task]))
+    with pytest.raises(InvalidArgument, match="prompt kind 'toy' is not one of"):
+        read_prompt(data)  # unregistered again: its bytes are refused, not misread
