@@ -163,7 +163,7 @@ def import_peft(adapter_config: bytes, adapter_model: bytes) -> ImportedPrompt:
     if refusal:
         raise InvalidArgument(f"a {task_type} {kind.peft_type.lower().replace('_', '-')} adapter cannot be imported: "
                               f"{refusal}")
-    n = _config_int(cfg, "num_virtual_tokens", required=True)
+    n = _config_int(cfg, "num_virtual_tokens", required=True) or 0  # required: a positive int or refused
     subm = _config_int(cfg, "num_transformer_submodules") or (2 if task_type == "SEQ_2_SEQ_LM" else 1)
     if subm not in (1, 2) or (subm == 2 and task_type != "SEQ_2_SEQ_LM"):  # a kind that refuses seq2seq never gets 2
         raise InvalidArgument(

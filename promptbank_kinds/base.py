@@ -162,6 +162,16 @@ class PromptKind(Protocol):
         ...
 
 
+class PositionRows:
+    """Shared parts of kinds whose tensor holds one row per position it adds (input and deep prompts)."""
+
+    def positions(self, tensor: torch.Tensor) -> int:
+        return int(tensor.shape[0])
+
+    def nbytes(self, tensor: torch.Tensor) -> int:
+        return int(tensor.numel() * tensor.element_size())
+
+
 def members() -> tuple[str, ...]:
     """Every member a kind must have: the protocol's attributes and methods."""
     own = {k for k, v in vars(PromptKind).items() if not k.startswith("_") and callable(v)}

@@ -22,6 +22,7 @@ from promptbank_kinds.base import (
     ConfigInt,
     Geometry,
     PeftDims,
+    PositionRows,
     Reparam,
     Row,
     positive_int,
@@ -40,7 +41,7 @@ class DeepPrompt(Row):
     kind: str = NAME
 
 
-class DeepKind:
+class DeepKind(PositionRows):
     name = NAME
     proto_enum = "PROMPT_KIND_DEEP"
     label = "deep prompt"
@@ -54,12 +55,6 @@ class DeepKind:
 
     def width(self, geo: Geometry) -> int:
         return geo.layers * 2 * geo.kv_heads * geo.head_dim
-
-    def positions(self, tensor: torch.Tensor) -> int:
-        return int(tensor.shape[0])
-
-    def nbytes(self, tensor: torch.Tensor) -> int:
-        return int(tensor.numel() * tensor.element_size())
 
     def apply(self, tensor: torch.Tensor) -> Applied:
         return Applied(embeds=None, prefix=tensor)

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from promptbank_kinds.base import Applied, BackboneView, ConfigInt, Geometry, PeftDims, Reparam
+from promptbank_kinds.base import Applied, BackboneView, ConfigInt, Geometry, PeftDims, PositionRows, Reparam
 
 NAME = "input"
 
 
-class InputKind:
+class InputKind(PositionRows):
     name = NAME
     proto_enum = "PROMPT_KIND_INPUT"
     label = "input prompt"
@@ -28,12 +28,6 @@ class InputKind:
 
     def width(self, geo: Geometry) -> int:
         return geo.hidden_size
-
-    def positions(self, tensor: torch.Tensor) -> int:
-        return int(tensor.shape[0])
-
-    def nbytes(self, tensor: torch.Tensor) -> int:
-        return int(tensor.numel() * tensor.element_size())
 
     def apply(self, tensor: torch.Tensor) -> Applied:
         return Applied(embeds=tensor, prefix=None)

@@ -7,6 +7,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import torch
+
+import promptbank_kinds as kinds
+from promptbank_kinds import Row
+
 V = TypeVar("V")
 
 
@@ -46,7 +51,9 @@ class LRU(Generic[V]):
             return list(self._items)
 
 
-def tensor_bytes(t: object) -> int:
-    """Bytes held by a tensor, or by the tensor a prompt wraps (the size function of a replica's caches)."""
-    t = getattr(t, "tensor", t)
-    return int(t.numel() * t.element_size())  # type: ignore[attr-defined]
+def tensor_bytes(t: torch.Tensor | Row) -> int:
+    """Bytes held by a tensor, or by a row's prompt as its kind counts them (the size function of a replica's
+    caches)."""
+    if isinstance(t, Row):
+        return kinds.get(t.kind).nbytes(t.tensor)
+    return int(t.numel() * t.element_size())

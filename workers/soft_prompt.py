@@ -89,7 +89,7 @@ def build_batch(
     applied = [kinds.get(r.kind).apply(r.tensor) for r in map(kinds.row, row_prompts)]
     kv = [a.prefix for a in applied]
     empty = backbone.embed.weight.new_zeros(0, backbone.hidden_size)
-    prompts = [empty if a.embeds is None else a.embeds for a in applied]
+    prompts = [empty if (e := a.embeds) is None else e for a in applied]
     offsets = [0 if d is None else int(d.shape[0]) for d in kv]  # a prefixed row's positions start after it
     prefixes = None
     if any(d is not None for d in kv):
