@@ -18,7 +18,7 @@ from promptbank_api.errors import InvalidArgument
 
 REQUIRED_TENSORS = ("prompt", "best_prompt", "exp_avg", "exp_avg_sq", "torch_rng")
 PROMPT_SHAPED = ("prompt", "ema", "best_prompt", "exp_avg", "exp_avg_sq")
-PROJECTION = "projection/"  # name prefix of the prefix projection's tensors (workers/projection.py)
+PROJECTION = "projection/"  # name prefix of the prefix projection's tensors (promptbank_kinds/projection.py)
 
 
 @dataclass
