@@ -4,6 +4,7 @@
  * Python interpreter is env PROMPTBANK_PYTHON, else the repository's .venv, else python3.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -38,7 +39,7 @@ export interface Server {
   /** `127.0.0.1:PORT`. */
   address: string;
   port: number;
-  /** A folder of this server's own, removed by stop(). */
+  /** A folder of this server's own, removed by stop() (unless startServer was given it). */
   dir: string;
   /** Everything the server printed so far (for failure messages). */
   log: () => string;
@@ -58,10 +59,22 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `promptbank-ts-${prefix}-`));
 }
 
-/** Starts a server with extra `promptbank serve` flags; `setup(dir)` returns flags that need its folder. */
-export async function startServer(setup: (dir: string) => string[] = () => []): Promise<Server> {
-  const dir = tempDir("server");
-  const flags = ["--host", "127.0.0.1", "--port", "0", "--db", join(dir, "bank.db"), ...setup(dir)];
+/** A loopback port that is free now (for a server that must come back on the same port). */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/**
+ * Starts a server with extra `promptbank serve` flags; `setup(dir)` returns flags that need its folder. `at`
+ * restarts one: the same folder (its bank.db and models, kept by stop()) and port, as a restarted coordinator.
+ */
+export async function startServer(setup: (dir: string) => string[] = () => [], at: { dir: string; port: number } | undefined = undefined): Promise<Server> {
+  const dir = at?.dir ?? tempDir("server");
+  const flags = ["--host", "127.0.0.1", "--port", String(at?.port ?? 0), "--db", join(dir, "bank.db"), ...setup(dir)];
   const child = spawn(python(), [FIXTURES, "serve", join(dir, "models"), ...flags], {
     cwd: REPO,
     env: pythonEnv({ PROMPTBANK_HOME: dir }),
@@ -100,11 +113,11 @@ export async function startServer(setup: (dir: string) => string[] = () => []): 
     port,
     dir,
     log,
-    stop: () => stopChild(child, killGroup, dir),
+    stop: () => stopChild(child, killGroup, at ? undefined : dir),
   };
 }
 
-async function stopChild(child: ChildProcess, killGroup: () => void, dir: string): Promise<void> {
+async function stopChild(child: ChildProcess, killGroup: () => void, dir: string | undefined): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) {
     const exited = new Promise<void>((r) => child.once("exit", () => r()));
     child.kill("SIGTERM");
@@ -113,7 +126,9 @@ async function stopChild(child: ChildProcess, killGroup: () => void, dir: string
     clearTimeout(timer);
   }
   process.removeListener("exit", killGroup);
-  rmSync(dir, { recursive: true, force: true });
+  if (dir !== undefined) {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Runs `python test/fixtures.py pki DIR`: ca.pem, server.pem/.key, client.pem/.key, rogue-ca.pem. */
