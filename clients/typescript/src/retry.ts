@@ -27,6 +27,8 @@ export const MAX_BACKOFF_MS = 1_600;
 export const BACKOFF_MULTIPLIER = 2;
 /** With waitForReady, the longest wait between tries to reach a server that is not there. */
 export const RECONNECT_MAX_MS = 500;
+/** A retry starts only with this much of the deadline left after its wait (less: the call ends, naming its cause). */
+const MIN_ATTEMPT_MS = 50;
 
 /** Reads, Classify, Generate and idempotent writes: retried on UNAVAILABLE and CANCELLED. */
 export const READS: Readonly<Record<string, readonly string[]>> = {
@@ -159,7 +161,7 @@ export function retryInterceptor(waitForReady: boolean): Interceptor {
         const bound = waiting ? Math.min(backoffBoundMs(attempt - 1), RECONNECT_MAX_MS) : backoffBoundMs(spent - 1);
         const wait = Math.random() * bound;
         const left = deadline - Date.now();
-        if (wait >= left) {
+        if (wait + MIN_ATTEMPT_MS >= left) {
           if (waiting) {
             // wait out the deadline (just short of it, so that this error and not the bare timeout ends the call)
             await sleep(Math.max(0, left - 20), undefined, { signal: req.signal }).catch(() => undefined);

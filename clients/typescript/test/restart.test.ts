@@ -1,7 +1,7 @@
 /**
  * Retries (src/retry.ts) against a real coordinator process that is stopped and started again on the same port
- * and SQLite file between calls. The tests run in order: the first stops the server and checks, while nothing
- * listens, what is retried and what is not, how often and for how long; the second makes calls while it is
+ * and SQLite file between calls. The tests run in order: the first ones stop the server and check, while nothing
+ * listens, what is retried and what is not, how often and for how long; the last makes calls while it is
  * down, starts it again, and sees them succeed. Attempts are counted as connections through a TCP relay (each
  * try after a refused connection opens a new one).
  */
@@ -72,53 +72,56 @@ describe("a coordinator stopped and started again between calls", () => {
     await r?.close();
   });
 
-  it("while it is down: retries reads boundedly, never a delete, and stops at the deadline or an abort", async () => {
-    await server!.stop(); // SIGTERM: the coordinator closes its port and exits
-    server = undefined;
+  describe("while it is down", () => {
+    before(async () => {
+      await server!.stop(); // SIGTERM: the coordinator closes its port and exits
+      server = undefined;
+    });
 
-    // a read is tried RETRY_ATTEMPTS times, waits of at most 0.2 + 0.4 + 0.8 + 1.6 s apart, then UNAVAILABLE
-    let before = r.connections();
-    const read = await timed(() => viaRelay.getPrompt("rs-cls"));
-    assertCode(read.err, "UNAVAILABLE", 14);
-    assert.match(read.err.message, /\(gave up after 5 attempts\)$/);
-    assert.equal(r.connections() - before, RETRY_ATTEMPTS);
-    assert.ok(read.ms < 3_000 + 1_000, `the retries took ${read.ms} ms`);
+    it("tries a read, a stream before its first piece and a create 5 times at most; a delete, a cancel, a token creation once", async () => {
+      // a read: RETRY_ATTEMPTS tries, waits of at most 0.2 + 0.4 + 0.8 + 1.6 s apart, then UNAVAILABLE
+      let before = r.connections();
+      const read = await timed(() => viaRelay.getPrompt("rs-cls"));
+      assertCode(read.err, "UNAVAILABLE", 14);
+      assert.match(read.err.message, /\(gave up after 5 attempts\)$/);
+      assert.equal(r.connections() - before, RETRY_ATTEMPTS);
+      assert.ok(read.ms < 3_000 + 1_000, `the retries took ${read.ms} ms`);
 
-    // so is a server stream before its first response, and a create with its request id
-    before = r.connections();
-    assertCode(await failure(collect(viaRelay.generate("rs-cls", "x"))), "UNAVAILABLE", 14);
-    assert.equal(r.connections() - before, RETRY_ATTEMPTS);
-    before = r.connections();
-    assertCode(await failure(viaRelay.createPrompt("rs-x", { ...LABELS, retries: 1 })), "UNAVAILABLE", 14);
-    assert.equal(r.connections() - before, 2, "a call's own `retries` caps them");
-
-    // deletes, cancels and token creation are tried once
-    for (const call of [() => viaRelay.deletePrompt("rs-before"), () => viaRelay.cancelJob("x"), () => viaRelay.createToken("t", "reader")]) {
       before = r.connections();
-      assertCode(await failure(call()), "UNAVAILABLE", 14);
-      assert.equal(r.connections() - before, 1);
-    }
+      assertCode(await failure(collect(viaRelay.generate("rs-cls", "x"))), "UNAVAILABLE", 14);
+      assert.equal(r.connections() - before, RETRY_ATTEMPTS);
+      before = r.connections();
+      assertCode(await failure(viaRelay.createPrompt("rs-x", { ...LABELS, retries: 1 })), "UNAVAILABLE", 14);
+      assert.equal(r.connections() - before, 2, "a call's own `retries` caps them");
 
-    // a deadline shorter than the retries: they stop within it, and the error names the cause and why they stopped
-    before = r.connections();
-    const short = await timed(() => viaRelay.listBackbones({ timeoutMs: 700 }).next());
-    assert.ok(short.ms < 700 + 300, `ended after ${short.ms} ms`);
-    assert.ok(r.connections() - before >= 2, "retried within the deadline");
-    assert.ok(["UNAVAILABLE", "DEADLINE_EXCEEDED"].includes(short.err.code), short.err.message);
-    assert.match(short.err.message, /connection failed: .*\((gave up after \d attempts|attempt \d; the call's deadline of 700 ms leaves no time for another)\)$/);
+      for (const call of [() => viaRelay.deletePrompt("rs-before"), () => viaRelay.cancelJob("x"), () => viaRelay.createToken("t", "reader")]) {
+        before = r.connections();
+        assertCode(await failure(call()), "UNAVAILABLE", 14);
+        assert.equal(r.connections() - before, 1);
+      }
+    });
 
-    // waitForReady: a call waits for the server up to its deadline, then DEADLINE_EXCEEDED naming the cause
-    const waited = await timed(() => pb.classify([["rs-cls", POS[0]!]], { timeoutMs: 1_500 }));
-    assertCode(waited.err, "DEADLINE_EXCEEDED", 4);
-    assert.match(waited.err.message, /deadline of 1500 ms passed waiting for the server \(\d+ attempts\); last: UNAVAILABLE: .*ECONNREFUSED/);
-    assert.ok(waited.ms >= 1_300 && waited.ms < 2_500, `ended after ${waited.ms} ms`);
+    it("stops retrying within a call's deadline, naming the cause and why it stopped", async () => {
+      const before = r.connections();
+      const short = await timed(() => viaRelay.listBackbones({ timeoutMs: 700 }).next());
+      assert.ok(short.ms < 700 + 300, `ended after ${short.ms} ms`);
+      assert.ok(r.connections() - before >= 2, "retried within the deadline");
+      assertCode(short.err, "UNAVAILABLE", 14);
+      assert.match(short.err.message, /connection failed: .*\((gave up after \d attempts|attempt \d; the call's deadline of 700 ms leaves no time for another)\)$/);
+    });
 
-    // a caller's abort ends the waiting at once, as CANCELLED
-    const ac = new AbortController();
-    setTimeout(() => ac.abort(), 400);
-    const aborted = await timed(() => pb.getPrompt("rs-cls", { signal: ac.signal }));
-    assertCode(aborted.err, "CANCELLED", 1);
-    assert.ok(aborted.ms >= 350 && aborted.ms < 1_500, `ended after ${aborted.ms} ms`);
+    it("waitForReady: waits for the server up to the deadline, then DEADLINE_EXCEEDED naming the cause; an abort ends the wait", async () => {
+      const waited = await timed(() => pb.classify([["rs-cls", POS[0]!]], { timeoutMs: 1_500 }));
+      assertCode(waited.err, "DEADLINE_EXCEEDED", 4);
+      assert.match(waited.err.message, /deadline of 1500 ms passed waiting for the server \(\d+ attempts\); last: UNAVAILABLE: .*ECONNREFUSED/);
+      assert.ok(waited.ms >= 1_300 && waited.ms < 2_500, `ended after ${waited.ms} ms`);
+
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 400);
+      const aborted = await timed(() => pb.getPrompt("rs-cls", { signal: ac.signal }));
+      assertCode(aborted.err, "CANCELLED", 1);
+      assert.ok(aborted.ms >= 350 && aborted.ms < 1_500, `ended after ${aborted.ms} ms`);
+    });
   });
 
   it("serves a read, a Classify and a create with a request id made while it was down, once it is back", async () => {
