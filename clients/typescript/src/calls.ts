@@ -25,6 +25,9 @@ export type Attempt = ConnectCallOptions & { signal: AbortSignal; timeoutMs: num
 export function attempt(options: CallOptions | undefined, defaultTimeoutMs: number, lifetime: AbortSignal): Attempt {
   const signal = options?.signal ? AbortSignal.any([options.signal, lifetime]) : lifetime;
   const retries = options?.retries;
+  if (retries !== undefined && !(Number.isInteger(retries) && retries >= 0)) {
+    throw new RangeError(`retries must be a whole number >= 0, got ${retries}`);
+  }
   return {
     timeoutMs: options?.timeoutMs ?? defaultTimeoutMs,
     signal,

@@ -34,6 +34,17 @@ export function restartSuite(live: Live): void {
       assert.deepEqual({ ...CREATES }, creates);
       assert.deepEqual([RETRY_ATTEMPTS, INITIAL_BACKOFF_MS, MAX_BACKOFF_MS, BACKOFF_MULTIPLIER], [attempts, initial * 1000, max * 1000, mult]);
     });
+
+    it("refuses a `retries` that is not a whole number >= 0 before sending anything", async () => {
+      const pb = new Client({ address: "127.0.0.1:1" });
+      try {
+        for (const retries of [-1, 1.5, Number.NaN]) {
+          await assert.rejects(pb.getPrompt("x", { retries }), { name: "RangeError", message: `retries must be a whole number >= 0, got ${retries}` });
+        }
+      } finally {
+        pb.close();
+      }
+    });
   });
 
   describe("a coordinator stopped and started again between calls", () => {
