@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from bank.codec import DEEP, INPUT, read_prompt, sha256_hex
+from bank.codec import read_prompt, sha256_hex
 from bank.models import (
     Alias,
     AliasEvent,
@@ -28,6 +28,7 @@ from bank.models import (
 )
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, NotFound
 from promptbank_api.names import PromptRef, check_name, parse_ref, version_name
+from promptbank_domain.kinds import DEEP, INPUT
 
 # ---------------------------------------------------------------- the generation (cache invalidation)
 

@@ -23,7 +23,7 @@ from bank.datasets import check_storage
 from bank.failpoints import failpoint
 from bank.models import Checkpoint, Job, JobEvent, utcnow
 from promptbank_api.errors import FailedPrecondition, NotFound
-from promptbank_api.names import TERMINAL_STATES
+from promptbank_domain.states import TERMINAL_STATES
 
 
 def create_job(

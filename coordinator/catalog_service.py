@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.struct_pb2 import Struct
 
 from bank import catalog
-from bank.codec import DEEP, encode_prompt
+from bank.codec import encode_prompt
 from bank.models import Backbone
 from bank.peft_format import ImportedPrompt, export_peft, import_peft
 from bank.writer import BankDB, Session
@@ -21,6 +21,7 @@ from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgu
 from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
+from promptbank_domain.kinds import DEEP
 from workers.protocol import BackboneInfo
 
 UPDATABLE = {"tags", "owner", "task.description"}

@@ -13,15 +13,15 @@ from google.protobuf.message import Message
 
 from bank import catalog
 from bank import models as m
-from bank.codec import DEEP, INPUT
 from bank.writer import Session
 from coordinator.limits import Limits
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.names import to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
-from workers.protocol import JobSpec
-from workers.task import POOLINGS, TaskSpec
+from promptbank_domain.jobs import JobSpec
+from promptbank_domain.kinds import DEEP, INPUT
+from promptbank_domain.task import POOLINGS, TaskSpec
 
 KIND = {DEEP: cat.PROMPT_KIND_DEEP, INPUT: cat.PROMPT_KIND_INPUT}  # bank.codec's names <-> the API's enum
 KIND_NAME = {v: k for k, v in KIND.items()}

@@ -19,8 +19,8 @@ from promptbank_api.errors import FailedPrecondition, InvalidArgument, Unavailab
 from promptbank_api.names import parse_ref, version_name
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
+from promptbank_domain.task import TaskSpec
 from workers.cache import LRU
-from workers.task import TaskSpec
 
 GENERATIVE = ("causal_lm", "seq2seq")
 MAX_NEW_TOKENS = 512

@@ -12,7 +12,6 @@ import grpc
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank.codec import DEEP, INPUT
 from bank.models import Job, Prompt
 from bank.writer import BankDB, Session
 from coordinator import auth
@@ -23,11 +22,14 @@ from coordinator.limits import Limits
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from promptbank_api.names import RESERVED_ALIASES, TERMINAL_STATES, check_name, parse_ref, strip_collection
+from promptbank_api.names import RESERVED_ALIASES, check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
-from workers.protocol import JobSpec
-from workers.task import DEFAULT_KIND, INITS, TaskSpec, TrainConfig
+from promptbank_domain.jobs import JobSpec
+from promptbank_domain.kinds import DEEP, INPUT
+from promptbank_domain.states import TERMINAL_STATES
+from promptbank_domain.task import TaskSpec
+from promptbank_domain.train_config import DEFAULT_KIND, INITS, TrainConfig
 
 NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
            "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout",

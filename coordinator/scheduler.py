@@ -24,7 +24,8 @@ from coordinator import logs
 from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
 from coordinator.pool import MAX_RESTARTS, Replica, ReplicaPool
-from workers.protocol import EventKind, JobSpec, TrainEvent, TrainRequest
+from promptbank_domain.jobs import JobSpec
+from workers.protocol import EventKind, TrainEvent, TrainRequest
 
 log = logging.getLogger("promptbank.coordinator")
 NEAREST_CANDIDATES = 64  # stored prompts scored for `init=nearest`

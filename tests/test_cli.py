@@ -117,7 +117,7 @@ def test_train_help_states_the_servers_defaults() -> None:
     """Flags left out take the server's defaults; the help must name the values the server really uses, for
     the kind a job gets when it names none and for the other."""
     from promptbank.cli import build_parser
-    from workers.task import DEFAULT_KIND, TrainConfig
+    from promptbank_domain.train_config import DEFAULT_KIND, TrainConfig
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub.choices["train"]._actions}

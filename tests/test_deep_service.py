@@ -12,14 +12,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bank.codec import DEEP, INPUT, encode_prompt, read_prompt
+from bank.codec import encode_prompt, read_prompt
 from coordinator.jobs_service import train_config
 from promptbank import Client
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
+from promptbank_domain.kinds import DEEP, INPUT
+from promptbank_domain.train_config import DEFAULT_KIND, TrainConfig
 from tests.test_cli import cli
 from tests.test_server import DATA, TOPIC, code_of, train
-from workers.task import DEFAULT_KIND, TrainConfig
 
 DEEP_HP = jp.Hyperparameters(num_virtual_tokens=3, epochs=1, batch_size=8, learning_rate=0.05,
                              prompt_kind=cat.PROMPT_KIND_DEEP)
