@@ -22,6 +22,7 @@ from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_domain.jobs import JobSpec
 from promptbank_domain.kinds import DEEP, INPUT
 from promptbank_domain.task import POOLINGS, TaskSpec
+from promptbank_domain.train_config import PARAMS, on_wire
 
 KIND = {DEEP: cat.PROMPT_KIND_DEEP, INPUT: cat.PROMPT_KIND_INPUT}  # bank.codec's names <-> the API's enum
 KIND_NAME = {v: k for k, v in KIND.items()}
@@ -108,21 +109,22 @@ def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = Fals
     )
 
 
+def hyperparameters_to_proto(spec: JobSpec) -> jp.Hyperparameters:
+    """The job's hyperparameters as it runs them, every field on the wire set (TrainConfig's table says which)."""
+    hp = spec.config
+    values: dict[str, Any] = {name: getattr(hp, name) for name in on_wire("optional", "text")}
+    values |= {name: None for name in on_wire("optional") if PARAMS[name].zero_unset and not values[name]}
+    return jp.Hyperparameters(**values | {"init": spec.init or hp.init, "prompt_kind": KIND[hp.prompt_kind]})
+
+
 def job_to_proto(j: m.Job) -> jp.TrainJob:
     spec = JobSpec.from_json(j.spec)
     hp = spec.config
     return jp.TrainJob(
         name=f"jobs/{j.id}", prompt=f"prompts/{j.prompt_name}", backbone=f"backbones/{j.backbone_name}",
-        task=task_to_proto(spec.task.to_dict()), dataset=jp.Dataset(eval_fraction=hp.eval_fraction),
-        hyperparameters=jp.Hyperparameters(
-            num_virtual_tokens=hp.num_virtual_tokens, epochs=hp.epochs, learning_rate=hp.learning_rate,
-            batch_size=hp.batch_size, seed=hp.seed, init=spec.init or hp.init, init_text=hp.init_text,
-            max_length=hp.max_length, max_steps=hp.max_steps or None, patience=hp.patience,
-            checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
-            input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
-            prompt_kind=KIND[hp.prompt_kind], prefix_projection=hp.prefix_projection,
-            max_grad_norm=hp.max_grad_norm,
-        ),
+        task=task_to_proto(spec.task.to_dict()),
+        dataset=jp.Dataset(**{name: getattr(hp, name) for name in on_wire("dataset")}),
+        hyperparameters=hyperparameters_to_proto(spec),
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
         total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},
         error=j.error, result_version=j.result_version, create_time=to_timestamp(j.created_at), start_time=to_timestamp(j.started_at),

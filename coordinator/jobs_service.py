@@ -29,30 +29,25 @@ from promptbank_domain.jobs import JobSpec
 from promptbank_domain.kinds import DEEP, INPUT
 from promptbank_domain.states import TERMINAL_STATES
 from promptbank_domain.task import TaskSpec
-from promptbank_domain.train_config import DEFAULT_KIND, INITS, TrainConfig
-
-NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
-           "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout",
-           "prefix_projection", "max_grad_norm")
+from promptbank_domain.train_config import DEFAULT_KIND, INITS, PARAMS, TrainConfig, on_wire
 
 
 def train_config(hp: jp.Hyperparameters, ds: jp.Dataset, deep_capable: bool = True) -> TrainConfig:
-    """Unset numeric fields take the defaults of the job's prompt kind and set ones are used as given (0
-    included); empty strings take the defaults. A job that names no kind gets DEFAULT_KIND, or an input prompt
-    on a backbone that cannot carry deep prompts. The dataclass validates the result and names any bad value
-    and its range."""
+    """TrainConfig's table (`PARAMS`) says where each field travels. Unset optional fields take the defaults of
+    the job's prompt kind and set ones are used as given (0 included); empty strings take the defaults. A job
+    that names no kind gets DEFAULT_KIND, or an input prompt on a backbone that cannot carry deep prompts. The
+    dataclass validates the result and names any bad value and its range."""
     unnamed = DEFAULT_KIND if deep_capable else INPUT
     kind = cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else unnamed
     base = TrainConfig.defaults(kind)
-    init = hp.init or base.init
-    over: dict[str, Any] = {name: getattr(hp, name) for name in NUMERIC if hp.HasField(name)}
-    if "max_steps" in over and over["max_steps"] < 1:
-        raise InvalidArgument(f"max_steps={over['max_steps']} is invalid: must be >= 1 (leave it unset for no cap)")
-    if ds.HasField("eval_fraction"):
-        over["eval_fraction"] = ds.eval_fraction
-    over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init,
-                init_text=hp.init_text, precision=hp.precision or base.precision,
-                select_on=hp.select_on or base.select_on)
+    over: dict[str, Any] = {name: getattr(hp, name) for name in on_wire("optional") if hp.HasField(name)}
+    over |= {name: getattr(ds, name) for name in on_wire("dataset") if ds.HasField(name)}
+    for name in on_wire("optional"):
+        if name in over and PARAMS[name].zero_unset and over[name] < 1:
+            raise InvalidArgument(f"{name}={over[name]} is invalid: must be >= 1 (leave it unset for none)")
+    over |= {name: getattr(hp, name) or getattr(base, name) for name in on_wire("text")}
+    init = over["init"]  # a stored prompt to start from is a reference (or "nearest"), not an init method
+    over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init)
     return replace(base, **over)
 
 

@@ -58,8 +58,8 @@ class Param:
         hi_ok = self.high is None or (value < self.high if self.open_high else value <= self.high)
         return bool(lo_ok and hi_ok)
 
-    def rule(self, integer: bool) -> str:
-        """The range in words, as error messages and docs give it ("" where there is none)."""
+    def rule(self, integer: bool, note: bool = True) -> str:
+        """The range in words, as error messages give it ("" where there is none); `note` adds the note."""
         if self.choices:
             text = f"one of {list(self.choices)}"
         elif self.low is None and self.high is None:
@@ -71,7 +71,7 @@ class Param:
         else:
             text = (f"in {'(' if self.open_low else '['}{show(self.low)}, {show(self.high)}"
                     f"{')' if self.open_high else ']'}")
-        return f"{text} ({self.note})" if self.note else text
+        return f"{text} ({self.note})" if self.note and note else text
 
 
 def param(default: Any, **meta: Any) -> Any:

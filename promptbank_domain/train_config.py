@@ -58,7 +58,7 @@ class TrainConfig:
                            help="text whose token embeddings start the prompt (init=text)")
     max_length: int = param(128, setting="tokens per row", help="tokens per row; longer texts are cut",
                             flag="--max-length", low=8, high=8192)
-    max_steps: int = param(0, setting="step cap", help="stop after this many steps", default_note="none (the epochs decide)",
+    max_steps: int = param(0, setting="step cap", help="stop after this many steps", default_note="none: the epochs decide",
                            flag="--max-steps", low=0, zero_unset=True)
     warmup_fraction: float = param(0.06, setting="learning-rate warmup", flag="--warmup-fraction", low=0, high=1,
                                    open_high=True, help="fraction of the steps over which the learning rate "
@@ -157,3 +157,20 @@ def default_text(name: str) -> str:
 
 def _a(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
+
+
+def markdown_table() -> str:
+    """The docs' table of training settings (docs/configuration.md holds it; a test compares the two)."""
+    lines = ["| setting | default | range | `promptbank train` flag | API field |", "|---|---|---|---|---|"]
+    for name, p in PARAMS.items():
+        if not p.setting:
+            continue
+        message = "Dataset" if p.wire == "dataset" else "Hyperparameters"
+        rule = p.rule(TYPES[name] == "int", note=False) or "—"
+        if p.choices:
+            rule = ", ".join(f"`{c}`" for c in p.choices)
+        elif p.zero_unset:
+            rule = ">= 1 (unset: no cap)"
+        flag = f"`{p.flag}{' ' + p.metavar if p.metavar else ''}`" + (f" ({p.note})" if p.note else "")
+        lines.append(f"| {p.setting} | {default_text(name)} | {rule} | {flag} | `{message}.{name}` |")
+    return "\n".join(lines) + "\n"

@@ -127,7 +127,7 @@ def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path)
     data.write_text("text,label\n" + "\n".join(f'"{t}",{lab}' for t, lab in DATA))
     out = cli(server, "train", "--task", "dp-cli", "--backbone", "tiny-enc", "--data", str(data), "--kind", "deep",
               "--virtual-tokens", "2", "--epochs", "1", "--prefix-projection", "8",
-              "--max-grad-norm", "0.5")
+              "--max-grad-norm", "0.5", "--weight-decay", "0.01", "--warmup-fraction", "0.25")
     assert out.stdout.startswith("prompts/dp-cli/versions/1")
     listing = cli(server, "prompts", "versions", "dp-cli").stdout
     assert "KIND" in listing and "deep" in listing.splitlines()[1]
@@ -136,6 +136,7 @@ def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path)
         assert v.kind == cat.PROMPT_KIND_DEEP and list(v.shape) == [2, c.get_backbone("tiny-enc").deep_prompt_width]
         job = c.list_jobs(prompt="dp-cli")[0]  # trained through the projection, stored as the prefix alone
         assert job.hyperparameters.prefix_projection == 8 and job.hyperparameters.max_grad_norm == 0.5
+        assert job.hyperparameters.weight_decay == 0.01 and job.hyperparameters.warmup_fraction == 0.25
 
 
 def test_a_job_takes_its_kinds_defaults_and_set_values_win() -> None:
