@@ -1,14 +1,17 @@
-"""A train job as stored with its row (`JobSpec`: the one reader and writer of `Job.spec`'s JSON).
+"""A train job: its spec as stored with its row (`JobSpec`, the one reader and writer of `Job.spec`'s JSON),
+and the read models the bank returns about jobs, their events and checkpoints.
 
 Bump `SPEC_VERSION` when a stored field changes meaning; `JobSpec.from_json` reads older ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.states import JobState
 from promptbank_domain.task import TaskSpec
 from promptbank_domain.train_config import TrainConfig
 
@@ -41,3 +44,53 @@ class JobSpec:
         return cls(task=TaskSpec.from_dict(d["task"]), config=TrainConfig.from_dict(d.get("config", {})),
                    aliases=tuple(d.get("aliases", ())), init_from=d.get("init_from", ""), init=d.get("init", ""),
                    data_ref=d.get("data_ref", ""), version=SPEC_VERSION)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A train job as the bank holds it (its examples and lease expiry stay in the bank)."""
+
+    id: str
+    prompt_name: str
+    backbone_name: str
+    spec: JobSpec
+    state: JobState
+    step: int = 0
+    total_steps: int = 0
+    loss: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    result_version: str = ""
+    cancel_requested: bool = False
+    attempts: int = 0  # dispatches so far
+    lease_owner: str = ""  # the coordinator running it (RUNNING only)
+    principal: str = ""  # who submitted it
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobEventRecord:
+    """One event of a job (state change, progress, eval, log); WatchTrainJob replays these."""
+
+    job_id: str
+    sequence: int
+    kind: str  # STATE_CHANGED | PROGRESS | EVAL | LOG
+    state: JobState
+    step: int = 0
+    total_steps: int = 0
+    loss: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    examples_per_second: float = 0.0
+    eta_seconds: float = 0.0
+    message: str = ""
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A job's stored training state at a step (safetensors bytes)."""
+
+    step: int
+    data: bytes

@@ -81,6 +81,37 @@ def test_the_domain_package_needs_only_the_standard_library() -> None:
     assert not bad, sorted(bad)
 
 
+def test_no_orm_outside_the_bank() -> None:
+    """SQLAlchemy, the ORM models and the session type stay in bank/: every other package gets domain types
+    and read models, and hands bank functions the opaque `Tx` that `BankDB.run`/`read` gave it."""
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) != "bank" for i in names
+           if _top(i) == "sqlalchemy" or i == "bank.models" or i.startswith("bank.models.")}
+    assert not bad, sorted(bad)
+    for m, path in MODULES.items():
+        if _top(m) != "bank":
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bank"):
+                    assert "Session" not in {a.name for a in node.names}, f"{m} imports Session from {node.module}"
+
+
+def test_bank_functions_return_no_orm_rows() -> None:
+    """What a public bank function returns is a read model, a domain type or a plain value: its return
+    annotation names no ORM class (rows stay behind the `_row` helpers)."""
+    import bank.models
+
+    orm = {name for name, obj in vars(bank.models).items() if isinstance(obj, type) and issubclass(obj, bank.models.Base)}
+    bad = []
+    for m, path in MODULES.items():
+        if _top(m) != "bank" or m in ("bank.models", "bank.reads"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and node.returns is not None:
+                names = {n.id for n in ast.walk(node.returns) if isinstance(n, ast.Name)}
+                if names & orm:
+                    bad.append(f"{m}.{node.name}")
+    assert not bad, bad
+
+
 def test_workers_use_only_the_codec_of_the_bank() -> None:
     """Workers are pure compute: they never open the database."""
     bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == "workers" for i in names
