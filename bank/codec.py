@@ -16,13 +16,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.kinds import INPUT, PROMPT_KINDS
 
 PROMPT_KEY = "prompt_embeddings"  # PEFT's key for prompt-tuning (and prefix-tuning) adapters
-# What a prompt is: "input" = (n, H) vectors before the text's embeddings (prompt tuning); "deep" = (n, width)
-# keys and values for every self-attention layer (prefix tuning). Written into the bytes' metadata, so a
-# prompt's bytes (and the sha256 every cache keys on) say what they are; bytes without it are input prompts.
-INPUT, DEEP = "input", "deep"
-PROMPT_KINDS = (INPUT, DEEP)
+# A prompt's kind (promptbank_domain.kinds) is written into the bytes' metadata, so a prompt's bytes (and the
+# sha256 every cache keys on) say what they are; bytes without it are input prompts.
 KIND_KEY = "promptbank.kind"
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK")  # pickle protocols 2-5, torch.save zip
 

@@ -43,8 +43,6 @@ from typing import Any
 import torch
 
 from bank.codec import (
-    DEEP,
-    INPUT,
     PROMPT_KEY,
     decode_prompt,
     encode_prompt,
@@ -55,6 +53,7 @@ from bank.codec import (
 from promptbank_api.errors import InvalidArgument, ResourceExhausted
 from promptbank_api.files import PEFT_CONFIG as CONFIG_NAME
 from promptbank_api.files import PEFT_WEIGHTS as WEIGHTS_NAME
+from promptbank_domain.kinds import DEEP, INPUT
 
 PEFT_VERSION = "0.21.2"  # the peft release whose save_pretrained output the export mirrors (see the tests)
 MAX_ADAPTER_BYTES = 64 << 20  # a prompt is KBs to a few MB; refuse anything far beyond that

@@ -18,14 +18,15 @@ import torch
 from _record import Record, add_flags
 from _timing import paired_medians
 
-from bank.codec import DEEP, encode_prompt, sha256_hex
+from bank.codec import encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
+from promptbank_domain.kinds import DEEP
+from promptbank_domain.task import TaskSpec
 from workers.actor import BackboneWorker
 from workers.heads import mean_pool
 from workers.protocol import ClassifyBatch
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import TaskSpec
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from coordinator.metrics import Metrics
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import Unavailable
-from workers.task import TaskSpec
+from promptbank_domain.task import TaskSpec
 
 log = logging.getLogger("promptbank.coordinator")
 

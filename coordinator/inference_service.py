@@ -4,42 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
 
 import grpc
 from ray.exceptions import RayActorError
 
 from bank import catalog
-from bank.writer import BankDB, Session
+from bank.writer import BankDB, Tx
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.config import ServerConfig
 from coordinator.metrics import Metrics
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, Unavailable
-from promptbank_api.names import parse_ref, version_name
+from promptbank_api.names import parse_ref
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
+from promptbank_domain.catalog import ServedVersion as Resolved  # what a row needs from the bank
 from workers.cache import LRU
-from workers.task import TaskSpec
 
 GENERATIVE = ("causal_lm", "seq2seq")
 MAX_NEW_TOKENS = 512
 DEFAULT_NEW_TOKENS = 32
 MAX_TEMPERATURE = 100.0
 RESOLVED_MAX = 100_000  # cached resolutions; the cache starts over past this
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """What a row needs from the bank: an immutable version, its backbone pin, its task."""
-
-    prompt: str
-    version: str
-    sha256: str
-    backbone: str
-    fingerprint: str
-    task: TaskSpec
-    n_virtual: int
 
 
 class InferenceService(inf_grpc.InferenceServicer):
@@ -89,7 +75,7 @@ class InferenceService(inf_grpc.InferenceServicer):
         only for hashes not cached here."""
         known, known_gen = self._resolved, self._generation
 
-        def q(s: Session) -> tuple[int, dict[str, Resolved], dict[str, bytes]]:
+        def q(s: Tx) -> tuple[int, dict[str, Resolved], dict[str, bytes]]:
             gen = catalog.generation(s)
             cached = known if gen == known_gen else {}
             out: dict[str, Resolved] = {}
@@ -98,12 +84,8 @@ class InferenceService(inf_grpc.InferenceServicer):
                 if ref in cached:
                     out[ref] = cached[ref]
                     continue
-                v = catalog.resolve(s, ref)
-                if v.sha256 not in self.tensors:
-                    fetched[v.sha256] = v.tensor
-                out[ref] = Resolved(v.prompt.name, version_name(v.prompt.name, v.version), v.sha256, v.backbone.name,
-                                    v.backbone_fingerprint, TaskSpec.from_dict(v.prompt.task), int(v.shape[0]))
-            for r in out.values():  # a cached resolution whose bytes left the LRU: read them by hash
+                out[ref] = catalog.resolve_served(s, ref)
+            for r in out.values():  # bytes not in the LRU (new, or evicted since): read them by hash
                 if r.sha256 not in fetched and r.sha256 not in self.tensors:
                     fetched[r.sha256] = catalog.tensor_by_sha(s, r.sha256)
             return gen, out, fetched

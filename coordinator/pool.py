@@ -21,9 +21,10 @@ from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig, is_loopba
 from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
 from promptbank_api.errors import FailedPrecondition, Unavailable
+from promptbank_domain.states import ReplicaState
+from promptbank_domain.task import TaskSpec
 from workers.actor import BackboneWorker
 from workers.protocol import BackboneInfo, ClassifyBatch, MissingPrompts
-from workers.task import TaskSpec
 
 log = logging.getLogger("promptbank.coordinator")
 MAX_RESTARTS = 3  # Ray restarts a dead replica this often, reloading its model; then it stays dead
@@ -48,14 +49,14 @@ class Replica:
     batches: int = 0  # inference batches routed here (logs, tests)
     training: set[str] = field(default_factory=set)  # job ids running here
     sent: set[str] = field(default_factory=set)  # prompt hashes this replica has been given
-    state: str = "live"  # "live", "restarting" (Ray is bringing it back) or "dead" (out of restarts)
+    state: ReplicaState = ReplicaState.LIVE
     node_id: str = ""  # the Ray node it runs on (again after a restart)
     last_used: float = field(default_factory=time.monotonic)  # last batch or job sent here (scale-down)
     _reviving: asyncio.Task[bool] | None = field(default=None, repr=False)
 
     @property
     def live(self) -> bool:
-        return self.state == "live"
+        return self.state == ReplicaState.LIVE
 
     @property
     def load(self) -> int:
@@ -208,7 +209,7 @@ class ReplicaPool:
     def _down(self, name: str) -> str:
         reps = self.get(name).replicas
         states = ", ".join(f"replica {r.index} {r.state}" for r in reps)
-        if any(r.state == "restarting" for r in reps):
+        if any(r.state == ReplicaState.RESTARTING for r in reps):
             return f"backbone {name!r} has no live replica ({states}); retry shortly"
         return (f"backbone {name!r} has no live replica ({states}): Ray gave up restarting them; another "
                 "coordinator, or this one restarted, serves it")
@@ -217,9 +218,9 @@ class ReplicaPool:
         """Ray reported the replica's actor dead: route around it until it answers again (a background probe).
         Returns the probe, which ends True once the replica is back, False when Ray gave up on it."""
         if rep._reviving is None or rep._reviving.done():
-            if rep.state == "live":
+            if rep.state == ReplicaState.LIVE:
                 log.warning("replica %d died; Ray restarts it up to %d times", rep.index, MAX_RESTARTS)
-                rep.state = "restarting"
+                rep.state = ReplicaState.RESTARTING
             rep.sent.clear()  # a restarted actor holds no prompts
             rep._reviving = asyncio.create_task(self._revive(rep), name=f"revive-{rep.index}")
         return rep._reviving
@@ -230,7 +231,7 @@ class ReplicaPool:
         while loop.time() < deadline:
             try:
                 info = await asyncio.wait_for(rep.handle.info.remote(), timeout=max(deadline - loop.time(), 0.1))
-                rep.state, rep.node_id = "live", info.node_id
+                rep.state, rep.node_id = ReplicaState.LIVE, info.node_id
                 log.info("replica %d is back, on node %s", rep.index, rep.node_id[:8])
                 return True
             except ActorDiedError:
@@ -239,7 +240,7 @@ class ReplicaPool:
                 await asyncio.sleep(0.5)
             except TimeoutError:
                 break
-        rep.state = "dead"
+        rep.state = ReplicaState.DEAD
         log.error("replica %d is dead: Ray gave up restarting it", rep.index)
         return False
 
@@ -262,7 +263,7 @@ class ReplicaPool:
                 if any(r.live for r in reps):  # only replicas tried in this call are live: they are back
                     tried.clear()
                     continue
-                waiting = [r for r in reps if r.state == "restarting"]
+                waiting = [r for r in reps if r.state == ReplicaState.RESTARTING]
                 if not waiting or not await self.wait_alive(waiting[0]):
                     raise
                 continue

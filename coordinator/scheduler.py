@@ -19,12 +19,14 @@ from ray.exceptions import RayActorError
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank.writer import BankDB, Session
+from bank.writer import BankDB, Tx
 from coordinator import logs
 from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
 from coordinator.pool import MAX_RESTARTS, Replica, ReplicaPool
-from workers.protocol import EventKind, JobSpec, TrainEvent, TrainRequest
+from promptbank_domain.jobs import JobSpec
+from promptbank_domain.states import JobState
+from workers.protocol import EventKind, TrainEvent, TrainRequest
 
 log = logging.getLogger("promptbank.coordinator")
 NEAREST_CANDIDATES = 64  # stored prompts scored for `init=nearest`
@@ -142,7 +144,7 @@ class JobScheduler:
                         why = (f"replica {replica.index} died and Ray gave up restarting it (max_restarts "
                                f"{MAX_RESTARTS}); no live replica of its backbone is left on this coordinator")
                         await self.db.run(lambda s, j=job_id, w=why: jobstore.finish(
-                            s, j, "FAILED", owner=self.owner, error=w))
+                            s, j, JobState.FAILED, owner=self.owner, error=w))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure ends the open jobs FAILED with a reason
@@ -151,7 +153,7 @@ class JobScheduler:
             for job_id in open_jobs - self._lost:
                 with contextlib.suppress(jobstore.LeaseLost):
                     await self.db.run(lambda s, j=job_id: jobstore.finish(
-                        s, j, "FAILED", owner=self.owner, error=f"{type(cause).__name__}: {cause}"))
+                        s, j, JobState.FAILED, owner=self.owner, error=f"{type(cause).__name__}: {cause}"))
         finally:
             for job_id in group:
                 replica.training.discard(job_id)
@@ -162,7 +164,7 @@ class JobScheduler:
             await self.notify()
             self.wake()
 
-    def _claim(self, s: Session, job_id: str, replica: Replica, group: int) -> tuple[TrainRequest, JobSpec] | None:
+    def _claim(self, s: Tx, job_id: str, replica: Replica, group: int) -> tuple[TrainRequest, JobSpec] | None:
         """Take the job under this coordinator's lease and gather what the worker needs: data, init prompt,
         last checkpoint. None when another coordinator (or a cancel) got there first."""
         mates = f", co-batched with {group - 1} other job(s)" if group > 1 else ""
@@ -170,9 +172,9 @@ class JobScheduler:
         if started is None:
             return None
         job, ckpt = started
-        spec = JobSpec.from_json(job.spec)
+        spec = job.spec
         init = spec.init_from
-        stored = catalog.resolve(s, init).tensor if init and init != "nearest" else None
+        stored = catalog.version_tensor(s, init) if init and init != "nearest" else None
         request = TrainRequest(job_id=job_id, task=spec.task, config=spec.config,
                                examples=datasets.decode_rows(jobstore.training_data(s, job_id)),
                                init_prompt=stored, resume=ckpt.data if ckpt else None)
@@ -230,11 +232,11 @@ class JobScheduler:
             return True
         if ev.kind is EventKind.CANCELLED:
             msg = f"cancelled at step {ev.step}; last checkpoint kept"
-            await self.db.run(lambda s: jobstore.finish(s, job_id, "CANCELLED", owner=self.owner, message=msg,
+            await self.db.run(lambda s: jobstore.finish(s, job_id, JobState.CANCELLED, owner=self.owner, message=msg,
                                                         step=ev.step))
             return True
         if ev.kind is EventKind.FAILED:
-            await self.db.run(lambda s: jobstore.finish(s, job_id, "FAILED", owner=self.owner, error=ev.error))
+            await self.db.run(lambda s: jobstore.finish(s, job_id, JobState.FAILED, owner=self.owner, error=ev.error))
             return True
         if ev.kind is EventKind.CHECKPOINT:
             await self.db.run(lambda s: jobstore.save_checkpoint(s, job_id, ev.step, ev.checkpoint, owner=self.owner))
@@ -252,7 +254,7 @@ class JobScheduler:
     async def _nearest(self, request: TrainRequest, job_id: str, replica: Replica) -> tuple[bytes | None, str]:
         """SPoT-style transfer: the stored prompt on this backbone under which the new task's data scores best."""
 
-        def candidates(s: Session) -> dict[str, bytes]:
+        def candidates(s: Tx) -> dict[str, bytes]:
             job = jobstore.get_job(s, job_id)
             return catalog.nearest_candidates(s, job.backbone_name, job.prompt_name, NEAREST_CANDIDATES,
                                               kind=request.config.prompt_kind)

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promptbank.credentials import BearerToken
 from promptbank.retry import MAX_BACKOFF_S, channel_options
-from promptbank_api.names import TERMINAL_STATES, job_name, strip_collection, to_timestamp
+from promptbank_api.names import job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -26,6 +26,7 @@ from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
+from promptbank_domain.states import TERMINAL_STATES
 
 RpcError = grpc.RpcError
 DEFAULT_SERVER = "localhost:50051"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from promptbank_domain.task import ConfigError
 from workers.backbone import CAUSAL_LM, FrozenBackbone
 from workers.generate import generate
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import ConfigError
 
 
 def greedy_from_scratch(bb: FrozenBackbone, prompt: torch.Tensor, text: str, n: int) -> list[int]:

@@ -50,7 +50,7 @@ def test_a_failing_request_does_not_fail_its_batch_mates(server, client: Client)
         task=cat.TaskSpec(labels=["a", "b"], label_words=["running", "running"]))), timeout=10)
 
     def add_version(s):  # type: ignore[no-untyped-def]
-        catalog.add_version(s, catalog.get_prompt(s, "iso-bad"), catalog.get_backbone(s, "tiny-lm"),
+        catalog.add_version(s, "iso-bad", "tiny-lm",
                           encode_prompt(torch.randn(3, 32)))
 
     server.coord.db.run_sync(add_version)

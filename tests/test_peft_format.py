@@ -24,10 +24,10 @@ from bank.codec import encode_prompt
 from bank.peft_format import ImportedPrompt, export_peft, import_peft
 from promptbank.peft_files import read_adapter, write_adapter
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import TaskSpec
 from workers.backbone import FrozenBackbone
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import TaskSpec
 
 peft = pytest.importorskip("peft")
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-from bank.codec import DEEP, encode_prompt, prompt_kind
+from bank.codec import encode_prompt, prompt_kind
 from bank.peft_format import export_peft, import_peft
 from promptbank.peft_files import read_adapter, write_adapter
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.kinds import DEEP
 from workers.backbone import FrozenBackbone
 from workers.deep_prompt import DeepPrompt, prefixes
 from workers.soft_prompt import build_batch, tokenize

@@ -8,10 +8,11 @@ import pytest
 
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
+from promptbank_domain.task import TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from tests.workers_util import train
 from workers.actor import BackboneWorker
 from workers.protocol import ClassifyBatch
-from workers.task import TaskSpec, TrainConfig
 
 TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import POOLINGS, ConfigError, TaskSpec
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 from workers.heads import Heads, mean_pool
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import POOLINGS, ConfigError, TaskSpec
 
 TEXTS = ["a good day", "this is a much longer sentence about a terrible awful film", "ok", "the cat sat on the mat"]
 

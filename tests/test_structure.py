@@ -1,4 +1,4 @@
-"""The package arrows hold: SDK -> gRPC -> coordinator -> workers -> bank, with the API package shared.
+"""The package arrows hold: SDK -> gRPC -> coordinator -> workers -> bank, with the API and domain packages shared.
 
 Read from the source (every import, including those inside functions), so a new import that breaks an
 arrow fails here instead of in a review.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("promptbank", "promptbank_api", "coordinator", "workers", "bank")
+PACKAGES = ("promptbank", "promptbank_api", "promptbank_domain", "coordinator", "workers", "bank")
 
 
 def _modules() -> dict[str, Path]:
@@ -54,20 +54,62 @@ def _ours(names: set[str]) -> set[str]:
 
 def test_the_source_tree_was_read() -> None:
     assert {"coordinator.scheduler", "workers.protocol", "bank.catalog", "promptbank.client",
-            "promptbank_api.errors"} <= set(MODULES)
+            "promptbank_api.errors", "promptbank_domain.jobs"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("package,allowed", [
     ("promptbank_api", {"promptbank_api"}),  # the contract both sides share imports nothing of ours
-    ("bank", {"bank", "promptbank_api"}),
-    ("workers", {"workers", "bank", "promptbank_api"}),
-    ("coordinator", {"coordinator", "workers", "bank", "promptbank_api"}),
-    ("promptbank", {"promptbank", "promptbank_api"}),  # the SDK reaches the server only over gRPC
+    ("promptbank_domain", {"promptbank_domain", "promptbank_api"}),  # the domain types: a leaf under all
+    ("bank", {"bank", "promptbank_domain", "promptbank_api"}),
+    ("workers", {"workers", "bank", "promptbank_domain", "promptbank_api"}),
+    ("coordinator", {"coordinator", "workers", "bank", "promptbank_domain", "promptbank_api"}),
+    ("promptbank", {"promptbank", "promptbank_domain", "promptbank_api"}),  # the SDK reaches the server only over gRPC
 ])
 def test_packages_import_only_down_the_arrows(package: str, allowed: set[str]) -> None:
     bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == package for i in _ours(names)
            if _top(i) not in allowed}
     assert not bad, f"{package} imports outside {sorted(allowed)}: {sorted(bad)}"
+
+
+def test_the_domain_package_needs_only_the_standard_library() -> None:
+    """Domain types load anywhere (the CLI, a worker, a notebook): no third-party import, not even in a function."""
+    import sys
+
+    ours = set(PACKAGES)
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == "promptbank_domain" for i in names
+           if _top(i) not in ours and _top(i) not in sys.stdlib_module_names}
+    assert not bad, sorted(bad)
+
+
+def test_no_orm_outside_the_bank() -> None:
+    """SQLAlchemy, the ORM models and the session type stay in bank/: every other package gets domain types
+    and read models, and hands bank functions the opaque `Tx` that `BankDB.run`/`read` gave it."""
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) != "bank" for i in names
+           if _top(i) == "sqlalchemy" or i == "bank.models" or i.startswith("bank.models.")}
+    assert not bad, sorted(bad)
+    for m, path in MODULES.items():
+        if _top(m) != "bank":
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bank"):
+                    assert "Session" not in {a.name for a in node.names}, f"{m} imports Session from {node.module}"
+
+
+def test_bank_functions_return_no_orm_rows() -> None:
+    """What a public bank function returns is a read model, a domain type or a plain value: its return
+    annotation names no ORM class (rows stay behind the `_row` helpers)."""
+    import bank.models
+
+    orm = {name for name, obj in vars(bank.models).items() if isinstance(obj, type) and issubclass(obj, bank.models.Base)}
+    bad = []
+    for m, path in MODULES.items():
+        if _top(m) != "bank" or m in ("bank.models", "bank.reads"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and node.returns is not None:
+                names = {n.id for n in ast.walk(node.returns) if isinstance(n, ast.Name)}
+                if names & orm:
+                    bad.append(f"{m}.{node.name}")
+    assert not bad, bad
 
 
 def test_workers_use_only_the_codec_of_the_bank() -> None:

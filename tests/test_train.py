@@ -12,11 +12,12 @@ from safetensors.torch import save as st_save
 
 from bank.codec import decode_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import ConfigError, TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from tests.workers_util import classify, train
 from workers import grouping
 from workers.actor import BackboneWorker
 from workers.protocol import TrainEvent, TrainRequest
-from workers.task import ConfigError, TaskSpec, TrainConfig
 from workers.train import Trainer, train_jobs
 
 TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
@@ -41,7 +42,7 @@ def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str]
     assert prompt.shape == (4, worker.bb.hidden_size)
     assert worker.parameter_digest() == before, "the backbone changed during prompt tuning"
     # the trained prompt is not the init: re-derive the init with the same seed and compare
-    from workers.task import TaskSpec
+    from promptbank_domain.task import TaskSpec
     from workers.train import init_prompt
 
     init = init_prompt(worker.heads, TaskSpec.from_dict(TASK), cfg, None)

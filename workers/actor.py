@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 import ray
 import torch
 
-from bank.codec import DEEP, INPUT, read_prompt
+from bank.codec import read_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.kinds import DEEP, INPUT
+from promptbank_domain.task import TaskSpec
 from workers.cache import LRU, tensor_bytes
 from workers.grouping import forward_cost, length_groups
 from workers.protocol import (
@@ -32,7 +34,6 @@ from workers.protocol import (
     TrainEvent,
     TrainRequest,
 )
-from workers.task import TaskSpec
 
 if TYPE_CHECKING:
     from workers.soft_prompt import RowPrompt

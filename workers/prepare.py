@@ -6,10 +6,11 @@ import random
 
 import torch
 
-from bank.codec import DEEP
+from promptbank_domain.kinds import DEEP
+from promptbank_domain.task import ConfigError, TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from workers.deep_prompt import activations
 from workers.heads import Heads
-from workers.task import ConfigError, TaskSpec, TrainConfig
 
 EVAL_CAP = 2000  # rows of the held-out split scored per evaluation
 

@@ -1,21 +1,18 @@
 """The worker contract: every value that crosses the Ray boundary between coordinator and workers.
 
 The coordinator builds these, a `BackboneWorker` actor consumes them and answers with them; nothing crosses
-as a string-keyed dict. `JobSpec` is also the one reader and writer of a job's stored JSON (`Job.spec` in
-the bank), so adding a field to a job is an edit here and where it is used, and a type checker connects
-them. Bump `PROTOCOL_VERSION` when a stored field changes meaning; `JobSpec.from_json` reads older ones.
+as a string-keyed dict. The domain types they carry (task, training config; a job's stored spec) are
+`promptbank_domain`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
-from promptbank_api.errors import InvalidArgument
-from workers.task import TaskSpec, TrainConfig
+from promptbank_domain.task import TaskSpec
+from promptbank_domain.train_config import TrainConfig
 
-PROTOCOL_VERSION = 1
 Example = tuple[str, str]  # (text, label)
 
 
@@ -49,34 +46,6 @@ class BackboneInfo:
     def deep_width(self) -> int:
         layers, heads, dim = self.deep
         return layers * 2 * heads * dim
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A train job as stored with its row: the task, the validated hyperparameters and where things came from."""
-
-    task: TaskSpec
-    config: TrainConfig
-    aliases: tuple[str, ...] = ()
-    init_from: str = ""  # a stored-version reference or "nearest" to start from; "" = `config.init`
-    init: str = ""  # how the prompt actually started, for lineage ("vocab", "nearest:prompts/x/versions/2 ...")
-    data_ref: str = ""  # where the examples came from, for lineage ("inline:N rows", "datasets/ID", a URI)
-    version: int = PROTOCOL_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "task": self.task.to_dict(), "config": self.config.to_dict(),
-                "aliases": list(self.aliases), "init_from": self.init_from, "init": self.init or self.init_from
-                or self.config.init, "data_ref": self.data_ref}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> JobSpec:
-        """Read a stored spec (any version so far: version 0 had no `version` key and the same fields)."""
-        version = int(d.get("version", 0))
-        if version > PROTOCOL_VERSION:
-            raise InvalidArgument(f"job spec version {version} is newer than this promptbank ({PROTOCOL_VERSION})")
-        return cls(task=TaskSpec.from_dict(d["task"]), config=TrainConfig.from_dict(d.get("config", {})),
-                   aliases=tuple(d.get("aliases", ())), init_from=d.get("init_from", ""), init=d.get("init", ""),
-                   data_ref=d.get("data_ref", ""), version=PROTOCOL_VERSION)
 
 
 @dataclass(frozen=True)

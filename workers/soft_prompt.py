@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bank.codec import DEEP, read_prompt
+from bank.codec import read_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.kinds import DEEP
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 from workers.deep_prompt import DeepPrompt, Prefixes
 
