@@ -9,13 +9,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 import ray
 from ray._private import ray_constants
+from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, RayActorError
 
 from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig, is_loopback
@@ -23,6 +24,7 @@ from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
 from coordinator.worker_client import WorkerClient
 from promptbank_api.errors import FailedPrecondition, Unavailable
+from workers.actor import BackboneWorker
 from workers.protocol import BackboneInfo, CheckTaskRequest, ClassifyBatch, GenerateRequest, MissingPrompts
 from workers.task import TaskSpec
 
@@ -67,7 +69,7 @@ class Replica:
         return self.state is ReplicaState.LIVE
 
     @property
-    def handle(self) -> Any:
+    def handle(self) -> ActorHandle[BackboneWorker]:
         """The raw Ray actor handle (tests inject faults with it; calls go through `worker`)."""
         return self.worker.handle
 
@@ -324,7 +326,7 @@ class ReplicaPool:
         rep.sent |= keys
         return out
 
-    async def generate(self, name: str, req: GenerateRequest) -> AsyncIterator[str]:
+    async def generate(self, name: str, req: GenerateRequest) -> AsyncGenerator[str, None]:
         """Stream a generation from one replica (its prompt bytes always travel along). A replica that dies
         mid-stream cannot be continued elsewhere: UNAVAILABLE, to retry the whole request."""
         rep = self.pick(name, {req.key})

@@ -56,7 +56,9 @@ class WorkerClient:
     @classmethod
     def start(cls, model: str, revision: str, options: dict[str, Any]) -> WorkerClient:
         """Create the actor (it loads its model in the background; `info()` answers once it has)."""
-        handle: ActorHandle[BackboneWorker] = ray.remote(BackboneWorker).options(**options).remote(model, revision)
+        handle = ray.remote(BackboneWorker).options(**options).remote(model, revision)
+        if not isinstance(handle, ActorHandle):  # (Ray's stubs allow a class here too)
+            raise TypeError(f"Ray started no actor: {handle!r}")
         return cls(handle)
 
     def kill(self, *, restart: bool = False) -> None:
