@@ -30,7 +30,7 @@ from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
 log = logging.getLogger("promptbank.coordinator")
 access = logging.getLogger("promptbank.rpc")
 
-REPLICA_STATES = ("live", "restarting", "dead")  # coordinator/pool.py Replica.state
+REPLICA_STATES = ("live", "restarting", "dead")  # coordinator/pool.py ReplicaState (pool imports this module)
 JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 CACHES = ("resolution", "tensor", "replica")  # see `cache` below
 JOBS_TTL_S = 5.0  # the bank's job counts are read at most this often, however many scrapers there are
