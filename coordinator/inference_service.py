@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 import grpc
-from ray.exceptions import RayActorError
 
 from bank import catalog
 from bank.writer import BankDB, Tx
@@ -20,6 +20,7 @@ from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from promptbank_domain.catalog import ServedVersion as Resolved  # what a row needs from the bank
 from workers.cache import LRU
+from workers.protocol import GenerateRequest
 
 GENERATIVE = ("causal_lm", "seq2seq")
 MAX_NEW_TOKENS = 512
@@ -33,7 +34,8 @@ class InferenceService(inf_grpc.InferenceServicer):
         self.db, self.pool, self.config = db, pool, config
         self.metrics = metrics or pool.metrics
         self.tensors: LRU[bytes] = LRU(config.prompt_cache_bytes, len)  # sha256 -> prompt bytes
-        self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms)
+        self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms,
+                                  config.batch_forward_positions)
         self.batchers: dict[str, MicroBatcher] = {}
         self._resolved: dict[str, Resolved] = {}  # ref -> resolution, valid at catalog generation `_generation`
         self._generation = -1
@@ -160,19 +162,11 @@ class InferenceService(inf_grpc.InferenceServicer):
         if arch not in GENERATIVE:
             raise FailedPrecondition(f"prompt {request.prompt!r} is on backbone {r.backbone!r} ({arch}), which cannot "
                                      f"generate; use a causal-LM or seq2seq backbone")
-        rep = self.pool.pick(r.backbone, {r.sha256})
-        rep.outstanding += 1
-        try:
-            gen = rep.handle.generate.remote(r.sha256, {r.sha256: self._bytes(r.sha256)}, request.text,
-                                             max_new, request.temperature, request.seed)
-            async for ref in gen:
-                yield inf.GenerateResponse(text=await ref)
-        except RayActorError as exc:  # mid-stream: the text so far cannot be continued elsewhere
-            self.pool.died(rep)
-            raise Unavailable(f"the replica generating for {request.prompt!r} died; retry the request") from exc
-        finally:
-            rep.outstanding -= 1
-        rep.sent.add(r.sha256)
+        call = GenerateRequest(r.sha256, {r.sha256: self._bytes(r.sha256)}, request.text, max_new,
+                               request.temperature, request.seed)
+        async with contextlib.aclosing(self.pool.generate(r.backbone, call)) as pieces:  # a caller gone ends it now
+            async for piece in pieces:
+                yield inf.GenerateResponse(text=piece)
         yield inf.GenerateResponse(done=True)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 from ray.exceptions import RayActorError
 
@@ -26,7 +27,7 @@ from coordinator.metrics import Metrics
 from coordinator.pool import MAX_RESTARTS, Replica, ReplicaPool
 from promptbank_domain.jobs import JobSpec
 from promptbank_domain.states import JobState
-from workers.protocol import EventKind, TrainEvent, TrainRequest
+from workers.protocol import CancelRequest, EventKind, InitLossesRequest, TrainEvent, TrainRequest
 
 log = logging.getLogger("promptbank.coordinator")
 NEAREST_CANDIDATES = 64  # stored prompts scored for `init=nearest`
@@ -123,7 +124,7 @@ class JobScheduler:
         log.warning("lost the lease of job %s: stopping it here, writing nothing more for it", job_id)
         if replica is not None:
             with contextlib.suppress(Exception):
-                await replica.handle.cancel.remote(job_id)
+                await replica.worker.cancel(CancelRequest(job_id))
 
     async def _run(self, group: list[str], replica: Replica) -> None:
         open_jobs = set(group)
@@ -192,8 +193,8 @@ class JobScheduler:
             request, spec = begun
             if spec.init_from == "nearest" and request.resume is None:
                 init_prompt, how = await self._nearest(request, job_id, replica)
-                request = TrainRequest(request.job_id, request.task, request.config, request.examples, init_prompt)
-                spec = JobSpec(spec.task, spec.config, spec.aliases, spec.init_from, how, spec.data_ref)
+                request = replace(request, init_prompt=init_prompt)
+                spec = replace(spec, init=how)
             requests.append(request)
             specs[job_id] = spec
         if not requests:
@@ -201,8 +202,7 @@ class JobScheduler:
         log.info("training %s on replica %d of %s", ", ".join(f"jobs/{r.job_id}" for r in requests), replica.index,
                  replica.backbone)
         await self.notify()
-        async for ref in replica.handle.train_group.remote(requests):
-            ev: TrainEvent = await ref
+        async for ev in replica.worker.train_group(requests):
             if ev.job in self._lost:
                 continue
             try:
@@ -248,7 +248,7 @@ class JobScheduler:
             s, job_id, ev.kind.value, owner=self.owner, step=ev.step, total_steps=ev.total_steps, loss=ev.loss, metrics=ev.metrics,
             examples_per_second=ev.examples_per_second, eta_seconds=ev.eta_seconds, message=message))
         if cancel:
-            await replica.handle.cancel.remote(job_id)
+            await replica.worker.cancel(CancelRequest(job_id))
         return False
 
     async def _nearest(self, request: TrainRequest, job_id: str, replica: Replica) -> tuple[bytes | None, str]:
@@ -262,8 +262,8 @@ class JobScheduler:
         cands = await self.db.run(candidates)
         if not cands:
             return None, "vocab (nearest: no stored prompt on this backbone)"
-        losses = await replica.handle.init_losses.remote(request.task, request.examples[:NEAREST_ROWS], cands,
-                                                         kind=request.config.prompt_kind)
+        losses = await replica.worker.init_losses(InitLossesRequest(request.task, request.examples[:NEAREST_ROWS],
+                                                                    cands, kind=request.config.prompt_kind))
         if not losses:
             return None, "vocab (nearest: no stored prompt fits)"
         best = min(losses, key=losses.__getitem__)
@@ -274,7 +274,7 @@ class JobScheduler:
         under another coordinator sees the flag at its next progress event)."""
         replica = self._open.get(job_id)
         if replica is not None:
-            await replica.handle.cancel.remote(job_id)
+            await replica.worker.cancel(CancelRequest(job_id))
 
     async def drain(self, timeout: float) -> None:
         """A graceful stop: take no new jobs, ask each running job for a last checkpoint (its replica stops it at
@@ -285,7 +285,7 @@ class JobScheduler:
             self._loop_task.cancel()
         for job_id, replica in list(self._open.items()):
             with contextlib.suppress(Exception):
-                await replica.handle.cancel.remote(job_id)
+                await replica.worker.cancel(CancelRequest(job_id))
         running = set(self._tasks.values())
         if running:
             await asyncio.wait(running, timeout=timeout)

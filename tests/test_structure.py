@@ -178,3 +178,23 @@ def test_every_limit_has_a_flag_and_a_documented_row() -> None:
     for flag, name in FLAGS.items():
         default = getattr(Limits(), name)
         assert f"| `{flag}` | {default:,}" in doc, f"docs/configuration.md lacks the row for {flag} ({default:,})"
+
+
+ACTOR_CALLS = {"kill", "remote", "get", "wait", "cancel", "get_actor"}  # ray.<these>: calls on actors and their results
+
+
+def test_every_actor_call_is_in_the_worker_client() -> None:
+    """coordinator/worker_client.py makes every Ray call to a replica, typed by the worker contract; no other
+    coordinator module calls `.remote(` or `ray.kill`/`ray.get`/... itself."""
+    found: dict[str, list[str]] = {}
+    for m, path in MODULES.items():
+        if _top(m) != "coordinator":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            f = node.func if isinstance(node, ast.Call) else None
+            if isinstance(f, ast.Attribute) and (f.attr == "remote" or (
+                    f.attr in ACTOR_CALLS and isinstance(f.value, ast.Name) and f.value.id == "ray")):
+                found.setdefault(m, []).append(f"{ast.unparse(f)} (line {node.lineno})")
+    assert "coordinator.worker_client" in found, "the check reads no actor call at all"
+    bad = {m: calls for m, calls in found.items() if m != "coordinator.worker_client"}
+    assert not bad, f"Ray actor calls outside coordinator/worker_client.py: {bad}"

@@ -17,7 +17,7 @@ from promptbank_domain.train_config import TrainConfig
 from tests.workers_util import classify, train
 from workers import grouping
 from workers.actor import BackboneWorker
-from workers.protocol import TrainEvent, TrainRequest
+from workers.protocol import CancelRequest, TrainEvent, TrainRequest
 from workers.train import Trainer, train_jobs
 
 TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
@@ -67,7 +67,7 @@ def test_cancel_stops_at_the_next_step(tiny_encoder: str) -> None:
     for ev in train(worker, "c", TASK, DATA, cfg):
         events.append(ev)
         if ev.kind == "PROGRESS" and ev.step == 2:
-            worker.cancel("c")
+            worker.cancel(CancelRequest("c"))
     assert events[-1].kind == "CANCELLED" and events[-1].step == 2
     assert events[-2].kind == "CHECKPOINT" and events[-2].step == 2  # the last state is kept
 

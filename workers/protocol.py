@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from promptbank_domain.kinds import INPUT
 from promptbank_domain.task import TaskSpec
 from promptbank_domain.train_config import TrainConfig
 
@@ -88,6 +89,48 @@ class ClassifyBatch:
     prompts: dict[str, bytes]
     tasks: dict[str, TaskSpec]
     max_length: int = 256
+    # The forward caps: the replica runs the rows in length-grouped forwards of at most `max_rows` rows and
+    # `max_positions` padded positions each. The coordinator sets them from its batching policy (BatchLimits in
+    # coordinator/batcher.py); these defaults serve in-process callers (tests, benches) and equal its defaults.
+    max_rows: int = 64
+    max_positions: int = 4096
+
+
+@dataclass(frozen=True)
+class CheckTaskRequest:
+    """`BackboneWorker.check_task`: can this task run on the replica's backbone (e.g. distinct label words)?"""
+
+    task: TaskSpec
+
+
+@dataclass(frozen=True)
+class InitLossesRequest:
+    """`BackboneWorker.init_losses`: score a new task's examples under stored prompts (`init_from="nearest"`)."""
+
+    task: TaskSpec
+    examples: list[Example]
+    candidates: dict[str, bytes]  # version name -> safetensors bytes of a stored prompt
+    kind: str = INPUT  # only stored prompts of this kind are scored
+    max_length: int = 128
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """`BackboneWorker.generate`: continue `text` under one prompt, streamed piece by piece."""
+
+    key: str  # the prompt's sha256
+    prompts: dict[str, bytes]  # its bytes by sha256, unless the replica holds them
+    text: str
+    max_new_tokens: int = 32
+    temperature: float = 0.0  # 0 = greedy
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """`BackboneWorker.cancel`: stop a training job at its next step, after a final checkpoint."""
+
+    job_id: str
 
 
 class MissingPrompts(KeyError):
