@@ -14,8 +14,8 @@ from workers.actor import BackboneWorker
 from workers.protocol import ClassifyBatch
 from workers.task import TaskSpec, TrainConfig
 
-# Seeded and deterministic on CPU: after 2 epochs 0.840 vs 0.787 untrained on these 400 rows (+0.053; one epoch
-# gave only +0.023), so the margin leaves 9 rows of slack; training that does nothing useful scores the untrained 0.787.
+# Seeded: after 2 epochs 0.835-0.840 (two runs) vs 0.787 untrained on these 400 rows (+0.05; one epoch
+# gave only +0.023), so the margin leaves ~7 rows of slack; training that does nothing useful scores the untrained 0.787.
 MARGIN = 0.03
 TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
 
