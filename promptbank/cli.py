@@ -17,6 +17,7 @@ import grpc
 
 from promptbank import cli_catalog, cli_tokens
 from promptbank.client import DEFAULT_SERVER, Client
+from promptbank.errors import Unauthenticated, Unavailable, typed
 from promptbank.output import emit, plural, table
 from promptbank.progress import STATE, follow, small_eval_warning, truncation_note
 from promptbank_api.errors import PromptBankError
@@ -290,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# What to check when a call fails this way (exit 1 either way); the server's message says the rest.
+HINTS = {Unauthenticated: "pass --token-file or set PROMPTBANK_TOKEN",
+         Unavailable: "retry later; if it persists, check --server and --tls-ca"}
+
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "jobs": cmd_jobs,
             "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones, "tokens": cli_tokens.cmd_tokens}
 
@@ -312,8 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(a.server, timeout=a.timeout, token=read_token(a.token_file), tls_ca=a.tls_ca,
                     tls_cert=a.tls_cert, tls_key=a.tls_key) as client:
             return COMMANDS[a.cmd](a, client)
-    except grpc.RpcError as err:
-        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    except grpc.RpcError as err:  # the client raises promptbank.errors' classes; typed() types any other
+        failed = typed(err)
+        hint = HINTS.get(type(failed))
+        print(f"error: {failed}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 1
     except Interrupted as stop:
         print(f"\ninterrupted: {stop.message}", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import peft  # a dev dependency: missing, these tests fail
 import pytest
 import torch
 from safetensors.torch import save as st_save
@@ -29,7 +30,6 @@ from workers.backbone import FrozenBackbone
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, tokenize
 
-peft = pytest.importorskip("peft")
 
 def read_dir(path: Path) -> ImportedPrompt:
     """An adapter folder as the CLI sends it and the server reads it."""

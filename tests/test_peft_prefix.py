@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import PeftModel, PrefixTuningConfig, get_peft_model  # a dev dependency: missing, these tests fail
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
 from bank.codec import encode_prompt, prompt_kind
@@ -19,9 +20,6 @@ from promptbank_domain.kinds import DEEP
 from workers.backbone import FrozenBackbone
 from workers.deep_prompt import DeepPrompt, prefixes
 from workers.soft_prompt import build_batch, tokenize
-
-peft = pytest.importorskip("peft")
-from peft import PeftModel, PrefixTuningConfig, get_peft_model  # noqa: E402
 
 TASK = {"labels": ["negative", "positive"], "label_words": ["bad", "good"], "kind": "classification"}
 TEXTS = ["what a great day", "this is awful and i want my money back right now", "ok"]
