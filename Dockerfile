@@ -35,6 +35,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY promptbank ./promptbank
 COPY promptbank_api ./promptbank_api
+COPY promptbank_domain ./promptbank_domain
 COPY promptbank_kinds ./promptbank_kinds
 COPY coordinator ./coordinator
 COPY workers ./workers

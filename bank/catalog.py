@@ -1,7 +1,9 @@
 """The prompt catalog over one SQLAlchemy session: backbones, prompts, immutable versions, aliases, request ids.
 
-Every function takes the caller's session (one per RPC); the caller commits. Functions raise the domain
-errors of :mod:`promptbank_api.errors` with messages that name the bad value.
+Every function takes the caller's session (one per RPC); the caller commits. Public functions take names and
+domain types and return read models (bank/reads.py builds them): no ORM row leaves the bank. The `_row`
+helpers below are the bank's own. Functions raise the domain errors of :mod:`promptbank_api.errors` with
+messages that name the bad value.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 import promptbank_kinds as kinds
+from bank import reads
 from bank.codec import read_prompt, sha256_hex
 from bank.models import (
     Alias,
@@ -29,6 +32,14 @@ from bank.models import (
 )
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, NotFound
 from promptbank_api.names import PromptRef, check_name, parse_ref, version_name
+from promptbank_domain.catalog import (
+    AliasEventRecord,
+    BackboneRecord,
+    PromptRecord,
+    ServedVersion,
+    VersionRecord,
+)
+from promptbank_domain.task import TaskSpec
 
 # ---------------------------------------------------------------- the generation (cache invalidation)
 
@@ -61,7 +72,7 @@ def tensor_by_sha(s: Session, sha256: str) -> bytes:
 def upsert_backbone(
     s: Session, name: str, *, model: str, revision: str, architecture: str, hidden_size: int, fingerprint: str,
     deep: tuple[int, int, int] = (0, 0, 0),
-) -> Backbone:
+) -> BackboneRecord:
     """Register a backbone or refresh its row (a changed fingerprint makes old versions refuse to run)."""
     check_name("backbone", name)
     bb = s.scalar(select(Backbone).where(Backbone.name == name))
@@ -72,44 +83,58 @@ def upsert_backbone(
     bb.hidden_size, bb.fingerprint = hidden_size, fingerprint
     bb.deep_layers, bb.deep_kv_heads, bb.deep_head_dim = deep  # (layers, key/value heads, head width)
     s.flush()
-    return bb
+    return reads.backbone(bb)
 
 
-def get_backbone(s: Session, name: str) -> Backbone:
+def _backbone_row(s: Session, name: str) -> Backbone:
     bb = s.scalar(select(Backbone).where(Backbone.name == name))
     if bb is None:
         raise NotFound(f"backbone {name!r} not found")
     return bb
 
 
-def list_backbones(s: Session, offset: int, limit: int) -> Sequence[Backbone]:
-    return s.scalars(select(Backbone).order_by(Backbone.name).offset(offset).limit(limit)).all()
+def get_backbone(s: Session, name: str) -> BackboneRecord:
+    return reads.backbone(_backbone_row(s, name))
+
+
+def list_backbones(s: Session, offset: int, limit: int) -> list[BackboneRecord]:
+    return [reads.backbone(bb) for bb in
+            s.scalars(select(Backbone).order_by(Backbone.name).offset(offset).limit(limit)).all()]
 
 
 # ---------------------------------------------------------------- prompts
 
 
-def create_prompt(s: Session, name: str, task: dict[str, Any], tags: list[str] | None = None, owner: str = "",
-                  created_by: str = "") -> Prompt:
+def create_prompt(s: Session, name: str, task: TaskSpec, tags: list[str] | None = None, owner: str = "",
+                  created_by: str = "") -> PromptRecord:
     """A new prompt; `created_by` is the principal creating it (its trainer-owner), `owner` a display field."""
     check_name("prompt", name)
     if s.scalar(select(Prompt.id).where(Prompt.name == name)) is not None:
         raise AlreadyExists(f"prompt {name!r} already exists")
-    p = Prompt(name=name, task=task, tags=sorted(set(tags or [])), owner=owner, created_by=created_by)
+    p = Prompt(name=name, task=task.to_dict(), tags=sorted(set(tags or [])), owner=owner, created_by=created_by)
     s.add(p)
     s.flush()
-    return p
+    return reads.prompt(s, p)
 
 
-def find_prompt(s: Session, name: str) -> Prompt | None:
+def _find_prompt_row(s: Session, name: str) -> Prompt | None:
     return s.scalar(select(Prompt).where(Prompt.name == name))
 
 
-def get_prompt(s: Session, name: str) -> Prompt:
-    p = find_prompt(s, name)
+def _prompt_row(s: Session, name: str) -> Prompt:
+    p = _find_prompt_row(s, name)
     if p is None:
         raise NotFound(f"prompt {name!r} not found")
     return p
+
+
+def find_prompt(s: Session, name: str) -> PromptRecord | None:
+    p = _find_prompt_row(s, name)
+    return None if p is None else reads.prompt(s, p)
+
+
+def get_prompt(s: Session, name: str) -> PromptRecord:
+    return reads.prompt(s, _prompt_row(s, name))
 
 
 def _json_list_has(s: Session, column: Any, value: str, path: str = "") -> Any | None:
@@ -128,7 +153,7 @@ def _json_list_has(s: Session, column: Any, value: str, path: str = "") -> Any |
 def list_prompts(
     s: Session, offset: int, limit: int, tag: str = "", backbone: str = "", label: str = "",
     created_after: datetime | None = None,
-) -> Sequence[Prompt]:
+) -> list[PromptRecord]:
     """A page of prompts by name; `tag`/`label` keep those whose tags/labels hold it, `backbone` those with a
     version on it, `created_after` those created later."""
     q = select(Prompt).order_by(Prompt.name)
@@ -151,14 +176,14 @@ def list_prompts(
             q = q.where(cond)
     if python_filters:
         rows = [p for p in s.scalars(q).all() if all(v in get(p) for v, get in python_filters)]
-        return rows[offset : offset + limit]
-    return s.scalars(q.offset(offset).limit(limit)).all()
+        return [reads.prompt(s, p) for p in rows[offset : offset + limit]]
+    return [reads.prompt(s, p) for p in s.scalars(q.offset(offset).limit(limit)).all()]
 
 
 def update_prompt(s: Session, name: str, *, tags: list[str] | None = None, owner: str | None = None,
-                  description: str | None = None) -> Prompt:
+                  description: str | None = None) -> PromptRecord:
     """Change what a prompt's update_mask names (None: leave it)."""
-    p = get_prompt(s, name)
+    p = _prompt_row(s, name)
     if tags is not None:
         p.tags = sorted(set(tags))
     if owner is not None:
@@ -166,11 +191,11 @@ def update_prompt(s: Session, name: str, *, tags: list[str] | None = None, owner
     if description is not None:
         p.task = {**p.task, "description": description}
     s.flush()
-    return p
+    return reads.prompt(s, p)
 
 
 def delete_prompt(s: Session, name: str, force: bool) -> None:
-    p = get_prompt(s, name)
+    p = _prompt_row(s, name)
     if p.versions and not force:
         n = len(p.versions)
         raise FailedPrecondition(f"prompt {name!r} has {n} version{'' if n == 1 else 's'}; delete with force "
@@ -184,6 +209,24 @@ def delete_prompt(s: Session, name: str, force: bool) -> None:
 
 def add_version(
     s: Session,
+    prompt: str,
+    backbone: str,
+    tensor: bytes,
+    *,
+    metrics: dict[str, float] | None = None,
+    lineage: dict[str, str] | None = None,
+    aliases: Sequence[str] = (),
+    principal: str = "",
+) -> VersionRecord:
+    """Commit-ready new immutable version of prompt `prompt` on backbone `backbone` (tensor + metadata in the
+    caller's one transaction); moves `latest` and `aliases` to it."""
+    v = _add_version_row(s, _prompt_row(s, prompt), _backbone_row(s, backbone), tensor, metrics=metrics,
+                         lineage=lineage, aliases=aliases, principal=principal)
+    return reads.version(s, v)
+
+
+def _add_version_row(
+    s: Session,
     prompt: Prompt,
     backbone: Backbone,
     tensor: bytes,
@@ -193,9 +236,8 @@ def add_version(
     aliases: Sequence[str] = (),
     principal: str = "",
 ) -> PromptVersion:
-    """Commit-ready new immutable version (tensor + metadata in the caller's one transaction); moves `latest`."""
     t, kind = read_prompt(tensor)
-    misfit = kinds.misfit(kind, int(t.shape[1]), backbone.geometry, backbone.name)
+    misfit = kinds.misfit(kind, int(t.shape[1]), reads.backbone(backbone).geometry, backbone.name)
     if misfit:
         raise FailedPrecondition(misfit)
     # One atomic bump, not read-then-write: it row-locks the prompt (PostgreSQL) or takes the write lock
@@ -223,23 +265,41 @@ def add_version(
     s.add(v)
     s.flush()
     for alias in ["latest", *aliases]:
-        set_alias(s, prompt, alias, v, principal)
+        _set_alias_row(s, prompt, alias, v, principal)
     return v
 
 
-def get_version(s: Session, prompt: Prompt, number: int) -> PromptVersion:
+def _version_row(s: Session, prompt: Prompt, number: int) -> PromptVersion:
     v = s.scalar(select(PromptVersion).where(PromptVersion.prompt_id == prompt.id, PromptVersion.version == number))
     if v is None:
         raise NotFound(f"version {number} of prompt {prompt.name!r} not found")
     return v
 
 
-def resolve(s: Session, ref: str | PromptRef) -> PromptVersion:
-    """Resolve a prompt reference to its immutable version."""
+def get_version(s: Session, prompt: str, number: int) -> VersionRecord:
+    return reads.version(s, _version_row(s, _prompt_row(s, prompt), number))
+
+
+def resolve(s: Session, ref: str | PromptRef, *, tensor: bool = False) -> VersionRecord:
+    """Resolve a prompt reference to its immutable version (`tensor`: with its bytes)."""
+    return reads.version(s, _resolve_row(s, ref), tensor=tensor)
+
+
+def resolve_served(s: Session, ref: str | PromptRef) -> ServedVersion:
+    """What serving needs of the version a reference names (no aliases, no bytes: the caller caches those)."""
+    return reads.served(_resolve_row(s, ref))
+
+
+def version_tensor(s: Session, ref: str | PromptRef) -> bytes:
+    """The safetensors bytes of the version a reference names."""
+    return _resolve_row(s, ref).tensor
+
+
+def _resolve_row(s: Session, ref: str | PromptRef) -> PromptVersion:
     r = parse_ref(ref) if isinstance(ref, str) else ref
-    p = get_prompt(s, r.prompt)
+    p = _prompt_row(s, r.prompt)
     if r.version is not None:
-        return get_version(s, p, r.version)
+        return _version_row(s, p, r.version)
     a = s.scalar(select(Alias).where(Alias.prompt_id == p.id, Alias.name == r.alias))
     if a is None:
         if r.alias == "latest":
@@ -249,10 +309,11 @@ def resolve(s: Session, ref: str | PromptRef) -> PromptVersion:
 
 
 def list_versions(
-    s: Session, prompt: Prompt, offset: int, limit: int, backbone: str = "", tag: str = "",
+    s: Session, prompt_name: str, offset: int, limit: int, backbone: str = "", tag: str = "",
     created_after: datetime | None = None,
-) -> Sequence[PromptVersion]:
+) -> list[VersionRecord]:
     """A page of one prompt's versions, newest first, optionally filtered."""
+    prompt = _prompt_row(s, prompt_name)
     q = select(PromptVersion).where(PromptVersion.prompt_id == prompt.id).order_by(PromptVersion.version.desc())
     if backbone:
         q = q.where(PromptVersion.backbone_id == select(Backbone.id).where(Backbone.name == backbone).scalar_subquery())
@@ -262,24 +323,24 @@ def list_versions(
         cond = _json_list_has(s, PromptVersion.tags, tag)
         if cond is None:
             rows = [v for v in s.scalars(q).all() if tag in (v.tags or [])]
-            return rows[offset : offset + limit]
+            return [reads.version(s, v) for v in rows[offset : offset + limit]]
         q = q.where(cond)
-    return s.scalars(q.offset(offset).limit(limit)).all()
+    return [reads.version(s, v) for v in s.scalars(q.offset(offset).limit(limit)).all()]
 
 
-def set_version_tags(s: Session, ref: str, tags: list[str]) -> PromptVersion:
+def set_version_tags(s: Session, ref: str, tags: list[str]) -> VersionRecord:
     """A version is immutable but for its tags."""
-    v = resolve(s, ref)
+    v = _resolve_row(s, ref)
     v.tags = sorted(set(tags))
     s.flush()
-    return v
+    return reads.version(s, v)
 
 
 def nearest_candidates(s: Session, backbone: str, exclude_prompt: str, limit: int, kind: str = kinds.UNMARKED
                        ) -> dict[str, bytes]:
     """The latest version of up to `limit` other prompts of `kind` on this backbone (and its current weights),
     newest first, by version name: the stored prompts a new task may start from (`init=nearest`)."""
-    bb = get_backbone(s, backbone)
+    bb = _backbone_row(s, backbone)
     rows = s.scalars(
         select(PromptVersion).join(Prompt).where(
             PromptVersion.backbone_id == bb.id, PromptVersion.backbone_fingerprint == bb.fingerprint,
@@ -289,19 +350,16 @@ def nearest_candidates(s: Session, backbone: str, exclude_prompt: str, limit: in
     return {version_name(v.prompt.name, v.version): v.tensor for v in rows}
 
 
-def version_aliases(s: Session, v: PromptVersion) -> list[str]:
-    return sorted(s.scalars(select(Alias.name).where(Alias.version_id == v.id)).all())
-
-
-def delete_version(s: Session, v: PromptVersion, force: bool) -> None:
-    names = version_aliases(s, v)
+def delete_version(s: Session, ref: str, force: bool) -> None:
+    v = _resolve_row(s, ref)
+    names = reads.version_aliases(s, v.id)
     if names and not force:
         raise FailedPrecondition(
             f"version {v.version} of prompt {v.prompt.name!r} is pointed at by alias{'' if len(names) == 1 else 'es'} "
             f"{names}; move {'it' if len(names) == 1 else 'them'} or delete with force (the CLI's --force)"
         )
     for name in names:
-        delete_alias(s, v.prompt, name)
+        _delete_alias_row(s, v.prompt, name)
     s.delete(v)
     s.flush()
 
@@ -309,7 +367,15 @@ def delete_version(s: Session, v: PromptVersion, force: bool) -> None:
 # ---------------------------------------------------------------- aliases
 
 
-def set_alias(s: Session, prompt: Prompt, name: str, v: PromptVersion, principal: str = "") -> Alias:
+def set_alias(s: Session, prompt: str, name: str, version: int, principal: str = "") -> VersionRecord:
+    """Point alias `name` of `prompt` at its version number `version`; returns that version."""
+    p = _prompt_row(s, prompt)
+    v = _version_row(s, p, version)
+    _set_alias_row(s, p, name, v, principal)
+    return reads.version(s, v)
+
+
+def _set_alias_row(s: Session, prompt: Prompt, name: str, v: PromptVersion, principal: str = "") -> Alias:
     check_name("alias", name)
     a = s.scalar(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == name))
     before = a.version.version if a is not None else 0
@@ -325,7 +391,11 @@ def set_alias(s: Session, prompt: Prompt, name: str, v: PromptVersion, principal
     return a
 
 
-def delete_alias(s: Session, prompt: Prompt, name: str, principal: str = "") -> None:
+def delete_alias(s: Session, prompt: str, name: str, principal: str = "") -> None:
+    _delete_alias_row(s, _prompt_row(s, prompt), name, principal)
+
+
+def _delete_alias_row(s: Session, prompt: Prompt, name: str, principal: str = "") -> None:
     a = s.scalar(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == name))
     if a is None:
         raise NotFound(f"alias {name!r} of prompt {prompt.name!r} not found")
@@ -335,17 +405,9 @@ def delete_alias(s: Session, prompt: Prompt, name: str, principal: str = "") -> 
     s.flush()
 
 
-def alias_map(s: Session, prompt: Prompt) -> dict[str, int]:
-    rows = s.execute(
-        select(Alias.name, PromptVersion.version).join(PromptVersion, Alias.version_id == PromptVersion.id)
-        .where(Alias.prompt_id == prompt.id)
-    ).all()
-    return {name: number for name, number in rows}
-
-
-def alias_history(s: Session, prompt: Prompt, offset: int, limit: int) -> Sequence[AliasEvent]:
-    q = select(AliasEvent).where(AliasEvent.prompt_id == prompt.id).order_by(AliasEvent.id.desc())
-    return s.scalars(q.offset(offset).limit(limit)).all()
+def alias_history(s: Session, prompt: str, offset: int, limit: int) -> list[AliasEventRecord]:
+    q = select(AliasEvent).where(AliasEvent.prompt_id == _prompt_row(s, prompt).id).order_by(AliasEvent.id.desc())
+    return [reads.alias_event(e) for e in s.scalars(q.offset(offset).limit(limit)).all()]
 
 
 # ---------------------------------------------------------------- idempotency (AIP-155)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from bank.catalog import remember_request, seen_request
 from bank.models import Dataset, DatasetChunk, Job
 from promptbank_api.errors import NotFound, PermissionDenied, ResourceExhausted
+from promptbank_domain.tokens import DatasetRecord
 
 Rows = list[tuple[str, str]]
 SPOOL_BYTES = 1 << 20  # an upload past this goes to disk while it streams in
@@ -83,7 +84,7 @@ def check_storage(s: Session, principal: str, adding: int, quota: int, what: str
                                 f"wait for your jobs to end, or ask an admin")
 
 
-def save_upload(s: Session, spool: UploadSpool, request_id: str, principal: str, quota: int) -> Dataset:
+def save_upload(s: Session, spool: UploadSpool, request_id: str, principal: str, quota: int) -> DatasetRecord:
     """Store an upload piece by piece; a retry by the same principal with the same request_id and content
     returns the first one (AIP-155). RESOURCE_EXHAUSTED when it would take what the principal stores past
     `quota` bytes."""
@@ -101,10 +102,19 @@ def save_upload(s: Session, spool: UploadSpool, request_id: str, principal: str,
         s.flush()
         s.expunge(chunk)  # written: let the piece go
     remember_request(s, request_id, "UploadDataset", spool.digest, f"datasets/{ds.id}", principal=principal)
-    return ds
+    return _record(ds)
 
 
-def get_dataset(s: Session, data_id: str) -> Dataset:
+def _record(ds: Dataset) -> DatasetRecord:
+    return DatasetRecord(id=ds.id, rows=ds.rows, label_counts={k: int(v) for k, v in ds.label_counts.items()},
+                         principal=ds.principal, size=ds.size)
+
+
+def get_dataset(s: Session, data_id: str) -> DatasetRecord:
+    return _record(_dataset_row(s, data_id))
+
+
+def _dataset_row(s: Session, data_id: str) -> Dataset:
     ds = s.get(Dataset, data_id)
     if ds is None:
         raise NotFound(f"dataset 'datasets/{data_id}' not found; upload it with UploadDataset first")
@@ -114,7 +124,7 @@ def get_dataset(s: Session, data_id: str) -> Dataset:
 def dataset_rows(s: Session, data_id: str, principal: str | None) -> Rows:
     """An upload's rows, for `principal` (None: any, an admin). Another principal's upload is PERMISSION_DENIED
     before a row is read, so nothing of it (a label) can reach an error message."""
-    ds = get_dataset(s, data_id)
+    ds = _dataset_row(s, data_id)
     if principal is not None and ds.principal != principal:
         raise PermissionDenied(f"dataset 'datasets/{data_id}' was uploaded by another principal; a trainer trains "
                                f"only on its own uploads (upload the rows yourself)")

@@ -5,7 +5,7 @@ A running job is leased by one coordinator (owner id + expiry, renewed by its he
 compare-and-set, every later write checks the lease (`_leased`), and only a lapsed lease lets another
 coordinator requeue the job (`reclaim_expired`). So a job never runs under two coordinators at once, and a
 coordinator that lost a lease writes nothing more for it. Every move out of a state checks the job has not
-already ended, here and nowhere else.
+already ended, here and nowhere else. Public functions return read models (`JobRecord`, ...), never rows.
 """
 
 from __future__ import annotations
@@ -13,17 +13,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from bank.catalog import add_version, get_backbone, get_prompt, remember_request, seen_request, version_name
+from bank import reads
+from bank.catalog import (
+    _add_version_row,
+    _backbone_row,
+    _prompt_row,
+    remember_request,
+    seen_request,
+    version_name,
+)
 from bank.datasets import check_storage
 from bank.failpoints import failpoint
 from bank.models import Checkpoint, Job, JobEvent, utcnow
 from promptbank_api.errors import FailedPrecondition, NotFound
-from promptbank_api.names import TERMINAL_STATES
+from promptbank_domain.jobs import CheckpointRecord, JobEventRecord, JobRecord, JobSpec
+from promptbank_domain.states import TERMINAL_STATES, JobState
 
 
 def create_job(
@@ -31,7 +39,7 @@ def create_job(
     *,
     prompt_name: str,
     backbone_name: str,
-    spec: dict[str, Any],
+    spec: JobSpec,
     examples: bytes,
     request_id: str = "",
     request_hash: str = "",
@@ -39,7 +47,7 @@ def create_job(
     principal: str = "",
     inline: bool = False,
     quota: int | None = None,
-) -> tuple[Job, bool]:
+) -> tuple[JobRecord, bool]:
     """Insert a QUEUED job; returns (job, created). A repeated request_id from the same principal returns the
     first job (AIP-155). `note` joins the "queued" event (e.g. the rows a data file left out). `inline`: the
     examples came in the request, so they count against the principal's storage `quota` while the job lives."""
@@ -49,24 +57,29 @@ def create_job(
     inline_bytes = len(examples) if inline else 0
     if inline_bytes and quota is not None:
         check_storage(s, principal, inline_bytes, quota, "inline examples")
-    job = Job(id=uuid.uuid4().hex[:16], prompt_name=prompt_name, backbone_name=backbone_name, spec=spec,
-              examples=examples, state="QUEUED", created_at=utcnow(), principal=principal, inline_bytes=inline_bytes)
+    job = Job(id=uuid.uuid4().hex[:16], prompt_name=prompt_name, backbone_name=backbone_name, spec=spec.to_json(),
+              examples=examples, state=JobState.QUEUED, created_at=utcnow(), principal=principal,
+              inline_bytes=inline_bytes)
     s.add(job)
     s.flush()
-    add_event(s, job, "STATE_CHANGED", message=f"queued; {note}" if note else "queued")
+    _add_event(s, job, "STATE_CHANGED", message=f"queued; {note}" if note else "queued")
     remember_request(s, request_id, "CreateTrainJob", request_hash, f"jobs/{job.id}", principal=principal)
-    return job, True
+    return reads.job(job), True
 
 
-def get_job(s: Session, job_id: str) -> Job:
+def _job_row(s: Session, job_id: str) -> Job:
     job = s.get(Job, job_id)
     if job is None:
         raise NotFound(f"job 'jobs/{job_id}' not found")
     return job
 
 
+def get_job(s: Session, job_id: str) -> JobRecord:
+    return reads.job(_job_row(s, job_id))
+
+
 def list_jobs(s: Session, offset: int, limit: int, state: str = "", prompt: str = "", principal: str | None = None
-              ) -> Sequence[Job]:
+              ) -> list[JobRecord]:
     """A page of jobs, newest first; `principal` keeps only the jobs it submitted."""
     q = select(Job).order_by(Job.created_at.desc(), Job.id)
     if principal is not None:
@@ -75,7 +88,7 @@ def list_jobs(s: Session, offset: int, limit: int, state: str = "", prompt: str 
         q = q.where(Job.state == state)
     if prompt:
         q = q.where(Job.prompt_name == prompt)
-    return s.scalars(q.offset(offset).limit(limit)).all()
+    return [reads.job(j) for j in s.scalars(q.offset(offset).limit(limit)).all()]
 
 
 def count_by_state(s: Session) -> dict[str, int]:
@@ -83,38 +96,39 @@ def count_by_state(s: Session) -> dict[str, int]:
     return {state: n for state, n in s.execute(select(Job.state, func.count()).group_by(Job.state))}
 
 
-def queued_jobs(s: Session) -> Sequence[Job]:
-    return s.scalars(select(Job).where(Job.state == "QUEUED").order_by(Job.created_at, Job.id)).all()
+def queued_jobs(s: Session) -> list[JobRecord]:
+    return [reads.job(j) for j in
+            s.scalars(select(Job).where(Job.state == JobState.QUEUED).order_by(Job.created_at, Job.id)).all()]
 
 
-def set_state(
-    s: Session, job: Job, state: str, *, message: str = "", error: str = "", metrics: dict[str, float] | None = None
+def _set_state(
+    s: Session, job: Job, state: JobState, *, message: str = "", error: str = "", metrics: dict[str, float] | None = None
 ) -> JobEvent:
     if job.state in TERMINAL_STATES:
         raise FailedPrecondition(f"job 'jobs/{job.id}' already ended {job.state}")
     job.state = state
-    if state == "RUNNING" and job.started_at is None:
+    if state == JobState.RUNNING and job.started_at is None:
         job.started_at = utcnow()
     if state in TERMINAL_STATES:  # its examples are needed no more: drop them (and free its principal's quota)
         job.ended_at = utcnow()
         job.examples, job.inline_bytes = b"", 0
     if error:
         job.error = error
-    return add_event(s, job, "STATE_CHANGED", message=message or error, metrics=metrics)
+    return _add_event(s, job, "STATE_CHANGED", message=message or error, metrics=metrics)
 
 
-def request_cancel(s: Session, job: Job) -> bool:
-    """Mark for cancellation. A QUEUED job ends at once (True); a RUNNING one stops at its next step."""
+def request_cancel(s: Session, job_id: str) -> JobRecord:
+    """Mark for cancellation: a QUEUED job ends at once; a RUNNING one stops at its next step. Returns the job."""
+    job = _job_row(s, job_id)
     if job.state in TERMINAL_STATES:
         raise FailedPrecondition(f"job 'jobs/{job.id}' already ended {job.state}")
     job.cancel_requested = True
-    if job.state == "QUEUED":
-        set_state(s, job, "CANCELLED", message="cancelled before it started")
-        return True
-    return False
+    if job.state == JobState.QUEUED:
+        _set_state(s, job, JobState.CANCELLED, message="cancelled before it started")
+    return reads.job(job)
 
 
-def add_event(
+def _add_event(
     s: Session,
     job: Job,
     kind: str,
@@ -167,14 +181,19 @@ def store_checkpoint(s: Session, job_id: str, step: int, data: bytes) -> None:
     s.flush()
 
 
-def latest_checkpoint(s: Session, job_id: str) -> Checkpoint | None:
+def _latest_checkpoint_row(s: Session, job_id: str) -> Checkpoint | None:
     q = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
     return s.scalars(q.limit(1)).first()
 
 
-def events_after(s: Session, job_id: str, sequence: int) -> Sequence[JobEvent]:
+def latest_checkpoint(s: Session, job_id: str) -> CheckpointRecord | None:
+    c = _latest_checkpoint_row(s, job_id)
+    return None if c is None else CheckpointRecord(step=c.step, data=c.data)
+
+
+def events_after(s: Session, job_id: str, sequence: int) -> list[JobEventRecord]:
     q = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.sequence > sequence).order_by(JobEvent.sequence)
-    return s.scalars(q).all()
+    return [reads.job_event(e) for e in s.scalars(q).all()]
 
 
 # ---------------------------------------------------------------- the lifecycle a scheduler drives
@@ -202,36 +221,37 @@ def _leased(s: Session, job_id: str, owner: str) -> Job | None:
         raise NotFound(f"job 'jobs/{job_id}' not found")
     if job.state in TERMINAL_STATES:
         return None
-    if job.state != "RUNNING" or job.lease_owner != owner:
+    if job.state != JobState.RUNNING or job.lease_owner != owner:
         raise LeaseLost(f"job 'jobs/{job_id}' is {job.state} under {job.lease_owner or 'no coordinator'}, not {owner}")
     return job
 
 
-def claim(s: Session, job_id: str, owner: str, lease_s: float, where: str) -> tuple[Job, Checkpoint | None] | None:
+def claim(s: Session, job_id: str, owner: str, lease_s: float, where: str
+          ) -> tuple[JobRecord, CheckpointRecord | None] | None:
     """Take a QUEUED job for one more attempt under `owner`'s lease: a compare-and-set on the state, so of two
     coordinators claiming one job exactly one wins. Returns it with its last checkpoint, or None when it was
     not QUEUED any more (another coordinator won, or it was cancelled meanwhile). `where` goes in its event."""
-    won = s.execute(update(Job).where(Job.id == job_id, Job.state == "QUEUED")
-                    .values(state="RUNNING", lease_owner=owner, lease_expires_at=_lease_end(lease_s),
+    won = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED)
+                    .values(state=JobState.RUNNING, lease_owner=owner, lease_expires_at=_lease_end(lease_s),
                             attempts=Job.attempts + 1)
                     .execution_options(synchronize_session=False)).rowcount
     if won != 1:
         return None
-    job = get_job(s, job_id)
+    job = _job_row(s, job_id)
     s.refresh(job)
     if job.started_at is None:
         job.started_at = utcnow()
     ckpt = latest_checkpoint(s, job_id)
     how = f"resuming from step {ckpt.step}" if ckpt else "starting"
-    add_event(s, job, "STATE_CHANGED", message=f"{how} {where} under {owner} (attempt {job.attempts})")
-    return job, ckpt
+    _add_event(s, job, "STATE_CHANGED", message=f"{how} {where} under {owner} (attempt {job.attempts})")
+    return reads.job(job), ckpt
 
 
 def renew_leases(s: Session, owner: str, job_ids: Collection[str], lease_s: float) -> set[str]:
     """The heartbeat: extend `owner`'s leases on these jobs; returns the ids it still holds (renewed)."""
     if not job_ids:
         return set()
-    held = set(s.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.state == "RUNNING",
+    held = set(s.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.state == JobState.RUNNING,
                                               Job.lease_owner == owner).with_for_update()))
     if held:
         s.execute(update(Job).where(Job.id.in_(held)).values(lease_expires_at=_lease_end(lease_s))
@@ -243,14 +263,14 @@ def _back_to_queue(s: Session, job: Job, why: str, max_attempts: int) -> None:
     """Requeue a job that lost its driver, to resume from its last checkpoint, or FAIL it after max_attempts."""
     job.lease_owner, job.lease_expires_at = "", None
     if job.cancel_requested:
-        set_state(s, job, "CANCELLED", message=f"{why}; cancelled as requested, last checkpoint kept")
+        _set_state(s, job, JobState.CANCELLED, message=f"{why}; cancelled as requested, last checkpoint kept")
         return
     if job.attempts >= max_attempts:
-        set_state(s, job, "FAILED", error=f"{why}; gave up after {job.attempts} attempts")
+        _set_state(s, job, JobState.FAILED, error=f"{why}; gave up after {job.attempts} attempts")
         return
-    ckpt = latest_checkpoint(s, job.id)
+    ckpt = _latest_checkpoint_row(s, job.id)
     where = f"checkpoint at step {ckpt.step}" if ckpt else "the start"
-    set_state(s, job, "QUEUED", message=f"{why}; will resume from {where}")
+    _set_state(s, job, JobState.QUEUED, message=f"{why}; will resume from {where}")
 
 
 def reclaim_expired(s: Session, max_attempts: int, keep: Collection[str] = ()) -> list[str]:
@@ -258,7 +278,7 @@ def reclaim_expired(s: Session, max_attempts: int, keep: Collection[str] = ()) -
     coordinator renews its leases well before they lapse, so a job still running is never taken. `keep`: the
     caller's own running jobs, never requeued by itself."""
     now = utcnow()
-    q = select(Job).where(Job.state == "RUNNING", Job.lease_expires_at < now)
+    q = select(Job).where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
     if keep:
         q = q.where(Job.id.not_in(list(keep)))
     jobs = s.scalars(q.with_for_update(skip_locked=True)).all()
@@ -270,15 +290,15 @@ def reclaim_expired(s: Session, max_attempts: int, keep: Collection[str] = ()) -
 
 def release(s: Session, owner: str, job_ids: Collection[str], why: str) -> list[str]:
     """Hand jobs back to the queue at once (a graceful shutdown): no other coordinator need wait for a lease."""
-    jobs = s.scalars(select(Job).where(Job.id.in_(list(job_ids)), Job.state == "RUNNING", Job.lease_owner == owner)
+    jobs = s.scalars(select(Job).where(Job.id.in_(list(job_ids)), Job.state == JobState.RUNNING, Job.lease_owner == owner)
                      .with_for_update()).all()
     for job in jobs:
         job.lease_owner, job.lease_expires_at = "", None
         if job.cancel_requested:
-            set_state(s, job, "CANCELLED", message="cancelled as requested; last checkpoint kept")
+            _set_state(s, job, JobState.CANCELLED, message="cancelled as requested; last checkpoint kept")
             continue
         job.attempts = max(job.attempts - 1, 0)  # a graceful hand-back is no failed attempt
-        set_state(s, job, "QUEUED", message=why)
+        _set_state(s, job, JobState.QUEUED, message=why)
     return [j.id for j in jobs]
 
 
@@ -289,7 +309,7 @@ def requeue(s: Session, job_id: str, why: str, max_attempts: int, *, owner: str)
         _back_to_queue(s, job, why, max_attempts)
 
 
-def finish(s: Session, job_id: str, state: str, *, owner: str, message: str = "", error: str = "",
+def finish(s: Session, job_id: str, state: JobState, *, owner: str, message: str = "", error: str = "",
            step: int | None = None) -> None:
     """End a job FAILED or CANCELLED (a no-op when it already ended)."""
     job = _leased(s, job_id, owner)
@@ -298,7 +318,7 @@ def finish(s: Session, job_id: str, state: str, *, owner: str, message: str = ""
     if step is not None:
         job.step = step
     job.lease_owner, job.lease_expires_at = "", None
-    set_state(s, job, state, message=message, error=error)
+    _set_state(s, job, state, message=message, error=error)
 
 
 def save_checkpoint(s: Session, job_id: str, step: int, data: bytes, *, owner: str) -> None:
@@ -314,7 +334,7 @@ def record_progress(s: Session, job_id: str, kind: str, *, owner: str, step: int
     job = _leased(s, job_id, owner)
     if job is None:
         return True
-    add_event(s, job, kind, step=step, total_steps=total_steps, loss=loss, metrics=metrics,
+    _add_event(s, job, kind, step=step, total_steps=total_steps, loss=loss, metrics=metrics,
               examples_per_second=examples_per_second, eta_seconds=eta_seconds, message=message)
     return job.cancel_requested
 
@@ -328,17 +348,17 @@ def succeed(s: Session, job_id: str, *, owner: str, prompt: bytes, metrics: dict
     job = _leased(s, job_id, owner)
     if job is None:
         return None
-    p, bb = get_prompt(s, job.prompt_name), get_backbone(s, job.backbone_name)
+    p, bb = _prompt_row(s, job.prompt_name), _backbone_row(s, job.backbone_name)
     if p.created_at > job.created_at:  # its publish rights were checked against the prompt since deleted
         job.lease_owner, job.lease_expires_at = "", None
-        set_state(s, job, "FAILED", error=f"prompt {p.name!r} was deleted and created again after this job was "
+        _set_state(s, job, JobState.FAILED, error=f"prompt {p.name!r} was deleted and created again after this job was "
                                           f"queued; nothing was published")
         return None
-    v = add_version(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases, principal=job.principal)
+    v = _add_version_row(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases, principal=job.principal)
     s.flush()
     failpoint("publish.before_commit")  # tests kill the process here: the version must not survive
     job.metrics, job.step = metrics, step
     job.lease_owner, job.lease_expires_at = "", None
     job.result_version = version_name(p.name, v.version)
-    set_state(s, job, "SUCCEEDED", message=job.result_version, metrics=metrics)
+    _set_state(s, job, JobState.SUCCEEDED, message=job.result_version, metrics=metrics)
     return job.result_version

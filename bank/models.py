@@ -18,8 +18,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from promptbank_kinds import Geometry
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -61,11 +59,6 @@ class Backbone(Base):
     def deep_width(self) -> int:
         """Columns of its deep prompts: keys and values of every layer (0: it takes none)."""
         return self.deep_layers * 2 * self.deep_kv_heads * self.deep_head_dim
-
-    @property
-    def geometry(self) -> Geometry:
-        """What a prompt kind fits against (promptbank_kinds)."""
-        return Geometry(self.hidden_size, self.deep_layers, self.deep_kv_heads, self.deep_head_dim)
 
 
 class Prompt(Base):

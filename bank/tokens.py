@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
-from datetime import datetime
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bank import reads
 from bank.models import AuditEvent, Token, utcnow
 from promptbank_api.errors import AlreadyExists, InvalidArgument, NotFound
 from promptbank_api.names import check_name
+from promptbank_domain.tokens import AuditRecord, TokenRecord
 
 ROLES = ("reader", "trainer", "admin")  # each may do what the ones before it may
 SECRET_PREFIX = "pbt_"  # recognisable in a leaked-secret scan
@@ -47,8 +48,9 @@ def check_token_name(name: str) -> str:
     return name
 
 
-def create_token(s: Session, name: str, role: str, creator: str, expires_at: datetime | None) -> tuple[Token, str]:
-    """A new token and its secret (the only time the secret exists outside the caller's hands)."""
+def create_token(s: Session, name: str, role: str, creator: str, ttl_s: float | None) -> tuple[TokenRecord, str]:
+    """A new token and its secret (the only time the secret exists outside the caller's hands); it expires
+    `ttl_s` seconds from now (None: never)."""
     check_token_name(name)
     if role not in ROLES:
         raise InvalidArgument(f"role {role!r} is not one of {list(ROLES)}")
@@ -56,30 +58,35 @@ def create_token(s: Session, name: str, role: str, creator: str, expires_at: dat
         raise AlreadyExists(f"token {name!r} already exists (a name is never reused, even after a revoke: it owns "
                             "what its callers made); choose another name")
     secret = new_secret()
-    token = Token(name=name, role=role, secret_sha256=secret_hash(secret), creator=creator, created_at=utcnow(),
+    now = utcnow()
+    expires_at = now + timedelta(seconds=ttl_s) if ttl_s is not None else None
+    token = Token(name=name, role=role, secret_sha256=secret_hash(secret), creator=creator, created_at=now,
                   expires_at=expires_at)
     s.add(token)
     s.flush()
-    return token, secret
+    return reads.token(token), secret
 
 
-def find_token(s: Session, digest: str) -> Token | None:
-    """The token whose secret has this `secret_hash` (revoked or expired ones too: the caller decides)."""
-    return s.scalar(select(Token).where(Token.secret_sha256 == digest))
+def live_token(s: Session, digest: str) -> TokenRecord | None:
+    """The token whose secret has this `secret_hash`, if it is neither revoked nor expired."""
+    t = s.scalar(select(Token).where(Token.secret_sha256 == digest))
+    if t is None or t.revoked_at is not None or (t.expires_at is not None and t.expires_at <= utcnow()):
+        return None
+    return reads.token(t)
 
 
-def list_tokens(s: Session, offset: int, limit: int) -> Sequence[Token]:
-    return s.scalars(select(Token).order_by(Token.name).offset(offset).limit(limit)).all()
+def list_tokens(s: Session, offset: int, limit: int) -> list[TokenRecord]:
+    return [reads.token(t) for t in s.scalars(select(Token).order_by(Token.name).offset(offset).limit(limit)).all()]
 
 
-def revoke_token(s: Session, name: str) -> Token:
+def revoke_token(s: Session, name: str) -> TokenRecord:
     token = s.scalar(select(Token).where(Token.name == name))
     if token is None:
         raise NotFound(f"token {name!r} not found")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         s.flush()
-    return token
+    return reads.token(token)
 
 
 def record_write(s: Session, principal: str, rpc: str, resource: str) -> None:
@@ -88,8 +95,8 @@ def record_write(s: Session, principal: str, rpc: str, resource: str) -> None:
     s.flush()
 
 
-def audit_events(s: Session, principal: str = "") -> Sequence[AuditEvent]:
+def audit_events(s: Session, principal: str = "") -> list[AuditRecord]:
     q = select(AuditEvent).order_by(AuditEvent.id)
     if principal:
         q = q.where(AuditEvent.principal == principal)
-    return s.scalars(q).all()
+    return [reads.audit_event(e) for e in s.scalars(q).all()]

@@ -2,7 +2,9 @@
 that then commits; reads run on a pool of reader threads, so a read never queues behind a write (training
 events, checkpoints) and a slow read never holds up a write.
 
-The coordinator hands `run` (write) or `read` a function of bank calls; it writes no queries itself.
+The coordinator hands `run` (write) or `read` a function of bank calls; it writes no queries itself. That
+function gets a `Tx`: an open unit of work to pass on to bank functions, which return read models, so neither
+an ORM row nor a session type reaches the caller.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import NewType, TypeVar
 
 from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -20,7 +22,9 @@ from sqlalchemy.orm import Session
 from bank.db import make_engine, make_sessionmaker, safe_url
 from promptbank_api.errors import Aborted, PromptBankError, Unavailable
 
-__all__ = ["BankDB", "Session"]
+__all__ = ["BankDB", "Tx"]
+
+Tx = NewType("Tx", Session)  # one session, handed through `run`/`read` to bank functions and used by nothing else
 
 T = TypeVar("T")
 # The timing hook: ("read" or "write", seconds the work held its session, outcome): "ok"; "refused" when it raised
@@ -53,14 +57,14 @@ class BankDB:
             except Exception:  # noqa: BLE001 - a broken hook must never fail a query
                 pass
 
-    def run_sync(self, fn: Callable[[Session], T]) -> T:
+    def run_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in one transaction. A unique or foreign-key violation that the bank's own checks did not
         catch means another process (a second coordinator on the same database) changed the same rows
         between check and write: nothing was written, and the caller gets ABORTED to retry."""
         began, failure = time.perf_counter(), None
         with self.sessions() as s:
             try:
-                result = fn(s)
+                result = fn(Tx(s))
                 s.commit()
                 return result
             except IntegrityError as exc:
@@ -74,16 +78,16 @@ class BankDB:
             finally:
                 self._observed("write", began, failure)
 
-    async def run(self, fn: Callable[[Session], T]) -> T:
+    async def run(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` on the writer thread and commit."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.run_sync, fn)
 
-    def read_sync(self, fn: Callable[[Session], T]) -> T:
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a session that is rolled back, never committed: whatever `fn` changes is discarded."""
         began, failure = time.perf_counter(), None
         with self.sessions() as s:
             try:
-                return fn(s)
+                return fn(Tx(s))
             except BaseException as exc:
                 failure = exc
                 raise
@@ -91,7 +95,7 @@ class BankDB:
                 s.rollback()
                 self._observed("read", began, failure)
 
-    async def read(self, fn: Callable[[Session], T]) -> T:
+    async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run a read-only `fn` on a reader thread: it sees every committed write and waits for none."""
         return await asyncio.get_running_loop().run_in_executor(self._readers, self.read_sync, fn)
 

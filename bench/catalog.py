@@ -149,7 +149,7 @@ def measure(sessions: sessionmaker[Session], cat: dict[str, object], rng: random
         name = rng.choice(names)
         ref = rng.choice([name, f"{name}@prod", f"{name}/versions/{rng.randint(1, per)}"])
         with sessions() as s:
-            v = catalog.resolve(s, ref)
+            v = catalog.resolve(s, ref, tensor=True)
             assert len(v.tensor) > 0
 
     def list_filtered() -> None:
@@ -166,8 +166,7 @@ def measure(sessions: sessionmaker[Session], cat: dict[str, object], rng: random
 
     def list_versions() -> None:
         with sessions() as s:
-            p = catalog.get_prompt(s, rng.choice(names))
-            catalog.list_versions(s, p, rng.randrange(0, max(1, per - 50)), 50)
+            catalog.list_versions(s, rng.choice(names), rng.randrange(0, max(1, per - 50)), 50)
 
     return {
         "resolve+fetch": percentiles(resolve_fetch, samples),

@@ -31,9 +31,9 @@ from bank.codec import sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank import Client
 from promptbank.data import tweet_tasks
+from promptbank_domain.task import TaskSpec
 from workers.actor import BackboneWorker
 from workers.protocol import ClassifyBatch
-from workers.task import TaskSpec
 
 BATCH_ROWS = 64  # the micro-batcher's default max rows
 

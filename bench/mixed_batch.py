@@ -18,14 +18,15 @@ import torch
 from _record import Record, add_flags
 from _timing import paired_medians
 
-from bank.codec import DEEP, encode_prompt, sha256_hex
+from bank.codec import encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
+from promptbank_domain.task import TaskSpec
+from promptbank_kinds import DEEP
 from workers.actor import BackboneWorker
 from workers.heads import mean_pool
 from workers.protocol import ClassifyBatch
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import TaskSpec
 
 
 def main() -> None:
@@ -52,9 +53,13 @@ def main() -> None:
     mixed_rows = [(keys[i % a.tasks], t) for i, t in enumerate(texts)]
     single_rows = [(keys[0], t) for t in texts]
     w.classify(ClassifyBatch(mixed_rows, blobs, tasks))  # warm the prompt cache: both runs use cached prompts
-    w.chunk_rows = a.rows  # same texts, so the same length groups (forwards) in both runs
-    t_mixed, t_single = paired_medians(lambda: w.classify(ClassifyBatch(mixed_rows, blobs, tasks)),
-                                       lambda: w.classify(ClassifyBatch(single_rows, blobs, tasks)), a.repeats)
+
+    def batch(rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, TaskSpec]) -> ClassifyBatch:
+        """Up to all rows per forward: same texts, so the same length groups (forwards) in both runs."""
+        return ClassifyBatch(rows, prompts, tasks, max_rows=a.rows)
+
+    t_mixed, t_single = paired_medians(lambda: w.classify(batch(mixed_rows, blobs, tasks)),
+                                       lambda: w.classify(batch(single_rows, blobs, tasks)), a.repeats)
 
     # Prompted forward (n virtual + T tokens) vs the bare backbone on n + T real tokens: same positions.
     ids = tokenize(w.bb, texts, 128)
@@ -86,9 +91,9 @@ def main() -> None:
     deep_rows = [(deep_keys[i % a.tasks], t) for i, t in enumerate(texts)]
     bare_rows = [(none_key, t) for t in texts]
     served_tasks = dict.fromkeys(served, task)
-    w.classify(ClassifyBatch(deep_rows + bare_rows[:1], served, served_tasks))  # cache them
-    t_deep, t_none = paired_medians(lambda: w.classify(ClassifyBatch(deep_rows, served, served_tasks)),
-                                    lambda: w.classify(ClassifyBatch(bare_rows, served, served_tasks)), a.repeats)
+    w.classify(batch(deep_rows + bare_rows[:1], served, served_tasks))  # cache them
+    t_deep, t_none = paired_medians(lambda: w.classify(batch(deep_rows, served, served_tasks)),
+                                    lambda: w.classify(batch(bare_rows, served, served_tasks)), a.repeats)
 
     rec.settings["device"] = str(w.device)
     print(f"machine: {platform.machine()} {platform.processor() or ''} torch threads={torch.get_num_threads()} "

@@ -62,13 +62,15 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel, AutoTokenizer
 
-from bank.codec import DEEP, INPUT, encode_prompt, sha256_hex
+from bank.codec import encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
+from promptbank_domain.task import TaskSpec
+from promptbank_domain.train_config import TrainConfig
+from promptbank_kinds import DEEP, INPUT
 from workers.actor import BackboneWorker
 from workers.heads import mean_pool
 from workers.protocol import ClassifyBatch, TrainRequest
-from workers.task import TaskSpec, TrainConfig
 
 LABELS = ["negative", "positive"]
 DEV_SPLIT_SEED = 0  # tweet_tasks(seed=0): the split the defaults were chosen on

@@ -64,8 +64,9 @@ def step_promptbank(batch: int, steps: int, q: mp.Queue, defaults: bool = False)
     """PEFT's step exactly (text pooling, plain label texts, fp32, no input noise), or promptbank's defaults."""
     warnings.filterwarnings("ignore")
     from coordinator.config import packaged_minilm
+    from promptbank_domain.task import TaskSpec
+    from promptbank_domain.train_config import TrainConfig
     from workers.actor import BackboneWorker
-    from workers.task import TaskSpec, TrainConfig
     from workers.train import Trainer, train_jobs
 
     w = BackboneWorker(packaged_minilm())
@@ -143,8 +144,9 @@ def step_peft(batch: int, steps: int, q: mp.Queue) -> None:  # type: ignore[type
 def cobatch(n_jobs: int, rows: int, batch: int) -> tuple[float, float, float]:
     warnings.filterwarnings("ignore")
     from coordinator.config import packaged_minilm
+    from promptbank_domain.task import TaskSpec
+    from promptbank_domain.train_config import TrainConfig
     from workers.actor import BackboneWorker
-    from workers.task import TaskSpec, TrainConfig
     from workers.train import Trainer, train_jobs
 
     w = BackboneWorker(packaged_minilm())
@@ -173,9 +175,9 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
     `batch` rows vs one of `n_jobs * batch` rows (bf16 autocast when the CPU has it, as the defaults)."""
     from _timing import median_time
 
+    from promptbank_domain.task import TaskSpec
     from workers.prepare import autocast_dtype
     from workers.soft_prompt import tokenize
-    from workers.task import TaskSpec
 
     task = TaskSpec(labels=("negative", "positive"))
     ids = tokenize(w.bb, [t for t, _ in data[: n_jobs * batch]], 128)
@@ -197,7 +199,7 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
 def main() -> None:
     from _record import Record, add_flags
 
-    from workers.task import TrainConfig
+    from promptbank_domain.train_config import TrainConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=TrainConfig().batch_size)

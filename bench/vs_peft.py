@@ -23,10 +23,10 @@ from transformers import AutoModel
 from bank.codec import encode_prompt, sha256_hex
 from coordinator.config import packaged_minilm
 from promptbank.data import tweet_tasks
+from promptbank_domain.task import TaskSpec
 from workers.actor import BackboneWorker
 from workers.heads import SIMILARITY_SCALE, mean_pool
 from workers.protocol import ClassifyBatch
-from workers.task import TaskSpec
 
 
 def main() -> None:

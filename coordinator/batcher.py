@@ -5,6 +5,10 @@ slot is free: whole requests in arrival order, up to `max_rows` rows / `max_toke
 waiting at most `max_wait_ms` after the oldest row. Results are split back per request. If a batch fails,
 its requests are retried one by one, so a bad request fails alone; a request whose caller has gone
 (cancelled, deadline) is dropped before dispatch and its result discarded after.
+
+`BatchLimits` is the whole batching policy: the batch a replica receives carries its forward caps
+(`ClassifyBatch.max_rows`, `max_positions`), and the replica only chooses where to cut within them (by
+length, with the price of a forward on its device), so a change here changes the forwards' shapes.
 """
 
 from __future__ import annotations
@@ -14,24 +18,41 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from coordinator.metrics import Metrics
-from coordinator.pool import ReplicaPool
 from promptbank_api.errors import Unavailable
-from workers.task import TaskSpec
+from promptbank_domain.task import TaskSpec
+from workers.protocol import ClassifyBatch
 
 log = logging.getLogger("promptbank.coordinator")
 
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_rows: int = 64
-    max_tokens: int = 16384
-    max_wait_ms: float = 5.0
+    """How rows are batched: what a batch holds, and what each forward of it on a replica may hold."""
+
+    max_rows: int = 64  # rows per batch (whole requests; one larger request goes alone) and per forward
+    max_tokens: int = 16384  # estimated tokens per batch (whole requests)
+    max_wait_ms: float = 5.0  # how long the oldest row waits for company
+    forward_positions: int = 4096  # padded positions (rows x longest) per forward; a longer row goes alone
 
     def __post_init__(self) -> None:
-        if self.max_rows < 1 or self.max_tokens < 1 or self.max_wait_ms < 0:
+        if self.max_rows < 1 or self.max_tokens < 1 or self.max_wait_ms < 0 or self.forward_positions < 1:
             raise ValueError(f"invalid batch limits {self}")
+
+    def batch(self, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, TaskSpec]
+              ) -> ClassifyBatch:
+        """The batch a replica runs, carrying these limits' forward caps."""
+        return ClassifyBatch(rows, prompts, tasks, max_rows=self.max_rows, max_positions=self.forward_positions)
+
+
+class Replicas(Protocol):
+    """What the batcher needs of the replica pool (coordinator/pool.py ReplicaPool; a fake one in unit tests)."""
+
+    def replica_count(self, name: str) -> int: ...
+
+    async def classify(self, name: str, batch: ClassifyBatch) -> list[list[float]]: ...
 
 
 @dataclass
@@ -50,7 +71,7 @@ def estimate_tokens(text: str, n_virtual: int) -> int:
 
 
 class MicroBatcher:
-    def __init__(self, pool: ReplicaPool, backbone: str, limits: BatchLimits, metrics: Metrics | None = None):
+    def __init__(self, pool: Replicas, backbone: str, limits: BatchLimits, metrics: Metrics | None = None):
         self.pool, self.backbone, self.limits = pool, backbone, limits
         m = metrics or Metrics()
         self._m_queue, self._m_wait = m.queue_rows.labels(backbone), m.queue_wait.labels(backbone)
@@ -80,7 +101,7 @@ class MicroBatcher:
 
     async def _loop(self) -> None:
         while True:
-            while self._busy >= 2 * max(1, len(self.pool.get(self.backbone).replicas)):
+            while self._busy >= 2 * max(1, self.pool.replica_count(self.backbone)):
                 self._freed.clear()
                 await self._freed.wait()
             self._busy += 1
@@ -165,7 +186,7 @@ class MicroBatcher:
         prompts = {k: v for p in batch for k, v in p.prompts.items()}
         tasks = {k: v for p in batch for k, v in p.tasks.items()}
         try:
-            out = await self.pool.classify(self.backbone, rows, prompts, tasks)
+            out = await self.pool.classify(self.backbone, self.limits.batch(rows, prompts, tasks))
         except Exception as exc:  # noqa: BLE001 - isolate the failing request(s)
             self._m_failed.inc()
             if len(batch) == 1 or isinstance(exc, Unavailable):  # no replica: every request in it gets that

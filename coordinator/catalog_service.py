@@ -10,9 +10,8 @@ from google.protobuf.struct_pb2 import Struct
 import promptbank_kinds as kinds
 from bank import catalog
 from bank.codec import encode_prompt
-from bank.models import Backbone
 from bank.peft_format import ImportedPrompt, export_peft, import_peft
-from bank.writer import BankDB, Session
+from bank.writer import BankDB, Tx
 from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import BackboneSpec, ServerConfig
@@ -22,6 +21,7 @@ from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgu
 from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
+from promptbank_domain.catalog import BackboneRecord
 from workers.protocol import BackboneInfo
 
 UPDATABLE = {"tags", "owner", "task.description"}
@@ -32,14 +32,14 @@ def version_ref(name: str) -> str:
     return strip_collection(name, "prompts")
 
 
-def record_backbone(s: Session, spec: BackboneSpec, info: BackboneInfo) -> Backbone:
+def record_backbone(s: Tx, spec: BackboneSpec, info: BackboneInfo) -> BackboneRecord:
     """Register (or refresh) a served backbone's row from what its replica reported."""
     return catalog.upsert_backbone(s, spec.name, model=spec.model, revision=spec.revision,
                                    architecture=info.architecture, hidden_size=info.hidden_size,
                                    fingerprint=info.fingerprint, deep=info.deep)
 
 
-def check_adapter_fits(imported: ImportedPrompt, bb: Backbone) -> None:
+def check_adapter_fits(imported: ImportedPrompt, bb: BackboneRecord) -> None:
     """FAILED_PRECONDITION naming the mismatch when a PEFT adapter was made for another shape of model."""
     uncarried = kinds.uncarried(imported.kind, bb.geometry, bb.name)
     if uncarried:
@@ -69,7 +69,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
     async def ListBackbones(self, request: cat.ListBackbonesRequest, context: grpc.aio.ServicerContext) -> cat.ListBackbonesResponse:
         offset, limit = cv.page(request.page_size, request.page_token, {})
 
-        def q(s: Session) -> cat.ListBackbonesResponse:
+        def q(s: Tx) -> cat.ListBackbonesResponse:
             rows = catalog.list_backbones(s, offset, limit)
             out, token = cv.fill_page(rows, lambda b: cv.backbone_to_proto(b, self._replicas(b.name)), offset, limit, {}, self.page_bytes)
             return cat.ListBackbonesResponse(backbones=out, next_page_token=token)
@@ -104,24 +104,24 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)
         limits, who = self.config.limits, auth.current().name
-        task = cv.task_from_proto(request.prompt.task, limits).to_dict()
+        task = cv.task_from_proto(request.prompt.task, limits)
         check_prompt_fields(limits, request.prompt.tags, request.prompt.owner)
         limits.check_chars("field_chars", request.request_id, "request_id")
         digest = cv.request_digest(request)
 
-        def q(s: Session) -> cat.Prompt:
+        def q(s: Tx) -> cat.Prompt:
             earlier = catalog.seen_request(s, request.request_id, "CreatePrompt", digest, principal=who)
             if earlier:
-                return cv.prompt_to_proto(s, catalog.get_prompt(s, strip_collection(earlier, "prompts")))
+                return cv.prompt_to_proto(catalog.get_prompt(s, strip_collection(earlier, "prompts")))
             p = catalog.create_prompt(s, name, task, list(request.prompt.tags), request.prompt.owner, created_by=who)
             catalog.remember_request(s, request.request_id, "CreatePrompt", digest, f"prompts/{name}", principal=who)
-            return cv.prompt_to_proto(s, p)
+            return cv.prompt_to_proto(p)
 
         return await self.db.run(q)
 
     async def GetPrompt(self, request: cat.GetPromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = strip_collection(request.name, "prompts")
-        return await self.db.read(lambda s: cv.prompt_to_proto(s, catalog.get_prompt(s, name)))
+        return await self.db.read(lambda s: cv.prompt_to_proto(catalog.get_prompt(s, name)))
 
     async def ListPrompts(self, request: cat.ListPromptsRequest, context: grpc.aio.ServicerContext) -> cat.ListPromptsResponse:
         after = from_timestamp(request.create_after)
@@ -129,10 +129,10 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                  "label": request.label, "after": str(after or "")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
 
-        def q(s: Session) -> cat.ListPromptsResponse:
+        def q(s: Tx) -> cat.ListPromptsResponse:
             rows = catalog.list_prompts(s, offset, limit, tag=query["tag"], backbone=query["backbone"],
                                       label=request.label, created_after=after)
-            out, token = cv.fill_page(rows, lambda p: cv.prompt_to_proto(s, p), offset, limit, query, self.page_bytes)
+            out, token = cv.fill_page(rows, cv.prompt_to_proto, offset, limit, query, self.page_bytes)
             return cat.ListPromptsResponse(prompts=out, next_page_token=token)
 
         return await self.db.read(q)
@@ -149,12 +149,12 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                             msg.owner if "owner" in paths else "")
         self.config.limits.check_chars("description_chars", msg.task.description, "task.description")
 
-        def q(s: Session) -> cat.Prompt:
+        def q(s: Tx) -> cat.Prompt:
             p = catalog.update_prompt(
                 s, name, tags=list(msg.tags) if "tags" in paths else None,
                 owner=msg.owner if "owner" in paths else None,
                 description=msg.task.description if "task.description" in paths else None)
-            return cv.prompt_to_proto(s, p)
+            return cv.prompt_to_proto(p)
 
         return await self.db.run(q)
 
@@ -165,7 +165,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def GetPromptVersion(self, request: cat.GetPromptVersionRequest, context: grpc.aio.ServicerContext) -> cat.PromptVersion:
         ref = version_ref(request.name)
-        return await self.db.read(lambda s: cv.version_to_proto(s, catalog.resolve(s, ref), request.include_tensor))
+        return await self.db.read(lambda s: cv.version_to_proto(catalog.resolve(s, ref, tensor=request.include_tensor)))
 
     async def ListPromptVersions(
         self, request: cat.ListPromptVersionsRequest, context: grpc.aio.ServicerContext
@@ -176,10 +176,10 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         query = {"parent": name, "backbone": backbone, "tag": request.tag, "after": str(after or "")}
         offset, limit = cv.page(request.page_size, request.page_token, query)
 
-        def q(s: Session) -> cat.ListPromptVersionsResponse:
-            rows = catalog.list_versions(s, catalog.get_prompt(s, name), offset, limit, backbone=backbone,
-                                       tag=request.tag, created_after=after)
-            out, token = cv.fill_page(rows, lambda v: cv.version_to_proto(s, v), offset, limit, query, self.page_bytes)
+        def q(s: Tx) -> cat.ListPromptVersionsResponse:
+            rows = catalog.list_versions(s, name, offset, limit, backbone=backbone, tag=request.tag,
+                                         created_after=after)
+            out, token = cv.fill_page(rows, cv.version_to_proto, offset, limit, query, self.page_bytes)
             return cat.ListPromptVersionsResponse(versions=out, next_page_token=token)
 
         return await self.db.read(q)
@@ -193,8 +193,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         ref = version_ref(request.version.name)
         self.config.limits.check_tags(request.version.tags, "version")
 
-        def q(s: Session) -> cat.PromptVersion:
-            return cv.version_to_proto(s, catalog.set_version_tags(s, ref, list(request.version.tags)))
+        def q(s: Tx) -> cat.PromptVersion:
+            return cv.version_to_proto(catalog.set_version_tags(s, ref, list(request.version.tags)))
 
         return await self.db.run(q)
 
@@ -202,7 +202,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         self, request: cat.DeletePromptVersionRequest, context: grpc.aio.ServicerContext
     ) -> cat.DeletePromptVersionResponse:
         ref = version_ref(request.name)
-        await self.db.run(lambda s: catalog.delete_version(s, catalog.resolve(s, ref), request.force))
+        await self.db.run(lambda s: catalog.delete_version(s, ref, request.force))
         return cat.DeletePromptVersionResponse()
 
     async def ImportPromptVersion(
@@ -215,13 +215,13 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         limits.check_chars("field_chars", request.request_id, "request_id")
         imported = import_peft(request.adapter_config, request.adapter_model)
         limits.check_chars("model_chars", imported.base_model, "the adapter's base_model_name_or_path")
-        requested = cv.task_from_proto(request.task, limits).to_dict() if request.task.labels else None
+        requested = cv.task_from_proto(request.task, limits) if request.task.labels else None
         digest = cv.request_digest(request)
 
-        def q(s: Session) -> cat.PromptVersion:
+        def q(s: Tx) -> cat.PromptVersion:
             earlier = catalog.seen_request(s, request.request_id, "ImportPromptVersion", digest, principal=who)
             if earlier:
-                return cv.version_to_proto(s, catalog.resolve(s, version_ref(earlier)))
+                return cv.version_to_proto(catalog.resolve(s, version_ref(earlier)))
             bb = catalog.get_backbone(s, backbone)
             check_adapter_fits(imported, bb)
             arch = "encoder" if bb.architecture == "masked_lm" else bb.architecture
@@ -230,20 +230,19 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
                                          f"({bb.architecture})")
             p = catalog.find_prompt(s, name)
             if p is None:
-                task = requested or imported.task
-                if not task:
+                if not requested and not imported.task:
                     raise InvalidArgument(f"prompt {name!r} does not exist: give its task (labels) to create it")
-                p = catalog.create_prompt(s, name, cv.task_from_proto(cv.task_to_proto(task), limits).to_dict(),
-                                          created_by=who)
-            elif requested and requested["labels"] != p.task["labels"]:
-                raise FailedPrecondition(f"prompt {name!r} has labels {p.task['labels']}, the import asks for "
-                                         f"{requested['labels']}")
+                task = requested or cv.task_from_dict(imported.task or {}, limits)
+                catalog.create_prompt(s, name, task, created_by=who)
+            elif requested and requested.labels != p.task.labels:
+                raise FailedPrecondition(f"prompt {name!r} has labels {list(p.task.labels)}, the import asks for "
+                                         f"{list(requested.labels)}")
             lineage = {"imported_from": f"peft:{imported.base_model or 'unknown base'}", "init": "import"}
-            v = catalog.add_version(s, p, bb, encode_prompt(imported.tensor, kind=imported.kind), lineage=lineage,
-                                    principal=who)
+            v = catalog.add_version(s, name, backbone, encode_prompt(imported.tensor, kind=imported.kind),
+                                    lineage=lineage, principal=who)
             catalog.remember_request(s, request.request_id, "ImportPromptVersion", digest,
                                      version_name(name, v.version), principal=who)
-            return cv.version_to_proto(s, v)
+            return cv.version_to_proto(v)
 
         return await self.db.run(q)
 
@@ -252,19 +251,19 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
     ) -> cat.ExportPromptVersionResponse:
         ref = version_ref(request.name)
 
-        def q(s: Session) -> cat.ExportPromptVersionResponse:
-            v = catalog.resolve(s, ref)
-            bb = v.backbone
-            extra = {"version": version_name(v.prompt.name, v.version), "sha256": v.sha256,
+        def q(s: Tx) -> cat.ExportPromptVersionResponse:
+            v = catalog.resolve(s, ref, tensor=True)
+            bb, task = catalog.get_backbone(s, v.backbone), catalog.get_prompt(s, v.prompt).task.to_dict()
+            extra = {"version": v.name, "sha256": v.sha256,
                      "backbone": bb.name, "fingerprint": v.backbone_fingerprint, "metrics": v.metrics}
             dims = kinds.get(v.kind).peft_dims_of(int(v.shape[1]), bb.geometry)  # e.g. a prefix's key/value width
             config, weights = export_peft(
                 v.tensor, base_model=bb.model, revision=bb.revision, architecture=bb.architecture,
-                num_virtual_tokens=int(v.shape[0]), token_dim=dims.token_dim, task=v.prompt.task, extra=extra,
+                num_virtual_tokens=int(v.shape[0]), token_dim=dims.token_dim, task=task, extra=extra,
                 num_layers=dims.num_layers, num_attention_heads=dims.num_attention_heads,
             )
             meta = Struct()
-            meta.update({"task": v.prompt.task, **extra})
+            meta.update({"task": task, **extra})
             return cat.ExportPromptVersionResponse(adapter_config=config, adapter_model=weights, metadata=meta)
 
         return await self.db.read(q)
@@ -273,11 +272,9 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         name = strip_collection(request.parent, "prompts")
         who = auth.current().name
 
-        def q(s: Session) -> cat.Alias:
-            p = catalog.get_prompt(s, name)
-            v = catalog.get_version(s, p, request.version)
-            catalog.set_alias(s, p, request.alias, v, who)
-            return cat.Alias(name=f"prompts/{name}/aliases/{request.alias}", version=version_name(name, v.version))
+        def q(s: Tx) -> cat.Alias:
+            v = catalog.set_alias(s, name, request.alias, request.version, who)
+            return cat.Alias(name=f"prompts/{name}/aliases/{request.alias}", version=v.name)
 
         return await self.db.run(q)
 
@@ -286,7 +283,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         if len(parts) != 2:
             raise InvalidArgument(f"alias name {request.name!r} must look like prompts/{{prompt}}/aliases/{{alias}}")
         who = auth.current().name
-        await self.db.run(lambda s: catalog.delete_alias(s, catalog.get_prompt(s, parts[0]), parts[1], who))
+        await self.db.run(lambda s: catalog.delete_alias(s, parts[0], parts[1], who))
         return cat.DeleteAliasResponse()
 
     async def ListAliasHistory(
@@ -295,8 +292,8 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         name = strip_collection(request.parent, "prompts")
         offset, limit = cv.page(request.page_size, request.page_token, {"parent": name})
 
-        def q(s: Session) -> cat.ListAliasHistoryResponse:
-            rows = catalog.alias_history(s, catalog.get_prompt(s, name), offset, limit)
+        def q(s: Tx) -> cat.ListAliasHistoryResponse:
+            rows = catalog.alias_history(s, name, offset, limit)
             out, token = cv.fill_page(rows, lambda e: cat.AliasEvent(
                 alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at),
                 principal=e.principal), offset, limit, {"parent": name}, self.page_bytes)

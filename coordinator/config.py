@@ -88,9 +88,10 @@ class ServerConfig:
     scale_up_wait_ms: float = 200.0  # ... when rows waited this long, on average, over the last second
     scale_down_after_s: float = 300.0  # ... and remove a replica idle this long, down to the backbone's replicas
     limits: Limits = field(default_factory=Limits)  # every input limit (coordinator/limits.py)
-    batch_max_rows: int = 64  # micro-batcher: rows per forward across requests and tasks
-    batch_max_tokens: int = 16384  # ... and estimated tokens per forward
-    batch_max_wait_ms: float = 5.0  # ... and how long the oldest row may wait for company
+    batch_max_rows: int = 64  # micro-batcher (coordinator/batcher.py BatchLimits): rows per batch and per forward
+    batch_max_tokens: int = 16384  # ... estimated tokens per batch
+    batch_max_wait_ms: float = 5.0  # ... how long the oldest row may wait for company
+    batch_forward_positions: int = 4096  # ... and padded positions per forward on a replica
     prompt_cache_bytes: int = 256 << 20  # prompt bytes the coordinator keeps by content hash (never re-read)
     grace_seconds: float = 5.0
     train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica

@@ -1,5 +1,5 @@
-"""API messages <-> domain values: ORM rows to messages (call inside the session that loaded the rows), task
-specs from messages, request digests for idempotency, and opaque page tokens."""
+"""API messages <-> domain values: the bank's read models to messages, task specs from messages, request digests
+for idempotency, and opaque page tokens."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 import promptbank_kinds as kinds
-from bank import catalog
-from bank import models as m
-from bank.writer import Session
 from coordinator.limits import Limits
 from promptbank_api.errors import InvalidArgument
-from promptbank_api.names import to_timestamp, version_name
+from promptbank_api.names import to_timestamp
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
-from workers.protocol import JobSpec
-from workers.task import POOLINGS, TaskSpec
+from promptbank_domain.catalog import BackboneRecord, PromptRecord, VersionRecord
+from promptbank_domain.jobs import JobEventRecord, JobRecord, JobSpec
+from promptbank_domain.task import POOLINGS, TaskSpec
+from promptbank_domain.train_config import PARAMS, on_wire
 
 KIND = {k.name: cat.PromptKind.Value(k.proto_enum) for k in kinds.all()}  # promptbank_kinds' names <-> the API's enum
 KIND_NAME = {v: k for k, v in KIND.items()}
@@ -51,6 +50,12 @@ def task_from_proto(spec: cat.TaskSpec, limits: Limits) -> TaskSpec:
     )
 
 
+def task_from_dict(task: dict[str, Any], limits: Limits) -> TaskSpec:
+    """A task spec from untrusted JSON (an adapter's metadata), validated as if a client had sent it."""
+    fields = ("kind", "labels", "label_words", "label_texts", "description", "pooling")
+    return task_from_proto(cat.TaskSpec(**{f: task[f] for f in fields if f in task}), limits)
+
+
 def enum_name(enum: Any, value: int, field: str) -> str:
     """The name of an enum value a client sent; one this API does not define is INVALID_ARGUMENT."""
     try:
@@ -67,18 +72,12 @@ def request_digest(request: Message) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
-def task_to_proto(task: dict) -> cat.TaskSpec:
-    return cat.TaskSpec(
-        kind=task.get("kind", "classification"),
-        labels=task.get("labels", []),
-        label_words=task.get("label_words", []),
-        label_texts=task.get("label_texts", []),
-        description=task.get("description", ""),
-        pooling=task.get("pooling", ""),
-    )
+def task_to_proto(task: TaskSpec) -> cat.TaskSpec:
+    return cat.TaskSpec(kind=task.kind, labels=task.labels, label_words=task.label_words, label_texts=task.label_texts,
+                        description=task.description, pooling=task.pooling)
 
 
-def backbone_to_proto(bb: m.Backbone, serving: list[cat.BackboneReplica] | None = None) -> cat.Backbone:
+def backbone_to_proto(bb: BackboneRecord, serving: list[cat.BackboneReplica] | None = None) -> cat.Backbone:
     """`serving`: this coordinator's replicas of it (empty when it does not serve the backbone)."""
     return cat.Backbone(
         name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, 0),
@@ -87,55 +86,57 @@ def backbone_to_proto(bb: m.Backbone, serving: list[cat.BackboneReplica] | None 
     )
 
 
-def prompt_to_proto(s: Session, p: m.Prompt) -> cat.Prompt:
+def prompt_to_proto(p: PromptRecord) -> cat.Prompt:
     return cat.Prompt(
-        name=f"prompts/{p.name}", task=task_to_proto(p.task), tags=p.tags or [], owner=p.owner,
-        aliases=catalog.alias_map(s, p), latest_version=p.latest_version,
+        name=f"prompts/{p.name}", task=task_to_proto(p.task), tags=p.tags, owner=p.owner,
+        aliases=p.aliases, latest_version=p.latest_version,
         create_time=to_timestamp(p.created_at), update_time=to_timestamp(p.updated_at),
     )
 
 
-def version_to_proto(s: Session, v: m.PromptVersion, include_tensor: bool = False) -> cat.PromptVersion:
-    lin = v.lineage or {}
+def version_to_proto(v: VersionRecord) -> cat.PromptVersion:
+    """The version; its tensor bytes when the record carries them (the bank loads them only when asked)."""
+    lin = v.lineage
     return cat.PromptVersion(
-        name=version_name(v.prompt.name, v.version), version=v.version, backbone=f"backbones/{v.backbone.name}",
+        name=v.name, version=v.version, backbone=f"backbones/{v.backbone}",
         backbone_fingerprint=v.backbone_fingerprint, shape=v.shape, dtype=v.dtype, sha256=v.sha256,
-        metrics={k: float(x) for k, x in (v.metrics or {}).items()},
+        metrics=v.metrics,
         lineage=cat.Lineage(job=lin.get("job", ""), data=lin.get("data", ""), init=lin.get("init", ""),
                             imported_from=lin.get("imported_from", ""), principal=lin.get("principal", "")),
-        aliases=catalog.version_aliases(s, v), tags=v.tags or [], create_time=to_timestamp(v.created_at),
-        tensor=v.tensor if include_tensor else b"", kind=KIND.get(v.kind, KIND[kinds.UNMARKED]),
+        aliases=v.aliases, tags=v.tags, create_time=to_timestamp(v.created_at),
+        tensor=v.tensor, kind=KIND.get(v.kind, KIND[kinds.UNMARKED]),
     )
 
 
-def job_to_proto(j: m.Job) -> jp.TrainJob:
-    spec = JobSpec.from_json(j.spec)
+def hyperparameters_to_proto(spec: JobSpec) -> jp.Hyperparameters:
+    """The job's hyperparameters as it runs them, every field on the wire set (TrainConfig's table says which)."""
+    hp = spec.config
+    values: dict[str, Any] = {name: getattr(hp, name) for name in on_wire("optional", "text")}
+    values |= {name: None for name in on_wire("optional") if PARAMS[name].zero_unset and not values[name]}
+    return jp.Hyperparameters(**values | {"init": spec.init or hp.init, "prompt_kind": KIND[hp.prompt_kind]})
+
+
+def job_to_proto(j: JobRecord) -> jp.TrainJob:
+    spec = j.spec
     hp = spec.config
     return jp.TrainJob(
         name=f"jobs/{j.id}", prompt=f"prompts/{j.prompt_name}", backbone=f"backbones/{j.backbone_name}",
-        task=task_to_proto(spec.task.to_dict()), dataset=jp.Dataset(eval_fraction=hp.eval_fraction),
-        hyperparameters=jp.Hyperparameters(
-            num_virtual_tokens=hp.num_virtual_tokens, epochs=hp.epochs, learning_rate=hp.learning_rate,
-            batch_size=hp.batch_size, seed=hp.seed, init=spec.init or hp.init, init_text=hp.init_text,
-            max_length=hp.max_length, max_steps=hp.max_steps or None, patience=hp.patience,
-            checkpoint_every=hp.checkpoint_every, precision=hp.precision, select_on=hp.select_on,
-            input_noise=hp.input_noise, ema_decay=hp.ema_decay, token_dropout=hp.token_dropout,
-            prompt_kind=KIND[hp.prompt_kind], prefix_projection=hp.prefix_projection,
-            max_grad_norm=hp.max_grad_norm,
-        ),
+        task=task_to_proto(spec.task),
+        dataset=jp.Dataset(**{name: getattr(hp, name) for name in on_wire("dataset")}),
+        hyperparameters=hyperparameters_to_proto(spec),
         aliases=spec.aliases, state=jp.TrainJob.State.Value(j.state), step=j.step,
-        total_steps=j.total_steps, loss=j.loss, metrics={k: float(x) for k, x in (j.metrics or {}).items()},
+        total_steps=j.total_steps, loss=j.loss, metrics=j.metrics,
         error=j.error, result_version=j.result_version, create_time=to_timestamp(j.created_at), start_time=to_timestamp(j.started_at),
         end_time=to_timestamp(j.ended_at), principal=j.principal, attempts=j.attempts,
         lease_owner=j.lease_owner,
     )
 
 
-def event_to_proto(e: m.JobEvent) -> jp.TrainJobEvent:
+def event_to_proto(e: JobEventRecord) -> jp.TrainJobEvent:
     return jp.TrainJobEvent(
         job=f"jobs/{e.job_id}", sequence=e.sequence, kind=jp.TrainJobEvent.Kind.Value(e.kind),
         state=jp.TrainJob.State.Value(e.state), step=e.step, total_steps=e.total_steps, loss=e.loss,
-        metrics={k: float(x) for k, x in (e.metrics or {}).items()}, examples_per_second=e.examples_per_second,
+        metrics=e.metrics, examples_per_second=e.examples_per_second,
         eta_seconds=e.eta_seconds, message=e.message, time=to_timestamp(e.at),
     )
 

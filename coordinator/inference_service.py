@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from dataclasses import dataclass
 
 import grpc
-from ray.exceptions import RayActorError
 
 from bank import catalog
-from bank.writer import BankDB, Session
+from bank.writer import BankDB, Tx
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.config import ServerConfig
 from coordinator.metrics import Metrics
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, Unavailable
-from promptbank_api.names import parse_ref, version_name
+from promptbank_api.names import parse_ref
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
+from promptbank_domain.catalog import ServedVersion as Resolved  # what a row needs from the bank
 from workers.cache import LRU
-from workers.task import TaskSpec
+from workers.protocol import GenerateRequest
 
 GENERATIVE = ("causal_lm", "seq2seq")
 MAX_NEW_TOKENS = 512
@@ -29,25 +29,13 @@ MAX_TEMPERATURE = 100.0
 RESOLVED_MAX = 100_000  # cached resolutions; the cache starts over past this
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """What a row needs from the bank: an immutable version, its backbone pin, its task."""
-
-    prompt: str
-    version: str
-    sha256: str
-    backbone: str
-    fingerprint: str
-    task: TaskSpec
-    n_virtual: int
-
-
 class InferenceService(inf_grpc.InferenceServicer):
     def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig, metrics: Metrics | None = None):
         self.db, self.pool, self.config = db, pool, config
         self.metrics = metrics or pool.metrics
         self.tensors: LRU[bytes] = LRU(config.prompt_cache_bytes, len)  # sha256 -> prompt bytes
-        self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms)
+        self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms,
+                                  config.batch_forward_positions)
         self.batchers: dict[str, MicroBatcher] = {}
         self._resolved: dict[str, Resolved] = {}  # ref -> resolution, valid at catalog generation `_generation`
         self._generation = -1
@@ -89,7 +77,7 @@ class InferenceService(inf_grpc.InferenceServicer):
         only for hashes not cached here."""
         known, known_gen = self._resolved, self._generation
 
-        def q(s: Session) -> tuple[int, dict[str, Resolved], dict[str, bytes]]:
+        def q(s: Tx) -> tuple[int, dict[str, Resolved], dict[str, bytes]]:
             gen = catalog.generation(s)
             cached = known if gen == known_gen else {}
             out: dict[str, Resolved] = {}
@@ -98,12 +86,8 @@ class InferenceService(inf_grpc.InferenceServicer):
                 if ref in cached:
                     out[ref] = cached[ref]
                     continue
-                v = catalog.resolve(s, ref)
-                if v.sha256 not in self.tensors:
-                    fetched[v.sha256] = v.tensor
-                out[ref] = Resolved(v.prompt.name, version_name(v.prompt.name, v.version), v.sha256, v.backbone.name,
-                                    v.backbone_fingerprint, TaskSpec.from_dict(v.prompt.task), int(v.shape[0]))
-            for r in out.values():  # a cached resolution whose bytes left the LRU: read them by hash
+                out[ref] = catalog.resolve_served(s, ref)
+            for r in out.values():  # bytes not in the LRU (new, or evicted since): read them by hash
                 if r.sha256 not in fetched and r.sha256 not in self.tensors:
                     fetched[r.sha256] = catalog.tensor_by_sha(s, r.sha256)
             return gen, out, fetched
@@ -178,19 +162,11 @@ class InferenceService(inf_grpc.InferenceServicer):
         if arch not in GENERATIVE:
             raise FailedPrecondition(f"prompt {request.prompt!r} is on backbone {r.backbone!r} ({arch}), which cannot "
                                      f"generate; use a causal-LM or seq2seq backbone")
-        rep = self.pool.pick(r.backbone, {r.sha256})
-        rep.outstanding += 1
-        try:
-            gen = rep.handle.generate.remote(r.sha256, {r.sha256: self._bytes(r.sha256)}, request.text,
-                                             max_new, request.temperature, request.seed)
-            async for ref in gen:
-                yield inf.GenerateResponse(text=await ref)
-        except RayActorError as exc:  # mid-stream: the text so far cannot be continued elsewhere
-            self.pool.died(rep)
-            raise Unavailable(f"the replica generating for {request.prompt!r} died; retry the request") from exc
-        finally:
-            rep.outstanding -= 1
-        rep.sent.add(r.sha256)
+        call = GenerateRequest(r.sha256, {r.sha256: self._bytes(r.sha256)}, request.text, max_new,
+                               request.temperature, request.seed)
+        async with contextlib.aclosing(self.pool.generate(r.backbone, call)) as pieces:  # a caller gone ends it now
+            async for piece in pieces:
+                yield inf.GenerateResponse(text=piece)
         yield inf.GenerateResponse(done=True)
 
 

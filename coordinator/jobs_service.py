@@ -13,8 +13,7 @@ import grpc
 import promptbank_kinds as kinds
 from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank.models import Job, Prompt
-from bank.writer import BankDB, Session
+from bank.writer import BankDB, Tx
 from coordinator import auth
 from coordinator import convert as cv
 from coordinator.config import ServerConfig
@@ -23,38 +22,36 @@ from coordinator.limits import Limits
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from promptbank_api.names import RESERVED_ALIASES, TERMINAL_STATES, check_name, parse_ref, strip_collection
+from promptbank_api.names import RESERVED_ALIASES, check_name, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
-from workers.protocol import JobSpec
-from workers.task import INITS, TaskSpec, TrainConfig
-
-NUMERIC = ("num_virtual_tokens", "epochs", "learning_rate", "batch_size", "seed", "max_length", "max_steps",
-           "patience", "checkpoint_every", "input_noise", "ema_decay", "token_dropout",
-           "prefix_projection", "max_grad_norm")
+from promptbank_domain.catalog import PromptRecord
+from promptbank_domain.jobs import JobRecord, JobSpec
+from promptbank_domain.states import TERMINAL_STATES
+from promptbank_domain.task import TaskSpec
+from promptbank_domain.train_config import INITS, PARAMS, TrainConfig, on_wire
 
 
 def train_config(hp: jp.Hyperparameters, ds: jp.Dataset, geometry: kinds.Geometry | None = None) -> TrainConfig:
-    """Unset numeric fields take the defaults of the job's prompt kind and set ones are used as given (0
-    included); empty strings take the defaults. A job that names no kind gets `kinds.default_for` the
-    backbone's `geometry` (None: one that carries every kind). The dataclass validates the result and names
-    any bad value and its range."""
+    """TrainConfig's table (`PARAMS`) says where each field travels. Unset optional fields take the defaults of
+    the job's prompt kind and set ones are used as given (0 included); empty strings take the defaults. A job
+    that names no kind gets `kinds.default_for` the backbone's `geometry` (None: one that carries every kind).
+    The dataclass validates the result and names any bad value and its range."""
     unnamed = kinds.DEFAULT if geometry is None else kinds.default_for(geometry).name
     kind = cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else unnamed
     base = TrainConfig.defaults(kind)
-    init = hp.init or base.init
-    over: dict[str, Any] = {name: getattr(hp, name) for name in NUMERIC if hp.HasField(name)}
-    if "max_steps" in over and over["max_steps"] < 1:
-        raise InvalidArgument(f"max_steps={over['max_steps']} is invalid: must be >= 1 (leave it unset for no cap)")
-    if ds.HasField("eval_fraction"):
-        over["eval_fraction"] = ds.eval_fraction
-    over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init,
-                init_text=hp.init_text, precision=hp.precision or base.precision,
-                select_on=hp.select_on or base.select_on)
+    over: dict[str, Any] = {name: getattr(hp, name) for name in on_wire("optional") if hp.HasField(name)}
+    over |= {name: getattr(ds, name) for name in on_wire("dataset") if ds.HasField(name)}
+    for name in on_wire("optional"):
+        if name in over and PARAMS[name].zero_unset and over[name] < 1:
+            raise InvalidArgument(f"{name}={over[name]} is invalid: must be >= 1 (leave it unset for none)")
+    over |= {name: getattr(hp, name) or getattr(base, name) for name in on_wire("text")}
+    init = over["init"]  # a stored prompt to start from is a reference (or "nearest"), not an init method
+    over.update(init=init if init in INITS else base.init, init_from="" if init in INITS else init)
     return replace(base, **over)
 
 
-def own_job(s: Session, job_id: str, who: auth.Principal) -> Job:
+def own_job(s: Tx, job_id: str, who: auth.Principal) -> JobRecord:
     """The job, if `who` may see it: an admin every job, a trainer only the jobs it submitted."""
     job = jobstore.get_job(s, job_id)
     if not who.may("admin") and job.principal != who.name:
@@ -63,7 +60,7 @@ def own_job(s: Session, job_id: str, who: auth.Principal) -> Job:
     return job
 
 
-def check_publisher(p: Prompt | None, who: auth.Principal) -> None:
+def check_publisher(p: PromptRecord | None, who: auth.Principal) -> None:
     """A trainer's job publishes versions to (and so moves `latest` and names aliases on) only a prompt it
     created; an admin's anywhere. A prompt that does not exist yet will be the job's own."""
     if p is not None and not who.may("admin") and p.created_by != who.name:
@@ -145,12 +142,12 @@ class JobsService(jp_grpc.TrainJobsServicer):
         requested = cv.task_from_proto(job.task, limits) if job.task.labels else None
         limits.check("labels", len(distinct), "labels in the data")
 
-        def pick_task(s: Session) -> TaskSpec:
+        def pick_task(s: Tx) -> TaskSpec:
             existing = catalog.find_prompt(s, prompt)
             if existing is None:
                 task = requested or TaskSpec(labels=tuple(distinct))
             else:
-                task = TaskSpec.from_dict(existing.task)
+                task = existing.task
                 if requested and requested.labels != task.labels:
                     raise FailedPrecondition(
                         f"prompt {prompt!r} has labels {list(task.labels)}, the job asks for {list(requested.labels)}"
@@ -162,16 +159,16 @@ class JobsService(jp_grpc.TrainJobsServicer):
         await self.pool.check_task(backbone, task)  # label words/texts usable on this backbone, before any compute
         spec = JobSpec(task=task, config=cfg, aliases=tuple(job.aliases), init_from=cfg.init_from, data_ref=data_ref)
 
-        def q(s: Session) -> jp.TrainJob:
+        def q(s: Tx) -> jp.TrainJob:
             existing = catalog.find_prompt(s, prompt)
             check_publisher(existing, who)  # again: it may have been created since the first look
             if existing is None:
-                catalog.create_prompt(s, prompt, task.to_dict(), created_by=who.name)
+                catalog.create_prompt(s, prompt, task, created_by=who.name)
             if cfg.init_from and cfg.init_from != "nearest":  # "nearest" is chosen when the job starts
                 init_v = catalog.resolve(s, cfg.init_from)
-                if init_v.backbone.name != backbone or init_v.backbone_fingerprint != served.info.fingerprint:
+                if init_v.backbone != backbone or init_v.backbone_fingerprint != served.info.fingerprint:
                     raise FailedPrecondition(f"init prompt {cfg.init_from!r} belongs to another backbone")
-            j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec.to_json(),
+            j, _ = jobstore.create_job(s, prompt_name=prompt, backbone_name=backbone, spec=spec,
                                        examples=examples, request_id=request.request_id, request_hash=request_hash,
                                        note=note, principal=who.name, inline=job.dataset.HasField("inline"),
                                        quota=limits.upload_storage)
@@ -218,7 +215,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             if not spool.rows:
                 raise InvalidArgument("the upload is empty: a train job needs labelled examples")
 
-            def q(s: Session) -> jp.UploadedDataset:
+            def q(s: Tx) -> jp.UploadedDataset:
                 up = datasets.save_upload(s, spool, request_id, who, limits.upload_storage)
                 return jp.UploadedDataset(name=f"datasets/{up.id}", rows=up.rows, label_counts=up.label_counts)
 
@@ -238,7 +235,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         who = auth.current()
         mine = None if who.may("admin") else who.name  # a trainer lists its own jobs
 
-        def q(s: Session) -> jp.ListTrainJobsResponse:
+        def q(s: Tx) -> jp.ListTrainJobsResponse:
             rows = jobstore.list_jobs(s, offset, limit, state=state, prompt=query["prompt"], principal=mine)
             out, token = cv.fill_page(rows, cv.job_to_proto, offset, limit, query, self.page_bytes)
             return jp.ListTrainJobsResponse(jobs=out, next_page_token=token)
@@ -248,10 +245,9 @@ class JobsService(jp_grpc.TrainJobsServicer):
     async def CancelTrainJob(self, request: jp.CancelTrainJobRequest, context: grpc.aio.ServicerContext) -> jp.TrainJob:
         job_id, who = strip_collection(request.name, "jobs"), auth.current()
 
-        def q(s: Session) -> jp.TrainJob:
-            job = own_job(s, job_id, who)
-            jobstore.request_cancel(s, job)
-            return cv.job_to_proto(job)
+        def q(s: Tx) -> jp.TrainJob:
+            own_job(s, job_id, who)
+            return cv.job_to_proto(jobstore.request_cancel(s, job_id))
 
         out = await self.db.run(q)
         await self.scheduler.cancel(job_id)
@@ -270,7 +266,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
     async def _events(self, job_id: str, seq: int) -> AsyncIterator[jp.TrainJobEvent]:
         """The job's events after `seq`, as they are persisted, until it has ended and all were sent."""
         while True:
-            def q(s: Session, after: int = seq) -> tuple[list[jp.TrainJobEvent], str]:
+            def q(s: Tx, after: int = seq) -> tuple[list[jp.TrainJobEvent], str]:
                 evs = jobstore.events_after(s, job_id, after)
                 return [cv.event_to_proto(e) for e in evs], jobstore.get_job(s, job_id).state
 

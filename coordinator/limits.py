@@ -40,7 +40,8 @@ class Limits:
     uri_chars: int = 4_096  # characters of a job's dataset.uri
     field_chars: int = 128  # characters of any other short text: request_id, revision, dataset columns, init...
     model_chars: int = 1_024  # characters of a model id or path (RegisterBackbone, an imported adapter's base model)
-    watch_streams: int = 8  # WatchTrainJob streams one principal has open at once (per coordinator)
+    watch_streams: int = 64  # WatchTrainJob streams one principal has open at once (per coordinator; a CI token
+    # or, with auth off, every local caller together may follow dozens of jobs: 16 concurrent writers were seen)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -26,12 +26,13 @@ from prometheus_client.registry import Collector
 
 from coordinator import logs
 from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
+from promptbank_domain.states import JobState, ReplicaState
 
 log = logging.getLogger("promptbank.coordinator")
 access = logging.getLogger("promptbank.rpc")
 
-REPLICA_STATES = ("live", "restarting", "dead")  # coordinator/pool.py Replica.state
-JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+REPLICA_STATES = tuple(ReplicaState)  # coordinator/pool.py Replica.state
+JOB_STATES = tuple(JobState)
 CACHES = ("resolution", "tensor", "replica")  # see `cache` below
 JOBS_TTL_S = 5.0  # the bank's job counts are read at most this often, however many scrapers there are
 JOBS_TIMEOUT_S = 2.0  # a scrape waits at most this long for them; it leaves the family out after that

@@ -9,21 +9,24 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
 from ray._private import ray_constants
+from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, RayActorError
 
 from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig, is_loopback
 from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
+from coordinator.worker_client import WorkerClient
 from promptbank_api.errors import FailedPrecondition, Unavailable
+from promptbank_domain.states import ReplicaState
+from promptbank_domain.task import TaskSpec
 from workers.actor import BackboneWorker
-from workers.protocol import BackboneInfo, ClassifyBatch, MissingPrompts
-from workers.task import TaskSpec
+from workers.protocol import BackboneInfo, CheckTaskRequest, ClassifyBatch, GenerateRequest, MissingPrompts
 
 log = logging.getLogger("promptbank.coordinator")
 MAX_RESTARTS = 3  # Ray restarts a dead replica this often, reloading its model; then it stays dead
@@ -41,21 +44,26 @@ RESTART_WAIT_S = 120.0  # how long work waits for a dead replica to come back wh
 class Replica:
     """One actor and what the coordinator knows of it."""
 
-    handle: Any
+    worker: WorkerClient
     index: int
     backbone: str = ""
     outstanding: int = 0  # in-flight inference calls
     batches: int = 0  # inference batches routed here (logs, tests)
     training: set[str] = field(default_factory=set)  # job ids running here
     sent: set[str] = field(default_factory=set)  # prompt hashes this replica has been given
-    state: str = "live"  # "live", "restarting" (Ray is bringing it back) or "dead" (out of restarts)
+    state: ReplicaState = ReplicaState.LIVE
     node_id: str = ""  # the Ray node it runs on (again after a restart)
     last_used: float = field(default_factory=time.monotonic)  # last batch or job sent here (scale-down)
     _reviving: asyncio.Task[bool] | None = field(default=None, repr=False)
 
     @property
     def live(self) -> bool:
-        return self.state == "live"
+        return self.state is ReplicaState.LIVE
+
+    @property
+    def handle(self) -> ActorHandle[BackboneWorker]:
+        """The raw Ray actor handle (tests inject faults with it; calls go through `worker`)."""
+        return self.worker.handle
 
     @property
     def load(self) -> int:
@@ -126,21 +134,21 @@ class ReplicaPool:
                 "scheduling_strategy": PLACEMENTS[self.config.placement],
                 "runtime_env": {"env_vars": {k: os.environ.get(k, v) for k, v in REPLICA_ENV.items()}}}
 
-    async def _start(self, spec: BackboneSpec, n: int) -> list[tuple[Any, BackboneInfo]]:
+    async def _start(self, spec: BackboneSpec, n: int) -> list[tuple[WorkerClient, BackboneInfo]]:
         """Start `n` actors of a backbone and wait until each has loaded its model. One that Ray cannot place
         (or that cannot load) within --placement-timeout is killed with the others, and the error says why."""
-        cls = ray.remote(BackboneWorker).options(**self._actor_options())
-        handles = [cls.remote(spec.model, spec.revision) for _ in range(n)]
+        options = self._actor_options()
+        workers = [WorkerClient.start(spec.model, spec.revision, options) for _ in range(n)]
         timeout = self.config.placement_timeout_s
         try:
-            infos = await asyncio.wait_for(asyncio.gather(*[h.info.remote() for h in handles]), timeout)
+            infos = await asyncio.wait_for(asyncio.gather(*[w.info() for w in workers]), timeout)
         except Exception as exc:
-            for h in handles:
-                ray.kill(h)
+            for w in workers:
+                w.kill()
             if isinstance(exc, TimeoutError):
                 raise FailedPrecondition(self._unplaced(spec, n, timeout)) from None
             raise FailedPrecondition(f"backbone {spec.name!r} ({spec.model}) failed to load: {root_cause(exc)}") from exc
-        return list(zip(handles, infos, strict=True))
+        return list(zip(workers, infos, strict=True))
 
     def _unplaced(self, spec: BackboneSpec, n: int, timeout: float) -> str:
         need = {k: v for k, v in self.demand().items() if v}
@@ -156,10 +164,10 @@ class ReplicaPool:
         started = await self._start(spec, spec.replicas)
         infos = [i for _, i in started]
         if len({i.fingerprint for i in infos}) != 1:
-            for h, _ in started:
-                ray.kill(h)
+            for w, _ in started:
+                w.kill()
             raise FailedPrecondition(f"replicas of backbone {spec.name!r} loaded different weights")
-        reps = [Replica(h, i, spec.name, node_id=info.node_id) for i, (h, info) in enumerate(started)]
+        reps = [Replica(w, i, spec.name, node_id=info.node_id) for i, (w, info) in enumerate(started)]
         self.backbones[spec.name] = BackboneReplicas(spec, infos[0], reps)
         self.metrics.backbone(spec.name)
         log.info("backbone %s: %d replica(s) on node(s) %s, %s", spec.name, spec.replicas,
@@ -169,11 +177,11 @@ class ReplicaPool:
     async def grow(self, name: str) -> Replica:
         """One more replica of a served backbone (autoscaling); FAILED_PRECONDITION when Ray cannot place it."""
         bb = self.get(name)
-        (handle, info), = await self._start(bb.spec, 1)
+        (worker, info), = await self._start(bb.spec, 1)
         if info.fingerprint != bb.info.fingerprint:
-            ray.kill(handle)
+            worker.kill()
             raise FailedPrecondition(f"a new replica of backbone {name!r} loaded different weights")
-        rep = Replica(handle, max((r.index for r in bb.replicas), default=-1) + 1, name, node_id=info.node_id)
+        rep = Replica(worker, max((r.index for r in bb.replicas), default=-1) + 1, name, node_id=info.node_id)
         bb.replicas.append(rep)
         log.info("backbone %s: replica %d added on node %s (%d now)", name, rep.index, rep.node_id[:8],
                  len(bb.replicas))
@@ -185,7 +193,7 @@ class ReplicaPool:
         if rep.outstanding or rep.training or rep not in bb.replicas:
             return
         bb.replicas.remove(rep)
-        ray.kill(rep.handle)
+        rep.worker.kill()
         log.info("backbone %s: idle replica %d removed (%d now)", name, rep.index, len(bb.replicas))
 
     def get(self, name: str) -> BackboneReplicas:
@@ -208,7 +216,7 @@ class ReplicaPool:
     def _down(self, name: str) -> str:
         reps = self.get(name).replicas
         states = ", ".join(f"replica {r.index} {r.state}" for r in reps)
-        if any(r.state == "restarting" for r in reps):
+        if any(r.state is ReplicaState.RESTARTING for r in reps):
             return f"backbone {name!r} has no live replica ({states}); retry shortly"
         return (f"backbone {name!r} has no live replica ({states}): Ray gave up restarting them; another "
                 "coordinator, or this one restarted, serves it")
@@ -217,9 +225,9 @@ class ReplicaPool:
         """Ray reported the replica's actor dead: route around it until it answers again (a background probe).
         Returns the probe, which ends True once the replica is back, False when Ray gave up on it."""
         if rep._reviving is None or rep._reviving.done():
-            if rep.state == "live":
+            if rep.live:
                 log.warning("replica %d died; Ray restarts it up to %d times", rep.index, MAX_RESTARTS)
-                rep.state = "restarting"
+                rep.state = ReplicaState.RESTARTING
             rep.sent.clear()  # a restarted actor holds no prompts
             rep._reviving = asyncio.create_task(self._revive(rep), name=f"revive-{rep.index}")
         return rep._reviving
@@ -229,8 +237,8 @@ class ReplicaPool:
         deadline = loop.time() + RESTART_WAIT_S
         while loop.time() < deadline:
             try:
-                info = await asyncio.wait_for(rep.handle.info.remote(), timeout=max(deadline - loop.time(), 0.1))
-                rep.state, rep.node_id = "live", info.node_id
+                info = await asyncio.wait_for(rep.worker.info(), timeout=max(deadline - loop.time(), 0.1))
+                rep.state, rep.node_id = ReplicaState.LIVE, info.node_id
                 log.info("replica %d is back, on node %s", rep.index, rep.node_id[:8])
                 return True
             except ActorDiedError:
@@ -239,7 +247,7 @@ class ReplicaPool:
                 await asyncio.sleep(0.5)
             except TimeoutError:
                 break
-        rep.state = "dead"
+        rep.state = ReplicaState.DEAD
         log.error("replica %d is dead: Ray gave up restarting it", rep.index)
         return False
 
@@ -247,27 +255,30 @@ class ReplicaPool:
         """After a replica died: wait (bounded) until Ray has restarted it and its model is loaded again."""
         return await self.died(rep) if not rep.live else True
 
-    async def classify(
-        self, name: str, rows: list[tuple[str, str]], prompts: dict[str, bytes], tasks: dict[str, TaskSpec]
-    ) -> list[list[float]]:
-        """Run rows on one replica. A replica that dies under the call is routed around: the rows run again on
-        another live replica, or on this one once Ray has restarted it; UNAVAILABLE when neither happens."""
+    def replica_count(self, name: str) -> int:
+        """Replicas of a backbone in any state (the micro-batcher sizes its in-flight batches by it)."""
+        return len(self.get(name).replicas)
+
+    async def classify(self, name: str, batch: ClassifyBatch) -> list[list[float]]:
+        """Run a batch (`batch.prompts` holds every row's prompt bytes) on one replica. A replica that dies under
+        the call is routed around: the rows run again on another live replica, or on this one once Ray has
+        restarted it; UNAVAILABLE when neither happens."""
         tried: set[int] = set()
         deaths = 0
         while True:
             try:
-                rep = self.pick(name, {k for k, _ in rows}, exclude=tried)
+                rep = self.pick(name, {k for k, _ in batch.rows}, exclude=tried)
             except Unavailable:
                 reps = self.get(name).replicas
                 if any(r.live for r in reps):  # only replicas tried in this call are live: they are back
                     tried.clear()
                     continue
-                waiting = [r for r in reps if r.state == "restarting"]
+                waiting = [r for r in reps if r.state is ReplicaState.RESTARTING]
                 if not waiting or not await self.wait_alive(waiting[0]):
                     raise
                 continue
             try:
-                return await self._classify_on(rep, rows, prompts, tasks)
+                return await self._classify_on(rep, batch)
             except RayActorError as exc:
                 self.died(rep)
                 tried.add(rep.index)
@@ -275,40 +286,58 @@ class ReplicaPool:
                 if deaths > len(self.get(name).replicas):
                     raise Unavailable(f"backbone {name!r}: replicas kept dying under the call ({exc}); retry") from exc
 
-    async def _classify_on(self, rep: Replica, rows: list[tuple[str, str]], prompts: dict[str, bytes],
-                           tasks: dict[str, TaskSpec]) -> list[list[float]]:
-        """Sends only the prompt bytes the replica has not been given (resent if evicted)."""
-        keys = {k for k, _ in rows}
+    @contextlib.contextmanager
+    def _in_flight(self, rep: Replica) -> Iterator[None]:
+        """One inference call on `rep`: counted in its load while it runs, and as use (scale-down)."""
         rep.outstanding += 1
-        rep.batches += 1
         rep.last_used = time.monotonic()
-        sent = self.metrics.bytes_sent.labels(rep.backbone)
         try:
-            send = {k: prompts[k] for k in keys - rep.sent}
+            yield
+        finally:
+            rep.outstanding -= 1
+
+    async def _classify_on(self, rep: Replica, batch: ClassifyBatch) -> list[list[float]]:
+        """Sends only the prompt bytes the replica has not been given (resent if evicted)."""
+        keys = {k for k, _ in batch.rows}
+        rep.batches += 1
+        sent = self.metrics.bytes_sent.labels(rep.backbone)
+        with self._in_flight(rep):
+            send = {k: batch.prompts[k] for k in keys - rep.sent}
             self.metrics.lookups("replica", len(keys) - len(send), len(send))
             sent.inc(sum(map(len, send.values())))
             try:
-                out = await rep.handle.classify.remote(ClassifyBatch(rows, send, tasks))
+                out = await rep.worker.classify(replace(batch, prompts=send))
             except Exception as exc:
                 cause = root_cause(exc)
                 if not isinstance(cause, MissingPrompts):
                     raise
                 rep.sent -= set(cause.keys)  # evicted from the replica's LRU: send again
                 self.metrics.lookups("replica", 0, len(cause.keys))  # (they counted as hits a moment ago)
-                sent.inc(sum(len(prompts[k]) for k in keys))
-                out = await rep.handle.classify.remote(ClassifyBatch(rows, {k: prompts[k] for k in keys}, tasks))
-        finally:
-            rep.outstanding -= 1
+                sent.inc(sum(len(batch.prompts[k]) for k in keys))
+                out = await rep.worker.classify(replace(batch, prompts={k: batch.prompts[k] for k in keys}))
         rep.sent |= keys
         return out
 
+    async def generate(self, name: str, req: GenerateRequest) -> AsyncGenerator[str, None]:
+        """Stream a generation from one replica (its prompt bytes always travel along). A replica that dies
+        mid-stream cannot be continued elsewhere: UNAVAILABLE, to retry the whole request."""
+        rep = self.pick(name, {req.key})
+        with self._in_flight(rep):
+            try:
+                async for piece in rep.worker.generate(req):
+                    yield piece
+            except RayActorError as exc:
+                self.died(rep)
+                raise Unavailable(f"the replica generating on backbone {name!r} died; retry the request") from exc
+        rep.sent.add(req.key)
+
     async def check_task(self, name: str, task: TaskSpec) -> None:
-        await self.pick(name).handle.check_task.remote(task)
+        await self.pick(name).worker.check_task(CheckTaskRequest(task))
 
     def shutdown(self) -> None:
         for bb in self.backbones.values():
             for r in bb.replicas:
-                ray.kill(r.handle)
+                r.worker.kill()
         self.backbones.clear()
 
 

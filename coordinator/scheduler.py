@@ -14,17 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 from ray.exceptions import RayActorError
 
 from bank import catalog, datasets
 from bank import jobs as jobstore
-from bank.writer import BankDB, Session
+from bank.writer import BankDB, Tx
 from coordinator import logs
 from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
 from coordinator.pool import MAX_RESTARTS, Replica, ReplicaPool
-from workers.protocol import EventKind, JobSpec, TrainEvent, TrainRequest
+from promptbank_domain.jobs import JobSpec
+from promptbank_domain.states import JobState
+from workers.protocol import CancelRequest, EventKind, InitLossesRequest, TrainEvent, TrainRequest
 
 log = logging.getLogger("promptbank.coordinator")
 NEAREST_CANDIDATES = 64  # stored prompts scored for `init=nearest`
@@ -121,7 +124,7 @@ class JobScheduler:
         log.warning("lost the lease of job %s: stopping it here, writing nothing more for it", job_id)
         if replica is not None:
             with contextlib.suppress(Exception):
-                await replica.handle.cancel.remote(job_id)
+                await replica.worker.cancel(CancelRequest(job_id))
 
     async def _run(self, group: list[str], replica: Replica) -> None:
         open_jobs = set(group)
@@ -142,7 +145,7 @@ class JobScheduler:
                         why = (f"replica {replica.index} died and Ray gave up restarting it (max_restarts "
                                f"{MAX_RESTARTS}); no live replica of its backbone is left on this coordinator")
                         await self.db.run(lambda s, j=job_id, w=why: jobstore.finish(
-                            s, j, "FAILED", owner=self.owner, error=w))
+                            s, j, JobState.FAILED, owner=self.owner, error=w))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure ends the open jobs FAILED with a reason
@@ -151,7 +154,7 @@ class JobScheduler:
             for job_id in open_jobs - self._lost:
                 with contextlib.suppress(jobstore.LeaseLost):
                     await self.db.run(lambda s, j=job_id: jobstore.finish(
-                        s, j, "FAILED", owner=self.owner, error=f"{type(cause).__name__}: {cause}"))
+                        s, j, JobState.FAILED, owner=self.owner, error=f"{type(cause).__name__}: {cause}"))
         finally:
             for job_id in group:
                 replica.training.discard(job_id)
@@ -162,7 +165,7 @@ class JobScheduler:
             await self.notify()
             self.wake()
 
-    def _claim(self, s: Session, job_id: str, replica: Replica, group: int) -> tuple[TrainRequest, JobSpec] | None:
+    def _claim(self, s: Tx, job_id: str, replica: Replica, group: int) -> tuple[TrainRequest, JobSpec] | None:
         """Take the job under this coordinator's lease and gather what the worker needs: data, init prompt,
         last checkpoint. None when another coordinator (or a cancel) got there first."""
         mates = f", co-batched with {group - 1} other job(s)" if group > 1 else ""
@@ -170,9 +173,9 @@ class JobScheduler:
         if started is None:
             return None
         job, ckpt = started
-        spec = JobSpec.from_json(job.spec)
+        spec = job.spec
         init = spec.init_from
-        stored = catalog.resolve(s, init).tensor if init and init != "nearest" else None
+        stored = catalog.version_tensor(s, init) if init and init != "nearest" else None
         request = TrainRequest(job_id=job_id, task=spec.task, config=spec.config,
                                examples=datasets.decode_rows(jobstore.training_data(s, job_id)),
                                init_prompt=stored, resume=ckpt.data if ckpt else None)
@@ -190,8 +193,8 @@ class JobScheduler:
             request, spec = begun
             if spec.init_from == "nearest" and request.resume is None:
                 init_prompt, how = await self._nearest(request, job_id, replica)
-                request = TrainRequest(request.job_id, request.task, request.config, request.examples, init_prompt)
-                spec = JobSpec(spec.task, spec.config, spec.aliases, spec.init_from, how, spec.data_ref)
+                request = replace(request, init_prompt=init_prompt)
+                spec = replace(spec, init=how)
             requests.append(request)
             specs[job_id] = spec
         if not requests:
@@ -199,8 +202,7 @@ class JobScheduler:
         log.info("training %s on replica %d of %s", ", ".join(f"jobs/{r.job_id}" for r in requests), replica.index,
                  replica.backbone)
         await self.notify()
-        async for ref in replica.handle.train_group.remote(requests):
-            ev: TrainEvent = await ref
+        async for ev in replica.worker.train_group(requests):
             if ev.job in self._lost:
                 continue
             try:
@@ -230,11 +232,11 @@ class JobScheduler:
             return True
         if ev.kind is EventKind.CANCELLED:
             msg = f"cancelled at step {ev.step}; last checkpoint kept"
-            await self.db.run(lambda s: jobstore.finish(s, job_id, "CANCELLED", owner=self.owner, message=msg,
+            await self.db.run(lambda s: jobstore.finish(s, job_id, JobState.CANCELLED, owner=self.owner, message=msg,
                                                         step=ev.step))
             return True
         if ev.kind is EventKind.FAILED:
-            await self.db.run(lambda s: jobstore.finish(s, job_id, "FAILED", owner=self.owner, error=ev.error))
+            await self.db.run(lambda s: jobstore.finish(s, job_id, JobState.FAILED, owner=self.owner, error=ev.error))
             return True
         if ev.kind is EventKind.CHECKPOINT:
             await self.db.run(lambda s: jobstore.save_checkpoint(s, job_id, ev.step, ev.checkpoint, owner=self.owner))
@@ -246,13 +248,13 @@ class JobScheduler:
             s, job_id, ev.kind.value, owner=self.owner, step=ev.step, total_steps=ev.total_steps, loss=ev.loss, metrics=ev.metrics,
             examples_per_second=ev.examples_per_second, eta_seconds=ev.eta_seconds, message=message))
         if cancel:
-            await replica.handle.cancel.remote(job_id)
+            await replica.worker.cancel(CancelRequest(job_id))
         return False
 
     async def _nearest(self, request: TrainRequest, job_id: str, replica: Replica) -> tuple[bytes | None, str]:
         """SPoT-style transfer: the stored prompt on this backbone under which the new task's data scores best."""
 
-        def candidates(s: Session) -> dict[str, bytes]:
+        def candidates(s: Tx) -> dict[str, bytes]:
             job = jobstore.get_job(s, job_id)
             return catalog.nearest_candidates(s, job.backbone_name, job.prompt_name, NEAREST_CANDIDATES,
                                               kind=request.config.prompt_kind)
@@ -260,8 +262,8 @@ class JobScheduler:
         cands = await self.db.run(candidates)
         if not cands:
             return None, "vocab (nearest: no stored prompt on this backbone)"
-        losses = await replica.handle.init_losses.remote(request.task, request.examples[:NEAREST_ROWS], cands,
-                                                         kind=request.config.prompt_kind)
+        losses = await replica.worker.init_losses(InitLossesRequest(request.task, request.examples[:NEAREST_ROWS],
+                                                                    cands, kind=request.config.prompt_kind))
         if not losses:
             return None, "vocab (nearest: no stored prompt fits)"
         best = min(losses, key=losses.__getitem__)
@@ -272,7 +274,7 @@ class JobScheduler:
         under another coordinator sees the flag at its next progress event)."""
         replica = self._open.get(job_id)
         if replica is not None:
-            await replica.handle.cancel.remote(job_id)
+            await replica.worker.cancel(CancelRequest(job_id))
 
     async def drain(self, timeout: float) -> None:
         """A graceful stop: take no new jobs, ask each running job for a last checkpoint (its replica stops it at
@@ -283,7 +285,7 @@ class JobScheduler:
             self._loop_task.cancel()
         for job_id, replica in list(self._open.items()):
             with contextlib.suppress(Exception):
-                await replica.handle.cancel.remote(job_id)
+                await replica.worker.cancel(CancelRequest(job_id))
         running = set(self._tasks.values())
         if running:
             await asyncio.wait(running, timeout=timeout)

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC
 
 import grpc
 
 from bank import tokens
-from bank.models import Token, utcnow
-from bank.writer import BankDB, Session
+from bank.writer import BankDB, Tx
 from coordinator import auth
 from coordinator import convert as cv
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.names import strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
+from promptbank_domain.tokens import TokenRecord
 
 MAX_TTL_S = 10 * 365 * 24 * 3600  # ten years; leave ttl unset for a token that never expires
 
 
-def token_to_proto(t: Token) -> ap.Token:
+def token_to_proto(t: TokenRecord) -> ap.Token:
     return ap.Token(name=f"tokens/{t.name}", role=ap.Role.Value(f"ROLE_{t.role.upper()}"), creator=t.creator,
                     create_time=to_timestamp(t.created_at), expire_time=to_timestamp(t.expires_at),
                     revoke_time=to_timestamp(t.revoked_at))
@@ -35,16 +35,16 @@ class TokensService(ap_grpc.TokensServicer):
         if request.role == ap.ROLE_UNSPECIFIED:
             raise InvalidArgument("role is required: ROLE_READER, ROLE_TRAINER or ROLE_ADMIN")
         role = cv.enum_name(ap.Role, request.role, "role").removeprefix("ROLE_").lower()
-        expires = None
+        ttl = None
         if request.HasField("ttl_seconds"):
             if not 1 <= request.ttl_seconds <= MAX_TTL_S:
                 raise InvalidArgument(f"ttl_seconds={request.ttl_seconds} must be in 1..{MAX_TTL_S} "
                                       "(leave it unset for a token that never expires)")
-            expires = utcnow() + timedelta(seconds=request.ttl_seconds)
+            ttl = request.ttl_seconds
         creator = auth.current().name
 
-        def q(s: Session) -> ap.CreateTokenResponse:
-            token, secret = tokens.create_token(s, name, role, creator, expires)
+        def q(s: Tx) -> ap.CreateTokenResponse:
+            token, secret = tokens.create_token(s, name, role, creator, ttl)
             return ap.CreateTokenResponse(token=token_to_proto(token), secret=secret)
 
         return await self.db.run(q)
@@ -53,7 +53,7 @@ class TokensService(ap_grpc.TokensServicer):
                          ) -> ap.ListTokensResponse:
         offset, limit = cv.page(request.page_size, request.page_token, {})
 
-        def q(s: Session) -> ap.ListTokensResponse:
+        def q(s: Tx) -> ap.ListTokensResponse:
             rows = tokens.list_tokens(s, offset, limit)
             return ap.ListTokensResponse(tokens=[token_to_proto(t) for t in rows],
                                          next_page_token=cv.next_token(offset, limit, len(rows), {}))
@@ -71,9 +71,9 @@ class TokensService(ap_grpc.TokensServicer):
 async def lookup(db: BankDB, digest: str) -> auth.Grant | None:
     """The principal a secret (by its `secret_hash`) stands for and until when, if its token is live."""
 
-    def q(s: Session) -> auth.Grant | None:
-        t = tokens.find_token(s, digest)
-        if t is None or t.revoked_at is not None or (t.expires_at is not None and t.expires_at <= utcnow()):
+    def q(s: Tx) -> auth.Grant | None:
+        t = tokens.live_token(s, digest)
+        if t is None:
             return None
         expires = t.expires_at.replace(tzinfo=UTC).timestamp() if t.expires_at is not None else None
         return auth.Grant(auth.Principal(t.name, t.role), expires)

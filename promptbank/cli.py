@@ -16,22 +16,24 @@ from pathlib import Path
 import grpc
 
 from promptbank import cli_catalog, cli_tokens
+from promptbank import kinds as server_kinds
 from promptbank.client import DEFAULT_SERVER, Client
+from promptbank.errors import Unauthenticated, Unavailable, typed
 from promptbank.output import emit, plural, table
 from promptbank.progress import STATE, follow, small_eval_warning, truncation_note
 from promptbank_api.errors import PromptBankError
 from promptbank_api.files import json_lines, read_labelled
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
+from promptbank_domain.train_config import PARAMS, TYPES, default_text, on_wire
 
 INLINE_ROWS = 20_000  # larger local files go up as a client-streamed upload first...
 INLINE_BYTES = 16 << 20  # ... and so do files whose texts are this large (one job message stays far below 96 MiB)
-HYPERPARAMETERS = {  # CLI flag dest -> Hyperparameters field; unset flags leave the field unset (server default)
-    "virtual_tokens": "num_virtual_tokens", "epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size",
-    "seed": "seed", "max_length": "max_length", "max_steps": "max_steps", "patience": "patience", "input_noise": "input_noise",
-    "ema_decay": "ema_decay", "token_dropout": "token_dropout", "prefix_projection": "prefix_projection",
-    "max_grad_norm": "max_grad_norm",
-}
+# TrainConfig's table drives the train flags: each flag's dest -> its field (unset flags leave it unset: the
+# server's default). Optional scalars go as given (0 included); strings as given ("" = the default).
+HYPERPARAMETERS = {PARAMS[name].dest: name for name in on_wire("optional")}
+TEXTS = {PARAMS[name].dest: name for name in on_wire("text")}
+KINDS = {"": cat.PROMPT_KIND_UNSPECIFIED, **cli_catalog.PROMPT_KINDS}  # --kind's names -> the API's enum
 
 
 class Interrupted(Exception):
@@ -60,11 +62,10 @@ def cmd_serve(a: argparse.Namespace, rest: list[str]) -> int:
 
 def hyperparameters(a: argparse.Namespace) -> jp.Hyperparameters:
     """Only the flags the user gave: 0 is sent as 0 (and refused where it means nothing), never as "unset"."""
-    init = a.init_from or a.init or ("text" if a.init_text else "")
     given = {field: getattr(a, dest) for dest, field in HYPERPARAMETERS.items() if getattr(a, dest) is not None}
-    kind = cli_catalog.PROMPT_KINDS[a.kind] if a.kind else cat.PROMPT_KIND_UNSPECIFIED
-    return jp.Hyperparameters(init=init, init_text=a.init_text, precision=a.precision, select_on=a.select_on,
-                              prompt_kind=kind, **given)
+    texts = {field: getattr(a, dest) for dest, field in TEXTS.items()}
+    texts["init"] = a.init_from or a.init or ("text" if a.init_text else "")
+    return jp.Hyperparameters(prompt_kind=KINDS[a.kind], **texts, **given)
 
 
 def job_is_running(job: str) -> Interrupted:
@@ -195,6 +196,22 @@ def cmd_completion(a: argparse.Namespace) -> int:
     return 0
 
 
+def _hyperparameter_flags(t: argparse.ArgumentParser) -> None:
+    """One flag per row of TrainConfig's table that has one, its help from the row: range and real defaults
+    (each kind's, as the SDK's copy of the server's kinds describes them)."""
+    server_kinds.describe()
+    for name, p in PARAMS.items():
+        if not p.flag:
+            continue
+        integer = TYPES[name] == "int"
+        said = [p.rule(integer, note=False) if not p.choices else "", p.note, f"default {default_text(name)}"]
+        text = f"{p.help} ({'; '.join(x for x in said if x)})"
+        if p.wire in ("optional", "dataset"):
+            t.add_argument(p.flag, type=int if integer else float, help=text, metavar=p.metavar or None)
+        else:
+            t.add_argument(p.flag, default="", choices=list(p.options) or None, help=text, metavar=p.metavar or None)
+
+
 def _train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--task", required=True, help="prompt (task) name; created on first use")
     t.add_argument("--backbone", default="minilm")
@@ -210,40 +227,8 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
                    help="encoder backbones, new prompts: 'all' (default) reads the text and each label text "
                         "through the prompt and pools every position; 'prompt' pools only the prompt's "
                         "positions; 'text' pools the text's tokens and compares them with the plain label texts")
-    t.add_argument("--kind", default="", choices=list(cli_catalog.PROMPT_KINDS),
-                   help="what to train: a 'deep' prompt, keys and values for every attention layer (prefix "
-                        "tuning; the default where the backbone can carry one), or 'input' vectors before the "
-                        "text (the default elsewhere)")
-    t.add_argument("--virtual-tokens", type=int, help="prompt length, 1..512 (default 20)")
-    t.add_argument("--epochs", type=int, help="passes over the training split, 1..1000 (default 5 for a deep prompt, 12 for an input one)")
-    t.add_argument("--lr", type=float, help="learning rate (default 0.0005 for a deep prompt, 0.03 for an input one)")
-    t.add_argument("--batch-size", type=int, help="rows per step (default 8)")
-    t.add_argument("--seed", type=int, help="init, split and batch order (default 0)")
-    t.add_argument("--max-length", type=int, help="tokens per row, 8..8192; longer texts are cut (default 128)")
-    t.add_argument("--max-steps", type=int, help="stop after this many steps (default: the epochs decide)")
-    t.add_argument("--patience", type=int, help="evaluations without a better one before stopping (default 4)")
-    t.add_argument("--init", default="", help="random | vocab | labels | text | a prompt reference | nearest")
-    t.add_argument("--init-text", default="", help="text whose token embeddings start the prompt (init=text)")
+    _hyperparameter_flags(t)
     t.add_argument("--init-from", default="", help="start from a stored version (REF), or 'nearest' (transfer)")
-    t.add_argument("--precision", default="", choices=["auto", "bf16", "fp32"],
-                   help="training autocast (default auto: bf16 where the hardware has it)")
-    t.add_argument("--eval-fraction", type=float,
-                   help="fraction of the rows held out for evaluation and early stopping; 0 = none (default 0.05)")
-    t.add_argument("--select-on", default="", choices=["eval_loss", "eval_accuracy"],
-                   help="eval metric that stops early and keeps the latest prompt within one standard error of "
-                        "the best (default eval_loss)")
-    t.add_argument("--input-noise", type=float,
-                   help="noise on the text's token embeddings while training, NEFTune alpha (default 5; 0 = off)")
-    t.add_argument("--ema-decay", type=float,
-                   help="keep an exponential moving average of the prompt, decay per step (default 0.998; 0 = off)")
-    t.add_argument("--token-dropout", type=float,
-                   help="drop each text token with this probability while training (default 0 = off)")
-    t.add_argument("--prefix-projection", type=int,
-                   help="deep prompts: train the prefix through an MLP of this many hidden units, folded away "
-                        "when stored (prefix tuning's reparameterisation; default 512; 0 = train the prefix "
-                        "directly)")
-    t.add_argument("--max-grad-norm", type=float,
-                   help="clip each step's gradient to this L2 norm (default 0 = off)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
     t.add_argument("--max-rows", type=int, help="use only the first N rows of the file")
     t.add_argument("--request-id", default="", help="makes a retried submit safe: the same id returns the first job")
@@ -308,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# What to check when a call fails this way (exit 1 either way); the server's message says the rest.
+HINTS = {Unauthenticated: "pass --token-file or set PROMPTBANK_TOKEN",
+         Unavailable: "retry later; if it persists, check --server and --tls-ca"}
+
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "jobs": cmd_jobs,
             "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones, "tokens": cli_tokens.cmd_tokens}
 
@@ -330,8 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(a.server, timeout=a.timeout, token=read_token(a.token_file), tls_ca=a.tls_ca,
                     tls_cert=a.tls_cert, tls_key=a.tls_key) as client:
             return COMMANDS[a.cmd](a, client)
-    except grpc.RpcError as err:
-        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+    except grpc.RpcError as err:  # the client raises promptbank.errors' classes; typed() types any other
+        failed = typed(err)
+        hint = HINTS.get(type(failed))
+        print(f"error: {failed}" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 1
     except Interrupted as stop:
         print(f"\ninterrupted: {stop.message}", file=sys.stderr)

@@ -16,8 +16,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promptbank.credentials import BearerToken
+from promptbank.errors import TypedErrors, Unavailable
 from promptbank.retry import MAX_BACKOFF_S, channel_options
-from promptbank_api.names import TERMINAL_STATES, job_name, strip_collection, to_timestamp
+from promptbank_api.names import job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -26,6 +27,7 @@ from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
+from promptbank_domain.states import TERMINAL_STATES
 
 RpcError = grpc.RpcError
 DEFAULT_SERVER = "localhost:50051"
@@ -71,7 +73,9 @@ class Client:
     file or its bytes; default: env PROMPTBANK_TLS_CA) turns TLS on and is the CA the server's certificate
     must chain to; `tls_cert` and `tls_key` present a client certificate (mutual TLS). Reads, Classify and
     creates are retried on UNAVAILABLE (promptbank/retry.py); `wait_for_ready=True` makes them wait out an
-    unreachable server, such as a coordinator restarting, up to their deadline instead of failing at once."""
+    unreachable server, such as a coordinator restarting, up to their deadline instead of failing at once.
+    A failed call raises its status's class from `promptbank.errors` (`NotFound`, `InvalidArgument`, ...), each
+    a `grpc.RpcError`, streams included."""
 
     def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20,
                  token: str | None = None, tls_ca: PEM | None = None, tls_cert: PEM | None = None,
@@ -88,7 +92,7 @@ class Client:
         else:
             self._raw = grpc.insecure_channel(self.server, options=opts)
         secret = token if token is not None else os.environ.get("PROMPTBANK_TOKEN", "")
-        self.channel = grpc.intercept_channel(self._raw, BearerToken(secret)) if secret else self._raw
+        self.channel = grpc.intercept_channel(self._raw, TypedErrors(), *([BearerToken(secret)] if secret else []))
         self.tokens = ap_grpc.TokensStub(self.channel)
         self.catalog = cat_grpc.PromptCatalogStub(self.channel)
         self.jobs = jp_grpc.TrainJobsStub(self.channel)
@@ -107,9 +111,9 @@ class Client:
     # ------------------------------------------------------------ health
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until the server answers its health check SERVING."""
-        grpc.channel_ready_future(self._raw).result(timeout=timeout)
-        resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        """Block until the server answers its health check SERVING; `DeadlineExceeded` when it does not answer
+        within `timeout` (the check waits for the channel to come up)."""
+        resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             raise RuntimeError(f"server {self.server} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
 
@@ -242,9 +246,8 @@ class Client:
                     seen, backoff = ev.sequence, 0.25
                     yield ev
                 return
-            except grpc.RpcError as exc:
-                left = deadline - time.monotonic()
-                if exc.code() is not grpc.StatusCode.UNAVAILABLE or left <= backoff:
+            except Unavailable:
+                if deadline - time.monotonic() <= backoff:
                     raise
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -1,5 +1,5 @@
 """Resource names and prompt references as both sides read them: `task`, `task@alias`, `task/versions/N`
-(optionally `prompts/`-prefixed), `jobs/{id}`, a job's end states, and API timestamps.
+(optionally `prompts/`-prefixed), `jobs/{id}`, and API timestamps.
 
 The client and the server parse with these same functions, so a reference means one thing everywhere.
 """
@@ -15,7 +15,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from promptbank_api.errors import InvalidArgument
 
 MAX_VERSION = 2**63 - 1  # version numbers are 64-bit in SQL and in the API
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})  # a job in one of these has ended for good
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
 NAME_CHARS = {"alias": 64, "backbone": 64, "token": 64}  # the bank's column widths; any other kind: 128
 RESERVED_ALIASES = frozenset({"latest"})  # moved by every publish, never named by a caller's job

@@ -21,22 +21,35 @@ from __future__ import annotations
 
 import torch
 
+from promptbank_domain import kinds as _described
 from promptbank_kinds import deep, input
 from promptbank_kinds.base import Applied, BackboneView, Geometry, PeftDims, PromptKind, Row
-from promptbank_kinds.registry import all, by_peft_type, carried, get, misfit, names, register, uncarried
+from promptbank_kinds.registry import (
+    all,
+    by_peft_type,
+    carried,
+    get,
+    misfit,
+    names,
+    register,
+    uncarried,
+    unregister,
+)
 from promptbank_kinds.registry import row as _row
 
 INPUT = register(input.KIND).name
 DEEP = register(deep.KIND).name
 
 # Tensor bytes that name no kind, a version row from before kinds and a bare tensor given as a row's prompt are
-# input prompts (what promptbank stored before deep prompts existed).
-UNMARKED = INPUT
+# input prompts (what promptbank stored before deep prompts existed): the domain's constant, so TrainConfig's
+# default kind is the same one.
+UNMARKED = _described.UNMARKED
+assert UNMARKED == INPUT
 
 # The kind of a train job that names none, where the backbone carries it (elsewhere the first registered kind
 # it carries): on the test split deep prompts on their defaults outscored input prompts on theirs (README,
 # "Input and deep prompts"; bench/quality.py).
-DEFAULT = DEEP
+DEFAULT = _described.prefer(DEEP)
 
 
 def default_for(geo: Geometry) -> PromptKind:
@@ -52,4 +65,4 @@ def row(prompt: torch.Tensor | Row) -> Row:
 
 __all__ = ["DEEP", "DEFAULT", "INPUT", "UNMARKED", "Applied", "BackboneView", "Geometry", "PeftDims", "PromptKind",
            "Row", "all", "by_peft_type", "carried", "default_for", "get", "misfit", "names", "register", "row",
-           "uncarried"]
+           "uncarried", "unregister"]

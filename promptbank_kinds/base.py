@@ -9,25 +9,9 @@ from typing import Any, Protocol
 import torch
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.kinds import Geometry as Geometry  # plain data: the domain's read models carry it
 
 ConfigInt = Callable[[str, bool], int | None]  # PEFT config reader: (key, required) -> positive int or None
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """What a backbone offers a prompt: its hidden size and where key/value prefixes go (self-attention layers,
-    key/value heads, head width; zeros when its attention cannot carry them). The bank stores these numbers
-    with a backbone, a replica reports them, so both sides ask a kind whether it fits without the model."""
-
-    hidden_size: int
-    layers: int = 0
-    kv_heads: int = 0
-    head_dim: int = 0
-
-    @classmethod
-    def of(cls, hidden_size: int, deep: tuple[int, int, int] = (0, 0, 0)) -> Geometry:
-        """From a hidden size and a `(layers, key/value heads, head width)` triple (BackboneInfo.deep)."""
-        return cls(hidden_size, *deep)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain import kinds as described
 from promptbank_kinds.base import Geometry, PromptKind, Row, members
 
 _KINDS: dict[str, PromptKind] = {}
@@ -13,7 +14,8 @@ _KINDS: dict[str, PromptKind] = {}
 def register(kind: PromptKind) -> PromptKind:
     """Add `kind`; refused (TypeError) when it lacks a member of the protocol or reuses another kind's name,
     API enum value or PEFT type, so an incomplete kind fails at import, not on the first request that needs
-    the missing part."""
+    the missing part. Its plain description goes to the domain's registry (`promptbank_domain.kinds`), which
+    TrainConfig asks for the kind's name, training defaults and projection rule."""
     missing = [m for m in members() if not hasattr(kind, m)]
     if missing:
         raise TypeError(f"prompt kind {getattr(kind, 'name', kind)!r} lacks {missing}")
@@ -24,8 +26,15 @@ def register(kind: PromptKind) -> PromptKind:
         for attr in ("name", "proto_enum", "peft_type"):
             if getattr(other, attr) == getattr(kind, attr):
                 raise TypeError(f"prompt kinds {other.name!r} and {kind.name!r} share {attr} {getattr(kind, attr)!r}")
+    described.describe(described.KindInfo(kind.name, kind.proto_enum, kind.train_defaults, kind.projects))
     _KINDS[kind.name] = kind
     return kind
+
+
+def unregister(name: str) -> None:
+    """Drop the kind `name` here and in the domain (a kind registered for a while, as tests do)."""
+    _KINDS.pop(name, None)
+    described.forget(name)
 
 
 def _methods() -> set[str]:

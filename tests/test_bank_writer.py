@@ -12,6 +12,7 @@ from bank.models import Prompt
 from bank.writer import BankDB
 from coordinator.errors import status_for
 from promptbank_api.errors import Aborted
+from promptbank_domain.task import TaskSpec
 from tests.pg_fixtures import BACKENDS, fresh_db_url
 
 
@@ -24,7 +25,7 @@ def test_a_create_that_loses_a_race_is_aborted_and_writes_nothing(
     try:
         def create_after_the_other_coordinator(s):  # type: ignore[no-untyped-def]
             assert catalog.find_prompt(s, "sent") is None  # the store's own existence check passes...
-            second.run_sync(lambda s2: catalog.create_prompt(s2, "sent", {"labels": ["a", "b"]}, owner="second"))
+            second.run_sync(lambda s2: catalog.create_prompt(s2, "sent", TaskSpec(labels=("a", "b")), owner="second"))
             s.add(Prompt(name="sent", task={"labels": ["x", "y"]}, owner="first"))  # ...then the other one wins
             s.flush()
 
@@ -33,8 +34,8 @@ def test_a_create_that_loses_a_race_is_aborted_and_writes_nothing(
         assert status_for(err.value) == (grpc.StatusCode.ABORTED, "a concurrent change to the same resource won; "
                                                                    "retry the request")
         p = first.run_sync(lambda s: catalog.get_prompt(s, "sent"))
-        assert (p.owner, p.task["labels"]) == ("second", ["a", "b"])
-        first.run_sync(lambda s: catalog.create_prompt(s, "other", {"labels": ["a", "b"]}))  # the session recovers
+        assert (p.owner, p.task.labels) == ("second", ("a", "b"))
+        first.run_sync(lambda s: catalog.create_prompt(s, "other", TaskSpec(labels=("a", "b"))))  # the session recovers
     finally:
         first.close()
         second.close()

@@ -117,11 +117,12 @@ def test_train_help_states_the_servers_defaults() -> None:
     """Flags left out take the server's defaults; the help must name the values the server really uses, for
     the kind a job gets when it names none and for the other."""
     from promptbank.cli import build_parser
-    from workers.task import DEFAULT_KIND, TrainConfig
+    from promptbank_domain.train_config import TrainConfig
+    from promptbank_kinds import DEFAULT as DEFAULT_KIND
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub.choices["train"]._actions}
-    assert DEFAULT_KIND == "deep" and "'deep' prompt" in helps["kind"] and "the default where the backbone" in helps["kind"]
+    assert DEFAULT_KIND == "deep" and "'deep' prompt" in helps["kind"] and "default deep where the backbone" in helps["kind"]
     deep, plain = TrainConfig.defaults("deep"), TrainConfig.defaults("input")
     for dest, value in (("virtual_tokens", deep.num_virtual_tokens), ("batch_size", deep.batch_size),
                         ("input_noise", deep.input_noise), ("ema_decay", deep.ema_decay),

@@ -29,7 +29,7 @@ OTHER_PROCESS = textwrap.dedent("""
     sessions = make_sessionmaker(make_engine(sys.argv[1]))
     for i in range(int(sys.argv[2])):
         with sessions() as s:
-            catalog.create_prompt(s, f"outside-{i}", {"labels": ["a", "b"]}, tags=["outside"])
+            catalog.create_prompt(s, f"outside-{i}", TaskSpec(labels=("a", "b")), tags=["outside"])
             s.commit()
     print("done")
 """)

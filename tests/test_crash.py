@@ -26,7 +26,9 @@ from tests.processes import Coordinator, RayHead, owner_pid
 from tests.test_server import DATA, input_hp
 
 # long enough to be killed mid-way (a progress event every 5 steps, a checkpoint every 25), short enough to resume
-LONG = input_hp(num_virtual_tokens=2, epochs=1000, max_steps=200, batch_size=8, checkpoint_every=25,
+# 1,000 steps: long enough that a job is still training when the tests stop its coordinator, on CPUs that
+# step the tiny model in 7 ms as well as in 25 ms
+LONG = input_hp(num_virtual_tokens=2, epochs=1000, max_steps=1000, batch_size=8, checkpoint_every=25,
                           patience=10000, learning_rate=0.05)
 SHORT = input_hp(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
 

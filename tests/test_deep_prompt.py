@@ -9,11 +9,11 @@ import torch
 from transformers import AutoConfig
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import POOLINGS, TaskSpec
 from workers.backbone import _LOADERS, FrozenBackbone
 from workers.deep_prompt import DeepPrompt
 from workers.heads import Heads
 from workers.soft_prompt import RowPrompt, build_batch, tokenize
-from workers.task import POOLINGS, TaskSpec
 
 TEXTS = ["a good day", "this is a much longer sentence about a terrible awful film", "ok", "the cat sat on the mat"]
 LAYERS = {"encoder": 2, "causal_lm": 2, "seq2seq": 4, "masked_lm": 2}  # self-attention modules (T5: 2 + 2)

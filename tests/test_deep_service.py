@@ -12,17 +12,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bank.codec import DEEP, INPUT, encode_prompt, read_prompt
+from bank.codec import encode_prompt, read_prompt
 from coordinator.jobs_service import train_config
 from promptbank import Client
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
-from promptbank_kinds import Geometry
+from promptbank_domain.train_config import TrainConfig
+from promptbank_kinds import DEEP, INPUT, Geometry
+from promptbank_kinds import DEFAULT as DEFAULT_KIND
 from tests.test_cli import cli
 from tests.test_server import DATA, TOPIC, code_of, train
-from workers.task import DEFAULT_KIND, TrainConfig
 
-DEEP_HP = jp.Hyperparameters(num_virtual_tokens=3, epochs=1, batch_size=8, learning_rate=0.05,
+# lr 0.005: through the default 512-unit projection, 0.05 collapses tiny-lm's prefix (every row scored alike),
+# which the trainer now refuses to publish
+DEEP_HP = jp.Hyperparameters(num_virtual_tokens=3, epochs=1, batch_size=8, learning_rate=0.005,
                              prompt_kind=cat.PROMPT_KIND_DEEP)
 
 
@@ -127,7 +130,7 @@ def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path)
     data.write_text("text,label\n" + "\n".join(f'"{t}",{lab}' for t, lab in DATA))
     out = cli(server, "train", "--task", "dp-cli", "--backbone", "tiny-enc", "--data", str(data), "--kind", "deep",
               "--virtual-tokens", "2", "--epochs", "1", "--prefix-projection", "8",
-              "--max-grad-norm", "0.5")
+              "--max-grad-norm", "0.5", "--weight-decay", "0.01", "--warmup-fraction", "0.25")
     assert out.stdout.startswith("prompts/dp-cli/versions/1")
     listing = cli(server, "prompts", "versions", "dp-cli").stdout
     assert "KIND" in listing and "deep" in listing.splitlines()[1]
@@ -136,6 +139,7 @@ def test_the_cli_trains_a_deep_prompt_and_lists_its_kind(server, tmp_path: Path)
         assert v.kind == cat.PROMPT_KIND_DEEP and list(v.shape) == [2, c.get_backbone("tiny-enc").deep_prompt_width]
         job = c.list_jobs(prompt="dp-cli")[0]  # trained through the projection, stored as the prefix alone
         assert job.hyperparameters.prefix_projection == 8 and job.hyperparameters.max_grad_norm == 0.5
+        assert job.hyperparameters.weight_decay == 0.01 and job.hyperparameters.warmup_fraction == 0.25
 
 
 def test_a_job_takes_its_kinds_defaults_and_set_values_win() -> None:

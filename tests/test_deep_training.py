@@ -9,8 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bank.codec import DEEP, INPUT, PROMPT_KEY, read_prompt, read_safetensors
+from bank.codec import PROMPT_KEY, read_prompt, read_safetensors
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import ConfigError, TaskSpec
+from promptbank_domain.train_config import TrainConfig
+from promptbank_kinds import DEEP, INPUT
 from tests.test_train import DATA, TASK, TOPIC, TOPIC_DATA, final_prompt
 from tests.workers_util import classify, train
 from workers.actor import BackboneWorker
@@ -19,7 +22,6 @@ from workers.deep_prompt import DeepPrompt, activations, prefixes
 from workers.generate import generate
 from workers.prepare import init_prompt
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import ConfigError, TaskSpec, TrainConfig
 from workers.train import Trainer, train_jobs
 
 LM = {"label_words": ["bad", "good"]}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from promptbank_domain.task import ConfigError
 from workers.backbone import CAUSAL_LM, FrozenBackbone
 from workers.generate import generate
 from workers.soft_prompt import build_batch, tokenize
-from workers.task import ConfigError
 
 
 def greedy_from_scratch(bb: FrozenBackbone, prompt: torch.Tensor, text: str, n: int) -> list[int]:
@@ -43,12 +43,21 @@ def test_streamed_generation_equals_greedy_recompute(arch: str, tiny_models: dic
     assert "".join(other) != expected, "the prompt had no effect on generation"
 
 
-def test_sampling_is_seeded(tiny_models: dict[str, str]) -> None:
+def test_sampling_is_seeded_and_follows_the_temperature(tiny_models: dict[str, str]) -> None:
     bb = FrozenBackbone(tiny_models["causal_lm"])
-    p = torch.randn(2, bb.hidden_size)
-    a = "".join(generate(bb, p, "hello", 8, temperature=1.0, seed=5))
-    b = "".join(generate(bb, p, "hello", 8, temperature=1.0, seed=5))
-    assert a == b
+    p = torch.randn(2, bb.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    def run(temperature: float, seed: int = 0) -> str:
+        return "".join(generate(bb, p, "hello", 8, temperature=temperature, seed=seed))
+
+    greedy = run(0.0)
+    assert run(1.0, seed=5) == run(1.0, seed=5), "the same seed must repeat"
+    # hot: near-uniform over 30k tokens, so 8 tokens repeat across seeds, or match greedy, with ~zero chance
+    hot = [run(5.0, seed) for seed in range(4)]
+    assert len(set(hot)) == 4, f"different seeds gave the same text: {hot}"
+    assert greedy not in hot, "sampling gave the greedy text: the temperature was ignored"
+    # cold: the distribution collapses onto the argmax, so every seed gives the greedy text
+    assert {run(1e-4, seed) for seed in range(4)} == {greedy}, "a near-zero temperature must decode greedily"
 
 
 def test_encoders_cannot_generate(tiny_models: dict[str, str]) -> None:

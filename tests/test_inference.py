@@ -17,7 +17,7 @@ from tests.test_server import TOPIC, code_of, train
 from tests.workers_util import classify
 from workers.actor import BackboneWorker
 from workers.cache import LRU, tensor_bytes
-from workers.protocol import MissingPrompts
+from workers.protocol import GenerateRequest, MissingPrompts
 
 
 def test_concurrent_clients_get_their_own_results_and_share_batches(server, client: Client) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def test_a_failing_request_does_not_fail_its_batch_mates(server, client: Client)
         task=cat.TaskSpec(labels=["a", "b"], label_words=["running", "running"]))), timeout=10)
 
     def add_version(s):  # type: ignore[no-untyped-def]
-        catalog.add_version(s, catalog.get_prompt(s, "iso-bad"), catalog.get_backbone(s, "tiny-lm"),
+        catalog.add_version(s, "iso-bad", "tiny-lm",
                           encode_prompt(torch.randn(3, 32)))
 
     server.coord.db.run_sync(add_version)
@@ -100,7 +100,7 @@ def test_generate_streams_tokens_with_a_soft_prompt(client: Client, tiny_causal_
     # the service streams exactly the worker's greedy decoding under the stored prompt
     v = client.get_version("gen-lm", include_tensor=True)
     local = BackboneWorker(tiny_causal_lm, num_threads=1)
-    expected = list(local.generate(v.sha256, {v.sha256: v.tensor}, "the weather today", max_new_tokens=6))
+    expected = list(local.generate(GenerateRequest(v.sha256, {v.sha256: v.tensor}, "the weather today", max_new_tokens=6)))
     assert pieces == expected
     train(client, "gen-enc")
     code, msg = code_of(lambda: list(client.generate("gen-enc", "hello")))
@@ -145,7 +145,7 @@ def test_routing_prefers_the_replica_holding_the_prompts(server) -> None:  # typ
     pool = server.coord.pool
     bb = pool.get("tiny-enc")
     original = bb.replicas
-    a, b = Replica(handle=None, index=0), Replica(handle=None, index=1)
+    a, b = Replica(worker=None, index=0), Replica(worker=None, index=1)  # type: ignore[arg-type]  # never called
     b.sent = {"p1", "p2"}
     bb.replicas = [a, b]
     try:

@@ -13,16 +13,18 @@ import torch
 
 import promptbank_kinds as kinds
 from bank.codec import encode_prompt, read_prompt
+from promptbank import kinds as sdk_kinds
 from promptbank.cli_catalog import PROMPT_KINDS, kind_name
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.v1 import catalog_pb2 as cat
-from promptbank_kinds import registry
+from promptbank_domain import kinds as described
+from promptbank_domain.task import POOLINGS, TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from promptbank_kinds.base import members
 from promptbank_kinds.input import InputKind
 from workers.backbone import FrozenBackbone
 from workers.heads import Heads
 from workers.soft_prompt import build_batch, load_prompt, tokenize
-from workers.task import POOLINGS, TaskSpec, TrainConfig
 
 
 @contextmanager
@@ -32,7 +34,7 @@ def registered(kind: kinds.PromptKind) -> Iterator[kinds.PromptKind]:
     try:
         yield kind
     finally:
-        del registry._KINDS[kind.name]
+        kinds.unregister(kind.name)
 
 
 class ToyKind(InputKind):
@@ -72,9 +74,26 @@ def test_the_registry_refuses_an_incomplete_or_colliding_kind() -> None:
         kinds.register(InputKind())
     with pytest.raises(TypeError, match="share peft_type 'PREFIX_TUNING'"):
         kinds.register(type("Clash", (ToyKind,), {"peft_type": "PREFIX_TUNING"})())
-    assert kinds.names() == (kinds.INPUT, kinds.DEEP)  # nothing half-registered
+    assert kinds.names() == described.names() == (kinds.INPUT, kinds.DEEP)  # nothing half-registered
     with pytest.raises(InvalidArgument, match=r"prompt kind 'toy' is not one of \['input', 'deep'\]"):
         kinds.get("toy")
+
+
+def test_the_domain_knows_each_kind_by_its_description() -> None:
+    """The domain (a leaf without torch) holds what each kind module described when it registered; the SDK's
+    copy of those descriptions (for the CLI's offline help) is the same, in the same order."""
+    assert described.names() == kinds.names()
+    for k in kinds.all():
+        info = described.get(k.name)
+        assert (info.proto_enum, dict(info.train_defaults), info.projects) == (
+            k.proto_enum, dict(k.train_defaults), k.projects)
+    assert described.preferred() == kinds.DEFAULT and described.projected() == tuple(
+        k.name for k in kinds.all() if k.projects)
+    assert sdk_kinds.KINDS == tuple(described.get(n) for n in kinds.names())
+    assert sdk_kinds.PREFERRED == kinds.DEFAULT
+    sdk_kinds.describe()  # the same descriptions again: a no-op
+    with pytest.raises(TypeError, match="described twice, differently"):
+        described.describe(described.KindInfo(kinds.DEEP, "PROMPT_KIND_DEEP"))
 
 
 def test_the_api_enum_and_the_cli_name_exactly_the_registered_kinds() -> None:
@@ -117,6 +136,8 @@ def test_a_third_kind_plugs_in_without_touching_bank_or_workers(heads: Heads) ->
         row = load_prompt(bb, data)
         assert row.kind == "toy"
         assert TrainConfig(prompt_kind="toy").prompt_kind == "toy"
+        with pytest.raises(InvalidArgument, match=r"prefix_projection=8 is invalid: must be 0 unless prompt_kind is 'deep'"):
+            TrainConfig(prompt_kind="toy", prefix_projection=8)  # an input-like kind: it trains directly
         ids = tokenize(bb, ["a good day", "a bad one"], 32)
         as_input = kinds.Row(row.tensor, kinds.INPUT)
         toy = heads.features(build_batch(bb, ids, [row, as_input]), [task, task])
@@ -125,3 +146,5 @@ def test_a_third_kind_plugs_in_without_touching_bank_or_workers(heads: Heads) ->
         assert not torch.equal(toy, heads.features(build_batch(bb, ids, [tensor[:0]] * 2), [task, task]))
     with pytest.raises(InvalidArgument, match="prompt kind 'toy' is not one of"):
         read_prompt(data)  # unregistered again: its bytes are refused, not misread
+    with pytest.raises(InvalidArgument, match=r"prompt_kind='toy' is invalid: must be one of \['input', 'deep'\]"):
+        TrainConfig(prompt_kind="toy")  # and the domain forgot it too

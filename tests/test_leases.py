@@ -15,7 +15,7 @@ from bank.codec import encode_prompt
 from bank.db import make_engine, make_sessionmaker
 from bank.models import Job, PromptVersion, utcnow
 from tests.pg_fixtures import BACKENDS, fresh_db_url
-from tests.test_bank import seed
+from tests.test_bank import SPEC, seed
 
 LEASE_S = 30.0
 
@@ -31,7 +31,7 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no
 def queued(sessions) -> str:  # type: ignore[no-untyped-def]
     with sessions() as s:
         seed(s)
-        job, _ = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=b"")
+        job, _ = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec=SPEC, examples=b"")
         s.commit()
         return job.id
 
@@ -130,10 +130,10 @@ def test_expired_leases_fail_after_max_attempts_and_honour_cancels(sessions) -> 
 
     other = None
     with sessions() as s:
-        other, _ = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec={}, examples=b"")
+        other, _ = jobs.create_job(s, prompt_name="sent", backbone_name="bb", spec=SPEC, examples=b"")
         s.flush()
         assert jobs.claim(s, other.id, "a", LEASE_S, "on replica 0") is not None
-        assert jobs.request_cancel(s, other) is False  # RUNNING: stops at its next step
+        assert jobs.request_cancel(s, other.id).state == "RUNNING"  # RUNNING: stops at its next step
         s.commit()
     expire(sessions, other.id)
     with sessions() as s:

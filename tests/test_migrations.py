@@ -18,7 +18,9 @@ from bank import catalog
 from bank.codec import encode_prompt
 from bank.db import BASELINE, alembic_config, current_revision, make_engine, make_sessionmaker, normalize_url
 from bank.jobs import create_job
-from bank.models import Base, Job
+from bank.models import Base, Job, Prompt
+from promptbank_domain.jobs import JobSpec
+from promptbank_domain.task import TaskSpec
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
@@ -44,8 +46,8 @@ def _seed(engine: Engine) -> None:
     with make_sessionmaker(engine)() as s:
         bb = catalog.upsert_backbone(s, "bb", model="m", revision="", architecture="encoder", hidden_size=4,
                                    fingerprint="f" * 64)
-        p = catalog.create_prompt(s, "sent", {"labels": ["neg", "pos"]}, tags=["demo"])
-        catalog.add_version(s, p, bb, encode_prompt(torch.randn(2, 4)), aliases=["prod"])
+        p = catalog.create_prompt(s, "sent", TaskSpec(labels=("neg", "pos")), tags=["demo"])
+        catalog.add_version(s, p.name, bb.name, encode_prompt(torch.randn(2, 4)), aliases=["prod"])
         s.commit()
 
 
@@ -165,13 +167,14 @@ def test_job_request_ids_move_to_the_idempotency_table(bank_url: str) -> None:
     """0007: a retry of a create sent before the upgrade still returns the job it created."""
     raw = create_engine(normalize_url(bank_url))
     _migrate(raw, command.upgrade, "0006")
-    ids = _insert_old_jobs(raw, [{"config": {}}, {"config": {}}], request_ids=["req-a", None])
+    old = {"task": {"labels": ["neg", "pos"]}, "config": {}}
+    ids = _insert_old_jobs(raw, [old, old], request_ids=["req-a", None])
     raw.dispose()
     engine = make_engine(bank_url)
     try:
         with make_sessionmaker(engine)() as s:
             assert catalog.seen_request(s, "req-a", "CreateTrainJob", "h0", principal="") == f"jobs/{ids[0]}"
-            job, created = create_job(s, prompt_name="old", backbone_name="bb", spec={}, examples=b"",
+            job, created = create_job(s, prompt_name="old", backbone_name="bb", spec=JobSpec.from_json(old), examples=b"",
                                       request_id="req-a", request_hash="h0")
             assert job.id == ids[0] and not created
             s.commit()
@@ -203,15 +206,16 @@ def test_prompts_and_jobs_stored_before_pooling_keep_text_pooling(bank_url: str)
     engine = make_engine(bank_url)  # upgrades to head
     try:
         with make_sessionmaker(engine)() as s:
-            assert catalog.get_prompt(s, "old").task == {"labels": ["neg", "pos"], "pooling": "text"}
+            assert s.scalar(select(Prompt.task).where(Prompt.name == "old")) == {"labels": ["neg", "pos"], "pooling": "text"}
+            assert catalog.get_prompt(s, "old").task.pooling == "text"
             specs = sorted((j.spec for j in s.scalars(select(Job))), key=len)
             assert specs == [{"config": {}}, {"task": {"labels": ["neg", "pos"], "pooling": "text"}, "config": {}}]
-            catalog.create_prompt(s, "new", {"labels": ["a", "b"], "pooling": "prompt"})
+            catalog.create_prompt(s, "new", TaskSpec(labels=("a", "b"), pooling="prompt"))
             s.commit()
         _migrate(engine, command.downgrade, "0005")  # keeps the key (older code ignores it) ...
         _migrate(engine, command.upgrade, "head")  # ... so a new prompt keeps its pooling through down and up
         with make_sessionmaker(engine)() as s:
-            assert catalog.get_prompt(s, "new").task == {"labels": ["a", "b"], "pooling": "prompt"}
+            assert catalog.get_prompt(s, "new").task == TaskSpec(labels=("a", "b"), pooling="prompt")
     finally:
         engine.dispose()
 

@@ -21,7 +21,8 @@ from tests.test_crash import versions
 from tests.test_server import DATA, input_hp
 
 SHORT = input_hp(num_virtual_tokens=2, epochs=3, batch_size=8, learning_rate=0.05)
-LONG = input_hp(num_virtual_tokens=2, epochs=1000, max_steps=700, batch_size=8, checkpoint_every=25,
+# 3,000 steps: still training when node b dies 3 s after both started, on CPUs that step the tiny model in 7 ms
+LONG = input_hp(num_virtual_tokens=2, epochs=1000, max_steps=3000, batch_size=8, checkpoint_every=25,
                           patience=10000, learning_rate=0.05)
 ROWS = [("mn-a", "a lovely happy day"), ("mn-b", "awful, just awful"), ("mn-a", "so bad"), ("mn-b", "great fun")]
 

@@ -9,18 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import PeftModel, PrefixTuningConfig, get_peft_model  # a dev dependency: missing, these tests fail
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-from bank.codec import DEEP, encode_prompt, prompt_kind
+from bank.codec import encode_prompt, prompt_kind
 from bank.peft_format import export_peft, import_peft
 from promptbank.peft_files import read_adapter, write_adapter
 from promptbank_api.errors import InvalidArgument
+from promptbank_kinds import DEEP
 from workers.backbone import FrozenBackbone
 from workers.deep_prompt import DeepPrompt, prefixes
 from workers.soft_prompt import build_batch, tokenize
-
-peft = pytest.importorskip("peft")
-from peft import PeftModel, PrefixTuningConfig, get_peft_model  # noqa: E402
 
 TASK = {"labels": ["negative", "positive"], "label_words": ["bad", "good"], "kind": "classification"}
 TEXTS = ["what a great day", "this is awful and i want my money back right now", "ok"]

@@ -44,8 +44,7 @@ def test_resolutions_are_cached_until_another_coordinator_moves_an_alias(server,
     engine = make_engine(server.coord.config.db)  # another coordinator's write: only the bank is shared
     try:
         with make_sessionmaker(engine)() as s:
-            p = catalog.get_prompt(s, "rp-alias")
-            catalog.set_alias(s, p, "prod", catalog.get_version(s, p, 2))
+            catalog.set_alias(s, "rp-alias", "prod", 2)
             s.commit()
     finally:
         engine.dispose()

@@ -22,6 +22,7 @@ from coordinator.batcher import BatchLimits
 from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.pool import REPLICA_ENV
 from promptbank import Client
+from promptbank_domain.task import TaskSpec
 from tests.conftest import LiveServer
 from tests.processes import free_port
 
@@ -35,10 +36,9 @@ def _server(tiny_encoder: str, path: Path, grace: float = 1.0) -> LiveServer:
 
 def _add_prompts(live: LiveServer, names: list[str]) -> None:
     def q(s):  # type: ignore[no-untyped-def]
-        bb = catalog.get_backbone(s, "enc2")
         for k, name in enumerate(names):
-            p = catalog.create_prompt(s, name, {"labels": ["neg", "pos"]})
-            catalog.add_version(s, p, bb, encode_prompt(torch.randn(3, 32, generator=torch.Generator().manual_seed(k))))
+            catalog.create_prompt(s, name, TaskSpec(labels=("neg", "pos")))
+            catalog.add_version(s, name, "enc2", encode_prompt(torch.randn(3, 32, generator=torch.Generator().manual_seed(k))))
 
     live.coord.db.run_sync(q)
 

@@ -6,11 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bank.codec import encode_prompt, sha256_hex
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import POOLINGS, ConfigError, TaskSpec
+from workers.actor import BackboneWorker
 from workers.backbone import ENCODER, MASKED_LM, FrozenBackbone
 from workers.heads import Heads, mean_pool
-from workers.soft_prompt import build_batch, tokenize
-from workers.task import POOLINGS, ConfigError, TaskSpec
+from workers.protocol import ClassifyBatch
+from workers.soft_prompt import PromptedBatch, build_batch, tokenize
 
 TEXTS = ["a good day", "this is a much longer sentence about a terrible awful film", "ok", "the cat sat on the mat"]
 
@@ -142,3 +145,32 @@ def test_a_row_longer_than_the_backbone_is_invalid_argument(tiny_encoder: str) -
     ids = tokenize(bb, ["a short text"], 64)
     with pytest.raises(InvalidArgument, match="positions; the backbone allows 256"):
         build_batch(bb, ids, [torch.zeros(bb.max_positions, bb.hidden_size)])
+
+
+def test_a_replica_cuts_forwards_within_the_caps_its_batch_carries(tiny_encoder: str) -> None:
+    """The coordinator's batching policy sets each forward's caps in the batch; the replica keeps within them
+    (it has none of its own), and a row's result does not depend on how its batch was cut."""
+    w = BackboneWorker(tiny_encoder, num_threads=1)
+    blobs = {sha256_hex(b): b for b in (encode_prompt(torch.randn(n, w.bb.hidden_size)) for n in (2, 7))}
+    keys = list(blobs)
+    tasks = dict.fromkeys(keys, TaskSpec(labels=("negative", "positive")))
+    rows = [(keys[i % 2], TEXTS[i % 4] + " word" * i) for i in range(12)]
+    alone = [w.classify(ClassifyBatch([row], blobs, tasks))[0] for row in rows]  # caches prompts and anchors
+    shapes: list[tuple[int, int]] = []  # (rows, padded positions) of each forward
+    features = w.heads.features
+
+    def counted(batch: PromptedBatch, row_tasks: list[TaskSpec]) -> torch.Tensor:
+        shapes.append((int(batch.attention_mask.shape[0]), int(batch.attention_mask.shape[1])))
+        return features(batch, row_tasks)
+
+    w.heads.features = counted  # type: ignore[method-assign]
+    forwards = {}
+    for max_rows, max_positions in [(64, 4096), (3, 4096), (64, 40)]:
+        shapes.clear()
+        out = w.classify(ClassifyBatch(rows, {}, tasks, max_rows=max_rows, max_positions=max_positions))
+        assert sum(n for n, _ in shapes) == len(rows)
+        assert all(n <= max_rows and (n == 1 or n * t <= max_positions) for n, t in shapes), shapes
+        for got, want in zip(out, alone, strict=True):
+            assert got == pytest.approx(want, abs=1e-5)
+        forwards[max_rows, max_positions] = len(shapes)
+    assert forwards[3, 4096] >= 4 and forwards[64, 40] > forwards[64, 4096], forwards  # the caps shaped them

@@ -1,4 +1,4 @@
-"""The package arrows hold: SDK -> gRPC -> coordinator -> workers -> bank, with the API package shared.
+"""The package arrows hold: SDK -> gRPC -> coordinator -> workers -> bank, with the API and domain packages shared.
 
 Read from the source (every import, including those inside functions), so a new import that breaks an
 arrow fails here instead of in a review.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("promptbank", "promptbank_api", "promptbank_kinds", "coordinator", "workers", "bank")
+PACKAGES = ("promptbank", "promptbank_api", "promptbank_domain", "promptbank_kinds", "coordinator", "workers", "bank")
 
 
 def _modules() -> dict[str, Path]:
@@ -55,16 +55,18 @@ def _ours(names: set[str]) -> set[str]:
 
 def test_the_source_tree_was_read() -> None:
     assert {"coordinator.scheduler", "workers.protocol", "bank.catalog", "promptbank.client",
-            "promptbank_api.errors"} <= set(MODULES)
+            "promptbank_api.errors", "promptbank_domain.jobs"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("package,allowed", [
     ("promptbank_api", {"promptbank_api"}),  # the contract both sides share imports nothing of ours
-    ("promptbank_kinds", {"promptbank_kinds", "promptbank_api"}),  # a leaf: the bank, workers and coordinator use it
-    ("bank", {"bank", "promptbank_api", "promptbank_kinds"}),
-    ("workers", {"workers", "bank", "promptbank_api", "promptbank_kinds"}),
-    ("coordinator", {"coordinator", "workers", "bank", "promptbank_api", "promptbank_kinds"}),
-    ("promptbank", {"promptbank", "promptbank_api"}),  # the SDK reaches the server only over gRPC
+    ("promptbank_domain", {"promptbank_domain", "promptbank_api"}),  # the domain types: a leaf under all
+    # the kinds: a leaf of torch over the domain; the bank, workers and coordinator use it
+    ("promptbank_kinds", {"promptbank_kinds", "promptbank_domain", "promptbank_api"}),
+    ("bank", {"bank", "promptbank_domain", "promptbank_kinds", "promptbank_api"}),
+    ("workers", {"workers", "bank", "promptbank_domain", "promptbank_kinds", "promptbank_api"}),
+    ("coordinator", {"coordinator", "workers", "bank", "promptbank_domain", "promptbank_kinds", "promptbank_api"}),
+    ("promptbank", {"promptbank", "promptbank_domain", "promptbank_api"}),  # the SDK reaches the server only over gRPC
 ])
 def test_packages_import_only_down_the_arrows(package: str, allowed: set[str]) -> None:
     bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == package for i in _ours(names)
@@ -73,16 +75,60 @@ def test_packages_import_only_down_the_arrows(package: str, allowed: set[str]) -
 
 
 def test_prompt_kinds_are_a_leaf_of_torch() -> None:
-    """promptbank_kinds needs only torch (and safetensors) and the shared errors, so the bank, the workers and
-    the coordinator can all import it; what needs a model's code (transformers) stays in workers/."""
+    """promptbank_kinds needs only torch (and safetensors), the domain types and the shared errors, so the bank,
+    the workers and the coordinator can all import it; what needs a model's code (transformers) stays in
+    workers/."""
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     third = {(m, i) for m, names in IMPORTS.items() if _top(m) == "promptbank_kinds" for i in names
              if _top(i) not in stdlib | set(PACKAGES) | {"torch", "safetensors"}}
     assert not third, sorted(third)
     ours = {(m, i) for m, names in IMPORTS.items() if _top(m) == "promptbank_kinds" for i in _ours(names)
-            if _top(i) != "promptbank_kinds" and i != "promptbank_api.errors"}
+            if _top(i) not in ("promptbank_kinds", "promptbank_domain") and i != "promptbank_api.errors"}
     assert not ours, sorted(ours)
     assert {"promptbank_kinds.input", "promptbank_kinds.deep"} <= set(MODULES)
+
+
+def test_the_domain_package_needs_only_the_standard_library() -> None:
+    """Domain types load anywhere (the CLI, a worker, a notebook): no third-party import, not even in a function,
+    so none of the kinds (torch): they describe themselves to the domain (promptbank_domain.kinds), and the arrow
+    rule above keeps the domain off every other package of ours."""
+    import sys
+
+    ours = set(PACKAGES)
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) == "promptbank_domain" for i in names
+           if _top(i) not in ours and _top(i) not in sys.stdlib_module_names}
+    assert not bad, sorted(bad)
+
+
+def test_no_orm_outside_the_bank() -> None:
+    """SQLAlchemy, the ORM models and the session type stay in bank/: every other package gets domain types
+    and read models, and hands bank functions the opaque `Tx` that `BankDB.run`/`read` gave it."""
+    bad = {(m, i) for m, names in IMPORTS.items() if _top(m) != "bank" for i in names
+           if _top(i) == "sqlalchemy" or i == "bank.models" or i.startswith("bank.models.")}
+    assert not bad, sorted(bad)
+    for m, path in MODULES.items():
+        if _top(m) != "bank":
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bank"):
+                    assert "Session" not in {a.name for a in node.names}, f"{m} imports Session from {node.module}"
+
+
+def test_bank_functions_return_no_orm_rows() -> None:
+    """What a public bank function returns is a read model, a domain type or a plain value: its return
+    annotation names no ORM class (rows stay behind the `_row` helpers)."""
+    import bank.models
+
+    orm = {name for name, obj in vars(bank.models).items() if isinstance(obj, type) and issubclass(obj, bank.models.Base)}
+    bad = []
+    for m, path in MODULES.items():
+        if _top(m) != "bank" or m in ("bank.models", "bank.reads"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and node.returns is not None:
+                names = {n.id for n in ast.walk(node.returns) if isinstance(n, ast.Name)}
+                if names & orm:
+                    bad.append(f"{m}.{node.name}")
+    assert not bad, bad
 
 
 def test_workers_use_only_the_codec_of_the_bank() -> None:
@@ -151,3 +197,23 @@ def test_every_limit_has_a_flag_and_a_documented_row() -> None:
     for flag, name in FLAGS.items():
         default = getattr(Limits(), name)
         assert f"| `{flag}` | {default:,}" in doc, f"docs/configuration.md lacks the row for {flag} ({default:,})"
+
+
+ACTOR_CALLS = {"kill", "remote", "get", "wait", "cancel", "get_actor"}  # ray.<these>: calls on actors and their results
+
+
+def test_every_actor_call_is_in_the_worker_client() -> None:
+    """coordinator/worker_client.py makes every Ray call to a replica, typed by the worker contract; no other
+    coordinator module calls `.remote(` or `ray.kill`/`ray.get`/... itself."""
+    found: dict[str, list[str]] = {}
+    for m, path in MODULES.items():
+        if _top(m) != "coordinator":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            f = node.func if isinstance(node, ast.Call) else None
+            if isinstance(f, ast.Attribute) and (f.attr == "remote" or (
+                    f.attr in ACTOR_CALLS and isinstance(f.value, ast.Name) and f.value.id == "ray")):
+                found.setdefault(m, []).append(f"{ast.unparse(f)} (line {node.lineno})")
+    assert "coordinator.worker_client" in found, "the check reads no actor call at all"
+    bad = {m: calls for m, calls in found.items() if m != "coordinator.worker_client"}
+    assert not bad, f"Ray actor calls outside coordinator/worker_client.py: {bad}"

@@ -6,10 +6,9 @@ import datetime as dt
 import ipaddress
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from coordinator.config import BackboneSpec, ServerConfig
 from promptbank import Client
+from promptbank.errors import Unavailable
 from tests.conftest import LiveServer
 
 
@@ -82,32 +82,46 @@ def _backbones(client: Client) -> list[str]:
     return [b.name for b in client.list_backbones()]
 
 
-def test_a_tls_client_works_and_a_plaintext_one_does_not(tls_server: LiveServer, pki: dict[str, Path]) -> None:
+def refusal(call: Callable[[], object], capfd: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """A call refused at the TLS handshake: UNAVAILABLE (the connection never came up). Returns what the client
+    was told and what gRPC's TLS layer logged meanwhile (the server runs in this process, so its side too)."""
+    capfd.readouterr()
+    with pytest.raises(Unavailable) as err:
+        call()
+    return err.value.details(), capfd.readouterr().err
+
+
+def test_a_tls_client_works_and_a_plaintext_one_does_not(tls_server: LiveServer, pki: dict[str, Path],
+                                                         capfd: pytest.CaptureFixture[str]) -> None:
     with Client(tls_server.address, tls_ca=pki["ca"], timeout=10) as c:
         assert _backbones(c) == ["backbones/enc"]
-    with Client(tls_server.address, timeout=5) as plain, pytest.raises(grpc.RpcError) as err:
-        _backbones(plain)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    with Client(tls_server.address, tls_ca=pki["rogue"], timeout=5) as wrong_ca, pytest.raises(grpc.RpcError):
-        _backbones(wrong_ca)  # a server certificate from another CA is not trusted
+    with Client(tls_server.address, timeout=5) as plain:  # the server hangs up on a handshake that is not TLS
+        told, log = refusal(lambda: _backbones(plain), capfd)
+        assert "Socket closed" in told and "WRONG_VERSION_NUMBER" in log, (told, log)
+    with Client(tls_server.address, tls_ca=pki["rogue"], timeout=5) as wrong_ca:  # a server cert of another CA
+        told, _ = refusal(lambda: _backbones(wrong_ca), capfd)
+        assert "Tls handshake failed" in told and "CERTIFICATE_VERIFY_FAILED" in told, told
     out = subprocess.run([sys.executable, "-m", "promptbank.cli", "--server", tls_server.address, "--tls-ca",
                           str(pki["ca"]), "backbones", "list"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "backbones/enc" in out.stdout, out.stderr
 
 
 def test_mutual_tls_refuses_a_client_without_a_certificate_of_its_ca(ray_session: None, tiny_encoder: str,
-                                                                     pki: dict[str, Path], tmp_path: Path) -> None:
+                                                                     pki: dict[str, Path], tmp_path: Path,
+                                                                     capfd: pytest.CaptureFixture[str]) -> None:
     live = _server(tiny_encoder, tmp_path / "b.db", pki, mutual=True)
     try:
         with Client(live.address, tls_ca=pki["ca"], tls_cert=pki["client"], tls_key=pki["client_key"],
                     timeout=10) as c:
             assert _backbones(c) == ["backbones/enc"]
-        with Client(live.address, tls_ca=pki["ca"], timeout=5) as no_cert, pytest.raises(grpc.RpcError) as err:
-            _backbones(no_cert)
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        # the server checks the client's certificate and hangs up; its TLS layer logs why
+        with Client(live.address, tls_ca=pki["ca"], timeout=5) as no_cert:
+            told, log = refusal(lambda: _backbones(no_cert), capfd)
+            assert "Socket closed" in told and "PEER_DID_NOT_RETURN_A_CERTIFICATE" in log, (told, log)
         with Client(live.address, tls_ca=pki["ca"], tls_cert=pki["rogue"], tls_key=pki["rogue_key"],
-                    timeout=5) as rogue, pytest.raises(grpc.RpcError):
-            _backbones(rogue)  # a certificate the client CA did not sign
+                    timeout=5) as rogue:  # a certificate the client CA did not sign
+            told, log = refusal(lambda: _backbones(rogue), capfd)
+            assert "Socket closed" in told and "CERTIFICATE_VERIFY_FAILED" in log, (told, log)
     finally:
         live.stop()
 

@@ -12,11 +12,12 @@ from safetensors.torch import save as st_save
 
 from bank.codec import decode_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import ConfigError, TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from tests.workers_util import classify, train
 from workers import grouping
 from workers.actor import BackboneWorker
-from workers.protocol import TrainEvent, TrainRequest
-from workers.task import ConfigError, TaskSpec, TrainConfig
+from workers.protocol import CancelRequest, TrainEvent, TrainRequest
 from workers.train import Trainer, train_jobs
 
 TASK = {"labels": ["negative", "positive"], "label_texts": ["negative", "positive"]}
@@ -24,9 +25,28 @@ DATA = [("good great lovely nice", "positive"), ("bad awful terrible poor", "neg
         ("wonderful happy joy", "positive"), ("sad horrible hate", "negative")] * 12
 
 
+@pytest.fixture(scope="module")
+def wide_masked_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The shared tiny masked LM (init std 0.02) scores its mask almost regardless of the prompt, so its loss
+    falls as much under gradient ascent as under descent; with the other builders' wide init it reads the prompt."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from coordinator.config import packaged_minilm
+
+    path = tmp_path_factory.mktemp("wide-mlm")
+    torch.manual_seed(3)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=256, architectures=["BertForMaskedLM"],
+                     initializer_range=0.2)
+    BertForMaskedLM(cfg).save_pretrained(path)
+    AutoTokenizer.from_pretrained(packaged_minilm()).save_pretrained(path)
+    return str(path)
+
+
 @pytest.mark.parametrize("arch", ["encoder", "causal_lm", "seq2seq", "masked_lm"])
-def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str]) -> None:
-    worker = BackboneWorker(tiny_models[arch], num_threads=1)
+def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str], request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue("wide_masked_lm") if arch == "masked_lm" else tiny_models[arch]
+    worker = BackboneWorker(path, num_threads=1)
     before = worker.parameter_digest()
     assert all(not p.requires_grad for p in worker.bb.model.parameters())
     cfg = TrainConfig(num_virtual_tokens=4, epochs=3, learning_rate=0.1, batch_size=8, init="random", seed=3,
@@ -41,14 +61,18 @@ def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str]
     assert prompt.shape == (4, worker.bb.hidden_size)
     assert worker.parameter_digest() == before, "the backbone changed during prompt tuning"
     # the trained prompt is not the init: re-derive the init with the same seed and compare
-    from workers.task import TaskSpec
+    from promptbank_domain.task import TaskSpec
     from workers.train import init_prompt
 
     init = init_prompt(worker.heads, TaskSpec.from_dict(TASK), cfg, None)
     assert not torch.allclose(prompt, init), "training did not move the prompt"
-    first = next(e for e in events if e.kind == "PROGRESS").loss
     assert result.metrics["steps"] == result.total_steps
-    assert 0.0 <= result.metrics["eval_accuracy"] <= 1.0 and first > 0
+    by_epoch: dict[int, list[float]] = {}
+    for e in events:
+        if e.kind == "PROGRESS" and e.loss is not None:
+            by_epoch.setdefault(e.epoch, []).append(e.loss)
+    means = [sum(v) / len(v) for _, v in sorted(by_epoch.items())]
+    assert len(means) == 3 and means[-1] < means[0], f"the loss did not fall: mean per epoch {means}"
 
 
 def test_training_is_reproducible_with_a_seed(tiny_encoder: str) -> None:
@@ -66,7 +90,7 @@ def test_cancel_stops_at_the_next_step(tiny_encoder: str) -> None:
     for ev in train(worker, "c", TASK, DATA, cfg):
         events.append(ev)
         if ev.kind == "PROGRESS" and ev.step == 2:
-            worker.cancel("c")
+            worker.cancel(CancelRequest("c"))
     assert events[-1].kind == "CANCELLED" and events[-1].step == 2
     assert events[-2].kind == "CHECKPOINT" and events[-2].step == 2  # the last state is kept
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from promptbank_domain.task import TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from workers.actor import BackboneWorker
 from workers.protocol import ClassifyBatch, TrainEvent, TrainRequest
-from workers.task import TaskSpec, TrainConfig
 
 
 def task_of(task: dict[str, Any] | TaskSpec) -> TaskSpec:

@@ -21,19 +21,21 @@ import torch
 
 from bank.codec import read_prompt
 from promptbank_api.errors import InvalidArgument
-from promptbank_kinds import UNMARKED
+from promptbank_domain.task import TaskSpec
 from workers.cache import LRU, tensor_bytes
 from workers.grouping import forward_cost, length_groups
 from workers.protocol import (
     BackboneInfo,
+    CancelRequest,
+    CheckTaskRequest,
     ClassifyBatch,
     EventKind,
-    Example,
+    GenerateRequest,
+    InitLossesRequest,
     MissingPrompts,
     TrainEvent,
     TrainRequest,
 )
-from workers.task import TaskSpec
 
 if TYPE_CHECKING:
     from workers.soft_prompt import RowPrompt
@@ -53,10 +55,7 @@ class BackboneWorker:
         revision: str = "",
         num_threads: int = 0,
         cache_bytes: int = 256 << 20,
-        chunk_rows: int = 64,
-        chunk_tokens: int = 4096,
     ):
-        self.chunk_rows, self.chunk_tokens = chunk_rows, chunk_tokens
         # Ray pins OMP_NUM_THREADS to the actor's num_cpus (1 by default): use the node's cores unless told.
         num_threads = num_threads or os.cpu_count() or 1
         torch.set_num_threads(num_threads)
@@ -79,9 +78,9 @@ class BackboneWorker:
                             device=str(self.device), threads=torch.get_num_threads(), node_id=_node_id(),
                             deep=self.bb.deep.shape if self.bb.deep else (0, 0, 0))
 
-    def check_task(self, task: TaskSpec) -> None:
+    def check_task(self, req: CheckTaskRequest) -> None:
         """Raise ConfigError now if the task cannot run here (e.g. label words sharing a first token)."""
-        self.heads.labels_for(task)
+        self.heads.labels_for(req.task)
 
     def parameter_digest(self) -> str:
         return self.bb.parameter_digest()
@@ -113,7 +112,7 @@ class BackboneWorker:
 
     def classify(self, batch: ClassifyBatch) -> list[list[float]]:
         """Each row's class logits in its task's label order; tasks mix freely in each forward, whose rows are
-        grouped by length (`length_groups`)."""
+        grouped by length (`length_groups`) within the batch's caps, which the coordinator's batcher set."""
         from workers.soft_prompt import build_batch, prompt_length, tokenize
 
         rows = batch.rows
@@ -126,7 +125,7 @@ class BackboneWorker:
         with torch.inference_mode():
             anchors = {k: self._anchors(k, batch.tasks[k], local[k]) for k in local}
             lengths = [len(ids[i]) + prompt_length(local[k]) for i, (k, _) in enumerate(rows)]
-            for idx in length_groups(lengths, forward_cost(self.device), self.chunk_rows, self.chunk_tokens):
+            for idx in length_groups(lengths, forward_cost(self.device), batch.max_rows, batch.max_positions):
                 row_tasks = [batch.tasks[rows[i][0]] for i in idx]
                 prompted = build_batch(self.bb, [ids[i] for i in idx], [local[rows[i][0]] for i in idx])
                 logits = self.heads.class_logits(row_tasks, self.heads.features(prompted, row_tasks),
@@ -159,12 +158,12 @@ class BackboneWorker:
             for j in jobs:
                 self._cancelled.discard(j.job_id)
 
-    def init_losses(self, spec: TaskSpec, examples: list[Example], candidates: dict[str, bytes],
-                    max_length: int = 128, kind: str = UNMARKED) -> dict[str, float]:
-        """Mean loss of the new task's examples under each stored prompt of `kind`: lower = a better place to
-        start."""
+    def init_losses(self, req: InitLossesRequest) -> dict[str, float]:
+        """Mean loss of the new task's examples under each stored prompt of `req.kind`, by name: lower = a better
+        place to start."""
         from workers.soft_prompt import load_prompt, tokenize
 
+        spec, examples, candidates, max_length, kind = req.task, req.examples, req.candidates, req.max_length, req.kind
         index = {label: k for k, label in enumerate(spec.labels)}
         y = torch.tensor([index[lab] for _, lab in examples], device=self.device)
         ids = tokenize(self.bb, [t for t, _ in examples], max_length)
@@ -182,14 +181,12 @@ class BackboneWorker:
                 out[name] = float(torch.nn.functional.cross_entropy(logits, y))
         return out
 
-    def generate(
-        self, key: str, prompts: dict[str, bytes], text: str, max_new_tokens: int = 32, temperature: float = 0.0,
-        seed: int = 0,
-    ) -> Iterator[str]:
+    def generate(self, req: GenerateRequest) -> Iterator[str]:
         """Stream generated text pieces (Ray streaming generator)."""
         from workers.generate import generate
 
-        yield from generate(self.bb, self._prompt(key, prompts), text, max_new_tokens, temperature, seed)
+        yield from generate(self.bb, self._prompt(req.key, req.prompts), req.text, req.max_new_tokens,
+                            req.temperature, req.seed)
 
-    def cancel(self, job_id: str) -> None:
-        self._cancelled.add(job_id)
+    def cancel(self, req: CancelRequest) -> None:
+        self._cancelled.add(req.job_id)

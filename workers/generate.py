@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from promptbank_domain.task import ConfigError
 from workers.backbone import CAUSAL_LM, SEQ2SEQ, FrozenBackbone
 from workers.deep_prompt import prefixes
 from workers.soft_prompt import RowPrompt, build_batch, tokenize
-from workers.task import ConfigError
 
 
 def _cache_kw(model: torch.nn.Module) -> str:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from promptbank_domain.task import ConfigError, TaskSpec
 from workers.backbone import CAUSAL_LM, ENCODER, MASKED_LM, SEQ2SEQ, FrozenBackbone
 from workers.deep_prompt import prefixes
 from workers.soft_prompt import PromptedBatch, RowPrompt, build_batch, prompt_length, tokenize
-from workers.task import ConfigError, TaskSpec
 
 SIMILARITY_SCALE = 20.0  # cosine in [-1, 1] -> logits; the usual sentence-embedding contrastive scale
 LABEL_MAX_TOKENS = 64  # label texts are short; longer ones are truncated

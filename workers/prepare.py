@@ -7,10 +7,11 @@ import random
 import torch
 
 import promptbank_kinds as kinds
+from promptbank_domain.task import ConfigError, TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from workers.backbone import FrozenBackbone
 from workers.deep_prompt import activations
 from workers.heads import Heads
-from workers.task import ConfigError, TaskSpec, TrainConfig
 
 EVAL_CAP = 2000  # rows of the held-out split scored per evaluation
 

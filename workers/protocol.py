@@ -1,21 +1,19 @@
 """The worker contract: every value that crosses the Ray boundary between coordinator and workers.
 
 The coordinator builds these, a `BackboneWorker` actor consumes them and answers with them; nothing crosses
-as a string-keyed dict. `JobSpec` is also the one reader and writer of a job's stored JSON (`Job.spec` in
-the bank), so adding a field to a job is an edit here and where it is used, and a type checker connects
-them. Bump `PROTOCOL_VERSION` when a stored field changes meaning; `JobSpec.from_json` reads older ones.
+as a string-keyed dict. The domain types they carry (task, training config; a job's stored spec) are
+`promptbank_domain`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
-from promptbank_api.errors import InvalidArgument
-from workers.task import TaskSpec, TrainConfig
+from promptbank_domain.kinds import UNMARKED
+from promptbank_domain.task import TaskSpec
+from promptbank_domain.train_config import TrainConfig
 
-PROTOCOL_VERSION = 1
 Example = tuple[str, str]  # (text, label)
 
 
@@ -49,34 +47,6 @@ class BackboneInfo:
     def deep_width(self) -> int:
         layers, heads, dim = self.deep
         return layers * 2 * heads * dim
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A train job as stored with its row: the task, the validated hyperparameters and where things came from."""
-
-    task: TaskSpec
-    config: TrainConfig
-    aliases: tuple[str, ...] = ()
-    init_from: str = ""  # a stored-version reference or "nearest" to start from; "" = `config.init`
-    init: str = ""  # how the prompt actually started, for lineage ("vocab", "nearest:prompts/x/versions/2 ...")
-    data_ref: str = ""  # where the examples came from, for lineage ("inline:N rows", "datasets/ID", a URI)
-    version: int = PROTOCOL_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "task": self.task.to_dict(), "config": self.config.to_dict(),
-                "aliases": list(self.aliases), "init_from": self.init_from, "init": self.init or self.init_from
-                or self.config.init, "data_ref": self.data_ref}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> JobSpec:
-        """Read a stored spec (any version so far: version 0 had no `version` key and the same fields)."""
-        version = int(d.get("version", 0))
-        if version > PROTOCOL_VERSION:
-            raise InvalidArgument(f"job spec version {version} is newer than this promptbank ({PROTOCOL_VERSION})")
-        return cls(task=TaskSpec.from_dict(d["task"]), config=TrainConfig.from_dict(d.get("config", {})),
-                   aliases=tuple(d.get("aliases", ())), init_from=d.get("init_from", ""), init=d.get("init", ""),
-                   data_ref=d.get("data_ref", ""), version=PROTOCOL_VERSION)
 
 
 @dataclass(frozen=True)
@@ -119,6 +89,48 @@ class ClassifyBatch:
     prompts: dict[str, bytes]
     tasks: dict[str, TaskSpec]
     max_length: int = 256
+    # The forward caps: the replica runs the rows in length-grouped forwards of at most `max_rows` rows and
+    # `max_positions` padded positions each. The coordinator sets them from its batching policy (BatchLimits in
+    # coordinator/batcher.py); these defaults serve in-process callers (tests, benches) and equal its defaults.
+    max_rows: int = 64
+    max_positions: int = 4096
+
+
+@dataclass(frozen=True)
+class CheckTaskRequest:
+    """`BackboneWorker.check_task`: can this task run on the replica's backbone (e.g. distinct label words)?"""
+
+    task: TaskSpec
+
+
+@dataclass(frozen=True)
+class InitLossesRequest:
+    """`BackboneWorker.init_losses`: score a new task's examples under stored prompts (`init_from="nearest"`)."""
+
+    task: TaskSpec
+    examples: list[Example]
+    candidates: dict[str, bytes]  # version name -> safetensors bytes of a stored prompt
+    kind: str = UNMARKED  # only stored prompts of this kind are scored
+    max_length: int = 128
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """`BackboneWorker.generate`: continue `text` under one prompt, streamed piece by piece."""
+
+    key: str  # the prompt's sha256
+    prompts: dict[str, bytes]  # its bytes by sha256, unless the replica holds them
+    text: str
+    max_new_tokens: int = 32
+    temperature: float = 0.0  # 0 = greedy
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """`BackboneWorker.cancel`: stop a training job at its next step, after a final checkpoint."""
+
+    job_id: str
 
 
 class MissingPrompts(KeyError):

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 import promptbank_kinds as kinds
 from bank.codec import encode_prompt
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.task import ConfigError, TaskSpec
+from promptbank_domain.train_config import TrainConfig
 from promptbank_kinds import Row
 from workers.checkpoint import TrainState
 from workers.grouping import forward_cost, length_groups
@@ -40,7 +42,6 @@ from workers.schedule import (
     probability_spread,
 )
 from workers.soft_prompt import RowPrompt, build_batch, prompt_length, tokenize
-from workers.task import ConfigError, TaskSpec, TrainConfig
 
 BUCKET_BATCHES = 16  # batches whose rows are sorted by length together (padding vs. shuffling)
 

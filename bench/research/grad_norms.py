@@ -34,10 +34,11 @@ def main() -> None:
     import quality
     import torch
 
+    from promptbank_domain.task import TaskSpec
+    from promptbank_domain.train_config import TrainConfig
     from workers import train as trainer_module
     from workers.actor import BackboneWorker
     from workers.protocol import TrainRequest
-    from workers.task import TaskSpec, TrainConfig
 
     log: list[tuple[int, float, float, float, float]] = []
     step_after = trainer_module.Trainer.after_step

@@ -229,6 +229,8 @@ class Hyperparameters(_message.Message):
     PROMPT_KIND_FIELD_NUMBER: _builtins.int
     PREFIX_PROJECTION_FIELD_NUMBER: _builtins.int
     MAX_GRAD_NORM_FIELD_NUMBER: _builtins.int
+    WARMUP_FRACTION_FIELD_NUMBER: _builtins.int
+    WEIGHT_DECAY_FIELD_NUMBER: _builtins.int
     num_virtual_tokens: _builtins.int
     """Number of virtual tokens in the prompt, 1..512 (default 20)."""
     epochs: _builtins.int
@@ -291,6 +293,14 @@ class Hyperparameters(_message.Message):
     co-batched): guards against a spike that can throw a projected deep prompt into a state it cannot leave.
     Unset or 0 = off (the default for both kinds); must be in [0, 1e6].
     """
+    warmup_fraction: _builtins.float
+    """Fraction of the steps over which the learning rate rises linearly from 0, before its cosine decay to 0.
+    Must be in [0, 1); unset = the default (0.06).
+    """
+    weight_decay: _builtins.float
+    """AdamW's decoupled weight decay of the job's trained parameters (the prompt, or the prefix projection).
+    Must be in [0, 1]; unset = the default (0: none).
+    """
     def __init__(
         self,
         *,
@@ -313,10 +323,12 @@ class Hyperparameters(_message.Message):
         prompt_kind: _catalog_pb2.PromptKind.ValueType = ...,
         prefix_projection: _builtins.int | None = ...,
         max_grad_norm: _builtins.float | None = ...,
+        warmup_fraction: _builtins.float | None = ...,
+        weight_decay: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_grad_norm", b"_max_grad_norm", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_grad_norm", b"max_grad_norm", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "prefix_projection", b"prefix_projection", "seed", b"seed", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_grad_norm", b"_max_grad_norm", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "_warmup_fraction", b"_warmup_fraction", "_weight_decay", b"_weight_decay", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_grad_norm", b"max_grad_norm", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "prefix_projection", b"prefix_projection", "seed", b"seed", "token_dropout", b"token_dropout", "warmup_fraction", b"warmup_fraction", "weight_decay", b"weight_decay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_grad_norm", b"_max_grad_norm", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_grad_norm", b"max_grad_norm", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "prefix_projection", b"prefix_projection", "prompt_kind", b"prompt_kind", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size", "_checkpoint_every", b"_checkpoint_every", "_ema_decay", b"_ema_decay", "_epochs", b"_epochs", "_input_noise", b"_input_noise", "_learning_rate", b"_learning_rate", "_max_grad_norm", b"_max_grad_norm", "_max_length", b"_max_length", "_max_steps", b"_max_steps", "_num_virtual_tokens", b"_num_virtual_tokens", "_patience", b"_patience", "_prefix_projection", b"_prefix_projection", "_seed", b"_seed", "_token_dropout", b"_token_dropout", "_warmup_fraction", b"_warmup_fraction", "_weight_decay", b"_weight_decay", "batch_size", b"batch_size", "checkpoint_every", b"checkpoint_every", "ema_decay", b"ema_decay", "epochs", b"epochs", "init", b"init", "init_text", b"init_text", "input_noise", b"input_noise", "learning_rate", b"learning_rate", "max_grad_norm", b"max_grad_norm", "max_length", b"max_length", "max_steps", b"max_steps", "num_virtual_tokens", b"num_virtual_tokens", "patience", b"patience", "precision", b"precision", "prefix_projection", b"prefix_projection", "prompt_kind", b"prompt_kind", "seed", b"seed", "select_on", b"select_on", "token_dropout", b"token_dropout", "warmup_fraction", b"warmup_fraction", "weight_decay", b"weight_decay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__batch_size: _TypeAlias = _typing.Literal["batch_size"]  # noqa: Y015
     _WhichOneofArgType__batch_size: _TypeAlias = _typing.Literal["_batch_size", b"_batch_size"]  # noqa: Y015
@@ -346,6 +358,10 @@ class Hyperparameters(_message.Message):
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__token_dropout: _TypeAlias = _typing.Literal["token_dropout"]  # noqa: Y015
     _WhichOneofArgType__token_dropout: _TypeAlias = _typing.Literal["_token_dropout", b"_token_dropout"]  # noqa: Y015
+    _WhichOneofReturnType__warmup_fraction: _TypeAlias = _typing.Literal["warmup_fraction"]  # noqa: Y015
+    _WhichOneofArgType__warmup_fraction: _TypeAlias = _typing.Literal["_warmup_fraction", b"_warmup_fraction"]  # noqa: Y015
+    _WhichOneofReturnType__weight_decay: _TypeAlias = _typing.Literal["weight_decay"]  # noqa: Y015
+    _WhichOneofArgType__weight_decay: _TypeAlias = _typing.Literal["_weight_decay", b"_weight_decay"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_size) -> _WhichOneofReturnType__batch_size | None: ...
     @_typing.overload
@@ -374,6 +390,10 @@ class Hyperparameters(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__token_dropout) -> _WhichOneofReturnType__token_dropout | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__warmup_fraction) -> _WhichOneofReturnType__warmup_fraction | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__weight_decay) -> _WhichOneofReturnType__weight_decay | None: ...
 
 Global___Hyperparameters: _TypeAlias = Hyperparameters  # noqa: Y015
 

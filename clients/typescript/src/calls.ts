@@ -1,11 +1,12 @@
 /**
  * How every call runs: a deadline (the client's default or the call's own) and an AbortSignal on each attempt,
- * errors turned into PromptBankError, retries of idempotent calls on UNAVAILABLE, and pagination as an async
- * iterator. The Client's methods are one line over these.
+ * errors turned into PromptBankError, and pagination as an async iterator. Retries are the transport's
+ * interceptor (retry.ts). The Client's methods are one line over these.
  */
-import type { CallOptions as ConnectCallOptions } from "@connectrpc/connect";
+import { createContextValues, type CallOptions as ConnectCallOptions } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { toPromptBankError } from "./errors.js";
+import { RETRIES } from "./retry.js";
 
 /** Per-call options that every Client method takes (in its last argument). */
 export interface CallOptions {
@@ -13,6 +14,8 @@ export interface CallOptions {
   timeoutMs?: number;
   /** Aborting it cancels the call; the call then fails with code CANCELLED. */
   signal?: AbortSignal;
+  /** Most retries of this call where the retry policy retries it at all (default and most: 4; 0: none). */
+  retries?: number;
 }
 
 /** Connect's options for a call: its deadline and a signal that is always set (the caller's and the client's). */
@@ -21,7 +24,15 @@ export type Attempt = ConnectCallOptions & { signal: AbortSignal; timeoutMs: num
 /** The options of one call: the deadline in force, and a signal aborted by the caller's or by `lifetime`. */
 export function attempt(options: CallOptions | undefined, defaultTimeoutMs: number, lifetime: AbortSignal): Attempt {
   const signal = options?.signal ? AbortSignal.any([options.signal, lifetime]) : lifetime;
-  return { timeoutMs: options?.timeoutMs ?? defaultTimeoutMs, signal };
+  const retries = options?.retries;
+  if (retries !== undefined && !(Number.isInteger(retries) && retries >= 0)) {
+    throw new RangeError(`retries must be a whole number >= 0, got ${retries}`);
+  }
+  return {
+    timeoutMs: options?.timeoutMs ?? defaultTimeoutMs,
+    signal,
+    ...(retries !== undefined ? { contextValues: createContextValues().set(RETRIES, retries) } : {}),
+  };
 }
 
 /** Runs one unary call; any failure surfaces as PromptBankError. */
@@ -42,7 +53,7 @@ export async function* streamed<T>(open: (o: Attempt) => AsyncIterable<T>, o: At
   }
 }
 
-/** Milliseconds to wait before retry `attempt` (0-based): 200 ms doubling, at most 5 s. */
+/** Milliseconds to wait before poll or reconnection `n` (0-based) of waitReady and watchJob: 200 ms doubling, at most 5 s. */
 export function backoffMs(n: number): number {
   return Math.min(200 * 2 ** n, 5_000);
 }
@@ -53,24 +64,6 @@ export async function pause(ms: number, signal: AbortSignal): Promise<void> {
     await sleep(ms, undefined, { signal });
   } catch (err) {
     throw toPromptBankError(err, signal);
-  }
-}
-
-/**
- * Runs an idempotent call (a create carrying its request id), again on UNAVAILABLE, up to `retries` more
- * times, each with its own deadline: the server answers a repeated request id with the first result, so a
- * retry never creates twice.
- */
-export async function retried<T>(call: (o: Attempt) => Promise<T>, o: Attempt, retries: number): Promise<T> {
-  for (let n = 0; ; n++) {
-    try {
-      return await unary(call, o);
-    } catch (err) {
-      if (!(err instanceof Error && "code" in err && err.code === "UNAVAILABLE") || n >= retries || o.signal.aborted) {
-        throw err;
-      }
-      await pause(backoffMs(n), o.signal);
-    }
   }
 }
 

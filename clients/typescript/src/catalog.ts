@@ -4,7 +4,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Role, type CreateTokenResponse, type Token } from "./gen/promptbank/v1/auth_pb.js";
 import type { Alias, AliasEvent, Backbone, ExportPromptVersionResponse, Prompt, PromptVersion } from "./gen/promptbank/v1/catalog_pb.js";
 import { ClientBase } from "./base.js";
-import { paginate, retried, unary, type CallOptions } from "./calls.js";
+import { paginate, unary, type CallOptions } from "./calls.js";
 import { resourceName, taskSpec, type TaskOptions } from "./inputs.js";
 import type { CreateOptions, ListFilter } from "./options.js";
 import type { AdapterFiles } from "./peft.js";
@@ -50,7 +50,7 @@ export class CatalogClient extends ClientBase {
       prompt: { task: taskSpec(options), tags: [...(options.tags ?? [])], owner: options.owner ?? "" },
       requestId: options.requestId ?? randomUUID(),
     };
-    return retried((o) => this.rpc.catalog.createPrompt(req, o), this.at(options), options.retries ?? 3);
+    return unary((o) => this.rpc.catalog.createPrompt(req, o), this.at(options));
   }
 
   /** Changes only the fields given. */
@@ -127,7 +127,7 @@ export class CatalogClient extends ClientBase {
       task: taskSpec(options),
       requestId: options.requestId ?? randomUUID(),
     };
-    return retried((o) => this.rpc.catalog.importPromptVersion(req, o), this.at(options), options.retries ?? 3);
+    return unary((o) => this.rpc.catalog.importPromptVersion(req, o), this.at(options));
   }
 
   // ------------------------------------------------------------ tokens (admin)

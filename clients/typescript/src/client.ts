@@ -1,7 +1,8 @@
 /**
  * The TypeScript SDK: the Python SDK's Client in TypeScript idiom. Every call carries a deadline (the client's
  * default or the call's own `timeoutMs`) and takes an AbortSignal; streams and lists are async iterators;
- * creates carry a request id and are retried on UNAVAILABLE; every failure is a PromptBankError.
+ * calls are retried by the Python SDK's policy (retry.ts), creates with their request id; every failure is a
+ * PromptBankError.
  */
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import {
   type UploadDatasetRequestSchema,
   type UploadedDataset,
 } from "./gen/promptbank/v1/jobs_pb.js";
-import { paginate, retried, streamed, unary, type Attempt, type CallOptions } from "./calls.js";
+import { paginate, streamed, unary, type Attempt, type CallOptions } from "./calls.js";
 import { CatalogClient } from "./catalog.js";
 import {
   ensembleRow,
@@ -98,7 +99,7 @@ export class Client extends CatalogClient {
     return unary((o) => this.rpc.jobs.uploadDataset(chunks(), o), this.at(options, UPLOAD_TIMEOUT_MS));
   }
 
-  /** Submits a job; it is committed QUEUED before this returns. Retried with the same request id on UNAVAILABLE. */
+  /** Submits a job; it is committed QUEUED before this returns. Retried with the same request id (retry.ts). */
   async createTrainJob(prompt: string, backbone: string, options: TrainJobOptions = {}): Promise<TrainJob> {
     const dataset = options.datasetUri
       ? { source: { case: "uri" as const, value: options.datasetUri } }
@@ -119,7 +120,7 @@ export class Client extends CatalogClient {
         aliases: [...(options.aliases ?? [])],
       },
     };
-    return retried((o) => this.rpc.jobs.createTrainJob(req, o), this.at(options), options.retries ?? 3);
+    return unary((o) => this.rpc.jobs.createTrainJob(req, o), this.at(options));
   }
 
   async getJob(job: string, options?: CallOptions): Promise<TrainJob> {

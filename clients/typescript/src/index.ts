@@ -15,6 +15,7 @@ export {
 export { PEFT_CONFIG, PEFT_WEIGHTS, readAdapter, writeAdapter, type AdapterFiles } from "./peft.js";
 export { DEFAULT_ADDRESS, type ConnectionOptions, type Pem } from "./transport.js";
 export type { WatchOptions } from "./watch.js";
+export { CREATES, READS, RETRY_ATTEMPTS, retryableCodes } from "./retry.js";
 export * from "./gen/promptbank/v1/auth_pb.js";
 export * from "./gen/promptbank/v1/catalog_pb.js";
 export * from "./gen/promptbank/v1/inference_pb.js";

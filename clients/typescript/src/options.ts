@@ -10,12 +10,10 @@ export interface ClientOptions extends ConnectionOptions {
   timeoutMs?: number;
 }
 
-/** Options of a create: its idempotency key and how often UNAVAILABLE is retried with it. */
+/** Options of a create: its idempotency key, sent again with every retry. */
 export interface CreateOptions extends CallOptions {
   /** AIP-155 key; a fresh one per call by default. A repeat returns the first result. */
   requestId?: string;
-  /** Retries on UNAVAILABLE, each with the same request id (default 3). */
-  retries?: number;
 }
 
 export interface TrainJobOptions extends TaskOptions, CreateOptions {

@@ -1,11 +1,12 @@
 /**
  * The connection: Connect-ES speaking the gRPC protocol over one HTTP/2 session (plaintext, TLS or mutual TLS),
- * with the bearer token added to every call by one interceptor. Kept apart from the Client so that the
+ * with the retry policy (retry.ts) and the bearer token applied to every call by interceptors. Kept apart from the Client so that the
  * Client's methods read as the API and nothing else.
  */
 import { readFileSync } from "node:fs";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { retryInterceptor } from "./retry.js";
 
 /** PEM data: its text (starting `-----BEGIN`), its bytes, or the path of a file holding it. */
 export type Pem = string | Uint8Array;
@@ -24,6 +25,10 @@ export interface ConnectionOptions {
   tlsKey?: Pem;
   /** Largest message sent or received, in bytes (default 256 MiB, the server's default limit). */
   maxMessageBytes?: number;
+  /** Retried calls (reads, Classify, Generate, idempotent writes, creates) that find no server wait for one, up to
+   * their deadline, instead of failing after a few tries: a coordinator restart costs time, not an error
+   * (default false; see src/retry.ts). */
+  waitForReady?: boolean;
 }
 
 export const DEFAULT_ADDRESS = "localhost:50051";
@@ -79,7 +84,7 @@ export function connect(options: ConnectionOptions): Connection {
   const transport = createGrpcTransport({
     baseUrl: url,
     sessionManager: sessions,
-    interceptors: secret ? [bearer(secret)] : [],
+    interceptors: [retryInterceptor(options.waitForReady ?? false), ...(secret ? [bearer(secret)] : [])],
     readMaxBytes: maxBytes,
     writeMaxBytes: maxBytes,
   });

@@ -11,7 +11,8 @@ import { toPromptBankError } from "./errors.js";
 export interface WatchOptions extends CallOptions {
   /** Only events after this sequence number (default 0: from the first event). */
   afterSequence?: number | bigint;
-  /** Reconnections in a row without a new event before UNAVAILABLE is thrown (default 10, about 35 s). */
+  /** Reconnections in a row without a new event before UNAVAILABLE is thrown (default 10: about 30 s of waits,
+   * plus each reconnection's own retries before its first event, at most 3 s each; see retry.ts). */
   reconnects?: number;
 }
 

@@ -3,6 +3,7 @@
  * a SQLite bank in a temp folder, two tiny random models built for the run) on a free loopback port. The
  * Python interpreter is env PROMPTBANK_PYTHON, else the repository's .venv, else python3.
  */
+import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,12 +39,16 @@ export interface Server {
   /** `127.0.0.1:PORT`. */
   address: string;
   port: number;
-  /** A folder of this server's own, removed by stop(). */
+  /** A folder of this server's own (its bank.db, models and files), removed by stop(). */
   dir: string;
   /** Everything the server printed so far (for failure messages). */
   log: () => string;
   /** SIGTERM (graceful: the server stops Ray), then SIGKILL to its process group after 60 s. */
   stop: () => Promise<void>;
+  /** Stops the process as stop() does but keeps its folder: resume() starts it again. */
+  halt: () => Promise<void>;
+  /** Starts a halted server again with the same flags, port and bank.db: a restarted coordinator. */
+  resume: () => Promise<void>;
 }
 
 /** Writes `secret` to a file in `dir` (for --admin-token-file) and returns its path. */
@@ -61,8 +66,34 @@ export function tempDir(prefix: string): string {
 /** Starts a server with extra `promptbank serve` flags; `setup(dir)` returns flags that need its folder. */
 export async function startServer(setup: (dir: string) => string[] = () => []): Promise<Server> {
   const dir = tempDir("server");
-  const flags = ["--host", "127.0.0.1", "--port", "0", "--db", join(dir, "bank.db"), ...setup(dir)];
-  const child = spawn(python(), [FIXTURES, "serve", join(dir, "models"), ...flags], {
+  const flags = ["--db", join(dir, "bank.db"), ...setup(dir)];
+  let proc = await launch(dir, 0, flags);
+  let halted = false;
+  return {
+    address: `127.0.0.1:${proc.port}`,
+    port: proc.port,
+    dir,
+    log: () => proc.log(),
+    stop: async () => {
+      await proc.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    halt: async () => {
+      halted = true;
+      await proc.stop();
+    },
+    resume: async () => {
+      assert.ok(halted, "resume() a server that halt() stopped");
+      proc = await launch(dir, proc.port, flags);
+      halted = false;
+    },
+  };
+}
+
+/** One server process on `port` (0: any free one), serving from `dir`. */
+async function launch(dir: string, port: number, flags: string[]): Promise<{ port: number; log: () => string; stop: () => Promise<void> }> {
+  const args = [FIXTURES, "serve", join(dir, "models"), "--host", "127.0.0.1", "--port", String(port), ...flags];
+  const child = spawn(python(), args, {
     cwd: REPO,
     env: pythonEnv({ PROMPTBANK_HOME: dir }),
     stdio: ["ignore", "pipe", "pipe"],
@@ -78,7 +109,7 @@ export async function startServer(setup: (dir: string) => string[] = () => []): 
     }
   };
   process.once("exit", killGroup); // last resort if the test process dies first
-  const port = await new Promise<number>((resolvePort, reject) => {
+  const serving = await new Promise<number>((resolvePort, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start in ${START_TIMEOUT_MS} ms:\n${log()}`)), START_TIMEOUT_MS);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
@@ -95,16 +126,10 @@ export async function startServer(setup: (dir: string) => string[] = () => []): 
       reject(new Error(`server exited (${code ?? signal}) before serving:\n${log()}`));
     });
   });
-  return {
-    address: `127.0.0.1:${port}`,
-    port,
-    dir,
-    log,
-    stop: () => stopChild(child, killGroup, dir),
-  };
+  return { port: serving, log, stop: () => stopChild(child, killGroup) };
 }
 
-async function stopChild(child: ChildProcess, killGroup: () => void, dir: string): Promise<void> {
+async function stopChild(child: ChildProcess, killGroup: () => void): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) {
     const exited = new Promise<void>((r) => child.once("exit", () => r()));
     child.kill("SIGTERM");
@@ -113,7 +138,6 @@ async function stopChild(child: ChildProcess, killGroup: () => void, dir: string
     clearTimeout(timer);
   }
   process.removeListener("exit", killGroup);
-  rmSync(dir, { recursive: true, force: true });
 }
 
 /** Runs `python test/fixtures.py pki DIR`: ca.pem, server.pem/.key, client.pem/.key, rogue-ca.pem. */

@@ -1,6 +1,7 @@
 /**
  * The SDK against one real server (tokens on, plaintext, loopback): training, inference, the catalog, auth and
- * errors, and the example script. Each suite is a file of its own under suites/; they share this server.
+ * errors, the example script, and retries across a restart of the server (last). Each suite is a file of its
+ * own under suites/; they share this server.
  */
 import { after, before } from "node:test";
 import { randomBytes } from "node:crypto";
@@ -12,6 +13,7 @@ import { catalogSuite } from "./suites/catalog.js";
 import { deadlineSuite } from "./suites/deadlines.js";
 import { exampleSuite } from "./suites/example.js";
 import { inferenceSuite } from "./suites/inference.js";
+import { restartSuite } from "./suites/restart.js";
 import { trainingSuite } from "./suites/training.js";
 
 const adminToken = randomBytes(24).toString("base64url");
@@ -39,3 +41,4 @@ catalogSuite(live);
 authSuite(live);
 deadlineSuite(live);
 exampleSuite(live);
+restartSuite(live); // last: it stops and restarts the server

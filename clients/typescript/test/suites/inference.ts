@@ -40,12 +40,20 @@ export function inferenceSuite(live: Live): void {
       assert.deepEqual(again, pieces); // greedy: the same pieces
     });
 
-    it("samples reproducibly with a seed", async () => {
-      const opts = { maxNewTokens: 8, temperature: 1, seed: 5 };
-      const a = (await collect(live.admin.generate("ts-lm", "hello", opts))).join("");
-      const b = (await collect(live.admin.generate("ts-lm", "hello", opts))).join("");
+    it("samples reproducibly with a seed, differently per seed, and greedily as the temperature nears zero", async () => {
+      const text = async (opts: { temperature?: number; seed?: number }) =>
+        (await collect(live.admin.generate("ts-lm", "hello", { maxNewTokens: 8, ...opts }))).join("");
+      const a = await text({ temperature: 1, seed: 5 });
       assert.ok(a.length > 0);
-      assert.equal(a, b);
+      assert.equal(await text({ temperature: 1, seed: 5 }), a);
+      const greedy = await text({});
+      // hot: near-uniform over the tiny model's 30k tokens, so two seeds (or a seed and greedy) agree on 8 tokens
+      // with ~zero chance; a sampler that ignores the temperature or the seed fails here
+      const hot = await Promise.all([1, 2, 3, 4].map((seed) => text({ temperature: 5, seed })));
+      assert.equal(new Set(hot).size, 4, `different seeds gave the same text: ${JSON.stringify(hot)}`);
+      assert.ok(!hot.includes(greedy), "sampling gave the greedy text");
+      const cold = await Promise.all([1, 2, 3, 4].map((seed) => text({ temperature: 1e-4, seed })));
+      assert.deepEqual(new Set(cold), new Set([greedy]), "a near-zero temperature must decode greedily");
     });
 
     it("refuses to generate with a prompt on an encoder as FAILED_PRECONDITION", async () => {

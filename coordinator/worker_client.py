@@ -1,0 +1,87 @@
+"""Every Ray call the coordinator makes to a replica, typed. All Ray actor calls are made here (as in Ray
+Serve's `ActorReplicaWrapper`); tests/test_structure.py fails on a `.remote(` or `ray.kill` anywhere else in
+coordinator/.
+
+Each method takes and returns the types of `workers.protocol`, and `_call`/`_stream` take their argument and
+result types from `BackboneWorker`'s own method, so a type checker fails here when the actor's signature and
+the coordinator's call drift apart: a Ray handle's attribute is untyped, and that stays inside this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import ray
+from ray import ObjectRef
+from ray.actor import ActorHandle
+
+from workers.actor import BackboneWorker
+from workers.protocol import (
+    BackboneInfo,
+    CancelRequest,
+    CheckTaskRequest,
+    ClassifyBatch,
+    GenerateRequest,
+    InitLossesRequest,
+    TrainEvent,
+    TrainRequest,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _call(handle: ActorHandle[BackboneWorker], method: Callable[Concatenate[BackboneWorker, P], R],
+          *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
+    """`handle.<method>.remote(*args)`, typed as the actor's method: its arguments, and an ObjectRef of its result."""
+    ref: ObjectRef[R] = getattr(handle, method.__name__).remote(*args, **kwargs)
+    return ref
+
+
+async def _stream(handle: ActorHandle[BackboneWorker], method: Callable[Concatenate[BackboneWorker, P], Iterator[R]],
+                  *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R]:
+    """A generator method called as a Ray streaming generator: each item as the replica yields it."""
+    async for ref in getattr(handle, method.__name__).remote(*args, **kwargs):
+        item: R = await ref
+        yield item
+
+
+class WorkerClient:
+    """One replica: its Ray actor handle and a typed call per `BackboneWorker` method."""
+
+    def __init__(self, handle: ActorHandle[BackboneWorker]):
+        self.handle = handle  # the raw handle, for Ray's own use (tests inject faults with it)
+
+    @classmethod
+    def start(cls, model: str, revision: str, options: dict[str, Any]) -> WorkerClient:
+        """Create the actor (it loads its model in the background; `info()` answers once it has)."""
+        handle = ray.remote(BackboneWorker).options(**options).remote(model, revision)
+        if not isinstance(handle, ActorHandle):  # (Ray's stubs allow a class here too)
+            raise TypeError(f"Ray started no actor: {handle!r}")
+        return cls(handle)
+
+    def kill(self, *, restart: bool = False) -> None:
+        """End the actor now; `restart` lets Ray restart it (within its max_restarts)."""
+        ray.kill(self.handle, no_restart=not restart)
+
+    def info(self) -> ObjectRef[BackboneInfo]:
+        return _call(self.handle, BackboneWorker.info)
+
+    def classify(self, batch: ClassifyBatch) -> ObjectRef[list[list[float]]]:
+        return _call(self.handle, BackboneWorker.classify, batch)
+
+    def check_task(self, req: CheckTaskRequest) -> ObjectRef[None]:
+        return _call(self.handle, BackboneWorker.check_task, req)
+
+    def init_losses(self, req: InitLossesRequest) -> ObjectRef[dict[str, float]]:
+        return _call(self.handle, BackboneWorker.init_losses, req)
+
+    def cancel(self, req: CancelRequest) -> ObjectRef[None]:
+        return _call(self.handle, BackboneWorker.cancel, req)
+
+    def train_group(self, jobs: list[TrainRequest]) -> AsyncIterator[TrainEvent]:
+        return _stream(self.handle, BackboneWorker.train_group, jobs)
+
+    def generate(self, req: GenerateRequest) -> AsyncIterator[str]:
+        return _stream(self.handle, BackboneWorker.generate, req)
