@@ -23,7 +23,7 @@ export interface ConnectionOptions {
   tlsCert?: Pem;
   /** Private key of `tlsCert`. */
   tlsKey?: Pem;
-  /** Largest message sent or received, in bytes (default 256 MiB, the server's default limit). */
+  /** Largest message sent or received, in bytes (default 256 MiB: the most a server sends by default; it receives at most 96 MiB, `--limit-message-bytes`). */
   maxMessageBytes?: number;
   /** Retried calls (reads, Classify, Generate, idempotent writes, creates) that find no server wait for one, up to
    * their deadline, instead of failing after a few tries: a coordinator restart costs time, not an error
