@@ -26,6 +26,7 @@ OTHER_PROCESS = textwrap.dedent("""
     import sys
     from bank import catalog
     from bank.db import make_engine, make_sessionmaker
+    from promptbank_domain.task import TaskSpec
     sessions = make_sessionmaker(make_engine(sys.argv[1]))
     for i in range(int(sys.argv[2])):
         with sessions() as s:
