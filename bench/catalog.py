@@ -97,7 +97,7 @@ def fill(engine: Engine, n_prompts: int, per_prompt: int, rng: random.Random) ->
              "hidden_size": HIDDEN, "fingerprint": sha256_hex(n.encode()), "created_at": now} for n in BACKBONES])
         bb = {b.name: b for b in s.scalars(select(Backbone))}
         s.execute(insert(Prompt), [
-            {"name": f"task-{i:05d}", "task": {"kind": "classify", "labels": ["neg", "pos"]}, "tags": sorted(rng.sample(TAGS, 2)),
+            {"name": f"task-{i:05d}", "task": {"kind": "classification", "labels": ["neg", "pos"]}, "tags": sorted(rng.sample(TAGS, 2)),
              "owner": f"user{i % 37}", "latest_version": per_prompt, "created_at": now, "updated_at": now}
             for i in range(n_prompts)])
         prompts = {name: pid for name, pid in s.execute(select(Prompt.name, Prompt.id))}
