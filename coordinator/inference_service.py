@@ -166,7 +166,8 @@ class InferenceService(inf_grpc.InferenceServicer):
                                request.temperature, request.seed)
         async with contextlib.aclosing(self.pool.generate(r.backbone, call)) as pieces:  # a caller gone ends it now
             async for piece in pieces:
-                yield inf.GenerateResponse(text=piece)
+                if piece.text:
+                    yield inf.GenerateResponse(text=piece.text)
         yield inf.GenerateResponse(done=True)
 
 

@@ -26,7 +26,14 @@ from promptbank_api.errors import FailedPrecondition, Unavailable
 from promptbank_domain.states import ReplicaState
 from promptbank_domain.task import TaskSpec
 from workers.actor import BackboneWorker
-from workers.protocol import BackboneInfo, CheckTaskRequest, ClassifyBatch, GenerateRequest, MissingPrompts
+from workers.protocol import (
+    BackboneInfo,
+    CheckTaskRequest,
+    ClassifyBatch,
+    GeneratePiece,
+    GenerateRequest,
+    MissingPrompts,
+)
 
 log = logging.getLogger("promptbank.coordinator")
 MAX_RESTARTS = 3  # Ray restarts a dead replica this often, reloading its model; then it stays dead
@@ -318,7 +325,7 @@ class ReplicaPool:
         rep.sent |= keys
         return out
 
-    async def generate(self, name: str, req: GenerateRequest) -> AsyncGenerator[str, None]:
+    async def generate(self, name: str, req: GenerateRequest) -> AsyncGenerator[GeneratePiece, None]:
         """Stream a generation from one replica (its prompt bytes always travel along). A replica that dies
         mid-stream cannot be continued elsewhere: UNAVAILABLE, to retry the whole request."""
         rep = self.pick(name, {req.key})

@@ -22,6 +22,7 @@ from workers.protocol import (
     CancelRequest,
     CheckTaskRequest,
     ClassifyBatch,
+    GeneratePiece,
     GenerateRequest,
     InitLossesRequest,
     TrainEvent,
@@ -83,5 +84,5 @@ class WorkerClient:
     def train_group(self, jobs: list[TrainRequest]) -> AsyncIterator[TrainEvent]:
         return _stream(self.handle, BackboneWorker.train_group, jobs)
 
-    def generate(self, req: GenerateRequest) -> AsyncIterator[str]:
+    def generate(self, req: GenerateRequest) -> AsyncIterator[GeneratePiece]:
         return _stream(self.handle, BackboneWorker.generate, req)

@@ -171,7 +171,7 @@ def test_generation_with_a_deep_prompt_equals_decoding_without_the_cache(arch: s
     torch.manual_seed(11)
     prompt = DeepPrompt(torch.randn(4, bb.deep.width) * 2)  # type: ignore[union-attr]
     text = "the cat sat on"
-    got = "".join(generate(bb, prompt, text, max_new_tokens=6))
+    got = "".join(p.text for p in generate(bb, prompt, text, max_new_tokens=6))
     ids = tokenize(bb, [text], 64)[0]
     out: list[int] = []
     with torch.no_grad():
@@ -191,5 +191,5 @@ def test_generation_with_a_deep_prompt_equals_decoding_without_the_cache(arch: s
             out.append(nxt)
     assert out, "the reference decoded nothing"
     assert got == bb.tokenizer.decode(out, skip_special_tokens=True)
-    bare = "".join(generate(bb, torch.zeros(0, bb.hidden_size), text, max_new_tokens=6))
+    bare = "".join(p.text for p in generate(bb, torch.zeros(0, bb.hidden_size), text, max_new_tokens=6))
     assert bare != got  # the prefix steers generation (the comparison is not vacuous)

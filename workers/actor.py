@@ -30,6 +30,7 @@ from workers.protocol import (
     CheckTaskRequest,
     ClassifyBatch,
     EventKind,
+    GeneratePiece,
     GenerateRequest,
     InitLossesRequest,
     MissingPrompts,
@@ -181,7 +182,7 @@ class BackboneWorker:
                 out[name] = float(torch.nn.functional.cross_entropy(logits, y))
         return out
 
-    def generate(self, req: GenerateRequest) -> Iterator[str]:
+    def generate(self, req: GenerateRequest) -> Iterator[GeneratePiece]:
         """Stream generated text pieces (Ray streaming generator)."""
         from workers.generate import generate
 

@@ -11,6 +11,7 @@ import torch
 from promptbank_domain.task import ConfigError
 from workers.backbone import CAUSAL_LM, SEQ2SEQ, FrozenBackbone
 from workers.deep_prompt import prefixes
+from workers.protocol import GeneratePiece
 from workers.soft_prompt import RowPrompt, build_batch, tokenize
 
 
@@ -40,12 +41,14 @@ def generate(
     temperature: float = 0.0,
     seed: int = 0,
     max_length: int = 256,
-) -> Iterator[str]:
-    """Yield the newly decoded text after each generated token (pieces concatenate to the whole output). A deep
-    prompt's prefixes join every forward's attention; the KV cache holds only the text's own keys."""
+) -> Iterator[GeneratePiece]:
+    """Yield the newly decoded text after each generated token (pieces concatenate to the whole output), then a
+    last piece with the finish reason and token counts. A deep prompt's prefixes join every forward's attention;
+    the KV cache holds only the text's own keys."""
     if bb.architecture not in (CAUSAL_LM, SEQ2SEQ):
         raise ConfigError(f"generation needs a causal-LM or seq2seq backbone, not {bb.architecture!r}")
-    batch = build_batch(bb, tokenize(bb, [text], max_length), [prompt])  # one row: no padding
+    text_ids = tokenize(bb, [text], max_length)
+    batch = build_batch(bb, text_ids, [prompt])  # one row: no padding
     gen = torch.Generator().manual_seed(seed)
 
     def model(**kw: Any) -> Any:  # the prefixes only around each forward: never held across a yield
@@ -56,6 +59,7 @@ def generate(
     eos = bb.tokenizer.eos_token_id
     dev = batch.inputs_embeds.device
     out_ids: list[int] = []
+    reason = "length"
     shown = ""
     if bb.architecture == CAUSAL_LM:
         kw = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
@@ -71,11 +75,12 @@ def generate(
     for step in range(max_new_tokens):
         nxt = _pick(out.logits[0, -1], temperature, gen)
         if eos is not None and nxt == eos:
+            reason = "eos"
             break
         out_ids.append(nxt)
         full = bb.tokenizer.decode(out_ids, skip_special_tokens=True)
         if full != shown:
-            yield full[len(shown):] if full.startswith(shown) else full
+            yield GeneratePiece(full[len(shown):] if full.startswith(shown) else full)
             shown = full
         ids = torch.tensor([[nxt]], device=dev)
         if bb.architecture == CAUSAL_LM:
@@ -87,3 +92,4 @@ def generate(
         else:
             out = model(encoder_outputs=encoder_outputs, attention_mask=batch.attention_mask, decoder_input_ids=ids,
                         use_cache=True, **{ckw: _cache(out)})
+    yield GeneratePiece(finish_reason=reason, prompt_tokens=len(text_ids[0]), generated_tokens=len(out_ids))

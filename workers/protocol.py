@@ -114,16 +114,33 @@ class InitLossesRequest:
     max_length: int = 128
 
 
+FINISH_REASONS = ("length", "stop", "eos", "cancelled")  # why a generation ended (its last piece says)
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
-    """`BackboneWorker.generate`: continue `text` under one prompt, streamed piece by piece."""
+    """`BackboneWorker.generate`: continue `text` under one prompt (or none), streamed piece by piece."""
 
-    key: str  # the prompt's sha256
+    key: str  # the prompt's sha256; "" = a bare row (the backbone alone, no prompt)
     prompts: dict[str, bytes]  # its bytes by sha256, unless the replica holds them
     text: str
     max_new_tokens: int = 32
     temperature: float = 0.0  # 0 = greedy
-    seed: int = 0
+    seed: int = 0  # the row's own generator: its samples do not depend on its batch mates
+    top_p: float = 1.0  # nucleus sampling; 1 = off
+    top_k: int = 0  # 0 = off
+    stop: tuple[str, ...] = ()  # the output ends before the first of these (not included)
+    request_id: str = ""  # names the row for `cancel_generation`
+
+
+@dataclass(frozen=True)
+class GeneratePiece:
+    """One streamed piece of a generation; the last one (and only it) carries `finish_reason` and the counts."""
+
+    text: str = ""
+    finish_reason: str | None = None  # one of FINISH_REASONS on the last piece
+    prompt_tokens: int = 0  # tokens the model read before generating (the text's; a prompt's own excluded)
+    generated_tokens: int = 0
 
 
 @dataclass(frozen=True)
