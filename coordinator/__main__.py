@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import socket
 import sys
@@ -31,6 +32,17 @@ def read_secret(path: str | None, flag: str, fallback: str) -> str:
     return secret
 
 
+def finite(text: str) -> float:
+    """A number flag's value: NaN and infinity pass every `<` check unnoticed, so they stop here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def parse_resource(text: str) -> tuple[str, float]:
     name, sep, amount = text.partition("=")
     try:
@@ -42,7 +54,8 @@ def parse_resource(text: str) -> tuple[str, float]:
 def parse(argv: list[str] | None = None) -> ServerConfig:
     ap = argparse.ArgumentParser(prog="promptbank serve", description="Run the promptbank coordinator.")
     ap.add_argument("--host", default=os.environ.get("PROMPTBANK_HOST", "127.0.0.1"), help="bind address")
-    ap.add_argument("--port", type=int, default=int(os.environ.get("PROMPTBANK_PORT", "50051")))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PROMPTBANK_PORT", "50051")), metavar="PORT",
+                    help="the gRPC port (env PROMPTBANK_PORT; default 50051; 0 = any free port)")
     ap.add_argument("--health-port", type=int, default=int(os.environ.get("PROMPTBANK_HEALTH_PORT", "0")),
                     help="also serve grpc.health.v1 alone, in plaintext, on this port: for Kubernetes' built-in "
                          "gRPC probe (env PROMPTBANK_HEALTH_PORT; default 0 = off)")
@@ -50,40 +63,41 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                     help="serve REST/JSON and the web console at http://HOST:PORT/ (HTTPS with --tls-cert; same "
                          f"auth and limits as gRPC; env PROMPTBANK_HTTP_PORT). Default {HTTP_PORT}, or any free port "
                          "when that one is taken; 0: off")
-    ap.add_argument("--http-header-timeout", type=float, default=ServerConfig.http_header_timeout_s, metavar="SECONDS",
+    ap.add_argument("--http-header-timeout", type=finite, default=ServerConfig.http_header_timeout_s, metavar="SECONDS",
                     help="close an HTTP connection whose request headers (or next request) do not arrive within this "
                          f"(default {ServerConfig.http_header_timeout_s:g})")
-    ap.add_argument("--http-body-timeout", type=float, default=ServerConfig.http_body_timeout_s, metavar="SECONDS",
+    ap.add_argument("--http-body-timeout", type=finite, default=ServerConfig.http_body_timeout_s, metavar="SECONDS",
                     help="refuse (408) and close an HTTP request whose body sends nothing for this long "
                          f"(default {ServerConfig.http_body_timeout_s:g})")
     ap.add_argument("--http-max-connections", type=int, default=ServerConfig.http_max_connections, metavar="N",
                     help=f"open HTTP connections at most; more are answered 503 and closed "
                          f"(default {ServerConfig.http_max_connections})")
     ap.add_argument("--db", default=os.environ.get("PROMPTBANK_DB", default_db()),
-                    help="SQLite file path or SQLAlchemy URL (postgresql://...)")
+                    help=f"SQLite file path or SQLAlchemy URL (postgresql://...) (env PROMPTBANK_DB; default {default_db()})")
     ap.add_argument("--ray-address", default=os.environ.get("PROMPTBANK_RAY_ADDRESS", ""),
                     help="'' starts a local Ray; 'auto' or 'ray://host:10001' joins a cluster")
     ap.add_argument("--backbone", action="append", default=[], metavar="NAME=MODEL",
                     help="backbone to serve (model id or path, optional @revision); repeatable. "
                          "Default: minilm = packaged all-MiniLM-L6-v2")
-    ap.add_argument("--replicas", "--min-replicas", dest="replicas", type=int, default=1,
-                    help="replicas (Ray actors) per backbone; with --max-replicas, the fewest it scales down to")
+    ap.add_argument("--replicas", "--min-replicas", dest="replicas", type=int, default=1, metavar="N",
+                    help="replicas (Ray actors) per backbone (default 1); with --max-replicas, the fewest it scales "
+                         "down to")
     ap.add_argument("--max-replicas", type=int, default=0, metavar="N",
                     help="scale each backbone's replicas up to N while its micro-batcher's queue waits "
                          "(default: no autoscaling)")
-    ap.add_argument("--scale-up-wait", type=float, default=ServerConfig.scale_up_wait_ms, metavar="MS",
+    ap.add_argument("--scale-up-wait", type=finite, default=ServerConfig.scale_up_wait_ms, metavar="MS",
                     help="add a replica when rows waited this long on average over the last second "
                          f"(default {ServerConfig.scale_up_wait_ms:g})")
-    ap.add_argument("--scale-down-after", type=float, default=ServerConfig.scale_down_after_s, metavar="SECONDS",
+    ap.add_argument("--scale-down-after", type=finite, default=ServerConfig.scale_down_after_s, metavar="SECONDS",
                     help=f"remove a replica idle this long (default {ServerConfig.scale_down_after_s:g})")
-    ap.add_argument("--worker-cpus", type=float, default=0.0, help="Ray CPUs reserved per replica (default 1)")
-    ap.add_argument("--worker-gpus", type=float, default=None,
+    ap.add_argument("--worker-cpus", type=finite, default=0.0, help="Ray CPUs reserved per replica (default 1)")
+    ap.add_argument("--worker-gpus", type=finite, default=None,
                     help="Ray GPUs per replica, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
     ap.add_argument("--worker-resource", action="append", default=[], metavar="NAME=AMOUNT",
                     help="a Ray custom resource each replica needs, e.g. a node pool's; repeatable")
     ap.add_argument("--placement", choices=["spread", "pack"], default=ServerConfig.placement,
                     help="spread a backbone's replicas over Ray's nodes, or pack them (default spread)")
-    ap.add_argument("--placement-timeout", type=float, default=ServerConfig.placement_timeout_s, metavar="SECONDS",
+    ap.add_argument("--placement-timeout", type=finite, default=ServerConfig.placement_timeout_s, metavar="SECONDS",
                     help="fail a replica that Ray cannot place and start within this, naming what it needs "
                          f"(default {ServerConfig.placement_timeout_s:g})")
     ap.add_argument("--data-root", action="append", default=[], metavar="DIR",
@@ -109,10 +123,10 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--tls-key", default="", metavar="FILE", help="PEM private key of --tls-cert")
     ap.add_argument("--tls-client-ca", default="", metavar="FILE",
                     help="PEM CA: require client certificates it signed (mutual TLS)")
-    ap.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, metavar="SECONDS",
+    ap.add_argument("--grace", type=finite, default=ServerConfig.grace_seconds, metavar="SECONDS",
                     help="on SIGTERM: how long in-flight calls may finish and running jobs may checkpoint "
                          f"(default {ServerConfig.grace_seconds:g})")
-    ap.add_argument("--job-lease", type=float, default=ServerConfig.job_lease_s, metavar="SECONDS",
+    ap.add_argument("--job-lease", type=finite, default=ServerConfig.job_lease_s, metavar="SECONDS",
                     help="a running job's lease, renewed every third of it; after a crash another coordinator "
                          f"resumes the job once it lapses (default {ServerConfig.job_lease_s:g})")
     ap.add_argument("--train-max-attempts", type=int, default=ServerConfig.train_max_attempts, metavar="N",
@@ -128,7 +142,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("PROMPTBANK_LOG_FORMAT", "text"),
                     help="'text' or 'json': one object per line with the RPC, principal and job "
                          "(env PROMPTBANK_LOG_FORMAT)")
-    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                    help="the least severe log records written (default INFO)")
     a = ap.parse_args(argv)
     try:
         backbones = tuple(BackboneSpec.parse(b, a.replicas) for b in a.backbone)

@@ -18,7 +18,14 @@ from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.limits import Limits
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from promptbank_api.names import check_name, from_timestamp, strip_collection, to_timestamp, version_name
+from promptbank_api.names import (
+    check_name,
+    from_timestamp,
+    movable_alias,
+    strip_collection,
+    to_timestamp,
+    version_name,
+)
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
 from promptbank_domain.catalog import BackboneRecord
@@ -271,6 +278,9 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
     async def SetAlias(self, request: cat.SetAliasRequest, context: grpc.aio.ServicerContext) -> cat.Alias:
         name = strip_collection(request.parent, "prompts")
         who = auth.current().name
+        movable_alias(request.alias)
+        if request.version < 1:
+            raise InvalidArgument(f"version={request.version}: version numbers start at 1")
 
         def q(s: Tx) -> cat.Alias:
             v = catalog.set_alias(s, name, request.alias, request.version, who)
@@ -283,6 +293,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         if len(parts) != 2:
             raise InvalidArgument(f"alias name {request.name!r} must look like prompts/{{prompt}}/aliases/{{alias}}")
         who = auth.current().name
+        movable_alias(parts[1])
         await self.db.run(lambda s: catalog.delete_alias(s, parts[0], parts[1], who))
         return cat.DeleteAliasResponse()
 

@@ -66,6 +66,14 @@ class BackboneSpec:
         return cls(name=name.strip(), model=model.strip(), revision=revision, replicas=replicas)
 
 
+def _require(ok: bool, flag: str, value: object, rule: str) -> None:
+    """One flag's check, naming only that flag (NaN fails every comparison, so `ok` is written to be False
+    for it)."""
+    if not ok:
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        raise ValueError(f"{flag} {shown} {rule}")
+
+
 PLACEMENTS = {"spread": "SPREAD", "pack": "DEFAULT"}  # --placement -> Ray's actor scheduling strategy
 
 
@@ -134,17 +142,19 @@ class ServerConfig:
                                            (self.http_port and self.http_port in (self.port, self.metrics_port,
                                                                                   self.health_port))):
             raise ValueError(f"--http-port {self.http_port} must be in 0..65535 and differ from the other ports")
-        if not (self.http_header_timeout_s > 0 and self.http_body_timeout_s > 0 and self.http_max_connections >= 1):
-            raise ValueError(f"--http-header-timeout {self.http_header_timeout_s:g} and --http-body-timeout "
-                             f"{self.http_body_timeout_s:g} must be > 0 and --http-max-connections "
-                             f"{self.http_max_connections} >= 1")
+        for flag, value in (("--http-header-timeout", self.http_header_timeout_s),
+                            ("--http-body-timeout", self.http_body_timeout_s),
+                            ("--placement-timeout", self.placement_timeout_s), ("--scale-up-wait", self.scale_up_wait_ms),
+                            ("--scale-down-after", self.scale_down_after_s)):
+            _require(value > 0, flag, value, "must be > 0")
+        _require(self.http_max_connections >= 1, "--http-max-connections", self.http_max_connections, "must be >= 1")
+        _require(self.grace_seconds >= 0, "--grace", self.grace_seconds, "must be >= 0 seconds")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format={self.log_format!r} must be one of {list(LOG_FORMATS)}")
-        if self.train_max_group < 1 or self.train_gather_s < 0:
-            raise ValueError("train_max_group must be >= 1 and train_gather_s >= 0")
-        if not 1.0 <= self.job_lease_s <= 3600 or self.train_max_attempts < 1:
-            raise ValueError(f"--job-lease {self.job_lease_s:g} must be in [1, 3600] seconds and "
-                             f"--train-max-attempts {self.train_max_attempts} >= 1")
+        _require(self.train_max_group >= 1, "train_max_group", self.train_max_group, "must be >= 1")
+        _require(self.train_gather_s >= 0, "train_gather_s", self.train_gather_s, "must be >= 0")
+        _require(1.0 <= self.job_lease_s <= 3600, "--job-lease", self.job_lease_s, "must be in [1, 3600] seconds")
+        _require(self.train_max_attempts >= 1, "--train-max-attempts", self.train_max_attempts, "must be >= 1")
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth={self.auth!r} must be one of {list(AUTH_MODES)}")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -163,15 +173,17 @@ class ServerConfig:
                              f"bind a loopback address, or pass --insecure if the network is trusted")
         if self.admin_token and self.auth != "tokens":
             raise ValueError("an admin token is set but auth is off; add --auth tokens")
-        if self.worker_cpus < 0 or (self.worker_gpus is not None and self.worker_gpus < 0):
-            raise ValueError(f"--worker-cpus {self.worker_cpus:g} and --worker-gpus {self.worker_gpus} must be >= 0")
+        _require(self.worker_cpus >= 0, "--worker-cpus", self.worker_cpus, "must be >= 0 (0 = 1)")
+        if self.worker_gpus is not None:
+            _require(self.worker_gpus >= 0, "--worker-gpus", self.worker_gpus, "must be >= 0")
         if any(not amount > 0 or not name or name in ("CPU", "GPU") for name, amount in self.worker_resources):
             raise ValueError(f"--worker-resource {dict(self.worker_resources)}: amounts must be > 0, and CPU/GPU "
                              "have --worker-cpus/--worker-gpus")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"--placement {self.placement!r} must be one of {list(PLACEMENTS)}")
-        if self.placement_timeout_s <= 0 or self.scale_up_wait_ms <= 0 or self.scale_down_after_s <= 0:
-            raise ValueError("--placement-timeout, --scale-up-wait and --scale-down-after must be > 0")
+        for flag, roots in (("--data-root", self.data_roots), ("--model-root", self.model_roots)):
+            for root in roots:
+                _require(Path(root).expanduser().is_dir(), flag, root, "is not a directory on this machine")
         if self.max_replicas and any(b.replicas > self.max_replicas for b in self.backbones):
             raise ValueError(f"--max-replicas {self.max_replicas} is below --replicas "
                              f"{max(b.replicas for b in self.backbones)} (the minimum it scales down to)")

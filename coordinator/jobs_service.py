@@ -22,7 +22,7 @@ from coordinator.limits import Limits
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from promptbank_api.names import RESERVED_ALIASES, check_name, parse_ref, strip_collection
+from promptbank_api.names import check_name, movable_alias, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from promptbank_domain.catalog import PromptRecord
@@ -74,10 +74,7 @@ def check_job_fields(job: jp.TrainJob, request_id: str, limits: Limits) -> None:
     limits.check_chars("field_chars", request_id, "request_id")
     limits.check("job_aliases", len(job.aliases), "job.aliases: aliases")
     for alias in job.aliases:
-        check_name("alias", alias)
-        if alias in RESERVED_ALIASES:
-            raise InvalidArgument(f"job.aliases names {alias!r}, which every publish moves by itself; name other "
-                                  f"aliases (or none)")
+        movable_alias(alias, "job.aliases names")
     hp, ds = job.hyperparameters, job.dataset
     limits.check_text(hp.init_text, "hyperparameters.init_text")
     for name, value in (("precision", hp.precision), ("select_on", hp.select_on)):

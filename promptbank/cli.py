@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from promptbank import cli_catalog, cli_tokens
+from promptbank import cli_args, cli_catalog, cli_tokens
 from promptbank import kinds as server_kinds
-from promptbank.client import DEFAULT_SERVER, Client
+from promptbank.client import DEFAULT_SERVER, RECONNECT_FOR_S, Client
 from promptbank.errors import Unauthenticated, Unavailable, typed
 from promptbank.output import emit, plural, table
 from promptbank.progress import STATE, follow, small_eval_warning, truncation_note
@@ -42,6 +42,15 @@ class Interrupted(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+def os_message(err: OSError) -> str:
+    """`path: what went wrong`, lower-case as the other messages are (`[Errno 2] No such file or directory:
+    'x'` -> `x: no such file or directory`)."""
+    if err.strerror and err.filename is not None:
+        where = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else str(err.filename)
+        return f"{where}: {err.strerror[0].lower()}{err.strerror[1:]}"
+    return err.strerror or str(err)
 
 
 def read_token(path: str | None) -> str | None:
@@ -99,7 +108,7 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
         return 0
     print(f"{job.name}: training prompt {a.task!r} on {what} (backbone {a.backbone})", file=sys.stderr)
     try:
-        job = follow(c, job.name)
+        job = follow(c, job.name, reconnect_for=a.reconnect_for)
     except KeyboardInterrupt:
         raise job_is_running(job.name) from None
     if job.state != jp.TrainJob.SUCCEEDED:
@@ -115,7 +124,9 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
         return 0
     acc = job.metrics.get("eval_accuracy")
     majority = job.metrics.get("majority_rate", 0.0)
-    print(job.result_version + (f"  eval_accuracy={acc:.4f} (majority {majority:.4f})" if acc is not None else ""))
+    if acc is not None:  # stderr: a script capturing stdout gets the version's name and nothing else
+        print(f"eval_accuracy={acc:.4f} (majority {majority:.4f})", file=sys.stderr)
+    print(job.result_version)
     return 0
 
 
@@ -136,6 +147,9 @@ def classify_rows(path: Path, default_prompt: str | None) -> list[tuple[str, str
 
 def cmd_classify(a: argparse.Namespace, c: Client) -> int:
     if a.input:
+        if a.texts:
+            raise ValueError(f"classify: give TEXT... or --input FILE, not both (TEXT {a.texts[0]!r} with --input "
+                             f"{a.input})")
         rows = classify_rows(Path(a.input), a.prompt)
     else:
         if not a.prompt or not a.texts:
@@ -180,7 +194,7 @@ def cmd_jobs(a: argparse.Namespace, c: Client) -> int:
         print(plot_job(c, a.job, Path(a.out or f"{a.job.removeprefix('jobs/')}.png")))
     else:
         try:
-            job = follow(c, a.job, quiet=a.json)
+            job = follow(c, a.job, quiet=a.json, reconnect_for=a.reconnect_for)
         except KeyboardInterrupt:
             raise job_is_running(a.job if a.job.startswith("jobs/") else f"jobs/{a.job}") from None
         emit(job, True) if a.json else print(f"{job.name} {STATE(job.state)} {job.result_version or job.error}")
@@ -207,19 +221,26 @@ def _hyperparameter_flags(t: argparse.ArgumentParser) -> None:
         said = [p.rule(integer, note=False) if not p.choices else "", p.note, f"default {default_text(name)}"]
         text = f"{p.help} ({'; '.join(x for x in said if x)})"
         if p.wire in ("optional", "dataset"):
-            t.add_argument(p.flag, type=int if integer else float, help=text, metavar=p.metavar or None)
+            t.add_argument(p.flag, type=cli_args.int64 if integer else float, help=text, metavar=p.metavar or None)
         else:
             t.add_argument(p.flag, default="", choices=list(p.options) or None, help=text, metavar=p.metavar or None)
 
 
+def _reconnect_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reconnect-for", type=cli_args.seconds, default=RECONNECT_FOR_S, metavar="SECONDS",
+                   help=f"while following a job, how long to keep retrying a coordinator that does not answer "
+                        f"(default {RECONNECT_FOR_S:g}); the job itself goes on either way")
+
+
 def _train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--task", required=True, help="prompt (task) name; created on first use")
-    t.add_argument("--backbone", default="minilm")
+    t.add_argument("--backbone", default="minilm", help="the backbone to train on (default minilm; see "
+                                                            "`promptbank backbones list`)")
     t.add_argument("--data", help="local csv/tsv/json/jsonl/parquet file (sent inline, or uploaded when large)")
     t.add_argument("--data-uri", help="read by the server: a file under its --data-root, a hub dataset "
                                       "id[:split], or datasets/ID")
-    t.add_argument("--text-column", default="text")
-    t.add_argument("--label-column", default="label")
+    t.add_argument("--text-column", default="text", help="the data's text column (default text)")
+    t.add_argument("--label-column", default="label", help="the data's label column (default label)")
     t.add_argument("--labels", nargs="+", help="label order (default: sorted labels of the data)")
     t.add_argument("--label-texts", nargs="+", help="texts embedded for each label (encoder backbones)")
     t.add_argument("--label-words", nargs="+", help="words scored for each label (LM backbones)")
@@ -230,17 +251,19 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
     _hyperparameter_flags(t)
     t.add_argument("--init-from", default="", help="start from a stored version (REF), or 'nearest' (transfer)")
     t.add_argument("--alias", action="append", help="also point this alias at the result (repeatable)")
-    t.add_argument("--max-rows", type=int, help="use only the first N rows of the file")
+    t.add_argument("--max-rows", type=cli_args.at_least_one, metavar="N", help="use only the first N (>= 1) rows of the file")
     t.add_argument("--request-id", default="", help="makes a retried submit safe: the same id returns the first job")
     t.add_argument("--no-wait", action="store_true", help="print the job name and return")
+    _reconnect_flag(t)
     t.add_argument("--json", action="store_true", help="print the finished job (or, with --no-wait, its name) as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="promptbank", description="A prompt bank: one frozen model, many soft-prompt tasks.")
-    ap.add_argument("--server", default=os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER),
-                    help="coordinator address (env PROMPTBANK_SERVER)")
-    ap.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds for each call")
+    ap.add_argument("--server", type=cli_args.address, default=os.environ.get("PROMPTBANK_SERVER") or DEFAULT_SERVER,
+                    help=f"coordinator address host:port (env PROMPTBANK_SERVER; default {DEFAULT_SERVER})")
+    ap.add_argument("--timeout", type=cli_args.seconds, default=120.0, metavar="SECONDS",
+                    help="deadline in seconds for each call (default 120)")
     ap.add_argument("--token-file", metavar="FILE",
                     help="a file holding the access token to send (env PROMPTBANK_TOKEN)")
     ap.add_argument("--tls-ca", metavar="FILE", help="connect with TLS; the server's CA (PEM; env PROMPTBANK_TLS_CA)")
@@ -255,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N (with --input: the "
                                     "prompt of rows that name none)")
     c.add_argument("--input", help='jsonl with {"prompt": REF, "text": ...} per line (may mix tasks)')
-    c.add_argument("--json", action="store_true")
-    c.add_argument("texts", nargs="*")
+    c.add_argument("--json", action="store_true", help="one JSON object a row instead of a table")
+    c.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify with --prompt")
 
     g = sub.add_parser("generate", help="generate text with a soft prompt, streamed (causal-LM/seq2seq backbones)")
     g.add_argument("--prompt", required=True, help="prompt reference")
@@ -272,10 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("show", "one job"), ("watch", "follow a job until it ends (exit 0 only on SUCCEEDED)"),
                          ("cancel", "stop a job at its next step (its last checkpoint is kept)")):
         p = js.add_parser(action, help=text)
-        p.add_argument("job", help="jobs/ID or ID")
+        p.add_argument("job", type=cli_args.nonempty, help="jobs/ID or ID")
         p.add_argument("--json", action="store_true")
+        if action == "watch":
+            _reconnect_flag(p)
     p = js.add_parser("plot", help="draw a job's loss and eval accuracy to a PNG")
-    p.add_argument("job", help="jobs/ID or ID")
+    p.add_argument("job", type=cli_args.nonempty, help="jobs/ID or ID")
     p.add_argument("--out", default="", help="the PNG to write (default ID.png)")
 
     cli_catalog.add_parsers(sub)
@@ -330,7 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, PromptBankError) as err:  # bad input here: a file, a path, a flag value
+    except BrokenPipeError:  # the reader left (`... | head -1`): stop quietly, as a shell tool does on SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141
+    except OSError as err:  # a file or path named here: one line in the CLI's words, not `[Errno N] ...`
+        print(f"error: {os_message(err)}", file=sys.stderr)
+        return 2
+    except (ValueError, PromptBankError) as err:  # bad input here: a file's content, a flag value
         print(f"error: {err}", file=sys.stderr)
         return 2
 

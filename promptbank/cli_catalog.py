@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from promptbank.client import Client
-from promptbank.output import emit, table
+from promptbank.output import emit, enum_text, table
 from promptbank.peft_files import read_adapter, write_adapter
 from promptbank_api.names import parse_ref
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -73,6 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = ps.add_parser("unalias", help="remove an alias")
     p.add_argument("prompt")
     p.add_argument("alias")
+    _json(p)
     p = ps.add_parser("tag", help="set a version's tags")
     p.add_argument("ref")
     p.add_argument("--tags", nargs="*", required=True, help="the full tag list")
@@ -80,10 +81,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = ps.add_parser("delete", help="delete a prompt or one version (task/versions/N)")
     p.add_argument("ref")
     p.add_argument("--force", action="store_true", help="also delete its versions / the aliases on it")
+    _json(p)
     p = ps.add_parser("export", help="write a version as a PEFT adapter folder")
     p.add_argument("ref")
     p.add_argument("dir", type=Path)
     p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+    _json(p)
     p = ps.add_parser("import", help="add a PEFT prompt-tuning adapter folder as a new version")
     p.add_argument("dir", type=Path)
     p.add_argument("--task", required=True, help="the prompt (task) to add the version to; created if new")
@@ -102,6 +105,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     b.add_argument("--revision", default="")
     b.add_argument("--replicas", type=int, default=None, help="Ray actors to start (default 1)")
     _json(b)
+
+
+def said(a: argparse.Namespace, line: str, data: dict[str, str]) -> None:
+    """What an action did: one line for people, one JSON object with --json."""
+    emit(data, True) if a.json else print(line)
 
 
 def _aliases(p: cat.Prompt) -> str:
@@ -129,7 +137,7 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
     if act == "list":
         rows = c.list_prompts(tag=a.tag, backbone=a.backbone, label=a.label, created_after=a.created_after)
         table(rows, [("NAME", lambda p: p.name), ("LABELS", lambda p: ",".join(p.task.labels)),
-                     ("VERSIONS", lambda p: p.latest_version), ("ALIASES", _aliases),
+                     ("LATEST", lambda p: p.latest_version or "-"), ("ALIASES", _aliases),
                      ("TAGS", lambda p: ",".join(p.tags) or "-")], a.json, "prompts")
     elif act == "show":
         emit(c.get_version(a.ref), a.json)
@@ -155,7 +163,7 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
         emit(moved, True) if a.json else print(f"{r.prompt}@{a.alias} -> {moved.version}")
     elif act == "unalias":
         c.delete_alias(a.prompt, a.alias)
-        print(f"removed {a.prompt}@{a.alias}")
+        said(a, f"removed {a.prompt}@{a.alias}", {"removed": f"prompts/{a.prompt}/aliases/{a.alias}"})
     elif act == "tag":
         emit(c.tag_version(c.get_version(a.ref).name, a.tags), a.json)
     elif act == "delete":
@@ -163,13 +171,16 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
             c.delete_version(a.ref, force=a.force)
         else:
             c.delete_prompt(a.ref, force=a.force)
-        print(f"deleted {a.ref}")
+        said(a, f"deleted {a.ref}", {"deleted": a.ref})
     elif act == "export":
-        if a.dir.exists() and (not a.dir.is_dir() or any(a.dir.iterdir())) and not a.force:
-            what = "a file" if not a.dir.is_dir() else "a folder that is not empty"
-            raise ValueError(f"{a.dir} is {what}; choose a new folder or pass --force to write into it")
+        if a.dir.exists() and not a.dir.is_dir():  # --force writes into a folder; it never replaces a file
+            raise ValueError(f"{a.dir} is a file; name a new folder or an existing one")
+        if a.dir.is_dir() and any(a.dir.iterdir()) and not a.force:
+            raise ValueError(f"{a.dir} is a folder that is not empty; choose a new folder or pass --force to "
+                             f"write into it")
         resp = c.export_version(a.ref)
-        print(write_adapter(a.dir, resp.adapter_config, resp.adapter_model))
+        out = write_adapter(a.dir, resp.adapter_config, resp.adapter_model)
+        said(a, str(out), {"exported": a.ref, "dir": str(out)})
     elif act == "import":
         config, weights = read_adapter(a.dir)
         v = c.import_version(a.task, a.backbone, config, weights, labels=a.labels, label_texts=a.label_texts,
@@ -182,7 +193,8 @@ def cmd_backbones(a: argparse.Namespace, c: Client) -> int:
     if a.action == "register":
         emit(c.register_backbone(a.name, a.model, a.revision, a.replicas), a.json)
         return 0
-    table(c.list_backbones(), [("NAME", lambda b: b.name), ("ARCHITECTURE", lambda b: cat.Architecture.Name(b.architecture)),
+    arch = cat.Architecture.DESCRIPTOR
+    table(c.list_backbones(), [("NAME", lambda b: b.name), ("ARCHITECTURE", lambda b: enum_text(arch, b.architecture)),
                                ("HIDDEN", lambda b: b.hidden_size), ("REPLICAS", _replicas),
                                ("MODEL", lambda b: b.model)], a.json, "backbones")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +15,10 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from promptbank.checks import address, seconds, strings
+from promptbank.checks import rows as _rows
 from promptbank.credentials import BearerToken
-from promptbank.errors import TypedErrors, Unavailable
+from promptbank.errors import DeadlineExceeded, TypedErrors, Unavailable, said
 from promptbank.retry import MAX_BACKOFF_S, channel_options
 from promptbank_api.names import job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
@@ -31,6 +33,7 @@ from promptbank_domain.states import TERMINAL_STATES
 
 RpcError = grpc.RpcError
 DEFAULT_SERVER = "localhost:50051"
+RECONNECT_FOR_S = 300.0  # how long watching a job rides out a coordinator that does not answer
 TERMINAL = {jp.TrainJob.State.Value(s) for s in TERMINAL_STATES}
 
 
@@ -48,6 +51,8 @@ class Prediction:
 def task_spec(labels: Sequence[str], label_texts: Sequence[str] = (), label_words: Sequence[str] = (),
               description: str = "", pooling: str = "") -> cat.TaskSpec:
     """A classification task; empty fields take the server's defaults (label texts/words = labels)."""
+    labels, label_texts = strings(labels, "labels"), strings(label_texts, "label_texts")
+    label_words = strings(label_words, "label_words")
     return cat.TaskSpec(kind="classification", labels=labels, label_texts=label_texts, label_words=label_words,
                         description=description, pooling=pooling)
 
@@ -80,8 +85,8 @@ class Client:
     def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20,
                  token: str | None = None, tls_ca: PEM | None = None, tls_cert: PEM | None = None,
                  tls_key: PEM | None = None, wait_for_ready: bool = False):
-        self.server = server or os.environ.get("PROMPTBANK_SERVER", DEFAULT_SERVER)
-        self.timeout = timeout
+        self.server = address(server) if server is not None else os.environ.get("PROMPTBANK_SERVER") or DEFAULT_SERVER
+        self.timeout = seconds(timeout)
         opts = [("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes), *channel_options(wait_for_ready)]
         tls_ca = tls_ca if tls_ca is not None else os.environ.get("PROMPTBANK_TLS_CA") or None
@@ -102,6 +107,10 @@ class Client:
     def close(self) -> None:
         self._raw.close()
 
+    def _deadline(self, timeout: float | None) -> float:
+        """A call's deadline: its own `timeout`, checked, or the client's."""
+        return self.timeout if timeout is None else seconds(timeout)
+
     def __enter__(self) -> Client:
         return self
 
@@ -113,7 +122,11 @@ class Client:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the server answers its health check SERVING; `DeadlineExceeded` when it does not answer
         within `timeout` (the check waits for the channel to come up)."""
-        resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
+        try:
+            resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=seconds(timeout), wait_for_ready=True)
+        except DeadlineExceeded:
+            raise said(DeadlineExceeded, f"server {self.server} did not answer within {timeout:g} s (is it "
+                                         f"running there, and is the address right?)") from None
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             raise RuntimeError(f"server {self.server} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
 
@@ -121,9 +134,9 @@ class Client:
 
     def classify(self, rows: Iterable[tuple[str, str]], timeout: float | None = None) -> list[Prediction]:
         """Classify (prompt reference, text) rows; rows may name different tasks."""
-        rows = list(rows)
+        rows = _rows(rows, "classify")
         req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=p, text=t) for p, t in rows])
-        resp = self.inference.Classify(req, timeout=timeout or self.timeout)
+        resp = self.inference.Classify(req, timeout=self._deadline(timeout))
         return [
             Prediction(p, t, r.version, r.label, {s.label: s.score for s in r.scores})
             for (p, t), r in zip(rows, resp.results, strict=True)
@@ -131,9 +144,12 @@ class Client:
 
     def classify_ensemble(self, rows: Iterable[tuple[Sequence[str], str]], timeout: float | None = None) -> list[Prediction]:
         """Rows of ([ref, more refs of the same task...], text): scores averaged over the refs in one forward."""
-        rows = [(list(refs), t) for refs, t in rows]
+        rows = [(strings(refs, f"row {i}'s prompts"), t) for i, (refs, t) in enumerate(_rows(rows, "classify_ensemble"))]
+        empty = [i for i, (refs, _) in enumerate(rows) if not refs]
+        if empty:
+            raise ValueError(f"classify_ensemble: row {empty[0]} names no prompt; give at least one reference")
         req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=r[0], ensemble=r[1:], text=t) for r, t in rows])
-        resp = self.inference.Classify(req, timeout=timeout or self.timeout)
+        resp = self.inference.Classify(req, timeout=self._deadline(timeout))
         return [
             Prediction("+".join(refs), t, r.version, r.label, {s.label: s.score for s in r.scores})
             for (refs, t), r in zip(rows, resp.results, strict=True)
@@ -197,6 +213,10 @@ class Client:
         or a hub dataset id (with `text_column` / `label_column`). `eval_fraction` None: the server's default;
         0: no held-out split. Hyperparameters left unset take the server's defaults.
         """
+        examples = list(examples)
+        if dataset_uri and examples:
+            raise ValueError(f"create_train_job: give examples or dataset_uri, not both ({len(examples)} examples "
+                             f"and dataset_uri={dataset_uri!r})")
         dataset = (jp.Dataset(uri=dataset_uri, text_column=text_column, label_column=label_column) if dataset_uri
                    else jp.Dataset(inline=jp.InlineExamples(examples=[jp.Example(text=t, label=lab)
                                                                       for t, lab in examples])))
@@ -208,7 +228,7 @@ class Client:
             task=task_spec(labels, label_texts, label_words, description, pooling),
             dataset=dataset,
             hyperparameters=hyperparameters or jp.Hyperparameters(),
-            aliases=aliases,
+            aliases=strings(aliases, "aliases"),
         )
         req = jp.CreateTrainJobRequest(job=job, request_id=request_id or uuid.uuid4().hex)
         return self.jobs.CreateTrainJob(req, timeout=self.timeout)
@@ -233,21 +253,33 @@ class Client:
     def cancel_job(self, job: str) -> jp.TrainJob:
         return self.jobs.CancelTrainJob(jp.CancelTrainJobRequest(name=job_name(job)), timeout=self.timeout)
 
-    def watch_job(self, job: str, timeout: float = 24 * 3600) -> Iterator[jp.TrainJobEvent]:
+    def watch_job(self, job: str, timeout: float = 24 * 3600, reconnect_for: float = RECONNECT_FOR_S,
+                  on_retry: Callable[[str], None] | None = None) -> Iterator[jp.TrainJobEvent]:
         """Every event of the job from the first, until it ends (deadline `timeout` for the whole stream).
         A stream dropped by a coordinator restart (UNAVAILABLE) is reopened after the last event seen, so
-        nothing is missed or repeated; the deadline still bounds the whole watch."""
-        deadline = time.monotonic() + timeout
-        seen, backoff = 0, 0.25
+        nothing is missed or repeated, for up to `reconnect_for` seconds without an answer (then Unavailable
+        says so); `on_retry` hears once per outage that the connection was lost."""
+        deadline = time.monotonic() + seconds(timeout)
+        seen, backoff, lost_since = 0, 0.25, None
         while True:
             request = jp.WatchTrainJobRequest(name=job_name(job), after_sequence=seen)
             try:
                 for ev in self.jobs.WatchTrainJob(request, timeout=max(deadline - time.monotonic(), 0.001)):
-                    seen, backoff = ev.sequence, 0.25
+                    seen, backoff, lost_since = ev.sequence, 0.25, None
                     yield ev
                 return
-            except Unavailable:
-                if deadline - time.monotonic() <= backoff:
+            except Unavailable as err:
+                now = time.monotonic()
+                if lost_since is None:
+                    lost_since = now
+                    if on_retry is not None:
+                        on_retry(f"lost the connection to {self.server} ({err.details() or 'unavailable'}); "
+                                 f"retrying for up to {reconnect_for:g} s")
+                if now - lost_since + backoff > reconnect_for:
+                    raise said(Unavailable, f"no answer from {self.server}: gave up retrying after "
+                                            f"{now - lost_since:.0f} s (the reconnect limit is {reconnect_for:g} s); "
+                                            f"{err.details()}") from None
+                if deadline - now <= backoff:
                     raise
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -292,7 +324,7 @@ class Client:
                       description: str | None = None) -> cat.Prompt:
         msg, paths = cat.Prompt(name=f"prompts/{prompt}"), []
         if tags is not None:
-            msg.tags.extend(tags)
+            msg.tags.extend(strings(tags, "tags"))
             paths.append("tags")
         if owner is not None:
             msg.owner, _ = owner, paths.append("owner")
@@ -305,7 +337,7 @@ class Client:
                       label_words: Sequence[str] = (), description: str = "", tags: Sequence[str] = (),
                       owner: str = "", pooling: str = "", request_id: str | None = None) -> cat.Prompt:
         task = task_spec(labels, label_texts, label_words, description, pooling)
-        req = cat.CreatePromptRequest(prompt_id=prompt, prompt=cat.Prompt(task=task, tags=tags, owner=owner),
+        req = cat.CreatePromptRequest(prompt_id=prompt, prompt=cat.Prompt(task=task, tags=strings(tags, "tags"), owner=owner),
                                       request_id=request_id or uuid.uuid4().hex)
         return self.catalog.CreatePrompt(req, timeout=self.timeout)
 
@@ -316,7 +348,7 @@ class Client:
         self.catalog.DeletePromptVersion(cat.DeletePromptVersionRequest(name=ref, force=force), timeout=self.timeout)
 
     def tag_version(self, ref: str, tags: Sequence[str]) -> cat.PromptVersion:
-        req = cat.UpdatePromptVersionRequest(version=cat.PromptVersion(name=ref, tags=tags),
+        req = cat.UpdatePromptVersionRequest(version=cat.PromptVersion(name=ref, tags=strings(tags, "tags")),
                                              update_mask=FieldMask(paths=["tags"]))
         return self.catalog.UpdatePromptVersion(req, timeout=self.timeout)
 

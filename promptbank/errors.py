@@ -170,6 +170,25 @@ BY_CODE: dict[grpc.StatusCode, type[CallError]] = {
 }
 
 
+class _Said(grpc.RpcError):
+    """A failure this side puts in words (a server that never answered), as the status it stands for."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def said(cls: type[CallError], details: str) -> CallError:
+    """An error of class `cls` whose details are `details`: for what the client knows better than grpc does."""
+    return cls(_Said(cls.status, details))
+
+
 def typed(err: grpc.RpcError) -> CallError:
     """The typed error for a failed call (itself when it is one already); an unknown code becomes `Unknown`."""
     if isinstance(err, CallError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptbank.client import Client
+from promptbank.progress import say
 from promptbank_api.v1 import jobs_pb2 as jp
 
 
@@ -15,7 +16,7 @@ def plot_job(client: Client, job: str, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     loss_steps, losses, eval_steps, accs = [], [], [], []
-    for ev in client.watch_job(job):
+    for ev in client.watch_job(job, on_retry=say):
         if ev.kind == jp.TrainJobEvent.PROGRESS:
             loss_steps.append(ev.step)
             losses.append(ev.loss)

@@ -9,7 +9,7 @@ import time
 
 from tqdm import tqdm
 
-from promptbank.client import Client
+from promptbank.client import RECONNECT_FOR_S, Client
 from promptbank_api.v1 import jobs_pb2 as jp
 
 STATE = jp.TrainJob.State.Name
@@ -48,12 +48,17 @@ def truncation_note(job: jp.TrainJob) -> str:
             f"(--max-length raises it)")
 
 
-def follow(client: Client, job: str, quiet: bool = False) -> jp.TrainJob:
+def say(line: str) -> None:
+    """A note to the person watching (stderr: stdout stays for results)."""
+    print(f"promptbank: {line}", file=sys.stderr, flush=True)
+
+
+def follow(client: Client, job: str, quiet: bool = False, reconnect_for: float = RECONNECT_FOR_S) -> jp.TrainJob:
     """Report a job until it ends (stderr; stdout stays for results); returns the final job. On a terminal a
     progress bar (steps, loss, examples/s, ETA); otherwise a plain line at most every PLAIN_EVERY_S."""
     bar, last_line = None, 0.0
     tty = sys.stderr.isatty()
-    for ev in client.watch_job(job):
+    for ev in client.watch_job(job, reconnect_for=reconnect_for, on_retry=say):
         if quiet:
             continue
         if tty and ev.total_steps and bar is None:

@@ -56,11 +56,52 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _text(path: Path) -> str:
+def _utf8(path: Path, raw: bytes, codec: str = "utf-8") -> str:
+    """`raw` as UTF-8, or INVALID_ARGUMENT naming the first bad byte and its line: a text read under another
+    encoding would change its labels without a word (binary and compressed files end here too)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return raw.decode(codec)
     except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InvalidArgument(f"{path}: not UTF-8 text (byte {exc.start}, line {line}: "
+                              f"0x{raw[exc.start]:02x}); save it as UTF-8") from None
+
+
+def _text(path: Path) -> str:
+    return _utf8(path, path.read_bytes())
+
+
+def shown(columns: list[str], most: int = 10, width: int = 40) -> str:
+    """Column names for a message: the first `most`, each cut at `width` characters (a file read with the wrong
+    layout has one giant 'column')."""
+    names = [c if len(c) <= width else c[: width - 3] + "..." for c in columns[:most]]
+    more = f" and {len(columns) - most} more" if len(columns) > most else ""
+    return f"{names}{more}"
+
+
+def _table(path: Path, text: str, delimiter: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """A CSV/TSV table, strictly: an unterminated quote, a repeated column name or a row with more cells than
+    the header would otherwise shift or merge cells silently."""
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        columns = list(reader.fieldnames or [])
+        seen: set[str] = set()
+        for c in columns:
+            if c in seen:
+                raise InvalidArgument(f"{path}: line 1: column {c[:40]!r} appears twice in the header")
+            seen.add(c)
+        records = []
+        for rec in reader:
+            if None in rec:  # DictReader's key for cells past the header's
+                raise InvalidArgument(f"{path}: line {reader.line_num}: {len(columns) + len(rec[None])} cells, "  # type: ignore[index]
+                                      f"but the header names {len(columns)} columns")
+            records.append(rec)
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):  # the quote opened on the line after the last whole record
+            raise InvalidArgument(f"{path}: line {reader.line_num + 1}: a quoted cell opened here is never "
+                                  f"closed") from None
+        raise InvalidArgument(f"{path}: line {reader.reader.line_num}: {exc}") from None
+    return columns, records
 
 
 def json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -86,17 +127,7 @@ def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, records) of a table file; every CSV cell stays a string."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")  # common for exported spreadsheets; every byte decodes
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
-        try:
-            records = list(reader)
-        except csv.Error as exc:
-            raise InvalidArgument(f"{path}: line {reader.line_num}: {exc}") from None
-        return list(reader.fieldnames or []), records
+        return _table(path, _utf8(path, path.read_bytes(), "utf-8-sig"), "\t" if suffix == ".tsv" else ",")
     if suffix == ".jsonl":
         records = [rec for _, rec in json_lines(path)]
         return list(dict.fromkeys(k for r in records for k in r)), records
@@ -132,7 +163,7 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
     columns, records = _records(p)
     missing = [c for c in (text_column, label_column) if c not in columns]
     if missing:
-        raise InvalidArgument(f"{p} has no column(s) {missing}; its columns are {columns} "
+        raise InvalidArgument(f"{p} has no column(s) {missing}; its columns are {shown(columns)} "
                               f"(choose them with the text and label column options)")
     rows, empty_text, empty_label = [], [], []
     for n, rec in enumerate(records, 1):
@@ -143,4 +174,8 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             empty_label.append(n)
         else:
             rows.append((text, label))
-    return LabelledRows(rows, columns, empty_text, empty_label)
+    read = LabelledRows(rows, columns, empty_text, empty_label)
+    if not rows:
+        why = read.summary() if records else "a header but no data rows" if columns else "the file is empty"
+        raise InvalidArgument(f"{p}: no rows to train on ({why})")
+    return read

@@ -45,10 +45,12 @@ def check_name(kind: str, name: str) -> str:
 
 def parse_ref(ref: str) -> PromptRef:
     """Parse a prompt reference; a bare task means its `latest` alias."""
-    m = _REF_RE.match((ref or "").strip())
+    m = _REF_RE.match(ref or "")  # as written: ' task' is not 'task', as 'ta sk' is not
     if not m:
         shown = repr(ref) if len(ref or "") <= 200 else f"{ref[:40]!r}... ({len(ref)} characters)"
-        raise InvalidArgument(f"invalid prompt reference {shown}: use 'task', 'task@alias' or 'task/versions/N'")
+        spaced = " (it starts or ends with white space)" if ref and ref != ref.strip() else ""
+        raise InvalidArgument(f"invalid prompt reference {shown}{spaced}: use 'task', 'task@alias' or "
+                              f"'task/versions/N'")
     prompt = check_name("prompt", m["p"])
     if m["v"] is not None:
         number = int(m["v"])
@@ -56,6 +58,15 @@ def parse_ref(ref: str) -> PromptRef:
             raise InvalidArgument(f"invalid prompt reference {ref!r}: version numbers run from 1 to {MAX_VERSION}")
         return PromptRef(prompt, version=number)
     return PromptRef(prompt, alias=check_name("alias", m["a"] or "latest"))
+
+
+def movable_alias(alias: str, where: str = "alias") -> str:
+    """An alias a caller may point or remove: a valid name and not one the bank moves itself (`latest`)."""
+    check_name("alias", alias)
+    if alias in RESERVED_ALIASES:
+        raise InvalidArgument(f"{where} {alias!r} is reserved: every publish moves it to the newest version by "
+                              f"itself; name another alias")
+    return alias
 
 
 def strip_collection(name: str, collection: str) -> str:

@@ -103,7 +103,7 @@ def test_catalog_commands(server) -> None:  # type: ignore[no-untyped-def]
 
 def test_register_backbone_starts_replicas(server, tiny_models: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     out = json.loads(cli(server, "backbones", "register", "tiny-s2s", tiny_models["seq2seq"], "--json").stdout)
-    assert out["name"] == "backbones/tiny-s2s" and out["architecture"] == "ARCHITECTURE_SEQ2SEQ" and out["replicas"] == 1
+    assert out["name"] == "backbones/tiny-s2s" and out["architecture"] == "seq2seq" and out["replicas"] == 1
     again = cli(server, "backbones", "register", "tiny-s2s", tiny_models["seq2seq"], "--json")
     assert json.loads(again.stdout)["fingerprint"] == out["fingerprint"]
     clash = cli(server, "backbones", "register", "tiny-s2s", tiny_models["masked_lm"], check=False)

@@ -34,7 +34,7 @@ def test_train_waits_then_prints_the_version(server, data_file: Path) -> None:  
     out = cli(server, "train", "--task", "cli-sent", "--backbone", "tiny-enc", "--data", str(data_file),
               "--text-column", "review", "--label-column", "sentiment", "--virtual-tokens", "4", "--epochs", "2",
               "--alias", "prod")
-    assert out.stdout.startswith("prompts/cli-sent/versions/1") and "eval_accuracy=" in out.stdout
+    assert out.stdout == "prompts/cli-sent/versions/1\n" and "eval_accuracy=" in out.stderr
     shown = json.loads(cli(server, "prompts", "show", "cli-sent@prod", "--json").stdout)
     assert shown["name"] == "prompts/cli-sent/versions/1" and sorted(shown["aliases"]) == ["latest", "prod"]
     listed = cli(server, "prompts", "list").stdout
@@ -96,10 +96,10 @@ def test_backbones_list(server) -> None:  # type: ignore[no-untyped-def]
     out = cli(server, "backbones", "list").stdout.splitlines()
     assert out[0].split() == ["NAME", "ARCHITECTURE", "HIDDEN", "REPLICAS", "MODEL"]
     rows = {line.split()[0]: line.split()[1:4] for line in out[1:]}
-    assert rows["backbones/tiny-enc"] == ["ARCHITECTURE_ENCODER", "32", "1"]
+    assert rows["backbones/tiny-enc"] == ["encoder", "32", "1"]
     enc = next(line for line in out if line.startswith("backbones/tiny-enc"))
     assert re.search(r" 1 \(live@[0-9a-f]{8}\) ", enc), enc  # each replica's state and Ray node
-    assert rows["backbones/tiny-lm"][0] == "ARCHITECTURE_CAUSAL_LM"
+    assert rows["backbones/tiny-lm"][0] == "causal_lm"
     listed = [json.loads(line) for line in cli(server, "backbones", "list", "--json").stdout.splitlines()]
     assert all(isinstance(b["hidden_size"], int) and isinstance(b["replicas"], int) for b in listed)
     assert all(r["state"] == "live" and r["node_id"] for b in listed for r in b["serving"])

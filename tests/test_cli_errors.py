@@ -92,7 +92,7 @@ def test_left_out_rows_are_reported_and_labels_stay_text(server, tmp_path: Path)
            f"(rows {len(rows) + 2})" in out.stderr
     with Client(server.address) as c:
         assert list(c.get_prompt("numeric-labels").task.labels) == ["0", "1"]  # not '0.0' / '1.0'
-        served = train(c, "numeric-server", dataset_uri=str(path))  # the server reads the file the same way
+        served = train(c, "numeric-server", data=(), dataset_uri=str(path))  # the server reads the file the same way
         assert served.metrics["train_examples"] + served.metrics["eval_examples"] == len(rows)
         assert list(c.get_prompt("numeric-server").task.labels) == ["0", "1"]
         queued = next(e.message for e in c.watch_job(served.name) if e.message.startswith("queued"))

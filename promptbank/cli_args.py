@@ -1,0 +1,73 @@
+"""argparse types for the command line's values: a bad value ends in argparse's one-line usage error (exit 2)
+naming the flag, before anything is sent (the SDK's own checks say the same in its terms)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+from promptbank import checks
+
+T = TypeVar("T")
+INT64 = (-(1 << 63), (1 << 63) - 1)  # what an int64 field on the wire holds
+
+
+def _said(check: Callable[[str], T], name: str) -> Callable[[str], T]:
+    """`check` as an argparse type: its ValueError/TypeError becomes the flag's error message."""
+    def parse(text: str) -> T:
+        try:
+            return check(text)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
+def _int64(text: str) -> int:
+    n = _integer(text)
+    if not INT64[0] <= n <= INT64[1]:
+        raise ValueError(f"{n} is out of range (a 64-bit integer: {INT64[0]}..{INT64[1]})")
+    return n
+
+
+def _at_least_one(text: str) -> int:
+    n = _integer(text)
+    if n < 1:
+        raise ValueError(f"must be >= 1, got {n}")
+    return n
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _seconds(text: str) -> float:
+    n = _number(text)
+    if not math.isfinite(n) or n <= 0:
+        raise ValueError(f"must be a number of seconds > 0, got {text!r}")
+    return n
+
+
+seconds = _said(_seconds, "seconds")
+address = _said(checks.address, "address")
+int64 = _said(_int64, "int64")
+at_least_one = _said(_at_least_one, "count")
+nonempty = _said(_nonempty, "name")

@@ -1,0 +1,187 @@
+"""What a careful user meets, by class: each test runs the CLI (a subprocess, as a user runs it) or the SDK and
+checks the exit code, that stderr holds one line naming the problem and no traceback, and that no value was
+changed or dropped on the way."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from promptbank import Client
+from promptbank.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from promptbank_api.errors import InvalidArgument as DomainInvalid
+from promptbank_api.files import read_labelled
+from promptbank_api.names import parse_ref
+from tests.test_server import DATA, HP
+
+
+def run(*args: str, server: str = "localhost:1", stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`promptbank --server SERVER ARGS...` as a user types it; never a traceback."""
+    out = subprocess.run([sys.executable, "-m", "promptbank.cli", "--server", server, *args], capture_output=True,
+                         text=True, timeout=120, input=stdin)
+    assert "Traceback" not in out.stderr, out.stderr
+    return out
+
+
+def one_line(out: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    """The last stderr line, after checking the exit code and that it names `words`."""
+    err = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
+    assert out.returncode == code, (out.returncode, out.stderr)
+    assert all(w in err for w in words), err
+    assert "[Errno" not in out.stderr, out.stderr
+    return err
+
+
+def csv_file(tmp_path: Path, body: bytes, name: str = "d.csv") -> str:
+    path = tmp_path / name
+    path.write_bytes(body)
+    return str(path)
+
+
+# 8. tracebacks or INTERNAL ------------------------------------------------------------------------------------
+
+
+def test_bad_values_end_in_one_line_not_a_traceback(tmp_path: Path) -> None:
+    one_line(run("serve", "--worker-cpus", "nan"), 2, "--worker-cpus", "finite")
+    with pytest.raises(ValueError, match="row 0 names no prompt"):
+        Client("localhost:1").classify_ensemble([([], "x")])
+    with pytest.raises(TypeError, match=r"\(prompt, text\) pairs; row 0 is 'task@alias'"):
+        Client("localhost:1").classify(["task@alias"])  # type: ignore[list-item]
+    with pytest.raises(DeadlineExceeded, match="server localhost:1 did not answer within 1 s"):
+        Client("localhost:1").wait_ready(timeout=1)
+
+
+# 9. values silently changed or dropped ------------------------------------------------------------------------
+
+
+def test_a_file_that_would_change_its_rows_is_refused_naming_where(tmp_path: Path) -> None:
+    cases = {
+        b"text,label\ncaf\xe9 ok,pos\n": ("byte 14, line 2", "UTF-8"),  # latin-1 would change the text
+        b"text,label,label\na,b,c\n": ("line 1", "'label' appears twice"),
+        b"text,label\na,b,c\n": ("line 2", "3 cells", "2 columns"),
+        b'text,label\nfine,pos\n"open,neg\nmore,pos\n': ("line 3", "never closed"),
+    }
+    for body, words in cases.items():
+        path = csv_file(tmp_path, body)
+        with pytest.raises(DomainInvalid) as err:
+            read_labelled(path)
+        assert all(w in str(err.value) for w in words), (body, str(err.value))
+        one_line(run("train", "--task", "t", "--data", path), 2, path, *words)
+
+
+def test_flags_and_arguments_are_taken_as_given_or_refused(tmp_path: Path) -> None:
+    good = csv_file(tmp_path, b"text,label\na,pos\nb,neg\n")
+    one_line(run("train", "--task", "t", "--data", good, "--max-rows", "-1"), 2, "--max-rows", ">= 1")
+    one_line(run("classify", "--input", good, "some text"), 2, "not both", "some text")
+    one_line(run("jobs", "list", server=""), 2, "--server", "empty")
+    for flag, value, words in (("--data-root", "/nonexistent", ("not a directory",)), ("--grace", "-1", (">= 0",)),
+                               ("--scale-down-after", "nan", ("finite",))):
+        one_line(run("serve", flag, value), 2, flag, *words)
+    with pytest.raises(ValueError, match="server address is empty"):
+        Client("")
+    with pytest.raises(ValueError, match="not both"):
+        Client("localhost:1").create_train_job("t", "b", [("a", "pos")], dataset_uri="datasets/x")
+    with pytest.raises(TypeError, match="labels must be a list of strings"):
+        Client("localhost:1").create_train_job("t", "b", [("a", "pos")], labels="ab")
+    for ref in (" sentiment", "sentiment ", "senti ment"):  # white space is part of what was written
+        with pytest.raises(DomainInvalid, match="invalid prompt"):
+            parse_ref(ref)
+
+
+# 10. `latest` is reserved -------------------------------------------------------------------------------------
+
+
+def test_latest_cannot_be_pointed_or_removed_and_versions_start_at_one(client: Client) -> None:
+    job = client.create_train_job("careful-latest", "tiny-enc", DATA, hyperparameters=HP)
+    version = client.wait_job(job.name, timeout=300).result_version
+    assert version == "prompts/careful-latest/versions/1"
+    for call in (lambda: client.set_alias("careful-latest", "latest", 1),
+                 lambda: client.delete_alias("careful-latest", "latest")):
+        with pytest.raises(InvalidArgument, match="'latest' is reserved"):
+            call()
+    with pytest.raises(InvalidArgument, match="version numbers start at 1"):
+        client.set_alias("careful-latest", "prod", 0)
+    assert client.classify([("careful-latest", "a text")])[0].version == version  # still resolves
+
+
+# 11. errors that name the problem -----------------------------------------------------------------------------
+
+
+def test_errors_name_the_flag_or_file(tmp_path: Path) -> None:
+    for value in ("0", "-5", "nan"):
+        one_line(run("--timeout", value, "jobs", "list"), 2, "--timeout", "seconds > 0")
+    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+        Client("localhost:1", timeout=0)
+    header_only = csv_file(tmp_path, b"text,label\n")
+    one_line(run("train", "--task", "t", "--data", header_only), 2, header_only, "a header but no data rows")
+    one_line(run("train", "--task", "t", "--data", header_only, "--max-rows", "0"), 2, "--max-rows")
+    one_line(run("train", "--task", "t", "--data", header_only, "--seed", str(1 << 70)), 2, "--seed", "out of range")
+    packed = csv_file(tmp_path, gzip.compress(b"text,label\n" + b"x,y\n" * 5000), "packed.csv")
+    err = one_line(run("train", "--task", "t", "--data", packed), 2, "not UTF-8", "byte 1")
+    assert len(err) < 200, err  # not kilobytes of the file as "columns"
+    wide = csv_file(tmp_path, b"a" * 5000 + b",b\n1,2\n", "wide.csv")
+    err = one_line(run("train", "--task", "t", "--data", wide), 2, "no column(s)")
+    assert len(err) < 400, err
+    one_line(run("jobs", "show", ""), 2, "job", "must not be empty")
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for extra in ((), ("--force",)):
+        err = one_line(run("prompts", "export", "p/versions/1", str(a_file), *extra), 2, str(a_file), "is a file")
+        assert "--force" not in err  # --force writes into folders; it would not help here
+
+
+# 12. one voice ------------------------------------------------------------------------------------------------
+
+
+def test_one_voice_for_files_pipes_and_output(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = str(tmp_path / "nope.jsonl")
+    one_line(run("classify", "--input", missing), 2, f"{missing}: no such file or directory")
+    one_line(run("--token-file", str(tmp_path / "none" / "t"), "jobs", "list"), 2, "no such file or directory")
+    # a reader that leaves early: no message, the shell's SIGPIPE status
+    cmd = (f"{sys.executable} -m promptbank.cli --server {server.address} backbones list --json | head -c 1 >/dev/null; "
+           "echo ${PIPESTATUS[0]}")
+    with Client(server.address) as c:
+        for i in range(3):
+            c.create_prompt(f"careful-voice-{i}", [f"label-{n}-{'x' * 20}" for n in range(1000)])
+    cmd = cmd.replace("backbones list", "prompts list")
+    piped = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert piped.stdout.strip() == "141" and "Traceback" not in piped.stderr and "Errno" not in piped.stderr, piped
+    listed = run("prompts", "list", server=server.address).stdout.splitlines()
+    assert listed[0].split() == ["NAME", "LABELS", "LATEST", "ALIASES", "TAGS"]
+    assert max(map(len, listed)) < 200  # 1,000 labels of 28 characters do not make 28,000-wide lines
+    one_line(run("prompts", "show", "careful-voice-0", server=server.address), 1, "careful-voice-0")  # no versions
+    made = run("prompts", "create", "careful-voice-x", "--labels", "a", "b", server=server.address).stdout
+    assert made.splitlines()[0] == "name: prompts/careful-voice-x" and not made.startswith("{")
+    for args in (("prompts", "delete", "careful-voice-x", "--json"),):
+        out = run(*args, server=server.address)
+        assert out.returncode == 0 and json.loads(out.stdout) == {"deleted": "careful-voice-x"}, out.stderr
+    backbones = [json.loads(line) for line in run("backbones", "list", "--json", server=server.address).stdout.splitlines()]
+    assert {b["architecture"] for b in backbones} <= {"encoder", "causal_lm", "seq2seq", "masked_lm"}
+    helps = run("train", "--help").stdout + run("serve", "--help").stdout + run("classify", "--help").stdout
+    said = " ".join(helps.split())
+    for flag in ("--backbone BACKBONE the backbone", "--text-column TEXT_COLUMN the data's text column",
+                 "--port PORT the gRPC port", "--log-level {DEBUG,INFO,WARNING,ERROR} the least severe",
+                 "--json one JSON object a row"):
+        assert flag in said, flag
+    assert "(default 120)" in " ".join(run("--help").stdout.split())
+
+
+# 13. waiting without a word -----------------------------------------------------------------------------------
+
+
+def test_watching_through_an_outage_says_so_and_gives_up_at_a_named_bound() -> None:
+    heard: list[str] = []
+    with pytest.raises(Unavailable, match=r"gave up retrying after \d+ s \(the reconnect limit is 2 s\)"):
+        for _ in Client("localhost:1").watch_job("abc", reconnect_for=2, on_retry=heard.append):
+            pass
+    assert len(heard) == 1 and "lost the connection to localhost:1" in heard[0]
+    out = run("jobs", "watch", "abc", "--reconnect-for", "2")
+    assert "promptbank: lost the connection to localhost:1" in out.stderr
+    one_line(out, 1, "UNAVAILABLE", "reconnect limit is 2 s")
+    assert grpc.StatusCode.UNAVAILABLE.name in out.stderr
