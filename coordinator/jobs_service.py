@@ -25,6 +25,7 @@ from promptbank_api.errors import FailedPrecondition, InvalidArgument, Permissio
 from promptbank_api.names import check_name, movable_alias, parse_ref, strip_collection
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
+from promptbank_domain import cost
 from promptbank_domain.catalog import PromptRecord
 from promptbank_domain.jobs import JobRecord, JobSpec
 from promptbank_domain.states import TERMINAL_STATES
@@ -155,6 +156,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
         task = await self.db.run(pick_task)
         await self.pool.check_task(backbone, task)  # label words/texts usable on this backbone, before any compute
         spec = JobSpec(task=task, config=cfg, aliases=tuple(job.aliases), init_from=cfg.init_from, data_ref=data_ref)
+        note = "; ".join(n for n in (note, cost.heavy_note(spec, served.info.architecture)) if n)
 
         def q(s: Tx) -> jp.TrainJob:
             existing = catalog.find_prompt(s, prompt)

@@ -25,6 +25,7 @@ from coordinator import logs
 from coordinator.errors import root_cause
 from coordinator.metrics import Metrics
 from coordinator.pool import MAX_RESTARTS, Replica, ReplicaPool
+from promptbank_domain import cost
 from promptbank_domain.jobs import JobSpec
 from promptbank_domain.states import JobState
 from workers.protocol import CancelRequest, EventKind, InitLossesRequest, TrainEvent, TrainRequest
@@ -85,22 +86,34 @@ class JobScheduler:
         if reclaimed:
             log.info("requeued %d job(s) whose coordinator's lease expired: %s", len(reclaimed), reclaimed)
             await self.notify()
-        queued = await self.db.read(lambda s: [(j.id, j.backbone_name) for j in jobstore.queued_jobs(s)])
-        waiting: dict[str, list[str]] = {}
-        for job_id, backbone in queued:
+        queued = await self.db.read(lambda s: [(j.id, j.backbone_name, j.spec) for j in jobstore.queued_jobs(s)])
+        waiting: dict[str, list[tuple[str, int]]] = {}
+        for job_id, backbone, spec in queued:
             if job_id not in self._tasks and backbone in self.pool.backbones:
-                waiting.setdefault(backbone, []).append(job_id)
-        for backbone, ids in waiting.items():
+                arch = self.pool.get(backbone).info.architecture
+                waiting.setdefault(backbone, []).append((job_id, cost.step_rows(spec, arch)))
+        for backbone, jobs in waiting.items():
             for replica in self.pool.get(backbone).replicas:
-                if not ids:
+                if not jobs:
                     break
                 if replica.training or not replica.live:  # one group per live replica at a time
                     continue
-                group, ids = ids[: self.max_group], ids[self.max_group :]
+                group, jobs = self._group(jobs)
                 replica.training.update(group)
                 task = asyncio.create_task(self._run(group, replica), name=f"jobs-{'-'.join(group)}")
                 for job_id in group:
                     self._tasks[job_id] = task
+
+    def _group(self, jobs: list[tuple[str, int]]) -> tuple[list[str], list[tuple[str, int]]]:
+        """The oldest queued job and up to max_group - 1 later ones of like step cost; the others keep their
+        places in the queue (the oldest always starts, so no job waits forever behind cheaper ones)."""
+        picked, left = [jobs[0]], []
+        for job in jobs[1:]:
+            if len(picked) < self.max_group and cost.alike([c for _, c in picked], job[1]):
+                picked.append(job)
+            else:
+                left.append(job)
+        return [j for j, _ in picked], left
 
     async def _heartbeat(self) -> None:
         """Renew the leases of the jobs running here; a job whose lease was lost is stopped on its replica."""

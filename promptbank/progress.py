@@ -75,8 +75,9 @@ def follow(client: Client, job: str, quiet: bool = False, reconnect_for: float =
         if ev.kind == jp.TrainJobEvent.EVAL and "eval_accuracy" in ev.metrics:
             line = f"  step {ev.step}: eval_accuracy={ev.metrics['eval_accuracy']:.4f}"
             tqdm.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr)
-        if ev.kind == jp.TrainJobEvent.STATE_CHANGED and bar is None:
-            print(f"  {STATE(ev.state)} {ev.message}".rstrip(), file=sys.stderr)
+        if ev.kind == jp.TrainJobEvent.STATE_CHANGED:  # with its notes (rows left out, a costly step)
+            line = f"  {STATE(ev.state)} {ev.message}".rstrip()
+            tqdm.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr)
     if bar is not None:
         bar.close()
     return client.get_job(job)

@@ -185,3 +185,27 @@ def test_watching_through_an_outage_says_so_and_gives_up_at_a_named_bound() -> N
     assert "promptbank: lost the connection to localhost:1" in out.stderr
     one_line(out, 1, "UNAVAILABLE", "reconnect limit is 2 s")
     assert grpc.StatusCode.UNAVAILABLE.name in out.stderr
+
+
+def test_a_job_with_costly_steps_is_grouped_apart_and_warned(server) -> None:  # type: ignore[no-untyped-def]
+    """1,000 label texts read through the prompt make each step ~60x a small job's: such a job is told so when
+    queued and trains in a group of its own, while small jobs queued with it train together."""
+    many = [f"label {n}" for n in range(1000)]
+    rows = [(f"text number {i}", many[i % 1000]) for i in range(1000)]
+    small = [(t, lab) for t, lab in DATA]
+    with Client(server.address) as c:
+        hp = HP.__class__()
+        hp.CopyFrom(HP)
+        hp.max_steps = 2
+        heavy = c.create_train_job("careful-heavy", "tiny-enc", rows, hyperparameters=hp, eval_fraction=0.0)
+        light = [c.create_train_job(f"careful-light-{i}", "tiny-enc", small, hyperparameters=hp) for i in range(2)]
+        queued = next(e.message for e in c.watch_job(heavy.name) if e.message.startswith("queued"))
+        assert "reads 1000 label texts through the prompt" in queued and "co-batched only with jobs of like cost" \
+            in queued, queued
+        starts = {}
+        for job in (heavy, *light):
+            done = c.wait_job(job.name, timeout=600)
+            assert done.state == done.SUCCEEDED, done.error
+            starts[job.name] = next(e.message for e in c.watch_job(job.name) if e.message.startswith("starting"))
+        assert "co-batched" not in starts[heavy.name], starts
+        assert all("co-batched with 1 other job" in starts[j.name] for j in light), starts
