@@ -20,5 +20,7 @@ def require_under(path: str | Path, roots: tuple[str, ...], noun: str, kind: str
     real = Path(path).expanduser().resolve()
     if any(real.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
         return
-    none = "" if roots else f"; it has none (start the server with {flag} DIR)"
-    raise PermissionDenied(f"{noun} {str(path)!r} is outside the server's {kind} roots{none}{otherwise}")
+    if not roots:
+        raise PermissionDenied(f"{noun} {str(path)!r} cannot be read: the server reads no {kind} files (start it "
+                               f"with {flag} DIR to allow a directory){otherwise}")
+    raise PermissionDenied(f"{noun} {str(path)!r} is outside the server's {kind} roots{otherwise}")

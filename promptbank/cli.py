@@ -88,7 +88,7 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
     rows: list[tuple[str, str]] = []
     uri, what = a.data_uri or "", a.data_uri
     if a.data:
-        read = read_labelled(a.data, a.text_column, a.label_column)
+        read = read_labelled(a.data, a.text_column, a.label_column, a.encoding)
         rows = read.rows
         if read.dropped:
             print(f"{a.data}: {read.summary()}", file=sys.stderr)
@@ -241,6 +241,9 @@ def _train_flags(t: argparse.ArgumentParser) -> None:
                                       "id[:split], or datasets/ID")
     t.add_argument("--text-column", default="text", help="the data's text column (default text)")
     t.add_argument("--label-column", default="label", help="the data's label column (default label)")
+    t.add_argument("--encoding", default="", metavar="CODEC",
+                   help="a csv/tsv --data file's encoding when it is not UTF-8 (e.g. latin-1); without it, a byte "
+                        "that is not UTF-8 is refused rather than read as another character")
     t.add_argument("--labels", nargs="+", help="label order (default: sorted labels of the data)")
     t.add_argument("--label-texts", nargs="+", help="texts embedded for each label (encoder backbones)")
     t.add_argument("--label-words", nargs="+", help="words scored for each label (LM backbones)")

@@ -57,13 +57,17 @@ def _cell(value: Any) -> str:
 
 
 def _utf8(path: Path, raw: bytes, codec: str = "utf-8") -> str:
-    """`raw` as UTF-8, or INVALID_ARGUMENT naming the first bad byte and its line: a text read under another
-    encoding would change its labels without a word (binary and compressed files end here too)."""
+    """`raw` as UTF-8 (or the `codec` a caller named), or INVALID_ARGUMENT naming the first bad byte and its
+    line: a text read under another encoding would change its labels without a word (binary and compressed
+    files end here too)."""
     try:
         return raw.decode(codec)
+    except LookupError:
+        raise InvalidArgument(f"{path}: unknown text encoding {codec!r}") from None
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise InvalidArgument(f"{path}: not UTF-8 text (byte {exc.start}, line {line}: "
+        name = "UTF-8" if codec.startswith("utf-8") else codec
+        raise InvalidArgument(f"{path}: not {name} text (byte {exc.start}, line {line}: "
                               f"0x{raw[exc.start]:02x}); save it as UTF-8") from None
 
 
@@ -123,11 +127,14 @@ def json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """(columns, records) of a table file; every CSV cell stays a string."""
+def _records(path: Path, encoding: str = "") -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, records) of a table file; every CSV cell stays a string. `encoding`: a CSV/TSV's, when it is
+    known not to be UTF-8 ("" = UTF-8, refused otherwise)."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return _table(path, _utf8(path, path.read_bytes(), "utf-8-sig"), "\t" if suffix == ".tsv" else ",")
+        raw = path.read_bytes()
+        text = _utf8(path, raw, encoding or "utf-8-sig")
+        return _table(path, text, "\t" if suffix == ".tsv" else ",")
     if suffix == ".jsonl":
         records = [rec for _, rec in json_lines(path)]
         return list(dict.fromkeys(k for r in records for k in r)), records
@@ -153,14 +160,16 @@ def _records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     raise InvalidArgument(f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {list(TABLE_SUFFIXES)}")
 
 
-def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label") -> LabelledRows:
-    """The (text, label) rows of a csv/tsv/json/jsonl/parquet file, every cell as text."""
+def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
+                  encoding: str = "") -> LabelledRows:
+    """The (text, label) rows of a csv/tsv/json/jsonl/parquet file, every cell as text; a CSV/TSV in another
+    encoding than UTF-8 only when the caller names it (`encoding`)."""
     p = Path(path)
     if p.is_dir():
         raise InvalidArgument(f"{p} is a directory; name a {'/'.join(TABLE_SUFFIXES)} file")
     if not p.is_file():
         raise InvalidArgument(f"data file {str(p)!r} does not exist")
-    columns, records = _records(p)
+    columns, records = _records(p, encoding)
     missing = [c for c in (text_column, label_column) if c not in columns]
     if missing:
         raise InvalidArgument(f"{p} has no column(s) {missing}; its columns are {shown(columns)} "

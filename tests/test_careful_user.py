@@ -73,6 +73,8 @@ def test_a_file_that_would_change_its_rows_is_refused_naming_where(tmp_path: Pat
             read_labelled(path)
         assert all(w in str(err.value) for w in words), (body, str(err.value))
         one_line(run("train", "--task", "t", "--data", path), 2, path, *words)
+    latin = csv_file(tmp_path, b"text,label\ncaf\xe9 ok,pos\nb,neg\n", "latin.csv")
+    assert read_labelled(latin, encoding="latin-1").rows == [("caf\u00e9 ok", "pos"), ("b", "neg")]  # when named
 
 
 def test_flags_and_arguments_are_taken_as_given_or_refused(tmp_path: Path) -> None:

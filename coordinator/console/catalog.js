@@ -45,8 +45,15 @@ export async function catalogView() {
       .map((c) => h("th", {}, c)))), body),
     h("h2", {}, "Backbones"),
     h("table", {}, h("tbody", {}, backbones.map((b) => h("tr", {}, h("td", {}, shortName(b.name)),
-      h("td", { class: "small" }, b.model), h("td", {}, (b.architecture || "").replace("ARCHITECTURE_", "")),
+      h("td", { class: "small model", title: b.model }, modelName(b.model)),
+      h("td", {}, (b.architecture || "").replace("ARCHITECTURE_", "").toLowerCase()),
       h("td", {}, `hidden ${b.hiddenSize}`), h("td", {}, `${b.replicas || 0} replica(s)`))))));
+}
+
+/** A model for the table: a hub id as it is, a local path by its last two parts (the whole path on hover). */
+function modelName(model) {
+  const parts = (model || "").split("/").filter(Boolean);
+  return model.startsWith("/") && parts.length > 2 ? `…/${parts.slice(-2).join("/")}` : model;
 }
 
 function tagEditor(ctx, current, save) {

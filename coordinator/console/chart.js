@@ -1,5 +1,5 @@
 // Line charts as inline SVG: series of (x, y) points on shared axes, redrawn whole on each update.
-import { h, svg } from "./dom.js";
+import { h, num, svg } from "./dom.js";
 
 const COLORS = ["#2f6fde", "#d64545", "#1f9d55", "#c98a00"];
 
@@ -23,7 +23,7 @@ export function lineChart(title, series, { width = 560, height = 220, xLabel = "
     "aria-label": title });
   for (const t of ticks(y0, y1)) {
     chart.append(svg("line", { class: "grid", x1: pad.l, x2: width - pad.r, y1: Y(t), y2: Y(t) }),
-      svg("text", { x: pad.l - 6, y: Y(t) + 4, "text-anchor": "end" }, t.toPrecision(3)));
+      svg("text", { x: pad.l - 6, y: Y(t) + 4, "text-anchor": "end" }, num(Number(t.toPrecision(3)))));
   }
   for (const t of ticks(x0, x1)) {
     chart.append(svg("text", { x: X(t), y: height - pad.b + 16, "text-anchor": "middle" }, Math.round(t)));

@@ -38,8 +38,14 @@ export function when(ts) {
   return ts ? new Date(ts).toLocaleString() : "";
 }
 
+/** A number for people: counts as integers (180, not 180.000), small values to 3 significant digits
+ * (0.00025, not 0.000), others to `digits` decimals. */
 export function num(x, digits = 3) {
-  return x === undefined || x === null ? "" : Number(x).toFixed(digits);
+  if (x === undefined || x === null) return "";
+  const n = Number(x);
+  if (Number.isInteger(n)) return String(n);
+  if (Math.abs(n) < 0.01) return String(Number(n.toPrecision(3)));
+  return n.toFixed(digits);
 }
 
 export const shortName = (name) => (name || "").split("/").pop();

@@ -54,7 +54,8 @@ export async function jobView(ctx, id) {
       h("dt", {}, "state"), h("dd", { id: "job-state", class: `state ${job.state}` }, job.state),
       h("dt", {}, "steps"), h("dd", { id: "job-steps" }, `${job.step || 0} / ${job.totalSteps || "?"}`),
       h("dt", {}, "backbone"), h("dd", {}, shortName(job.backbone)),
-      h("dt", {}, "result"), h("dd", {}, job.resultVersion || job.error || ""),
+      h("dt", {}, "result"), h("dd", { id: "job-result" }, job.resultVersion
+        ? h("a", { href: `#/prompts/${encodeURIComponent(shortName(job.prompt))}` }, job.resultVersion) : job.error || ""),
       h("dt", {}, "metrics"), h("dd", {}, Object.entries(job.metrics || {}).sort().map(([k, v]) => `${k} ${num(v)}`).join(", ")),
       h("dt", {}, "by"), h("dd", {}, job.principal || ""),
       h("dt", {}, "created"), h("dd", {}, when(job.createTime))));

@@ -13,7 +13,7 @@ function pickers(prompts) {
       h("label", {}, h("input", { type: "checkbox", class: "pick", value: id, "data-prompt": id }), ` ${id}`),
       h("select", { class: "ref" }, refs.map((r) => h("option", { value: r === "latest" ? id : `${id}@${r}` },
         r === "latest" ? `latest (v${p.latestVersion})` : `@${r} (v${p.aliases[r]})`))),
-      h("input", { class: "ensemble", placeholder: "ensemble with, e.g. 1, 2", size: 18 }),
+      h("input", { class: "ensemble", placeholder: "ensemble with, e.g. 1, 2", size: 26 }),
       h("span", { class: "muted small" }, (p.task?.labels || []).join(" / ")));
   });
 }
