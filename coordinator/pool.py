@@ -26,7 +26,7 @@ from coordinator.worker_client import WorkerClient
 from promptbank_api.errors import FailedPrecondition, Unavailable
 from promptbank_domain.states import ReplicaState
 from promptbank_domain.task import TaskSpec
-from workers.actor import BackboneWorker, concurrency_groups
+from workers.actor import BackboneWorker
 from workers.protocol import (
     BackboneInfo,
     CheckTaskRequest,
@@ -138,8 +138,7 @@ class ReplicaPool:
 
     def _actor_options(self) -> dict[str, Any]:
         need = self.demand()
-        return {"max_concurrency": 8, "concurrency_groups": concurrency_groups(self.config.generation),
-                "max_restarts": MAX_RESTARTS, "num_cpus": need.pop("CPU"),
+        return {"max_concurrency": 8, "max_restarts": MAX_RESTARTS, "num_cpus": need.pop("CPU"),
                 "num_gpus": need.pop("GPU"), "resources": need,
                 "scheduling_strategy": PLACEMENTS[self.config.placement],
                 "runtime_env": {"env_vars": {k: os.environ.get(k, v) for k, v in REPLICA_ENV.items()}}}
