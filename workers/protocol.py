@@ -163,8 +163,8 @@ class GenerationSettings:
     @property
     def calls(self) -> int:
         """Generate calls a replica runs at once (its Ray concurrency group): the running batch and as many
-        waiting to join; Ray queues any more."""
-        return 2 * self.max_seqs
+        waiting to join; Ray queues any more. Batching off: 8 sequences decoding side by side (as before)."""
+        return 2 * self.max_seqs if self.batching else 8
 
     def __post_init__(self) -> None:
         if not (self.max_seqs >= 1 and self.max_cached_tokens >= 1 and self.prefill_positions >= 1):
