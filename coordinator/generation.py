@@ -11,14 +11,17 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from coordinator.gen_metrics import GenerationMetrics
 from coordinator.worker_client import WorkerClient
 from workers.protocol import CancelGenerationRequest, GeneratePiece, GenerateRequest, GenerationStats
 
-if TYPE_CHECKING:
-    from coordinator.pool import ReplicaPool
+
+class Pool(Protocol):
+    """What the monitor reads of coordinator/pool.py's ReplicaPool (which owns the monitor)."""
+
+    backbones: dict[str, Any]
 
 log = logging.getLogger("promptbank.coordinator")
 POLL_S = 1.0  # replicas' engine stats are read this often
@@ -80,7 +83,7 @@ def cancel(worker: WorkerClient, backbone: str, request_id: str, m: GenerationMe
 class GenerationMonitor:
     """Polls each generative backbone's replicas for their engine's state every POLL_S."""
 
-    def __init__(self, pool: ReplicaPool, m: GenerationMetrics):
+    def __init__(self, pool: Pool, m: GenerationMetrics):
         self.pool, self.m = pool, m
         self.state: dict[str, GenerationStats] = {}  # backbone -> the sum over its replicas, last poll
         self.waited: dict[str, float] = {}  # backbone -> longest queue wait seen in the last poll (s)
