@@ -116,27 +116,36 @@ async def served(address: str, texts: list[str], tasks: int, new: int) -> Timing
 
 
 class Steps:
-    """An HF streamer that only notes when each step's tokens come (the first call carries the prompt)."""
+    """An HF streamer that only notes when each step's new tokens come (not the prompt's call)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
 
     def put(self, value: torch.Tensor) -> None:
-        self.times.append(time.perf_counter())
+        if value.dim() == 1 or value.shape[-1] == 1:
+            self.times.append(time.perf_counter())
 
     def end(self) -> None:
         pass
 
 
-def hf_generate(model: torch.nn.Module, tok: object, texts: list[str], new: int, t0: float) -> tuple[float, list[float]]:
-    """One batched greedy HF generate (left-padded); returns (first token time from t0, step gaps)."""
+def hf_generate(model: torch.nn.Module, tok: object, texts: list[str], new: int, t0: float,
+                prompt: torch.Tensor | None = None) -> tuple[float, list[float]]:
+    """One batched greedy HF generate (left-padded); returns (first token time from t0, step gaps). `prompt`:
+    PEFT prompt tuning's computation, the prompt's vectors before every row's embeddings (PEFT 0.21's own
+    generate re-injects them at every step under transformers 5, which renamed `past_key_values` to `cache`)."""
     enc = tok(texts, return_tensors="pt", padding=True)  # type: ignore[operator]
     steps = Steps()
+    kw: dict[str, object] = dict(enc)
+    if prompt is not None:
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        embeds = model.get_input_embeddings()(ids)  # type: ignore[operator]
+        kw = {"inputs_embeds": torch.cat([prompt.expand(len(ids), -1, -1), embeds], dim=1),
+              "attention_mask": torch.cat([torch.ones(len(ids), prompt.shape[0], dtype=mask.dtype), mask], dim=1)}
     with torch.inference_mode():
-        model.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False, streamer=steps,
+        model.generate(**kw, max_new_tokens=new, min_new_tokens=new, do_sample=False, streamer=steps,
                        pad_token_id=tok.pad_token_id, eos_token_id=None)  # type: ignore[attr-defined]
-    first = steps.times[1]
-    return first - t0, [b - a for a, b in zip(steps.times[1:], steps.times[2:], strict=False)]
+    return steps.times[0] - t0, [b - a for a, b in zip(steps.times, steps.times[1:], strict=False)]
 
 
 def main() -> None:
@@ -187,9 +196,15 @@ def main() -> None:
             t0 = time.perf_counter()
             ttft, gaps = [], []
             for t in range(a.tasks):
-                model = px if t < half else pt
-                model.set_adapter(f"t{t}")
-                first, g = hf_generate(model, tok, [texts[i] for i in by_task[t]], a.new_tokens, t0)
+                group = [texts[i] for i in by_task[t]]
+                if t < half:  # prefix tuning: PEFT's own generate
+                    px.set_adapter(f"t{t}")
+                    first, g = hf_generate(px, tok, group, a.new_tokens, t0)
+                else:  # prompt tuning: the adapter's prompt, as PEFT's generate would put it (see hf_generate)
+                    pt.set_adapter(f"t{t}")
+                    with torch.no_grad():
+                        prompt = pt.get_prompt(batch_size=1)[0]
+                    first, g = hf_generate(pt.get_base_model(), tok, group, a.new_tokens, t0, prompt)
                 ttft += [first] * len(by_task[t])
                 gaps += g * len(by_task[t])
             return time.perf_counter() - t0, ttft, gaps
@@ -217,6 +232,8 @@ def main() -> None:
             asyncio.run(served(addr_a, texts[: a.tasks], a.tasks, 4))
             asyncio.run(served(addr_b, texts[: a.tasks], a.tasks, 4))
             hf_generate(plain, tok, texts[:4], 4, time.perf_counter())
+            px.set_adapter("t0")
+            hf_generate(px, tok, texts[:2], 2, time.perf_counter())
             runs: dict[str, list[Timing]] = {k: [] for k in sides}
             order = list(sides)
             for r in range(a.rounds):
@@ -251,6 +268,9 @@ def main() -> None:
              f"of {a.virtual_tokens} positions), texts of {lo}-{hi} tokens, {a.new_tokens} new tokens each, greedy; "
              f"{'quick: a 2-layer 64-wide GPT-2' if a.quick else 'GPT2Config() (124M parameters), random weights'}; "
              f"{a.rounds} rounds, sides in rotating order")
+    rec.note("(c): deep tasks through PEFT's own generate (PREFIX_TUNING); input-prompt tasks through HF generate "
+             "with the adapter's prompt vectors before the embeddings (PEFT 0.21's generate re-injects a "
+             "PROMPT_TUNING prompt at every step under transformers 5, so its own generate is not used there)")
     rec.write(a.json)
 
 

@@ -194,6 +194,26 @@ def test_caps_queue_rows_fifo_and_bound_the_cache(bb: FrozenBackbone, prompts: l
     engine.close()
 
 
+def test_the_cache_stays_within_its_cap_when_a_long_row_leaves_and_short_ones_join(bb: FrozenBackbone) -> None:
+    """A (long text, few tokens) and B (short text, more tokens) run; A leaves; three short rows join B. The slab
+    must shrink its positions to fit four rows within the cap instead of keeping A's length for all."""
+    cap = 256
+    engine = Engine(bb, GenerationSettings(max_seqs=4, max_cached_tokens=cap))
+    gate = Gate(engine)
+    long_text = " ".join(TEXTS * 3)
+    first = [req(long_text, 10), req(TEXTS[0], 40)]
+    streams = [engine.submit(r, None) for r in first]
+    gate.run(12)
+    assert len(engine.running) == 1  # A left after its 10 tokens
+    later = [req(TEXTS[i], 30) for i in (2, 4, 5)]
+    streams += [engine.submit(r, None) for r in later]
+    gate.free()
+    for r, out in zip(first + later, [list(x) for x in streams], strict=True):
+        assert tokens_of(out) == tokens_of(alone(bb, None, r))
+    assert max(gate.seen_rows) == 4 and max(gate.seen_cells) <= cap, gate.seen_cells
+    engine.close()
+
+
 def test_a_cancelled_or_abandoned_row_leaves_at_the_next_step(bb: FrozenBackbone) -> None:
     engine = Engine(bb, GenerationSettings())
     gate = Gate(engine)

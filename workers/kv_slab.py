@@ -46,13 +46,14 @@ class KVSlab:
         if rows <= have_r and positions <= have_t:
             return
         t = max(have_t, -(-positions // GROW_T) * GROW_T)
-        if t * rows > cap_cells:
-            t = max(have_t, positions)
+        if t * rows > cap_cells:  # exactly what is needed (the rows in use never reach past `positions`)
+            t = positions
         r = max(rows, min(2 * max(have_r, 1), cap_cells // t, max_rows))
         L, heads, dim = self.layout.n_slots, self.layout.kv_heads, self.layout.head_dim
         kv = torch.zeros(L, 2, r, heads, t, dim, dtype=self.dtype, device=self.device)
         if self.kv is not None and self.rows:
-            kv[:, :, : self.rows, :, :have_t] = self.kv[:, :, : self.rows]
+            keep = min(have_t, t)
+            kv[:, :, : self.rows, :, :keep] = self.kv[:, :, : self.rows, :, :keep]
         self.kv = kv
 
     def release(self) -> None:
