@@ -100,6 +100,16 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--placement-timeout", type=finite, default=ServerConfig.placement_timeout_s, metavar="SECONDS",
                     help="fail a replica that Ray cannot place and start within this, naming what it needs "
                          f"(default {ServerConfig.placement_timeout_s:g})")
+    ap.add_argument("--generate-batching", choices=["on", "off"], default="on",
+                    help="Generate: batch each replica's generations continuously (on), or decode each one alone on "
+                         "its own thread, at most 8 at a time per replica (off; the path benchmarks compare against)")
+    ap.add_argument("--generate-max-seqs", type=int, default=ServerConfig.generate_max_seqs, metavar="N",
+                    help="rows in a replica's running generation batch at most; more wait in a FIFO queue "
+                         f"(default {ServerConfig.generate_max_seqs})")
+    ap.add_argument("--generate-max-cached-tokens", type=int, default=ServerConfig.generate_max_cached_tokens,
+                    metavar="N", help="key/value cache positions a replica holds for its running batch (rows x the "
+                    "longest row's prompt + text + max_new_tokens); a request that alone needs more is "
+                    f"RESOURCE_EXHAUSTED (default {ServerConfig.generate_max_cached_tokens})")
     ap.add_argument("--data-root", action="append", default=[], metavar="DIR",
                     help="a directory whose files train jobs may name in dataset.uri; repeatable "
                          "(env PROMPTBANK_DATA_ROOTS, ':'-separated). Default: none; clients send rows instead")
@@ -160,6 +170,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                               insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
                               tls_client_ca=a.tls_client_ca, grace_seconds=a.grace, job_lease_s=a.job_lease,
                               train_max_attempts=a.train_max_attempts,
+                              generate_batching=a.generate_batching == "on", generate_max_seqs=a.generate_max_seqs,
+                              generate_max_cached_tokens=a.generate_max_cached_tokens,
                               limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),
                               model_roots=tuple(a.model_root), allow_hub=a.allow_hub,
                               metrics_port=a.metrics_port, log_format=a.log_format,

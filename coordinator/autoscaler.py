@@ -1,7 +1,9 @@
-"""Replica autoscaling per backbone, between --replicas and --max-replicas, from the micro-batcher's queue.
+"""Replica autoscaling per backbone, between --replicas and --max-replicas, from the micro-batcher's queue and
+the replicas' generation queues.
 
 Every second: a backbone whose requests waited `scale_up_wait_ms` on average over the last second (rows
-queue when every replica already has two batches in flight) gets one more replica, one at a time; on a Ray
+queue when every replica already has two batches in flight), or one whose generations waited that long to join
+a replica's running batch (coordinator/generation.py polls the replicas), gets one more replica, one at a time; on a Ray
 cluster with an autoscaler a replica that needs a GPU no node has makes Ray add a node. A replica that has
 served nothing (no batch, no job) for `scale_down_after_s` is removed, newest first, down to --replicas.
 Removing waits for idleness, so no call or job is ever cut off.
@@ -52,8 +54,10 @@ class Autoscaler:
         floor, ceiling = bb.spec.replicas, max(self.config.max_replicas, bb.spec.replicas)
         batcher = self.inference.batchers.get(name)
         wait = batcher.queued_wait(TICK_S) if batcher is not None else 0.0
-        if wait * 1000 >= self.config.scale_up_wait_ms and len(bb.replicas) < ceiling:
-            log.info("backbone %s: requests waited %.0f ms on average; adding a replica", name, wait * 1000)
+        queued = self.pool.generation.waited.get(name, 0.0)  # Generate: the longest wait in a replica's queue
+        if max(wait, queued) * 1000 >= self.config.scale_up_wait_ms and len(bb.replicas) < ceiling:
+            what = "requests waited %.0f ms on average" if wait >= queued else "generations waited %.0f ms to join"
+            log.info("backbone %s: " + what + "; adding a replica", name, max(wait, queued) * 1000)
             await self.pool.grow(name)
             self.grown += 1
             if batcher is not None:

@@ -12,6 +12,7 @@ from coordinator.limits import Limits
 from coordinator.roots import looks_local, require_under
 from promptbank_api.errors import PermissionDenied
 from promptbank_api.names import check_name
+from workers.protocol import GenerationSettings
 
 AUTH_MODES = ("none", "tokens")
 LOG_FORMATS = ("text", "json")  # coordinator/logs.py
@@ -100,6 +101,9 @@ class ServerConfig:
     batch_max_tokens: int = 16384  # ... estimated tokens per batch
     batch_max_wait_ms: float = 5.0  # ... how long the oldest row may wait for company
     batch_forward_positions: int = 4096  # ... and padded positions per forward on a replica
+    generate_batching: bool = True  # Generate: continuous batching per replica (False: one sequence at a time)
+    generate_max_seqs: int = GenerationSettings.max_seqs  # ... rows in a replica's running batch
+    generate_max_cached_tokens: int = GenerationSettings.max_cached_tokens  # ... its key/value cache positions
     prompt_cache_bytes: int = 256 << 20  # prompt bytes the coordinator keeps by content hash (never re-read)
     grace_seconds: float = 5.0
     train_max_group: int = 4  # queued jobs of one backbone co-batched on one replica
@@ -129,6 +133,12 @@ class ServerConfig:
     def tls(self) -> bool:
         return bool(self.tls_cert)
 
+    @property
+    def generation(self) -> GenerationSettings:
+        """What each replica is told about Generate (workers/engine.py)."""
+        return GenerationSettings(batching=self.generate_batching, max_seqs=self.generate_max_seqs,
+                                  max_cached_tokens=self.generate_max_cached_tokens)
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} must be in 0..65535")
@@ -149,6 +159,9 @@ class ServerConfig:
             _require(value > 0, flag, value, "must be > 0")
         _require(self.http_max_connections >= 1, "--http-max-connections", self.http_max_connections, "must be >= 1")
         _require(self.grace_seconds >= 0, "--grace", self.grace_seconds, "must be >= 0 seconds")
+        _require(1 <= self.generate_max_seqs <= 4096, "--generate-max-seqs", self.generate_max_seqs, "must be in 1..4096")
+        _require(self.generate_max_cached_tokens >= 1, "--generate-max-cached-tokens", self.generate_max_cached_tokens,
+                 "must be >= 1")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format={self.log_format!r} must be one of {list(LOG_FORMATS)}")
         _require(self.train_max_group >= 1, "train_max_group", self.train_max_group, "must be >= 1")

@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from coordinator import logs
+from coordinator.gen_metrics import GenerationMetrics
 from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
 from promptbank_domain.states import JobState, ReplicaState
 
@@ -91,6 +92,7 @@ class Metrics:
         self.bank_seconds = Histogram("promptbank_bank_query_seconds", "Time a bank read or write held its "
                                       "session, by kind and outcome (ok, refused: a domain error, error)",
                                       ["kind", "outcome"], buckets=SHORT, registry=r)
+        self.generation = GenerationMetrics(r)  # Generate streams and the replicas' engines
         for cache in CACHES:
             for result in ("hit", "miss"):
                 self.cache.labels(cache, result)
@@ -115,6 +117,7 @@ class Metrics:
         for m in (self.batch_rows, self.batch_fill, self.queue_rows, self.queue_wait, self.dropped_rows,
                   self.split_retries, self.bytes_sent, self.train_steps, self.train_step_seconds):
             m.labels(name)
+        self.generation.backbone(name)
 
     def lookups(self, cache: str, hits: int, misses: int) -> None:
         if hits:

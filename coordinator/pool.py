@@ -20,6 +20,7 @@ from ray.exceptions import ActorDiedError, RayActorError
 
 from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig, is_loopback
 from coordinator.errors import root_cause
+from coordinator.generation import GenerationMonitor, stream, unique_id
 from coordinator.metrics import Metrics
 from coordinator.worker_client import WorkerClient
 from promptbank_api.errors import FailedPrecondition, Unavailable
@@ -125,6 +126,7 @@ class ReplicaPool:
         self.config = config
         self.metrics = metrics or Metrics()
         self.backbones: dict[str, BackboneReplicas] = {}
+        self.generation = GenerationMonitor(self, self.metrics.generation)  # started by the server
 
     def demand(self) -> dict[str, float]:
         """Ray resources one replica asks for: --worker-cpus (1 by default) and --worker-gpus (by default one
@@ -145,7 +147,7 @@ class ReplicaPool:
         """Start `n` actors of a backbone and wait until each has loaded its model. One that Ray cannot place
         (or that cannot load) within --placement-timeout is killed with the others, and the error says why."""
         options = self._actor_options()
-        workers = [WorkerClient.start(spec.model, spec.revision, options) for _ in range(n)]
+        workers = [WorkerClient.start(spec.model, spec.revision, options, self.config.generation) for _ in range(n)]
         timeout = self.config.placement_timeout_s
         try:
             infos = await asyncio.wait_for(asyncio.gather(*[w.info() for w in workers]), timeout)
@@ -327,21 +329,26 @@ class ReplicaPool:
 
     async def generate(self, name: str, req: GenerateRequest) -> AsyncGenerator[GeneratePiece, None]:
         """Stream a generation from one replica (its prompt bytes always travel along). A replica that dies
-        mid-stream cannot be continued elsewhere: UNAVAILABLE, to retry the whole request."""
-        rep = self.pick(name, {req.key})
+        mid-stream cannot be continued elsewhere: UNAVAILABLE, to retry the whole request. Closing the stream
+        early (the caller went) tells the replica to drop the row (coordinator/generation.py)."""
+        rep = self.pick(name, {req.key} - {""})
+        req = replace(req, request_id=unique_id(req.request_id))
         with self._in_flight(rep):
             try:
-                async for piece in rep.worker.generate(req):
-                    yield piece
+                async with contextlib.aclosing(stream(rep.worker, name, req, self.metrics.generation)) as pieces:
+                    async for piece in pieces:
+                        yield piece
             except RayActorError as exc:
                 self.died(rep)
                 raise Unavailable(f"the replica generating on backbone {name!r} died; retry the request") from exc
-        rep.sent.add(req.key)
+        if req.key:
+            rep.sent.add(req.key)
 
     async def check_task(self, name: str, task: TaskSpec) -> None:
         await self.pick(name).worker.check_task(CheckTaskRequest(task))
 
     def shutdown(self) -> None:
+        self.generation.stop()
         for bb in self.backbones.values():
             for r in bb.replicas:
                 r.worker.kill()

@@ -142,6 +142,7 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     ensure_ray(config.ray_address, config.host)
     pool = ReplicaPool(config, metrics)
     undo.callback(pool.shutdown)
+    pool.generation.start()  # polls the replicas' generation engines (metrics, autoscaler)
     for spec in config.backbones:
         info = await pool.add(spec)
         await db.run(lambda s, spec=spec, info=info: record_backbone(s, spec, info))

@@ -16,14 +16,17 @@ import ray
 from ray import ObjectRef
 from ray.actor import ActorHandle
 
-from workers.actor import BackboneWorker
+from workers.actor import BackboneWorker, concurrency_groups
 from workers.protocol import (
     BackboneInfo,
+    CancelGenerationRequest,
     CancelRequest,
     CheckTaskRequest,
     ClassifyBatch,
     GeneratePiece,
     GenerateRequest,
+    GenerationSettings,
+    GenerationStats,
     InitLossesRequest,
     TrainEvent,
     TrainRequest,
@@ -55,9 +58,14 @@ class WorkerClient:
         self.handle = handle  # the raw handle, for Ray's own use (tests inject faults with it)
 
     @classmethod
-    def start(cls, model: str, revision: str, options: dict[str, Any]) -> WorkerClient:
-        """Create the actor (it loads its model in the background; `info()` answers once it has)."""
-        handle = ray.remote(BackboneWorker).options(**options).remote(model, revision)
+    def start(cls, model: str, revision: str, options: dict[str, Any], generation: GenerationSettings | None = None
+              ) -> WorkerClient:
+        """Create the actor (it loads its model in the background; `info()` answers once it has). Generate calls
+        run in a concurrency group of their own, sized by `generation` (Ray takes groups only here, not in
+        `options`), so they never wait behind, nor hold up, the default group's `max_concurrency` threads."""
+        groups = concurrency_groups(generation or GenerationSettings())
+        handle = ray.remote(concurrency_groups=groups)(BackboneWorker).options(**options).remote(
+            model, revision, generation=generation)
         if not isinstance(handle, ActorHandle):  # (Ray's stubs allow a class here too)
             raise TypeError(f"Ray started no actor: {handle!r}")
         return cls(handle)
@@ -86,3 +94,9 @@ class WorkerClient:
 
     def generate(self, req: GenerateRequest) -> AsyncIterator[GeneratePiece]:
         return _stream(self.handle, BackboneWorker.generate, req)
+
+    def cancel_generation(self, req: CancelGenerationRequest) -> ObjectRef[bool]:
+        return _call(self.handle, BackboneWorker.cancel_generation, req)
+
+    def generation_stats(self) -> ObjectRef[GenerationStats]:
+        return _call(self.handle, BackboneWorker.generation_stats)

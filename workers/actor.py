@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -26,12 +28,15 @@ from workers.cache import LRU, tensor_bytes
 from workers.grouping import forward_cost, length_groups
 from workers.protocol import (
     BackboneInfo,
+    CancelGenerationRequest,
     CancelRequest,
     CheckTaskRequest,
     ClassifyBatch,
     EventKind,
     GeneratePiece,
     GenerateRequest,
+    GenerationSettings,
+    GenerationStats,
     InitLossesRequest,
     MissingPrompts,
     TrainEvent,
@@ -39,7 +44,17 @@ from workers.protocol import (
 )
 
 if TYPE_CHECKING:
+    from workers.engine import Engine
     from workers.soft_prompt import RowPrompt
+
+GENERATE_GROUP = "generate"  # Ray concurrency group of Generate calls (sized by GenerationSettings.calls)
+CONTROL_GROUP = "control"  # cancel and stats: never behind busy inference or generation threads
+CANCELLED_MAX = 4096  # one-at-a-time path: cancelled ids remembered (a cancel may overtake its request)
+
+
+def concurrency_groups(settings: GenerationSettings) -> dict[str, int]:
+    """The actor's concurrency groups besides the default one (`max_concurrency`: classify, train, ...)."""
+    return {GENERATE_GROUP: settings.calls, CONTROL_GROUP: 2}
 
 
 def _node_id() -> str:
@@ -56,6 +71,7 @@ class BackboneWorker:
         revision: str = "",
         num_threads: int = 0,
         cache_bytes: int = 256 << 20,
+        generation: GenerationSettings | None = None,
     ):
         # Ray pins OMP_NUM_THREADS to the actor's num_cpus (1 by default): use the node's cores unless told.
         num_threads = num_threads or os.cpu_count() or 1
@@ -71,6 +87,11 @@ class BackboneWorker:
         self.cache: LRU[RowPrompt] = LRU(cache_bytes, tensor_bytes)
         self.anchor_cache: LRU[torch.Tensor] = LRU(max(1 << 20, cache_bytes // 8), tensor_bytes)  # label texts
         self._cancelled: set[str] = set()
+        self.generation = generation or GenerationSettings()
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._gen_cancelled: OrderedDict[str, None] = OrderedDict()  # one-at-a-time path: ids to stop
+        self._gen_live: set[str] = set()  # ... and ids decoding now
 
     def info(self) -> BackboneInfo:
         i = self.bb.info
@@ -182,12 +203,57 @@ class BackboneWorker:
                 out[name] = float(torch.nn.functional.cross_entropy(logits, y))
         return out
 
+    def engine(self) -> Engine | None:
+        """The continuous-batching engine, started on first use; None when batching is off or the backbone
+        cannot run it (seq2seq: one sequence at a time)."""
+        from workers.engine import Engine, unsupported
+
+        if not self.generation.batching or unsupported(self.bb):
+            return None
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = Engine(self.bb, self.generation)
+            return self._engine
+
+    @ray.method(concurrency_group=GENERATE_GROUP)
     def generate(self, req: GenerateRequest) -> Iterator[GeneratePiece]:
-        """Stream generated text pieces (Ray streaming generator)."""
+        """Stream generated text pieces (Ray streaming generator); the last piece says why it ended. The row
+        joins the replica's running batch, or (batching off, seq2seq) decodes alone on this call's thread."""
+        prompt = self._prompt(req.key, req.prompts) if req.key else None
+        engine = self.engine()
+        if engine is not None:
+            yield from engine.submit(req, prompt)
+            return
         from workers.generate import generate
 
-        yield from generate(self.bb, self._prompt(req.key, req.prompts), req.text, req.max_new_tokens,
-                            req.temperature, req.seed)
+        rid = req.request_id
+        self._gen_live.add(rid)
+        try:
+            yield from generate(self.bb, prompt, req.text, req.max_new_tokens, req.temperature, req.seed,
+                                top_k=req.top_k, top_p=req.top_p, stop=tuple(req.stop),
+                                cancelled=lambda: bool(rid) and rid in self._gen_cancelled)
+        finally:
+            self._gen_live.discard(rid)
+            self._gen_cancelled.pop(rid, None)
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def cancel_generation(self, req: CancelGenerationRequest) -> bool:
+        """The caller of `req.request_id` is gone: its row leaves at the next step. True when it was running or
+        queued here (False: finished already, or not arrived yet; then it ends at once if it arrives)."""
+        engine = self.engine()
+        if engine is not None:
+            return engine.cancel(req.request_id)
+        self._gen_cancelled[req.request_id] = None
+        while len(self._gen_cancelled) > CANCELLED_MAX:
+            self._gen_cancelled.popitem(last=False)
+        return req.request_id in self._gen_live
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    def generation_stats(self) -> GenerationStats:
+        """Running and queued rows, cache use, and the queue waits since the last call (the coordinator's
+        metrics and autoscaler poll it)."""
+        engine = self._engine
+        return engine.stats() if engine is not None else GenerationStats(running=len(self._gen_live))
 
     def cancel(self, req: CancelRequest) -> None:
         self._cancelled.add(req.job_id)

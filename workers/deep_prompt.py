@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel
@@ -116,10 +116,21 @@ class Prefixes:
         return cls(layout, kv, keep)
 
 
+class DecodeCache(Protocol):
+    """A running batch's cached keys and values (workers/kv_slab.py), read by the wrapped attention while decoding:
+    `extend` stores one layer's new keys and values and returns all of them with the mask over each row's own."""
+
+    layout: DeepLayout
+
+    def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor, base: str
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
 _active: ContextVar[Prefixes | None] = ContextVar("promptbank_prefixes", default=None)
 _trace: ContextVar[list[tuple[Any, int, int, int, int]] | None] = ContextVar("promptbank_trace", default=None)
 _capture: ContextVar[dict[int, tuple[torch.Tensor, torch.Tensor]] | None] = ContextVar("promptbank_capture",
                                                                                         default=None)
+_decode: ContextVar[DecodeCache | None] = ContextVar("promptbank_decode", default=None)
 
 
 @contextmanager
@@ -130,6 +141,28 @@ def prefixes(batch: Prefixes | None) -> Iterator[None]:
         yield
     finally:
         _active.reset(token)
+
+
+@contextmanager
+def decoding(cache: DecodeCache) -> Iterator[None]:
+    """Run the forwards inside as one decode step of a running batch: each self-attention layer appends its new
+    keys and values to `cache` and attends over the row's whole cache (deep prefix, text, new token)."""
+    token = _decode.set(cache)
+    try:
+        yield
+    finally:
+        _decode.reset(token)
+
+
+@contextmanager
+def capturing(into: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """Record each attention module's own keys and values (post-rotary, prefix excluded) by id(module): what a
+    prefill leaves in the cache."""
+    token = _capture.set(into)
+    try:
+        yield
+    finally:
+        _capture.reset(token)
 
 
 def _inner(base: str, module: torch.nn.Module) -> Callable[..., Any]:
@@ -163,6 +196,13 @@ def _wrapped(base: str) -> Callable[..., Any]:
         captured = _capture.get()
         if captured is not None:
             captured[id(module)] = (key, value)
+        cache = _decode.get()
+        layer = None if cache is None else cache.layout.slots.get(id(module))
+        if layer is not None:
+            assert cache is not None
+            kw.pop("is_causal", None)
+            key, value, mask = cache.extend(layer, key, value, base)
+            return inner(module, query, key, value, mask, **kw)
         batch = _active.get()
         slot = None if batch is None else batch.layout.slots.get(id(module))
         if slot is None:

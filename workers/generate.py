@@ -1,9 +1,10 @@
-"""Text generation with a soft prompt, one token at a time (KV cache), for causal-LM and seq2seq backbones."""
+"""Text generation one sequence at a time (HF KV cache), for causal-LM and seq2seq backbones: the path with
+batching off, and seq2seq's; causal LMs batch continuously in workers/engine.py by default."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -12,7 +13,9 @@ from promptbank_domain.task import ConfigError
 from workers.backbone import CAUSAL_LM, SEQ2SEQ, FrozenBackbone
 from workers.deep_prompt import prefixes
 from workers.protocol import GeneratePiece
-from workers.soft_prompt import RowPrompt, build_batch, tokenize
+from workers.sampling import Sampler
+from workers.soft_prompt import RowPrompt, bare, build_batch, tokenize
+from workers.text_stream import TextStream
 
 
 def _cache_kw(model: torch.nn.Module) -> str:
@@ -24,32 +27,31 @@ def _cache(out: object) -> object:
     return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
-def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
-    """(V,) logits -> next token id: greedy at temperature 0, else sampled."""
-    if temperature <= 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1).cpu()
-    return int(torch.multinomial(probs, 1, generator=gen))
-
-
 @torch.inference_mode()
 def generate(
     bb: FrozenBackbone,
-    prompt: RowPrompt,
+    prompt: RowPrompt | None,
     text: str,
     max_new_tokens: int = 32,
     temperature: float = 0.0,
     seed: int = 0,
-    max_length: int = 256,
+    max_length: int = 0,
+    *,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop: tuple[str, ...] = (),
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Iterator[GeneratePiece]:
-    """Yield the newly decoded text after each generated token (pieces concatenate to the whole output), then a
-    last piece with the finish reason and token counts. A deep prompt's prefixes join every forward's attention;
-    the KV cache holds only the text's own keys."""
+    """One sequence at a time (batching off, and seq2seq backbones). Yield the newly decoded text after each
+    generated token (pieces concatenate to the whole output, cut before a stop string), then a last piece with
+    the finish reason and token counts. `prompt` None is a bare row; `cancelled()` is asked before each step. A
+    deep prompt's prefixes join every forward's attention; the KV cache holds only the text's own keys."""
     if bb.architecture not in (CAUSAL_LM, SEQ2SEQ):
         raise ConfigError(f"generation needs a causal-LM or seq2seq backbone, not {bb.architecture!r}")
-    text_ids = tokenize(bb, [text], max_length)
-    batch = build_batch(bb, text_ids, [prompt])  # one row: no padding
-    gen = torch.Generator().manual_seed(seed)
+    text_ids = tokenize(bb, [text], max_length or bb.max_positions)
+    batch = build_batch(bb, text_ids, [bare(bb) if prompt is None else prompt])  # one row: no padding
+    sampler = Sampler(temperature, top_k, top_p, seed)
+    stream = TextStream(bb.tokenizer, stop)
 
     def model(**kw: Any) -> Any:  # the prefixes only around each forward: never held across a yield
         with prefixes(batch.prefixes):
@@ -60,12 +62,13 @@ def generate(
     dev = batch.inputs_embeds.device
     out_ids: list[int] = []
     reason = "length"
-    shown = ""
+    room = bb.max_positions  # causal LMs: tokens that may still be fed (the context is full after)
     if bb.architecture == CAUSAL_LM:
         kw = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
         out = model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=True, **kw)
         L = batch.inputs_embeds.shape[1]
         first = int(batch.position_ids[0, 0])  # a deep prompt's row starts after its prefix
+        room -= first + L
     else:
         with prefixes(batch.prefixes):
             encoder_outputs = bb.model.get_encoder()(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask)
@@ -73,15 +76,22 @@ def generate(
         out = model(encoder_outputs=encoder_outputs, attention_mask=batch.attention_mask, decoder_input_ids=start,
                     use_cache=True)
     for step in range(max_new_tokens):
-        nxt = _pick(out.logits[0, -1], temperature, gen)
+        if cancelled():
+            reason = "cancelled"
+            break
+        nxt = sampler.pick(out.logits[0, -1])
         if eos is not None and nxt == eos:
             reason = "eos"
             break
         out_ids.append(nxt)
-        full = bb.tokenizer.decode(out_ids, skip_special_tokens=True)
-        if full != shown:
-            yield GeneratePiece(full[len(shown):] if full.startswith(shown) else full)
-            shown = full
+        piece = stream.push(nxt)
+        if piece:
+            yield GeneratePiece(piece)
+        if stream.stopped:
+            reason = "stop"
+            break
+        if step + 1 == max_new_tokens or (bb.architecture == CAUSAL_LM and step >= room):
+            break  # "length": the last token needs no forward
         ids = torch.tensor([[nxt]], device=dev)
         if bb.architecture == CAUSAL_LM:
             seen = L + step  # tokens in the cache once this one joins: the text's own, never the prefix
@@ -92,4 +102,5 @@ def generate(
         else:
             out = model(encoder_outputs=encoder_outputs, attention_mask=batch.attention_mask, decoder_input_ids=ids,
                         use_cache=True, **{ckw: _cache(out)})
-    yield GeneratePiece(finish_reason=reason, prompt_tokens=len(text_ids[0]), generated_tokens=len(out_ids))
+    yield GeneratePiece(stream.flush(), finish_reason=reason, prompt_tokens=len(text_ids[0]),
+                        generated_tokens=len(out_ids))

@@ -144,6 +144,48 @@ class GeneratePiece:
 
 
 @dataclass(frozen=True)
+class CancelGenerationRequest:
+    """`BackboneWorker.cancel_generation`: the caller of `request_id` is gone; its row leaves at the next step."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How a replica runs Generate: the coordinator's --generate-* flags (coordinator/config.py)."""
+
+    batching: bool = True  # continuous batching (workers/engine.py); False: one sequence at a time per call
+    max_seqs: int = 64  # rows in the running batch at most; more wait in a FIFO queue
+    max_cached_tokens: int = 16384  # key/value cache positions (rows x longest row) at most; a row that alone
+    # needs more (prompt + text + max_new_tokens) is refused with RESOURCE_EXHAUSTED
+    prefill_positions: int = 4096  # padded positions per prefill forward (joining rows are prefilled in chunks)
+
+    @property
+    def calls(self) -> int:
+        """Generate calls a replica runs at once (its Ray concurrency group): the running batch and as many
+        waiting to join; Ray queues any more. Batching off: 8 sequences decoding side by side (as before)."""
+        return 2 * self.max_seqs if self.batching else 8
+
+    def __post_init__(self) -> None:
+        if not (self.max_seqs >= 1 and self.max_cached_tokens >= 1 and self.prefill_positions >= 1):
+            raise ValueError(f"--generate-max-seqs {self.max_seqs} and --generate-max-cached-tokens "
+                             f"{self.max_cached_tokens} must be >= 1")
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """`BackboneWorker.generation_stats`: the replica's generation engine now, and since its last call."""
+
+    running: int = 0  # rows in the running batch
+    queued: int = 0  # requests waiting to join it
+    oldest_queued_s: float = 0.0  # how long the queue's head has waited so far
+    cached_tokens: int = 0  # key/value positions allocated (rows x positions)
+    generated_tokens: int = 0  # tokens generated since the replica started
+    cancelled: int = 0  # rows removed because their caller went, since the replica started
+    queue_waits: tuple[float, ...] = ()  # seconds each request waited before its prefill, since the last call
+
+
+@dataclass(frozen=True)
 class CancelRequest:
     """`BackboneWorker.cancel`: stop a training job at its next step, after a final checkpoint."""
 

@@ -45,6 +45,11 @@ class PromptedBatch:
     prefixes: Prefixes | None = None  # the rows' deep prompts, None when no row has one
 
 
+def bare(backbone: FrozenBackbone) -> torch.Tensor:
+    """A row with no prompt: an empty input prompt (the backbone alone)."""
+    return backbone.embed.weight.new_zeros(0, backbone.hidden_size)
+
+
 def load_prompt(backbone: FrozenBackbone, data: bytes) -> Row:
     """A stored prompt's bytes as `build_batch` takes them (its kind honoured), on the backbone's device and
     dtype, its width checked against the backbone."""

@@ -1,0 +1,107 @@
+"""A replica's running batch's keys and values: one preallocated slab, `(layers, 2, rows, kv_heads, T, head_dim)`.
+
+Row `r` of the running batch owns slab row `r` (rows stay dense: a row that leaves is replaced by the last one,
+one row's copy). Its cache is `[deep prefix | input prompt + text | generated tokens]`, post-rotary as the
+attention modules computed them (a deep prefix as stored: prefix keys carry no position), and `lengths[r]`
+says how much of it is valid. A decode step writes each layer's one new key and value per row in place and
+attends over a view of the first `max(lengths) + 1` positions with a mask that gives every other row's
+padding exactly zero weight: nothing is concatenated or re-copied per step. The slab grows (one copy) when a
+joining row needs more rows or positions than it has, within the engine's cached-token cap; it is freed when
+the batch empties.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workers.deep_prompt import DeepLayout
+
+GROW_T = 64  # positions are allocated in multiples of this (fewer regrowths as rows of new lengths join)
+
+
+class KVSlab:
+    def __init__(self, layout: DeepLayout, dtype: torch.dtype, device: torch.device):
+        self.layout, self.dtype, self.device = layout, dtype, device
+        self.kv: torch.Tensor | None = None  # (layers, 2, rows, kv_heads, T, head_dim)
+        self.rows = 0  # rows in use (the running batch)
+        self._step: tuple[torch.Tensor, torch.Tensor, int] | None = None  # (row index, write position, T)
+        self._masks: dict[str, torch.Tensor] = {}
+        self._valid: torch.Tensor | None = None
+
+    @property
+    def capacity(self) -> tuple[int, int]:
+        """(rows, positions) allocated."""
+        return (0, 0) if self.kv is None else (int(self.kv.shape[2]), int(self.kv.shape[4]))
+
+    def cells(self) -> int:
+        """Positions allocated over all rows: what the cached-token cap bounds."""
+        rows, t = self.capacity
+        return rows * t
+
+    def reserve(self, rows: int, positions: int, cap_cells: int, max_rows: int) -> None:
+        """Make room for `rows` rows of `positions` positions each, keeping the rows in use. Grows generously
+        (twice the rows up to `max_rows`, positions rounded up) while that stays within `cap_cells`, exactly
+        otherwise."""
+        have_r, have_t = self.capacity
+        if rows <= have_r and positions <= have_t:
+            return
+        t = max(have_t, -(-positions // GROW_T) * GROW_T)
+        if t * rows > cap_cells:  # exactly what is needed (the rows in use never reach past `positions`)
+            t = positions
+        r = max(rows, min(2 * max(have_r, 1), cap_cells // t, max_rows))
+        L, heads, dim = self.layout.n_slots, self.layout.kv_heads, self.layout.head_dim
+        kv = torch.zeros(L, 2, r, heads, t, dim, dtype=self.dtype, device=self.device)
+        if self.kv is not None and self.rows:
+            keep = min(have_t, t)
+            kv[:, :, : self.rows, :, :keep] = self.kv[:, :, : self.rows, :, :keep]
+        self.kv = kv
+
+    def release(self) -> None:
+        """Free the memory (the batch is empty)."""
+        self.kv, self.rows = None, 0
+
+    def write(self, row: int, kv: torch.Tensor, at: int = 0) -> None:
+        """Put `(layers, 2, kv_heads, n, head_dim)` keys and values into `row` from position `at`."""
+        assert self.kv is not None
+        self.kv[:, :, row, :, at : at + kv.shape[3]] = kv.to(self.dtype)
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Row `src`'s first `length` positions become row `dst`'s (a leaving row's place is taken)."""
+        assert self.kv is not None
+        self.kv[:, :, dst, :, :length] = self.kv[:, :, src, :, :length]
+
+    def begin(self, lengths: torch.Tensor) -> None:
+        """One decode step over rows `0..len(lengths)-1`: each row's new key goes at its `lengths[r]`, and it
+        attends over positions `0..lengths[r]` (its own valid cache and the new token)."""
+        n = int(lengths.shape[0])
+        T = int(lengths.max()) + 1
+        self._step = (torch.arange(n, device=self.device), lengths.to(self.device), T)
+        self._valid = torch.arange(T, device=self.device)[None, :] <= self._step[1][:, None]  # (rows, T)
+        self._masks = {}
+
+    def _mask(self, base: str, dtype: torch.dtype) -> torch.Tensor:
+        """SDPA takes a boolean mask (True: attend); eager adds a float one to the scores."""
+        key = base if base != "eager" else f"eager:{dtype}"
+        m = self._masks.get(key)
+        if m is None:
+            assert self._valid is not None
+            valid = self._valid[:, None, None, :]
+            if base == "eager":
+                m = torch.zeros(valid.shape, dtype=dtype, device=self.device).masked_fill(~valid, torch.finfo(dtype).min)
+            else:
+                m = valid
+            self._masks[key] = m
+        return m
+
+    def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor, base: str
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The wrapped attention's hook (workers/deep_prompt.py `decoding`): store this layer's new key and value
+        of each row (one position) and return the rows' cached keys, values and the mask to attend with."""
+        assert self.kv is not None and self._step is not None
+        rows, at, T = self._step
+        n = int(rows.shape[0])
+        self.kv[layer, 0, rows, :, at] = key[:, :, -1].to(self.dtype)
+        self.kv[layer, 1, rows, :, at] = value[:, :, -1].to(self.dtype)
+        k = self.kv[layer, 0, :n, :, :T]
+        v = self.kv[layer, 1, :n, :, :T]
+        return k.to(key.dtype), v.to(value.dtype), self._mask(base, key.dtype)
