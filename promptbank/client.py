@@ -15,8 +15,10 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from promptbank import generation
 from promptbank.credentials import BearerToken
 from promptbank.errors import TypedErrors, Unavailable
+from promptbank.generation import Generation, GenerationResult, Message
 from promptbank.retry import MAX_BACKOFF_S, channel_options
 from promptbank_api.names import job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
@@ -139,14 +141,23 @@ class Client:
             for (refs, t), r in zip(rows, resp.results, strict=True)
         ]
 
-    def generate(self, prompt: str, text: str, max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0,
-                 timeout: float | None = None) -> Iterator[str]:
-        """Stream generated text pieces (causal-LM and seq2seq backbones)."""
-        req = inf.GenerateRequest(prompt=prompt, text=text, max_new_tokens=max_new_tokens, temperature=temperature,
-                                  seed=seed)
-        for resp in self.inference.Generate(req, timeout=timeout or self.timeout):
-            if resp.text:
-                yield resp.text
+    def generate(self, prompt: str | None, text: str = "", max_new_tokens: int | None = None, temperature: float = 0.0,
+                 seed: int = 0, timeout: float | None = None, *, top_p: float | None = None, top_k: int | None = None,
+                 stop: Sequence[str] | str = (), backbone: str | None = None,
+                 messages: Iterable[Message] | None = None) -> Generation:
+        """Stream generated text pieces (causal-LM and seq2seq backbones) under `prompt`, or under no prompt with
+        `backbone` (trainer role). `text` is the input, or `messages` a chat of (role, content) rendered with the
+        backbone's chat template. Iterate the result for the pieces; its `finish_reason` ("length", "stop", "eos",
+        "cancelled"), `prompt_tokens` and `generated_tokens` are set once it ends (`result()` drains it)."""
+        req = generation.request(prompt, text, max_new_tokens, temperature, seed, top_p, top_k, stop, backbone,
+                                 messages)
+        return Generation(self.inference.Generate(req, timeout=timeout or self.timeout))
+
+    def generate_full(self, prompt: str | None, text: str = "", max_new_tokens: int | None = None,
+                      temperature: float = 0.0, seed: int = 0, timeout: float | None = None,
+                      **options: Any) -> GenerationResult:
+        """`generate` read to its end: the whole text, its finish reason and token counts."""
+        return self.generate(prompt, text, max_new_tokens, temperature, seed, timeout, **options).result()
 
     # ------------------------------------------------------------ training
 
