@@ -102,6 +102,8 @@ class ChatTemplate:
         try:
             return self.compiled.render(messages=chat, add_generation_prompt=True, tools=None, documents=None,
                                         **self.tokens)
+        except jinja2.exceptions.SecurityError as exc:  # the template's own fault, whatever the chat
+            raise FailedPrecondition(f"the backbone's chat template reached outside its sandbox: {exc}") from None
         except jinja2.TemplateError as exc:  # raise_exception(...) of the template: it refuses this chat
             raise InvalidArgument(f"the backbone's chat template refused the messages: {exc}") from None
 
@@ -168,7 +170,10 @@ def read_files(model: str, revision: str = "") -> dict[str, str]:
     from huggingface_hub import try_to_load_from_cache  # only for hub ids: reads the cache, never the network
 
     for name in FILES:
-        found = try_to_load_from_cache(model, name, revision=revision or None)
+        try:
+            found = try_to_load_from_cache(model, name, revision=revision or None)
+        except ValueError:  # not a hub id either (a path that is not there): no files
+            return out
         if isinstance(found, str):
             text = _read(Path(found))
             if text is not None:
