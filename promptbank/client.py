@@ -15,10 +15,10 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from promptbank import generation
 from promptbank.credentials import BearerToken
 from promptbank.errors import TypedErrors, Unavailable
 from promptbank.generation import Generation, GenerationResult, Message
+from promptbank.generation import request as generate_request
 from promptbank.retry import MAX_BACKOFF_S, channel_options
 from promptbank_api.names import job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
@@ -149,8 +149,8 @@ class Client:
         `backbone` (trainer role). `text` is the input, or `messages` a chat of (role, content) rendered with the
         backbone's chat template. Iterate the result for the pieces; its `finish_reason` ("length", "stop", "eos",
         "cancelled"), `prompt_tokens` and `generated_tokens` are set once it ends (`result()` drains it)."""
-        req = generation.request(prompt, text, max_new_tokens, temperature, seed, top_p, top_k, stop, backbone,
-                                 messages)
+        req = generate_request(prompt, text, max_new_tokens, temperature, seed, top_p, top_k, stop, backbone,
+                               messages)
         return Generation(self.inference.Generate(req, timeout=timeout or self.timeout))
 
     def generate_full(self, prompt: str | None, text: str = "", max_new_tokens: int | None = None,
