@@ -7,7 +7,6 @@ supported.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -25,6 +24,7 @@ from coordinator.rest import openai_wire as wire
 from coordinator.rest.body import BodyReader, BodyStalled
 from coordinator.rest.guard import refusal
 from coordinator.rest.invoke import CallDetails, Invoker, RpcError
+from coordinator.rest.streams import interleave, prepend
 from coordinator.rest.transcode import dumps
 from promptbank_api.errors import PromptBankError, ResourceExhausted
 from promptbank_api.names import strip_collection
@@ -138,39 +138,9 @@ class OpenAIFace:
             async for item in responses:
                 yield item
 
-    async def _merged(self, details: CallDetails, c: wire.Completion, peer: str) -> AsyncIterator[Indexed]:
+    def _merged(self, details: CallDetails, c: wire.Completion, peer: str) -> AsyncIterator[Indexed]:
         """Every choice's messages as they come, each with its choice's index."""
-        streams = [self._generate(details, m, peer) for m in c.requests]
-        if len(streams) == 1:
-            async with contextlib.aclosing(streams[0]) as only:
-                async for item in only:
-                    yield 0, item
-            return
-        queue: asyncio.Queue[tuple[int, inf.GenerateResponse | None, BaseException | None]] = asyncio.Queue()
-
-        async def pump(i: int, s: AsyncIterator[inf.GenerateResponse]) -> None:
-            try:
-                async for item in s:
-                    await queue.put((i, item, None))
-                await queue.put((i, None, None))
-            except Exception as exc:  # noqa: BLE001 - handed to the reader
-                await queue.put((i, None, exc))
-
-        tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-        try:
-            left = len(tasks)
-            while left:
-                i, item, exc = await queue.get()
-                if exc is not None:
-                    raise exc
-                if item is None:
-                    left -= 1
-                    continue
-                yield i, item
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        return interleave([self._generate(details, m, peer) for m in c.requests])
 
     # ------------------------------------------------------------ routes
 
@@ -205,7 +175,7 @@ class OpenAIFace:
             last: list[inf.GenerateResponse] = [inf.GenerateResponse() for _ in c.requests]
             pending = [first] if first is not None else []
             try:
-                async for i, m in _chain(pending, items):
+                async for i, m in prepend(pending, items):
                     texts[i].append(m.text)
                     if m.done:
                         last[i] = m
@@ -232,7 +202,7 @@ class OpenAIFace:
             if chat:  # the assistant's turn opens before its first piece
                 await out.write(_chunk({**head, "choices": [_delta(0, {"role": "assistant", "content": ""}, None)]}))
                 opened.add(0)
-            async for i, m in _chain([first] if first is not None else [], items):
+            async for i, m in prepend([first] if first is not None else [], items):
                 if m.text:
                     choice = _delta(i, {"content": m.text}, None) if chat else _text(i, m.text, None)
                     await out.write(_chunk({**head, "choices": [choice]}))
@@ -290,13 +260,6 @@ class OpenAIFace:
             token = page.next_page_token
             if not token:
                 return
-
-
-async def _chain(first: list[Indexed], rest: AsyncIterator[Indexed]) -> AsyncIterator[Indexed]:
-    for item in first:
-        yield item
-    async for item in rest:
-        yield item
 
 
 def _model(model_id: str, created: int, owner: str) -> dict[str, Any]:
