@@ -25,6 +25,7 @@ import grpc
 from bank.tokens import ADMIN_NAME, LOCAL_NAME, RESERVED_NAMES, secret_hash
 from coordinator import logs
 from coordinator.handlers import HandlerInterceptor, Stream, Unary, rewrap
+from promptbank_api.errors import PermissionDenied
 
 log = logging.getLogger("promptbank.coordinator")
 
@@ -54,6 +55,9 @@ WRITES = frozenset({  # RPCs that change something: each success is written to t
     "DeleteAlias", "ImportPromptVersion", "RegisterBackbone", "CreateTrainJob", "CancelTrainJob", "UploadDataset",
     "CreateToken", "RevokeToken",
 })
+# Generate with a backbone alone (no prompt) is a use of the model itself, beyond the prompts an admin published:
+# the role of those who may already run it on any data (train jobs).
+BARE_BACKBONE_ROLE = "trainer"
 CACHE_S = 5.0  # a verified secret is trusted this long, never past its expiry (a revoke here applies at once)
 CACHE_ITEMS = 10_000  # secrets remembered at most
 
@@ -86,6 +90,13 @@ _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal"
 def current() -> Principal:
     """The principal of the RPC being served (read it in the service, before handing work to a thread)."""
     return _current.get()
+
+
+def require(role: str, what: str) -> None:
+    """PERMISSION_DENIED unless the current caller has `role`: for a use of an RPC that needs more than its rule."""
+    principal = current()
+    if not principal.may(role):
+        raise PermissionDenied(f"{what} needs the {role} role; token {principal.name!r} has the {principal.role} role")
 
 
 def rule(method: str) -> str | None:
@@ -225,6 +236,14 @@ class AuthInterceptor(HandlerInterceptor):
     def __init__(self, verify: Verifier | None, audit: Audit | None = None):
         self.verify, self.audit = verify, audit
 
+    async def principal(self, metadata: Any) -> Principal | None:
+        """Who a call's metadata speaks for (None: no token, or a bad one); faces that list what a caller may use
+        ask this, as the table's rule does."""
+        if self.verify is None:
+            return LOCAL
+        secret = bearer(metadata)
+        return await self.verify(secret) if secret else None
+
     async def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         method = details.method
         need = rule(method)
@@ -238,7 +257,7 @@ class AuthInterceptor(HandlerInterceptor):
         if self.verify is None:
             return _as(handler, LOCAL, audit, rpc)
         secret = bearer(details.invocation_metadata)
-        principal = await self.verify(secret) if secret else None
+        principal = await self.principal(details.invocation_metadata)
         if principal is None:
             why = "no token: send 'authorization: Bearer <token>'" if not secret else \
                 "the token is unknown, expired or revoked"

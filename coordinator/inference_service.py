@@ -10,22 +10,20 @@ import grpc
 
 from bank import catalog
 from bank.writer import BankDB, Tx
+from coordinator import auth, generate_options
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
+from coordinator.chat import ChatTemplates
 from coordinator.config import ServerConfig
 from coordinator.metrics import Metrics
 from coordinator.pool import ReplicaPool
-from promptbank_api.errors import FailedPrecondition, InvalidArgument, Unavailable
+from promptbank_api.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from promptbank_api.names import parse_ref
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from promptbank_domain.catalog import ServedVersion as Resolved  # what a row needs from the bank
 from workers.cache import LRU
-from workers.protocol import GenerateRequest
 
 GENERATIVE = ("causal_lm", "seq2seq")
-MAX_NEW_TOKENS = 512
-DEFAULT_NEW_TOKENS = 32
-MAX_TEMPERATURE = 100.0
 RESOLVED_MAX = 100_000  # cached resolutions; the cache starts over past this
 
 
@@ -37,6 +35,7 @@ class InferenceService(inf_grpc.InferenceServicer):
         self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms,
                                   config.batch_forward_positions)
         self.batchers: dict[str, MicroBatcher] = {}
+        self.chat_templates = ChatTemplates()  # backbone -> its tokenizer's chat template (Generate's messages)
         self._resolved: dict[str, Resolved] = {}  # ref -> resolution, valid at catalog generation `_generation`
         self._generation = -1
         self.resolutions = self.resolution_hits = 0  # counters (tests, logs)
@@ -149,26 +148,40 @@ class InferenceService(inf_grpc.InferenceServicer):
         return inf.ClassifyResponse(results=results)
 
     async def Generate(self, request: inf.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
-        self._check_text(request.text, "text")
-        max_new = request.max_new_tokens if request.HasField("max_new_tokens") else DEFAULT_NEW_TOKENS
-        if not 1 <= max_new <= MAX_NEW_TOKENS:
-            raise InvalidArgument(f"max_new_tokens={max_new} must be in 1..{MAX_NEW_TOKENS}")
-        if not 0 <= request.temperature <= MAX_TEMPERATURE:  # NaN fails both comparisons: refused too
-            raise InvalidArgument(f"temperature={request.temperature} must be a number in [0, {MAX_TEMPERATURE}] "
-                                  f"(0 = greedy)")
-        parse_ref(request.prompt)
-        r = (await self.resolve({request.prompt}))[request.prompt]
-        arch = self.pool.get(r.backbone).info.architecture
-        if arch not in GENERATIVE:
-            raise FailedPrecondition(f"prompt {request.prompt!r} is on backbone {r.backbone!r} ({arch}), which cannot "
-                                     f"generate; use a causal-LM or seq2seq backbone")
-        call = GenerateRequest(r.sha256, {r.sha256: self._bytes(r.sha256)}, request.text, max_new,
-                               request.temperature, request.seed)
-        async with contextlib.aclosing(self.pool.generate(r.backbone, call)) as pieces:  # a caller gone ends it now
+        o = generate_options.options(request)
+        messages = generate_options.chat(request, self.config.limits)
+        bare = generate_options.backbone_name(request)
+        if bare:
+            auth.require(auth.BARE_BACKBONE_ROLE, "Generate with a backbone alone (no prompt)")
+            if bare not in self.pool.backbones:
+                raise NotFound(f"backbone {bare!r} is not served here (serving: "
+                               f"{', '.join(sorted(self.pool.backbones)) or 'none'})")
+            backbone, key, prompts, what = bare, "", {}, f"backbone {bare!r}"
+        else:
+            parse_ref(request.prompt)
+            r = (await self.resolve({request.prompt}))[request.prompt]
+            backbone, key, prompts = r.backbone, r.sha256, {r.sha256: self._bytes(r.sha256)}
+            what = f"prompt {request.prompt!r} is on backbone {r.backbone!r}, which"
+        served = self.pool.get(backbone)
+        if served.info.architecture not in GENERATIVE:
+            raise FailedPrecondition(f"{what} ({served.info.architecture}) cannot generate; use a causal-LM or "
+                                     f"seq2seq backbone")
+        text = request.text
+        if messages:
+            template = await self.chat_templates.get(served.spec.model, served.spec.revision)
+            if template is None:
+                raise FailedPrecondition(f"backbone {backbone!r} has no chat template (its tokenizer's files name "
+                                         f"none); send text instead of messages")
+            text = template.render(messages)
+        call = generate_options.worker_request(key, prompts, text, o)
+        last = None
+        async with contextlib.aclosing(self.pool.generate(backbone, call)) as pieces:  # a caller gone ends it now
             async for piece in pieces:
                 if piece.text:
                     yield inf.GenerateResponse(text=piece.text)
-        yield inf.GenerateResponse(done=True)
+                if piece.finish_reason is not None:
+                    last = piece
+        yield generate_options.last_message(last)
 
 
 def softmax(logits: list[float]) -> list[float]:

@@ -19,6 +19,8 @@ class Limits:
 
     classify_rows: int = 1024  # rows per Classify request, every ensemble member counted as a row
     text_chars: int = 20_000  # characters per text: Classify rows, Generate input, training examples
+    chat_messages: int = 256  # messages per chat (Generate's `messages`, /v1/chat/completions)
+    completion_prompts: int = 16  # prompts per /v1/completions request (each is its own generation)
     train_examples: int = 1_000_000  # examples per train job or upload
     labels: int = 1_000  # labels per task
     label_chars: int = 200  # characters per label, label text or label word
@@ -87,6 +89,9 @@ FLAGS = {f"--limit-{f.name.replace('_', '-')}": f.name for f in fields(Limits)}
 LIMIT_HELP = {  # what each counts, and the status going over it gives (docs/configuration.md says the same)
     "classify_rows": "rows per Classify request, ensemble members counted (RESOURCE_EXHAUSTED)",
     "text_chars": "characters per text in Classify, Generate and training examples (RESOURCE_EXHAUSTED)",
+    "chat_messages": "messages per chat: Generate's messages, /v1/chat/completions (RESOURCE_EXHAUSTED)",
+    "completion_prompts": "prompts per /v1/completions request, each its own generation (RESOURCE_EXHAUSTED, "
+                          "HTTP 429)",
     "train_examples": "examples per train job or upload (RESOURCE_EXHAUSTED)",
     "labels": "labels per task (RESOURCE_EXHAUSTED)",
     "label_chars": "characters per label, label text or label word (RESOURCE_EXHAUSTED)",

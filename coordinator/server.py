@@ -185,7 +185,7 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
         undo.push_async_callback(asyncio.to_thread, stop_metrics)
     http = None
     if config.http_port is not None:
-        http = await start_http(config, Invoker(table, chain), routes_of(API))
+        http = await start_http(config, Invoker(table, chain), routes_of(API), lambda: pool.backbones.keys())
         undo.push_async_callback(http.stop)
     await server.start()
     await scheduler.start()

@@ -6,5 +6,6 @@ A failed call raises a class from `promptbank.errors` (`NotFound`, ...), each a 
 
 from promptbank.client import Client, Prediction, RpcError
 from promptbank.errors import CallError
+from promptbank.generation import Generation, GenerationResult
 
-__all__ = ["CallError", "Client", "Prediction", "RpcError"]
+__all__ = ["CallError", "Client", "Generation", "GenerationResult", "Prediction", "RpcError"]

@@ -167,13 +167,21 @@ def cmd_classify(a: argparse.Namespace, c: Client) -> int:
 
 
 def cmd_generate(a: argparse.Namespace, c: Client) -> int:
+    if len(a.text) > 1:  # joining them would guess at the spacing the user meant
+        raise ValueError(f"generate takes one TEXT, got {len(a.text)} ({' '.join(map(repr, a.text[:3]))}"
+                         f"{' ...' if len(a.text) > 3 else ''}); quote the whole text as one argument")
     try:
-        for piece in c.generate(a.prompt, " ".join(a.text), a.max_new_tokens, a.temperature, a.seed):
+        gen = c.generate(a.prompt, a.text[0], a.max_new_tokens, a.temperature, a.seed, top_p=a.top_p,
+                         top_k=a.top_k, stop=a.stop, backbone=a.backbone)
+        for piece in gen:
             print(piece, end="", flush=True)
     except KeyboardInterrupt:
         print()
         raise Interrupted("generation stopped") from None
     print()
+    if a.usage:
+        print(f"finish_reason={gen.finish_reason} prompt_tokens={gen.prompt_tokens} "
+              f"generated_tokens={gen.generated_tokens}", file=sys.stderr)
     return 0
 
 
@@ -285,11 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify with --prompt")
 
     g = sub.add_parser("generate", help="generate text with a soft prompt, streamed (causal-LM/seq2seq backbones)")
-    g.add_argument("--prompt", required=True, help="prompt reference")
+    under = g.add_mutually_exclusive_group(required=True)
+    under.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N")
+    under.add_argument("--backbone", help="generate with the backbone alone, no prompt (trainer role)")
     g.add_argument("--max-new-tokens", type=int, help="1..512 (default 32)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("text", nargs="+")
+    g.add_argument("--temperature", type=float, default=0.0, help="0..100; 0 = greedy (default)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1] (default 1: off)")
+    g.add_argument("--top-k", type=int, help="sample among the k likeliest tokens, 0..1000 (default 0: off)")
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the output before this text (repeatable, at most 4)")
+    g.add_argument("--seed", type=cli_args.int64, default=0, help="the request's own sampling seed (default 0)")
+    g.add_argument("--usage", action="store_true", help="then print the finish reason and token counts to stderr")
+    g.add_argument("text", nargs="+", metavar="TEXT", help="the text to continue (one argument: quote it)")
 
     j = sub.add_parser("jobs", help="list, show, watch, cancel or plot train jobs")
     js = j.add_subparsers(dest="action", required=True, metavar="ACTION")

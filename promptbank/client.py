@@ -19,6 +19,8 @@ from promptbank.checks import address, seconds, strings
 from promptbank.checks import rows as _rows
 from promptbank.credentials import BearerToken
 from promptbank.errors import DeadlineExceeded, TypedErrors, Unavailable, said
+from promptbank.generation import Generation, GenerationResult, Message
+from promptbank.generation import request as generate_request
 from promptbank.retry import MAX_BACKOFF_S, channel_options
 from promptbank_api.names import job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
@@ -155,14 +157,23 @@ class Client:
             for (refs, t), r in zip(rows, resp.results, strict=True)
         ]
 
-    def generate(self, prompt: str, text: str, max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0,
-                 timeout: float | None = None) -> Iterator[str]:
-        """Stream generated text pieces (causal-LM and seq2seq backbones)."""
-        req = inf.GenerateRequest(prompt=prompt, text=text, max_new_tokens=max_new_tokens, temperature=temperature,
-                                  seed=seed)
-        for resp in self.inference.Generate(req, timeout=timeout or self.timeout):
-            if resp.text:
-                yield resp.text
+    def generate(self, prompt: str | None, text: str = "", max_new_tokens: int | None = None, temperature: float = 0.0,
+                 seed: int = 0, timeout: float | None = None, *, top_p: float | None = None, top_k: int | None = None,
+                 stop: Sequence[str] | str = (), backbone: str | None = None,
+                 messages: Iterable[Message] | None = None) -> Generation:
+        """Stream generated text pieces (causal-LM and seq2seq backbones) under `prompt`, or under no prompt with
+        `backbone` (trainer role). `text` is the input, or `messages` a chat of (role, content) rendered with the
+        backbone's chat template. Iterate the result for the pieces; its `finish_reason` ("length", "stop", "eos",
+        "cancelled"), `prompt_tokens` and `generated_tokens` are set once it ends (`result()` drains it)."""
+        req = generate_request(prompt, text, max_new_tokens, temperature, seed, top_p, top_k, stop, backbone,
+                               messages)
+        return Generation(self.inference.Generate(req, timeout=self._deadline(timeout)))
+
+    def generate_full(self, prompt: str | None, text: str = "", max_new_tokens: int | None = None,
+                      temperature: float = 0.0, seed: int = 0, timeout: float | None = None,
+                      **options: Any) -> GenerationResult:
+        """`generate` read to its end: the whole text, its finish reason and token counts."""
+        return self.generate(prompt, text, max_new_tokens, temperature, seed, timeout, **options).result()
 
     # ------------------------------------------------------------ training
 

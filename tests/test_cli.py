@@ -109,8 +109,10 @@ def test_generate_prints_the_streamed_text(server) -> None:  # type: ignore[no-u
     with Client(server.address) as c:
         train(c, "cli-gen", backbone="tiny-lm", labels=["negative", "positive"], label_words=["bad", "good"])
         expected = "".join(c.generate("cli-gen", "once upon a time", max_new_tokens=5))
-    out = cli(server, "generate", "--prompt", "cli-gen", "--max-new-tokens", "5", "once", "upon", "a", "time")
+    out = cli(server, "generate", "--prompt", "cli-gen", "--max-new-tokens", "5", "once upon a time")
     assert out.stdout == expected + "\n" and expected.strip()
+    split = cli(server, "generate", "--prompt", "cli-gen", "once", "upon", check=False)  # never joined by a guess
+    assert split.returncode == 2 and "generate takes one TEXT, got 2" in split.stderr, split.stderr
 
 
 def test_train_help_states_the_servers_defaults() -> None:

@@ -76,6 +76,7 @@ def _every_method(c: Client) -> dict[str, Callable[[], Any]]:
         "classify": lambda: c.classify([("p", "t")]),
         "classify_ensemble": lambda: c.classify_ensemble([(["p", "q"], "t")]),
         "generate": lambda: list(c.generate("p", "t")),
+        "generate_full": lambda: c.generate_full(None, messages=[("user", "t")], backbone="b"),
         "upload_dataset": lambda: c.upload_dataset([("t", "a")], timeout=0.3),
         "create_train_job": lambda: c.create_train_job("p", "b", [("t", "a")]),
         "get_job": lambda: c.get_job("jobs/x"),

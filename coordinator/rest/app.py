@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from coordinator.rest.body import BodyReader, BodyStalled, parse
 from coordinator.rest.guard import refusal
 from coordinator.rest.invoke import CallDetails, Invoker, RpcError
 from coordinator.rest.listener import handler_options, listen
+from coordinator.rest.openai_face import OpenAIFace
 from coordinator.rest.routes import NoRoute, Route, Router
 from coordinator.rest.status import HTTP_STATUS, status_body
 from coordinator.rest.transcode import dumps, to_json
@@ -203,9 +204,12 @@ class RestServer:
         await self.runner.cleanup()
 
 
-async def start_http(config: ServerConfig, invoker: Invoker, routes: list[Route]) -> RestServer:
+async def start_http(config: ServerConfig, invoker: Invoker, routes: list[Route],
+                     backbones: Callable[[], Collection[str]] = tuple) -> RestServer:
+    """`backbones`: the names of the backbones served now (the OpenAI face's `model` may name one)."""
     assert config.http_port is not None
     app = web.Application(middlewares=[security_headers])  # /v1 bodies: read and capped by BodyReader
+    OpenAIFace(config, invoker, backbones).add_routes(app)  # before the catch-all below
     app.router.add_route("*", "/v1/{tail:.*}", Api(Router(routes), invoker,
                                                    BodyReader(config.limits, config.http_body_timeout_s),
                                                    config.auth == "none"))

@@ -34,10 +34,10 @@ class BodyReader:
         """The field of Limits that caps this route's body (or each line of an upload)."""
         return "rest_bulk_bytes" if route.rpc.rsplit("/", 1)[-1] in BULK else "rest_body_bytes"
 
-    def check_length(self, request: web.Request, route: Route) -> None:
-        """RESOURCE_EXHAUSTED before a byte is read when the declared length is over the route's cap."""
+    def check_length(self, request: web.Request, name: str) -> None:
+        """RESOURCE_EXHAUSTED before a byte is read when the declared length is over cap `name` (a Limits field)."""
         if request.content_length is not None:
-            self.limits.check(self.cap(route), request.content_length, "the request body (Content-Length): bytes")
+            self.limits.check(name, request.content_length, "the request body (Content-Length): bytes")
 
     async def _next(self, request: web.Request) -> bytes:
         try:
@@ -49,8 +49,11 @@ class BodyReader:
 
     async def read(self, request: web.Request, route: Route) -> bytes:
         """The whole body, within the route's cap."""
-        name = self.cap(route)
-        self.check_length(request, route)
+        return await self.read_within(request, self.cap(route))
+
+    async def read_within(self, request: web.Request, name: str) -> bytes:
+        """The whole body, within cap `name` (a Limits field)."""
+        self.check_length(request, name)
         body = bytearray()
         while chunk := await self._next(request):
             body += chunk

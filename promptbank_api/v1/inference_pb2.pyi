@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FinishReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FINISH_REASON_UNSPECIFIED: _FinishReason.ValueType  # 0
+    """Not set (every message but the last)."""
+    FINISH_REASON_LENGTH: _FinishReason.ValueType  # 1
+    """`max_new_tokens` were generated."""
+    FINISH_REASON_STOP: _FinishReason.ValueType  # 2
+    """A stop string was generated (the text ends before it)."""
+    FINISH_REASON_EOS: _FinishReason.ValueType  # 3
+    """The model generated its end-of-sequence token."""
+    FINISH_REASON_CANCELLED: _FinishReason.ValueType  # 4
+    """The replica stopped the generation early (its caller left, or the replica is shutting down)."""
+
+class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
+    """Why a generation ended."""
+
+FINISH_REASON_UNSPECIFIED: FinishReason.ValueType  # 0
+"""Not set (every message but the last)."""
+FINISH_REASON_LENGTH: FinishReason.ValueType  # 1
+"""`max_new_tokens` were generated."""
+FINISH_REASON_STOP: FinishReason.ValueType  # 2
+"""A stop string was generated (the text ends before it)."""
+FINISH_REASON_EOS: FinishReason.ValueType  # 3
+"""The model generated its end-of-sequence token."""
+FINISH_REASON_CANCELLED: FinishReason.ValueType  # 4
+"""The replica stopped the generation early (its caller left, or the replica is shutting down)."""
+Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 @_typing.final
 class ClassifyRow(_message.Message):
@@ -166,7 +199,9 @@ Global___ClassifyResponse: _TypeAlias = ClassifyResponse  # noqa: Y015
 
 @_typing.final
 class GenerateRequest(_message.Message):
-    """Request for Generate."""
+    """Request for Generate: what to continue (`text`, or a chat in `messages`), under which prompt or backbone, and how
+    to sample. Every range is checked before a replica sees the request (INVALID_ARGUMENT names the field).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -175,16 +210,49 @@ class GenerateRequest(_message.Message):
     MAX_NEW_TOKENS_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    BACKBONE_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
-    """Prompt reference."""
+    """Prompt reference: `task` (alias latest), `task@alias`, `task/versions/N`, or `prompts/...` names. Exactly
+    one of `prompt` and `backbone` is set.
+    """
     text: _builtins.str
-    """Input text."""
+    """Input text to continue. Exactly one of `text` and `messages` is set."""
     max_new_tokens: _builtins.int
     """Maximum new tokens, 1..512 (unset: 32)."""
     temperature: _builtins.float
-    """Sampling temperature; 0 = greedy."""
+    """Sampling temperature in [0, 100]; 0 = greedy (then `top_p`, `top_k` and `seed` change nothing)."""
     seed: _builtins.int
-    """Seed for sampling (temperature > 0)."""
+    """Seed of the request's own generator (temperature > 0): the same seed gives the same text, whatever other
+    requests share the replica.
+    """
+    top_p: _builtins.float
+    """Nucleus sampling: draw only from the most likely tokens whose probabilities sum to `top_p`, in (0, 1]
+    (unset: 1, off).
+    """
+    top_k: _builtins.int
+    """Draw only from the `top_k` most likely tokens, 0..1000 (unset or 0: off)."""
+    backbone: _builtins.str
+    """Generate with the backbone alone, no prompt: its name, `NAME` or `backbones/NAME`. Exactly one of `prompt`
+    and `backbone` is set; needs the trainer role (a reader generates only under prompts).
+    """
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stop strings, at most 4, each 1..64 characters: the output ends before the first one generated (it is not
+        included) and the finish reason is FINISH_REASON_STOP.
+        """
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """A chat to continue, rendered to text with the backbone's chat template (its tokenizer's, read from the
+        model's files) with the assistant's turn opened; FAILED_PRECONDITION when the backbone has none. Exactly
+        one of `text` and `messages` is set; at most 256 messages (--limit-chat-messages), their contents counted
+        together against the text limit.
+        """
+
     def __init__(
         self,
         *,
@@ -193,38 +261,92 @@ class GenerateRequest(_message.Message):
         max_new_tokens: _builtins.int | None = ...,
         temperature: _builtins.float = ...,
         seed: _builtins.int = ...,
+        top_p: _builtins.float | None = ...,
+        top_k: _builtins.int | None = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
+        backbone: _builtins.str = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens", "max_new_tokens", b"max_new_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens", "_top_k", b"_top_k", "_top_p", b"_top_p", "max_new_tokens", b"max_new_tokens", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens", "max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "seed", b"seed", "temperature", b"temperature", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens", "_top_k", b"_top_k", "_top_p", b"_top_p", "backbone", b"backbone", "max_new_tokens", b"max_new_tokens", "messages", b"messages", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "text", b"text", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_new_tokens: _TypeAlias = _typing.Literal["max_new_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_new_tokens: _TypeAlias = _typing.Literal["_max_new_tokens", b"_max_new_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__top_k: _TypeAlias = _typing.Literal["top_k"]  # noqa: Y015
+    _WhichOneofArgType__top_k: _TypeAlias = _typing.Literal["_top_k", b"_top_k"]  # noqa: Y015
+    _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
+    _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_new_tokens) -> _WhichOneofReturnType__max_new_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_k) -> _WhichOneofReturnType__top_k | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_p) -> _WhichOneofReturnType__top_p | None: ...
 
 Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
 
 @_typing.final
+class ChatMessage(_message.Message):
+    """One message of a chat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """Who speaks: `system`, `user` or `assistant` (what the chat template knows), at most 128 characters."""
+    content: _builtins.str
+    """What it says."""
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
 class GenerateResponse(_message.Message):
-    """One streamed piece of generated text."""
+    """One streamed piece of generated text; the last message (`done`) carries the finish reason and the counts."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    GENERATED_TOKENS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Newly generated text."""
     done: _builtins.bool
     """True on the last message."""
+    finish_reason: Global___FinishReason.ValueType
+    """On the last message: why the generation ended."""
+    prompt_tokens: _builtins.int
+    """On the last message: tokens the model read before generating (the text's, or the rendered chat's; a
+    prompt's own virtual tokens excluded).
+    """
+    generated_tokens: _builtins.int
+    """On the last message: tokens generated for this output (an end-of-sequence token not counted)."""
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         done: _builtins.bool = ...,
+        finish_reason: Global___FinishReason.ValueType = ...,
+        prompt_tokens: _builtins.int = ...,
+        generated_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "finish_reason", b"finish_reason", "generated_tokens", b"generated_tokens", "prompt_tokens", b"prompt_tokens", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

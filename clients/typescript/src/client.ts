@@ -27,10 +27,16 @@ import {
   type ExampleInput,
   type Prediction,
 } from "./inputs.js";
-import type { GenerateOptions, TrainJobOptions } from "./options.js";
+import { FinishReason } from "./gen/promptbank/v1/inference_pb.js";
+import type { GenerateOptions, GenerationEnd, TrainJobOptions } from "./options.js";
 import { resumableWatch, type WatchOptions } from "./watch.js";
 
 const DAY_MS = 24 * 3600 * 1000;
+
+/** FinishReason.EOS -> "eos"; unspecified -> "". */
+function finishName(reason: FinishReason): string {
+  return reason === FinishReason.UNSPECIFIED ? "" : (FinishReason[reason] ?? "").toLowerCase();
+}
 const UPLOAD_TIMEOUT_MS = 600_000;
 
 /**
@@ -55,19 +61,46 @@ export class Client extends CatalogClient {
     return resp.results.map((r, i) => prediction(rs[i]!.prompts.join("+"), rs[i]!.text, r));
   }
 
-  /** Generated text, piece by piece, as the server streams it (causal-LM and seq2seq backbones). */
-  async *generate(prompt: string, text: string, options: GenerateOptions = {}): AsyncGenerator<string, void, undefined> {
+  /** Generated text, piece by piece, as the server streams it (causal-LM and seq2seq backbones), under `prompt`
+   * or, with `options.backbone`, under none. The generator's return value says how it ended. */
+  async *generate(prompt: string, text: string, options: GenerateOptions = {}): AsyncGenerator<string, GenerationEnd, undefined> {
+    const stop = options.stop === undefined ? [] : typeof options.stop === "string" ? [options.stop] : [...options.stop];
     const req = {
       prompt,
       text,
+      backbone: options.backbone ?? "",
+      messages: (options.messages ?? []).map((m) => ({ role: m.role, content: m.content })),
       maxNewTokens: options.maxNewTokens,
       temperature: options.temperature ?? 0,
       seed: BigInt(options.seed ?? 0),
+      topP: options.topP,
+      topK: options.topK,
+      stop,
     };
+    const end: GenerationEnd = { finishReason: "", promptTokens: 0, generatedTokens: 0 };
     for await (const piece of streamed((o) => this.rpc.inference.generate(req, o), this.at(options))) {
+      if (piece.done) {
+        end.finishReason = finishName(piece.finishReason);
+        end.promptTokens = piece.promptTokens;
+        end.generatedTokens = piece.generatedTokens;
+      }
       if (piece.text) {
         yield piece.text;
       }
+    }
+    return end;
+  }
+
+  /** `generate` read to its end: the whole text, with how it ended. */
+  async generateFull(prompt: string, text: string, options: GenerateOptions = {}): Promise<GenerationEnd & { text: string }> {
+    const pieces: string[] = [];
+    const stream = this.generate(prompt, text, options);
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) {
+        return { text: pieces.join(""), ...next.value };
+      }
+      pieces.push(next.value);
     }
   }
 

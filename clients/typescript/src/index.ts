@@ -1,6 +1,13 @@
 /** promptbank's TypeScript SDK: the Client, its error type, PEFT adapter files, and the generated API types. */
 export { Client } from "./client.js";
-export type { ClientOptions, CreateOptions, GenerateOptions, ListFilter, TrainJobOptions } from "./options.js";
+export type {
+  ClientOptions,
+  CreateOptions,
+  GenerateOptions,
+  GenerationEnd,
+  ListFilter,
+  TrainJobOptions,
+} from "./options.js";
 export { collect, type CallOptions } from "./calls.js";
 export { PromptBankError, STATUS_NAMES, type StatusName } from "./errors.js";
 export {

@@ -34,9 +34,31 @@ export interface TrainJobOptions extends TaskOptions, CreateOptions {
 export interface GenerateOptions extends CallOptions {
   /** 1..512 (unset: the server's default, 32). */
   maxNewTokens?: number;
-  /** 0 = greedy. */
+  /** 0..100; 0 = greedy. */
   temperature?: number;
+  /** The request's own sampling seed. */
   seed?: number | bigint;
+  /** Nucleus sampling, in (0, 1] (unset: 1, off). */
+  topP?: number;
+  /** Sample among the k likeliest tokens, 0..1000 (unset or 0: off). */
+  topK?: number;
+  /** End the output before the first of these (at most 4, each 1..64 characters). */
+  stop?: string | readonly string[];
+  /** Generate with this backbone alone, no prompt (pass "" as the prompt; needs the trainer role). */
+  backbone?: string;
+  /** A chat of `{ role, content }` to continue instead of `text` (pass "" as the text): rendered with the
+   * backbone's chat template. */
+  messages?: readonly { role: string; content: string }[];
+}
+
+/** How a generation ended: `generate`'s return value and part of `generateFull`'s result. */
+export interface GenerationEnd {
+  /** "length", "stop", "eos" or "cancelled" ("" when the server sent none). */
+  finishReason: string;
+  /** Tokens the model read before generating (a prompt's own virtual tokens excluded). */
+  promptTokens: number;
+  /** Tokens generated. */
+  generatedTokens: number;
 }
 
 export interface ListFilter extends CallOptions {

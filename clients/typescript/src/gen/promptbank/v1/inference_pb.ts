@@ -4,8 +4,8 @@
 // @generated from file promptbank/v1/inference.proto (package promptbank.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file promptbank/v1/inference.proto.
  */
 export const file_promptbank_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wcm9tcHRiYW5rL3YxL2luZmVyZW5jZS5wcm90bxINcHJvbXB0YmFuay52MSI9CgtDbGFzc2lmeVJvdxIOCgZwcm9tcHQYASABKAkSDAoEdGV4dBgCIAEoCRIQCghlbnNlbWJsZRgDIAMoCSI7Cg9DbGFzc2lmeVJlcXVlc3QSKAoEcm93cxgBIAMoCzIaLnByb21wdGJhbmsudjEuQ2xhc3NpZnlSb3ciKgoKTGFiZWxTY29yZRINCgVsYWJlbBgBIAEoCRINCgVzY29yZRgCIAEoASJtCg5DbGFzc2lmeVJlc3VsdBIPCgd2ZXJzaW9uGAEgASgJEg0KBWxhYmVsGAIgASgJEikKBnNjb3JlcxgDIAMoCzIZLnByb21wdGJhbmsudjEuTGFiZWxTY29yZRIQCgh2ZXJzaW9ucxgEIAMoCSJCChBDbGFzc2lmeVJlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5wcm9tcHRiYW5rLnYxLkNsYXNzaWZ5UmVzdWx0IoIBCg9HZW5lcmF0ZVJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEgwKBHRleHQYAiABKAkSGwoObWF4X25ld190b2tlbnMYAyABKAVIAIgBARITCgt0ZW1wZXJhdHVyZRgEIAEoARIMCgRzZWVkGAUgASgDQhEKD19tYXhfbmV3X3Rva2VucyIuChBHZW5lcmF0ZVJlc3BvbnNlEgwKBHRleHQYASABKAkSDAoEZG9uZRgCIAEoCDLpAQoJSW5mZXJlbmNlEmwKCENsYXNzaWZ5Eh4ucHJvbXB0YmFuay52MS5DbGFzc2lmeVJlcXVlc3QaHy5wcm9tcHRiYW5rLnYxLkNsYXNzaWZ5UmVzcG9uc2UiH4LT5JMCGSIUL3YxL3Byb21wdHM6Y2xhc3NpZnk6ASoSbgoIR2VuZXJhdGUSHi5wcm9tcHRiYW5rLnYxLkdlbmVyYXRlUmVxdWVzdBofLnByb21wdGJhbmsudjEuR2VuZXJhdGVSZXNwb25zZSIfgtPkkwIZIhQvdjEvcHJvbXB0czpnZW5lcmF0ZToBKjABYgZwcm90bzM", [file_google_api_annotations]);
+  fileDesc("Ch1wcm9tcHRiYW5rL3YxL2luZmVyZW5jZS5wcm90bxINcHJvbXB0YmFuay52MSI9CgtDbGFzc2lmeVJvdxIOCgZwcm9tcHQYASABKAkSDAoEdGV4dBgCIAEoCRIQCghlbnNlbWJsZRgDIAMoCSI7Cg9DbGFzc2lmeVJlcXVlc3QSKAoEcm93cxgBIAMoCzIaLnByb21wdGJhbmsudjEuQ2xhc3NpZnlSb3ciKgoKTGFiZWxTY29yZRINCgVsYWJlbBgBIAEoCRINCgVzY29yZRgCIAEoASJtCg5DbGFzc2lmeVJlc3VsdBIPCgd2ZXJzaW9uGAEgASgJEg0KBWxhYmVsGAIgASgJEikKBnNjb3JlcxgDIAMoCzIZLnByb21wdGJhbmsudjEuTGFiZWxTY29yZRIQCgh2ZXJzaW9ucxgEIAMoCSJCChBDbGFzc2lmeVJlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5wcm9tcHRiYW5rLnYxLkNsYXNzaWZ5UmVzdWx0IowCCg9HZW5lcmF0ZVJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEgwKBHRleHQYAiABKAkSGwoObWF4X25ld190b2tlbnMYAyABKAVIAIgBARITCgt0ZW1wZXJhdHVyZRgEIAEoARIMCgRzZWVkGAUgASgDEhIKBXRvcF9wGAYgASgBSAGIAQESEgoFdG9wX2sYByABKAVIAogBARIMCgRzdG9wGAggAygJEhAKCGJhY2tib25lGAkgASgJEiwKCG1lc3NhZ2VzGAogAygLMhoucHJvbXB0YmFuay52MS5DaGF0TWVzc2FnZUIRCg9fbWF4X25ld190b2tlbnNCCAoGX3RvcF9wQggKBl90b3BfayIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkikwEKEEdlbmVyYXRlUmVzcG9uc2USDAoEdGV4dBgBIAEoCRIMCgRkb25lGAIgASgIEjIKDWZpbmlzaF9yZWFzb24YAyABKA4yGy5wcm9tcHRiYW5rLnYxLkZpbmlzaFJlYXNvbhIVCg1wcm9tcHRfdG9rZW5zGAQgASgFEhgKEGdlbmVyYXRlZF90b2tlbnMYBSABKAUqkwEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQARIWChJGSU5JU0hfUkVBU09OX1NUT1AQAhIVChFGSU5JU0hfUkVBU09OX0VPUxADEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAQy6QEKCUluZmVyZW5jZRJsCghDbGFzc2lmeRIeLnByb21wdGJhbmsudjEuQ2xhc3NpZnlSZXF1ZXN0Gh8ucHJvbXB0YmFuay52MS5DbGFzc2lmeVJlc3BvbnNlIh+C0+STAhkiFC92MS9wcm9tcHRzOmNsYXNzaWZ5OgEqEm4KCEdlbmVyYXRlEh4ucHJvbXB0YmFuay52MS5HZW5lcmF0ZVJlcXVlc3QaHy5wcm9tcHRiYW5rLnYxLkdlbmVyYXRlUmVzcG9uc2UiH4LT5JMCGSIUL3YxL3Byb21wdHM6Z2VuZXJhdGU6ASowAWIGcHJvdG8z", [file_google_api_annotations]);
 
 /**
  * One input row.
@@ -164,20 +164,22 @@ export const ClassifyResponseSchema: GenMessage<ClassifyResponse> = /*@__PURE__*
   messageDesc(file_promptbank_v1_inference, 4);
 
 /**
- * Request for Generate.
+ * Request for Generate: what to continue (`text`, or a chat in `messages`), under which prompt or backbone, and how
+ * to sample. Every range is checked before a replica sees the request (INVALID_ARGUMENT names the field).
  *
  * @generated from message promptbank.v1.GenerateRequest
  */
 export type GenerateRequest = Message<"promptbank.v1.GenerateRequest"> & {
   /**
-   * Prompt reference.
+   * Prompt reference: `task` (alias latest), `task@alias`, `task/versions/N`, or `prompts/...` names. Exactly
+   * one of `prompt` and `backbone` is set.
    *
    * @generated from field: string prompt = 1;
    */
   prompt: string;
 
   /**
-   * Input text.
+   * Input text to continue. Exactly one of `text` and `messages` is set.
    *
    * @generated from field: string text = 2;
    */
@@ -191,18 +193,60 @@ export type GenerateRequest = Message<"promptbank.v1.GenerateRequest"> & {
   maxNewTokens?: number | undefined;
 
   /**
-   * Sampling temperature; 0 = greedy.
+   * Sampling temperature in [0, 100]; 0 = greedy (then `top_p`, `top_k` and `seed` change nothing).
    *
    * @generated from field: double temperature = 4;
    */
   temperature: number;
 
   /**
-   * Seed for sampling (temperature > 0).
+   * Seed of the request's own generator (temperature > 0): the same seed gives the same text, whatever other
+   * requests share the replica.
    *
    * @generated from field: int64 seed = 5;
    */
   seed: bigint;
+
+  /**
+   * Nucleus sampling: draw only from the most likely tokens whose probabilities sum to `top_p`, in (0, 1]
+   * (unset: 1, off).
+   *
+   * @generated from field: optional double top_p = 6;
+   */
+  topP?: number | undefined;
+
+  /**
+   * Draw only from the `top_k` most likely tokens, 0..1000 (unset or 0: off).
+   *
+   * @generated from field: optional int32 top_k = 7;
+   */
+  topK?: number | undefined;
+
+  /**
+   * Stop strings, at most 4, each 1..64 characters: the output ends before the first one generated (it is not
+   * included) and the finish reason is FINISH_REASON_STOP.
+   *
+   * @generated from field: repeated string stop = 8;
+   */
+  stop: string[];
+
+  /**
+   * Generate with the backbone alone, no prompt: its name, `NAME` or `backbones/NAME`. Exactly one of `prompt`
+   * and `backbone` is set; needs the trainer role (a reader generates only under prompts).
+   *
+   * @generated from field: string backbone = 9;
+   */
+  backbone: string;
+
+  /**
+   * A chat to continue, rendered to text with the backbone's chat template (its tokenizer's, read from the
+   * model's files) with the assistant's turn opened; FAILED_PRECONDITION when the backbone has none. Exactly
+   * one of `text` and `messages` is set; at most 256 messages (--limit-chat-messages), their contents counted
+   * together against the text limit.
+   *
+   * @generated from field: repeated promptbank.v1.ChatMessage messages = 10;
+   */
+  messages: ChatMessage[];
 };
 
 /**
@@ -213,7 +257,35 @@ export const GenerateRequestSchema: GenMessage<GenerateRequest> = /*@__PURE__*/
   messageDesc(file_promptbank_v1_inference, 5);
 
 /**
- * One streamed piece of generated text.
+ * One message of a chat.
+ *
+ * @generated from message promptbank.v1.ChatMessage
+ */
+export type ChatMessage = Message<"promptbank.v1.ChatMessage"> & {
+  /**
+   * Who speaks: `system`, `user` or `assistant` (what the chat template knows), at most 128 characters.
+   *
+   * @generated from field: string role = 1;
+   */
+  role: string;
+
+  /**
+   * What it says.
+   *
+   * @generated from field: string content = 2;
+   */
+  content: string;
+};
+
+/**
+ * Describes the message promptbank.v1.ChatMessage.
+ * Use `create(ChatMessageSchema)` to create a new message.
+ */
+export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
+  messageDesc(file_promptbank_v1_inference, 6);
+
+/**
+ * One streamed piece of generated text; the last message (`done`) carries the finish reason and the counts.
  *
  * @generated from message promptbank.v1.GenerateResponse
  */
@@ -231,6 +303,28 @@ export type GenerateResponse = Message<"promptbank.v1.GenerateResponse"> & {
    * @generated from field: bool done = 2;
    */
   done: boolean;
+
+  /**
+   * On the last message: why the generation ended.
+   *
+   * @generated from field: promptbank.v1.FinishReason finish_reason = 3;
+   */
+  finishReason: FinishReason;
+
+  /**
+   * On the last message: tokens the model read before generating (the text's, or the rendered chat's; a
+   * prompt's own virtual tokens excluded).
+   *
+   * @generated from field: int32 prompt_tokens = 4;
+   */
+  promptTokens: number;
+
+  /**
+   * On the last message: tokens generated for this output (an end-of-sequence token not counted).
+   *
+   * @generated from field: int32 generated_tokens = 5;
+   */
+  generatedTokens: number;
 };
 
 /**
@@ -238,7 +332,55 @@ export type GenerateResponse = Message<"promptbank.v1.GenerateResponse"> & {
  * Use `create(GenerateResponseSchema)` to create a new message.
  */
 export const GenerateResponseSchema: GenMessage<GenerateResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_inference, 6);
+  messageDesc(file_promptbank_v1_inference, 7);
+
+/**
+ * Why a generation ended.
+ *
+ * @generated from enum promptbank.v1.FinishReason
+ */
+export enum FinishReason {
+  /**
+   * Not set (every message but the last).
+   *
+   * @generated from enum value: FINISH_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * `max_new_tokens` were generated.
+   *
+   * @generated from enum value: FINISH_REASON_LENGTH = 1;
+   */
+  LENGTH = 1,
+
+  /**
+   * A stop string was generated (the text ends before it).
+   *
+   * @generated from enum value: FINISH_REASON_STOP = 2;
+   */
+  STOP = 2,
+
+  /**
+   * The model generated its end-of-sequence token.
+   *
+   * @generated from enum value: FINISH_REASON_EOS = 3;
+   */
+  EOS = 3,
+
+  /**
+   * The replica stopped the generation early (its caller left, or the replica is shutting down).
+   *
+   * @generated from enum value: FINISH_REASON_CANCELLED = 4;
+   */
+  CANCELLED = 4,
+}
+
+/**
+ * Describes the enum promptbank.v1.FinishReason.
+ */
+export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
+  enumDesc(file_promptbank_v1_inference, 0);
 
 /**
  * Inference across tasks. Rows of one request may name different prompts; the service batches rows of
