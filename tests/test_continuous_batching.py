@@ -182,8 +182,11 @@ def test_caps_queue_rows_fifo_and_bound_the_cache(bb: FrozenBackbone, prompts: l
     reqs = [req(TEXTS[i], 6 + 3 * i) for i in range(5)]
     streams = [engine.submit(r, prompts[i]) for i, r in enumerate(reqs)]
     gate.run(1)
+    end = time.monotonic() + 30  # the loop admits what waits before its next (gated) step: wait for that
+    while (engine.stats().running, engine.stats().queued) != (2, 3) and time.monotonic() < end:
+        time.sleep(0.005)
     s = engine.stats()
-    assert (s.running, s.queued) == (2, 3)
+    assert (s.running, s.queued) == (2, 3)  # the cap holds: two run, three wait in order
     gate.free()
     got = [list(x) for x in streams]
     for i, (r, out) in enumerate(zip(reqs, got, strict=True)):
