@@ -8,7 +8,7 @@ messages that name the bad value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -164,9 +164,12 @@ def list_prompts(
         )
     if created_after is not None:
         q = q.where(Prompt.created_at > created_after)
-    python_filters = []
-    for value, column, path, get in ((tag, Prompt.tags, "", lambda p: p.tags or []),
-                                     (label, Prompt.task, "$.labels", lambda p: (p.task or {}).get("labels", []))):
+    python_filters: list[tuple[str, Callable[[Prompt], list[str]]]] = []
+    filters: tuple[tuple[str, Any, str, Callable[[Prompt], list[str]]], ...] = (
+        (tag, Prompt.tags, "", lambda p: p.tags or []),
+        (label, Prompt.task, "$.labels", lambda p: (p.task or {}).get("labels", [])),
+    )
+    for value, column, path, get in filters:
         if not value:
             continue
         cond = _json_list_has(s, column, value, path)

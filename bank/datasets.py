@@ -32,7 +32,7 @@ def encode_rows(rows: Rows) -> bytes:
 
 
 def decode_rows(data: bytes) -> Rows:
-    return [tuple(json.loads(line)) for line in data.decode().splitlines() if line]  # type: ignore[misc]
+    return [(text, label) for text, label in (json.loads(line) for line in data.decode().splitlines() if line)]
 
 
 class UploadSpool:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from bank import reads
@@ -24,12 +25,12 @@ from bank.catalog import (
     _prompt_row,
     remember_request,
     seen_request,
-    version_name,
 )
 from bank.datasets import check_storage
 from bank.failpoints import failpoint
 from bank.models import Checkpoint, Job, JobEvent, utcnow
 from promptbank_api.errors import FailedPrecondition, NotFound
+from promptbank_api.names import version_name
 from promptbank_domain.jobs import CheckpointRecord, JobEventRecord, JobRecord, JobSpec
 from promptbank_domain.states import TERMINAL_STATES, JobState
 
@@ -231,10 +232,11 @@ def claim(s: Session, job_id: str, owner: str, lease_s: float, where: str
     """Take a QUEUED job for one more attempt under `owner`'s lease: a compare-and-set on the state, so of two
     coordinators claiming one job exactly one wins. Returns it with its last checkpoint, or None when it was
     not QUEUED any more (another coordinator won, or it was cancelled meanwhile). `where` goes in its event."""
-    won = s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED)
+    # a bulk UPDATE's result is a CursorResult (Session.execute is typed for SELECTs' rows)
+    won = cast(CursorResult[Any], s.execute(update(Job).where(Job.id == job_id, Job.state == JobState.QUEUED)
                     .values(state=JobState.RUNNING, lease_owner=owner, lease_expires_at=_lease_end(lease_s),
                             attempts=Job.attempts + 1)
-                    .execution_options(synchronize_session=False)).rowcount
+                    .execution_options(synchronize_session=False))).rowcount
     if won != 1:
         return None
     job = _job_row(s, job_id)

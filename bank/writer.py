@@ -42,7 +42,7 @@ class BankDB:
         try:
             self.engine = make_engine(url, password)
         except (OperationalError, ArgumentError, InterfaceError) as exc:
-            first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise Unavailable(f"cannot open the bank at {safe_url(url)}: {first}") from None
         self.sessions = make_sessionmaker(self.engine)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
@@ -61,7 +61,8 @@ class BankDB:
         """Run `fn` in one transaction. A unique or foreign-key violation that the bank's own checks did not
         catch means another process (a second coordinator on the same database) changed the same rows
         between check and write: nothing was written, and the caller gets ABORTED to retry."""
-        began, failure = time.perf_counter(), None
+        began = time.perf_counter()
+        failure: BaseException | None = None
         with self.sessions() as s:
             try:
                 result = fn(Tx(s))
@@ -84,7 +85,8 @@ class BankDB:
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a session that is rolled back, never committed: whatever `fn` changes is discarded."""
-        began, failure = time.perf_counter(), None
+        began = time.perf_counter()
+        failure: BaseException | None = None
         with self.sessions() as s:
             try:
                 return fn(Tx(s))

@@ -66,7 +66,7 @@ class BackboneWorker:
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bb = FrozenBackbone(model, revision)
-        self.bb.model.to(self.device)
+        self.bb.model.to(self.device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) types it unbound
         self.heads = Heads(self.bb)
         self.cache: LRU[RowPrompt] = LRU(cache_bytes, tensor_bytes)
         self.anchor_cache: LRU[torch.Tensor] = LRU(max(1 << 20, cache_bytes // 8), tensor_bytes)  # label texts

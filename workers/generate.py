@@ -62,7 +62,7 @@ def generate(
     reason = "length"
     shown = ""
     if bb.architecture == CAUSAL_LM:
-        kw = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
+        kw: dict[str, object] = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
         out = model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=True, **kw)
         L = batch.inputs_embeds.shape[1]
         first = int(batch.position_ids[0, 0])  # a deep prompt's row starts after its prefix
@@ -79,6 +79,7 @@ def generate(
             break
         out_ids.append(nxt)
         full = bb.tokenizer.decode(out_ids, skip_special_tokens=True)
+        assert isinstance(full, str)  # one sequence of ids decodes to one string
         if full != shown:
             yield GeneratePiece(full[len(shown):] if full.startswith(shown) else full)
             shown = full
