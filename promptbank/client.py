@@ -113,7 +113,8 @@ class Client:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the server answers its health check SERVING; `DeadlineExceeded` when it does not answer
         within `timeout` (the check waits for the channel to come up)."""
-        resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
+        resp = self._health.Check(  # type: ignore[attr-defined]  # types-grpcio-health-checking's HealthStub lists no methods
+            health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             raise RuntimeError(f"server {self.server} is {health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
 
@@ -226,7 +227,8 @@ class Client:
                 return out
             request.page_token = resp.next_page_token
 
-    def list_jobs(self, state: int = 0, prompt: str = "", page_size: int = 0) -> list[jp.TrainJob]:
+    def list_jobs(self, state: jp.TrainJob.State.ValueType = jp.TrainJob.STATE_UNSPECIFIED, prompt: str = "",
+                  page_size: int = 0) -> list[jp.TrainJob]:
         req = jp.ListTrainJobsRequest(page_size=page_size, state=state, prompt=f"prompts/{prompt}" if prompt else "")
         return self._all_pages(self.jobs.ListTrainJobs, req, "jobs")
 
@@ -295,9 +297,11 @@ class Client:
             msg.tags.extend(tags)
             paths.append("tags")
         if owner is not None:
-            msg.owner, _ = owner, paths.append("owner")
+            msg.owner = owner
+            paths.append("owner")
         if description is not None:
-            msg.task.description, _ = description, paths.append("task.description")
+            msg.task.description = description
+            paths.append("task.description")
         req = cat.UpdatePromptRequest(prompt=msg, update_mask=FieldMask(paths=paths))
         return self.catalog.UpdatePrompt(req, timeout=self.timeout)
 
