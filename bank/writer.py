@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NewType, TypeVar
+from typing import Concatenate, NewType, ParamSpec, TypeVar
 
 from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ __all__ = ["BankDB", "Tx"]
 Tx = NewType("Tx", Session)  # one session, handed through `run`/`read` to bank functions and used by nothing else
 
 T = TypeVar("T")
+P = ParamSpec("P")
 # The timing hook: ("read" or "write", seconds the work held its session, outcome): "ok"; "refused" when it raised
 # a domain error (NotFound, a lost race: ABORTED, ...); "error" for anything else (the database failed).
 Observe = Callable[[str, float, str], None]
@@ -79,9 +80,11 @@ class BankDB:
             finally:
                 self._observed("write", began, failure)
 
-    async def run(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` on the writer thread and commit."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.run_sync, fn)
+    async def run(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn(tx, *args, **kwargs)` on the writer thread and commit. Passing the arguments here (not in a
+        lambda) binds them now, so a loop's variable needs no default-argument trick and they are type-checked."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.run_sync, lambda tx: fn(tx, *args, **kwargs))
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a session that is rolled back, never committed: whatever `fn` changes is discarded."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -148,7 +149,9 @@ class InferenceService(inf_grpc.InferenceServicer):
             results.append(to_result(ms, avg))
         return inf.ClassifyResponse(results=results)
 
-    async def Generate(self, request: inf.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
+    async def Generate(
+        self, request: inf.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inf.GenerateResponse]:
         self._check_text(request.text, "text")
         max_new = request.max_new_tokens if request.HasField("max_new_tokens") else DEFAULT_NEW_TOKENS
         if not 1 <= max_new <= MAX_NEW_TOKENS:
