@@ -157,8 +157,8 @@ def make_engine(url: str, password: str = "") -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions of the bank; every flush that changes the catalog bumps its generation (bank.catalog)."""
-    from bank.catalog import bump_generation
+    """Sessions of the bank; every flush that changes the catalog bumps its generation (bank.generation)."""
+    from bank.generation import bump_generation
 
     maker = sessionmaker(engine, expire_on_commit=False)
     event.listen(maker, "before_flush", bump_generation)

@@ -19,16 +19,13 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from bank import reads
-from bank.catalog import (
-    _add_version_row,
-    _backbone_row,
-    _prompt_row,
-    remember_request,
-    seen_request,
-)
+from bank.backbones import _backbone_row
 from bank.datasets import check_storage
 from bank.failpoints import failpoint
+from bank.idempotency import remember_request, seen_request
 from bank.models import Checkpoint, Job, JobEvent, utcnow
+from bank.prompts import _prompt_row
+from bank.versions import _add_version_row
 from promptbank_api.errors import FailedPrecondition, NotFound
 from promptbank_api.names import version_name
 from promptbank_domain.jobs import CheckpointRecord, JobEventRecord, JobRecord, JobSpec
