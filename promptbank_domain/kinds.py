@@ -71,8 +71,8 @@ _PREFERRED: list[str] = []  # the kind a train job that names none gets, where i
 
 
 def describe(info: KindInfo) -> KindInfo:
-    """Add `info`; describing the same kind again is a no-op (the server's kinds and the SDK's copy may both
-    describe it in one process), a different description under a taken name or enum value is a TypeError."""
+    """Add `info`; describing the same kind again is a no-op (a built-in kind's module registers the description
+    this module already holds), a different description under a taken name or enum value is a TypeError."""
     known = _KINDS.get(info.name)
     if known is not None:
         if known != info:
