@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bank.catalog import remember_request, seen_request
+from bank.idempotency import remember_request, seen_request
 from bank.models import Dataset, DatasetChunk, Job
 from promptbank_api.errors import NotFound, PermissionDenied, ResourceExhausted
 from promptbank_domain.tokens import DatasetRecord
@@ -32,7 +32,7 @@ def encode_rows(rows: Rows) -> bytes:
 
 
 def decode_rows(data: bytes) -> Rows:
-    return [tuple(json.loads(line)) for line in data.decode().splitlines() if line]  # type: ignore[misc]
+    return [(text, label) for text, label in (json.loads(line) for line in data.decode().splitlines() if line)]
 
 
 class UploadSpool:

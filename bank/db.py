@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE = "0001"  # the schema that `Base.metadata.create_all` made before migrations existed
@@ -140,7 +141,7 @@ def make_engine(url: str, password: str = "") -> Engine:
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
             _enable_wal(dbapi_conn)  # the busy wait is already set: connect_args' timeout is SQLite's busy_timeout
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
@@ -156,8 +157,8 @@ def make_engine(url: str, password: str = "") -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions of the bank; every flush that changes the catalog bumps its generation (bank.catalog)."""
-    from bank.catalog import bump_generation
+    """Sessions of the bank; every flush that changes the catalog bumps its generation (bank.generation)."""
+    from bank.generation import bump_generation
 
     maker = sessionmaker(engine, expire_on_commit=False)
     event.listen(maker, "before_flush", bump_generation)

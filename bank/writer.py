@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NewType, TypeVar
+from typing import Concatenate, NewType, ParamSpec, TypeVar
 
 from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ __all__ = ["BankDB", "Tx"]
 Tx = NewType("Tx", Session)  # one session, handed through `run`/`read` to bank functions and used by nothing else
 
 T = TypeVar("T")
+P = ParamSpec("P")
 # The timing hook: ("read" or "write", seconds the work held its session, outcome): "ok"; "refused" when it raised
 # a domain error (NotFound, a lost race: ABORTED, ...); "error" for anything else (the database failed).
 Observe = Callable[[str, float, str], None]
@@ -42,7 +43,7 @@ class BankDB:
         try:
             self.engine = make_engine(url, password)
         except (OperationalError, ArgumentError, InterfaceError) as exc:
-            first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise Unavailable(f"cannot open the bank at {safe_url(url)}: {first}") from None
         self.sessions = make_sessionmaker(self.engine)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank")
@@ -61,7 +62,8 @@ class BankDB:
         """Run `fn` in one transaction. A unique or foreign-key violation that the bank's own checks did not
         catch means another process (a second coordinator on the same database) changed the same rows
         between check and write: nothing was written, and the caller gets ABORTED to retry."""
-        began, failure = time.perf_counter(), None
+        began = time.perf_counter()
+        failure: BaseException | None = None
         with self.sessions() as s:
             try:
                 result = fn(Tx(s))
@@ -78,13 +80,16 @@ class BankDB:
             finally:
                 self._observed("write", began, failure)
 
-    async def run(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` on the writer thread and commit."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.run_sync, fn)
+    async def run(self, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn(tx, *args, **kwargs)` on the writer thread and commit. Passing the arguments here (not in a
+        lambda) binds them now, so a loop's variable needs no default-argument trick and they are type-checked."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, self.run_sync, lambda tx: fn(tx, *args, **kwargs))
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a session that is rolled back, never committed: whatever `fn` changes is discarded."""
-        began, failure = time.perf_counter(), None
+        began = time.perf_counter()
+        failure: BaseException | None = None
         with self.sessions() as s:
             try:
                 return fn(Tx(s))

@@ -199,7 +199,6 @@ def _batch_ceiling(w, n_jobs: int, batch: int, data: list[tuple[str, str]]) -> f
 def main() -> None:
     from _record import Record, add_flags
 
-    import promptbank_kinds  # noqa: F401 - registers the prompt kinds TrainConfig() validates against
     from promptbank_domain.train_config import TrainConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -181,10 +181,9 @@ def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
-    kind = {"request_deserializer": unread, "response_serializer": handler.response_serializer}
     if handler.unary_unary or handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, **kind)
-    return grpc.stream_stream_rpc_method_handler(stream, **kind)
+        return grpc.stream_unary_rpc_method_handler(unary, unread, handler.response_serializer)
+    return grpc.stream_stream_rpc_method_handler(stream, unread, handler.response_serializer)
 
 
 def resource_of(request: Any, response: Any) -> str:

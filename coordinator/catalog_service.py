@@ -261,7 +261,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         def q(s: Tx) -> cat.ExportPromptVersionResponse:
             v = catalog.resolve(s, ref, tensor=True)
             bb, task = catalog.get_backbone(s, v.backbone), catalog.get_prompt(s, v.prompt).task.to_dict()
-            extra = {"version": v.name, "sha256": v.sha256,
+            extra: dict[str, str | dict[str, float]] = {"version": v.name, "sha256": v.sha256,
                      "backbone": bb.name, "fingerprint": v.backbone_fingerprint, "metrics": v.metrics}
             dims = kinds.get(v.kind).peft_dims_of(int(v.shape[1]), bb.geometry)  # e.g. a prefix's key/value width
             config, weights = export_peft(

@@ -68,7 +68,7 @@ def request_digest(request: Message) -> str:
     """Hash of a create request without its request_id: the same id must come with the same payload."""
     copy = type(request)()
     copy.CopyFrom(request)
-    copy.ClearField("request_id")  # type: ignore[arg-type]
+    copy.ClearField("request_id")
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -80,7 +80,7 @@ def task_to_proto(task: TaskSpec) -> cat.TaskSpec:
 def backbone_to_proto(bb: BackboneRecord, serving: list[cat.BackboneReplica] | None = None) -> cat.Backbone:
     """`serving`: this coordinator's replicas of it (empty when it does not serve the backbone)."""
     return cat.Backbone(
-        name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, 0),
+        name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, cat.ARCHITECTURE_UNSPECIFIED),
         hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=len(serving or []),
         create_time=to_timestamp(bb.created_at), serving=serving or [], deep_prompt_width=bb.deep_width,
     )

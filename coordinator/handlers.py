@@ -7,7 +7,7 @@ response (`around_unary`) and around one that streams responses (`around_stream`
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -17,15 +17,16 @@ Stream = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 def rewrap(handler: grpc.RpcMethodHandler, around_unary: Callable[[Unary], Unary],
            around_stream: Callable[[Stream], Stream]) -> grpc.RpcMethodHandler:
-    """The same handler kind with its behaviour wrapped; (de)serializers kept."""
-    ser = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    """The same handler kind with its behaviour wrapped; (de)serializers kept. (grpc's stubs type a handler's
+    behaviours as the sync server's functions; under grpc.aio they are the coroutine functions of `Unary`/`Stream`.)"""
+    des, ser = handler.request_deserializer, handler.response_serializer
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(around_unary(handler.unary_unary), **ser)
+        return grpc.unary_unary_rpc_method_handler(around_unary(cast(Unary, handler.unary_unary)), des, ser)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(around_unary(handler.stream_unary), **ser)
+        return grpc.stream_unary_rpc_method_handler(around_unary(cast(Unary, handler.stream_unary)), des, ser)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(around_stream(handler.unary_stream), **ser)
-    return grpc.stream_stream_rpc_method_handler(around_stream(handler.stream_stream), **ser)
+        return grpc.unary_stream_rpc_method_handler(around_stream(cast(Stream, handler.unary_stream)), des, ser)
+    return grpc.stream_stream_rpc_method_handler(around_stream(cast(Stream, handler.stream_stream)), des, ser)
 
 
 class HandlerInterceptor(grpc.aio.ServerInterceptor):
@@ -33,9 +34,9 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         return handler if handler is None else await self.wrap(handler, details)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -147,7 +148,9 @@ class InferenceService(inf_grpc.InferenceServicer):
             results.append(to_result(ms, avg))
         return inf.ClassifyResponse(results=results)
 
-    async def Generate(self, request: inf.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
+    async def Generate(
+        self, request: inf.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inf.GenerateResponse]:
         o = generate_options.options(request)
         messages = generate_options.chat(request, self.config.limits)
         bare = generate_options.backbone_name(request)

@@ -41,8 +41,9 @@ def train_config(hp: jp.Hyperparameters, ds: jp.Dataset, geometry: kinds.Geometr
     unnamed = kinds.DEFAULT if geometry is None else kinds.default_for(geometry).name
     kind = cv.KIND_NAME.get(hp.prompt_kind, "") if hp.prompt_kind else unnamed
     base = TrainConfig.defaults(kind)
-    over: dict[str, Any] = {name: getattr(hp, name) for name in on_wire("optional") if hp.HasField(name)}
-    over |= {name: getattr(ds, name) for name in on_wire("dataset") if ds.HasField(name)}
+    set_hp, set_ds = ({f.name for f, _ in m.ListFields()} for m in (hp, ds))  # optional fields: those the client set
+    over: dict[str, Any] = {name: getattr(hp, name) for name in on_wire("optional") if name in set_hp}
+    over |= {name: getattr(ds, name) for name in on_wire("dataset") if name in set_ds}
     for name in on_wire("optional"):
         if name in over and PARAMS[name].zero_unset and over[name] < 1:
             raise InvalidArgument(f"{name}={over[name]} is invalid: must be >= 1 (leave it unset for none)")
@@ -253,7 +254,9 @@ class JobsService(jp_grpc.TrainJobsServicer):
         await self.scheduler.notify()
         return out
 
-    async def WatchTrainJob(self, request: jp.WatchTrainJobRequest, context: grpc.aio.ServicerContext):  # type: ignore[override]
+    async def WatchTrainJob(
+        self, request: jp.WatchTrainJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jp.TrainJobEvent]:
         job_id, who = strip_collection(request.name, "jobs"), auth.current()
         if request.after_sequence < 0:
             raise InvalidArgument(f"after_sequence={request.after_sequence} must be >= 0 (0: from the first event)")

@@ -200,8 +200,8 @@ class _State(Collector):
         if counts is not None:
             jobs = GaugeMetricFamily("promptbank_jobs", "Jobs in the bank by state (all coordinators on it: take "
                                      "max, not sum, across coordinators)", labels=["state"])
-            for state in dict.fromkeys((*JOB_STATES, *counts)):
-                jobs.add_metric([state], counts.get(state, 0))
+            for job_state in dict.fromkeys((*JOB_STATES, *counts)):
+                jobs.add_metric([job_state], counts.get(job_state, 0))
             yield jobs
 
 
@@ -242,9 +242,9 @@ class RpcInterceptor(HandlerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         call = logs.Call(details.method.lstrip("/"))
         token = logs.call.set(call)  # lines the auth interceptor writes already carry the call
         try:

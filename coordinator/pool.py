@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -211,7 +212,7 @@ class ReplicaPool:
             raise FailedPrecondition(f"backbone {name!r} is not served by this coordinator (serving: {', '.join(served)})")
         return self.backbones[name]
 
-    def pick(self, name: str, prompt_keys: set[str] = frozenset(), exclude: set[int] = frozenset()  # type: ignore[assignment]
+    def pick(self, name: str, prompt_keys: AbstractSet[str] = frozenset(), exclude: AbstractSet[int] = frozenset()
              ) -> Replica:
         """Among the least-loaded live replicas (within one call of the minimum), the one holding most of the
         prompts."""

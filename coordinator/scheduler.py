@@ -123,7 +123,7 @@ class JobScheduler:
             if not mine:
                 continue
             try:
-                held = await self.db.run(lambda s, ids=mine: jobstore.renew_leases(s, self.owner, ids, self.lease_s))
+                held = await self.db.run(jobstore.renew_leases, self.owner, mine, self.lease_s)
             except Exception:  # noqa: BLE001 - the next beat retries; the lease has two more beats of slack
                 log.exception("renewing job leases failed")
                 continue
@@ -152,13 +152,12 @@ class JobScheduler:
             for job_id in open_jobs - self._lost:
                 with contextlib.suppress(jobstore.LeaseLost):
                     if back or live:
-                        await self.db.run(lambda s, j=job_id: jobstore.requeue(
-                            s, j, "the replica died", self.max_attempts, owner=self.owner))
+                        await self.db.run(jobstore.requeue, job_id, "the replica died", self.max_attempts,
+                                          owner=self.owner)
                     else:
                         why = (f"replica {replica.index} died and Ray gave up restarting it (max_restarts "
                                f"{MAX_RESTARTS}); no live replica of its backbone is left on this coordinator")
-                        await self.db.run(lambda s, j=job_id, w=why: jobstore.finish(
-                            s, j, JobState.FAILED, owner=self.owner, error=w))
+                        await self.db.run(jobstore.finish, job_id, JobState.FAILED, owner=self.owner, error=why)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any other failure ends the open jobs FAILED with a reason
@@ -166,8 +165,8 @@ class JobScheduler:
             log.warning("jobs %s failed: %r", sorted(open_jobs), cause)
             for job_id in open_jobs - self._lost:
                 with contextlib.suppress(jobstore.LeaseLost):
-                    await self.db.run(lambda s, j=job_id: jobstore.finish(
-                        s, j, JobState.FAILED, owner=self.owner, error=f"{type(cause).__name__}: {cause}"))
+                    await self.db.run(jobstore.finish, job_id, JobState.FAILED, owner=self.owner,
+                                      error=f"{type(cause).__name__}: {cause}")
         finally:
             for job_id in group:
                 replica.training.discard(job_id)
@@ -198,7 +197,7 @@ class JobScheduler:
         requests: list[TrainRequest] = []
         specs: dict[str, JobSpec] = {}
         for job_id in group:
-            begun = await self.db.run(lambda s, j=job_id: self._claim(s, j, replica, len(group)))
+            begun = await self.db.run(self._claim, job_id, replica, len(group))
             if begun is None:
                 open_jobs.discard(job_id)
                 continue

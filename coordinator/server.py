@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -103,7 +104,10 @@ def bind(server: grpc.aio.Server, config: ServerConfig) -> int:
     address = f"{config.host}:{config.port}"
     if not config.tls:
         return _listen(lambda: server.add_insecure_port(address), address, "--port")
-    read = lambda path: Path(path).read_bytes()  # noqa: E731
+
+    def read(path: str) -> bytes:
+        return Path(path).read_bytes()
+
     creds = grpc.ssl_server_credentials(
         [(read(config.tls_key), read(config.tls_cert))],
         root_certificates=read(config.tls_client_ca) if config.tls_client_ca else None,
@@ -145,7 +149,7 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     pool.generation.start()  # polls the replicas' generation engines (metrics, autoscaler)
     for spec in config.backbones:
         info = await pool.add(spec)
-        await db.run(lambda s, spec=spec, info=info: record_backbone(s, spec, info))
+        await db.run(record_backbone, spec, info)
     scheduler = JobScheduler(db, pool, owner=instance_id(), lease_s=config.job_lease_s,
                              max_group=config.train_max_group, max_attempts=config.train_max_attempts,
                              gather_s=config.train_gather_s, metrics=metrics)
@@ -164,11 +168,14 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     server = grpc.aio.server(interceptors=chain, options=opts)
     undo.push_async_callback(server.stop, None)
     table = HandlerTable(server)  # the services' handlers, kept for the REST face
-    auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), table)
-    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), table)
-    jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), table)
+    # The generated add_* functions call only the two add_*_handlers methods, which the table has and passes on
+    # to the server; their stubs name a whole server.
+    as_server = cast(grpc.aio.Server, table)
+    auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), as_server)
+    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), as_server)
+    jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), as_server)
     inference = InferenceService(db, pool, config, metrics)
-    inference_pb2_grpc.add_InferenceServicer_to_server(inference, table)
+    inference_pb2_grpc.add_InferenceServicer_to_server(inference, as_server)
     undo.push_async_callback(inference.close)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -16,7 +16,7 @@ import ray
 from ray import ObjectRef
 from ray.actor import ActorHandle
 
-from workers.actor import BackboneWorker, concurrency_groups
+from workers.actor import CONTROL_GROUP, GENERATE_GROUP, BackboneWorker, concurrency_groups
 from workers.protocol import (
     BackboneInfo,
     CancelGenerationRequest,
@@ -36,17 +36,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _call(handle: ActorHandle[BackboneWorker], method: Callable[Concatenate[BackboneWorker, P], R],
+def _remote(handle: ActorHandle[BackboneWorker], name: str, group: str) -> Any:
+    """The Ray method `name` of `handle`, in concurrency group `group` ("" = the default group). The group is
+    named per call (`.options`), not by decorating the actor's method, which would hide its signature."""
+    method = getattr(handle, name)
+    return method.options(concurrency_group=group) if group else method
+
+
+def _call(group: str, handle: ActorHandle[BackboneWorker], method: Callable[Concatenate[BackboneWorker, P], R],
           *args: P.args, **kwargs: P.kwargs) -> ObjectRef[R]:
     """`handle.<method>.remote(*args)`, typed as the actor's method: its arguments, and an ObjectRef of its result."""
-    ref: ObjectRef[R] = getattr(handle, method.__name__).remote(*args, **kwargs)
+    ref: ObjectRef[R] = _remote(handle, method.__name__, group).remote(*args, **kwargs)
     return ref
 
 
-async def _stream(handle: ActorHandle[BackboneWorker], method: Callable[Concatenate[BackboneWorker, P], Iterator[R]],
+async def _stream(group: str, handle: ActorHandle[BackboneWorker],
+                  method: Callable[Concatenate[BackboneWorker, P], Iterator[R]],
                   *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R]:
     """A generator method called as a Ray streaming generator: each item as the replica yields it."""
-    async for ref in getattr(handle, method.__name__).remote(*args, **kwargs):
+    async for ref in _remote(handle, method.__name__, group).remote(*args, **kwargs):
         item: R = await ref
         yield item
 
@@ -64,7 +72,8 @@ class WorkerClient:
         run in a concurrency group of their own, sized by `generation` (Ray takes groups only here, not in
         `options`), so they never wait behind, nor hold up, the default group's `max_concurrency` threads."""
         groups = concurrency_groups(generation or GenerationSettings())
-        handle = ray.remote(concurrency_groups=groups)(BackboneWorker).options(**options).remote(
+        handle = ray.remote(concurrency_groups=groups)(  # type: ignore[call-overload]  # ray's stubs omit the groups
+            BackboneWorker).options(**options).remote(
             model, revision, generation=generation)
         if not isinstance(handle, ActorHandle):  # (Ray's stubs allow a class here too)
             raise TypeError(f"Ray started no actor: {handle!r}")
@@ -75,28 +84,28 @@ class WorkerClient:
         ray.kill(self.handle, no_restart=not restart)
 
     def info(self) -> ObjectRef[BackboneInfo]:
-        return _call(self.handle, BackboneWorker.info)
+        return _call("", self.handle, BackboneWorker.info)
 
     def classify(self, batch: ClassifyBatch) -> ObjectRef[list[list[float]]]:
-        return _call(self.handle, BackboneWorker.classify, batch)
+        return _call("", self.handle, BackboneWorker.classify, batch)
 
     def check_task(self, req: CheckTaskRequest) -> ObjectRef[None]:
-        return _call(self.handle, BackboneWorker.check_task, req)
+        return _call("", self.handle, BackboneWorker.check_task, req)
 
     def init_losses(self, req: InitLossesRequest) -> ObjectRef[dict[str, float]]:
-        return _call(self.handle, BackboneWorker.init_losses, req)
+        return _call("", self.handle, BackboneWorker.init_losses, req)
 
     def cancel(self, req: CancelRequest) -> ObjectRef[None]:
-        return _call(self.handle, BackboneWorker.cancel, req)
+        return _call("", self.handle, BackboneWorker.cancel, req)
 
     def train_group(self, jobs: list[TrainRequest]) -> AsyncIterator[TrainEvent]:
-        return _stream(self.handle, BackboneWorker.train_group, jobs)
+        return _stream("", self.handle, BackboneWorker.train_group, jobs)
 
     def generate(self, req: GenerateRequest) -> AsyncIterator[GeneratePiece]:
-        return _stream(self.handle, BackboneWorker.generate, req)
+        return _stream(GENERATE_GROUP, self.handle, BackboneWorker.generate, req)
 
     def cancel_generation(self, req: CancelGenerationRequest) -> ObjectRef[bool]:
-        return _call(self.handle, BackboneWorker.cancel_generation, req)
+        return _call(CONTROL_GROUP, self.handle, BackboneWorker.cancel_generation, req)
 
     def generation_stats(self) -> ObjectRef[GenerationStats]:
-        return _call(self.handle, BackboneWorker.generation_stats)
+        return _call(CONTROL_GROUP, self.handle, BackboneWorker.generation_stats)

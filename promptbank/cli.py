@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 
 from promptbank import cli_args, cli_catalog, cli_tokens
-from promptbank import kinds as server_kinds
 from promptbank.client import DEFAULT_SERVER, RECONNECT_FOR_S, Client
 from promptbank.errors import Unauthenticated, Unavailable, typed
 from promptbank.output import emit, plural, table
@@ -220,8 +219,7 @@ def cmd_completion(a: argparse.Namespace) -> int:
 
 def _hyperparameter_flags(t: argparse.ArgumentParser) -> None:
     """One flag per row of TrainConfig's table that has one, its help from the row: range and real defaults
-    (each kind's, as the SDK's copy of the server's kinds describes them)."""
-    server_kinds.describe()
+    (each kind's, as promptbank_domain.kinds describes them)."""
     for name, p in PARAMS.items():
         if not p.flag:
             continue

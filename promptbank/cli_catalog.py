@@ -34,7 +34,7 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--created-after", type=datetime.fromisoformat, help="ISO time (UTC if naive)")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     prompts = sub.add_parser("prompts", help="the prompt catalog: list, show, versions, history, create, update, "
                                              "alias, unalias, tag, delete, export, import")
     ps = prompts.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -142,8 +142,8 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
     elif act == "show":
         emit(c.get_version(a.ref), a.json)
     elif act == "versions":
-        rows = c.list_versions(a.prompt, backbone=a.backbone, tag=a.tag, created_after=a.created_after)
-        table(rows, [("NAME", lambda v: v.name), ("KIND", lambda v: kind_name(v.kind)), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
+        versions = c.list_versions(a.prompt, backbone=a.backbone, tag=a.tag, created_after=a.created_after)
+        table(versions, [("NAME", lambda v: v.name), ("KIND", lambda v: kind_name(v.kind)), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
                      ("EVAL_ACCURACY", _metric), ("TAGS", lambda v: ",".join(v.tags) or "-")], a.json, "versions")
     elif act == "history":
         table(c.alias_history(a.prompt), [("TIME", lambda e: e.time.ToJsonString()), ("ALIAS", lambda e: e.alias),

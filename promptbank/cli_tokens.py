@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from promptbank.client import Client
 from promptbank.output import table
 from promptbank_api.v1 import auth_pb2 as ap
@@ -20,7 +22,7 @@ def duration(text: str) -> int:
     return int(m[1]) * UNITS[m[2] or "s"]
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = sub.add_parser("tokens", help="access tokens (admin): create, list, revoke")
     ts = t.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = ts.add_parser("create", help="create a token; its secret is printed once, alone on the last line")
@@ -34,8 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("name")
 
 
-def _when(t: object) -> str:
-    return t.ToJsonString() if t.seconds or t.nanos else "-"  # type: ignore[attr-defined]
+def _when(t: Timestamp) -> str:
+    return t.ToJsonString() if t.seconds or t.nanos else "-"
 
 
 def cmd_tokens(a: argparse.Namespace, c: Client) -> int:

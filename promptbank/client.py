@@ -125,7 +125,8 @@ class Client:
         """Block until the server answers its health check SERVING; `DeadlineExceeded` when it does not answer
         within `timeout` (the check waits for the channel to come up)."""
         try:
-            resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=seconds(timeout), wait_for_ready=True)
+            resp = self._health.Check(  # type: ignore[attr-defined]  # types-grpcio-health-checking's HealthStub lists no methods
+                health_pb2.HealthCheckRequest(), timeout=seconds(timeout), wait_for_ready=True)
         except DeadlineExceeded:
             raise said(DeadlineExceeded, f"server {self.server} did not answer within {timeout:g} s (is it "
                                          f"running there, and is the address right?)") from None
@@ -257,7 +258,8 @@ class Client:
                 return out
             request.page_token = resp.next_page_token
 
-    def list_jobs(self, state: int = 0, prompt: str = "", page_size: int = 0) -> list[jp.TrainJob]:
+    def list_jobs(self, state: jp.TrainJob.State.ValueType = jp.TrainJob.STATE_UNSPECIFIED, prompt: str = "",
+                  page_size: int = 0) -> list[jp.TrainJob]:
         req = jp.ListTrainJobsRequest(page_size=page_size, state=state, prompt=f"prompts/{prompt}" if prompt else "")
         return self._all_pages(self.jobs.ListTrainJobs, req, "jobs")
 
@@ -338,9 +340,11 @@ class Client:
             msg.tags.extend(strings(tags, "tags"))
             paths.append("tags")
         if owner is not None:
-            msg.owner, _ = owner, paths.append("owner")
+            msg.owner = owner
+            paths.append("owner")
         if description is not None:
-            msg.task.description, _ = description, paths.append("task.description")
+            msg.task.description = description
+            paths.append("task.description")
         req = cat.UpdatePromptRequest(prompt=msg, update_mask=FieldMask(paths=paths))
         return self.catalog.UpdatePrompt(req, timeout=self.timeout)
 

@@ -72,10 +72,10 @@ def _run(a: argparse.Namespace, c: Client, t0: float) -> int:
         jobs[name] = job.name
         kind = kind_name(job.hyperparameters.prompt_kind)
         print(f"[demo] submitted {job.name}: a {kind} prompt {name!r} {labels} on {len(train)} tweets")
-    for name, job in jobs.items():
-        done = follow(c, job)
+    for name, job_name in jobs.items():
+        done = follow(c, job_name)
         if done.state != jp.TrainJob.SUCCEEDED:
-            print(f"[demo] {job} ended {jp.TrainJob.State.Name(done.state)}: {done.error}", file=sys.stderr)
+            print(f"[demo] {job_name} ended {jp.TrainJob.State.Name(done.state)}: {done.error}", file=sys.stderr)
             return 1
         print(f"[demo] {name}: {done.result_version} in {done.metrics.get('train_seconds', 0):.0f}s")
 

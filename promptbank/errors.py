@@ -14,12 +14,17 @@ turns every failed call into its class, so no method of the client converts erro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import grpc
 
+if TYPE_CHECKING:
+    _Future = grpc.Future[Any]  # generic in the stubs only
+else:
+    _Future = grpc.Future
 
-class CallError(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
+
+class CallError(grpc.RpcError, grpc.Call, _Future):
     """A call the server (or the connection to it) refused. `str(err)` is `CODE: details`; `.code()`,
     `.details()`, `.trailing_metadata()` and `.debug_error_string()` answer as grpc's own error does."""
 
@@ -51,7 +56,7 @@ class CallError(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
     def is_active(self) -> bool:
         return False
 
-    def time_remaining(self) -> float | None:
+    def time_remaining(self) -> float | None:  # type: ignore[override]  # grpc documents None; its stubs say float
         return None
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
@@ -79,7 +84,7 @@ class CallError(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
     def traceback(self, timeout: float | None = None) -> Any:
         return self.__traceback__
 
-    def add_done_callback(self, fn: Callable[[grpc.Future], None]) -> None:
+    def add_done_callback(self, fn: Callable[[_Future], None]) -> None:
         fn(self)
 
 
@@ -200,8 +205,10 @@ def typed(err: grpc.RpcError) -> CallError:
 def _settled(outcome: Any) -> Any:
     """A unary call's outcome with its failure typed. grpc hands a failed call back as an RpcError that is also
     a finished Future; an exception raised on this side (e.g. a request that fails to serialize) stays as it is."""
-    if isinstance(outcome, grpc.Future) and outcome.done() and isinstance(outcome.exception(), grpc.RpcError):
-        return typed(outcome.exception())
+    if isinstance(outcome, grpc.Future) and outcome.done():
+        failure = outcome.exception()
+        if isinstance(failure, grpc.RpcError):
+            return typed(failure)
     return outcome
 
 

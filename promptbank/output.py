@@ -20,7 +20,7 @@ _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescript
           FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
 
 
-def enum_text(enum: EnumDescriptor, number: int) -> str:
+def enum_text(enum: EnumDescriptor | Any, number: int) -> str:  # (protobuf's C descriptors type apart)
     """An enum value as the CLI writes it (see the module's docstring)."""
     value = enum.values_by_number.get(number)
     if value is None:

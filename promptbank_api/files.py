@@ -97,7 +97,7 @@ def _table(path: Path, text: str, delimiter: str) -> tuple[list[str], list[dict[
         records = []
         for rec in reader:
             if None in rec:  # DictReader's key for cells past the header's
-                raise InvalidArgument(f"{path}: line {reader.line_num}: {len(columns) + len(rec[None])} cells, "  # type: ignore[index]
+                raise InvalidArgument(f"{path}: line {reader.line_num}: {len(columns) + len(rec[None])} cells, "
                                       f"but the header names {len(columns)} columns")
             records.append(rec)
     except csv.Error as exc:

@@ -1,10 +1,11 @@
-"""Prompt kinds as the domain sees them: a registry of plain descriptions (a name, the API enum value, the
-training defaults that differ, whether a projection may train it), filled by whoever knows the kinds.
+"""Prompt kinds as the domain sees them: a registry of plain descriptions (a name, the API enum value, what
+messages and help call it, the training defaults that differ, whether a projection may train it).
 
 How a kind works (shapes, codec, batch assembly, training) lives in `promptbank_kinds`, which needs torch; this
-leaf may not import it. So the arrow is inverted: `promptbank_kinds.register` describes each kind here, and
-`TrainConfig` validates and picks defaults by asking this registry, never by naming a kind. The SDK, which does
-not load the server's kinds, describes them from its own copy (promptbank/kinds.py; a test ties the two).
+leaf may not import it. The built-in kinds' descriptions live here (`INPUT`, `DEEP`), described at import, so
+`TrainConfig` validates and picks defaults without loading torch, and the SDK's CLI reads the same data offline;
+each kind module in `promptbank_kinds` takes its name and wording from its description. A plug-in kind describes
+itself when `promptbank_kinds.register` adds it.
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ class KindInfo:
     proto_enum: str  # the API's PromptKind value name ("PROMPT_KIND_INPUT")
     train_defaults: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields whose defaults differ
     projects: bool = False  # whether it may train through a prefix projection (`prefix_projection` > 0)
+    label: str = ""  # in messages: "input prompt"
+    width_name: str = ""  # what its tensor's width is called in messages ("hidden size")
+    help: str = ""  # what it trains, for `--kind`'s help ("'input' vectors before the text")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "train_defaults", MappingProxyType(dict(self.train_defaults)))
 
+    def _key(self) -> tuple[Any, ...]:
+        return (self.name, self.proto_enum, dict(self.train_defaults), self.projects, self.label, self.width_name,
+                self.help)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, KindInfo) and (self.name, self.proto_enum, dict(self.train_defaults),
-                                                 self.projects) == (other.name, other.proto_enum,
-                                                                    dict(other.train_defaults), other.projects)
+        return isinstance(other, KindInfo) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash((self.name, self.proto_enum))
@@ -65,8 +71,8 @@ _PREFERRED: list[str] = []  # the kind a train job that names none gets, where i
 
 
 def describe(info: KindInfo) -> KindInfo:
-    """Add `info`; describing the same kind again is a no-op (the server's kinds and the SDK's copy may both
-    describe it in one process), a different description under a taken name or enum value is a TypeError."""
+    """Add `info`; describing the same kind again is a no-op (a built-in kind's module registers the description
+    this module already holds), a different description under a taken name or enum value is a TypeError."""
     known = _KINDS.get(info.name)
     if known is not None:
         if known != info:
@@ -114,3 +120,29 @@ def names() -> tuple[str, ...]:
 def projected() -> tuple[str, ...]:
     """The kinds that may train through a prefix projection."""
     return tuple(k.name for k in _KINDS.values() if k.projects)
+
+
+# ---------------------------------------------------------------- the built-in kinds (promptbank_kinds/input.py, deep.py)
+
+INPUT = describe(KindInfo(UNMARKED, "PROMPT_KIND_INPUT", label="input prompt", width_name="hidden size",
+                          help="'input' vectors before the text"))
+DEEP = describe(KindInfo(
+    "deep", "PROMPT_KIND_DEEP",
+    # Picked on the development split (docs/research.md, "Through a prefix projection"): a deep prompt trains
+    # through a 512-unit MLP, whose steps move the prefix far more than a direct step at the same rate (so a
+    # small rate), and reaches in 5 epochs what the direct prefix did not in 12.
+    {"learning_rate": 5e-4, "epochs": 5, "prefix_projection": 512}, projects=True,
+    label="deep prompt", width_name="deep prompt width",
+    help="a 'deep' prompt, keys and values for every attention layer (prefix tuning)",
+))
+# The kind of a train job that names none, where the backbone carries it (elsewhere the first kind it carries):
+# on the test split deep prompts on their defaults outscored input prompts on theirs (README, "Input and deep
+# prompts"; bench/quality.py).
+prefer(DEEP.name)
+
+
+def help_text() -> str:
+    """What `--kind` chooses from: each described kind's help, the preferred kind's first."""
+    first = preferred()
+    order = [first, *(k for k in _KINDS if k != first)]
+    return ", or ".join(_KINDS[k].help or repr(k) for k in order)

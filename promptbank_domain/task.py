@@ -54,4 +54,5 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+        args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known}
+        return cls(**args)

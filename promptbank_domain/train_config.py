@@ -18,7 +18,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # accuracy moves in steps of 1/n and its noise picks epochs at random; the loss is smooth (HF's default too).
 SELECT_ON = ("eval_loss", "eval_accuracy")
 
-# Defaults that differ by prompt kind are each kind's `train_defaults` (promptbank_kinds, described in
+# Defaults that differ by prompt kind are each kind's `train_defaults` (its description in
 # promptbank_domain.kinds); so is the kind a job that names none gets (`kinds.preferred()`).
 
 MAX_PROJECTION = 8192  # hidden units of a prefix projection's training MLP (promptbank_kinds/projection.py)
@@ -31,8 +31,7 @@ class TrainConfig:
     num_virtual_tokens: int = param(20, setting="prompt length (virtual tokens)", help="prompt length",
                                     flag="--virtual-tokens", low=1, high=512)
     prompt_kind: str = param(kinds.UNMARKED, setting="prompt kind", wire="kind", flag="--kind", choices=kinds.names,
-                             help="what to train: a 'deep' prompt, keys and values for every attention layer "
-                                  "(prefix tuning), or 'input' vectors before the text",
+                             help=f"what to train: {kinds.help_text()}",
                              default_note="deep where the backbone can carry one (its attention is SDPA or "
                                           "eager), else input")
     epochs: int = param(12, setting="epochs", help="passes over the training split", flag="--epochs", low=1,

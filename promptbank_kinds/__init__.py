@@ -47,9 +47,9 @@ UNMARKED = _described.UNMARKED
 assert UNMARKED == INPUT
 
 # The kind of a train job that names none, where the backbone carries it (elsewhere the first registered kind
-# it carries): on the test split deep prompts on their defaults outscored input prompts on theirs (README,
-# "Input and deep prompts"; bench/quality.py).
-DEFAULT = _described.prefer(DEEP)
+# it carries): the domain's choice (promptbank_domain.kinds says why).
+DEFAULT = _described.preferred()
+assert DEFAULT == DEEP
 
 
 def default_for(geo: Geometry) -> PromptKind:

@@ -80,6 +80,7 @@ class PromptKind(Protocol):
     name: str  # stored in a version's row, its tensor bytes' metadata and a job's config ("input")
     proto_enum: str  # the API's PromptKind value name ("PROMPT_KIND_INPUT")
     label: str  # in messages: "input prompt"
+    help: str  # what it trains, for `--kind`'s help ("'input' vectors before the text")
 
     # ---- shape: a prompt is a 2-D `(n, width)` tensor
     width_name: str  # what `width` is called in messages ("hidden size")

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from promptbank_domain import kinds as described
 from promptbank_kinds.base import (
     Applied,
     BackboneView,
@@ -29,7 +30,7 @@ from promptbank_kinds.base import (
 )
 from promptbank_kinds.projection import PrefixProjection
 
-NAME = "deep"
+NAME = described.DEEP.name
 SEQ2SEQ_PREFIX = ("PEFT gives a seq2seq model's prefix to the decoder layers only, while a promptbank deep prompt "
                   "on a seq2seq backbone also holds the encoder layers")
 
@@ -42,15 +43,14 @@ class DeepPrompt(Row):
 
 
 class DeepKind(PositionRows):
+    # what it is called and its training defaults: its plain description (promptbank_domain.kinds.DEEP)
     name = NAME
-    proto_enum = "PROMPT_KIND_DEEP"
-    label = "deep prompt"
-    width_name = "deep prompt width"
-    # Picked on the development split (docs/research.md, "Through a prefix projection"): a deep prompt trains
-    # through a 512-unit MLP, whose steps move the prefix far more than a direct step at the same rate (so a
-    # small rate), and reaches in 5 epochs what the direct prefix did not in 12.
-    train_defaults: Mapping[str, Any] = {"learning_rate": 5e-4, "epochs": 5, "prefix_projection": 512}
-    projects = True
+    proto_enum = described.DEEP.proto_enum
+    label = described.DEEP.label
+    width_name = described.DEEP.width_name
+    help = described.DEEP.help
+    train_defaults: Mapping[str, Any] = described.DEEP.train_defaults
+    projects = described.DEEP.projects
     peft_type = "PREFIX_TUNING"
 
     def width(self, geo: Geometry) -> int:

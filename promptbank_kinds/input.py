@@ -12,18 +12,22 @@ from typing import Any
 
 import torch
 
+from promptbank_domain import kinds as described
 from promptbank_kinds.base import Applied, BackboneView, ConfigInt, Geometry, PeftDims, PositionRows, Reparam
 
-NAME = "input"
+NAME = described.INPUT.name
 
 
 class InputKind(PositionRows):
+    # what it is called: its plain description (promptbank_domain.kinds.INPUT); TrainConfig's own defaults are
+    # prompt tuning's
     name = NAME
-    proto_enum = "PROMPT_KIND_INPUT"
-    label = "input prompt"
-    width_name = "hidden size"
-    train_defaults: Mapping[str, Any] = {}  # TrainConfig's own defaults are prompt tuning's
-    projects = False
+    proto_enum = described.INPUT.proto_enum
+    label = described.INPUT.label
+    width_name = described.INPUT.width_name
+    help = described.INPUT.help
+    train_defaults: Mapping[str, Any] = described.INPUT.train_defaults
+    projects = described.INPUT.projects
     peft_type = "PROMPT_TUNING"
 
     def width(self, geo: Geometry) -> int:

@@ -36,7 +36,8 @@ class PrefixProjection(torch.nn.Module):
         self.to(base.device)
 
     def forward(self) -> torch.Tensor:
-        return self.base + self.up(torch.tanh(self.down(self.embedding)))
+        out: torch.Tensor = self.base + self.up(torch.tanh(self.down(self.embedding)))  # (Module calls are untyped)
+        return out
 
     def tensors(self, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
         """What a checkpoint keeps of it: its tensors, and each parameter's Adam moments as `<name>.<moment>`."""

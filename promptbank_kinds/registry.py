@@ -15,7 +15,8 @@ def register(kind: PromptKind) -> PromptKind:
     """Add `kind`; refused (TypeError) when it lacks a member of the protocol or reuses another kind's name,
     API enum value or PEFT type, so an incomplete kind fails at import, not on the first request that needs
     the missing part. Its plain description goes to the domain's registry (`promptbank_domain.kinds`), which
-    TrainConfig asks for the kind's name, training defaults and projection rule."""
+    TrainConfig asks for the kind's name, training defaults and projection rule (a built-in kind's is there
+    already, and the same: describing it again is a no-op)."""
     missing = [m for m in members() if not hasattr(kind, m)]
     if missing:
         raise TypeError(f"prompt kind {getattr(kind, 'name', kind)!r} lacks {missing}")
@@ -26,7 +27,8 @@ def register(kind: PromptKind) -> PromptKind:
         for attr in ("name", "proto_enum", "peft_type"):
             if getattr(other, attr) == getattr(kind, attr):
                 raise TypeError(f"prompt kinds {other.name!r} and {kind.name!r} share {attr} {getattr(kind, attr)!r}")
-    described.describe(described.KindInfo(kind.name, kind.proto_enum, kind.train_defaults, kind.projects))
+    described.describe(described.KindInfo(kind.name, kind.proto_enum, kind.train_defaults, kind.projects,
+                                          label=kind.label, width_name=kind.width_name, help=kind.help))
     _KINDS[kind.name] = kind
     return kind
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# THE test command: set up on a fresh machine if needed, then run the whole suite: lint, the Python tests, and the
-# TypeScript SDK's tests (clients/typescript, `npm ci` from its lockfile, then `node --test` against a real server).
+# THE test command: set up on a fresh machine if needed, then run the whole suite: lint, type check, the Python
+# tests, and the TypeScript SDK's tests (clients/typescript, `npm ci` from its lockfile, then `node --test` against a
+# real server).
 # Arguments go to pytest and then select Python tests only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="$(bash scripts/bootstrap.sh)"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
 "$PY" -m ruff check --quiet .  # lint first: seconds, and it names the line
+"$PY" -m mypy  # then types: the packages and flags of pyproject's [tool.mypy]; any error ends the run here
 status=0
 "$PY" -m pytest "$@" || status=$?
 if [ "$#" -eq 0 ]; then

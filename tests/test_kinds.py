@@ -5,6 +5,9 @@ no edit to the bank or the workers."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,13 +16,12 @@ import torch
 
 import promptbank_kinds as kinds
 from bank.codec import encode_prompt, read_prompt
-from promptbank import kinds as sdk_kinds
 from promptbank.cli_catalog import PROMPT_KINDS, kind_name
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_domain import kinds as described
 from promptbank_domain.task import POOLINGS, TaskSpec
-from promptbank_domain.train_config import TrainConfig
+from promptbank_domain.train_config import PARAMS, TrainConfig
 from promptbank_kinds.base import members
 from promptbank_kinds.input import InputKind
 from workers.backbone import FrozenBackbone
@@ -43,6 +45,7 @@ class ToyKind(InputKind):
     name = "toy"
     proto_enum = "PROMPT_KIND_TOY"
     label = "toy prompt"
+    help = "'toy' vectors before the text"
     peft_type = "TOY_TUNING"
 
 
@@ -80,20 +83,47 @@ def test_the_registry_refuses_an_incomplete_or_colliding_kind() -> None:
 
 
 def test_the_domain_knows_each_kind_by_its_description() -> None:
-    """The domain (a leaf without torch) holds what each kind module described when it registered; the SDK's
-    copy of those descriptions (for the CLI's offline help) is the same, in the same order."""
-    assert described.names() == kinds.names()
+    """The domain (a leaf without torch) holds each kind's description, the one its module in promptbank_kinds
+    reads its name and wording from, in the same order; the CLI's help reads the same."""
+    assert described.names() == kinds.names() and (described.INPUT.name, described.DEEP.name) == kinds.names()
     for k in kinds.all():
         info = described.get(k.name)
-        assert (info.proto_enum, dict(info.train_defaults), info.projects) == (
-            k.proto_enum, dict(k.train_defaults), k.projects)
+        assert (info.proto_enum, dict(info.train_defaults), info.projects, info.label, info.width_name, info.help) == (
+            k.proto_enum, dict(k.train_defaults), k.projects, k.label, k.width_name, k.help)
+        assert info.label and info.width_name and f"'{k.name}'" in info.help
     assert described.preferred() == kinds.DEFAULT and described.projected() == tuple(
         k.name for k in kinds.all() if k.projects)
-    assert sdk_kinds.KINDS == tuple(described.get(n) for n in kinds.names())
-    assert sdk_kinds.PREFERRED == kinds.DEFAULT
-    sdk_kinds.describe()  # the same descriptions again: a no-op
+    assert PARAMS["prompt_kind"].help == f"what to train: {described.help_text()}"
+    described.describe(described.DEEP)  # the same description again: a no-op
     with pytest.raises(TypeError, match="described twice, differently"):
         described.describe(described.KindInfo(kinds.DEEP, "PROMPT_KIND_DEEP"))
+
+
+def test_train_config_validates_without_the_kinds_package_or_torch() -> None:
+    """TrainConfig and the CLI's `train` help need only the domain's descriptions: a fresh interpreter that builds
+    them never imports promptbank_kinds or torch."""
+    script = """
+import json, sys
+from promptbank_domain.train_config import TrainConfig
+from promptbank.cli import build_parser
+config, deep = TrainConfig(), TrainConfig.defaults("deep")
+try:
+    TrainConfig(prompt_kind="nope")
+    refused = ""
+except Exception as exc:
+    refused = str(exc)
+sub = next(a for a in build_parser()._actions if a.dest == "cmd")
+help = sub.choices["train"].format_help()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "promptbank_kinds", "transformers"))
+print(json.dumps({"kind": config.prompt_kind, "deep": [deep.epochs, deep.prefix_projection], "refused": refused,
+                  "help": help, "loaded": loaded}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    assert out["kind"] == "input" and out["deep"] == [5, 512]
+    assert "prompt kind 'nope'" in out["refused"] or "'nope'" in out["refused"]
+    assert "prefix tuning" in " ".join(out["help"].split()) and "5 for a deep prompt" in " ".join(out["help"].split())
 
 
 def test_the_api_enum_and_the_cli_name_exactly_the_registered_kinds() -> None:

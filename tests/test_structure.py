@@ -7,7 +7,9 @@ arrow fails here instead of in a review.
 from __future__ import annotations
 
 import ast
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,24 @@ def test_every_actor_call_is_in_the_worker_client() -> None:
     assert "coordinator.worker_client" in found, "the check reads no actor call at all"
     bad = {m: calls for m, calls in found.items() if m != "coordinator.worker_client"}
     assert not bad, f"Ray actor calls outside coordinator/worker_client.py: {bad}"
+
+
+def test_the_test_command_type_checks_every_package_strictly() -> None:
+    """scripts/test.sh (the README's test command; .ci/run calls it) runs mypy right after ruff and before the
+    tests, under `set -e` so a type error ends the run, over [tool.mypy]'s packages: all of ours, strict, none
+    let off its errors."""
+    lines = [line.split("#", 1)[0].strip() for line in (ROOT / "scripts/test.sh").read_text().splitlines()]
+    lines = [line for line in lines if line]
+    assert "set -euo pipefail" in lines
+    ruff = next(i for i, line in enumerate(lines) if line.startswith('"$PY" -m ruff check'))
+    pytest_run = next(i for i, line in enumerate(lines) if line.startswith('"$PY" -m pytest'))
+    assert re.fullmatch(r'"\$PY" -m mypy', lines[ruff + 1]), f"no bare mypy run after ruff: {lines[ruff + 1]!r}"
+    assert ruff + 1 < pytest_run
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert set(mypy["packages"]) == set(PACKAGES)
+    assert mypy["strict"] is True and mypy["python_version"] == "3.11"
+    for override in mypy.get("overrides", []):
+        modules = override["module"] if isinstance(override["module"], list) else [override["module"]]
+        assert not override.get("ignore_errors") and override.get("follow_imports") not in ("skip", "silent"), modules
+        if override.get("ignore_missing_imports"):  # only for libraries without types, never for ours
+            assert not {m.split(".")[0] for m in modules} & set(PACKAGES), modules

@@ -62,7 +62,7 @@ def test_training_changes_only_the_prompt(arch: str, tiny_models: dict[str, str]
     assert worker.parameter_digest() == before, "the backbone changed during prompt tuning"
     # the trained prompt is not the init: re-derive the init with the same seed and compare
     from promptbank_domain.task import TaskSpec
-    from workers.train import init_prompt
+    from workers.prepare import init_prompt
 
     init = init_prompt(worker.heads, TaskSpec.from_dict(TASK), cfg, None)
     assert not torch.allclose(prompt, init), "training did not move the prompt"

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from workers.engine import Engine
     from workers.soft_prompt import RowPrompt
 
-GENERATE_GROUP = "generate"  # Ray concurrency group of Generate calls (sized by GenerationSettings.calls)
+# Ray concurrency groups (coordinator/worker_client.py names the group of each call it makes)
+GENERATE_GROUP = "generate"  # Generate calls (sized by GenerationSettings.calls)
 CONTROL_GROUP = "control"  # cancel and stats: never behind busy inference or generation threads
 CANCELLED_MAX = 4096  # one-at-a-time path: cancelled ids remembered (a cancel may overtake its request)
 
@@ -82,7 +83,7 @@ class BackboneWorker:
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bb = FrozenBackbone(model, revision)
-        self.bb.model.to(self.device)
+        self.bb.model.to(self.device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) types it unbound
         self.heads = Heads(self.bb)
         self.cache: LRU[RowPrompt] = LRU(cache_bytes, tensor_bytes)
         self.anchor_cache: LRU[torch.Tensor] = LRU(max(1 << 20, cache_bytes // 8), tensor_bytes)  # label texts
@@ -215,7 +216,6 @@ class BackboneWorker:
                 self._engine = Engine(self.bb, self.generation)
             return self._engine
 
-    @ray.method(concurrency_group=GENERATE_GROUP)
     def generate(self, req: GenerateRequest) -> Iterator[GeneratePiece]:
         """Stream generated text pieces (Ray streaming generator); the last piece says why it ended. The row
         joins the replica's running batch, or (batching off, seq2seq) decodes alone on this call's thread."""
@@ -236,7 +236,6 @@ class BackboneWorker:
             self._gen_live.discard(rid)
             self._gen_cancelled.pop(rid, None)
 
-    @ray.method(concurrency_group=CONTROL_GROUP)
     def cancel_generation(self, req: CancelGenerationRequest) -> bool:
         """The caller of `req.request_id` is gone: its row leaves at the next step. True when it was running or
         queued here (False: finished already, or not arrived yet; then it ends at once if it arrives)."""
@@ -248,7 +247,6 @@ class BackboneWorker:
             self._gen_cancelled.popitem(last=False)
         return req.request_id in self._gen_live
 
-    @ray.method(concurrency_group=CONTROL_GROUP)
     def generation_stats(self) -> GenerationStats:
         """Running and queued rows, cache use, and the queue waits since the last call (the coordinator's
         metrics and autoscaler poll it)."""

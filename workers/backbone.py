@@ -15,6 +15,7 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
+    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -59,13 +60,14 @@ class FrozenBackbone:
     """A frozen model and its tokenizer. Nothing here has `requires_grad`; prompts are passed in per call."""
 
     def __init__(self, model: str, revision: str = "", architecture: str = "", dtype: torch.dtype = torch.float32):
-        kwargs: dict[str, object] = {"trust_remote_code": False}  # never run a model repo's own code
-        if revision:
-            kwargs["revision"] = revision
-        config = AutoConfig.from_pretrained(model, **kwargs)
+        rev = revision or "main"  # (transformers' default)
+        # trust_remote_code=False: never run a model repo's own code
+        config = AutoConfig.from_pretrained(model, revision=rev, trust_remote_code=False)
         self.architecture = architecture or detect_architecture(config)
-        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(model, **kwargs)
-        self.model: PreTrainedModel = _LOADERS[self.architecture].from_pretrained(model, dtype=dtype, **kwargs)
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
+            model, revision=rev, trust_remote_code=False)
+        self.model: PreTrainedModel = _LOADERS[self.architecture].from_pretrained(
+            model, dtype=dtype, revision=rev, trust_remote_code=False)
         self.model.eval()  # never train(): dropout off, so a row's result does not depend on its batch
         self.model.requires_grad_(False)
         if self.tokenizer.pad_token_id is None:  # GPT-style tokenizers ship without a pad token
@@ -95,10 +97,10 @@ class FrozenBackbone:
         """What a prompt kind fits against (promptbank_kinds): the hidden size and where prefixes go."""
         return Geometry.of(self.hidden_size, self.deep.shape if self.deep else (0, 0, 0))
 
-    def _fingerprint(self, config: object) -> str:
+    def _fingerprint(self, config: PreTrainedConfig) -> str:
         """sha256 of the config and input-embedding weights: the identity a prompt version pins."""
         h = hashlib.sha256()
-        cfg = config.to_dict()  # type: ignore[attr-defined]
+        cfg = config.to_dict()
         for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"):
             cfg.pop(volatile, None)
         h.update(json.dumps(cfg, sort_keys=True, default=str).encode())

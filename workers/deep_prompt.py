@@ -167,9 +167,9 @@ def capturing(into: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[No
 
 def _inner(base: str, module: torch.nn.Module) -> Callable[..., Any]:
     """The attention function the model would have used: its own file's eager one, or the registered one."""
-    if base == "eager":
-        return sys.modules[type(module).__module__].eager_attention_forward  # type: ignore[no-any-return]
-    return ALL_ATTENTION_FUNCTIONS[base]  # type: ignore[no-any-return]
+    fn: Callable[..., Any] = (sys.modules[type(module).__module__].eager_attention_forward if base == "eager"
+                              else ALL_ATTENTION_FUNCTIONS[base])
+    return fn
 
 
 def _text_mask(mask: torch.Tensor | None, module: torch.nn.Module, base: str, B: int, q: int, k: int,
@@ -236,7 +236,7 @@ def install(model: PreTrainedModel) -> DeepLayout | None:
     calls: list[tuple[Any, int, int, int, int]] = []
     token = _trace.set(calls)
     try:
-        dev = model.get_input_embeddings().weight.device
+        dev = next(model.get_input_embeddings().parameters()).device
         with torch.no_grad():
             ids = torch.ones(1, 5, dtype=torch.long, device=dev)
             if model.config.is_encoder_decoder:
@@ -262,7 +262,7 @@ def activations(model: PreTrainedModel, layout: DeepLayout, ids: list[int]) -> t
     """`(len(ids), width)`: the keys and values each self-attention layer computes for `ids` read as one text.
     A deep prompt that starts here starts where real words put a layer's keys and values (prefix tuning's
     initialisation from real words' activations), not at noise the layers never saw."""
-    dev = model.get_input_embeddings().weight.device
+    dev = next(model.get_input_embeddings().parameters()).device
     x = torch.tensor([ids], dtype=torch.long, device=dev)
     captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     token = _capture.set(captured)

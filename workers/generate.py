@@ -64,7 +64,7 @@ def generate(
     reason = "length"
     room = bb.max_positions  # causal LMs: tokens that may still be fed (the context is full after)
     if bb.architecture == CAUSAL_LM:
-        kw = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
+        kw: dict[str, object] = {"position_ids": batch.position_ids} if bb.accepts_position_ids else {}
         out = model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=True, **kw)
         L = batch.inputs_embeds.shape[1]
         first = int(batch.position_ids[0, 0])  # a deep prompt's row starts after its prefix

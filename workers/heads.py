@@ -33,7 +33,7 @@ class Heads:
         self._label_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._label_ids_cache: dict[tuple[str, ...], list[list[int]]] = {}
         arch = backbone.architecture
-        self._lm_head = None
+        self._lm_head: torch.nn.Module | None = None
         if arch == MASKED_LM:  # the MLM head (transform + decoder), applied only at the mask position
             model = backbone.model
             self._lm_head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
@@ -83,16 +83,21 @@ class Heads:
     def _features(self, batch: PromptedBatch, tasks: list[TaskSpec], kw: dict[str, torch.Tensor]) -> torch.Tensor:
         arch, model = self.bb.architecture, self.bb.model
         rows = torch.arange(batch.inputs_embeds.shape[0], device=batch.inputs_embeds.device)
+        hidden: torch.Tensor  # (B, T, H); the model's outputs are untyped
         if arch == ENCODER:
-            hidden = model(**kw).last_hidden_state  # (B, T, H)
+            hidden = model(**kw).last_hidden_state
             return F.normalize(mean_pool(hidden, pooling_mask(batch, tasks)), dim=-1)
+        out: torch.Tensor  # (B, V)
         if arch == SEQ2SEQ:
             start = torch.full((len(rows), 1), self.bb.decoder_start_id, device=rows.device)
-            return model(**kw, decoder_input_ids=start).logits[:, 0]  # (B, V)
-        hidden = model.base_model(**kw).last_hidden_state  # (B, T, H)
-        if arch == CAUSAL_LM:
-            return model.get_output_embeddings()(hidden[rows, batch.last_index])  # (B, V)
-        return self._lm_head(hidden[rows, batch.mask_index])  # type: ignore[misc]  # (B, V)
+            out = model(**kw, decoder_input_ids=start).logits[:, 0]
+            return out
+        hidden = model.base_model(**kw).last_hidden_state
+        head = model.get_output_embeddings() if arch == CAUSAL_LM else self._lm_head
+        if head is None:  # (__init__ found the MLM head, or refused the backbone)
+            raise ConfigError(f"{type(model).__name__} has no output head to score with")
+        out = head(hidden[rows, batch.last_index if arch == CAUSAL_LM else batch.mask_index])
+        return out
 
     def features_under(self, task: TaskSpec, prompt: RowPrompt, ids: list[list[int]]) -> torch.Tensor:
         """`features` of token rows that all share one prompt and one task (evaluation, anchors, transfer)."""

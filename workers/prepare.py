@@ -31,7 +31,7 @@ class BackboneView:
 
     def __init__(self, bb: FrozenBackbone):
         self.bb = bb
-        self.emb = bb.embed.weight.detach().to("cpu", torch.float32)  # (V, H)
+        self.emb: torch.Tensor = bb.embed.weight.detach().to("cpu", torch.float32)  # (V, H)
 
     def embeddings(self) -> torch.Tensor:
         return self.emb
@@ -82,7 +82,7 @@ def init_prompt(heads: Heads, task: TaskSpec, cfg: TrainConfig, stored: tuple[to
 
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 

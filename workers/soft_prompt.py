@@ -47,7 +47,8 @@ class PromptedBatch:
 
 def bare(backbone: FrozenBackbone) -> torch.Tensor:
     """A row with no prompt: an empty input prompt (the backbone alone)."""
-    return backbone.embed.weight.new_zeros(0, backbone.hidden_size)
+    empty: torch.Tensor = backbone.embed.weight.new_zeros(0, backbone.hidden_size)
+    return empty
 
 
 def load_prompt(backbone: FrozenBackbone, data: bytes) -> Row:
@@ -123,7 +124,8 @@ def build_batch(
     for i, (row, prompt) in enumerate(zip(token_ids, prompts, strict=True)):
         off = 1 if row and row[0] in special else 0  # encoders: keep [CLS] first, prompt right after it
         n, p, L = len(row), int(prompt.shape[0]), lengths[i]
-        own = tok[i, :n] if noise is None or noise[i] is None else tok[i, :n] + noise[i].to(tok)
+        row_noise = None if noise is None else noise[i]
+        own = tok[i, :n] if row_noise is None else tok[i, :n] + row_noise.to(tok)
         seq = torch.cat([own[:off], prompt.to(tok.dtype), own[off:]])  # (L, H)
         text = torch.cat([torch.ones(off), torch.zeros(p), torch.ones(n - off)])  # (L,)
         pad = T - L  # the prompt sits next to the real tokens, never behind pads

@@ -22,7 +22,9 @@ class TextStream:
         self.stopped = False
 
     def _decode(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text
 
     def _held(self, text: str) -> int:
         """Characters at the end of `text` that may begin a stop string."""

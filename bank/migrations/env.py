@@ -13,6 +13,8 @@ command.revision(alembic_config('sqlite:///rev.db'), autogenerate=True, message=
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
@@ -22,7 +24,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _configure(**kw) -> None:  # type: ignore[no-untyped-def]
+def _configure(**kw: Any) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,

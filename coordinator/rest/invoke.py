@@ -10,9 +10,9 @@ the HTTP caller gets.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -90,13 +90,17 @@ class HandlerTable:
 
     def lookup(self, details: CallDetails) -> grpc.RpcMethodHandler | None:
         for generic in self.generic:
-            handler = generic.service(details)  # type: ignore[arg-type]
+            handler = generic.service(details)  # type: ignore[arg-type]  # CallDetails: a frozen HandlerCallDetails
             if handler is not None:
                 return handler
         return None
 
 
 Continuation = Callable[[CallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+# A service's behaviours as called here: grpc.aio's coroutine functions (grpc's stubs type the sync server's), given
+# an HttpContext where grpc would give its ServicerContext.
+UnaryBehaviour = Callable[[Any, "HttpContext"], Awaitable[Any]]
+StreamBehaviour = Callable[[Any, "HttpContext"], AsyncGenerator[Any, None]]
 
 
 class Invoker:
@@ -112,7 +116,7 @@ class Invoker:
 
         chain: Continuation = base
         for interceptor in reversed(self.interceptors):
-            chain = functools.partial(interceptor.intercept_service, chain)  # type: ignore[arg-type]
+            chain = functools.partial(interceptor.intercept_service, chain)  # type: ignore[arg-type]  # (as above)
         handler = await chain(details)
         if handler is None:
             raise RpcError(grpc.StatusCode.UNIMPLEMENTED, f"{details.method} is not served here")
@@ -122,7 +126,7 @@ class Invoker:
         """One response from `handler` (resolved by `handler()`): a unary call, or a client stream when `request`
         is an async iterator of messages."""
         ctx = HttpContext(details.invocation_metadata, peer)
-        call = handler.unary_unary or handler.stream_unary
+        call = cast(UnaryBehaviour | None, handler.unary_unary or handler.stream_unary)
         if call is None:
             raise RpcError(grpc.StatusCode.UNIMPLEMENTED, f"{details.method} streams its responses")
         try:
@@ -131,10 +135,10 @@ class Invoker:
             raise ctx.failure() from None
 
     async def stream(self, handler: grpc.RpcMethodHandler, details: CallDetails, request: Any,
-                     peer: str) -> AsyncIterator[Any]:
+                     peer: str) -> AsyncGenerator[Any, None]:
         """A server stream's responses; a status it ends with is raised as RpcError."""
         ctx = HttpContext(details.invocation_metadata, peer)
-        call = handler.unary_stream or handler.stream_stream
+        call = cast(StreamBehaviour | None, handler.unary_stream or handler.stream_stream)
         if call is None:
             raise RpcError(grpc.StatusCode.UNIMPLEMENTED, f"{details.method} does not stream its responses")
         responses = call(request, ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
@@ -138,7 +138,7 @@ class OpenAIFace:
             async for item in responses:
                 yield item
 
-    def _merged(self, details: CallDetails, c: wire.Completion, peer: str) -> AsyncIterator[Indexed]:
+    def _merged(self, details: CallDetails, c: wire.Completion, peer: str) -> AsyncGenerator[Indexed, None]:
         """Every choice's messages as they come, each with its choice's index."""
         return interleave([self._generate(details, m, peer) for m in c.requests])
 

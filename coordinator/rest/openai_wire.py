@@ -84,7 +84,7 @@ def _stops(value: Any) -> list[str]:
     return stops
 
 
-def target(model: Any, backbones: set[str]) -> dict[str, str]:
+def target(model: Any, backbones: set[str]) -> dict[str, Any]:
     """Which Generate field `model` fills: a served backbone's name (or `backbones/NAME`) runs the backbone alone;
     anything else is a prompt reference (`story`, `story@prod`, `story/versions/3`, `prompts/story`)."""
     if not isinstance(model, str) or not model:
@@ -166,7 +166,8 @@ def chat(body: Any, backbones: set[str]) -> Completion:
 
 
 def finish(reason: int) -> str | None:
-    return OPENAI_FINISH.get(reason)  # type: ignore[call-overload]
+    found: str | None = OPENAI_FINISH.get(reason)  # type: ignore[call-overload]  # keyed by the enum's ints
+    return found
 
 
 def usage(last: list[inf.GenerateResponse]) -> dict[str, int]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-async def interleave(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+async def interleave(streams: Sequence[AsyncIterator[T]]) -> AsyncGenerator[tuple[int, T], None]:
     """Every stream's items as they arrive, with the stream's index; the first error ends all of them. Closing
     this closes every stream."""
     if len(streams) == 1:
@@ -34,13 +34,14 @@ async def interleave(streams: Sequence[AsyncIterator[T]]) -> AsyncIterator[tuple
     try:
         left = len(tasks)
         while left:
-            i, item, exc, ended = await queue.get()
+            i, got, exc, ended = await queue.get()
             if exc is not None:
                 raise exc
             if ended:
                 left -= 1
                 continue
-            yield i, item  # type: ignore[misc]
+            assert got is not None  # only an ended stream's message carries None
+            yield i, got
     finally:
         for t in tasks:
             t.cancel()

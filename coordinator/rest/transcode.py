@@ -46,7 +46,7 @@ def query_dict(desc: Descriptor, pairs: Iterable[tuple[str, str]]) -> dict[str, 
         for i, part in enumerate(parts):
             f = _field(d, part)
             if i < len(parts) - 1:
-                if _is_leaf(f) or f.is_repeated:
+                if _is_leaf(f) or f.is_repeated or f.message_type is None:
                     raise InvalidArgument(f"query parameter {key!r}: {part!r} is not a message field")
                 node, d = node.setdefault(f.name, {}), f.message_type
                 continue

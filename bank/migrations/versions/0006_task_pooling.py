@@ -31,11 +31,11 @@ def _rewrite(table: Any, column: str, change: Any) -> None:
             conn.execute(table.update().where(table.c.id == row_id).values({column: new}))
 
 
-def _text_pooling(task: dict) -> dict | None:
+def _text_pooling(task: dict[str, Any]) -> dict[str, Any] | None:
     return {**task, "pooling": "text"} if task and "pooling" not in task else None
 
 
-def _job_text_pooling(spec: dict) -> dict | None:
+def _job_text_pooling(spec: dict[str, Any]) -> dict[str, Any] | None:
     task = _text_pooling(spec.get("task") or {})
     return {**spec, "task": task} if task is not None else None
 
