@@ -32,8 +32,9 @@ WARM_UP = 300  # requests before the fit: the first batches fill allocator arena
 # Bound on the fitted RSS slope after warm-up, MB per 1,000 requests. Measured on 2 shared cores (tiny encoder,
 # six runs; 7 samples, 400 .. 1,000 requests): coordinator -2.8 .. +0.4, workers +0.3 .. +1.6, allocator noise of
 # a few MB either way. 6 MB per 1,000 requests is twice the largest swing seen and four times the largest rise,
-# and still fails a leak of 6 kB per request; the check it replaces (RSS growth <= 10% between two readings)
-# let ~40 MB of coordinator growth through, a 20 kB-per-request leak passing it (measured: see the commit).
+# and still fails a leak of 6 kB per request. The check it replaces (RSS growth <= 10% between two readings)
+# allowed ~40 MB of coordinator growth: a coordinator leaking 20 kB per Classify passed it, and measures
+# +17.1 MB per 1,000 requests here.
 MAX_SLOPE_MB = 6.0
 Scores = list[dict[str, float]]
 
