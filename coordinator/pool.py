@@ -249,7 +249,7 @@ class ReplicaPool:
             try:
                 info = await asyncio.wait_for(rep.worker.info(), timeout=max(deadline - loop.time(), 0.1))
                 rep.state, rep.node_id = ReplicaState.LIVE, info.node_id
-                log.info("replica %d is back, on node %s", rep.index, rep.node_id[:8])
+                log.info("replica %d is back, on node %s (pid %d)", rep.index, rep.node_id[:8], info.pid)
                 return True
             except ActorDiedError:
                 break

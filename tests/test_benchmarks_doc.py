@@ -1,13 +1,19 @@
-"""docs/benchmarks.md is rendered from the bench records in bench/results/*.json (bench/render.py), never by hand.
+"""docs/benchmarks.md is rendered from the bench records in bench/results/*.json (bench/render.py), never by hand,
+and no record is older than the code it measures.
 
-The first test compares the committed page with what the committed records render; the others pin the
-renderer's output on small records written here.
+The first test compares the committed page with what the committed records render; the freshness tests read
+git history: each bench names the paths it measures (bench/sources.toml), and a commit after a record's that
+touches them fails the suite unless bench/accepted_stale.toml accepts that record, up to a reviewed commit,
+with its reason. The others pin the renderer's output on small records written here.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import render as bench_render  # noqa: E402
 import run_all  # noqa: E402
+from _record import BENCHES  # noqa: E402
+
+SOURCES, ACCEPTED = ROOT / "bench" / "sources.toml", ROOT / "bench" / "accepted_stale.toml"
+SHALLOW = ("this clone is shallow and lacks it: the check needs the history since the oldest record "
+           "(`git fetch --unshallow`, or clone without --depth); nothing was fetched")
 
 RUN_HINT = ("run `.venv/bin/python bench/run_all.py` on an otherwise idle machine: it runs every bench, writes "
             "bench/results/*.json and renders docs/benchmarks.md; commit both")
@@ -34,6 +45,134 @@ def test_COMMITTED_docs_benchmarks_md_is_what_the_committed_bench_results_json_r
     assert bench_render.DOC.read_text() == expected, (
         "docs/benchmarks.md is not what bench/results/*.json render (edited by hand, or the records changed): "
         "run `.venv/bin/python bench/run_all.py --render-only` and commit the page")
+
+
+# ---- records against the code they measure ----
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
+
+
+def commit_of(repo: Path, ref: str) -> str:
+    """The full hash of `ref` if this clone has that commit, else ""."""
+    return git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").stdout.strip()
+
+
+def touching(repo: Path, since: str, paths: list[str]) -> list[str]:
+    """`hash subject` of each commit after `since` (not in its history) up to HEAD that changes one of `paths`."""
+    return git(repo, "log", "--format=%h %s", f"{since}..HEAD", "--", *paths).stdout.splitlines()
+
+
+def stale_records(repo: Path, records: dict[str, str], sources: dict[str, list[str]],
+                  accepted: list[dict[str, str]]) -> list[str]:
+    """One line per record older than a change to its bench's code and not accepted (`records`: bench -> the
+    commit it ran at), per accepted entry that no longer holds, and per record this clone cannot check."""
+    if git(repo, "rev-parse", "--is-inside-work-tree").returncode != 0:
+        return ["not a git checkout: the records' commits cannot be compared with the code's history"]
+    shallow = git(repo, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    missing = f"; {SHALLOW}" if shallow else ": recorded on a commit that is not in this history"
+    problems: list[str] = []
+    entries: dict[str, dict[str, str]] = {}
+    for e in accepted:
+        if set(e) != {"bench", "record", "through", "reason"} or not str(e["reason"]).strip() or e["bench"] in entries:
+            problems.append(f"bench/accepted_stale.toml: an entry needs one bench, record, through and a reason: {e}")
+        entries[e["bench"]] = e
+    for bench, recorded in sorted(records.items()):
+        paths, entry = sources.get(bench), entries.pop(bench, None)
+        rec = commit_of(repo, recorded)
+        if not paths:
+            problems.append(f"{bench}: bench/sources.toml names no paths for it")
+            continue
+        if not rec:
+            problems.append(f"{bench}: its record ran at {recorded}{missing}")
+            continue
+        if git(repo, "merge-base", "--is-ancestor", rec, "HEAD").returncode != 0:
+            problems.append(f"{bench}: its record ran at {recorded}, which is not in HEAD's history")
+            continue
+        newer = touching(repo, rec, paths)
+        if entry is None:
+            if newer:
+                problems.append(f"{bench}: recorded at {recorded}, but {len(newer)} later commits change the code it "
+                                f"measures, the latest {newer[0][:90]}: rerun `python bench/run_all.py --only {bench}`, "
+                                "or accept the record in bench/accepted_stale.toml with the reason")
+            continue
+        through = commit_of(repo, entry["through"])
+        if commit_of(repo, entry["record"]) != rec or not newer:
+            problems.append(f"{bench}: bench/accepted_stale.toml accepts its record at {entry['record']}, but the "
+                            f"record ran at {recorded}{'' if newer else ' and nothing later changes its code'}: "
+                            "remove the entry")
+        elif not through:
+            problems.append(f"{bench}: accepted through {entry['through']}{missing}")
+        elif (git(repo, "merge-base", "--is-ancestor", rec, through).returncode != 0
+              or git(repo, "merge-base", "--is-ancestor", through, "HEAD").returncode != 0):
+            problems.append(f"{bench}: accepted through {entry['through']}, which is not between its record and HEAD")
+        elif after := touching(repo, through, paths):
+            problems.append(f"{bench}: accepted as stale through {entry['through']}, but {len(after)} later commits "
+                            f"change the code it measures, the latest {after[0][:90]}: rerun `python bench/run_all.py "
+                            f"--only {bench}`, or review them and move `through` in bench/accepted_stale.toml")
+    problems += [f"bench/accepted_stale.toml accepts {b}, which has no record: remove the entry" for b in entries]
+    return problems
+
+
+def committed_records() -> dict[str, str]:
+    return {p.stem: json.loads(p.read_text())["run"]["commit"] for p in sorted(bench_render.RESULTS.glob("*.json"))
+            if p.name != bench_render.MACHINE}
+
+
+def test_every_bench_names_the_code_it_measures() -> None:
+    sources = tomllib.loads(SOURCES.read_text())["sources"]
+    assert sorted(sources) == sorted(name for name, _, _ in BENCHES), "bench/sources.toml: one entry per bench"
+    for bench, paths in sources.items():
+        assert f"bench/{bench}.py" in paths, f"{bench}: a bench measures its own script too"
+        for p in paths:
+            assert (ROOT / p).is_dir() if p.endswith("/") else (ROOT / p).is_file(), f"{bench}: no {p} (folders end in /)"
+
+
+def test_no_bench_record_is_older_than_the_code_it_measures() -> None:
+    problems = stale_records(ROOT, committed_records(), tomllib.loads(SOURCES.read_text())["sources"],
+                             tomllib.loads(ACCEPTED.read_text()).get("accepted", []))
+    assert not problems, "\n".join(problems)
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def commit(repo: Path, path: str, text: str) -> str:
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text(text)
+    env = {**os.environ, **GIT_ENV}
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", f"change {path}"], cwd=repo, check=True, env=env)
+    return git(repo, "rev-parse", "--short", "HEAD").stdout.strip()
+
+
+def test_a_change_to_measured_code_after_a_record_is_caught_until_accepted_or_remeasured(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    sources = {"mixed_batch": ["bench/mixed_batch.py", "workers/"]}
+    recorded = commit(repo, "workers/actor.py", "v1")
+    assert stale_records(repo, {"mixed_batch": recorded}, sources, []) == []
+    commit(repo, "coordinator/server.py", "elsewhere")  # not what the bench measures
+    assert stale_records(repo, {"mixed_batch": recorded}, sources, []) == []
+    changed = commit(repo, "workers/actor.py", "v2")
+    [problem] = stale_records(repo, {"mixed_batch": recorded}, sources, [])
+    assert problem.startswith(f"mixed_batch: recorded at {recorded}, but 1 later commits") and "change workers" in problem
+    ok = {"bench": "mixed_batch", "record": recorded, "through": changed, "reason": "no forward change"}
+    assert stale_records(repo, {"mixed_batch": recorded}, sources, [ok]) == []
+    assert stale_records(repo, {"mixed_batch": recorded}, sources, [{**ok, "reason": " "}])  # a reason is required
+    again = commit(repo, "bench/mixed_batch.py", "timed differently")
+    [problem] = stale_records(repo, {"mixed_batch": recorded}, sources, [ok])
+    assert problem.startswith(f"mixed_batch: accepted as stale through {changed}, but 1 later commits")
+    [problem] = stale_records(repo, {"mixed_batch": again}, sources, [ok])  # re-measured: the entry goes
+    assert "remove the entry" in problem
+    assert stale_records(repo, {"mixed_batch": again}, sources, []) == []
+
+    shallow = tmp_path / "shallow"  # CI may clone with --depth 1: the record's commit is then missing
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow)], check=True)
+    [problem] = stale_records(shallow, {"mixed_batch": recorded}, sources, [])
+    assert problem == f"mixed_batch: its record ran at {recorded}; {SHALLOW}"
 
 
 # ---- the renderer on records written here ----

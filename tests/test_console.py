@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.service import Service
@@ -19,6 +20,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from bank.codec import encode_prompt
+from bank.peft_format import export_peft
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.rest_fixtures import RestStack
 from tests.test_server import DATA, input_hp
@@ -28,6 +31,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1280,1000")
 WAIT_S = 60
+TASK = {"labels": ["negative", "positive"]}
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +128,36 @@ def test_the_playground_shows_the_grpc_scores(browser: WebDriver, rest_stack: Re
         assert {s.get_attribute("data-label"): float(s.get_attribute("data-score"))
                 for s in cell.find_elements(By.CSS_SELECTOR, "span.score")} == pred.scores
 
-    # two versions compared on the same texts (the prompt has one: it agrees with itself)
-    Select(browser.find_element(By.ID, "compare-prompt")).select_by_value("rest-sentiment")
-    wait(browser, lambda d: [o.text for o in Select(d.find_element(By.ID, "compare-b")).options] == ["v1"])
+
+def test_the_playground_compares_two_versions(browser: WebDriver, rest_stack: RestStack, tiny_encoder: str) -> None:
+    """Two versions of one prompt (random prompts, seeds 0 and 2) that the gRPC API says agree on some texts and
+    not on others: the page must show each version's label per text and count the agreements."""
+    texts = ["good great lovely", "sad horrible hate", "fine"]
+    versions = [f"prompts/rest-compare/versions/{v}" for v in (1, 2)]
+    with rest_stack.client() as admin:
+        if not any(p.name == "prompts/rest-compare" for p in admin.list_prompts()):
+            for seed in (0, 2):
+                prompt = encode_prompt(torch.randn(4, 32, generator=torch.Generator().manual_seed(seed)) * 0.5)
+                config, weights = export_peft(prompt, base_model=tiny_encoder, revision="", architecture="encoder",
+                                              num_virtual_tokens=4, token_dim=32, task=TASK, extra=None)
+                admin.import_version("rest-compare", "enc", config, weights, labels=TASK["labels"])
+        want = [tuple(admin.classify([(v, t)])[0].label for v in versions) for t in texts]  # (A: v1, B: v2)
+    agree = sum(a == b for a, b in want)
+    assert 0 < agree < len(texts), f"the versions must agree on some texts and not on others: {want}"
+
+    sign_in(browser, rest_stack, "reader", "#/playground")
+    area = wait(browser, lambda d: css(d, "#texts"))[0]
+    area.clear()
+    area.send_keys("\n".join(texts))
+    Select(browser.find_element(By.ID, "compare-prompt")).select_by_value("rest-compare")
+    wait(browser, lambda d: [o.text for o in Select(d.find_element(By.ID, "compare-b")).options] == ["v2", "v1"])
+    assert [browser.find_element(By.ID, f"compare-{side}").get_attribute("value") for side in "ab"] == versions
     browser.find_element(By.ID, "compare").click()
-    assert wait(browser, lambda d: text_of(d, "agreement")) == f"agree on {len(texts)} of {len(texts)} texts"
+    assert wait(browser, lambda d: text_of(d, "agreement")) == f"agree on {agree} of {len(texts)} texts"
+    shown = [(row.find_elements(By.TAG_NAME, "td")[0].text,
+              tuple(td.find_element(By.TAG_NAME, "strong").text for td in row.find_elements(By.TAG_NAME, "td")[1:3]))
+             for row in css(browser, "tr.compare-row")]
+    assert shown == list(zip(texts, want, strict=True))
 
 
 def test_a_job_page_curve_grows_while_the_job_trains(browser: WebDriver, rest_stack: RestStack) -> None:

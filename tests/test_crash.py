@@ -113,13 +113,19 @@ def test_sigkill_mid_training_resumes_from_checkpoint_and_publishes_once(
         while not watcher.events and time.monotonic() < deadline:  # killed mid-stream, not before it opened
             time.sleep(0.05)
         first.kill()
+        seen = list(watcher.events)  # what the watch had before the SIGKILL
     assert first.proc.returncode == -9
+    # the kill landed mid-training: the watch had events, the job still RUNNING, its progress short of the end
+    assert seen, "the watcher saw no event before the SIGKILL: the kill did not land mid-stream"
+    progress = [e.step for e in seen if e.kind == jp.TrainJobEvent.PROGRESS]
+    assert seen[-1].state == jp.TrainJob.RUNNING and progress and 60 <= progress[-1] < LONG.max_steps, seen[-1]
 
     second = start(procs, db, tiny_encoder, tmp_path, ray_head, port=first.port)  # same address: clients reconnect
     watcher.join(400)
     assert not watcher.is_alive() and watcher.error is None, watcher.error
     seqs = [e.sequence for e in watcher.events]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "the watch skipped or repeated events"
+    assert len(watcher.events) > len(seen), "the watch saw nothing after the restart"
     assert watcher.events[-1].state == jp.TrainJob.SUCCEEDED
     with Client(second.address, timeout=30) as c:
         done = c.get_job(job.name)

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 import ray
+from ray.exceptions import ActorDiedError, RayActorError
 
 from coordinator.config import BackboneSpec, ServerConfig
+from coordinator.pool import Replica
 from promptbank import Client
 from promptbank_api.v1 import jobs_pb2 as jp
 from tests.conftest import LiveServer
@@ -20,6 +23,27 @@ from tests.test_replicas import _add_prompts, _server
 from tests.test_server import DATA, input_hp
 
 ROWS = [("route-a", "good great lovely"), ("route-b", "bad awful terrible")] * 4
+
+
+def pid_of(rep: Replica) -> int:
+    """The replica's process id, asked of the actor itself (waits while Ray restarts it)."""
+    return ray.get(rep.worker.info(), timeout=60).pid
+
+
+def restarted(rep: Replica, old_pid: int, timeout: float = 90) -> int:
+    """The pid of the replica once Ray has restarted it in a new process; fails if it never leaves `old_pid`
+    (a kill that killed nothing). A call sent as the kill lands may still reach the old process, or die with it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = pid_of(rep)
+        except RayActorError:  # died under this call, or still restarting
+            time.sleep(0.2)
+            continue
+        if pid != old_pid:
+            return pid
+        time.sleep(0.2)
+    raise AssertionError(f"replica {rep.index} still runs in pid {old_pid} {timeout:g} s after ray.kill")
 
 
 def test_replicas_killed_under_classify_load_lose_no_request(ray_session: None, tiny_encoder: str,
@@ -44,14 +68,17 @@ def test_replicas_killed_under_classify_load_lose_no_request(ray_session: None, 
         for t in threads:
             t.start()
         reps = live.coord.pool.get("enc2").replicas
+        pids = [pid_of(r) for r in reps]
+        assert len(set(pids)) == 2, pids
         time.sleep(1.0)
-        ray.kill(reps[0].handle, no_restart=False)  # Ray restarts it; meanwhile replica 1 takes the rows
-        time.sleep(1.5)
-        ray.kill(reps[1].handle, no_restart=False)
-        time.sleep(1.5)
-        ray.kill(reps[0].handle, no_restart=False)
-        ray.kill(reps[1].handle, no_restart=False)  # both at once: calls wait for a restart
-        time.sleep(3.0)
+        for victims in ([0], [1], [0, 1]):  # one, the other, then both at once: calls wait for a restart
+            before = [pids[i] for i in victims]
+            for i in victims:
+                ray.kill(reps[i].handle, no_restart=False)  # Ray restarts it; meanwhile the other takes the rows
+            for i in victims:  # each kill killed its replica: it answers again from a new process
+                pids[i] = restarted(reps[i], pids[i])
+            assert not set(pids[i] for i in victims) & set(before), (before, pids)
+            time.sleep(1.0)
         stop.set()
         for t in threads:
             t.join(120)
@@ -94,10 +121,15 @@ def test_a_replica_out_of_restarts_fails_its_job_and_spares_other_backbones(
             for ev in c.watch_job(job.name, timeout=120):
                 if ev.kind == jp.TrainJobEvent.PROGRESS:
                     break
-            ray.kill(live.coord.pool.get("enc1").replicas[0].handle, no_restart=True)  # never comes back
+            doomed = live.coord.pool.get("enc1").replicas[0]
+            old_pid = pid_of(doomed)
+            ray.kill(doomed.handle, no_restart=True)  # never comes back
             done = c.wait_job(job.name, timeout=300)
             assert done.state == jp.TrainJob.FAILED
             assert "replica 0 died and Ray gave up restarting it" in done.error, done.error
+            with pytest.raises(ActorDiedError):  # the kill killed it: the actor is gone for good
+                pid_of(doomed)
+            assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
             with pytest.raises(grpc.RpcError) as err:
                 c.classify([("enc-ok", "anything")])
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -99,7 +99,7 @@ class BackboneWorker:
         return BackboneInfo(model=i.model, revision=i.revision, architecture=i.architecture,
                             hidden_size=i.hidden_size, fingerprint=i.fingerprint, max_positions=i.max_positions,
                             device=str(self.device), threads=torch.get_num_threads(), node_id=_node_id(),
-                            deep=self.bb.deep.shape if self.bb.deep else (0, 0, 0))
+                            deep=self.bb.deep.shape if self.bb.deep else (0, 0, 0), pid=os.getpid())
 
     def check_task(self, req: CheckTaskRequest) -> None:
         """Raise ConfigError now if the task cannot run here (e.g. label words sharing a first token)."""

@@ -42,6 +42,7 @@ class BackboneInfo:
     threads: int = 1
     node_id: str = ""  # the Ray node the replica runs on ("" outside Ray)
     deep: tuple[int, int, int] = (0, 0, 0)  # where deep prompts go: (layers, key/value heads, head width); 0s: none
+    pid: int = 0  # the replica's process (a restarted replica has a new one; logs and fault tests tell them apart)
 
     @property
     def deep_width(self) -> int:

