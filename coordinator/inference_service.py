@@ -131,10 +131,10 @@ class InferenceService(inf_grpc.InferenceServicer):
 
         async def run(backbone: str, slots: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[list[float]]]:
             rs = [members[i][j] for i, j in slots]
-            rows = [(r.sha256, request.rows[i].text) for r, (i, _) in zip(rs, slots, strict=True)]
+            rows = [(r.row_key, request.rows[i].text) for r, (i, _) in zip(rs, slots, strict=True)]
             tokens = sum(estimate_tokens(request.rows[i].text, r.n_virtual) for r, (i, _) in zip(rs, slots, strict=True))
-            out = await self.batcher(backbone).submit(
-                rows, {r.sha256: self._bytes(r.sha256) for r in rs}, {r.sha256: r.task for r in rs}, tokens
+            out = await self.batcher(backbone).submit(  # keyed by prompt *and* task (ServedVersion.row_key)
+                rows, {r.row_key: self._bytes(r.sha256) for r in rs}, {r.row_key: r.task for r in rs}, tokens
             )
             return slots, out
 

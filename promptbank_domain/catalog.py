@@ -92,6 +92,13 @@ class ServedVersion:
     task: TaskSpec
     n_virtual: int
 
+    @property
+    def row_key(self) -> str:
+        """What a classified row is keyed by on a replica: the prompt's bytes *and* the task they are read
+        under. Two prompts may hold the same tensor with different labels or label texts (an import, a copy);
+        keyed by the bytes alone, rows of one would be scored with the other's task."""
+        return f"{self.sha256}:{self.task.digest()}"
+
 
 @dataclass(frozen=True)
 class AliasEventRecord:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -50,6 +52,11 @@ class TaskSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def digest(self) -> str:
+        """A short hash of everything that changes how a row is scored (labels, label words and texts, pooling,
+        description included for simplicity): rows of equal digests read their prompt the same way."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TaskSpec:

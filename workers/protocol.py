@@ -83,8 +83,9 @@ class TrainEvent:
 
 @dataclass(frozen=True)
 class ClassifyBatch:
-    """Rows of any tasks for one replica: (prompt sha256, text). `prompts` carries the bytes of the prompts the
-    replica was not sent before (it keeps the rest cached) and `tasks` every row's task by prompt hash."""
+    """Rows of any tasks for one replica: (row key, text), a key naming a prompt and the task it is read under
+    (coordinator side: `ServedVersion.row_key`; any opaque string). `prompts` carries the bytes of the prompts the
+    replica was not sent before (it keeps the rest cached) and `tasks` every row's task, both by row key."""
 
     rows: list[tuple[str, str]]
     prompts: dict[str, bytes]
