@@ -211,3 +211,22 @@ def test_a_job_with_costly_steps_is_grouped_apart_and_warned(server) -> None:  #
             starts[job.name] = next(e.message for e in c.watch_job(job.name) if e.message.startswith("starting"))
         assert "co-batched" not in starts[heavy.name], starts
         assert all("co-batched with 1 other job" in starts[j.name] for j in light), starts
+
+
+def test_a_generation_that_cannot_finish_in_the_context_is_refused_before_a_token(client: Client) -> None:
+    """prompt + text + max_new_tokens beyond the backbone's positions: INVALID_ARGUMENT with the numbers before
+    anything streams (it used to stream part of the output, then fail INTERNAL)."""
+    from tests.test_server import train as train_job
+
+    train_job(client, "careful-ctx", backbone="tiny-lm", labels=["negative", "positive"],
+              label_words=["bad", "good"])
+    long_text = "." * 450  # within the test server's 500-character limit; one token per character: > 256 positions
+    got: list[str] = []
+    with pytest.raises(InvalidArgument, match=r"positions, but backbone .* has \d+; send a shorter text"):
+        for piece in client.generate("careful-ctx", long_text, max_new_tokens=8):
+            got.append(piece)
+    assert got == []
+    with pytest.raises(InvalidArgument, match=r"\+ max_new_tokens \(512\) = \d+ positions.*ask for at most \d+"):
+        list(client.generate("careful-ctx", "a short text", max_new_tokens=512))
+    served = client.generate_full("careful-ctx", "a short text", max_new_tokens=4)  # what fits still serves
+    assert served.finish_reason and served.generated_tokens >= 1

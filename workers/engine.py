@@ -25,13 +25,14 @@ from itertools import count
 
 import torch
 
-from promptbank_api.errors import InvalidArgument, ResourceExhausted, Unavailable
+from promptbank_api.errors import ResourceExhausted, Unavailable
+from workers import context
 from workers.backbone import CAUSAL_LM, FrozenBackbone
 from workers.deep_prompt import capturing, decoding, prefixes
 from workers.kv_slab import KVSlab
 from workers.protocol import GeneratePiece, GenerateRequest, GenerationSettings, GenerationStats
 from workers.sampling import Sampler, pick_rows
-from workers.soft_prompt import RowPrompt, bare, build_batch, prompt_length, tokenize
+from workers.soft_prompt import RowPrompt, bare, build_batch, prompt_length
 from workers.text_stream import TextStream
 
 log = logging.getLogger("promptbank.worker")
@@ -99,12 +100,8 @@ class Engine:
         fit the cache; a request whose id was cancelled before it arrived finishes "cancelled" at once."""
         bb = self.bb
         p = bare(bb) if prompt is None else prompt
-        ids = tokenize(bb, [req.text], bb.max_positions)[0]
-        start = prompt_length(p) + len(ids)
-        if start > bb.max_positions:
-            raise InvalidArgument(f"prompt + text is {start} positions; the backbone allows {bb.max_positions} "
-                                  f"(use a shorter prompt or text)")
-        need = min(start + req.max_new_tokens, bb.max_positions)
+        ids = context.text_ids(bb, p, req.text, req.max_new_tokens)  # refused now if it cannot finish
+        need = prompt_length(p) + len(ids) + req.max_new_tokens
         if need > self.s.max_cached_tokens:
             raise ResourceExhausted(f"this generation needs {need} cached tokens (prompt + text + max_new_tokens), "
                                     f"more than a replica holds: --generate-max-cached-tokens "

@@ -10,11 +10,12 @@ from typing import Any
 import torch
 
 from promptbank_domain.task import ConfigError
+from workers import context
 from workers.backbone import CAUSAL_LM, SEQ2SEQ, FrozenBackbone
 from workers.deep_prompt import prefixes
 from workers.protocol import GeneratePiece
 from workers.sampling import Sampler
-from workers.soft_prompt import RowPrompt, bare, build_batch, tokenize
+from workers.soft_prompt import RowPrompt, bare, build_batch
 from workers.text_stream import TextStream
 
 
@@ -35,7 +36,6 @@ def generate(
     max_new_tokens: int = 32,
     temperature: float = 0.0,
     seed: int = 0,
-    max_length: int = 0,
     *,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -48,8 +48,9 @@ def generate(
     deep prompt's prefixes join every forward's attention; the KV cache holds only the text's own keys."""
     if bb.architecture not in (CAUSAL_LM, SEQ2SEQ):
         raise ConfigError(f"generation needs a causal-LM or seq2seq backbone, not {bb.architecture!r}")
-    text_ids = tokenize(bb, [text], max_length or bb.max_positions)
-    batch = build_batch(bb, text_ids, [bare(bb) if prompt is None else prompt])  # one row: no padding
+    row = bare(bb) if prompt is None else prompt
+    text_ids = [context.text_ids(bb, row, text, max_new_tokens)]  # refused now if it cannot finish
+    batch = build_batch(bb, text_ids, [row])  # one row: no padding
     sampler = Sampler(temperature, top_k, top_p, seed)
     stream = TextStream(bb.tokenizer, stop)
 
