@@ -228,3 +228,21 @@ def test_a_crafted_job_link_reaches_no_other_resource(browser: WebDriver, rest_s
     reached = {m for m in after if after[m] != before.get(m, 0)}
     assert reached <= {"GetTrainJob"}, f"a crafted job link made the console call {sorted(reached)}"
     assert text_of(browser, "view")  # and says why
+
+
+def test_numbers_read_as_people_write_them_and_a_result_links_to_its_prompt(browser: WebDriver,
+                                                                            rest_stack: RestStack) -> None:
+    """Counts as integers (57, not 57.000), the job's result a link, a local model path shortened (the whole
+    path on hover)."""
+    with rest_stack.client() as admin:
+        done = next(j for j in admin.list_jobs() if j.state == jp.TrainJob.SUCCEEDED and j.prompt.endswith("rest-sentiment"))
+        count = int(done.metrics["train_examples"])
+    sign_in(browser, rest_stack, "admin", f"#/jobs/{done.name.split('/')[-1]}")
+    link = wait(browser, lambda d: css(d, "#job-result a"))[0]
+    assert link.text == done.result_version and link.get_attribute("href").endswith("#/prompts/rest-sentiment")
+    metrics = browser.find_element(By.XPATH, "//dt[text()='metrics']/following-sibling::dd[1]").text
+    assert f"train_examples {count}," in metrics + "," and f"train_examples {count}.000" not in metrics, metrics
+    browser.get(rest_stack.url + "#/catalog")
+    cells = wait(browser, lambda d: css(d, "td.model"))
+    local = [c for c in cells if (c.get_attribute("title") or "").startswith("/")]
+    assert local and all(c.text.startswith("…/") and c.get_attribute("title").endswith(c.text[2:]) for c in local)
