@@ -29,7 +29,8 @@ PROTO_TYPES = {"int": {F.TYPE_INT32, F.TYPE_INT64}, "float": {F.TYPE_DOUBLE}, "s
 # `train` flags that are not hyperparameters: the task, its data, where the result goes, and how the CLI behaves.
 # A new hyperparameter flag must come from the table instead of joining this list.
 OTHER_FLAGS = {"help", "task", "backbone", "data", "data_uri", "text_column", "label_column", "labels", "label_texts",
-               "label_words", "pooling", "init_from", "alias", "max_rows", "request_id", "no_wait", "json"}
+               "label_words", "pooling", "init_from", "alias", "max_rows", "request_id", "no_wait", "json",
+               "encoding", "reconnect_for"}
 
 
 def train_parser() -> argparse.ArgumentParser:
