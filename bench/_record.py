@@ -46,6 +46,8 @@ BENCHES: list[tuple[str, str, float]] = [
     ("rest", "a REST/JSON Classify vs a gRPC Classify of the same rows, side by side on one server", 5),
     ("load_memory", "peak RSS of a replica loading a GPT-2-small-shaped model in bf16, over its bf16 weight bytes",
      2),
+    ("device", "on a CUDA GPU, in process, a 1B causal LM in bf16: mixed/single batches, vs PEFT over 64 tasks, "
+               "co-batched training, continuous batching (scripts/device_check.sh)", 5),
     ("generate", "64 concurrent generations over 16 tasks (deep and input prompts): continuous batching vs one "
                  "sequence at a time, PEFT per task and one batched HF generate with no prompt", 12),
 ]

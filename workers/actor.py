@@ -44,6 +44,7 @@ from workers.protocol import (
 )
 
 if TYPE_CHECKING:
+    from workers.devices import Placement
     from workers.engine import Engine
     from workers.soft_prompt import RowPrompt
 
@@ -78,6 +79,7 @@ class BackboneWorker:
         cache_bytes: int = 256 << 20,
         generation: GenerationSettings | None = None,
         dtype: str = "auto",
+        placement: Placement | None = None,
     ):
         # Ray pins OMP_NUM_THREADS to the actor's num_cpus (1 by default): use the node's cores unless told.
         num_threads = num_threads or os.cpu_count() or 1
@@ -89,7 +91,8 @@ class BackboneWorker:
 
         self.generation = generation or GenerationSettings()
         # the serving dtype and devices; a GPU replica whose weights cannot fit refuses here, before loading
-        placement = plan(dtype, model, revision, self.generation.max_cached_tokens if self.generation.batching else 0)
+        placement = placement or plan(dtype, model, revision,
+                                      self.generation.max_cached_tokens if self.generation.batching else 0)
         self.bb = FrozenBackbone(model, revision, placement=placement)  # read straight into dtype and devices
         self.device = self.bb.device
         self.heads = Heads(self.bb)
