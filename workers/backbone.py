@@ -157,11 +157,19 @@ def stored_embedding(model: PreTrainedModel, embed: torch.nn.Module, path: str, 
     name = next(n for n, m in model.named_modules() if m is embed) + ".weight"  # e.g. transformer.wte.weight
     shape = list(embed.weight.shape)
     folder = local_dir(path, revision)
-    for f in safetensors_files(folder) if folder is not None else []:
+    files = safetensors_files(folder) if folder is not None else []
+    same: list[tuple[str, str]] = []  # (file, key) of every tensor of the embeddings' shape
+    for f in files:
         with safe_open(str(f), framework="pt") as st:
             for key in st.keys():
-                if (key == name or key.endswith("." + name) or name.endswith("." + key)) and \
-                        list(st.get_slice(key).get_shape()) == shape:
+                if list(st.get_slice(key).get_shape()) != shape:
+                    continue
+                if key == name or key.endswith("." + name) or name.endswith("." + key):
                     return st.get_tensor(key)
+                if "lm_head" not in key:
+                    same.append((str(f), key))
+    if len(same) == 1:  # stored under its tied twin's name (e.g. a seq2seq's encoder.embed_tokens for shared)
+        with safe_open(same[0][0], framework="pt") as st:
+            return st.get_tensor(same[0][1])
     raise FailedPrecondition(f"backbone {path!r}: its input embeddings ({name}) are not in a safetensors file on "
                              "this machine, so a half-precision replica cannot fingerprint it; serve it in fp32")
