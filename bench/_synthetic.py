@@ -22,14 +22,23 @@ WORDS = ("the a an and or but not is are was were be been good bad great awful f
 
 
 def word_tokenizer(folder: Path) -> None:
-    """A WordPiece tokenizer over lower-case English words and single characters (BERT's specials)."""
-    from transformers import BertTokenizerFast
+    """A WordPiece tokenizer over lower-case English words and single characters (BERT's specials). Built from a
+    vocabulary dict (transformers 5) or a vocab.txt (transformers 4), whichever this version takes."""
+    from transformers import BertTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
 
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS + chars + [f"##{c}" for c in chars])]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    tok: PreTrainedTokenizerBase | None
+    try:
+        tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+    except TypeError:  # transformers 4: a vocab file
+        tok = None
+    if tok is None or len(tok) < len(vocab):
+        tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    assert len(tok) == len(vocab), f"the tokenizer holds {len(tok)} of {len(vocab)} tokens"
+    tok.save_pretrained(folder)
 
 
 # A Llama-shaped causal LM of about one billion parameters (TinyLlama's shape with a 32k vocabulary).

@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import (
@@ -75,7 +76,7 @@ class FrozenBackbone:
         self.architecture = architecture or detect_architecture(config)
         self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(
             model, revision=rev, trust_remote_code=False)
-        kw: dict[str, object] = {}
+        kw: dict[str, Any] = {}
         if self.placement.device_map is not None:
             kw["device_map"] = self.placement.device_map
         if self.placement.max_memory:

@@ -78,8 +78,13 @@ def safetensors_files(model_dir: Path) -> list[Path]:
 
 def parameter_count(files: list[Path]) -> int:
     """Elements over every tensor the headers declare."""
-    return sum(math.prod(int(d) for d in meta["shape"])  # type: ignore[attr-defined]
-               for f in files for meta in read_header(f).values())
+    total = 0
+    for f in files:
+        for meta in read_header(f).values():
+            shape = meta.get("shape") if isinstance(meta, dict) else None
+            if isinstance(shape, list):
+                total += math.prod(int(d) for d in shape)
+    return total
 
 
 def _config(model_dir: Path) -> dict[str, object]:
@@ -109,7 +114,8 @@ def config_parameters(cfg: dict[str, object]) -> int:
 
 def kv_cache_bytes(cfg: dict[str, object], cached_tokens: int, itemsize: int) -> int:
     """The generation slab at its cap: layers x keys and values x key/value width x positions (causal LMs)."""
-    archs = " ".join(str(a) for a in cfg.get("architectures") or [])  # type: ignore[attr-defined]
+    declared = cfg.get("architectures")
+    archs = " ".join(str(a) for a in declared) if isinstance(declared, list) else ""
     if cfg.get("is_encoder_decoder") or not ("CausalLM" in archs or "LMHeadModel" in archs):
         return 0
     h = _int(cfg, "hidden_size", "n_embd")
