@@ -115,7 +115,8 @@ class FrozenBackbone:
     @property
     def device(self) -> torch.device:
         """The input device: where the embeddings are, and where prompts, ids and results are."""
-        return self.embed.weight.device
+        weight: torch.Tensor = self.embed.weight
+        return weight.device
 
     @property
     def dtype(self) -> str:
@@ -156,7 +157,8 @@ def stored_embedding(model: PreTrainedModel, embed: torch.nn.Module, path: str, 
     from safetensors import safe_open
 
     name = next(n for n, m in model.named_modules() if m is embed) + ".weight"  # e.g. transformer.wte.weight
-    shape = list(embed.weight.shape)
+    weight: torch.Tensor = embed.weight  # type: ignore[assignment]  # (a Module's attribute is typed loosely)
+    shape = list(weight.shape)
     folder = local_dir(path, revision)
     files = safetensors_files(folder) if folder is not None else []
     same: list[tuple[str, str]] = []  # (file, key) of every tensor of the embeddings' shape
@@ -166,11 +168,13 @@ def stored_embedding(model: PreTrainedModel, embed: torch.nn.Module, path: str, 
                 if list(st.get_slice(key).get_shape()) != shape:
                     continue
                 if key == name or key.endswith("." + name) or name.endswith("." + key):
-                    return st.get_tensor(key)
+                    found: torch.Tensor = st.get_tensor(key)
+                    return found
                 if "lm_head" not in key:
                     same.append((str(f), key))
     if len(same) == 1:  # stored under its tied twin's name (e.g. a seq2seq's encoder.embed_tokens for shared)
         with safe_open(same[0][0], framework="pt") as st:
-            return st.get_tensor(same[0][1])
+            twin: torch.Tensor = st.get_tensor(same[0][1])
+            return twin
     raise FailedPrecondition(f"backbone {path!r}: its input embeddings ({name}) are not in a safetensors file on "
                              "this machine, so a half-precision replica cannot fingerprint it; serve it in fp32")
