@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,9 +27,10 @@ from promptbank_api.errors import FailedPrecondition
 from promptbank_kinds import Geometry
 from workers import deep_prompt
 from workers.devices import Placement, plan
-from workers.weights import local_dir, safetensors_files
+from workers.weights import data_start, local_dir, read_header, safetensors_files
 
 ENCODER, CAUSAL_LM, SEQ2SEQ, MASKED_LM = "encoder", "causal_lm", "seq2seq", "masked_lm"
+ROWS = 256  # embedding rows hashed at a time (the fingerprint): small reads that the allocator gives back
 _LOADERS = {
     ENCODER: AutoModel,
     CAUSAL_LM: AutoModelForCausalLM,
@@ -138,9 +141,10 @@ class FrozenBackbone:
             cfg.pop(volatile, None)
         h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
         weight = self.embed.weight.detach()
-        if weight.dtype != torch.float32:
-            weight = stored_embedding(self.model, self.embed, model, revision)
-        h.update(weight.to("cpu", torch.float32).contiguous().numpy().tobytes())
+        chunks = (weight.split(ROWS) if weight.dtype == torch.float32
+                  else stored_embedding(self.model, self.embed, model, revision))
+        for rows in chunks:  # the same digest as the whole tensor's bytes, never a copy of all of them
+            h.update(rows.to("cpu", torch.float32).contiguous().numpy().tobytes())
         return h.hexdigest()
 
     def parameter_digest(self) -> str:
@@ -152,29 +156,39 @@ class FrozenBackbone:
         return h.hexdigest()
 
 
-def stored_embedding(model: PreTrainedModel, embed: torch.nn.Module, path: str, revision: str) -> torch.Tensor:
-    """The checkpoint's input-embedding tensor as stored (one tensor read from the memory-mapped safetensors)."""
-    from safetensors import safe_open
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
+
+def stored_embedding(model: PreTrainedModel, embed: torch.nn.Module, path: str, revision: str
+                     ) -> Iterator[torch.Tensor]:
+    """The checkpoint's input-embedding tensor as stored, `ROWS` rows at a time, read with plain reads at its
+    offset in the safetensors file (a second memory map would count its pages in the replica's memory again)."""
     name = next(n for n, m in model.named_modules() if m is embed) + ".weight"  # e.g. transformer.wte.weight
     weight: torch.Tensor = embed.weight  # type: ignore[assignment]  # (a Module's attribute is typed loosely)
     shape = list(weight.shape)
     folder = local_dir(path, revision)
-    files = safetensors_files(folder) if folder is not None else []
-    same: list[tuple[str, str]] = []  # (file, key) of every tensor of the embeddings' shape
-    for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                if list(st.get_slice(key).get_shape()) != shape:
-                    continue
-                if key == name or key.endswith("." + name) or name.endswith("." + key):
-                    found: torch.Tensor = st.get_tensor(key)
-                    return found
-                if "lm_head" not in key:
-                    same.append((str(f), key))
-    if len(same) == 1:  # stored under its tied twin's name (e.g. a seq2seq's encoder.embed_tokens for shared)
-        with safe_open(same[0][0], framework="pt") as st:
-            twin: torch.Tensor = st.get_tensor(same[0][1])
-            return twin
-    raise FailedPrecondition(f"backbone {path!r}: its input embeddings ({name}) are not in a safetensors file on "
-                             "this machine, so a half-precision replica cannot fingerprint it; serve it in fp32")
+    found: list[tuple[Path, dict[str, object]]] = []  # the embeddings by name, else their tied twin by shape
+    same: list[tuple[Path, dict[str, object]]] = []
+    for f in safetensors_files(folder) if folder is not None else []:
+        for key, meta in read_header(f).items():
+            if meta.get("shape") != shape or meta.get("dtype") not in SAFETENSORS_DTYPES:
+                continue
+            if key == name or key.endswith("." + name) or name.endswith("." + key):
+                found.append((f, meta))
+            elif "lm_head" not in key:
+                same.append((f, meta))
+    hit = found[:1] or (same if len(same) == 1 else [])  # a twin: e.g. a seq2seq's encoder.embed_tokens for shared
+    if not hit:
+        raise FailedPrecondition(f"backbone {path!r}: its input embeddings ({name}) are not in a safetensors file on "
+                                 "this machine, so a half-precision replica cannot fingerprint it; serve it in fp32")
+    f, meta = hit[0]
+    dtype = SAFETENSORS_DTYPES[str(meta["dtype"])]
+    row_bytes = shape[1] * torch.empty(0, dtype=dtype).element_size()
+    offsets = meta["data_offsets"]
+    assert isinstance(offsets, list)
+    with open(f, "rb") as fh:
+        fh.seek(data_start(f) + int(offsets[0]))
+        for i in range(0, shape[0], ROWS):
+            n = min(ROWS, shape[0] - i)
+            data = bytearray(fh.read(n * row_bytes))
+            yield torch.frombuffer(data, dtype=dtype).view(n, shape[1])

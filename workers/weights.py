@@ -67,6 +67,13 @@ def read_header(path: Path) -> dict[str, dict[str, object]]:
     return header
 
 
+def data_start(path: Path) -> int:
+    """Where a safetensors file's tensor bytes begin (each tensor's `data_offsets` count from here)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+    return 8 + int(n)
+
+
 def safetensors_files(model_dir: Path) -> list[Path]:
     """The checkpoint's shards (from its index when sharded), or [] when it has no safetensors."""
     index = model_dir / "model.safetensors.index.json"
