@@ -44,6 +44,10 @@ BENCHES: list[tuple[str, str, float]] = [
     ("ts_client", "Classify rows/s through the TypeScript SDK vs the Python SDK at the same concurrency", 4),
     ("multinode", "Classify rows/s with replicas spread over two Ray nodes vs on one node (local cluster)", 5),
     ("rest", "a REST/JSON Classify vs a gRPC Classify of the same rows, side by side on one server", 5),
+    ("load_memory", "peak RSS of a replica loading a GPT-2-small-shaped model in bf16, over its bf16 weight bytes",
+     2),
+    ("device", "on a CUDA GPU, in process, a 1B causal LM in bf16: mixed/single batches, vs PEFT over 64 tasks, "
+               "co-batched training, continuous batching (scripts/device_check.sh)", 5),
     ("generate", "64 concurrent generations over 16 tasks (deep and input prompts): continuous batching vs one "
                  "sequence at a time, PEFT per task and one batched HF generate with no prompt", 12),
 ]

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from _record import BENCHES, ROOT, quality_minutes, run_info  # noqa: E402
 from render import DOC, MACHINE, RESULTS, RenderError, render  # noqa: E402
 
 NAMES = [name for name, _, _ in BENCHES]
+NEEDS_GPU = {"device"}  # measured only on a machine with a CUDA GPU (scripts/device_check.sh runs it there)
 QUICK_RESULTS = Path(tempfile.gettempdir()) / "promptbank-bench-quick"
 
 
@@ -128,15 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     failed: list[str] = []
+    skipped: list[str] = []
     if not a.render_only:
         results.mkdir(parents=True, exist_ok=True)
         total = sum(minutes(n, a) for n in selected)
         print(f"running {', '.join(selected)} one after another: about {total:g} min on 2 CPU cores"
               f"{' (quick: a few minutes)' if a.quick else ''}; keep the machine otherwise idle", flush=True)
         for name in selected:
+            if name in NEEDS_GPU and not a.quick and not shutil.which("nvidia-smi"):
+                print(f"\n=== {name}: skipped, this machine has no CUDA GPU (scripts/device_check.sh on one)", flush=True)
+                skipped.append(name)
+                continue
             if not run_one(name, a, results):
                 failed.append(name)
-        write_machine(results, [n for n in selected if n not in failed], a.quick)
+        write_machine(results, [n for n in selected if n not in failed and n not in skipped], a.quick)
     try:
         text = render(results, allow_quick=a.quick or a.allow_quick)
     except RenderError as exc:

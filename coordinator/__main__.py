@@ -15,6 +15,7 @@ from coordinator.config import LOG_FORMATS, BackboneSpec, ServerConfig, default_
 from coordinator.limits import FLAGS, LIMIT_HELP, Limits
 from coordinator.server import serve_forever
 from promptbank_api.errors import PromptBankError
+from promptbank_domain.precision import SERVING_DTYPES
 
 HTTP_PORT = 8051  # the REST/JSON and console port unless --http-port says otherwise
 
@@ -41,6 +42,11 @@ def finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
+
+
+def gpus(text: str) -> float | str:
+    """--worker-gpus: a finite number, or "auto"."""
+    return "auto" if text.strip().lower() == "auto" else finite(text)
 
 
 def parse_resource(text: str) -> tuple[str, float]:
@@ -91,8 +97,17 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--scale-down-after", type=finite, default=ServerConfig.scale_down_after_s, metavar="SECONDS",
                     help=f"remove a replica idle this long (default {ServerConfig.scale_down_after_s:g})")
     ap.add_argument("--worker-cpus", type=finite, default=0.0, help="Ray CPUs reserved per replica (default 1)")
-    ap.add_argument("--worker-gpus", type=finite, default=None,
-                    help="Ray GPUs per replica, fractions share a GPU (default: 1 when the cluster has GPUs, else 0)")
+    ap.add_argument("--worker-gpus", type=gpus, default=None, metavar="N|auto",
+                    help="Ray GPUs per replica, fractions share a GPU; N > 1 splits a backbone by layers over its "
+                         "N GPUs; 'auto': per backbone, the fewest GPUs its weights in --dtype fit (needs each GPU's "
+                         "memory: --worker-gpu-memory, or nvidia-smi here). Default: 1 when the cluster has GPUs, "
+                         "else 0")
+    ap.add_argument("--worker-gpu-memory", type=finite, default=0.0, metavar="GIB",
+                    help="memory of each GPU, for placement estimates (default: read with nvidia-smi where the "
+                         "coordinator runs; unknown otherwise, and then each GPU replica checks its own)")
+    ap.add_argument("--dtype", choices=list(SERVING_DTYPES), default="auto",
+                    help="serving precision of the backbones started here: 'auto' (bf16 on GPUs that have it, fp16 "
+                         "on other GPUs, fp32 on CPUs; default), bf16, fp16 or fp32. Prompts stay fp32 in the bank")
     ap.add_argument("--worker-resource", action="append", default=[], metavar="NAME=AMOUNT",
                     help="a Ray custom resource each replica needs, e.g. a node pool's; repeatable")
     ap.add_argument("--placement", choices=["spread", "pack"], default=ServerConfig.placement,
@@ -156,13 +171,15 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                     help="the least severe log records written (default INFO)")
     a = ap.parse_args(argv)
     try:
-        backbones = tuple(BackboneSpec.parse(b, a.replicas) for b in a.backbone)
+        backbones = tuple(BackboneSpec.parse(b, a.replicas, a.dtype) for b in a.backbone)
         if not backbones:
-            backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas),)
+            backbones = (BackboneSpec("minilm", packaged_minilm(), replicas=a.replicas, dtype=a.dtype),)
         roots = a.data_root or [r for r in os.environ.get("PROMPTBANK_DATA_ROOTS", "").split(":") if r]
         admin = read_secret(a.admin_token_file, "--admin-token-file", os.environ.get("PROMPTBANK_ADMIN_TOKEN", ""))
         config = ServerConfig(host=a.host, port=a.port, health_port=a.health_port, db=a.db, ray_address=a.ray_address,
-                              backbones=backbones, worker_cpus=a.worker_cpus, worker_gpus=a.worker_gpus,
+                              backbones=backbones, worker_cpus=a.worker_cpus,
+                              worker_gpus=None if a.worker_gpus == "auto" else a.worker_gpus,
+                              worker_gpus_auto=a.worker_gpus == "auto", worker_gpu_memory_gib=a.worker_gpu_memory,
                               placement=a.placement, worker_resources=tuple(parse_resource(r) for r in a.worker_resource),
                               placement_timeout_s=a.placement_timeout, max_replicas=a.max_replicas,
                               scale_up_wait_ms=a.scale_up_wait, scale_down_after_s=a.scale_down_after,

@@ -29,6 +29,7 @@ from promptbank_api.names import (
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
 from promptbank_domain.catalog import BackboneRecord
+from promptbank_domain.precision import check_dtype
 from workers.protocol import BackboneInfo
 
 UPDATABLE = {"tags", "owner", "task.description"}
@@ -73,19 +74,24 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         bb = self.pool.backbones.get(name)
         return [cat.BackboneReplica(index=r.index, state=r.state, node_id=r.node_id) for r in bb.replicas] if bb else []
 
+    def _proto(self, bb: BackboneRecord) -> cat.Backbone:
+        """The record with this coordinator's replicas of it and their serving dtype."""
+        served = self.pool.backbones.get(bb.name)
+        return cv.backbone_to_proto(bb, self._replicas(bb.name), served.info.dtype if served else "")
+
     async def ListBackbones(self, request: cat.ListBackbonesRequest, context: grpc.aio.ServicerContext) -> cat.ListBackbonesResponse:
         offset, limit = cv.page(request.page_size, request.page_token, {})
 
         def q(s: Tx) -> cat.ListBackbonesResponse:
             rows = catalog.list_backbones(s, offset, limit)
-            out, token = cv.fill_page(rows, lambda b: cv.backbone_to_proto(b, self._replicas(b.name)), offset, limit, {}, self.page_bytes)
+            out, token = cv.fill_page(rows, self._proto, offset, limit, {}, self.page_bytes)
             return cat.ListBackbonesResponse(backbones=out, next_page_token=token)
 
         return await self.db.read(q)
 
     async def GetBackbone(self, request: cat.GetBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         name = strip_collection(request.name, "backbones")
-        return await self.db.read(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
+        return await self.db.read(lambda s: self._proto(catalog.get_backbone(s, name)))
 
     async def RegisterBackbone(self, request: cat.RegisterBackboneRequest, context: grpc.aio.ServicerContext) -> cat.Backbone:
         """Load a backbone on new Ray replicas and record it; repeating the same registration is a no-op."""
@@ -94,19 +100,26 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
         self.config.limits.check_chars("field_chars", request.revision, "revision")
         if not request.model:
             raise InvalidArgument("model is required: a Hugging Face model id or a path on the workers")
+        try:
+            dtype = check_dtype(request.dtype, "dtype")
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
         served = self.pool.backbones.get(name)
         if served is not None:
             if (served.spec.model, served.spec.revision) != (request.model, request.revision):
                 raise AlreadyExists(f"backbone {name!r} is already served from {served.spec.model!r}")
+            if dtype not in ("auto", served.info.dtype):
+                raise AlreadyExists(f"backbone {name!r} is already served in {served.info.dtype}, not {dtype}")
         else:
             try:
-                spec = BackboneSpec(name, request.model, request.revision, request.replicas if request.HasField("replicas") else 1)
+                spec = BackboneSpec(name, request.model, request.revision,
+                                    request.replicas if request.HasField("replicas") else 1, dtype)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from None
             self.config.check_model(spec.model)  # PERMISSION_DENIED before anything is read or downloaded
             info = await self.pool.add(spec)
             await self.db.run(lambda s: record_backbone(s, spec, info))
-        return await self.db.run(lambda s: cv.backbone_to_proto(catalog.get_backbone(s, name), self._replicas(name)))
+        return await self.db.run(lambda s: self._proto(catalog.get_backbone(s, name)))
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)

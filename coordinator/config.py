@@ -12,6 +12,7 @@ from coordinator.limits import Limits
 from coordinator.roots import looks_local, require_under
 from promptbank_api.errors import PermissionDenied
 from promptbank_api.names import check_name
+from promptbank_domain.precision import check_dtype
 from workers.protocol import GenerationSettings
 
 AUTH_MODES = ("none", "tokens")
@@ -41,22 +42,24 @@ def packaged_minilm() -> str:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One backbone to serve: `name=model[@revision]`, with its replica count."""
+    """One backbone to serve: `name=model[@revision]`, with its replica count and serving dtype."""
 
     name: str
     model: str
     revision: str = ""
     replicas: int = 1
+    dtype: str = "auto"  # promptbank_domain.precision: auto | bf16 | fp16 | fp32 (auto: fp32 on CPUs)
 
     def __post_init__(self) -> None:
         check_name("backbone", self.name)
+        object.__setattr__(self, "dtype", check_dtype(self.dtype, f"dtype of backbone {self.name!r}:"))
         if not self.model:
             raise ValueError(f"backbone {self.name!r} needs a model id or path")
         if not 1 <= self.replicas <= 64:
             raise ValueError(f"replicas={self.replicas} for backbone {self.name!r} must be between 1 and 64")
 
     @classmethod
-    def parse(cls, text: str, replicas: int = 1) -> BackboneSpec:
+    def parse(cls, text: str, replicas: int = 1, dtype: str = "auto") -> BackboneSpec:
         """`minilm=sentence-transformers/all-MiniLM-L6-v2@main` or `tiny=/path/to/model`."""
         if "=" not in text:
             raise ValueError(f"--backbone {text!r}: use NAME=MODEL (model id or local path, optional @revision)")
@@ -64,7 +67,7 @@ class BackboneSpec:
         revision = ""
         if "@" in model and not Path(model).exists():
             model, revision = model.rsplit("@", 1)
-        return cls(name=name.strip(), model=model.strip(), revision=revision, replicas=replicas)
+        return cls(name=name.strip(), model=model.strip(), revision=revision, replicas=replicas, dtype=dtype)
 
 
 def _require(ok: bool, flag: str, value: object, rule: str) -> None:
@@ -90,6 +93,8 @@ class ServerConfig:
     backbones: tuple[BackboneSpec, ...] = ()
     worker_cpus: float = 0.0  # Ray CPUs reserved per replica; 0 = 1
     worker_gpus: float | None = None  # Ray GPUs per replica (fractions share a GPU); None = 1 if the cluster has GPUs
+    worker_gpus_auto: bool = False  # --worker-gpus auto: per backbone, the fewest whole GPUs its footprint fits
+    worker_gpu_memory_gib: float = 0.0  # memory of each GPU for placement estimates; 0 = read here (nvidia-smi)
     worker_resources: tuple[tuple[str, float], ...] = ()  # Ray custom resources per replica (e.g. a node pool's)
     placement: str = "spread"  # replicas of a backbone: "spread" over nodes, or "pack" (Ray's default placement)
     placement_timeout_s: float = 600.0  # a replica Ray cannot place (and start) within this fails with what it needs
@@ -189,6 +194,10 @@ class ServerConfig:
         _require(self.worker_cpus >= 0, "--worker-cpus", self.worker_cpus, "must be >= 0 (0 = 1)")
         if self.worker_gpus is not None:
             _require(self.worker_gpus >= 0, "--worker-gpus", self.worker_gpus, "must be >= 0")
+        if self.worker_gpus_auto and self.worker_gpus is not None:
+            raise ValueError(f"--worker-gpus auto and --worker-gpus {self.worker_gpus:g} exclude each other")
+        _require(self.worker_gpu_memory_gib >= 0, "--worker-gpu-memory", self.worker_gpu_memory_gib,
+                 "must be >= 0 GiB (0 = read it from nvidia-smi where the coordinator runs)")
         if any(not amount > 0 or not name or name in ("CPU", "GPU") for name, amount in self.worker_resources):
             raise ValueError(f"--worker-resource {dict(self.worker_resources)}: amounts must be > 0, and CPU/GPU "
                              "have --worker-cpus/--worker-gpus")

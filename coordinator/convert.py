@@ -77,12 +77,13 @@ def task_to_proto(task: TaskSpec) -> cat.TaskSpec:
                         description=task.description, pooling=task.pooling)
 
 
-def backbone_to_proto(bb: BackboneRecord, serving: list[cat.BackboneReplica] | None = None) -> cat.Backbone:
-    """`serving`: this coordinator's replicas of it (empty when it does not serve the backbone)."""
+def backbone_to_proto(bb: BackboneRecord, serving: list[cat.BackboneReplica] | None = None, dtype: str = "") -> cat.Backbone:
+    """`serving`: this coordinator's replicas of it (empty when it does not serve the backbone); `dtype` theirs."""
     return cat.Backbone(
         name=f"backbones/{bb.name}", model=bb.model, revision=bb.revision, architecture=ARCH.get(bb.architecture, cat.ARCHITECTURE_UNSPECIFIED),
         hidden_size=bb.hidden_size, fingerprint=bb.fingerprint, replicas=len(serving or []),
         create_time=to_timestamp(bb.created_at), serving=serving or [], deep_prompt_width=bb.deep_width,
+        dtype=dtype,
     )
 
 

@@ -19,6 +19,7 @@ from ray._private import ray_constants
 from ray.actor import ActorHandle
 from ray.exceptions import ActorDiedError, RayActorError
 
+from coordinator.capacity import offers, plan_gpus
 from coordinator.config import PLACEMENTS, BackboneSpec, ServerConfig, is_loopback
 from coordinator.errors import root_cause
 from coordinator.generation import GenerationMonitor, stream, unique_id
@@ -128,17 +129,21 @@ class ReplicaPool:
         self.metrics = metrics or Metrics()
         self.backbones: dict[str, BackboneReplicas] = {}
         self.generation = GenerationMonitor(self, self.metrics.generation)  # started by the server
+        self._gpus: dict[str, float] = {}  # GPUs per replica of each backbone, as capacity.plan_gpus chose
 
-    def demand(self) -> dict[str, float]:
+    def demand(self, spec: BackboneSpec | None = None) -> dict[str, float]:
         """Ray resources one replica asks for: --worker-cpus (1 by default) and --worker-gpus (by default one
-        GPU when the cluster has any: a cluster that only gains GPU nodes later needs --worker-gpus set)."""
+        GPU when the cluster has any: a cluster that only gains GPU nodes later needs --worker-gpus set; `auto`:
+        the fewest that hold `spec`'s footprint, coordinator/capacity.py)."""
         gpus = self.config.worker_gpus
+        if spec is not None:
+            gpus = self._gpus.get(spec.name, gpus)
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         return {"CPU": self.config.worker_cpus or 1.0, "GPU": gpus, **dict(self.config.worker_resources)}
 
-    def _actor_options(self) -> dict[str, Any]:
-        need = self.demand()
+    def _actor_options(self, spec: BackboneSpec) -> dict[str, Any]:
+        need = self.demand(spec)
         return {"max_concurrency": 8, "max_restarts": MAX_RESTARTS, "num_cpus": need.pop("CPU"),
                 "num_gpus": need.pop("GPU"), "resources": need,
                 "scheduling_strategy": PLACEMENTS[self.config.placement],
@@ -146,9 +151,12 @@ class ReplicaPool:
 
     async def _start(self, spec: BackboneSpec, n: int) -> list[tuple[WorkerClient, BackboneInfo]]:
         """Start `n` actors of a backbone and wait until each has loaded its model. One that Ray cannot place
-        (or that cannot load) within --placement-timeout is killed with the others, and the error says why."""
-        options = self._actor_options()
-        workers = [WorkerClient.start(spec.model, spec.revision, options, self.config.generation) for _ in range(n)]
+        (or that cannot load) within --placement-timeout is killed with the others, and the error says why. A
+        backbone whose footprint cannot fit the nodes is refused before any actor starts."""
+        self._gpus[spec.name] = plan_gpus(replace(spec, replicas=n), self.config, offers())
+        options = self._actor_options(spec)
+        workers = [WorkerClient.start(spec.model, spec.revision, options, self.config.generation, spec.dtype)
+                   for _ in range(n)]
         timeout = self.config.placement_timeout_s
         try:
             infos = await asyncio.wait_for(asyncio.gather(*[w.info() for w in workers]), timeout)
@@ -161,7 +169,7 @@ class ReplicaPool:
         return list(zip(workers, infos, strict=True))
 
     def _unplaced(self, spec: BackboneSpec, n: int, timeout: float) -> str:
-        need = {k: v for k, v in self.demand().items() if v}
+        need = {k: v for k, v in self.demand(spec).items() if v}
         free = ray.available_resources()
         nodes = [{k: n.get("Resources", {}).get(k, 0) for k in need} for n in ray.nodes() if n.get("Alive")]
         return (f"Ray could not place {n} replica(s) of backbone {spec.name!r} within {timeout:g} s "

@@ -66,15 +66,15 @@ class WorkerClient:
         self.handle = handle  # the raw handle, for Ray's own use (tests inject faults with it)
 
     @classmethod
-    def start(cls, model: str, revision: str, options: dict[str, Any], generation: GenerationSettings | None = None
-              ) -> WorkerClient:
+    def start(cls, model: str, revision: str, options: dict[str, Any], generation: GenerationSettings | None = None,
+              dtype: str = "auto") -> WorkerClient:
         """Create the actor (it loads its model in the background; `info()` answers once it has). Generate calls
         run in a concurrency group of their own, sized by `generation` (Ray takes groups only here, not in
         `options`), so they never wait behind, nor hold up, the default group's `max_concurrency` threads."""
         groups = concurrency_groups(generation or GenerationSettings())
         handle = ray.remote(concurrency_groups=groups)(  # type: ignore[call-overload]  # ray's stubs omit the groups
             BackboneWorker).options(**options).remote(
-            model, revision, generation=generation)
+            model, revision, generation=generation, dtype=dtype)
         if not isinstance(handle, ActorHandle):  # (Ray's stubs allow a class here too)
             raise TypeError(f"Ray started no actor: {handle!r}")
         return cls(handle)

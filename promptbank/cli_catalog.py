@@ -14,6 +14,7 @@ from promptbank.output import emit, enum_text, table
 from promptbank.peft_files import read_adapter, write_adapter
 from promptbank_api.names import parse_ref
 from promptbank_api.v1 import catalog_pb2 as cat
+from promptbank_domain.precision import SERVING_DTYPES
 
 
 def _json(p: argparse.ArgumentParser) -> None:
@@ -104,6 +105,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("model", help="model id or a path on the workers")
     b.add_argument("--revision", default="")
     b.add_argument("--replicas", type=int, default=None, help="Ray actors to start (default 1)")
+    b.add_argument("--dtype", choices=list(SERVING_DTYPES), default="auto",
+                   help="serving precision: auto (bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPUs; "
+                        "default), bf16, fp16 or fp32. Prompts stay fp32 and serve in any")
     _json(b)
 
 
@@ -191,11 +195,12 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
 
 def cmd_backbones(a: argparse.Namespace, c: Client) -> int:
     if a.action == "register":
-        emit(c.register_backbone(a.name, a.model, a.revision, a.replicas), a.json)
+        emit(c.register_backbone(a.name, a.model, a.revision, a.replicas, dtype=a.dtype), a.json)
         return 0
     arch = cat.Architecture.DESCRIPTOR
     table(c.list_backbones(), [("NAME", lambda b: b.name), ("ARCHITECTURE", lambda b: enum_text(arch, b.architecture)),
-                               ("HIDDEN", lambda b: b.hidden_size), ("REPLICAS", _replicas),
+                               ("HIDDEN", lambda b: b.hidden_size), ("DTYPE", lambda b: b.dtype or "-"),
+                               ("REPLICAS", _replicas),
                                ("MODEL", lambda b: b.model)], a.json, "backbones")
     return 0
 

@@ -390,9 +390,10 @@ class Client:
         return self.catalog.ImportPromptVersion(req, timeout=self.timeout)
 
     def register_backbone(self, name: str, model: str, revision: str = "", replicas: int | None = None,
-                          timeout: float = 600) -> cat.Backbone:
-        """Load a model on new replicas and serve it; `replicas` None takes the server's default (1)."""
-        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision)
+                          timeout: float = 600, dtype: str = "") -> cat.Backbone:
+        """Load a model on new replicas and serve it; `replicas` None takes the server's default (1); `dtype`
+        auto (the default), bf16, fp16 or fp32."""
+        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision, dtype=dtype)
         if replicas is not None:
             req.replicas = replicas
         return self.catalog.RegisterBackbone(req, timeout=timeout)

@@ -94,14 +94,15 @@ def test_errors_are_printed_with_their_status(server) -> None:  # type: ignore[n
 
 def test_backbones_list(server) -> None:  # type: ignore[no-untyped-def]
     out = cli(server, "backbones", "list").stdout.splitlines()
-    assert out[0].split() == ["NAME", "ARCHITECTURE", "HIDDEN", "REPLICAS", "MODEL"]
-    rows = {line.split()[0]: line.split()[1:4] for line in out[1:]}
-    assert rows["backbones/tiny-enc"] == ["encoder", "32", "1"]
+    assert out[0].split() == ["NAME", "ARCHITECTURE", "HIDDEN", "DTYPE", "REPLICAS", "MODEL"]
+    rows = {line.split()[0]: line.split()[1:5] for line in out[1:]}
+    assert rows["backbones/tiny-enc"] == ["encoder", "32", "fp32", "1"]  # dtype auto: fp32 on a CPU
     enc = next(line for line in out if line.startswith("backbones/tiny-enc"))
     assert re.search(r" 1 \(live@[0-9a-f]{8}\) ", enc), enc  # each replica's state and Ray node
     assert rows["backbones/tiny-lm"][0] == "causal_lm"
     listed = [json.loads(line) for line in cli(server, "backbones", "list", "--json").stdout.splitlines()]
     assert all(isinstance(b["hidden_size"], int) and isinstance(b["replicas"], int) for b in listed)
+    assert {b["dtype"] for b in listed if b["name"] in ("backbones/tiny-enc", "backbones/tiny-lm")} == {"fp32"}
     assert all(r["state"] == "live" and r["node_id"] for b in listed for r in b["serving"])
 
 

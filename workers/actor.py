@@ -6,7 +6,8 @@ replica and never re-fetched.
 
 The coordinator imports this module only to name the actor class, so everything that pulls in transformers
 (the backbone, the heads, training, generation) is imported where a replica first uses it: a coordinator
-starts seconds sooner and never loads a model library it does not run.
+starts seconds sooner and never loads a model library it does not run. Nor does a replica need Ray or the
+bank's SQL to run: benches and GPU checks run it in process with only torch, transformers and the codec.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import ray
 import torch
 
 from bank.codec import read_prompt
@@ -44,6 +44,7 @@ from workers.protocol import (
 )
 
 if TYPE_CHECKING:
+    from workers.devices import Placement
     from workers.engine import Engine
     from workers.soft_prompt import RowPrompt
 
@@ -60,6 +61,10 @@ def concurrency_groups(settings: GenerationSettings) -> dict[str, int]:
 
 def _node_id() -> str:
     """The Ray node this process runs on, or "" when it runs outside Ray (tests, benches in-process)."""
+    try:
+        import ray
+    except ImportError:  # a machine without Ray: in-process use only
+        return ""
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
@@ -73,22 +78,27 @@ class BackboneWorker:
         num_threads: int = 0,
         cache_bytes: int = 256 << 20,
         generation: GenerationSettings | None = None,
+        dtype: str = "auto",
+        placement: Placement | None = None,
     ):
         # Ray pins OMP_NUM_THREADS to the actor's num_cpus (1 by default): use the node's cores unless told.
         num_threads = num_threads or os.cpu_count() or 1
         torch.set_num_threads(num_threads)
         os.environ["OMP_NUM_THREADS"] = str(num_threads)
         from workers.backbone import FrozenBackbone
+        from workers.devices import plan
         from workers.heads import Heads
 
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.bb = FrozenBackbone(model, revision)
-        self.bb.model.to(self.device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) types it unbound
+        self.generation = generation or GenerationSettings()
+        # the serving dtype and devices; a GPU replica whose weights cannot fit refuses here, before loading
+        placement = placement or plan(dtype, model, revision,
+                                      self.generation.max_cached_tokens if self.generation.batching else 0)
+        self.bb = FrozenBackbone(model, revision, placement=placement)  # read straight into dtype and devices
+        self.device = self.bb.device
         self.heads = Heads(self.bb)
         self.cache: LRU[RowPrompt] = LRU(cache_bytes, tensor_bytes)
         self.anchor_cache: LRU[torch.Tensor] = LRU(max(1 << 20, cache_bytes // 8), tensor_bytes)  # label texts
         self._cancelled: set[str] = set()
-        self.generation = generation or GenerationSettings()
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self._gen_cancelled: OrderedDict[str, None] = OrderedDict()  # one-at-a-time path: ids to stop
@@ -99,7 +109,8 @@ class BackboneWorker:
         return BackboneInfo(model=i.model, revision=i.revision, architecture=i.architecture,
                             hidden_size=i.hidden_size, fingerprint=i.fingerprint, max_positions=i.max_positions,
                             device=str(self.device), threads=torch.get_num_threads(), node_id=_node_id(),
-                            deep=self.bb.deep.shape if self.bb.deep else (0, 0, 0), pid=os.getpid())
+                            deep=self.bb.deep.shape if self.bb.deep else (0, 0, 0), pid=os.getpid(),
+                            dtype=self.bb.dtype, devices=tuple(str(d) for d in self.bb.placement.devices))
 
     def check_task(self, req: CheckTaskRequest) -> None:
         """Raise ConfigError now if the task cannot run here (e.g. label words sharing a first token)."""

@@ -42,6 +42,10 @@ class DeepLayout:
     slots: dict[int, int]  # id(attention module) -> slot index
     kv_heads: int
     head_dim: int
+    devices: tuple[torch.device, ...] = ()  # slot -> the device its module runs on (a split replica has several)
+
+    def device(self, slot: int) -> torch.device | None:
+        return self.devices[slot] if self.devices else None
 
     @property
     def n_slots(self) -> int:
@@ -74,20 +78,20 @@ class Prefixes:
     layout: DeepLayout
     kv: torch.Tensor  # (2 * slots, B, kv_heads, P_max, head_dim)
     keep: torch.Tensor  # (B, P_max) bool: True on a row's own prefix positions (left-padded: pads first)
-    masks: dict[tuple[int, int, str], tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
+    masks: dict[tuple[int, int, str, str], tuple[torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
 
     def mask(self, text: torch.Tensor | None, module: torch.nn.Module, base: str, q: int, k: int,
-             causal: bool | None, dtype: torch.dtype) -> torch.Tensor:
-        """The module's mask with the prefix columns in front. The layers of one forward share one text mask,
-        so the result is built once per forward and mask, not once per layer."""
-        key = (id(text), q, base)
+             causal: bool | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The module's mask with the prefix columns in front, on the module's `device`. The layers of one
+        forward share one text mask, so the result is built once per forward, mask and device, not per layer."""
+        key = (id(text), q, base, str(device))
         hit = self.masks.get(key)
         if hit is not None and hit[0] is text:
             return hit[1]
         B, P = self.keep.shape
-        full = _text_mask(text, module, base, B, q, k, causal, dtype, self.kv.device)
+        full = _text_mask(text, module, base, B, q, k, causal, dtype, device)
         heads = full.shape[1]
-        keep = self.keep[:, None, None, :].expand(B, heads, q, P)
+        keep = self.keep.to(full.device)[:, None, None, :].expand(B, heads, q, P)
         if full.dtype == torch.bool:
             pre = keep
         else:
@@ -127,7 +131,7 @@ class DecodeCache(Protocol):
 
 
 _active: ContextVar[Prefixes | None] = ContextVar("promptbank_prefixes", default=None)
-_trace: ContextVar[list[tuple[Any, int, int, int, int]] | None] = ContextVar("promptbank_trace", default=None)
+_trace: ContextVar[list[tuple[Any, int, int, int, int, torch.device]] | None] = ContextVar("promptbank_trace", default=None)
 _capture: ContextVar[dict[int, tuple[torch.Tensor, torch.Tensor]] | None] = ContextVar("promptbank_capture",
                                                                                         default=None)
 _decode: ContextVar[DecodeCache | None] = ContextVar("promptbank_decode", default=None)
@@ -192,7 +196,7 @@ def _wrapped(base: str) -> Callable[..., Any]:
         inner = _inner(base, module)
         trace = _trace.get()
         if trace is not None:
-            trace.append((module, query.shape[-2], key.shape[-2], key.shape[1], key.shape[-1]))
+            trace.append((module, query.shape[-2], key.shape[-2], key.shape[1], key.shape[-1], key.device))
         captured = _capture.get()
         if captured is not None:
             captured[id(module)] = (key, value)
@@ -209,9 +213,10 @@ def _wrapped(base: str) -> Callable[..., Any]:
             return inner(module, query, key, value, attention_mask, **kw)
         assert batch is not None
         q, k, P = query.shape[-2], key.shape[-2], batch.keep.shape[1]
-        mask = batch.mask(attention_mask, module, base, q, k, kw.pop("is_causal", None), query.dtype)
-        key = torch.cat([batch.kv[2 * slot].to(key.dtype), key], dim=2)
-        value = torch.cat([batch.kv[2 * slot + 1].to(value.dtype), value], dim=2)
+        mask = batch.mask(attention_mask, module, base, q, k, kw.pop("is_causal", None), query.dtype, query.device)
+        # the prefix travels to this layer's device (a split replica) and dtype (fp32 prompts, half backbones)
+        key = torch.cat([batch.kv[2 * slot].to(key.device, key.dtype), key], dim=2)
+        value = torch.cat([batch.kv[2 * slot + 1].to(value.device, value.dtype), value], dim=2)
         bias = kw.get("position_bias")
         if bias is not None:  # relative-position models (T5): prefix keys carry none
             kw["position_bias"] = torch.cat([bias.new_zeros(*bias.shape[:-1], P).expand(*bias.shape[:-1], P), bias], -1)
@@ -233,7 +238,7 @@ def install(model: PreTrainedModel) -> DeepLayout | None:
         AttentionInterface.register(name, _wrapped(base))
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     model.set_attn_implementation(name)
-    calls: list[tuple[Any, int, int, int, int]] = []
+    calls: list[tuple[Any, int, int, int, int, torch.device]] = []
     token = _trace.set(calls)
     try:
         dev = next(model.get_input_embeddings().parameters()).device
@@ -245,16 +250,19 @@ def install(model: PreTrainedModel) -> DeepLayout | None:
                 model(input_ids=ids)
     finally:
         _trace.reset(token)
-    self_attn = [(m, h, d) for m, q, k, h, d in calls if q == k]  # cross-attention reads 5 keys for 3 queries
+    self_attn = [(m, h, d, dev) for m, q, k, h, d, dev in calls if q == k]  # cross-attention: 5 keys, 3 queries
     slots: dict[int, int] = {}
-    for m, _, _ in self_attn:
-        slots.setdefault(id(m), len(slots))
-    shapes = {(h, d) for _, h, d in self_attn}
+    devices: list[torch.device] = []
+    for m, _, _, dev in self_attn:
+        if id(m) not in slots:
+            slots[id(m)] = len(slots)
+            devices.append(dev)
+    shapes = {(h, d) for _, h, d, _ in self_attn}
     if not slots or len(shapes) != 1:
         model.set_attn_implementation(base)
         return None
     (kv_heads, head_dim), = shapes
-    return DeepLayout(slots=slots, kv_heads=kv_heads, head_dim=head_dim)
+    return DeepLayout(slots=slots, kv_heads=kv_heads, head_dim=head_dim, devices=tuple(devices))
 
 
 @torch.no_grad()
@@ -274,5 +282,5 @@ def activations(model: PreTrainedModel, layout: DeepLayout, ids: list[int]) -> t
     finally:
         _capture.reset(token)
     by_slot = sorted((slot, captured[m]) for m, slot in layout.slots.items())
-    kv = torch.stack([t[0] for _, (k, v) in by_slot for t in (k, v)])  # (2 * slots, kv_heads, n, head_dim)
+    kv = torch.stack([t[0].to("cpu") for _, (k, v) in by_slot for t in (k, v)])  # (2 * slots, kv_heads, n, head_dim)
     return kv.permute(2, 0, 1, 3).reshape(len(ids), layout.width).float()

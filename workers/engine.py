@@ -254,8 +254,8 @@ class Engine:
                            position_ids=batch.position_ids, use_cache=False, **kw)
         layout = self.slab.layout
         order = sorted(layout.slots.items(), key=lambda kv: kv[1])
-        own = torch.stack([torch.stack(captured[m]) for m, _ in order])  # (layers, 2, B, kv_heads, T, head_dim)
-        T = own.shape[4]
+        own = [torch.stack(captured[m]) for m, _ in order]  # per layer (2, B, kv_heads, T, head_dim), on its device
+        T = own[0].shape[3]
         n_own = batch.attention_mask.sum(dim=1).tolist()
         pre = batch.prefixes
         if pre is not None:
@@ -266,8 +266,9 @@ class Engine:
             slot = len(self.running)
             p = int(n_pre[i]) if pre is not None else 0
             if p:
-                self.slab.write(slot, pkv[:, :, i, :, P - p :])
-            self.slab.write(slot, own[:, :, i, :, T - int(n_own[i]) :], at=p)
+                self.slab.write(slot, list(pkv[:, :, i, :, P - p :].unbind(0)))
+            n = int(n_own[i])
+            self.slab.write(slot, [layer[:, i, :, T - n :] for layer in own], at=p)
             r.length = p + int(n_own[i])
             self.running.append(r)
         self.slab.rows = len(self.running)

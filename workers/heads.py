@@ -58,7 +58,7 @@ class Heads:
         enc = self.bb.tokenizer(list(texts), padding=True, return_tensors="pt").to(self.bb.embed.weight.device)
         with torch.autocast(enc["input_ids"].device.type, enabled=False):  # cached: full precision whoever asks
             out = self.bb.model(**enc).last_hidden_state  # (K, T, H)
-        return F.normalize(mean_pool(out, enc["attention_mask"]), dim=-1)  # (K, H)
+        return F.normalize(mean_pool(out, enc["attention_mask"].to(out.device)), dim=-1).to(enc["input_ids"].device)
 
     def _word_ids(self, words: tuple[str, ...]) -> torch.Tensor:
         ids = []
@@ -73,12 +73,13 @@ class Heads:
 
     def features(self, batch: PromptedBatch, tasks: list[TaskSpec]) -> torch.Tensor:
         """One forward of the frozen model. Encoder: (B, H) unit pooled outputs, row i pooled as `tasks[i]`
-        says; LMs: (B, V) logits to score."""
+        says; LMs: (B, V) logits to score. On the backbone's input device, whichever device the last layer
+        of a split replica is on."""
         kw = {"inputs_embeds": batch.inputs_embeds, "attention_mask": batch.attention_mask}
         if self.bb.accepts_position_ids:
             kw["position_ids"] = batch.position_ids
         with prefixes(batch.prefixes):
-            return self._features(batch, tasks, kw)
+            return self._features(batch, tasks, kw).to(batch.inputs_embeds.device)
 
     def _features(self, batch: PromptedBatch, tasks: list[TaskSpec], kw: dict[str, torch.Tensor]) -> torch.Tensor:
         arch, model = self.bb.architecture, self.bb.model
@@ -86,7 +87,7 @@ class Heads:
         hidden: torch.Tensor  # (B, T, H); the model's outputs are untyped
         if arch == ENCODER:
             hidden = model(**kw).last_hidden_state
-            return F.normalize(mean_pool(hidden, pooling_mask(batch, tasks)), dim=-1)
+            return F.normalize(mean_pool(hidden, pooling_mask(batch, tasks).to(hidden.device)), dim=-1)
         out: torch.Tensor  # (B, V)
         if arch == SEQ2SEQ:
             start = torch.full((len(rows), 1), self.bb.decoder_start_id, device=rows.device)
@@ -96,7 +97,8 @@ class Heads:
         head = model.get_output_embeddings() if arch == CAUSAL_LM else self._lm_head
         if head is None:  # (__init__ found the MLM head, or refused the backbone)
             raise ConfigError(f"{type(model).__name__} has no output head to score with")
-        out = head(hidden[rows, batch.last_index if arch == CAUSAL_LM else batch.mask_index])
+        at = batch.last_index if arch == CAUSAL_LM else batch.mask_index
+        out = head(hidden[rows.to(hidden.device), at.to(hidden.device)])
         return out
 
     def features_under(self, task: TaskSpec, prompt: RowPrompt, ids: list[list[int]]) -> torch.Tensor:
@@ -125,7 +127,9 @@ class Heads:
         """(B, H|V) features of rows sharing one task (and prompt) -> (B, K) class logits: the one scoring
         rule. `anchors`: from `anchors(task, prompt)`; None means the plain `labels_for(task)`."""
         lab = self.labels_for(task) if anchors is None else anchors
-        return SIMILARITY_SCALE * feats @ lab.T if lab.dim() == 2 else feats[:, lab]
+        if lab.dim() == 2:  # label texts in the backbone's dtype; training's features are fp32
+            return SIMILARITY_SCALE * feats @ lab.to(feats.device, feats.dtype).T
+        return feats[:, lab.to(feats.device)]
 
     def class_logits(
         self, tasks: list[TaskSpec], feats: torch.Tensor, anchors: list[torch.Tensor | None]

@@ -43,6 +43,8 @@ class BackboneInfo:
     node_id: str = ""  # the Ray node the replica runs on ("" outside Ray)
     deep: tuple[int, int, int] = (0, 0, 0)  # where deep prompts go: (layers, key/value heads, head width); 0s: none
     pid: int = 0  # the replica's process (a restarted replica has a new one; logs and fault tests tell them apart)
+    dtype: str = "fp32"  # the serving dtype ("bf16", "fp16", "fp32"): `auto` as the replica resolved it
+    devices: tuple[str, ...] = ("cpu",)  # where its layers are: one device, or the GPUs a split replica spans
 
     @property
     def deep_width(self) -> int:

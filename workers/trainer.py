@@ -83,7 +83,8 @@ class Trainer:
         self.warmup = max(1, int(self.total * cfg.warmup_fraction))
         self.majority = Counter(self.ev_y.tolist()).most_common(1)[0][1] / len(self.ev_y) if len(self.ev_y) else 0.0
         self.n_train, self.n_eval = len(train_rows), len(eval_rows)
-        self.collapse_spread = COLLAPSE_SPREAD["fp32" if self.autocast is None else "half"]
+        full = self.autocast is None and heads.bb.dtype == "fp32"  # a half-precision backbone rounds as autocast does
+        self.collapse_spread = COLLAPSE_SPREAD["fp32" if full else "half"]
         self._start_spread: float | None = None  # how differently the initial prompt scores the eval rows
         self.step = 0
         self.keep = KeepRule(cfg.select_on, cfg.patience)  # early stopping and which evaluation's prompt is kept

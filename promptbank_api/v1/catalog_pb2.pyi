@@ -103,6 +103,7 @@ class Backbone(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SERVING_FIELD_NUMBER: _builtins.int
     DEEP_PROMPT_WIDTH_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `backbones/{backbone}`."""
     model: _builtins.str
@@ -120,6 +121,10 @@ class Backbone(_message.Message):
     deep_prompt_width: _builtins.int
     """Width of its deep prompts: self-attention layers x 2 (keys, values) x key/value width; 0 when its
     attention cannot carry them.
+    """
+    dtype: _builtins.str
+    """Serving precision of the answering coordinator's replicas: "bf16", "fp16" or "fp32" ("auto" resolved
+    where they run); empty when this coordinator does not serve it. Versions do not depend on it.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -142,10 +147,11 @@ class Backbone(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         serving: _abc.Iterable[Global___BackboneReplica] | None = ...,
         deep_prompt_width: _builtins.int = ...,
+        dtype: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "deep_prompt_width", b"deep_prompt_width", "fingerprint", b"fingerprint", "hidden_size", b"hidden_size", "model", b"model", "name", b"name", "replicas", b"replicas", "revision", b"revision", "serving", b"serving"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["architecture", b"architecture", "create_time", b"create_time", "deep_prompt_width", b"deep_prompt_width", "dtype", b"dtype", "fingerprint", b"fingerprint", "hidden_size", b"hidden_size", "model", b"model", "name", b"name", "replicas", b"replicas", "revision", b"revision", "serving", b"serving"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -610,6 +616,7 @@ class RegisterBackboneRequest(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     REPLICAS_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
     backbone_id: _builtins.str
     """Short name, e.g. "minilm"."""
     model: _builtins.str
@@ -618,6 +625,10 @@ class RegisterBackboneRequest(_message.Message):
     """Hub revision."""
     replicas: _builtins.int
     """Replicas to start, 1..64 (unset: 1)."""
+    dtype: _builtins.str
+    """Serving precision: "auto" (bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPUs), "bf16", "fp16"
+    or "fp32"; empty means "auto". Prompts stay fp32 in the bank and are cast at the forward.
+    """
     def __init__(
         self,
         *,
@@ -625,10 +636,11 @@ class RegisterBackboneRequest(_message.Message):
         model: _builtins.str = ...,
         revision: _builtins.str = ...,
         replicas: _builtins.int | None = ...,
+        dtype: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "replicas", b"replicas"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "backbone_id", b"backbone_id", "model", b"model", "replicas", b"replicas", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "backbone_id", b"backbone_id", "dtype", b"dtype", "model", b"model", "replicas", b"replicas", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__replicas: _TypeAlias = _typing.Literal["replicas"]  # noqa: Y015
     _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015
