@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import torch
 
+from promptbank_domain.task import TaskSpec
 from tests.test_deep_training import deep_cfg
 from tests.test_train import DATA, TASK
-from promptbank_domain.task import TaskSpec
 from tests.workers_util import classify, train
 from workers.actor import BackboneWorker
 from workers.checkpoint import TrainState

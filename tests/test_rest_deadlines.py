@@ -174,7 +174,7 @@ def test_a_classify_past_its_deadline_is_a_504_and_its_rows_never_run(live: Live
             assert late.status_code == 504, late.text
             assert late.json()["code"] == 4 and f"{header}: {value}" in late.json()["message"]
             assert took < 1.2, f"answered after {took:.2f} s: the deadline did not end the call"
-            wait_for(lambda: batcher.dropped_rows - dropped == 3, "the rows of the call past its deadline still ran")
+            wait_for(lambda d=dropped: batcher.dropped_rows - d == 3, "the rows of the call past its deadline still ran")
             assert batcher.rows == rows
         no_deadline = post(live, "/v1/prompts:classify", body)  # none by default: it waits for its batch
         assert no_deadline.status_code == 200 and len(no_deadline.json()["results"]) == 3

@@ -4,10 +4,11 @@ defaults (docs/architecture.md, "Checkpoints").
 
     python bench/research/checkpoint_sizes.py [--model PATH]
 
-Trains each job for two steps on a few made-up rows (the sizes depend on the model and the settings, not on
-the data) with a checkpoint after each: the first is a run's checkpoint mid-way (what a resume continues), the
-second its last (at the end, after its evaluation: only the result is left to make). `--model` defaults to the
-packaged all-MiniLM-L6-v2.
+Trains each job for four steps on a few made-up rows (the sizes depend on the model and the settings, not on
+the data; 8 rows a step, an evaluation after step 3, the end of the first epoch, and at the end) with a
+checkpoint after each step, and prints three of them: mid-run before any evaluation (step 1), mid-run with an
+evaluation kept (step 3; what most of a run's checkpoints are) and the last (step 4, at the end, after its
+evaluation: only the result is left to make). `--model` defaults to the packaged all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -39,21 +40,21 @@ def main() -> None:
 
     worker = BackboneWorker(a.model or packaged_minilm())
     task = TaskSpec(labels=("neg", "pos"))
-    print(f"{'job':18} {'settings':42} {'mid-run':>12} {'last':>12}")
+    print(f"{'job':16} {'settings':40} {'step 1':>12} {'kept, step 3':>13} {'last, step 4':>13}")
     for name, (kind, over) in JOBS.items():
         base = TrainConfig.defaults(kind).to_dict()
-        cfg = TrainConfig.from_dict({**base, **over, "max_steps": 2, "checkpoint_every": 1, "eval_fraction": 0.25})
+        cfg = TrainConfig.from_dict({**base, **over, "max_steps": 4, "batch_size": 8, "checkpoint_every": 1,
+                                     "eval_fraction": 0.25})
         events = list(worker.train(TrainRequest(f"sizes-{kind}", task, cfg, ROWS)))
-        ckpts = [e.checkpoint for e in events if e.kind == "CHECKPOINT" and e.checkpoint]
-        assert len(ckpts) == 2, f"{name}: {len(ckpts)} checkpoints, not 2 ({[e.kind for e in events]})"
+        ckpts = {e.step: e.checkpoint for e in events if e.kind == "CHECKPOINT" and e.checkpoint}
+        assert sorted(ckpts) == [1, 2, 3, 4], f"{name}: checkpoints at {sorted(ckpts)} ({[e.kind for e in events]})"
         settings = f"{cfg.num_virtual_tokens} tokens, prefix_projection {cfg.prefix_projection}"
-        print(f"{name:18} {settings:42} {len(ckpts[0]):12,d} {len(ckpts[1]):12,d}")
+        print(f"{name:16} {settings:40} {len(ckpts[1]):12,d} {len(ckpts[3]):13,d} {len(ckpts[4]):13,d}")
         if a.tensors:
-            for which, data in zip(("mid-run", "last"), ckpts, strict=True):
-                tensors, _ = read_safetensors(data, "checkpoint")
-                for key, t in tensors.items():
-                    print(f"    {which:8} {key:28} {str(list(t.shape)):16} {t.numel() * t.element_size():12,d}")
-
+            for step in (1, 3, 4):
+                tensors, _ = read_safetensors(ckpts[step], "checkpoint")
+                for key, t in sorted(tensors.items()):
+                    print(f"    step {step} {key:34} {str(list(t.shape)):13} {t.numel() * t.element_size():11,d}")
 
 if __name__ == "__main__":
     main()
