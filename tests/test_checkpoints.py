@@ -74,7 +74,7 @@ def test_a_projected_checkpoint_in_the_earlier_format_still_resumes_the_same_run
     t = Trainer("j", w.heads, TaskSpec.from_dict(TASK), DATA, cfg, resume=mid)
     st = TrainState.from_bytes(mid, shape)
     prompt = t.prompt.detach().clone()
-    earlier = replace(st, prompt=prompt, ema=prompt, exp_avg=torch.zeros(shape), exp_avg_sq=torch.zeros(shape),
-                      kept_prompt=st.kept_prompt if st.kept_prompt is not None else prompt).to_bytes()
+    earlier = replace(st, prompt=prompt, ema=prompt.clone(), exp_avg=torch.zeros(shape), exp_avg_sq=torch.zeros(shape),
+                      kept_prompt=st.kept_prompt if st.kept_prompt is not None else prompt.clone()).to_bytes()
     assert len(earlier) > len(mid)
     assert torch.equal(final_prompt(run(w, cfg, resume=earlier), "j"), final_prompt(full, "j"))
