@@ -12,19 +12,47 @@ moments. Sizes on MiniLM: docs/architecture.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from promptbank_api.errors import InvalidArgument
+from promptbank_domain.train_config import TrainConfig
+from promptbank_kinds.base import Reparam
 from workers.checkpoint import TrainState
-from workers.schedule import lr_factor
-
-if TYPE_CHECKING:
-    from workers.trainer import Trainer
+from workers.schedule import KeepRule, lr_factor
 
 
-def snapshot(t: Trainer) -> TrainState:
+class Resumable(Protocol):
+    """What a checkpoint reads of a job's `Trainer` (workers/trainer.py), and what a resume sets."""
+
+    cfg: TrainConfig
+    step: int
+    seen: int
+    total: int
+    warmup: int
+    prompt: torch.Tensor
+    ema: torch.Tensor
+    kept_prompt: torch.Tensor
+    keep: KeepRule
+    projection: Reparam | None
+    noise_gen: torch.Generator
+
+    @property
+    def opt(self) -> torch.optim.Optimizer: ...  # its state is set in place
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def kept(self) -> dict[str, float]: ...
+
+    def parameters(self) -> list[torch.Tensor]: ...
+
+    def follow_projection(self) -> None: ...
+
+
+def snapshot(t: Resumable) -> TrainState:
     """`t`'s state now, as much of it as resuming needs."""
     going = not t.done
     network = t.projection if going else None
@@ -41,7 +69,7 @@ def snapshot(t: Trainer) -> TrainState:
     )
 
 
-def restore(t: Trainer, data: bytes) -> None:
+def restore(t: Resumable, data: bytes) -> None:
     """Put `t` (just built for its job) where the checkpoint `data` left it; INVALID_ARGUMENT naming what a
     checkpoint lacks for this job."""
     st = TrainState.from_bytes(data, tuple(t.prompt.shape))
