@@ -12,6 +12,7 @@ import grpc
 from bank import catalog
 from bank.writer import BankDB, Tx
 from coordinator import auth, generate_options
+from coordinator.accepted import accepted
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.chat import ChatTemplates
 from coordinator.config import ServerConfig
@@ -177,6 +178,7 @@ class InferenceService(inf_grpc.InferenceServicer):
                                          f"none); send text instead of messages")
             text = template.render(messages)
         call = generate_options.worker_request(key, prompts, text, o)
+        await accepted(context)  # a REST stream opens now, while the row may wait on its replica
         last = None
         async with contextlib.aclosing(self.pool.generate(backbone, call)) as pieces:  # a caller gone ends it now
             async for piece in pieces:

@@ -16,6 +16,7 @@ from bank import jobs as jobstore
 from bank.writer import BankDB, Tx
 from coordinator import auth
 from coordinator import convert as cv
+from coordinator.accepted import accepted
 from coordinator.config import ServerConfig
 from coordinator.data import check_examples, check_rows, check_uri, inline_rows, load_uri
 from coordinator.limits import Limits
@@ -262,6 +263,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             raise InvalidArgument(f"after_sequence={request.after_sequence} must be >= 0 (0: from the first event)")
         await self.db.read(lambda s: own_job(s, job_id, who))  # NOT_FOUND / PERMISSION_DENIED before streaming
         with self._watch_slot(who.name):
+            await accepted(context)  # a REST stream opens now, before the job's next event
             async for ev in self._events(job_id, request.after_sequence):
                 yield ev
 

@@ -171,6 +171,19 @@ def query_params(m: Descriptor, schemas: Schemas, skip: set[str], prefix: str = 
     return out
 
 
+DEADLINE_HEADERS = {  # coordinator/rest/deadline.py
+    "RequestTimeout": {"name": "X-Request-Timeout", "in": "header", "required": False,
+                       "schema": {"type": "string", "pattern": r"^([0-9]{1,12}(\.[0-9]{1,9})?|\.[0-9]{1,9})$"},
+                       "description": "The call's deadline in seconds from now (`30`, `2.5`). When it passes the "
+                                      "call's work is cancelled and it ends DEADLINE_EXCEEDED: HTTP 504, or an "
+                                      "`event: error` on a stream already open. None by default."},
+    "GrpcTimeout": {"name": "grpc-timeout", "in": "header", "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,8}[HMSmun]$"},
+                    "description": "The call's deadline in gRPC's format (`500m`, `30S`, `2M`); with "
+                                   "X-Request-Timeout too, the earlier one applies."},
+}
+
+
 def operation(route: Route, schemas: Schemas, service: str, method: str) -> tuple[str, dict[str, Any]]:
     path, params = openapi_path(route.template)
     docs = schemas.docs
@@ -184,7 +197,8 @@ def operation(route: Route, schemas: Schemas, service: str, method: str) -> tupl
                        + (" A JSON body is one request message; an `application/x-ndjson` body is one message per "
                           "line (the client stream's chunks)." if route.client_streaming else ""),
         "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-                        "description": f"a segment of `{field}`"} for name, field in params],
+                        "description": f"a segment of `{field}`"} for name, field in params]
+        + [{"$ref": f"#/components/parameters/{name}"} for name in DEADLINE_HEADERS],
     }
     top = {field.split(".")[0] for _, field in params}
     if route.body != "*":
@@ -224,7 +238,7 @@ def document() -> dict[str, Any]:
                                 "with the gRPC code and message."},
         "tags": tags,
         "paths": paths,
-        "components": {"schemas": dict(sorted(schemas.out.items())),
+        "components": {"schemas": dict(sorted(schemas.out.items())), "parameters": DEADLINE_HEADERS,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "description": "a promptbank token (auth tokens mode)"}}},
         "security": [{"bearer": []}, {}],

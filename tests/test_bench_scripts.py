@@ -91,3 +91,14 @@ def test_the_commit_comparison_alternates_sides_and_prints_the_median_ratio() ->
     bad = run(str(BENCH / "research" / "ab_commits.py"), "--old", str(ROOT), "--new", str(ROOT), "--bench",
               "mixed_batch", "--figure", "no such figure", "--rounds", "1", "--", "--quick", timeout=300)
     assert bad.returncode != 0 and "no figure named 'no such figure'" in bad.stderr, bad.stderr
+
+
+def test_the_checkpoint_sizes_script_runs_and_prints_each_job(tiny_encoder: str) -> None:
+    """bench/research/checkpoint_sizes.py backs the checkpoint table in docs/architecture.md."""
+    out = run(str(BENCH / "research" / "checkpoint_sizes.py"), "--model", tiny_encoder, timeout=300)
+    assert out.returncode == 0, out.stderr
+    sizes = {line[:16].strip(): [int(v.replace(",", "")) for v in line.split()[-3:]]
+             for line in out.stdout.splitlines()[1:]}
+    assert set(sizes) == {"input", "deep, direct", "deep, projected"}, out.stdout
+    first, kept, last = sizes["deep, projected"]
+    assert last < first < kept and last < sizes["deep, direct"][1], "a projected run's last checkpoint holds its network"

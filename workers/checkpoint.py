@@ -1,9 +1,13 @@
-"""The training checkpoint format: everything a job needs to continue exactly where it stopped.
+"""The training checkpoint format: what a job needs to continue exactly where it stopped, and nothing else.
 
-Safetensors bytes only (parsed by `bank.codec`), never pickle: tensors for the prompt, its average, the kept
-prompt, Adam's moments and the RNG states (and, for a deep prompt trained through a projection, that network's
-tensors and moments under `projection/`); metadata strings for the step and the keep rule's evaluations.
-Checkpoints written before a field existed still load (the defaults below say how).
+Safetensors bytes only (parsed by `bank.codec`), never pickle. Tensors: the RNG states; the prompt, unless a
+prefix projection computes it (then that network's tensors and Adam moments, under `projection/`: the bulk of
+a projected job's checkpoint); the prompt's own Adam moments when it is trained directly, after its first step;
+the average's accumulator when averaging is on (`ema_decay` 0: it is the prompt); the kept prompt once an
+evaluation is kept. A run's last checkpoint (at its end, after its last evaluation) holds no network and no
+moments: resuming it only makes the result. Metadata strings hold the step and the keep rule's evaluations.
+Checkpoints written before a field existed, or with the fields since left out, still load (the defaults
+below, and `Trainer._restore`, say how). Sizes on MiniLM: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 from bank.codec import metadata, read_safetensors, write_safetensors
 from promptbank_api.errors import InvalidArgument
 
-REQUIRED_TENSORS = ("prompt", "best_prompt", "exp_avg", "exp_avg_sq", "torch_rng")
+REQUIRED_TENSORS = ("torch_rng",)  # the rest depends on the job (its kind, its settings, how far it got)
 PROMPT_SHAPED = ("prompt", "ema", "best_prompt", "exp_avg", "exp_avg_sq")
 PROJECTION = "projection/"  # name prefix of the prefix projection's tensors (promptbank_kinds/projection.py)
 
@@ -27,11 +31,11 @@ class TrainState:
     one-standard-error rule) so older checkpoints load."""
 
     step: int
-    prompt: torch.Tensor  # (n, H)
-    ema: torch.Tensor | None  # (n, H) the average's accumulator; None in checkpoints from before averaging
-    kept_prompt: torch.Tensor  # (n, H)
-    exp_avg: torch.Tensor  # (n, H) Adam's moments (zeros before the first step)
-    exp_avg_sq: torch.Tensor
+    prompt: torch.Tensor | None  # (n, H); None while a prefix projection computes it
+    ema: torch.Tensor | None  # (n, H) the average's accumulator; None without averaging, or from before it
+    kept_prompt: torch.Tensor | None  # (n, H); None until an evaluation is kept
+    exp_avg: torch.Tensor | None  # (n, H) Adam's moments of a prompt trained directly; None before its first step,
+    exp_avg_sq: torch.Tensor | None  # through a projection (see `projection`), and at the run's end
     adam_step: float
     torch_rng: torch.Tensor
     noise_rng: torch.Tensor | None  # None in checkpoints from before input noise
@@ -43,12 +47,9 @@ class TrainState:
     projection: dict[str, torch.Tensor] = field(default_factory=dict)  # a projection's tensors and moments
 
     def to_bytes(self) -> bytes:
-        tensors = {"prompt": self.prompt, "best_prompt": self.kept_prompt, "exp_avg": self.exp_avg,
-                   "exp_avg_sq": self.exp_avg_sq, "torch_rng": self.torch_rng}
-        if self.ema is not None:
-            tensors["ema"] = self.ema
-        if self.noise_rng is not None:
-            tensors["noise_rng"] = self.noise_rng
+        named = {"prompt": self.prompt, "best_prompt": self.kept_prompt, "exp_avg": self.exp_avg,
+                 "exp_avg_sq": self.exp_avg_sq, "ema": self.ema, "noise_rng": self.noise_rng}
+        tensors = {"torch_rng": self.torch_rng, **{k: v for k, v in named.items() if v is not None}}
         tensors.update({PROJECTION + k: v for k, v in self.projection.items()})
         meta = {"step": self.step, "adam_step": float(self.adam_step), "best": json.dumps(self.best),
                 "kept": json.dumps(self.kept), "stale_evals": self.stale_evals,
@@ -68,8 +69,9 @@ class TrainState:
                 raise InvalidArgument(f"checkpoint {k} shape {list(t[k].shape)} != {list(shape)}")
         try:
             best = json.loads(meta["best"])
-            return cls(step=int(meta["step"]), prompt=t["prompt"], ema=t.get("ema"), kept_prompt=t["best_prompt"],
-                       exp_avg=t["exp_avg"], exp_avg_sq=t["exp_avg_sq"], adam_step=float(meta.get("adam_step", 0.0)),
+            return cls(step=int(meta["step"]), prompt=t.get("prompt"), ema=t.get("ema"),
+                       kept_prompt=t.get("best_prompt"), exp_avg=t.get("exp_avg"), exp_avg_sq=t.get("exp_avg_sq"),
+                       adam_step=float(meta.get("adam_step", 0.0)),
                        torch_rng=t["torch_rng"], noise_rng=t.get("noise_rng"), best=best,
                        kept=json.loads(meta.get("kept", meta["best"])),  # before the one-SE rule the best was kept
                        stale_evals=int(meta.get("stale_evals", 0)),

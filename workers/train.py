@@ -32,6 +32,9 @@ def train_jobs(heads: Heads, trainers: list[Trainer], should_stop: Callable[[str
     """Step every live trainer together: one batch of each job per forward/backward of the frozen model (one
     per autocast dtype, when jobs asked for different precisions)."""
     live = list(trainers)
+    for t in [t for t in live if t.done]:  # resumed from its last checkpoint: only its result is left to make
+        yield t.result()
+        live.remove(t)
     while live:
         for t in [t for t in live if should_stop(t.job_id)]:
             yield t.checkpoint()

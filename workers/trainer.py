@@ -17,15 +17,14 @@ import torch.nn.functional as F
 
 import promptbank_kinds as kinds
 from bank.codec import encode_prompt
-from promptbank_api.errors import InvalidArgument
 from promptbank_domain.task import ConfigError, TaskSpec
 from promptbank_domain.train_config import TrainConfig
 from promptbank_kinds import Row
 from workers.batch_order import epoch_batches, token_dropout
-from workers.checkpoint import TrainState
 from workers.heads import Heads
 from workers.prepare import autocast_dtype, init_prompt, split
 from workers.protocol import EventKind, TrainEvent
+from workers.resume import restore, snapshot
 from workers.schedule import (
     COLLAPSE_SPREAD,
     KeepRule,
@@ -93,7 +92,7 @@ class Trainer:
         self._t0, self._window, self.seconds = time.perf_counter(), (time.perf_counter(), 0), 0.0
         self.seen = 0
         if resume:
-            self._restore(resume)
+            restore(self, resume)
 
     # ------------------------------------------------------------ batches
 
@@ -121,7 +120,7 @@ class Trainer:
         """The prompt a training step runs, with the graph back to what is trained (computed once per step)."""
         return self.prompt if self.projection is None else self.projection()
 
-    def _follow_projection(self) -> None:
+    def follow_projection(self) -> None:
         """After the projection moved (a step, a restore), `self.prompt` holds the prefix it now computes."""
         if self.projection is not None:
             with torch.no_grad():
@@ -166,7 +165,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
-        self._follow_projection()
+        self.follow_projection()
         self._update_average()
         self.seen += rows
         for g in self.opt.param_groups:  # the schedule is a pure function of the step: exact after resume
@@ -242,46 +241,8 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints (workers/checkpoint.py)
 
     def checkpoint(self) -> TrainEvent:
-        st = self.opt.state.get(self.prompt, {})  # empty when a projection is trained instead
-        first = self.opt.state.get(self.parameters()[0], {})
-        state = TrainState(
-            step=self.step, prompt=self.prompt.detach(), ema=self.ema, kept_prompt=self.kept_prompt,
-            exp_avg=st.get("exp_avg", torch.zeros_like(self.prompt)),
-            exp_avg_sq=st.get("exp_avg_sq", torch.zeros_like(self.prompt)),
-            adam_step=float(first["step"]) if "step" in first else 0.0, torch_rng=torch.get_rng_state(),
-            noise_rng=self.noise_gen.get_state(), best=self.keep.best, kept=self.keep.kept,
-            stale_evals=self.keep.stale_evals, collapsed_evals=self.keep.collapsed_evals, seen=self.seen,
-            projection=self.projection.tensors(self.opt) if self.projection is not None else {},
-        )
-        return self._event(EventKind.CHECKPOINT, checkpoint=state.to_bytes())
-
-    def _restore(self, data: bytes) -> None:
-        st = TrainState.from_bytes(data, tuple(self.prompt.shape))
-        dev = self.prompt.device
-        with torch.no_grad():
-            self.prompt.copy_(st.prompt.to(dev))
-        # a checkpoint from before averaging: start the average at its prompt
-        ema = st.ema if st.ema is not None else st.prompt * (1.0 - self.cfg.ema_decay**st.step)
-        self.ema = ema.to(dev).clone()
-        self.kept_prompt = st.kept_prompt.to(dev)
-        self.step, self.seen = st.step, st.seen
-        self.keep.best, self.keep.kept, self.keep.stale_evals = st.best, st.kept, st.stale_evals
-        self.keep.collapsed_evals = st.collapsed_evals
-        if self.projection is not None:
-            self.projection.restore(st.projection, self.opt, st.adam_step)
-            self._follow_projection()
-        elif st.adam_step > 0:
-            self.opt.state[self.prompt] = {
-                "step": torch.tensor(st.adam_step), "exp_avg": st.exp_avg.to(dev), "exp_avg_sq": st.exp_avg_sq.to(dev),
-            }
-        for g in self.opt.param_groups:
-            g["lr"] = self.cfg.learning_rate * lr_factor(self.step, self.total, self.warmup)
-        try:
-            torch.set_rng_state(st.torch_rng)
-            if st.noise_rng is not None:
-                self.noise_gen.set_state(st.noise_rng)
-        except (RuntimeError, TypeError) as exc:
-            raise InvalidArgument(f"checkpoint RNG state is invalid: {exc}") from None
+        """What resuming needs, and nothing more (workers/resume.py)."""
+        return self._event(EventKind.CHECKPOINT, checkpoint=snapshot(self).to_bytes())
 
     # ------------------------------------------------------------ the end
 

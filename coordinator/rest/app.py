@@ -1,7 +1,9 @@
 """The HTTP server: REST/JSON for every annotated RPC, Server-Sent Events for server streams, `/openapi.json`,
 and the web console at `/`. It runs on the coordinator's event loop beside grpc.aio (aiohttp), on `--http-port`,
 with the gRPC port's TLS settings, and answers every RPC through `Invoker`: the same servicers, interceptors,
-limits and metrics as gRPC. Errors are `google.rpc.Status` JSON with the gRPC code and message.
+limits and metrics as gRPC. Errors are `google.rpc.Status` JSON with the gRPC code and message. A call may
+carry a deadline (`grpc-timeout` or `X-Request-Timeout`, coordinator/rest/deadline.py): past it, its work is
+cancelled and it ends DEADLINE_EXCEEDED (504).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from coordinator.config import ServerConfig
 from coordinator.errors import status_for
 from coordinator.metrics import transport
 from coordinator.rest.body import BodyReader, BodyStalled, parse
+from coordinator.rest.deadline import deadline_of
 from coordinator.rest.guard import refusal
-from coordinator.rest.invoke import CallDetails, Invoker, RpcError
+from coordinator.rest.invoke import OPENED, CallDetails, Invoker, RpcError
 from coordinator.rest.listener import handler_options, listen
 from coordinator.rest.openai_face import OpenAIFace
 from coordinator.rest.routes import NoRoute, Route, Router
@@ -87,8 +90,9 @@ class Api:
             if exc.allowed:
                 return error_response(grpc.StatusCode.UNIMPLEMENTED, str(exc), 405)
             return error_response(grpc.StatusCode.NOT_FOUND, str(exc))
-        details, peer = CallDetails(route.rpc, _metadata(request)), str(request.remote or "")
+        peer = str(request.remote or "")
         try:
+            details = CallDetails(route.rpc, _metadata(request), deadline_of(request.headers))
             handler = await self.invoker.handler(details)  # auth decides here, from the headers alone
             try:
                 message = await self._request(request, route, values, handler)
@@ -133,23 +137,22 @@ class Api:
 
     async def _events(self, request: web.Request, handler: grpc.RpcMethodHandler, details: CallDetails,
                       message: Message, peer: str) -> web.StreamResponse:
-        """A server stream as Server-Sent Events: one `data:` event per message, then `event: end`, or
-        `event: error` with the Status. A status before the first message is a plain HTTP error."""
+        """A server stream as Server-Sent Events. Its headers go as soon as the servicer accepts the call (its
+        checks passed: coordinator/accepted.py), before the first event, so the client sees the stream open while
+        the work waits; then one `data:` event per message, then `event: end`, or `event: error` with the Status
+        (a deadline that passes, for one). A status before the stream opens is a plain HTTP error."""
         responses = self.invoker.stream(handler, details, message, peer)
         try:
             try:
-                first: Message | None = await anext(responses)
-            except StopAsyncIteration:
-                first = None
+                opened = await anext(responses)
             except RpcError as exc:
                 return error_response(exc.code, exc.message)
+            assert opened is OPENED, "a server stream opens before its first message"
             out = web.StreamResponse(headers=SSE_HEADERS)
-            await out.prepare(request)
+            await out.prepare(request)  # the status line and headers go now (a StreamResponse does not hold them)
             try:
-                if first is not None:
-                    await out.write(sse(to_json(first)))
-                    async for item in responses:
-                        await out.write(sse(to_json(item)))
+                async for item in responses:
+                    await out.write(sse(to_json(item)))
                 await out.write(sse({}, "end"))
             except RpcError as exc:
                 await out.write(sse(status_body(exc.code, exc.message), "error"))

@@ -1,8 +1,9 @@
 """The OpenAI-compatible face on the REST port: `POST /v1/completions`, `POST /v1/chat/completions`,
 `GET /v1/models`. A thin adapter: each choice is one Generate call (ListPrompts and ListBackbones for the models)
 run through the invoker, so the same bearer tokens, roles, limits, metrics and audit apply as to every RPC;
-answers and errors are in OpenAI's shapes (coordinator/rest/openai_wire.py). docs/openai.md says what is
-supported.
+answers and errors are in OpenAI's shapes (coordinator/rest/openai_wire.py). A deadline header applies as on
+every REST route (coordinator/rest/deadline.py; 504 when it passes). A stream opens (its headers go) once every
+choice's call is accepted, before the first token. docs/openai.md says what is supported.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from coordinator.errors import status_for
 from coordinator.metrics import transport
 from coordinator.rest import openai_wire as wire
 from coordinator.rest.body import BodyReader, BodyStalled
+from coordinator.rest.deadline import deadline_of
 from coordinator.rest.guard import refusal
-from coordinator.rest.invoke import CallDetails, Invoker, RpcError
+from coordinator.rest.invoke import CallDetails, Invoker, Opened, RpcError
 from coordinator.rest.streams import interleave, prepend
 from coordinator.rest.transcode import dumps
 from promptbank_api.errors import PromptBankError, ResourceExhausted
@@ -37,6 +39,7 @@ LIST_BACKBONES = "/promptbank.v1.PromptCatalog/ListBackbones"
 GENERATIVE = (cat.ARCHITECTURE_CAUSAL_LM, cat.ARCHITECTURE_SEQ2SEQ)
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 Indexed = tuple[int, inf.GenerateResponse]
+Marked = tuple[int, inf.GenerateResponse | Opened]  # a choice's messages, after OPENED when its call was accepted
 
 
 class Refused(Exception):
@@ -89,8 +92,8 @@ class OpenAIFace:
         if turned_away is not None:
             return Refused(turned_away[0], turned_away[2], turned_away[1]).response()
         auth = request.headers.get("Authorization", "")
-        details = CallDetails(rpc, (("authorization", auth),) if auth else ())
         try:
+            details = CallDetails(rpc, (("authorization", auth),) if auth else (), deadline_of(request.headers))
             handler = await self.invoker.handler(details)
             if refused(handler):
                 await self._refusal(handler, details)
@@ -112,7 +115,8 @@ class OpenAIFace:
         if handler.stream_unary:
             await self.invoker.unary(handler, details, None, "")
         else:
-            await anext(self.invoker.stream(handler, details, None, ""))
+            async with contextlib.aclosing(self.invoker.stream(handler, details, None, "")) as responses:
+                await anext(responses)
         raise RpcError(grpc.StatusCode.INTERNAL, "a refused call did not end")  # pragma: no cover
 
     @staticmethod
@@ -131,14 +135,15 @@ class OpenAIFace:
             raise Refused(400, f"the body is not JSON: {exc}", grpc.StatusCode.INVALID_ARGUMENT) from None
 
     async def _generate(self, details: CallDetails, message: inf.GenerateRequest, peer: str
-                        ) -> AsyncIterator[inf.GenerateResponse]:
-        """One Generate call, resolved through the interceptors as a call of its own (its own metrics and log)."""
+                        ) -> AsyncIterator[inf.GenerateResponse | Opened]:
+        """One Generate call, resolved through the interceptors as a call of its own (its own metrics and log):
+        OPENED when it is accepted, then its messages."""
         handler = await self.invoker.handler(details)
         async with contextlib.aclosing(self.invoker.stream(handler, details, message, peer)) as responses:
             async for item in responses:
                 yield item
 
-    def _merged(self, details: CallDetails, c: wire.Completion, peer: str) -> AsyncGenerator[Indexed, None]:
+    def _merged(self, details: CallDetails, c: wire.Completion, peer: str) -> AsyncGenerator[Marked, None]:
         """Every choice's messages as they come, each with its choice's index."""
         return interleave([self._generate(details, m, peer) for m in c.requests])
 
@@ -164,18 +169,15 @@ class OpenAIFace:
         items = self._merged(details, c, self._peer(request))
         try:
             try:
-                first: Indexed | None = await anext(items)
-            except StopAsyncIteration:
-                first = None
-            except RpcError as exc:  # before any output: a plain HTTP error
+                early = await _accepted(items, len(c.requests))
+            except RpcError as exc:  # before every call was accepted: a plain HTTP error
                 raise Refused.of(exc, c.model) from None
             if c.stream:
-                return await self._stream(request, c, chat, first, items)
+                return await self._stream(request, c, chat, early, _messages(items))
             texts: list[list[str]] = [[] for _ in c.requests]
             last: list[inf.GenerateResponse] = [inf.GenerateResponse() for _ in c.requests]
-            pending = [first] if first is not None else []
             try:
-                async for i, m in prepend(pending, items):
+                async for i, m in prepend(early, _messages(items)):
                     texts[i].append(m.text)
                     if m.done:
                         last[i] = m
@@ -188,10 +190,11 @@ class OpenAIFace:
         finally:
             await items.aclose()
 
-    async def _stream(self, request: web.Request, c: wire.Completion, chat: bool, first: Indexed | None,
+    async def _stream(self, request: web.Request, c: wire.Completion, chat: bool, early: list[Indexed],
                       items: AsyncIterator[Indexed]) -> web.StreamResponse:
-        """SSE: `data: {chunk}` per piece, a last chunk per choice with its finish reason, the usage when asked,
-        then `data: [DONE]`. An error after the first byte is a `data: {"error": ...}` event and no [DONE]."""
+        """SSE, opened at once (its headers go before the first token): `data: {chunk}` per piece, a last chunk
+        per choice with its finish reason, the usage when asked, then `data: [DONE]`. An error after the stream
+        opened (a deadline that passes, for one) is a `data: {"error": ...}` event and no [DONE]."""
         out = web.StreamResponse(headers=SSE_HEADERS)
         await out.prepare(request)
         head = {"id": c.id, "object": "chat.completion.chunk" if chat else "text_completion", "created": c.created,
@@ -202,7 +205,7 @@ class OpenAIFace:
             if chat:  # the assistant's turn opens before its first piece
                 await out.write(_chunk({**head, "choices": [_delta(0, {"role": "assistant", "content": ""}, None)]}))
                 opened.add(0)
-            async for i, m in prepend([first] if first is not None else [], items):
+            async for i, m in prepend(early, items):
                 if m.text:
                     choice = _delta(i, {"content": m.text}, None) if chat else _text(i, m.text, None)
                     await out.write(_chunk({**head, "choices": [choice]}))
@@ -226,7 +229,7 @@ class OpenAIFace:
             peer = self._peer(request)
             principal = await self.auth.principal(details.invocation_metadata)
             bare = principal is not None and principal.may(BARE_BACKBONE_ROLE)
-            listing = CallDetails(LIST_BACKBONES, details.invocation_metadata)
+            listing = CallDetails(LIST_BACKBONES, details.invocation_metadata, details.deadline)
             backbones = await self.invoker.unary(await self.invoker.handler(listing), listing,
                                                  cat.ListBackbonesRequest(page_size=1000), peer)
             served = set(self.backbones())
@@ -260,6 +263,25 @@ class OpenAIFace:
             token = page.next_page_token
             if not token:
                 return
+
+
+async def _accepted(items: AsyncIterator[Marked], calls: int) -> list[Indexed]:
+    """Waits until each of `calls` calls was accepted; the messages that came meanwhile (an early choice's)."""
+    early: list[Indexed] = []
+    while calls:
+        i, m = await anext(items)  # every call is accepted before it ends: the stream cannot end before
+        if isinstance(m, Opened):
+            calls -= 1
+        else:
+            early.append((i, m))
+    return early
+
+
+async def _messages(items: AsyncIterator[Marked]) -> AsyncIterator[Indexed]:
+    """The choices' messages, the calls' OPENED left out."""
+    async for i, m in items:
+        if not isinstance(m, Opened):
+            yield i, m
 
 
 def _model(model_id: str, created: int, owner: str) -> dict[str, Any]:

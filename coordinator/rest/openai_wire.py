@@ -38,7 +38,7 @@ OPENAI_FINISH = {  # Generate's finish reasons -> OpenAI's; a cancelled one as v
 }
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error", 415: "invalid_request_error",
-               429: "limit_error"}
+               429: "limit_error", 504: "timeout_error"}
 
 
 @dataclass(frozen=True)
