@@ -1,4 +1,4 @@
-/** The catalog: backbones, prompts with pagination, versions, tags, aliases and their history, PEFT import/export. */
+/** The catalog: backbones (and deregistering one), prompts with pagination, versions, tags, aliases and their history, PEFT import/export. */
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -108,6 +108,21 @@ export function catalogSuite(live: Live): void {
       writeFileSync(join(dir, PEFT_CONFIG), "{}");
       writeFileSync(join(dir, "adapter_model.bin"), "not really");
       await assert.rejects(readAdapter(dir), /adapter_model\.bin is a pickle file/);
+    });
+
+    it("deregisters a backbone: its replicas stop, it leaves the catalog, and it can be registered again", async () => {
+      const pb = live.admin;
+      const model = join(live.server.dir, "models", "tiny-enc");
+      assert.equal((await pb.registerBackbone("ts-gone", model)).replicas, 1);
+      const gone = await pb.deregisterBackbone("ts-gone");
+      assert.deepEqual([gone.removed, gone.stoppedReplicas, gone.failedJobs], [true, 1, []]);
+      assert.equal(gone.backbone?.name, "backbones/ts-gone");
+      assertCode(await failure(pb.getBackbone("ts-gone")), "NOT_FOUND", 5);
+      assertCode(await failure(pb.deregisterBackbone("backbones/ts-gone")), "NOT_FOUND", 5);
+      const [event] = await collect(pb.listAuditEvents({ method: "DeregisterBackbone", resource: "backbones/ts-gone" }));
+      assert.equal(event?.principal, "admin");
+      assert.equal((await pb.registerBackbone("ts-gone", model)).replicas, 1);
+      assert.equal((await pb.deregisterBackbone("ts-gone", { force: true })).removed, true);
     });
 
     it("deletes versions and prompts, with force where something still points at them", async () => {
