@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -237,8 +238,6 @@ def test_every_write_is_in_the_audit_log_with_its_principal(secured: LiveServer,
 
 def test_only_admins_read_the_audit_log_with_its_filters_and_pages(secured: LiveServer, tokens: dict[str, str],
                                                                    tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
     for role in ("reader", "trainer"):
         with Client(secured.address, token=tokens[role]) as c:
             code, msg = code_of(lambda: c.list_audit_events())  # noqa: B023 - called at once
@@ -263,15 +262,13 @@ def test_only_admins_read_the_audit_log_with_its_filters_and_pages(secured: Live
         assert {e.method for e in tokens_made} == {"CreateToken"}
         assert admin.list_audit_events(principal="t-reader") == []  # a reader wrote nothing
 
-        from promptbank_api.v1 import auth_pb2 as ap
-
-        first = admin.tokens.ListAuditEvents(ap.ListAuditEventsRequest(page_size=2), timeout=10)
+        first = admin.tokens.ListAuditEvents(auth_pb2.ListAuditEventsRequest(page_size=2), timeout=10)
         admin.create_prompt("audit-f-3", ["a", "b"])  # newer events do not shift the next page
-        second = admin.tokens.ListAuditEvents(ap.ListAuditEventsRequest(page_size=2, page_token=first.next_page_token),
-                                              timeout=10)
+        second = admin.tokens.ListAuditEvents(
+            auth_pb2.ListAuditEventsRequest(page_size=2, page_token=first.next_page_token), timeout=10)
         ids = [int(e.name.split("/")[1]) for e in [*first.events, *second.events]]
         assert len(ids) == 4 and ids == sorted(ids, reverse=True) and len(set(ids)) == 4
-        code, msg = code_of(lambda: admin.tokens.ListAuditEvents(ap.ListAuditEventsRequest(
+        code, msg = code_of(lambda: admin.tokens.ListAuditEvents(auth_pb2.ListAuditEventsRequest(
             page_size=2, page_token=first.next_page_token, principal="admin"), timeout=10))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "different query" in msg
         code, msg = code_of(lambda: admin.list_audit_events(after=ended, before=started))

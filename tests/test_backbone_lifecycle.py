@@ -38,6 +38,18 @@ def free_cpus() -> float:
     return float(ray.available_resources().get("CPU", 0.0))
 
 
+def settled_free_cpus() -> float:
+    """Ray's free CPUs once the view stops changing (it follows the raylets' reports, a moment late)."""
+    last = free_cpus()
+    for _ in range(40):
+        time.sleep(0.5)
+        now = free_cpus()
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -68,7 +80,7 @@ def test_a_backbone_without_versions_is_removed_and_can_come_back(server: LiveSe
                                                                   tiny_encoder: str) -> None:
     registered = client.register_backbone("unreg-bare", tiny_encoder, replicas=2)
     assert registered.replicas == 2
-    actors, cpus = handles(server, "unreg-bare"), free_cpus()
+    actors, cpus = handles(server, "unreg-bare"), settled_free_cpus()
     out = cli(server, "backbones", "deregister", "unreg-bare")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "deregistered backbones/unreg-bare: stopped 2 replicas; removed from the catalog"
@@ -90,7 +102,7 @@ def test_a_pinned_backbone_stays_listed_but_is_not_served_until_registered_again
     train(client, "unreg-story", backbone="unreg-lm", labels=["negative", "positive"],
           label_words=["bad", "good"], hyperparameters=input_hp(num_virtual_tokens=2, max_steps=4, batch_size=8))
     before = client.classify([("unreg-story", "so good")])[0]
-    actors, cpus = handles(server, "unreg-lm"), free_cpus()
+    actors, cpus = handles(server, "unreg-lm"), settled_free_cpus()
 
     gone = client.deregister_backbone("backbones/unreg-lm")
     assert (gone.removed, gone.stopped_replicas, list(gone.failed_jobs)) == (False, 1, [])
@@ -127,7 +139,7 @@ def test_jobs_on_a_backbone_refuse_it_unless_forced(server: LiveServer, client: 
     assert client.get_job(running.name).state == jp.TrainJob.RUNNING
     assert client.get_job(queued.name).state == jp.TrainJob.QUEUED
 
-    actors, cpus = handles(server, "unreg-busy"), free_cpus()
+    actors, cpus = handles(server, "unreg-busy"), settled_free_cpus()
     gone = client.deregister_backbone("unreg-busy", force=True)
     assert list(gone.failed_jobs) == [running.name, queued.name] and gone.removed
     assert_stopped(actors, cpus)
