@@ -162,6 +162,7 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     verifier = None
     if config.auth == "tokens":
         verifier = auth.Verifier(lambda digest: lookup(db, digest), config.admin_token)
+
     def prune(s: Tx) -> int:
         return audit_log.prune(s, keep_days=config.audit_retention_days, keep_rows=config.audit_max_rows)
 
