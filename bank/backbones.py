@@ -3,11 +3,11 @@ prompt version pins."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bank import reads
-from bank.models import Backbone
+from bank.models import Backbone, PromptVersion
 from promptbank_api.errors import NotFound
 from promptbank_api.names import check_name
 from promptbank_domain.catalog import BackboneRecord
@@ -31,14 +31,39 @@ def upsert_backbone(
 
 
 def _backbone_row(s: Session, name: str) -> Backbone:
-    bb = s.scalar(select(Backbone).where(Backbone.name == name))
+    bb = _find_backbone_row(s, name)
     if bb is None:
         raise NotFound(f"backbone {name!r} not found")
     return bb
 
 
+def _find_backbone_row(s: Session, name: str) -> Backbone | None:
+    return s.scalar(select(Backbone).where(Backbone.name == name))
+
+
 def get_backbone(s: Session, name: str) -> BackboneRecord:
     return reads.backbone(_backbone_row(s, name))
+
+
+def find_backbone(s: Session, name: str) -> BackboneRecord | None:
+    bb = _find_backbone_row(s, name)
+    return None if bb is None else reads.backbone(bb)
+
+
+def remove_backbone(s: Session, name: str) -> tuple[BackboneRecord | None, bool]:
+    """A deregistered backbone's entry: removed when no stored version pins it, else kept (its versions name it
+    and keep its fingerprint). Returns the backbone as it was (None: the catalog had no entry) and whether it
+    was removed."""
+    bb = _find_backbone_row(s, name)
+    if bb is None:
+        return None, False
+    record = reads.backbone(bb)
+    pinned = s.scalar(select(func.count()).select_from(PromptVersion).where(PromptVersion.backbone_id == bb.id))
+    if pinned:
+        return record, False
+    s.delete(bb)
+    s.flush()
+    return record, True
 
 
 def list_backbones(s: Session, offset: int, limit: int) -> list[BackboneRecord]:

@@ -10,7 +10,7 @@ this module names them all, so a caller writes `catalog.resolve(...)` whichever 
 
 from __future__ import annotations
 
-from bank.backbones import get_backbone, list_backbones, upsert_backbone
+from bank.backbones import find_backbone, get_backbone, list_backbones, remove_backbone, upsert_backbone
 from bank.generation import RESOLVING, bump_generation, generation
 from bank.idempotency import remember_request, seen_request
 from bank.prompts import create_prompt, delete_prompt, find_prompt, get_prompt, list_prompts, update_prompt
@@ -32,8 +32,8 @@ from bank.versions import (
 
 __all__ = [
     "RESOLVING", "add_version", "alias_history", "bump_generation", "create_prompt", "delete_alias",
-    "delete_prompt", "delete_version", "find_prompt", "generation", "get_backbone", "get_prompt", "get_version",
-    "list_backbones", "list_prompts", "list_versions", "nearest_candidates", "remember_request", "resolve",
-    "resolve_served", "seen_request", "set_alias", "set_version_tags", "tensor_by_sha", "update_prompt",
-    "upsert_backbone", "version_tensor",
+    "delete_prompt", "delete_version", "find_backbone", "find_prompt", "generation", "get_backbone", "get_prompt",
+    "get_version", "list_backbones", "list_prompts", "list_versions", "nearest_candidates", "remember_request",
+    "remove_backbone", "resolve", "resolve_served", "seen_request", "set_alias", "set_version_tags",
+    "tensor_by_sha", "update_prompt", "upsert_backbone", "version_tensor",
 ]

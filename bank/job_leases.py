@@ -14,7 +14,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from bank import reads
-from bank.backbones import _backbone_row
+from bank.backbones import _find_backbone_row
 from bank.failpoints import failpoint
 from bank.job_history import (
     _add_event,
@@ -183,11 +183,16 @@ def succeed(s: Session, job_id: str, *, owner: str, prompt: bytes, metrics: dict
     job = _leased(s, job_id, owner)
     if job is None:
         return None
-    p, bb = _prompt_row(s, job.prompt_name), _backbone_row(s, job.backbone_name)
+    p, bb = _prompt_row(s, job.prompt_name), _find_backbone_row(s, job.backbone_name)
     if p.created_at > job.created_at:  # its publish rights were checked against the prompt since deleted
         job.lease_owner, job.lease_expires_at = "", None
         _set_state(s, job, JobState.FAILED, error=f"prompt {p.name!r} was deleted and created again after this job was "
                                           f"queued; nothing was published")
+        return None
+    if bb is None:  # deregistered (through another coordinator) with no version left to keep its entry
+        job.lease_owner, job.lease_expires_at = "", None
+        _set_state(s, job, JobState.FAILED, error=f"backbone {job.backbone_name!r} was removed from the catalog "
+                                          f"(DeregisterBackbone) while this job ran; nothing was published")
         return None
     v = _add_version_row(s, p, bb, prompt, metrics=metrics, lineage=lineage, aliases=aliases, principal=job.principal)
     s.flush()

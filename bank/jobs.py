@@ -45,9 +45,10 @@ from promptbank_domain.jobs import JobRecord, JobSpec
 from promptbank_domain.states import TERMINAL_STATES, JobState
 
 __all__ = [
-    "KEEP_CHECKPOINTS", "LeaseLost", "claim", "count_by_state", "create_job", "events_after", "finish", "get_job",
-    "latest_checkpoint", "list_jobs", "queued_jobs", "reclaim_expired", "record_progress", "release",
-    "renew_leases", "request_cancel", "requeue", "save_checkpoint", "store_checkpoint", "succeed", "training_data",
+    "KEEP_CHECKPOINTS", "LeaseLost", "active_on_backbone", "claim", "count_by_state", "create_job", "events_after",
+    "fail_active_on_backbone", "finish", "get_job", "latest_checkpoint", "list_jobs", "queued_jobs",
+    "reclaim_expired", "record_progress", "release", "renew_leases", "request_cancel", "requeue", "save_checkpoint",
+    "store_checkpoint", "succeed", "training_data",
 ]
 
 
@@ -120,3 +121,26 @@ def request_cancel(s: Session, job_id: str) -> JobRecord:
     if job.state == JobState.QUEUED:
         _set_state(s, job, JobState.CANCELLED, message="cancelled before it started")
     return reads.job(job)
+
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
+
+
+def active_on_backbone(s: Session, backbone: str) -> list[JobRecord]:
+    """The jobs on a backbone that are queued or running (under any coordinator's lease), oldest first."""
+    q = select(Job).where(Job.backbone_name == backbone, Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at, Job.id)
+    return [reads.job(j) for j in s.scalars(q).all()]
+
+
+def fail_active_on_backbone(s: Session, backbone: str, reason: str) -> list[JobRecord]:
+    """End FAILED, with `reason`, every job on a backbone that is queued or running, whichever coordinator leases it
+    (its backbone is going away). A coordinator still driving one finds it ended at its next write: it writes
+    nothing more for it and stops it on its replica (bank/job_leases.py). Returns the jobs as they were."""
+    jobs = s.scalars(select(Job).where(Job.backbone_name == backbone, Job.state.in_(ACTIVE_STATES))
+                     .order_by(Job.created_at, Job.id).with_for_update()).all()
+    before = [reads.job(j) for j in jobs]
+    for job in jobs:
+        was = job.state
+        job.lease_owner, job.lease_expires_at = "", None
+        _set_state(s, job, JobState.FAILED, error=f"{reason} (the job was {was} at step {job.step})")
+    return before

@@ -253,10 +253,10 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # time filters; retention deletes by it
     principal: Mapped[str] = mapped_column(String(64), index=True)
-    rpc: Mapped[str] = mapped_column(String(64))
-    resource: Mapped[str] = mapped_column(String(256))
+    rpc: Mapped[str] = mapped_column(String(64), index=True)  # ListAuditEvents' method filter
+    resource: Mapped[str] = mapped_column(String(256), index=True)  # ... its resource filter (a name or prefix)
 
 
 class CatalogState(Base):

@@ -89,4 +89,4 @@ def token(t: Token) -> TokenRecord:
 
 
 def audit_event(e: AuditEvent) -> AuditRecord:
-    return AuditRecord(at=e.at, principal=e.principal, rpc=e.rpc, resource=e.resource)
+    return AuditRecord(at=e.at, principal=e.principal, rpc=e.rpc, resource=e.resource, id=e.id)

@@ -1,5 +1,5 @@
-"""Access tokens in SQL (a random secret shown once, stored only as its hash, revocable) and the audit log
-of who wrote what.
+"""Access tokens in SQL (a random secret shown once, stored only as its hash, revocable). What their callers
+write is in the audit log (bank/audit.py).
 
 A token's name is the identity of its callers: what they make (jobs, uploads, versions, alias moves, audit rows)
 is recorded under it, and a trainer reaches what carries its name. So a name is unique across every kind of
@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bank import reads
-from bank.models import AuditEvent, Token, utcnow
+from bank.models import Token, utcnow
 from promptbank_api.errors import AlreadyExists, InvalidArgument, NotFound
 from promptbank_api.names import check_name
-from promptbank_domain.tokens import AuditRecord, TokenRecord
+from promptbank_domain.tokens import TokenRecord
 
 ROLES = ("reader", "trainer", "admin")  # each may do what the ones before it may
 SECRET_PREFIX = "pbt_"  # recognisable in a leaked-secret scan
@@ -87,16 +87,3 @@ def revoke_token(s: Session, name: str) -> TokenRecord:
         token.revoked_at = utcnow()
         s.flush()
     return reads.token(token)
-
-
-def record_write(s: Session, principal: str, rpc: str, resource: str) -> None:
-    """The audit log: one row per successful write RPC."""
-    s.add(AuditEvent(at=utcnow(), principal=principal, rpc=rpc, resource=resource[:256]))
-    s.flush()
-
-
-def audit_events(s: Session, principal: str = "") -> list[AuditRecord]:
-    q = select(AuditEvent).order_by(AuditEvent.id)
-    if principal:
-        q = q.where(AuditEvent.principal == principal)
-    return [reads.audit_event(e) for e in s.scalars(q).all()]

@@ -157,6 +157,12 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--train-max-attempts", type=int, default=ServerConfig.train_max_attempts, metavar="N",
                     help="dispatches of one job (a dead replica or coordinator costs one) before it fails "
                          f"(default {ServerConfig.train_max_attempts})")
+    ap.add_argument("--audit-retention-days", type=finite, default=ServerConfig.audit_retention_days, metavar="DAYS",
+                    help="delete audit events older than this, at start and on each write (default "
+                         f"{ServerConfig.audit_retention_days:g}; 0: keep them)")
+    ap.add_argument("--audit-max-rows", type=int, default=ServerConfig.audit_max_rows, metavar="N",
+                    help=f"keep at most about the newest N audit events (default {ServerConfig.audit_max_rows}; 0: no "
+                         "bound)")
     for flag, name in FLAGS.items():  # one flag per row of the limits table
         default = getattr(Limits(), name)
         ap.add_argument(flag, type=int, default=default, metavar="N",
@@ -186,7 +192,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                               data_roots=tuple(roots), auth=a.auth, admin_token=admin,
                               insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
                               tls_client_ca=a.tls_client_ca, grace_seconds=a.grace, job_lease_s=a.job_lease,
-                              train_max_attempts=a.train_max_attempts,
+                              train_max_attempts=a.train_max_attempts, audit_retention_days=a.audit_retention_days,
+                              audit_max_rows=a.audit_max_rows,
                               generate_batching=a.generate_batching == "on", generate_max_seqs=a.generate_max_seqs,
                               generate_max_cached_tokens=a.generate_max_cached_tokens,
                               limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),

@@ -33,7 +33,7 @@ ROLES = ("reader", "trainer", "admin")
 RULES: dict[str, dict[str, str]] = {  # service -> RPC -> the least role that may call it
     "promptbank.v1.Inference": {"Classify": "reader", "Generate": "reader"},
     "promptbank.v1.PromptCatalog": {
-        "ListBackbones": "reader", "GetBackbone": "reader", "RegisterBackbone": "admin",
+        "ListBackbones": "reader", "GetBackbone": "reader", "RegisterBackbone": "admin", "DeregisterBackbone": "admin",
         "CreatePrompt": "admin", "GetPrompt": "reader", "ListPrompts": "reader", "UpdatePrompt": "admin",
         "DeletePrompt": "admin", "GetPromptVersion": "reader", "ListPromptVersions": "reader",
         "UpdatePromptVersion": "admin", "DeletePromptVersion": "admin", "SetAlias": "admin",
@@ -45,15 +45,16 @@ RULES: dict[str, dict[str, str]] = {  # service -> RPC -> the least role that ma
         "CreateTrainJob": "trainer", "GetTrainJob": "trainer", "ListTrainJobs": "trainer",
         "CancelTrainJob": "trainer", "WatchTrainJob": "trainer", "UploadDataset": "trainer",
     },
-    "promptbank.v1.Tokens": {"CreateToken": "admin", "ListTokens": "admin", "RevokeToken": "admin"},
+    "promptbank.v1.Tokens": {"CreateToken": "admin", "ListTokens": "admin", "RevokeToken": "admin",
+                             "ListAuditEvents": "admin"},
     "grpc.health.v1.Health": {"Check": "", "Watch": "", "List": ""},  # open: probes carry no token
     "grpc.reflection.v1alpha.ServerReflection": {"ServerReflectionInfo": "reader"},
     "grpc.reflection.v1.ServerReflection": {"ServerReflectionInfo": "reader"},
 }
 WRITES = frozenset({  # RPCs that change something: each success is written to the audit log with its principal
     "CreatePrompt", "UpdatePrompt", "DeletePrompt", "UpdatePromptVersion", "DeletePromptVersion", "SetAlias",
-    "DeleteAlias", "ImportPromptVersion", "RegisterBackbone", "CreateTrainJob", "CancelTrainJob", "UploadDataset",
-    "CreateToken", "RevokeToken",
+    "DeleteAlias", "ImportPromptVersion", "RegisterBackbone", "DeregisterBackbone", "CreateTrainJob",
+    "CancelTrainJob", "UploadDataset", "CreateToken", "RevokeToken",
 })
 # Generate with a backbone alone (no prompt) is a use of the model itself, beyond the prompts an admin published:
 # the role of those who may already run it on any data (train jobs).

@@ -44,6 +44,8 @@ class Autoscaler:
         while True:
             await asyncio.sleep(TICK_S)
             for name in list(self.pool.backbones):
+                if name not in self.pool.backbones:  # deregistered during this tick
+                    continue
                 try:
                     await self.step(name)
                 except Exception:  # noqa: BLE001 - a failed grow is logged; the next tick tries again

@@ -14,9 +14,11 @@ from bank.peft_format import ImportedPrompt, export_peft, import_peft
 from bank.writer import BankDB, Tx
 from coordinator import auth
 from coordinator import convert as cv
+from coordinator.backbone_lifecycle import deregister, record_backbone
 from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.limits import Limits
 from coordinator.pool import ReplicaPool
+from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from promptbank_api.names import (
     check_name,
@@ -30,7 +32,6 @@ from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
 from promptbank_domain.catalog import BackboneRecord
 from promptbank_domain.precision import check_dtype
-from workers.protocol import BackboneInfo
 
 UPDATABLE = {"tags", "owner", "task.description"}
 
@@ -38,13 +39,6 @@ UPDATABLE = {"tags", "owner", "task.description"}
 def version_ref(name: str) -> str:
     """Accept `prompts/p/versions/n` and the short reference forms."""
     return strip_collection(name, "prompts")
-
-
-def record_backbone(s: Tx, spec: BackboneSpec, info: BackboneInfo) -> BackboneRecord:
-    """Register (or refresh) a served backbone's row from what its replica reported."""
-    return catalog.upsert_backbone(s, spec.name, model=spec.model, revision=spec.revision,
-                                   architecture=info.architecture, hidden_size=info.hidden_size,
-                                   fingerprint=info.fingerprint, deep=info.deep)
 
 
 def check_adapter_fits(imported: ImportedPrompt, bb: BackboneRecord) -> None:
@@ -66,8 +60,8 @@ def check_prompt_fields(limits: Limits, tags: Sequence[str], owner: str) -> None
 
 
 class CatalogService(cat_grpc.PromptCatalogServicer):
-    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig):
-        self.db, self.pool, self.config = db, pool, config
+    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig, scheduler: JobScheduler):
+        self.db, self.pool, self.config, self.scheduler = db, pool, config, scheduler
         self.page_bytes = cv.page_bytes(config.limits)  # list pages are bounded in bytes as well as rows
 
     def _replicas(self, name: str) -> list[cat.BackboneReplica]:
@@ -120,6 +114,14 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
             info = await self.pool.add(spec)
             await self.db.run(lambda s: record_backbone(s, spec, info))
         return await self.db.run(lambda s: self._proto(catalog.get_backbone(s, name)))
+
+    async def DeregisterBackbone(self, request: cat.DeregisterBackboneRequest, context: grpc.aio.ServicerContext
+                                 ) -> cat.DeregisterBackboneResponse:
+        """Stop this coordinator's replicas of a backbone (coordinator/backbone_lifecycle.py); calls still on them
+        get --grace to finish."""
+        name = check_name("backbone", strip_collection(request.name, "backbones"))
+        return await deregister(self.db, self.pool, self.scheduler, name, force=request.force,
+                                who=auth.current().name, wait_s=self.config.grace_seconds)
 
     async def CreatePrompt(self, request: cat.CreatePromptRequest, context: grpc.aio.ServicerContext) -> cat.Prompt:
         name = check_name("prompt", request.prompt_id)

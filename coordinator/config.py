@@ -78,6 +78,7 @@ def _require(ok: bool, flag: str, value: object, rule: str) -> None:
         raise ValueError(f"{flag} {shown} {rule}")
 
 
+MAX_RETENTION_DAYS = 36_500  # a hundred years: past it the cutoff would leave the calendar
 PLACEMENTS = {"spread": "SPREAD", "pack": "DEFAULT"}  # --placement -> Ray's actor scheduling strategy
 
 
@@ -115,6 +116,8 @@ class ServerConfig:
     train_gather_s: float = 1.0  # a newly queued job waits this long for others to co-batch with
     job_lease_s: float = 30.0  # a running job's lease: renewed every third of it; lapsed -> another coordinator resumes it
     train_max_attempts: int = 3  # dispatches of one job (a dead replica or coordinator costs one) before it FAILS
+    audit_retention_days: float = 365.0  # audit events older than this are deleted (at start and on each write); 0 = kept
+    audit_max_rows: int = 1_000_000  # ... and all but about the newest this many; 0 = no bound
     data_roots: tuple[str, ...] = ()  # directories whose files a train job's dataset.uri may read; none: no files
     auth: str = "none"  # "none" (loopback only) or "tokens": bearer tokens with roles (coordinator/auth.py)
     admin_token: str = field(default="", repr=False)  # a secret that is an admin; never printed
@@ -173,6 +176,9 @@ class ServerConfig:
         _require(self.train_gather_s >= 0, "train_gather_s", self.train_gather_s, "must be >= 0")
         _require(1.0 <= self.job_lease_s <= 3600, "--job-lease", self.job_lease_s, "must be in [1, 3600] seconds")
         _require(self.train_max_attempts >= 1, "--train-max-attempts", self.train_max_attempts, "must be >= 1")
+        _require(0 <= self.audit_retention_days <= MAX_RETENTION_DAYS, "--audit-retention-days",
+                 self.audit_retention_days, f"must be in [0, {MAX_RETENTION_DAYS}] (0: keep every event)")
+        _require(self.audit_max_rows >= 0, "--audit-max-rows", self.audit_max_rows, "must be >= 0 (0: no bound)")
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth={self.auth!r} must be one of {list(AUTH_MODES)}")
         if bool(self.tls_cert) != bool(self.tls_key):

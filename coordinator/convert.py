@@ -161,12 +161,14 @@ def page(page_size: int, page_token: str, query: dict) -> tuple[int, int]:
     return offset, limit
 
 
-def _token(offset: int, query: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset, "q": query}).encode()).decode()
+def position_token(position: int, query: dict) -> str:
+    """A page token that `page` reads back as `position`: an offset, or a keyset list's id to continue below."""
+    return base64.urlsafe_b64encode(json.dumps({"o": position, "q": query}).encode()).decode()
+
 
 
 def next_token(offset: int, limit: int, got: int, query: dict) -> str:
-    return "" if got < limit else _token(offset + got, query)
+    return "" if got < limit else position_token(offset + got, query)
 
 
 def page_bytes(limits: Limits) -> int:
@@ -188,4 +190,4 @@ def fill_page(rows: Sequence[Row], to_proto: Callable[[Row], M], offset: int, li
             break
         out.append(msg)
     more = len(out) < len(rows) or len(rows) >= limit
-    return out, _token(offset + len(out), query) if more else ""
+    return out, position_token(offset + len(out), query) if more else ""

@@ -157,7 +157,7 @@ class InferenceService(inf_grpc.InferenceServicer):
         bare = generate_options.backbone_name(request)
         if bare:
             auth.require(auth.BARE_BACKBONE_ROLE, "Generate with a backbone alone (no prompt)")
-            if bare not in self.pool.backbones:
+            if bare not in self.pool.backbones and not await self.db.read(lambda s: catalog.find_backbone(s, bare)):
                 raise NotFound(f"backbone {bare!r} is not served here (serving: "
                                f"{', '.join(sorted(self.pool.backbones)) or 'none'})")
             backbone, key, prompts, what = bare, "", {}, f"backbone {bare!r}"

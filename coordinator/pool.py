@@ -85,6 +85,7 @@ class BackboneReplicas:
     spec: BackboneSpec
     info: BackboneInfo
     replicas: list[Replica]
+    retired: bool = False  # deregistered: its replicas are stopped and a replica starting now is stopped too
 
 
 def ensure_ray(address: str, host: str) -> None:
@@ -196,6 +197,9 @@ class ReplicaPool:
         """One more replica of a served backbone (autoscaling); FAILED_PRECONDITION when Ray cannot place it."""
         bb = self.get(name)
         (worker, info), = await self._start(bb.spec, 1)
+        if bb.retired or self.backbones.get(name) is not bb:  # deregistered while it started
+            worker.kill()
+            raise FailedPrecondition(f"backbone {name!r} was deregistered while a replica of it started")
         if info.fingerprint != bb.info.fingerprint:
             worker.kill()
             raise FailedPrecondition(f"a new replica of backbone {name!r} loaded different weights")
@@ -213,6 +217,17 @@ class ReplicaPool:
         bb.replicas.remove(rep)
         rep.worker.kill()
         log.info("backbone %s: idle replica %d removed (%d now)", name, rep.index, len(bb.replicas))
+
+    def detach(self, name: str) -> BackboneReplicas:
+        """Stop routing anything to a backbone (the first step of deregistering it): calls and jobs already on
+        its replicas go on; new ones find it not served. `attach` undoes it."""
+        bb = self.get(name)
+        del self.backbones[name]
+        return bb
+
+    def attach(self, bb: BackboneReplicas) -> None:
+        """Serve a detached backbone again (its deregistration was refused after all)."""
+        self.backbones[bb.spec.name] = bb
 
     def get(self, name: str) -> BackboneReplicas:
         if name not in self.backbones:
@@ -274,8 +289,10 @@ class ReplicaPool:
         return await self.died(rep) if not rep.live else True
 
     def replica_count(self, name: str) -> int:
-        """Replicas of a backbone in any state (the micro-batcher sizes its in-flight batches by it)."""
-        return len(self.get(name).replicas)
+        """Replicas of a backbone in any state (the micro-batcher sizes its in-flight batches by it); 0 when it is
+        not served (deregistered): its batcher then hands each request the call's FAILED_PRECONDITION."""
+        bb = self.backbones.get(name)
+        return len(bb.replicas) if bb is not None else 0
 
     async def classify(self, name: str, batch: ClassifyBatch) -> list[list[float]]:
         """Run a batch (`batch.prompts` holds every row's prompt bytes) on one replica. A replica that dies under

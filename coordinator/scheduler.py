@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ray.exceptions import RayActorError
@@ -147,7 +148,8 @@ class JobScheduler:
         except RayActorError as exc:  # the replica died: its jobs resume elsewhere from their checkpoints
             log.warning("replica %d died under jobs %s: %s", replica.index, sorted(open_jobs), exc)
             probe = self.pool.died(replica)
-            live = [r for r in self.pool.get(replica.backbone).replicas if r.live]
+            served = self.pool.backbones.get(replica.backbone)  # None: deregistered meanwhile
+            live = [r for r in served.replicas if r.live] if served else []
             back = bool(live) or await probe  # another live replica takes the jobs now; else wait (bounded) for this one
             for job_id in open_jobs - self._lost:
                 with contextlib.suppress(jobstore.LeaseLost):
@@ -280,6 +282,19 @@ class JobScheduler:
             return None, "vocab (nearest: no stored prompt fits)"
         best = min(losses, key=losses.__getitem__)
         return cands[best], f"nearest:{best} (loss {losses[best]:.4f} over {len(losses)} candidates)"
+
+    async def abandon(self, replicas: Iterable[Replica]) -> None:
+        """Stop driving the jobs on these replicas, whose backbone is being deregistered (the bank has ended the
+        jobs): their tasks are cancelled and write nothing more, before the replicas are stopped."""
+        jobs = {job_id for r in replicas for job_id in r.training}
+        tasks = {self._tasks[job_id] for job_id in jobs if job_id in self._tasks}
+        self._lost |= jobs
+        for job_id in jobs:
+            self._open.pop(job_id, None)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def cancel(self, job_id: str) -> None:
         """Ask the replica running the job to stop at its next step (the DB flag is already set; a job running

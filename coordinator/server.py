@@ -20,14 +20,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from bank import audit as audit_log
 from bank import jobs as jobstore
-from bank import tokens
 from bank.db import safe_url
-from bank.writer import BankDB
+from bank.writer import BankDB, Tx
 from coordinator import auth
+from coordinator import convert as cv
 from coordinator.api import API, SERVICES
 from coordinator.autoscaler import Autoscaler
-from coordinator.catalog_service import CatalogService, record_backbone
+from coordinator.backbone_lifecycle import record_backbone
+from coordinator.catalog_service import CatalogService
 from coordinator.config import ServerConfig
 from coordinator.errors import ErrorInterceptor
 from coordinator.inference_service import InferenceService
@@ -160,8 +162,20 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     verifier = None
     if config.auth == "tokens":
         verifier = auth.Verifier(lambda digest: lookup(db, digest), config.admin_token)
+
+    def prune(s: Tx) -> int:
+        return audit_log.prune(s, keep_days=config.audit_retention_days, keep_rows=config.audit_max_rows)
+
+    pruned = await db.run(prune)  # rows that passed the retention while the server was down
+    if pruned:
+        log.info("audit log: deleted %d event(s) past the retention", pruned)
+
     async def audit(who: auth.Principal, rpc: str, resource: str) -> None:
-        await db.run(lambda s: tokens.record_write(s, who.name, rpc, resource))
+        def q(s: Tx) -> None:  # the event and the retention in one transaction
+            audit_log.record_write(s, who.name, rpc, resource)
+            prune(s)
+
+        await db.run(q)
 
     # outermost first: metrics see the status the error and auth interceptors decided
     chain = [RpcInterceptor(metrics), ErrorInterceptor(), auth.AuthInterceptor(verifier, audit)]
@@ -171,8 +185,8 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     # The generated add_* functions call only the two add_*_handlers methods, which the table has and passes on
     # to the server; their stubs name a whole server.
     as_server = cast(grpc.aio.Server, table)
-    auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier), as_server)
-    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config), as_server)
+    auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier, cv.page_bytes(config.limits)), as_server)
+    catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config, scheduler), as_server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), as_server)
     inference = InferenceService(db, pool, config, metrics)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, as_server)

@@ -1,4 +1,5 @@
-"""Tokens: create (the secret is returned once), list and revoke access tokens. Admin only (auth.RULES)."""
+"""Tokens: create (the secret is returned once), list and revoke access tokens, and read the audit log of what
+their callers wrote. Admin only (auth.RULES)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ from datetime import UTC
 
 import grpc
 
-from bank import tokens
+from bank import audit, tokens
 from bank.writer import BankDB, Tx
 from coordinator import auth
 from coordinator import convert as cv
 from promptbank_api.errors import InvalidArgument
-from promptbank_api.names import strip_collection, to_timestamp
+from promptbank_api.names import from_timestamp, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
-from promptbank_domain.tokens import TokenRecord
+from promptbank_domain.tokens import AuditRecord, TokenRecord
 
 MAX_TTL_S = 10 * 365 * 24 * 3600  # ten years; leave ttl unset for a token that never expires
 
@@ -25,9 +26,14 @@ def token_to_proto(t: TokenRecord) -> ap.Token:
                     revoke_time=to_timestamp(t.revoked_at))
 
 
+def audit_to_proto(e: AuditRecord) -> ap.AuditEvent:
+    return ap.AuditEvent(name=f"auditEvents/{e.id}", time=to_timestamp(e.at), principal=e.principal, method=e.rpc,
+                         resource=e.resource)
+
+
 class TokensService(ap_grpc.TokensServicer):
-    def __init__(self, db: BankDB, verifier: auth.Verifier | None):
-        self.db, self.verifier = db, verifier
+    def __init__(self, db: BankDB, verifier: auth.Verifier | None, page_bytes: int = cv.PAGE_BYTES):
+        self.db, self.verifier, self.page_bytes = db, verifier, page_bytes
 
     async def CreateToken(self, request: ap.CreateTokenRequest, context: grpc.aio.ServicerContext
                           ) -> ap.CreateTokenResponse:
@@ -66,6 +72,41 @@ class TokensService(ap_grpc.TokensServicer):
         if self.verifier is not None:
             self.verifier.forget()
         return out
+
+
+    async def ListAuditEvents(self, request: ap.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+                              ) -> ap.ListAuditEventsResponse:
+        """Newest first; a page token holds the id to continue below (keyset paging), bound to the filters."""
+        method = request.method.rsplit("/", 1)[-1]  # "/promptbank.v1.PromptCatalog/DeletePrompt" -> "DeletePrompt"
+        for field, value, most in (("principal", request.principal, 64), ("method", method, 64),
+                                   ("resource", request.resource, audit.RESOURCE_CHARS)):
+            if len(value) > most:
+                raise InvalidArgument(f"{field} has {len(value)} characters; the audit log keeps at most {most}")
+            if "\x00" in value:  # no name holds one (and PostgreSQL's text cannot)
+                raise InvalidArgument(f"{field} holds a NUL character")
+        after, before = from_timestamp(request.after), from_timestamp(request.before)
+        if after is not None and before is not None and after >= before:
+            raise InvalidArgument(f"after ({after.isoformat()}Z) must be earlier than before ({before.isoformat()}Z)")
+        query = {"principal": request.principal, "method": method, "resource": request.resource,
+                 "after": str(after or ""), "before": str(before or "")}
+        below, limit = cv.page(request.page_size, request.page_token, query)
+
+        def q(s: Tx) -> ap.ListAuditEventsResponse:
+            rows = audit.list_events(s, limit, below=below, principal=request.principal, rpc=method,
+                                     resource=request.resource, after=after, before=before)
+            out: list[ap.AuditEvent] = []
+            size = 0
+            for row in rows:  # the page also stops at its byte budget, as the other lists' pages do
+                msg = audit_to_proto(row)
+                size += msg.ByteSize() + 16
+                if out and size > self.page_bytes:
+                    break
+                out.append(msg)
+            more = len(out) < len(rows) or len(rows) >= limit
+            token = cv.position_token(rows[len(out) - 1].id, query) if more and out else ""
+            return ap.ListAuditEventsResponse(events=out, next_page_token=token)
+
+        return await self.db.read(q)
 
 
 async def lookup(db: BankDB, digest: str) -> auth.Grant | None:

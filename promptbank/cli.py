@@ -1,4 +1,5 @@
-"""The `promptbank` command line: serve, train, classify, generate, jobs, prompts, backbones, demo, completion.
+"""The `promptbank` command line: serve, train, classify, generate, jobs, prompts, backbones, tokens, audit, demo,
+completion.
 
 Every error a user can cause ends in one line on stderr naming the problem (never a traceback): exit 1 for an
 error the server returned, 2 for bad input here, 130 after Ctrl-C.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from promptbank import cli_args, cli_catalog, cli_tokens
+from promptbank import cli_args, cli_audit, cli_catalog, cli_tokens
 from promptbank.client import DEFAULT_SERVER, RECONNECT_FOR_S, Client
 from promptbank.errors import Unauthenticated, Unavailable, typed
 from promptbank.output import emit, plural, table
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_catalog.add_parsers(sub)
     cli_tokens.add_parsers(sub)
+    cli_audit.add_parsers(sub)
 
     d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
     d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
@@ -339,7 +341,8 @@ HINTS = {Unauthenticated: "pass --token-file or set PROMPTBANK_TOKEN",
          Unavailable: "retry later; if it persists, check --server and --tls-ca"}
 
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "jobs": cmd_jobs,
-            "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones, "tokens": cli_tokens.cmd_tokens}
+            "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones, "tokens": cli_tokens.cmd_tokens,
+            "audit": cli_audit.cmd_audit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,9 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
+from promptbank import cli_args
 from promptbank.client import Client
-from promptbank.output import emit, enum_text, table
+from promptbank.output import emit, enum_text, plural, table
 from promptbank.peft_files import read_adapter, write_adapter
 from promptbank_api.names import parse_ref
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -96,11 +97,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--request-id", default="", help="makes a retried import safe")
     _json(p)
 
-    backbones = sub.add_parser("backbones", help="list or register backbones")
+    backbones = sub.add_parser("backbones", help="list, register or deregister backbones")
     bs = backbones.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = bs.add_parser("list", help="the backbones this server knows")
     _json(b)
-    b = bs.add_parser("register", help="load a model on new replicas and serve it")
+    b = bs.add_parser("register", help="load a model on new replicas and serve it (admin)")
     b.add_argument("name")
     b.add_argument("model", help="model id or a path on the workers")
     b.add_argument("--revision", default="")
@@ -108,6 +109,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--dtype", choices=list(SERVING_DTYPES), default="auto",
                    help="serving precision: auto (bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPUs; "
                         "default), bf16, fp16 or fp32. Prompts stay fp32 and serve in any")
+    _json(b)
+    b = bs.add_parser("deregister", help="stop this server's replicas of a backbone and free their resources "
+                                         "(admin); one that stored versions pin stays listed, with no replicas")
+    b.add_argument("name", type=cli_args.nonempty, help="backbones/NAME or NAME")
+    b.add_argument("--force", action="store_true",
+                   help="also while train jobs on it are queued or running: they end FAILED")
     _json(b)
 
 
@@ -196,6 +203,16 @@ def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat
 def cmd_backbones(a: argparse.Namespace, c: Client) -> int:
     if a.action == "register":
         emit(c.register_backbone(a.name, a.model, a.revision, a.replicas, dtype=a.dtype), a.json)
+        return 0
+    if a.action == "deregister":
+        gone = c.deregister_backbone(a.name, force=a.force)
+        if a.json:
+            emit(gone, True)
+            return 0
+        kept = "removed from the catalog" if gone.removed else "kept in the catalog (stored versions pin it)"
+        print(f"deregistered {gone.backbone.name}: stopped {plural(gone.stopped_replicas, 'replica')}; {kept}")
+        if gone.failed_jobs:
+            print(f"ended FAILED: {', '.join(gone.failed_jobs)}")
         return 0
     arch = cat.Architecture.DESCRIPTOR
     table(c.list_backbones(), [("NAME", lambda b: b.name), ("ARCHITECTURE", lambda b: enum_text(arch, b.architecture)),

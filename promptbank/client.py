@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from promptbank.admin_calls import AdminCalls
 from promptbank.checks import address, seconds, strings
 from promptbank.checks import rows as _rows
 from promptbank.credentials import BearerToken
@@ -23,7 +24,6 @@ from promptbank.generation import Generation, GenerationResult, Message
 from promptbank.generation import request as generate_request
 from promptbank.retry import MAX_BACKOFF_S, channel_options
 from promptbank_api.names import job_name, strip_collection, to_timestamp
-from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import catalog_pb2_grpc as cat_grpc
@@ -74,7 +74,7 @@ def _pem(value: PEM | None) -> bytes | None:
 UPLOAD_CHUNK_BYTES = 8 << 20
 
 
-class Client:
+class Client(AdminCalls):
     """`Client("localhost:50051", token=..., tls_ca=...)`; every unary call carries `timeout` seconds as its
     deadline. `token` (default: env PROMPTBANK_TOKEN) is sent as a bearer token on every call. `tls_ca` (a PEM
     file or its bytes; default: env PROMPTBANK_TLS_CA) turns TLS on and is the CA the server's certificate
@@ -82,7 +82,8 @@ class Client:
     creates are retried on UNAVAILABLE (promptbank/retry.py); `wait_for_ready=True` makes them wait out an
     unreachable server, such as a coordinator restarting, up to their deadline instead of failing at once.
     A failed call raises its status's class from `promptbank.errors` (`NotFound`, `InvalidArgument`, ...), each
-    a `grpc.RpcError`, streams included."""
+    a `grpc.RpcError`, streams included. The admin calls (backbones, tokens, the audit log) are in
+    promptbank/admin_calls.py."""
 
     def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20,
                  token: str | None = None, tls_ca: PEM | None = None, tls_cert: PEM | None = None,
@@ -248,16 +249,6 @@ class Client:
     def get_job(self, job: str) -> jp.TrainJob:
         return self.jobs.GetTrainJob(jp.GetTrainJobRequest(name=job_name(job)), timeout=self.timeout)
 
-    def _all_pages(self, rpc: Any, request: Any, field: str) -> list[Any]:
-        """Follow next_page_token until the last page; every page call carries the deadline."""
-        out: list[Any] = []
-        while True:
-            resp = rpc(request, timeout=self.timeout)
-            out.extend(getattr(resp, field))
-            if not resp.next_page_token:
-                return out
-            request.page_token = resp.next_page_token
-
     def list_jobs(self, state: jp.TrainJob.State.ValueType = jp.TrainJob.STATE_UNSPECIFIED, prompt: str = "",
                   page_size: int = 0) -> list[jp.TrainJob]:
         req = jp.ListTrainJobsRequest(page_size=page_size, state=state, prompt=f"prompts/{prompt}" if prompt else "")
@@ -389,30 +380,6 @@ class Client:
         )
         return self.catalog.ImportPromptVersion(req, timeout=self.timeout)
 
-    def register_backbone(self, name: str, model: str, revision: str = "", replicas: int | None = None,
-                          timeout: float = 600, dtype: str = "") -> cat.Backbone:
-        """Load a model on new replicas and serve it; `replicas` None takes the server's default (1); `dtype`
-        auto (the default), bf16, fp16 or fp32."""
-        req = cat.RegisterBackboneRequest(backbone_id=name, model=model, revision=revision, dtype=dtype)
-        if replicas is not None:
-            req.replicas = replicas
-        return self.catalog.RegisterBackbone(req, timeout=timeout)
-
     def set_alias(self, prompt: str, alias: str, version: int) -> cat.Alias:
         req = cat.SetAliasRequest(parent=f"prompts/{prompt}", alias=alias, version=version)
         return self.catalog.SetAlias(req, timeout=self.timeout)
-
-    # ------------------------------------------------------------ tokens (admin)
-
-    def create_token(self, name: str, role: str, ttl_seconds: int | None = None) -> ap.CreateTokenResponse:
-        """A new token; its `secret` is in the response only, once. `role`: reader, trainer or admin."""
-        req = ap.CreateTokenRequest(token_id=name, role=ap.Role.Value(f"ROLE_{role.upper()}"))
-        if ttl_seconds is not None:
-            req.ttl_seconds = ttl_seconds
-        return self.tokens.CreateToken(req, timeout=self.timeout)
-
-    def list_tokens(self) -> list[ap.Token]:
-        return self._all_pages(self.tokens.ListTokens, ap.ListTokensRequest(page_size=1000), "tokens")
-
-    def revoke_token(self, name: str) -> ap.Token:
-        return self.tokens.RevokeToken(ap.RevokeTokenRequest(name=name), timeout=self.timeout)

@@ -32,7 +32,7 @@ READS = {
                                     "SetAlias", "UpdatePrompt", "UpdatePromptVersion", "RegisterBackbone"],
     "promptbank.v1.TrainJobs": ["GetTrainJob", "ListTrainJobs", "WatchTrainJob"],
     "promptbank.v1.Inference": ["Classify", "Generate"],
-    "promptbank.v1.Tokens": ["ListTokens"],
+    "promptbank.v1.Tokens": ["ListTokens", "ListAuditEvents"],
     "grpc.health.v1.Health": ["Check"],
 }
 CREATES = {

@@ -24,8 +24,9 @@ class AuditRecord:
 
     at: datetime | None
     principal: str
-    rpc: str
+    rpc: str  # the method's name, e.g. "DeletePrompt"
     resource: str
+    id: int = 0  # grows with time: the audit log pages by it
 
 
 @dataclass(frozen=True)

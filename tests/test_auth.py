@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -215,8 +216,6 @@ def test_the_secret_cache_is_bounded() -> None:
 
 def test_every_write_is_in_the_audit_log_with_its_principal(secured: LiveServer, tokens: dict[str, str]) -> None:
     """Deletes and tag changes included: the log outlives what they removed."""
-    from bank import tokens as tokenstore
-
     with Client(secured.address, token=ADMIN) as admin:
         admin.create_prompt("audit-p", ["a", "b"], tags=["x"])
         admin.update_prompt("audit-p", owner="team")
@@ -225,7 +224,9 @@ def test_every_write_is_in_the_audit_log_with_its_principal(secured: LiveServer,
             admin.delete_prompt("audit-p")  # a failed write leaves no row
     with Client(secured.address, token=tokens["reader"]) as reader:
         reader.list_prompts()  # reads are not audited
-    rows = [(e.principal, e.rpc, e.resource) for e in secured.coord.db.run_sync(lambda s: tokenstore.audit_events(s))]
+    with Client(secured.address, token=ADMIN) as admin:
+        events = admin.list_audit_events()  # newest first
+    rows = [(e.principal, e.method, e.resource) for e in reversed(events)]
     mine = [r for r in rows if r[2].endswith("audit-p")]
     assert mine == [("admin", "CreatePrompt", "prompts/audit-p"), ("admin", "UpdatePrompt", "prompts/audit-p"),
                     ("admin", "DeletePrompt", "prompts/audit-p")]
@@ -233,3 +234,58 @@ def test_every_write_is_in_the_audit_log_with_its_principal(secured: LiveServer,
     assert any(r[0] == "t-trainer" and r[1] == "CreateTrainJob" and r[2].startswith("jobs/") for r in rows)
     assert not any(r[0] == "t-reader" for r in rows)
     assert set(auth.WRITES) <= {m for rules in auth.RULES.values() for m in rules}  # every write has a rule
+
+
+def test_only_admins_read_the_audit_log_with_its_filters_and_pages(secured: LiveServer, tokens: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    for role in ("reader", "trainer"):
+        with Client(secured.address, token=tokens[role]) as c:
+            code, msg = code_of(lambda: c.list_audit_events())  # noqa: B023 - called at once
+            assert code == grpc.StatusCode.PERMISSION_DENIED and "ListAuditEvents needs the admin role" in msg
+            code, msg = code_of(lambda: c.deregister_backbone("enc"))  # noqa: B023
+            assert code == grpc.StatusCode.PERMISSION_DENIED and "DeregisterBackbone needs the admin role" in msg
+    with Client(secured.address, token=ADMIN) as admin:
+        started = datetime.now(UTC)
+        for name in ("audit-f", "audit-f-2"):
+            admin.create_prompt(name, ["a", "b"])
+        admin.update_prompt("audit-f", tags=["t"])
+        ended = datetime.now(UTC)
+        mine = admin.list_audit_events(after=started, before=ended)
+        assert [(e.method, e.resource) for e in mine] == [
+            ("UpdatePrompt", "prompts/audit-f"), ("CreatePrompt", "prompts/audit-f-2"),
+            ("CreatePrompt", "prompts/audit-f")]
+        assert all(e.principal == "admin" and e.name.startswith("auditEvents/") for e in mine)
+        by_resource = admin.list_audit_events(resource="prompts/audit-f")  # not prompts/audit-f-2
+        assert [e.method for e in by_resource] == ["UpdatePrompt", "CreatePrompt"]
+        tokens_made = admin.list_audit_events(method="/promptbank.v1.Tokens/CreateToken", principal="admin")
+        assert {"tokens/t-reader", "tokens/t-trainer"} <= {e.resource for e in tokens_made}
+        assert {e.method for e in tokens_made} == {"CreateToken"}
+        assert admin.list_audit_events(principal="t-reader") == []  # a reader wrote nothing
+
+        first = admin.tokens.ListAuditEvents(auth_pb2.ListAuditEventsRequest(page_size=2), timeout=10)
+        admin.create_prompt("audit-f-3", ["a", "b"])  # newer events do not shift the next page
+        second = admin.tokens.ListAuditEvents(
+            auth_pb2.ListAuditEventsRequest(page_size=2, page_token=first.next_page_token), timeout=10)
+        ids = [int(e.name.split("/")[1]) for e in [*first.events, *second.events]]
+        assert len(ids) == 4 and ids == sorted(ids, reverse=True) and len(set(ids)) == 4
+        code, msg = code_of(lambda: admin.tokens.ListAuditEvents(auth_pb2.ListAuditEventsRequest(
+            page_size=2, page_token=first.next_page_token, principal="admin"), timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "different query" in msg
+        code, msg = code_of(lambda: admin.list_audit_events(after=ended, before=started))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "must be earlier" in msg
+
+    admin_file = tmp_path / "admin.token"
+    admin_file.write_text(ADMIN)
+    base = [sys.executable, "-m", "promptbank.cli", "--server", secured.address, "--token-file", str(admin_file)]
+    out = subprocess.run([*base, "audit", "list", "--resource", "prompts/audit-f", "--json"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["method"] for line in out.stdout.splitlines()] == ["UpdatePrompt", "CreatePrompt"]
+    out = subprocess.run([*base, "audit", "list", "--method", "CreatePrompt", "--limit", "1"], capture_output=True,
+                         text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and lines[0].split() == ["TIME", "PRINCIPAL", "METHOD", "RESOURCE"]
+    assert len(lines) == 2 and "prompts/audit-f-3" in lines[1] and "--limit N shows more" in out.stderr
+    out = subprocess.run([*base, "audit", "list", "--after", "2026-02-01", "--before", "2026-01-01"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "must be earlier than --before" in out.stderr and "Traceback" not in out.stderr

@@ -1,7 +1,7 @@
 """The web console in a real browser (Debian's headless Chromium through chromedriver) against a real coordinator:
 the catalog lists a trained prompt, the playground shows the gRPC API's scores, a job page's curve grows while the
-job trains, a reader can neither see nor use an alias move, and a crafted job link reaches no other resource (issue
-30, item 8). Set PROMPTBANK_SCREENSHOT=docs/console.png to
+job trains, a reader can neither see nor use an alias move, the audit page lists writes for admins only, and a
+crafted job link reaches no other resource (issue 30, item 8). Set PROMPTBANK_SCREENSHOT=docs/console.png to
 refresh the README's screenshot from the job page."""
 
 from __future__ import annotations
@@ -198,6 +198,22 @@ def test_a_reader_cannot_move_an_alias(browser: WebDriver, rest_stack: RestStack
     assert status == 403 and body["code"] == 7 and "SetAlias needs the admin role" in body["message"]
     with rest_stack.client() as admin:
         assert all(e.principal != "rest-reader" for e in admin.alias_history("rest-sentiment"))
+
+
+def test_the_audit_page_lists_writes_for_admins_only(browser: WebDriver, rest_stack: RestStack) -> None:
+    sign_in(browser, rest_stack, "reader")
+    assert not browser.find_element(By.CSS_SELECTOR, 'a[data-nav="audit"]').is_displayed()  # the role lacks it
+    sign_in(browser, rest_stack, "admin", "#/audit")
+    assert browser.find_element(By.CSS_SELECTOR, 'a[data-nav="audit"]').is_displayed()
+    wait(browser, lambda d: css(d, "tr.audit-row"))
+    browser.find_element(By.ID, "audit-principal").send_keys("admin")
+    browser.find_element(By.ID, "audit-method").send_keys("CreateToken")
+    browser.find_element(By.CSS_SELECTOR, "#audit-filters button[type=submit]").click()
+    with rest_stack.client() as admin:
+        want = [e.name for e in admin.list_audit_events(principal="admin", method="CreateToken")]
+    assert len(want) >= 2  # the stack's reader and trainer tokens
+    wait(browser, lambda d: [r.get_attribute("data-name") for r in css(d, "tr.audit-row")] == want)
+    assert all("CreateToken" in r.text and "tokens/rest-" in r.text for r in css(browser, "tr.audit-row"))
 
 
 def http_calls(stack: RestStack) -> dict[str, float]:

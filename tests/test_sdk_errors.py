@@ -100,10 +100,12 @@ def _every_method(c: Client) -> dict[str, Callable[[], Any]]:
         "export_version": lambda: c.export_version("prompts/p/versions/1"),
         "import_version": lambda: c.import_version("p", "b", pb, pb),
         "register_backbone": lambda: c.register_backbone("b", "m", timeout=0.3),
+        "deregister_backbone": lambda: c.deregister_backbone("b"),
         "set_alias": lambda: c.set_alias("p", "prod", 1),
         "create_token": lambda: c.create_token("t", "reader"),
         "list_tokens": lambda: c.list_tokens(),
         "revoke_token": lambda: c.revoke_token("tokens/t"),
+        "list_audit_events": lambda: c.list_audit_events(),
     }
 
 

@@ -1,5 +1,6 @@
-// The console's shell: sign-in, the role it gives, and a hash router over the three views.
+// The console's shell: sign-in, the role it gives, and a hash router over the views.
 import { token, whoami } from "./api.js";
+import { auditView } from "./audit.js";
 import { catalogView, promptView } from "./catalog.js";
 import { h, mount, toast } from "./dom.js";
 import { jobView, jobsView } from "./jobs.js";
@@ -18,6 +19,7 @@ const routes = [
   [/^#\/jobs$/, () => jobsView(ctx)],
   [/^#\/jobs\/([^/]+)$/, (m) => jobView(ctx, decodeURIComponent(m[1]))],
   [/^#\/playground$/, () => playgroundView(ctx)],
+  [/^#\/audit$/, () => auditView(ctx)],
 ];
 
 async function render() {
@@ -56,6 +58,7 @@ async function signIn() {
   const signedIn = Boolean(token.get());
   document.getElementById("whoami").textContent = ctx.role ? `${ctx.role}${signedIn ? "" : " (auth off)"}` : "";
   document.getElementById("whoami").dataset.role = ctx.role;
+  document.querySelectorAll("[data-role-needed]").forEach((a) => { a.hidden = !ctx.can(a.dataset.roleNeeded); });
   const authOff = !signedIn && Boolean(ctx.role);  // no token needed: nothing to sign in with
   document.getElementById("token").hidden = signedIn || authOff;
   document.getElementById("signin-button").hidden = signedIn || authOff;

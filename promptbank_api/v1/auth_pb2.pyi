@@ -33,7 +33,7 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_TRAINER: _Role.ValueType  # 2
     """A reader that may also create train jobs and uploads, and get, list, watch and cancel its own jobs."""
     ROLE_ADMIN: _Role.ValueType  # 3
-    """Everything: catalog writes, aliases, deletes, imports, backbones, every job, tokens."""
+    """Everything: catalog writes, aliases, deletes, imports, backbones, every job, tokens, the audit log."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """What a token may do; each role may do everything the roles before it may."""
@@ -45,7 +45,7 @@ ROLE_READER: Role.ValueType  # 1
 ROLE_TRAINER: Role.ValueType  # 2
 """A reader that may also create train jobs and uploads, and get, list, watch and cancel its own jobs."""
 ROLE_ADMIN: Role.ValueType  # 3
-"""Everything: catalog writes, aliases, deletes, imports, backbones, every job, tokens."""
+"""Everything: catalog writes, aliases, deletes, imports, backbones, every job, tokens, the audit log."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 @_typing.final
@@ -231,3 +231,125 @@ class RevokeTokenRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeTokenRequest: _TypeAlias = RevokeTokenRequest  # noqa: Y015
+
+@_typing.final
+class AuditEvent(_message.Message):
+    """One successful write RPC, as the audit log recorded it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name, `auditEvents/{id}`; ids grow with time."""
+    principal: _builtins.str
+    """Who made it: a token's name, "admin" (the --admin-token-file secret) or "local" (auth off)."""
+    method: _builtins.str
+    """The RPC's method name, e.g. "DeletePrompt"."""
+    resource: _builtins.str
+    """What it wrote: the resource name it returned or was given, e.g. "prompts/sentiment" (at most 256
+    characters; empty when the call named none).
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the call succeeded."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
+        method: _builtins.str = ...,
+        resource: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "name", b"name", "principal", b"principal", "resource", b"resource", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    """Request for ListAuditEvents. Filters combine (all must hold)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Page size (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """Token from a previous response (it pages backwards in time; events recorded since do not shift it)."""
+    principal: _builtins.str
+    """Only events of this principal."""
+    method: _builtins.str
+    """Only calls of this method: its name ("DeletePrompt") or full path ("/promptbank.v1.PromptCatalog/DeletePrompt")."""
+    resource: _builtins.str
+    """Only events on this resource or inside it: "prompts/sentiment" also matches
+    "prompts/sentiment/versions/2" and "prompts/sentiment/aliases/prod".
+    """
+    @_builtins.property
+    def after(self) -> _timestamp_pb2.Timestamp:
+        """Only events at or after this time."""
+
+    @_builtins.property
+    def before(self) -> _timestamp_pb2.Timestamp:
+        """Only events before this time."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        method: _builtins.str = ...,
+        resource: _builtins.str = ...,
+        after: _timestamp_pb2.Timestamp | None = ...,
+        before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "method", b"method", "page_size", b"page_size", "page_token", b"page_token", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    """A page of audit events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next (older) page; empty when there is none."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]:
+        """The events, newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015

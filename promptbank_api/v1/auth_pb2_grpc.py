@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class TokensStub:
-    """Tokens as resources, `tokens/{name}`. Admin only.
+    """Tokens as resources, `tokens/{name}`, and the audit log of what their callers wrote. Admin only.
     """
 
     def __init__(self, channel):
@@ -50,10 +50,15 @@ class TokensStub:
                 request_serializer=promptbank_dot_v1_dot_auth__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=promptbank_dot_v1_dot_auth__pb2.Token.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/promptbank.v1.Tokens/ListAuditEvents',
+                request_serializer=promptbank_dot_v1_dot_auth__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=promptbank_dot_v1_dot_auth__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class TokensServicer:
-    """Tokens as resources, `tokens/{name}`. Admin only.
+    """Tokens as resources, `tokens/{name}`, and the audit log of what their callers wrote. Admin only.
     """
 
     def CreateToken(self, request, context):
@@ -77,6 +82,14 @@ class TokensServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Lists the audit log, newest first: one event per successful write RPC (who called which RPC on what,
+        when). Rows older than the server's retention (--audit-retention-days, --audit-max-rows) are gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokensServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_TokensServicer_to_server(servicer, server):
                     request_deserializer=promptbank_dot_v1_dot_auth__pb2.RevokeTokenRequest.FromString,
                     response_serializer=promptbank_dot_v1_dot_auth__pb2.Token.SerializeToString,
             ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=promptbank_dot_v1_dot_auth__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=promptbank_dot_v1_dot_auth__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'promptbank.v1.Tokens', rpc_method_handlers)
@@ -104,7 +122,7 @@ def add_TokensServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Tokens:
-    """Tokens as resources, `tokens/{name}`. Admin only.
+    """Tokens as resources, `tokens/{name}`, and the audit log of what their callers wrote. Admin only.
     """
 
     @staticmethod
@@ -178,6 +196,33 @@ class Tokens:
             '/promptbank.v1.Tokens/RevokeToken',
             promptbank_dot_v1_dot_auth__pb2.RevokeTokenRequest.SerializeToString,
             promptbank_dot_v1_dot_auth__pb2.Token.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promptbank.v1.Tokens/ListAuditEvents',
+            promptbank_dot_v1_dot_auth__pb2.ListAuditEventsRequest.SerializeToString,
+            promptbank_dot_v1_dot_auth__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TokensStub:
-    """Tokens as resources, `tokens/{name}`. Admin only."""
+    """Tokens as resources, `tokens/{name}`, and the audit log of what their callers wrote. Admin only."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -39,10 +39,14 @@ class TokensStub:
     """Lists tokens (never their secrets), by name."""
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeTokenRequest, _auth_pb2.Token]
     """Revokes a token: calls carrying it are UNAUTHENTICATED from then on."""
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListAuditEventsRequest, _auth_pb2.ListAuditEventsResponse]
+    """Lists the audit log, newest first: one event per successful write RPC (who called which RPC on what,
+    when). Rows older than the server's retention (--audit-retention-days, --audit-max-rows) are gone.
+    """
 
 @_typing.type_check_only
 class TokensAsyncStub(TokensStub):
-    """Tokens as resources, `tokens/{name}`. Admin only."""
+    """Tokens as resources, `tokens/{name}`, and the audit log of what their callers wrote. Admin only."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.CreateTokenRequest, _auth_pb2.CreateTokenResponse]  # type: ignore[assignment]
@@ -51,9 +55,13 @@ class TokensAsyncStub(TokensStub):
     """Lists tokens (never their secrets), by name."""
     RevokeToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeTokenRequest, _auth_pb2.Token]  # type: ignore[assignment]
     """Revokes a token: calls carrying it are UNAUTHENTICATED from then on."""
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListAuditEventsRequest, _auth_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Lists the audit log, newest first: one event per successful write RPC (who called which RPC on what,
+    when). Rows older than the server's retention (--audit-retention-days, --audit-max-rows) are gone.
+    """
 
 class TokensServicer(metaclass=_abc_1.ABCMeta):
-    """Tokens as resources, `tokens/{name}`. Admin only."""
+    """Tokens as resources, `tokens/{name}`, and the audit log of what their callers wrote. Admin only."""
 
     @_abc_1.abstractmethod
     def CreateToken(
@@ -78,5 +86,15 @@ class TokensServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.Token, _abc.Awaitable[_auth_pb2.Token]]:
         """Revokes a token: calls carrying it are UNAUTHENTICATED from then on."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _auth_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListAuditEventsResponse, _abc.Awaitable[_auth_pb2.ListAuditEventsResponse]]:
+        """Lists the audit log, newest first: one event per successful write RPC (who called which RPC on what,
+        when). Rows older than the server's retention (--audit-retention-days, --audit-max-rows) are gone.
+        """
 
 def add_TokensServicer_to_server(servicer: TokensServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -649,6 +649,70 @@ class RegisterBackboneRequest(_message.Message):
 Global___RegisterBackboneRequest: _TypeAlias = RegisterBackboneRequest  # noqa: Y015
 
 @_typing.final
+class DeregisterBackboneRequest(_message.Message):
+    """Request for DeregisterBackbone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`backbones/{b}` or just `{b}`."""
+    force: _builtins.bool
+    """Deregister even while train jobs on it are queued or running: they end FAILED."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeregisterBackboneRequest: _TypeAlias = DeregisterBackboneRequest  # noqa: Y015
+
+@_typing.final
+class DeregisterBackboneResponse(_message.Message):
+    """Response of DeregisterBackbone."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BACKBONE_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    STOPPED_REPLICAS_FIELD_NUMBER: _builtins.int
+    FAILED_JOBS_FIELD_NUMBER: _builtins.int
+    removed: _builtins.bool
+    """Whether its catalog entry was removed (no stored version pinned it)."""
+    stopped_replicas: _builtins.int
+    """How many of the answering coordinator's replicas were stopped."""
+    @_builtins.property
+    def backbone(self) -> Global___Backbone:
+        """The backbone as the catalog keeps it (no serving replicas), or as it was when its entry was removed."""
+
+    @_builtins.property
+    def failed_jobs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Train jobs (`jobs/{id}`) that were queued or running on it and ended FAILED (with `force`)."""
+
+    def __init__(
+        self,
+        *,
+        backbone: Global___Backbone | None = ...,
+        removed: _builtins.bool = ...,
+        stopped_replicas: _builtins.int = ...,
+        failed_jobs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "failed_jobs", b"failed_jobs", "removed", b"removed", "stopped_replicas", b"stopped_replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeregisterBackboneResponse: _TypeAlias = DeregisterBackboneResponse  # noqa: Y015
+
+@_typing.final
 class CreatePromptRequest(_message.Message):
     """Request for CreatePrompt."""
 

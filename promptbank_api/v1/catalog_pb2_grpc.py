@@ -51,6 +51,11 @@ class PromptCatalogStub:
                 request_serializer=promptbank_dot_v1_dot_catalog__pb2.RegisterBackboneRequest.SerializeToString,
                 response_deserializer=promptbank_dot_v1_dot_catalog__pb2.Backbone.FromString,
                 _registered_method=True)
+        self.DeregisterBackbone = channel.unary_unary(
+                '/promptbank.v1.PromptCatalog/DeregisterBackbone',
+                request_serializer=promptbank_dot_v1_dot_catalog__pb2.DeregisterBackboneRequest.SerializeToString,
+                response_deserializer=promptbank_dot_v1_dot_catalog__pb2.DeregisterBackboneResponse.FromString,
+                _registered_method=True)
         self.CreatePrompt = channel.unary_unary(
                 '/promptbank.v1.PromptCatalog/CreatePrompt',
                 request_serializer=promptbank_dot_v1_dot_catalog__pb2.CreatePromptRequest.SerializeToString,
@@ -144,6 +149,17 @@ class PromptCatalogServicer:
 
     def RegisterBackbone(self, request, context):
         """Registers a backbone (model id or path). ALREADY_EXISTS when the name is taken by another model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeregisterBackbone(self, request, context):
+        """Stops the answering coordinator's replicas of a backbone and frees their Ray resources. FAILED_PRECONDITION,
+        naming them, while train jobs on it are queued or running, unless `force`: then they end FAILED with a
+        reason naming the deregistration and its principal. A backbone that stored versions pin keeps its catalog
+        entry (GetBackbone shows it with no serving replicas); one without versions is removed. Classify and
+        Generate on it are FAILED_PRECONDITION until it is registered again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -264,6 +280,11 @@ def add_PromptCatalogServicer_to_server(servicer, server):
                     servicer.RegisterBackbone,
                     request_deserializer=promptbank_dot_v1_dot_catalog__pb2.RegisterBackboneRequest.FromString,
                     response_serializer=promptbank_dot_v1_dot_catalog__pb2.Backbone.SerializeToString,
+            ),
+            'DeregisterBackbone': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeregisterBackbone,
+                    request_deserializer=promptbank_dot_v1_dot_catalog__pb2.DeregisterBackboneRequest.FromString,
+                    response_serializer=promptbank_dot_v1_dot_catalog__pb2.DeregisterBackboneResponse.SerializeToString,
             ),
             'CreatePrompt': grpc.unary_unary_rpc_method_handler(
                     servicer.CreatePrompt,
@@ -419,6 +440,33 @@ class PromptCatalog:
             '/promptbank.v1.PromptCatalog/RegisterBackbone',
             promptbank_dot_v1_dot_catalog__pb2.RegisterBackboneRequest.SerializeToString,
             promptbank_dot_v1_dot_catalog__pb2.Backbone.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeregisterBackbone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/promptbank.v1.PromptCatalog/DeregisterBackbone',
+            promptbank_dot_v1_dot_catalog__pb2.DeregisterBackboneRequest.SerializeToString,
+            promptbank_dot_v1_dot_catalog__pb2.DeregisterBackboneResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,13 @@ class PromptCatalogStub:
     """Gets one backbone by name."""
     RegisterBackbone: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.RegisterBackboneRequest, _catalog_pb2.Backbone]
     """Registers a backbone (model id or path). ALREADY_EXISTS when the name is taken by another model."""
+    DeregisterBackbone: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.DeregisterBackboneRequest, _catalog_pb2.DeregisterBackboneResponse]
+    """Stops the answering coordinator's replicas of a backbone and frees their Ray resources. FAILED_PRECONDITION,
+    naming them, while train jobs on it are queued or running, unless `force`: then they end FAILED with a
+    reason naming the deregistration and its principal. A backbone that stored versions pin keeps its catalog
+    entry (GetBackbone shows it with no serving replicas); one without versions is removed. Classify and
+    Generate on it are FAILED_PRECONDITION until it is registered again.
+    """
     CreatePrompt: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.CreatePromptRequest, _catalog_pb2.Prompt]
     """Creates a prompt (a task family with its task spec) with no versions yet."""
     GetPrompt: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetPromptRequest, _catalog_pb2.Prompt]
@@ -83,6 +90,13 @@ class PromptCatalogAsyncStub(PromptCatalogStub):
     """Gets one backbone by name."""
     RegisterBackbone: _aio.UnaryUnaryMultiCallable[_catalog_pb2.RegisterBackboneRequest, _catalog_pb2.Backbone]  # type: ignore[assignment]
     """Registers a backbone (model id or path). ALREADY_EXISTS when the name is taken by another model."""
+    DeregisterBackbone: _aio.UnaryUnaryMultiCallable[_catalog_pb2.DeregisterBackboneRequest, _catalog_pb2.DeregisterBackboneResponse]  # type: ignore[assignment]
+    """Stops the answering coordinator's replicas of a backbone and frees their Ray resources. FAILED_PRECONDITION,
+    naming them, while train jobs on it are queued or running, unless `force`: then they end FAILED with a
+    reason naming the deregistration and its principal. A backbone that stored versions pin keeps its catalog
+    entry (GetBackbone shows it with no serving replicas); one without versions is removed. Classify and
+    Generate on it are FAILED_PRECONDITION until it is registered again.
+    """
     CreatePrompt: _aio.UnaryUnaryMultiCallable[_catalog_pb2.CreatePromptRequest, _catalog_pb2.Prompt]  # type: ignore[assignment]
     """Creates a prompt (a task family with its task spec) with no versions yet."""
     GetPrompt: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetPromptRequest, _catalog_pb2.Prompt]  # type: ignore[assignment]
@@ -140,6 +154,19 @@ class PromptCatalogServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.Backbone, _abc.Awaitable[_catalog_pb2.Backbone]]:
         """Registers a backbone (model id or path). ALREADY_EXISTS when the name is taken by another model."""
+
+    @_abc_1.abstractmethod
+    def DeregisterBackbone(
+        self,
+        request: _catalog_pb2.DeregisterBackboneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.DeregisterBackboneResponse, _abc.Awaitable[_catalog_pb2.DeregisterBackboneResponse]]:
+        """Stops the answering coordinator's replicas of a backbone and frees their Ray resources. FAILED_PRECONDITION,
+        naming them, while train jobs on it are queued or running, unless `force`: then they end FAILED with a
+        reason naming the deregistration and its principal. A backbone that stored versions pin keeps its catalog
+        entry (GetBackbone shows it with no serving replicas); one without versions is removed. Classify and
+        Generate on it are FAILED_PRECONDITION until it is registered again.
+        """
 
     @_abc_1.abstractmethod
     def CreatePrompt(

@@ -1,12 +1,12 @@
-/** The catalog's calls (backbones, prompts, versions, aliases, PEFT import/export) and tokens: part of Client. */
+/** The catalog's calls (backbones, prompts, versions, aliases, PEFT import/export), tokens and the audit log: part of Client. */
 import { randomUUID } from "node:crypto";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Role, type CreateTokenResponse, type Token } from "./gen/promptbank/v1/auth_pb.js";
-import type { Alias, AliasEvent, Backbone, ExportPromptVersionResponse, Prompt, PromptVersion } from "./gen/promptbank/v1/catalog_pb.js";
+import { Role, type AuditEvent, type CreateTokenResponse, type Token } from "./gen/promptbank/v1/auth_pb.js";
+import type { Alias, AliasEvent, Backbone, DeregisterBackboneResponse, ExportPromptVersionResponse, Prompt, PromptVersion } from "./gen/promptbank/v1/catalog_pb.js";
 import { ClientBase } from "./base.js";
 import { paginate, unary, type CallOptions } from "./calls.js";
 import { resourceName, taskSpec, type TaskOptions } from "./inputs.js";
-import type { CreateOptions, ListFilter } from "./options.js";
+import type { AuditFilter, CreateOptions, ListFilter } from "./options.js";
 import type { AdapterFiles } from "./peft.js";
 
 const REGISTER_TIMEOUT_MS = 600_000;
@@ -26,6 +26,16 @@ export class CatalogClient extends ClientBase {
   async registerBackbone(name: string, model: string, options: CallOptions & { revision?: string; replicas?: number } = {}): Promise<Backbone> {
     const req = { backboneId: name, model, revision: options.revision ?? "", replicas: options.replicas };
     return unary((o) => this.rpc.catalog.registerBackbone(req, o), this.at(options, REGISTER_TIMEOUT_MS));
+  }
+
+  /**
+   * Stops the answering server's replicas of a backbone and frees their resources (admin). Refused with
+   * FAILED_PRECONDITION, naming them, while train jobs on it are queued or running, unless `force`: they then end
+   * FAILED. A backbone that stored versions pin stays in the catalog (`removed` false) with no serving replicas.
+   */
+  async deregisterBackbone(name: string, options: CallOptions & { force?: boolean } = {}): Promise<DeregisterBackboneResponse> {
+    const req = { name: resourceName("backbones", name), force: options.force ?? false };
+    return unary((o) => this.rpc.catalog.deregisterBackbone(req, o), this.at(options));
   }
 
   /** Every prompt matching the filter. */
@@ -145,5 +155,20 @@ export class CatalogClient extends ClientBase {
 
   async revokeToken(name: string, options?: CallOptions): Promise<Token> {
     return unary((o) => this.rpc.tokens.revokeToken({ name }, o), this.at(options));
+  }
+
+  // ------------------------------------------------------------ audit log (admin)
+
+  /** The audit log's events matching the filter, newest first (one per successful write RPC). */
+  listAuditEvents(filter: AuditFilter = {}): AsyncGenerator<AuditEvent> {
+    const req = {
+      principal: filter.principal ?? "",
+      method: filter.method ?? "",
+      resource: filter.resource ?? "",
+      after: filter.after ? timestampFromDate(filter.after) : undefined,
+      before: filter.before ? timestampFromDate(filter.before) : undefined,
+      pageSize: filter.pageSize ?? 0,
+    };
+    return paginate((pageToken, o) => this.rpc.tokens.listAuditEvents({ ...req, pageToken }, o), (p) => p.events, this.at(filter));
   }
 }

@@ -1,6 +1,7 @@
 /** promptbank's TypeScript SDK: the Client, its error type, PEFT adapter files, and the generated API types. */
 export { Client } from "./client.js";
 export type {
+  AuditFilter,
   ClientOptions,
   CreateOptions,
   GenerateOptions,

@@ -31,6 +31,21 @@ export interface TrainJobOptions extends TaskOptions, CreateOptions {
   aliases?: readonly string[];
 }
 
+/** Filters of listAuditEvents; they combine (all must hold). */
+export interface AuditFilter extends CallOptions {
+  /** Only events of this principal (a token's name, `admin` or `local`). */
+  principal?: string;
+  /** Only calls of this RPC, e.g. `"DeletePrompt"`. */
+  method?: string;
+  /** Only events on this resource or inside it: `prompts/p` also finds `prompts/p/versions/2`. */
+  resource?: string;
+  /** Only events at or after this time. */
+  after?: Date;
+  /** Only events before this time. */
+  before?: Date;
+  pageSize?: number;
+}
+
 export interface GenerateOptions extends CallOptions {
   /** 1..512 (unset: the server's default, 32). */
   maxNewTokens?: number;

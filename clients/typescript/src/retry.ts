@@ -37,7 +37,7 @@ export const READS: Readonly<Record<string, readonly string[]>> = {
     "SetAlias", "UpdatePrompt", "UpdatePromptVersion", "RegisterBackbone"],
   "promptbank.v1.TrainJobs": ["GetTrainJob", "ListTrainJobs", "WatchTrainJob"],
   "promptbank.v1.Inference": ["Classify", "Generate"],
-  "promptbank.v1.Tokens": ["ListTokens"],
+  "promptbank.v1.Tokens": ["ListTokens", "ListAuditEvents"],
   "grpc.health.v1.Health": ["Check"],
 };
 /** Creates carrying a request id: retried on UNAVAILABLE and ABORTED. */

@@ -1,4 +1,4 @@
-/** The catalog: backbones, prompts with pagination, versions, tags, aliases and their history, PEFT import/export. */
+/** The catalog: backbones (and deregistering one), prompts with pagination, versions, tags, aliases and their history, PEFT import/export. */
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -108,6 +108,26 @@ export function catalogSuite(live: Live): void {
       writeFileSync(join(dir, PEFT_CONFIG), "{}");
       writeFileSync(join(dir, "adapter_model.bin"), "not really");
       await assert.rejects(readAdapter(dir), /adapter_model\.bin is a pickle file/);
+    });
+
+    it("deregisters a backbone: its replica stops and frees its CPU, and registering it again serves it", async () => {
+      const pb = live.admin;
+      const before = await pb.getBackbone("tiny-lm");
+      const pinned = (await collect(pb.listPrompts({ backbone: "tiny-lm" }))).length > 0; // a version keeps its entry
+      const gone = await pb.deregisterBackbone("tiny-lm");
+      assert.deepEqual([gone.removed, gone.stoppedReplicas, gone.failedJobs], [!pinned, 1, []]);
+      assert.equal(gone.backbone?.fingerprint, before.fingerprint);
+      if (pinned) {
+        const kept = await pb.getBackbone("tiny-lm");
+        assert.deepEqual([kept.replicas, kept.serving.length], [0, 0]);
+      } else {
+        assertCode(await failure(pb.getBackbone("tiny-lm")), "NOT_FOUND", 5);
+      }
+      const [event] = await collect(pb.listAuditEvents({ method: "DeregisterBackbone", resource: "backbones/tiny-lm" }));
+      assert.equal(event?.principal, "admin");
+      // each replica holds a whole CPU: on a two-core machine this one can only be placed on the CPU just freed
+      const back = await pb.registerBackbone("tiny-lm", join(live.server.dir, "models", "tiny-lm"), { timeoutMs: 120_000 });
+      assert.deepEqual([back.replicas, back.fingerprint], [1, before.fingerprint]);
     });
 
     it("deletes versions and prompts, with force where something still points at them", async () => {

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file promptbank/v1/auth.proto.
  */
 export const file_promptbank_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chhwcm9tcHRiYW5rL3YxL2F1dGgucHJvdG8SDXByb21wdGJhbmsudjEi3AEKBVRva2VuEgwKBG5hbWUYASABKAkSIQoEcm9sZRgCIAEoDjITLnByb21wdGJhbmsudjEuUm9sZRIPCgdjcmVhdG9yGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInMKEkNyZWF0ZVRva2VuUmVxdWVzdBIQCgh0b2tlbl9pZBgBIAEoCRIhCgRyb2xlGAIgASgOMhMucHJvbXB0YmFuay52MS5Sb2xlEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIkoKE0NyZWF0ZVRva2VuUmVzcG9uc2USIwoFdG9rZW4YASABKAsyFC5wcm9tcHRiYW5rLnYxLlRva2VuEg4KBnNlY3JldBgCIAEoCSI6ChFMaXN0VG9rZW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0VG9rZW5zUmVzcG9uc2USJAoGdG9rZW5zGAEgAygLMhQucHJvbXB0YmFuay52MS5Ub2tlbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoSUmV2b2tlVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkqTwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9SRUFERVIQARIQCgxST0xFX1RSQUlORVIQAhIOCgpST0xFX0FETUlOEAMyywIKBlRva2VucxJrCgtDcmVhdGVUb2tlbhIhLnByb21wdGJhbmsudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GiIucHJvbXB0YmFuay52MS5DcmVhdGVUb2tlblJlc3BvbnNlIhWC0+STAg8iCi92MS90b2tlbnM6ASoSZQoKTGlzdFRva2VucxIgLnByb21wdGJhbmsudjEuTGlzdFRva2Vuc1JlcXVlc3QaIS5wcm9tcHRiYW5rLnYxLkxpc3RUb2tlbnNSZXNwb25zZSISgtPkkwIMEgovdjEvdG9rZW5zEm0KC1Jldm9rZVRva2VuEiEucHJvbXB0YmFuay52MS5SZXZva2VUb2tlblJlcXVlc3QaFC5wcm9tcHRiYW5rLnYxLlRva2VuIiWC0+STAh8iGi92MS97bmFtZT10b2tlbnMvKn06cmV2b2tlOgEqYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chhwcm9tcHRiYW5rL3YxL2F1dGgucHJvdG8SDXByb21wdGJhbmsudjEi3AEKBVRva2VuEgwKBG5hbWUYASABKAkSIQoEcm9sZRgCIAEoDjITLnByb21wdGJhbmsudjEuUm9sZRIPCgdjcmVhdG9yGAMgASgJEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInMKEkNyZWF0ZVRva2VuUmVxdWVzdBIQCgh0b2tlbl9pZBgBIAEoCRIhCgRyb2xlGAIgASgOMhMucHJvbXB0YmFuay52MS5Sb2xlEhgKC3R0bF9zZWNvbmRzGAMgASgDSACIAQFCDgoMX3R0bF9zZWNvbmRzIkoKE0NyZWF0ZVRva2VuUmVzcG9uc2USIwoFdG9rZW4YASABKAsyFC5wcm9tcHRiYW5rLnYxLlRva2VuEg4KBnNlY3JldBgCIAEoCSI6ChFMaXN0VG9rZW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJTChJMaXN0VG9rZW5zUmVzcG9uc2USJAoGdG9rZW5zGAEgAygLMhQucHJvbXB0YmFuay52MS5Ub2tlbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoSUmV2b2tlVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkieQoKQXVkaXRFdmVudBIMCgRuYW1lGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgDIAEoCRIOCgZtZXRob2QYBCABKAkSEAoIcmVzb3VyY2UYBSABKAkiywEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEQoJcHJpbmNpcGFsGAMgASgJEg4KBm1ldGhvZBgEIAEoCRIQCghyZXNvdXJjZRgFIAEoCRIpCgVhZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGYmVmb3JlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJdChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIpCgZldmVudHMYASADKAsyGS5wcm9tcHRiYW5rLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKk8KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfUkVBREVSEAESEAoMUk9MRV9UUkFJTkVSEAISDgoKUk9MRV9BRE1JThADMsYDCgZUb2tlbnMSawoLQ3JlYXRlVG9rZW4SIS5wcm9tcHRiYW5rLnYxLkNyZWF0ZVRva2VuUmVxdWVzdBoiLnByb21wdGJhbmsudjEuQ3JlYXRlVG9rZW5SZXNwb25zZSIVgtPkkwIPIgovdjEvdG9rZW5zOgEqEmUKCkxpc3RUb2tlbnMSIC5wcm9tcHRiYW5rLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GiEucHJvbXB0YmFuay52MS5MaXN0VG9rZW5zUmVzcG9uc2UiEoLT5JMCDBIKL3YxL3Rva2VucxJtCgtSZXZva2VUb2tlbhIhLnByb21wdGJhbmsudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GhQucHJvbXB0YmFuay52MS5Ub2tlbiIlgtPkkwIfIhovdjEve25hbWU9dG9rZW5zLyp9OnJldm9rZToBKhJ5Cg9MaXN0QXVkaXRFdmVudHMSJS5wcm9tcHRiYW5rLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJi5wcm9tcHRiYW5rLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIheC0+STAhESDy92MS9hdWRpdEV2ZW50c2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * An access token (its secret is never stored or returned after creation).
@@ -214,6 +214,148 @@ export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PUR
   messageDesc(file_promptbank_v1_auth, 5);
 
 /**
+ * One successful write RPC, as the audit log recorded it.
+ *
+ * @generated from message promptbank.v1.AuditEvent
+ */
+export type AuditEvent = Message<"promptbank.v1.AuditEvent"> & {
+  /**
+   * Resource name, `auditEvents/{id}`; ids grow with time.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * When the call succeeded.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Who made it: a token's name, "admin" (the --admin-token-file secret) or "local" (auth off).
+   *
+   * @generated from field: string principal = 3;
+   */
+  principal: string;
+
+  /**
+   * The RPC's method name, e.g. "DeletePrompt".
+   *
+   * @generated from field: string method = 4;
+   */
+  method: string;
+
+  /**
+   * What it wrote: the resource name it returned or was given, e.g. "prompts/sentiment" (at most 256
+   * characters; empty when the call named none).
+   *
+   * @generated from field: string resource = 5;
+   */
+  resource: string;
+};
+
+/**
+ * Describes the message promptbank.v1.AuditEvent.
+ * Use `create(AuditEventSchema)` to create a new message.
+ */
+export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
+  messageDesc(file_promptbank_v1_auth, 6);
+
+/**
+ * Request for ListAuditEvents. Filters combine (all must hold).
+ *
+ * @generated from message promptbank.v1.ListAuditEventsRequest
+ */
+export type ListAuditEventsRequest = Message<"promptbank.v1.ListAuditEventsRequest"> & {
+  /**
+   * Page size (default 50, at most 1000).
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * Token from a previous response (it pages backwards in time; events recorded since do not shift it).
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * Only events of this principal.
+   *
+   * @generated from field: string principal = 3;
+   */
+  principal: string;
+
+  /**
+   * Only calls of this method: its name ("DeletePrompt") or full path ("/promptbank.v1.PromptCatalog/DeletePrompt").
+   *
+   * @generated from field: string method = 4;
+   */
+  method: string;
+
+  /**
+   * Only events on this resource or inside it: "prompts/sentiment" also matches
+   * "prompts/sentiment/versions/2" and "prompts/sentiment/aliases/prod".
+   *
+   * @generated from field: string resource = 5;
+   */
+  resource: string;
+
+  /**
+   * Only events at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp after = 6;
+   */
+  after?: Timestamp | undefined;
+
+  /**
+   * Only events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp before = 7;
+   */
+  before?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message promptbank.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_promptbank_v1_auth, 7);
+
+/**
+ * A page of audit events.
+ *
+ * @generated from message promptbank.v1.ListAuditEventsResponse
+ */
+export type ListAuditEventsResponse = Message<"promptbank.v1.ListAuditEventsResponse"> & {
+  /**
+   * The events, newest first.
+   *
+   * @generated from field: repeated promptbank.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Token for the next (older) page; empty when there is none.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message promptbank.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_promptbank_v1_auth, 8);
+
+/**
  * What a token may do; each role may do everything the roles before it may.
  *
  * @generated from enum promptbank.v1.Role
@@ -241,7 +383,7 @@ export enum Role {
   TRAINER = 2,
 
   /**
-   * Everything: catalog writes, aliases, deletes, imports, backbones, every job, tokens.
+   * Everything: catalog writes, aliases, deletes, imports, backbones, every job, tokens, the audit log.
    *
    * @generated from enum value: ROLE_ADMIN = 3;
    */
@@ -255,7 +397,7 @@ export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
   enumDesc(file_promptbank_v1_auth, 0);
 
 /**
- * Tokens as resources, `tokens/{name}`. Admin only.
+ * Tokens as resources, `tokens/{name}`, and the audit log of what their callers wrote. Admin only.
  *
  * @generated from service promptbank.v1.Tokens
  */
@@ -289,6 +431,17 @@ export const Tokens: GenService<{
     methodKind: "unary";
     input: typeof RevokeTokenRequestSchema;
     output: typeof TokenSchema;
+  },
+  /**
+   * Lists the audit log, newest first: one event per successful write RPC (who called which RPC on what,
+   * when). Rows older than the server's retention (--audit-retention-days, --audit-max-rows) are gone.
+   *
+   * @generated from rpc promptbank.v1.Tokens.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_promptbank_v1_auth, 0);

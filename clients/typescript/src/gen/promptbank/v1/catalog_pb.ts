@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file promptbank/v1/catalog.proto.
  */
 export const file_promptbank_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("Chtwcm9tcHRiYW5rL3YxL2NhdGFsb2cucHJvdG8SDXByb21wdGJhbmsudjEitAIKCEJhY2tib25lEgwKBG5hbWUYASABKAkSDQoFbW9kZWwYAiABKAkSEAoIcmV2aXNpb24YAyABKAkSMQoMYXJjaGl0ZWN0dXJlGAQgASgOMhsucHJvbXB0YmFuay52MS5BcmNoaXRlY3R1cmUSEwoLaGlkZGVuX3NpemUYBSABKAUSEwoLZmluZ2VycHJpbnQYBiABKAkSEAoIcmVwbGljYXMYByABKAUSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KB3NlcnZpbmcYCSADKAsyHi5wcm9tcHRiYW5rLnYxLkJhY2tib25lUmVwbGljYRIZChFkZWVwX3Byb21wdF93aWR0aBgKIAEoBRINCgVkdHlwZRgLIAEoCSJACg9CYWNrYm9uZVJlcGxpY2ESDQoFaW5kZXgYASABKAUSDQoFc3RhdGUYAiABKAkSDwoHbm9kZV9pZBgDIAEoCSJ4CghUYXNrU3BlYxIMCgRraW5kGAEgASgJEg4KBmxhYmVscxgCIAMoCRITCgtsYWJlbF93b3JkcxgDIAMoCRITCgtsYWJlbF90ZXh0cxgEIAMoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRIPCgdwb29saW5nGAYgASgJIrkCCgZQcm9tcHQSDAoEbmFtZRgBIAEoCRIlCgR0YXNrGAIgASgLMhcucHJvbXB0YmFuay52MS5UYXNrU3BlYxIMCgR0YWdzGAMgAygJEg0KBW93bmVyGAQgASgJEjMKB2FsaWFzZXMYBSADKAsyIi5wcm9tcHRiYW5rLnYxLlByb21wdC5BbGlhc2VzRW50cnkSFgoObGF0ZXN0X3ZlcnNpb24YBiABKAMSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxBbGlhc2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJcCgdMaW5lYWdlEgsKA2pvYhgBIAEoCRIMCgRkYXRhGAIgASgJEgwKBGluaXQYAyABKAkSFQoNaW1wb3J0ZWRfZnJvbRgEIAEoCRIRCglwcmluY2lwYWwYBSABKAkiqgMKDVByb21wdFZlcnNpb24SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhAKCGJhY2tib25lGAMgASgJEhwKFGJhY2tib25lX2ZpbmdlcnByaW50GAQgASgJEg0KBXNoYXBlGAUgAygDEg0KBWR0eXBlGAYgASgJEg4KBnNoYTI1NhgHIAEoCRI6CgdtZXRyaWNzGAggAygLMikucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uLk1ldHJpY3NFbnRyeRInCgdsaW5lYWdlGAkgASgLMhYucHJvbXB0YmFuay52MS5MaW5lYWdlEg8KB2FsaWFzZXMYCiADKAkSDAoEdGFncxgLIAMoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdGVuc29yGA0gASgMEicKBGtpbmQYDiABKA4yGS5wcm9tcHRiYW5rLnYxLlByb21wdEtpbmQaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiJgoFQWxpYXMSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJIoIBCgpBbGlhc0V2ZW50Eg0KBWFsaWFzGAEgASgJEhQKDGZyb21fdmVyc2lvbhgCIAEoAxISCgp0b192ZXJzaW9uGAMgASgDEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgFIAEoCSI9ChRMaXN0QmFja2JvbmVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJcChVMaXN0QmFja2JvbmVzUmVzcG9uc2USKgoJYmFja2JvbmVzGAEgAygLMhcucHJvbXB0YmFuay52MS5CYWNrYm9uZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoSR2V0QmFja2JvbmVSZXF1ZXN0EgwKBG5hbWUYASABKAkiggEKF1JlZ2lzdGVyQmFja2JvbmVSZXF1ZXN0EhMKC2JhY2tib25lX2lkGAEgASgJEg0KBW1vZGVsGAIgASgJEhAKCHJldmlzaW9uGAMgASgJEhUKCHJlcGxpY2FzGAQgASgFSACIAQESDQoFZHR5cGUYBSABKAlCCwoJX3JlcGxpY2FzImMKE0NyZWF0ZVByb21wdFJlcXVlc3QSEQoJcHJvbXB0X2lkGAEgASgJEiUKBnByb21wdBgCIAEoCzIVLnByb21wdGJhbmsudjEuUHJvbXB0EhIKCnJlcXVlc3RfaWQYAyABKAkiIAoQR2V0UHJvbXB0UmVxdWVzdBIMCgRuYW1lGAEgASgJIpsBChJMaXN0UHJvbXB0c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSCwoDdGFnGAMgASgJEhAKCGJhY2tib25lGAQgASgJEg0KBWxhYmVsGAUgASgJEjAKDGNyZWF0ZV9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoTTGlzdFByb21wdHNSZXNwb25zZRImCgdwcm9tcHRzGAEgAygLMhUucHJvbXB0YmFuay52MS5Qcm9tcHQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm0KE1VwZGF0ZVByb21wdFJlcXVlc3QSJQoGcHJvbXB0GAEgASgLMhUucHJvbXB0YmFuay52MS5Qcm9tcHQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjIKE0RlbGV0ZVByb21wdFJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIWChREZWxldGVQcm9tcHRSZXNwb25zZSI/ChdHZXRQcm9tcHRWZXJzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJEhYKDmluY2x1ZGVfdGVuc29yGAIgASgIIqMBChlMaXN0UHJvbXB0VmVyc2lvbnNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIQCghiYWNrYm9uZRgEIAEoCRILCgN0YWcYBSABKAkSMAoMY3JlYXRlX2FmdGVyGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJlChpMaXN0UHJvbXB0VmVyc2lvbnNSZXNwb25zZRIuCgh2ZXJzaW9ucxgBIAMoCzIcLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkifAoaVXBkYXRlUHJvbXB0VmVyc2lvblJlcXVlc3QSLQoHdmVyc2lvbhgBIAEoCzIcLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siOQoaRGVsZXRlUHJvbXB0VmVyc2lvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCIdChtEZWxldGVQcm9tcHRWZXJzaW9uUmVzcG9uc2UiQQoPU2V0QWxpYXNSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRINCgVhbGlhcxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgDIiIKEkRlbGV0ZUFsaWFzUmVxdWVzdBIMCgRuYW1lGAEgASgJIhUKE0RlbGV0ZUFsaWFzUmVzcG9uc2UiUAoXTGlzdEFsaWFzSGlzdG9yeVJlcXVlc3QSDgoGcGFyZW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIl4KGExpc3RBbGlhc0hpc3RvcnlSZXNwb25zZRIpCgZldmVudHMYASADKAsyGS5wcm9tcHRiYW5rLnYxLkFsaWFzRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIqgBChpJbXBvcnRQcm9tcHRWZXJzaW9uUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEAoIYmFja2JvbmUYAiABKAkSFgoOYWRhcHRlcl9jb25maWcYAyABKAwSFQoNYWRhcHRlcl9tb2RlbBgEIAEoDBIlCgR0YXNrGAUgASgLMhcucHJvbXB0YmFuay52MS5UYXNrU3BlYxISCgpyZXF1ZXN0X2lkGAYgASgJIioKGkV4cG9ydFByb21wdFZlcnNpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkidwobRXhwb3J0UHJvbXB0VmVyc2lvblJlc3BvbnNlEhYKDmFkYXB0ZXJfY29uZmlnGAEgASgMEhUKDWFkYXB0ZXJfbW9kZWwYAiABKAwSKQoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0KlYKClByb21wdEtpbmQSGwoXUFJPTVBUX0tJTkRfVU5TUEVDSUZJRUQQABIVChFQUk9NUFRfS0lORF9JTlBVVBABEhQKEFBST01QVF9LSU5EX0RFRVAQAiqYAQoMQXJjaGl0ZWN0dXJlEhwKGEFSQ0hJVEVDVFVSRV9VTlNQRUNJRklFRBAAEhgKFEFSQ0hJVEVDVFVSRV9FTkNPREVSEAESGgoWQVJDSElURUNUVVJFX0NBVVNBTF9MTRACEhgKFEFSQ0hJVEVDVFVSRV9TRVEyU0VREAMSGgoWQVJDSElURUNUVVJFX01BU0tFRF9MTRAEMv4QCg1Qcm9tcHRDYXRhbG9nEnEKDUxpc3RCYWNrYm9uZXMSIy5wcm9tcHRiYW5rLnYxLkxpc3RCYWNrYm9uZXNSZXF1ZXN0GiQucHJvbXB0YmFuay52MS5MaXN0QmFja2JvbmVzUmVzcG9uc2UiFYLT5JMCDxINL3YxL2JhY2tib25lcxJpCgtHZXRCYWNrYm9uZRIhLnByb21wdGJhbmsudjEuR2V0QmFja2JvbmVSZXF1ZXN0GhcucHJvbXB0YmFuay52MS5CYWNrYm9uZSIegtPkkwIYEhYvdjEve25hbWU9YmFja2JvbmVzLyp9Em0KEFJlZ2lzdGVyQmFja2JvbmUSJi5wcm9tcHRiYW5rLnYxLlJlZ2lzdGVyQmFja2JvbmVSZXF1ZXN0GhcucHJvbXB0YmFuay52MS5CYWNrYm9uZSIYgtPkkwISIg0vdjEvYmFja2JvbmVzOgEqEmYKDENyZWF0ZVByb21wdBIiLnByb21wdGJhbmsudjEuQ3JlYXRlUHJvbXB0UmVxdWVzdBoVLnByb21wdGJhbmsudjEuUHJvbXB0IhuC0+STAhUiCy92MS9wcm9tcHRzOgZwcm9tcHQSYQoJR2V0UHJvbXB0Eh8ucHJvbXB0YmFuay52MS5HZXRQcm9tcHRSZXF1ZXN0GhUucHJvbXB0YmFuay52MS5Qcm9tcHQiHILT5JMCFhIUL3YxL3tuYW1lPXByb21wdHMvKn0SaQoLTGlzdFByb21wdHMSIS5wcm9tcHRiYW5rLnYxLkxpc3RQcm9tcHRzUmVxdWVzdBoiLnByb21wdGJhbmsudjEuTGlzdFByb21wdHNSZXNwb25zZSITgtPkkwINEgsvdjEvcHJvbXB0cxJ2CgxVcGRhdGVQcm9tcHQSIi5wcm9tcHRiYW5rLnYxLlVwZGF0ZVByb21wdFJlcXVlc3QaFS5wcm9tcHRiYW5rLnYxLlByb21wdCIrgtPkkwIlMhsvdjEve3Byb21wdC5uYW1lPXByb21wdHMvKn06BnByb21wdBJ1CgxEZWxldGVQcm9tcHQSIi5wcm9tcHRiYW5rLnYxLkRlbGV0ZVByb21wdFJlcXVlc3QaIy5wcm9tcHRiYW5rLnYxLkRlbGV0ZVByb21wdFJlc3BvbnNlIhyC0+STAhYqFC92MS97bmFtZT1wcm9tcHRzLyp9EoEBChBHZXRQcm9tcHRWZXJzaW9uEiYucHJvbXB0YmFuay52MS5HZXRQcm9tcHRWZXJzaW9uUmVxdWVzdBocLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbiIngtPkkwIhEh8vdjEve25hbWU9cHJvbXB0cy8qL3ZlcnNpb25zLyp9EpIBChJMaXN0UHJvbXB0VmVyc2lvbnMSKC5wcm9tcHRiYW5rLnYxLkxpc3RQcm9tcHRWZXJzaW9uc1JlcXVlc3QaKS5wcm9tcHRiYW5rLnYxLkxpc3RQcm9tcHRWZXJzaW9uc1Jlc3BvbnNlIieC0+STAiESHy92MS97cGFyZW50PXByb21wdHMvKn0vdmVyc2lvbnMSmAEKE1VwZGF0ZVByb21wdFZlcnNpb24SKS5wcm9tcHRiYW5rLnYxLlVwZGF0ZVByb21wdFZlcnNpb25SZXF1ZXN0GhwucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uIjiC0+STAjIyJy92MS97dmVyc2lvbi5uYW1lPXByb21wdHMvKi92ZXJzaW9ucy8qfToHdmVyc2lvbhKVAQoTRGVsZXRlUHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0VmVyc2lvblJlcXVlc3QaKi5wcm9tcHRiYW5rLnYxLkRlbGV0ZVByb21wdFZlcnNpb25SZXNwb25zZSIngtPkkwIhKh8vdjEve25hbWU9cHJvbXB0cy8qL3ZlcnNpb25zLyp9EmwKCFNldEFsaWFzEh4ucHJvbXB0YmFuay52MS5TZXRBbGlhc1JlcXVlc3QaFC5wcm9tcHRiYW5rLnYxLkFsaWFzIiqC0+STAiQiHy92MS97cGFyZW50PXByb21wdHMvKn06c2V0QWxpYXM6ASoSfAoLRGVsZXRlQWxpYXMSIS5wcm9tcHRiYW5rLnYxLkRlbGV0ZUFsaWFzUmVxdWVzdBoiLnByb21wdGJhbmsudjEuRGVsZXRlQWxpYXNSZXNwb25zZSImgtPkkwIgKh4vdjEve25hbWU9cHJvbXB0cy8qL2FsaWFzZXMvKn0SjwEKEExpc3RBbGlhc0hpc3RvcnkSJi5wcm9tcHRiYW5rLnYxLkxpc3RBbGlhc0hpc3RvcnlSZXF1ZXN0GicucHJvbXB0YmFuay52MS5MaXN0QWxpYXNIaXN0b3J5UmVzcG9uc2UiKoLT5JMCJBIiL3YxL3twYXJlbnQ9cHJvbXB0cy8qfS9hbGlhc0V2ZW50cxKRAQoTSW1wb3J0UHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuSW1wb3J0UHJvbXB0VmVyc2lvblJlcXVlc3QaHC5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24iMYLT5JMCKyImL3YxL3twYXJlbnQ9cHJvbXB0cy8qfS92ZXJzaW9uczppbXBvcnQ6ASoSnAEKE0V4cG9ydFByb21wdFZlcnNpb24SKS5wcm9tcHRiYW5rLnYxLkV4cG9ydFByb21wdFZlcnNpb25SZXF1ZXN0GioucHJvbXB0YmFuay52MS5FeHBvcnRQcm9tcHRWZXJzaW9uUmVzcG9uc2UiLoLT5JMCKBImL3YxL3tuYW1lPXByb21wdHMvKi92ZXJzaW9ucy8qfTpleHBvcnRiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chtwcm9tcHRiYW5rL3YxL2NhdGFsb2cucHJvdG8SDXByb21wdGJhbmsudjEitAIKCEJhY2tib25lEgwKBG5hbWUYASABKAkSDQoFbW9kZWwYAiABKAkSEAoIcmV2aXNpb24YAyABKAkSMQoMYXJjaGl0ZWN0dXJlGAQgASgOMhsucHJvbXB0YmFuay52MS5BcmNoaXRlY3R1cmUSEwoLaGlkZGVuX3NpemUYBSABKAUSEwoLZmluZ2VycHJpbnQYBiABKAkSEAoIcmVwbGljYXMYByABKAUSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KB3NlcnZpbmcYCSADKAsyHi5wcm9tcHRiYW5rLnYxLkJhY2tib25lUmVwbGljYRIZChFkZWVwX3Byb21wdF93aWR0aBgKIAEoBRINCgVkdHlwZRgLIAEoCSJACg9CYWNrYm9uZVJlcGxpY2ESDQoFaW5kZXgYASABKAUSDQoFc3RhdGUYAiABKAkSDwoHbm9kZV9pZBgDIAEoCSJ4CghUYXNrU3BlYxIMCgRraW5kGAEgASgJEg4KBmxhYmVscxgCIAMoCRITCgtsYWJlbF93b3JkcxgDIAMoCRITCgtsYWJlbF90ZXh0cxgEIAMoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRIPCgdwb29saW5nGAYgASgJIrkCCgZQcm9tcHQSDAoEbmFtZRgBIAEoCRIlCgR0YXNrGAIgASgLMhcucHJvbXB0YmFuay52MS5UYXNrU3BlYxIMCgR0YWdzGAMgAygJEg0KBW93bmVyGAQgASgJEjMKB2FsaWFzZXMYBSADKAsyIi5wcm9tcHRiYW5rLnYxLlByb21wdC5BbGlhc2VzRW50cnkSFgoObGF0ZXN0X3ZlcnNpb24YBiABKAMSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxBbGlhc2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJcCgdMaW5lYWdlEgsKA2pvYhgBIAEoCRIMCgRkYXRhGAIgASgJEgwKBGluaXQYAyABKAkSFQoNaW1wb3J0ZWRfZnJvbRgEIAEoCRIRCglwcmluY2lwYWwYBSABKAkiqgMKDVByb21wdFZlcnNpb24SDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgDEhAKCGJhY2tib25lGAMgASgJEhwKFGJhY2tib25lX2ZpbmdlcnByaW50GAQgASgJEg0KBXNoYXBlGAUgAygDEg0KBWR0eXBlGAYgASgJEg4KBnNoYTI1NhgHIAEoCRI6CgdtZXRyaWNzGAggAygLMikucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uLk1ldHJpY3NFbnRyeRInCgdsaW5lYWdlGAkgASgLMhYucHJvbXB0YmFuay52MS5MaW5lYWdlEg8KB2FsaWFzZXMYCiADKAkSDAoEdGFncxgLIAMoCRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdGVuc29yGA0gASgMEicKBGtpbmQYDiABKA4yGS5wcm9tcHRiYW5rLnYxLlByb21wdEtpbmQaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiJgoFQWxpYXMSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJIoIBCgpBbGlhc0V2ZW50Eg0KBWFsaWFzGAEgASgJEhQKDGZyb21fdmVyc2lvbhgCIAEoAxISCgp0b192ZXJzaW9uGAMgASgDEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgFIAEoCSI9ChRMaXN0QmFja2JvbmVzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJcChVMaXN0QmFja2JvbmVzUmVzcG9uc2USKgoJYmFja2JvbmVzGAEgAygLMhcucHJvbXB0YmFuay52MS5CYWNrYm9uZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoSR2V0QmFja2JvbmVSZXF1ZXN0EgwKBG5hbWUYASABKAkiggEKF1JlZ2lzdGVyQmFja2JvbmVSZXF1ZXN0EhMKC2JhY2tib25lX2lkGAEgASgJEg0KBW1vZGVsGAIgASgJEhAKCHJldmlzaW9uGAMgASgJEhUKCHJlcGxpY2FzGAQgASgFSACIAQESDQoFZHR5cGUYBSABKAlCCwoJX3JlcGxpY2FzIjgKGURlcmVnaXN0ZXJCYWNrYm9uZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgVmb3JjZRgCIAEoCCKHAQoaRGVyZWdpc3RlckJhY2tib25lUmVzcG9uc2USKQoIYmFja2JvbmUYASABKAsyFy5wcm9tcHRiYW5rLnYxLkJhY2tib25lEg8KB3JlbW92ZWQYAiABKAgSGAoQc3RvcHBlZF9yZXBsaWNhcxgDIAEoBRITCgtmYWlsZWRfam9icxgEIAMoCSJjChNDcmVhdGVQcm9tcHRSZXF1ZXN0EhEKCXByb21wdF9pZBgBIAEoCRIlCgZwcm9tcHQYAiABKAsyFS5wcm9tcHRiYW5rLnYxLlByb21wdBISCgpyZXF1ZXN0X2lkGAMgASgJIiAKEEdldFByb21wdFJlcXVlc3QSDAoEbmFtZRgBIAEoCSKbAQoSTGlzdFByb21wdHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEgsKA3RhZxgDIAEoCRIQCghiYWNrYm9uZRgEIAEoCRINCgVsYWJlbBgFIAEoCRIwCgxjcmVhdGVfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlYKE0xpc3RQcm9tcHRzUmVzcG9uc2USJgoHcHJvbXB0cxgBIAMoCzIVLnByb21wdGJhbmsudjEuUHJvbXB0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJtChNVcGRhdGVQcm9tcHRSZXF1ZXN0EiUKBnByb21wdBgBIAEoCzIVLnByb21wdGJhbmsudjEuUHJvbXB0Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIyChNEZWxldGVQcm9tcHRSZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgiFgoURGVsZXRlUHJvbXB0UmVzcG9uc2UiPwoXR2V0UHJvbXB0VmVyc2lvblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIWCg5pbmNsdWRlX3RlbnNvchgCIAEoCCKjAQoZTGlzdFByb21wdFZlcnNpb25zUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSEAoIYmFja2JvbmUYBCABKAkSCwoDdGFnGAUgASgJEjAKDGNyZWF0ZV9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZQoaTGlzdFByb21wdFZlcnNpb25zUmVzcG9uc2USLgoIdmVyc2lvbnMYASADKAsyHC5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInwKGlVwZGF0ZVByb21wdFZlcnNpb25SZXF1ZXN0Ei0KB3ZlcnNpb24YASABKAsyHC5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24SLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjkKGkRlbGV0ZVByb21wdFZlcnNpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkSDQoFZm9yY2UYAiABKAgiHQobRGVsZXRlUHJvbXB0VmVyc2lvblJlc3BvbnNlIkEKD1NldEFsaWFzUmVxdWVzdBIOCgZwYXJlbnQYASABKAkSDQoFYWxpYXMYAiABKAkSDwoHdmVyc2lvbhgDIAEoAyIiChJEZWxldGVBbGlhc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSIVChNEZWxldGVBbGlhc1Jlc3BvbnNlIlAKF0xpc3RBbGlhc0hpc3RvcnlSZXF1ZXN0Eg4KBnBhcmVudBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJeChhMaXN0QWxpYXNIaXN0b3J5UmVzcG9uc2USKQoGZXZlbnRzGAEgAygLMhkucHJvbXB0YmFuay52MS5BbGlhc0V2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKoAQoaSW1wb3J0UHJvbXB0VmVyc2lvblJlcXVlc3QSDgoGcGFyZW50GAEgASgJEhAKCGJhY2tib25lGAIgASgJEhYKDmFkYXB0ZXJfY29uZmlnGAMgASgMEhUKDWFkYXB0ZXJfbW9kZWwYBCABKAwSJQoEdGFzaxgFIAEoCzIXLnByb21wdGJhbmsudjEuVGFza1NwZWMSEgoKcmVxdWVzdF9pZBgGIAEoCSIqChpFeHBvcnRQcm9tcHRWZXJzaW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIncKG0V4cG9ydFByb21wdFZlcnNpb25SZXNwb25zZRIWCg5hZGFwdGVyX2NvbmZpZxgBIAEoDBIVCg1hZGFwdGVyX21vZGVsGAIgASgMEikKCG1ldGFkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCpWCgpQcm9tcHRLaW5kEhsKF1BST01QVF9LSU5EX1VOU1BFQ0lGSUVEEAASFQoRUFJPTVBUX0tJTkRfSU5QVVQQARIUChBQUk9NUFRfS0lORF9ERUVQEAIqmAEKDEFyY2hpdGVjdHVyZRIcChhBUkNISVRFQ1RVUkVfVU5TUEVDSUZJRUQQABIYChRBUkNISVRFQ1RVUkVfRU5DT0RFUhABEhoKFkFSQ0hJVEVDVFVSRV9DQVVTQUxfTE0QAhIYChRBUkNISVRFQ1RVUkVfU0VRMlNFURADEhoKFkFSQ0hJVEVDVFVSRV9NQVNLRURfTE0QBDKYEgoNUHJvbXB0Q2F0YWxvZxJxCg1MaXN0QmFja2JvbmVzEiMucHJvbXB0YmFuay52MS5MaXN0QmFja2JvbmVzUmVxdWVzdBokLnByb21wdGJhbmsudjEuTGlzdEJhY2tib25lc1Jlc3BvbnNlIhWC0+STAg8SDS92MS9iYWNrYm9uZXMSaQoLR2V0QmFja2JvbmUSIS5wcm9tcHRiYW5rLnYxLkdldEJhY2tib25lUmVxdWVzdBoXLnByb21wdGJhbmsudjEuQmFja2JvbmUiHoLT5JMCGBIWL3YxL3tuYW1lPWJhY2tib25lcy8qfRJtChBSZWdpc3RlckJhY2tib25lEiYucHJvbXB0YmFuay52MS5SZWdpc3RlckJhY2tib25lUmVxdWVzdBoXLnByb21wdGJhbmsudjEuQmFja2JvbmUiGILT5JMCEiINL3YxL2JhY2tib25lczoBKhKXAQoSRGVyZWdpc3RlckJhY2tib25lEigucHJvbXB0YmFuay52MS5EZXJlZ2lzdGVyQmFja2JvbmVSZXF1ZXN0GikucHJvbXB0YmFuay52MS5EZXJlZ2lzdGVyQmFja2JvbmVSZXNwb25zZSIsgtPkkwImIiEvdjEve25hbWU9YmFja2JvbmVzLyp9OmRlcmVnaXN0ZXI6ASoSZgoMQ3JlYXRlUHJvbXB0EiIucHJvbXB0YmFuay52MS5DcmVhdGVQcm9tcHRSZXF1ZXN0GhUucHJvbXB0YmFuay52MS5Qcm9tcHQiG4LT5JMCFSILL3YxL3Byb21wdHM6BnByb21wdBJhCglHZXRQcm9tcHQSHy5wcm9tcHRiYW5rLnYxLkdldFByb21wdFJlcXVlc3QaFS5wcm9tcHRiYW5rLnYxLlByb21wdCIcgtPkkwIWEhQvdjEve25hbWU9cHJvbXB0cy8qfRJpCgtMaXN0UHJvbXB0cxIhLnByb21wdGJhbmsudjEuTGlzdFByb21wdHNSZXF1ZXN0GiIucHJvbXB0YmFuay52MS5MaXN0UHJvbXB0c1Jlc3BvbnNlIhOC0+STAg0SCy92MS9wcm9tcHRzEnYKDFVwZGF0ZVByb21wdBIiLnByb21wdGJhbmsudjEuVXBkYXRlUHJvbXB0UmVxdWVzdBoVLnByb21wdGJhbmsudjEuUHJvbXB0IiuC0+STAiUyGy92MS97cHJvbXB0Lm5hbWU9cHJvbXB0cy8qfToGcHJvbXB0EnUKDERlbGV0ZVByb21wdBIiLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0UmVxdWVzdBojLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0UmVzcG9uc2UiHILT5JMCFioUL3YxL3tuYW1lPXByb21wdHMvKn0SgQEKEEdldFByb21wdFZlcnNpb24SJi5wcm9tcHRiYW5rLnYxLkdldFByb21wdFZlcnNpb25SZXF1ZXN0GhwucHJvbXB0YmFuay52MS5Qcm9tcHRWZXJzaW9uIieC0+STAiESHy92MS97bmFtZT1wcm9tcHRzLyovdmVyc2lvbnMvKn0SkgEKEkxpc3RQcm9tcHRWZXJzaW9ucxIoLnByb21wdGJhbmsudjEuTGlzdFByb21wdFZlcnNpb25zUmVxdWVzdBopLnByb21wdGJhbmsudjEuTGlzdFByb21wdFZlcnNpb25zUmVzcG9uc2UiJ4LT5JMCIRIfL3YxL3twYXJlbnQ9cHJvbXB0cy8qfS92ZXJzaW9ucxKYAQoTVXBkYXRlUHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuVXBkYXRlUHJvbXB0VmVyc2lvblJlcXVlc3QaHC5wcm9tcHRiYW5rLnYxLlByb21wdFZlcnNpb24iOILT5JMCMjInL3YxL3t2ZXJzaW9uLm5hbWU9cHJvbXB0cy8qL3ZlcnNpb25zLyp9Ogd2ZXJzaW9uEpUBChNEZWxldGVQcm9tcHRWZXJzaW9uEikucHJvbXB0YmFuay52MS5EZWxldGVQcm9tcHRWZXJzaW9uUmVxdWVzdBoqLnByb21wdGJhbmsudjEuRGVsZXRlUHJvbXB0VmVyc2lvblJlc3BvbnNlIieC0+STAiEqHy92MS97bmFtZT1wcm9tcHRzLyovdmVyc2lvbnMvKn0SbAoIU2V0QWxpYXMSHi5wcm9tcHRiYW5rLnYxLlNldEFsaWFzUmVxdWVzdBoULnByb21wdGJhbmsudjEuQWxpYXMiKoLT5JMCJCIfL3YxL3twYXJlbnQ9cHJvbXB0cy8qfTpzZXRBbGlhczoBKhJ8CgtEZWxldGVBbGlhcxIhLnByb21wdGJhbmsudjEuRGVsZXRlQWxpYXNSZXF1ZXN0GiIucHJvbXB0YmFuay52MS5EZWxldGVBbGlhc1Jlc3BvbnNlIiaC0+STAiAqHi92MS97bmFtZT1wcm9tcHRzLyovYWxpYXNlcy8qfRKPAQoQTGlzdEFsaWFzSGlzdG9yeRImLnByb21wdGJhbmsudjEuTGlzdEFsaWFzSGlzdG9yeVJlcXVlc3QaJy5wcm9tcHRiYW5rLnYxLkxpc3RBbGlhc0hpc3RvcnlSZXNwb25zZSIqgtPkkwIkEiIvdjEve3BhcmVudD1wcm9tcHRzLyp9L2FsaWFzRXZlbnRzEpEBChNJbXBvcnRQcm9tcHRWZXJzaW9uEikucHJvbXB0YmFuay52MS5JbXBvcnRQcm9tcHRWZXJzaW9uUmVxdWVzdBocLnByb21wdGJhbmsudjEuUHJvbXB0VmVyc2lvbiIxgtPkkwIrIiYvdjEve3BhcmVudD1wcm9tcHRzLyp9L3ZlcnNpb25zOmltcG9ydDoBKhKcAQoTRXhwb3J0UHJvbXB0VmVyc2lvbhIpLnByb21wdGJhbmsudjEuRXhwb3J0UHJvbXB0VmVyc2lvblJlcXVlc3QaKi5wcm9tcHRiYW5rLnYxLkV4cG9ydFByb21wdFZlcnNpb25SZXNwb25zZSIugtPkkwIoEiYvdjEve25hbWU9cHJvbXB0cy8qL3ZlcnNpb25zLyp9OmV4cG9ydGIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A frozen pretrained model that prompts are trained for. Versions pin it by fingerprint.
@@ -640,6 +640,76 @@ export const RegisterBackboneRequestSchema: GenMessage<RegisterBackboneRequest> 
   messageDesc(file_promptbank_v1_catalog, 11);
 
 /**
+ * Request for DeregisterBackbone.
+ *
+ * @generated from message promptbank.v1.DeregisterBackboneRequest
+ */
+export type DeregisterBackboneRequest = Message<"promptbank.v1.DeregisterBackboneRequest"> & {
+  /**
+   * `backbones/{b}` or just `{b}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Deregister even while train jobs on it are queued or running: they end FAILED.
+   *
+   * @generated from field: bool force = 2;
+   */
+  force: boolean;
+};
+
+/**
+ * Describes the message promptbank.v1.DeregisterBackboneRequest.
+ * Use `create(DeregisterBackboneRequestSchema)` to create a new message.
+ */
+export const DeregisterBackboneRequestSchema: GenMessage<DeregisterBackboneRequest> = /*@__PURE__*/
+  messageDesc(file_promptbank_v1_catalog, 12);
+
+/**
+ * Response of DeregisterBackbone.
+ *
+ * @generated from message promptbank.v1.DeregisterBackboneResponse
+ */
+export type DeregisterBackboneResponse = Message<"promptbank.v1.DeregisterBackboneResponse"> & {
+  /**
+   * The backbone as the catalog keeps it (no serving replicas), or as it was when its entry was removed.
+   *
+   * @generated from field: promptbank.v1.Backbone backbone = 1;
+   */
+  backbone?: Backbone | undefined;
+
+  /**
+   * Whether its catalog entry was removed (no stored version pinned it).
+   *
+   * @generated from field: bool removed = 2;
+   */
+  removed: boolean;
+
+  /**
+   * How many of the answering coordinator's replicas were stopped.
+   *
+   * @generated from field: int32 stopped_replicas = 3;
+   */
+  stoppedReplicas: number;
+
+  /**
+   * Train jobs (`jobs/{id}`) that were queued or running on it and ended FAILED (with `force`).
+   *
+   * @generated from field: repeated string failed_jobs = 4;
+   */
+  failedJobs: string[];
+};
+
+/**
+ * Describes the message promptbank.v1.DeregisterBackboneResponse.
+ * Use `create(DeregisterBackboneResponseSchema)` to create a new message.
+ */
+export const DeregisterBackboneResponseSchema: GenMessage<DeregisterBackboneResponse> = /*@__PURE__*/
+  messageDesc(file_promptbank_v1_catalog, 13);
+
+/**
  * Request for CreatePrompt.
  *
  * @generated from message promptbank.v1.CreatePromptRequest
@@ -672,7 +742,7 @@ export type CreatePromptRequest = Message<"promptbank.v1.CreatePromptRequest"> &
  * Use `create(CreatePromptRequestSchema)` to create a new message.
  */
 export const CreatePromptRequestSchema: GenMessage<CreatePromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 12);
+  messageDesc(file_promptbank_v1_catalog, 14);
 
 /**
  * Request for GetPrompt.
@@ -693,7 +763,7 @@ export type GetPromptRequest = Message<"promptbank.v1.GetPromptRequest"> & {
  * Use `create(GetPromptRequestSchema)` to create a new message.
  */
 export const GetPromptRequestSchema: GenMessage<GetPromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 13);
+  messageDesc(file_promptbank_v1_catalog, 15);
 
 /**
  * Request for ListPrompts.
@@ -749,7 +819,7 @@ export type ListPromptsRequest = Message<"promptbank.v1.ListPromptsRequest"> & {
  * Use `create(ListPromptsRequestSchema)` to create a new message.
  */
 export const ListPromptsRequestSchema: GenMessage<ListPromptsRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 14);
+  messageDesc(file_promptbank_v1_catalog, 16);
 
 /**
  * Response of ListPrompts.
@@ -777,7 +847,7 @@ export type ListPromptsResponse = Message<"promptbank.v1.ListPromptsResponse"> &
  * Use `create(ListPromptsResponseSchema)` to create a new message.
  */
 export const ListPromptsResponseSchema: GenMessage<ListPromptsResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 15);
+  messageDesc(file_promptbank_v1_catalog, 17);
 
 /**
  * Request for UpdatePrompt.
@@ -805,7 +875,7 @@ export type UpdatePromptRequest = Message<"promptbank.v1.UpdatePromptRequest"> &
  * Use `create(UpdatePromptRequestSchema)` to create a new message.
  */
 export const UpdatePromptRequestSchema: GenMessage<UpdatePromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 16);
+  messageDesc(file_promptbank_v1_catalog, 18);
 
 /**
  * Request for DeletePrompt.
@@ -833,7 +903,7 @@ export type DeletePromptRequest = Message<"promptbank.v1.DeletePromptRequest"> &
  * Use `create(DeletePromptRequestSchema)` to create a new message.
  */
 export const DeletePromptRequestSchema: GenMessage<DeletePromptRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 17);
+  messageDesc(file_promptbank_v1_catalog, 19);
 
 /**
  * Response of DeletePrompt.
@@ -848,7 +918,7 @@ export type DeletePromptResponse = Message<"promptbank.v1.DeletePromptResponse">
  * Use `create(DeletePromptResponseSchema)` to create a new message.
  */
 export const DeletePromptResponseSchema: GenMessage<DeletePromptResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 18);
+  messageDesc(file_promptbank_v1_catalog, 20);
 
 /**
  * Request for GetPromptVersion.
@@ -876,7 +946,7 @@ export type GetPromptVersionRequest = Message<"promptbank.v1.GetPromptVersionReq
  * Use `create(GetPromptVersionRequestSchema)` to create a new message.
  */
 export const GetPromptVersionRequestSchema: GenMessage<GetPromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 19);
+  messageDesc(file_promptbank_v1_catalog, 21);
 
 /**
  * Request for ListPromptVersions.
@@ -932,7 +1002,7 @@ export type ListPromptVersionsRequest = Message<"promptbank.v1.ListPromptVersion
  * Use `create(ListPromptVersionsRequestSchema)` to create a new message.
  */
 export const ListPromptVersionsRequestSchema: GenMessage<ListPromptVersionsRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 20);
+  messageDesc(file_promptbank_v1_catalog, 22);
 
 /**
  * Response of ListPromptVersions.
@@ -960,7 +1030,7 @@ export type ListPromptVersionsResponse = Message<"promptbank.v1.ListPromptVersio
  * Use `create(ListPromptVersionsResponseSchema)` to create a new message.
  */
 export const ListPromptVersionsResponseSchema: GenMessage<ListPromptVersionsResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 21);
+  messageDesc(file_promptbank_v1_catalog, 23);
 
 /**
  * Request for UpdatePromptVersion.
@@ -988,7 +1058,7 @@ export type UpdatePromptVersionRequest = Message<"promptbank.v1.UpdatePromptVers
  * Use `create(UpdatePromptVersionRequestSchema)` to create a new message.
  */
 export const UpdatePromptVersionRequestSchema: GenMessage<UpdatePromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 22);
+  messageDesc(file_promptbank_v1_catalog, 24);
 
 /**
  * Request for DeletePromptVersion.
@@ -1016,7 +1086,7 @@ export type DeletePromptVersionRequest = Message<"promptbank.v1.DeletePromptVers
  * Use `create(DeletePromptVersionRequestSchema)` to create a new message.
  */
 export const DeletePromptVersionRequestSchema: GenMessage<DeletePromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 23);
+  messageDesc(file_promptbank_v1_catalog, 25);
 
 /**
  * Response of DeletePromptVersion.
@@ -1031,7 +1101,7 @@ export type DeletePromptVersionResponse = Message<"promptbank.v1.DeletePromptVer
  * Use `create(DeletePromptVersionResponseSchema)` to create a new message.
  */
 export const DeletePromptVersionResponseSchema: GenMessage<DeletePromptVersionResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 24);
+  messageDesc(file_promptbank_v1_catalog, 26);
 
 /**
  * Request for SetAlias.
@@ -1066,7 +1136,7 @@ export type SetAliasRequest = Message<"promptbank.v1.SetAliasRequest"> & {
  * Use `create(SetAliasRequestSchema)` to create a new message.
  */
 export const SetAliasRequestSchema: GenMessage<SetAliasRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 25);
+  messageDesc(file_promptbank_v1_catalog, 27);
 
 /**
  * Request for DeleteAlias.
@@ -1087,7 +1157,7 @@ export type DeleteAliasRequest = Message<"promptbank.v1.DeleteAliasRequest"> & {
  * Use `create(DeleteAliasRequestSchema)` to create a new message.
  */
 export const DeleteAliasRequestSchema: GenMessage<DeleteAliasRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 26);
+  messageDesc(file_promptbank_v1_catalog, 28);
 
 /**
  * Response of DeleteAlias.
@@ -1102,7 +1172,7 @@ export type DeleteAliasResponse = Message<"promptbank.v1.DeleteAliasResponse"> &
  * Use `create(DeleteAliasResponseSchema)` to create a new message.
  */
 export const DeleteAliasResponseSchema: GenMessage<DeleteAliasResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 27);
+  messageDesc(file_promptbank_v1_catalog, 29);
 
 /**
  * Request for ListAliasHistory.
@@ -1137,7 +1207,7 @@ export type ListAliasHistoryRequest = Message<"promptbank.v1.ListAliasHistoryReq
  * Use `create(ListAliasHistoryRequestSchema)` to create a new message.
  */
 export const ListAliasHistoryRequestSchema: GenMessage<ListAliasHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 28);
+  messageDesc(file_promptbank_v1_catalog, 30);
 
 /**
  * Response of ListAliasHistory.
@@ -1165,7 +1235,7 @@ export type ListAliasHistoryResponse = Message<"promptbank.v1.ListAliasHistoryRe
  * Use `create(ListAliasHistoryResponseSchema)` to create a new message.
  */
 export const ListAliasHistoryResponseSchema: GenMessage<ListAliasHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 29);
+  messageDesc(file_promptbank_v1_catalog, 31);
 
 /**
  * Request for ImportPromptVersion.
@@ -1221,7 +1291,7 @@ export type ImportPromptVersionRequest = Message<"promptbank.v1.ImportPromptVers
  * Use `create(ImportPromptVersionRequestSchema)` to create a new message.
  */
 export const ImportPromptVersionRequestSchema: GenMessage<ImportPromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 30);
+  messageDesc(file_promptbank_v1_catalog, 32);
 
 /**
  * Request for ExportPromptVersion.
@@ -1242,7 +1312,7 @@ export type ExportPromptVersionRequest = Message<"promptbank.v1.ExportPromptVers
  * Use `create(ExportPromptVersionRequestSchema)` to create a new message.
  */
 export const ExportPromptVersionRequestSchema: GenMessage<ExportPromptVersionRequest> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 31);
+  messageDesc(file_promptbank_v1_catalog, 33);
 
 /**
  * Response of ExportPromptVersion: the two files of a PEFT prompt-tuning adapter.
@@ -1277,7 +1347,7 @@ export type ExportPromptVersionResponse = Message<"promptbank.v1.ExportPromptVer
  * Use `create(ExportPromptVersionResponseSchema)` to create a new message.
  */
 export const ExportPromptVersionResponseSchema: GenMessage<ExportPromptVersionResponse> = /*@__PURE__*/
-  messageDesc(file_promptbank_v1_catalog, 32);
+  messageDesc(file_promptbank_v1_catalog, 34);
 
 /**
  * Architecture family of a backbone; decides how prompts are applied and how classes are scored.
@@ -1398,6 +1468,20 @@ export const PromptCatalog: GenService<{
     methodKind: "unary";
     input: typeof RegisterBackboneRequestSchema;
     output: typeof BackboneSchema;
+  },
+  /**
+   * Stops the answering coordinator's replicas of a backbone and frees their Ray resources. FAILED_PRECONDITION,
+   * naming them, while train jobs on it are queued or running, unless `force`: then they end FAILED with a
+   * reason naming the deregistration and its principal. A backbone that stored versions pin keeps its catalog
+   * entry (GetBackbone shows it with no serving replicas); one without versions is removed. Classify and
+   * Generate on it are FAILED_PRECONDITION until it is registered again.
+   *
+   * @generated from rpc promptbank.v1.PromptCatalog.DeregisterBackbone
+   */
+  deregisterBackbone: {
+    methodKind: "unary";
+    input: typeof DeregisterBackboneRequestSchema;
+    output: typeof DeregisterBackboneResponseSchema;
   },
   /**
    * Creates a prompt (a task family with its task spec) with no versions yet.

@@ -1,0 +1,70 @@
+"""The audit log: one row per successful write RPC (who, which RPC, on what, when), read back newest first with
+filters, and kept within a retention of days and rows.
+
+Pages go backwards by id (keyset paging), so events recorded while a reader pages through never shift a page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Delete, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from bank import reads
+from bank.models import AuditEvent, utcnow
+from promptbank_domain.tokens import AuditRecord
+
+RESOURCE_CHARS = 256  # the column's width: a longer resource is cut to it when recorded
+
+
+def record_write(s: Session, principal: str, rpc: str, resource: str) -> None:
+    """One successful write RPC."""
+    s.add(AuditEvent(at=utcnow(), principal=principal, rpc=rpc, resource=resource[:RESOURCE_CHARS]))
+    s.flush()
+
+
+def list_events(s: Session, limit: int, *, below: int = 0, principal: str = "", rpc: str = "",
+                resource: str = "", after: datetime | None = None, before: datetime | None = None
+                ) -> list[AuditRecord]:
+    """Up to `limit` events, newest first, with ids below `below` (0: from the newest). `resource` matches that
+    name and the names inside it (`prompts/p` also finds `prompts/p/versions/2`); times are naive UTC, `after`
+    inclusive and `before` exclusive."""
+    q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if below:
+        q = q.where(AuditEvent.id < below)
+    if principal:
+        q = q.where(AuditEvent.principal == principal)
+    if rpc:
+        q = q.where(AuditEvent.rpc == rpc)
+    if resource:
+        inside = AuditEvent.resource.startswith(resource.rstrip("/") + "/", autoescape=True)
+        q = q.where(or_(AuditEvent.resource == resource, inside))
+    if after is not None:
+        q = q.where(AuditEvent.at >= after)
+    if before is not None:
+        q = q.where(AuditEvent.at < before)
+    return [reads.audit_event(e) for e in s.scalars(q).all()]
+
+
+def prune(s: Session, *, keep_days: float, keep_rows: int) -> int:
+    """Delete events older than `keep_days` and all but about the newest `keep_rows` (0: no bound). The row
+    bound counts ids, so it costs one index lookup: ids a rolled-back insert skipped make it keep a few fewer
+    rows, never more. Returns how many rows went."""
+    gone = 0
+    if keep_days > 0:
+        cutoff = utcnow() - timedelta(days=keep_days)
+        gone += _deleted(s, delete(AuditEvent).where(AuditEvent.at < cutoff))
+    if keep_rows > 0:
+        newest = s.scalar(select(func.max(AuditEvent.id)))
+        if newest is not None and newest > keep_rows:
+            gone += _deleted(s, delete(AuditEvent).where(AuditEvent.id <= newest - keep_rows))
+    return gone
+
+
+def _deleted(s: Session, statement: Delete) -> int:
+    """Run a bulk DELETE; the rows it removed (its result is a CursorResult: Session.execute is typed for
+    SELECTs' rows)."""
+    result = cast(CursorResult[Any], s.execute(statement.execution_options(synchronize_session=False)))
+    return max(result.rowcount, 0)
