@@ -4,7 +4,6 @@ field and its range), and the worker's `GeneratePiece`s turned into the API's me
 from __future__ import annotations
 
 import math
-import uuid
 from dataclasses import dataclass
 
 from coordinator.limits import Limits
@@ -88,9 +87,9 @@ def chat(request: inf.GenerateRequest, limits: Limits) -> list[tuple[str, str]]:
 
 
 def worker_request(key: str, prompts: dict[str, bytes], text: str, o: Options) -> GenerateRequest:
-    """What the replica runs: one row (key "" = the backbone alone), with a fresh id to cancel it by."""
-    return GenerateRequest(key, prompts, text, o.max_new_tokens, o.temperature, o.seed, o.top_p, o.top_k, o.stop,
-                           request_id=uuid.uuid4().hex)
+    """What the replica runs: one row (key "" = the backbone alone). Its id to cancel it by is given by
+    `pool.generate` (coordinator/generation.py `unique_id`), which every Generate path goes through."""
+    return GenerateRequest(key, prompts, text, o.max_new_tokens, o.temperature, o.seed, o.top_p, o.top_k, o.stop)
 
 
 def last_message(piece: GeneratePiece | None) -> inf.GenerateResponse:
