@@ -57,7 +57,7 @@ def version(s: Session, v: PromptVersion, *, tensor: bool = False) -> VersionRec
 def served(v: PromptVersion) -> ServedVersion:
     return ServedVersion(prompt=v.prompt.name, version=f"prompts/{v.prompt.name}/versions/{v.version}",
                          sha256=v.sha256, backbone=v.backbone.name, fingerprint=v.backbone_fingerprint,
-                         task=TaskSpec.from_dict(v.prompt.task), n_virtual=int(v.shape[0]))
+                         task=TaskSpec.from_dict(v.prompt.task), n_virtual=int(v.shape[0]), id=v.id)
 
 
 def alias_event(e: AliasEvent) -> AliasEventRecord:

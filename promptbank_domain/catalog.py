@@ -91,6 +91,7 @@ class ServedVersion:
     fingerprint: str
     task: TaskSpec
     n_virtual: int
+    id: int = 0  # the version's row id in the bank (what a served row is recorded against)
 
     @property
     def row_key(self) -> str:

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/auth.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x12\x43reateTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x18\n\x0bttl_seconds\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x0e\n\x0c_ttl_seconds\"J\n\x13\x43reateTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.promptbank.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListTokensResponse\x12$\n\x06tokens\x18\x01 \x03(\x0b\x32\x14.promptbank.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"y\n\nAuditEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\"\xcb\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\x12)\n\x05\x61\x66ter\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x62\x65\x66ore\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x17ListAuditEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.promptbank.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x10\n\x0cROLE_TRAINER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xc6\x03\n\x06Tokens\x12k\n\x0b\x43reateToken\x12!.promptbank.v1.CreateTokenRequest\x1a\".promptbank.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12\x65\n\nListTokens\x12 .promptbank.v1.ListTokensRequest\x1a!.promptbank.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12m\n\x0bRevokeToken\x12!.promptbank.v1.RevokeTokenRequest\x1a\x14.promptbank.v1.Token\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{name=tokens/*}:revoke:\x01*\x12y\n\x0fListAuditEvents\x12%.promptbank.v1.ListAuditEventsRequest\x1a&.promptbank.v1.ListAuditEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditEventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18promptbank/v1/auth.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x05Token\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x0f\n\x07\x63reator\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"s\n\x12\x43reateTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.promptbank.v1.Role\x12\x18\n\x0bttl_seconds\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x0e\n\x0c_ttl_seconds\"J\n\x13\x43reateTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.promptbank.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\":\n\x11ListTokensRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x12ListTokensResponse\x12$\n\x06tokens\x18\x01 \x03(\x0b\x32\x14.promptbank.v1.Token\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12RevokeTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x89\x01\n\nAuditEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\xcb\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\x12)\n\x05\x61\x66ter\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x62\x65\x66ore\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x17ListAuditEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.promptbank.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*O\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x10\n\x0cROLE_TRAINER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xc6\x03\n\x06Tokens\x12k\n\x0b\x43reateToken\x12!.promptbank.v1.CreateTokenRequest\x1a\".promptbank.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12\x65\n\nListTokens\x12 .promptbank.v1.ListTokensRequest\x1a!.promptbank.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12m\n\x0bRevokeToken\x12!.promptbank.v1.RevokeTokenRequest\x1a\x14.promptbank.v1.Token\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/{name=tokens/*}:revoke:\x01*\x12y\n\x0fListAuditEvents\x12%.promptbank.v1.ListAuditEventsRequest\x1a&.promptbank.v1.ListAuditEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditEventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,8 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENS'].methods_by_name['RevokeToken']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/{name=tokens/*}:revoke:\001*'
   _globals['_TOKENS'].methods_by_name['ListAuditEvents']._loaded_options = None
   _globals['_TOKENS'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/auditEvents'
-  _globals['_ROLE']._serialized_start=1127
-  _globals['_ROLE']._serialized_end=1206
+  _globals['_ROLE']._serialized_start=1144
+  _globals['_ROLE']._serialized_end=1223
   _globals['_TOKEN']._serialized_start=107
   _globals['_TOKEN']._serialized_end=327
   _globals['_CREATETOKENREQUEST']._serialized_start=329
@@ -55,12 +55,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTOKENSRESPONSE']._serialized_end=665
   _globals['_REVOKETOKENREQUEST']._serialized_start=667
   _globals['_REVOKETOKENREQUEST']._serialized_end=701
-  _globals['_AUDITEVENT']._serialized_start=703
-  _globals['_AUDITEVENT']._serialized_end=824
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=827
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1030
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1032
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1125
-  _globals['_TOKENS']._serialized_start=1209
-  _globals['_TOKENS']._serialized_end=1663
+  _globals['_AUDITEVENT']._serialized_start=704
+  _globals['_AUDITEVENT']._serialized_end=841
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=844
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1047
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1049
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1142
+  _globals['_TOKENS']._serialized_start=1226
+  _globals['_TOKENS']._serialized_end=1680
 # @@protoc_insertion_point(module_scope)

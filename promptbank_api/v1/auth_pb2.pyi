@@ -243,6 +243,7 @@ class AuditEvent(_message.Message):
     PRINCIPAL_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     RESOURCE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `auditEvents/{id}`; ids grow with time."""
     principal: _builtins.str
@@ -253,6 +254,8 @@ class AuditEvent(_message.Message):
     """What it wrote: the resource name it returned or was given, e.g. "prompts/sentiment" (at most 256
     characters; empty when the call named none).
     """
+    detail: _builtins.str
+    """More about it where the call decided something: a promotion's evidence."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the call succeeded."""
@@ -265,10 +268,11 @@ class AuditEvent(_message.Message):
         principal: _builtins.str = ...,
         method: _builtins.str = ...,
         resource: _builtins.str = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "name", b"name", "principal", b"principal", "resource", b"resource", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "method", b"method", "name", b"name", "principal", b"principal", "resource", b"resource", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

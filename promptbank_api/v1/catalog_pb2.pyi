@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from promptbank_api.v1 import live_pb2 as _live_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -396,6 +397,7 @@ class PromptVersion(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     TENSOR_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    LIVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `prompts/{prompt}/versions/{n}`."""
     version: _builtins.int
@@ -438,6 +440,10 @@ class PromptVersion(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Creation time."""
 
+    @_builtins.property
+    def live(self) -> _live_pb2.LiveStats:
+        """Live accuracy from recorded outcomes (GetPromptVersion fills it; lists leave it empty)."""
+
     def __init__(
         self,
         *,
@@ -455,10 +461,11 @@ class PromptVersion(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         tensor: _builtins.bytes = ...,
         kind: Global___PromptKind.ValueType = ...,
+        live: _live_pb2.LiveStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lineage", b"lineage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lineage", b"lineage", "live", b"live"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "backbone_fingerprint", b"backbone_fingerprint", "create_time", b"create_time", "dtype", b"dtype", "kind", b"kind", "lineage", b"lineage", "metrics", b"metrics", "name", b"name", "sha256", b"sha256", "shape", b"shape", "tags", b"tags", "tensor", b"tensor", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "backbone", b"backbone", "backbone_fingerprint", b"backbone_fingerprint", "create_time", b"create_time", "dtype", b"dtype", "kind", b"kind", "lineage", b"lineage", "live", b"live", "metrics", b"metrics", "name", b"name", "sha256", b"sha256", "shape", b"shape", "tags", b"tags", "tensor", b"tensor", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -501,6 +508,8 @@ class AliasEvent(_message.Message):
     TO_VERSION_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     alias: _builtins.str
     """Alias name (short form, e.g. "prod")."""
     from_version: _builtins.int
@@ -508,10 +517,18 @@ class AliasEvent(_message.Message):
     to_version: _builtins.int
     """Version number after the move; 0 when the alias was deleted."""
     principal: _builtins.str
-    """Who moved it: the token name ("local" with auth off; "" before tokens existed)."""
+    """Who moved it: the token name ("local" with auth off; "" before tokens existed; "policy" for an automatic
+    promotion).
+    """
+    action: _builtins.str
+    """What changed: "move" (SetAlias, DeleteAlias), "promote", "shadow", "canary" or "policy"."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When it moved."""
+
+    @_builtins.property
+    def evidence(self) -> _live_pb2.Comparison:
+        """For a promotion: the comparison it was decided on."""
 
     def __init__(
         self,
@@ -521,10 +538,12 @@ class AliasEvent(_message.Message):
         to_version: _builtins.int = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         principal: _builtins.str = ...,
+        action: _builtins.str = ...,
+        evidence: _live_pb2.Comparison | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "from_version", b"from_version", "principal", b"principal", "time", b"time", "to_version", b"to_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "alias", b"alias", "evidence", b"evidence", "from_version", b"from_version", "principal", b"principal", "time", b"time", "to_version", b"to_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpromptbank/v1/inference.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\"=\n\x0b\x43lassifyRow\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08\x65nsemble\x18\x03 \x03(\t\";\n\x0f\x43lassifyRequest\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.promptbank.v1.ClassifyRow\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"m\n\x0e\x43lassifyResult\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x06scores\x18\x03 \x03(\x0b\x32\x19.promptbank.v1.LabelScore\x12\x10\n\x08versions\x18\x04 \x03(\t\"B\n\x10\x43lassifyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.promptbank.v1.ClassifyResult\"\x8c\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\t \x01(\t\x12,\n\x08messages\x18\n \x03(\x0b\x32\x1a.promptbank.v1.ChatMessageB\x11\n\x0f_max_new_tokensB\x08\n\x06_top_pB\x08\n\x06_top_k\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x93\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x32\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1b.promptbank.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x18\n\x10generated_tokens\x18\x05 \x01(\x05*\x93\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x32\xe9\x01\n\tInference\x12l\n\x08\x43lassify\x12\x1e.promptbank.v1.ClassifyRequest\x1a\x1f.promptbank.v1.ClassifyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/prompts:classify:\x01*\x12n\n\x08Generate\x12\x1e.promptbank.v1.GenerateRequest\x1a\x1f.promptbank.v1.GenerateResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/prompts:generate:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpromptbank/v1/inference.proto\x12\rpromptbank.v1\x1a\x1cgoogle/api/annotations.proto\"R\n\x0b\x43lassifyRow\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08\x65nsemble\x18\x03 \x03(\t\x12\x13\n\x0brouting_key\x18\x04 \x01(\t\";\n\x0f\x43lassifyRequest\x12(\n\x04rows\x18\x01 \x03(\x0b\x32\x1a.promptbank.v1.ClassifyRow\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\"\x89\x01\n\x0e\x43lassifyResult\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12)\n\x06scores\x18\x03 \x03(\x0b\x32\x19.promptbank.v1.LabelScore\x12\x10\n\x08versions\x18\x04 \x03(\t\x12\n\n\x02id\x18\x05 \x01(\t\x12\x0e\n\x06\x63\x61nary\x18\x06 \x01(\x08\"B\n\x10\x43lassifyResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.promptbank.v1.ClassifyResult\"\x8c\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1b\n\x0emax_new_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\t \x01(\t\x12,\n\x08messages\x18\n \x03(\x0b\x32\x1a.promptbank.v1.ChatMessageB\x11\n\x0f_max_new_tokensB\x08\n\x06_top_pB\x08\n\x06_top_k\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x93\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x32\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1b.promptbank.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x05\x12\x18\n\x10generated_tokens\x18\x05 \x01(\x05*\x93\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x02\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x32\xe9\x01\n\tInference\x12l\n\x08\x43lassify\x12\x1e.promptbank.v1.ClassifyRequest\x1a\x1f.promptbank.v1.ClassifyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/prompts:classify:\x01*\x12n\n\x08Generate\x12\x1e.promptbank.v1.GenerateRequest\x1a\x1f.promptbank.v1.GenerateResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/prompts:generate:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFERENCE'].methods_by_name['Classify']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/prompts:classify:\001*'
   _globals['_INFERENCE'].methods_by_name['Generate']._loaded_options = None
   _globals['_INFERENCE'].methods_by_name['Generate']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/prompts:generate:\001*'
-  _globals['_FINISHREASON']._serialized_start=893
-  _globals['_FINISHREASON']._serialized_end=1040
+  _globals['_FINISHREASON']._serialized_start=943
+  _globals['_FINISHREASON']._serialized_end=1090
   _globals['_CLASSIFYROW']._serialized_start=78
-  _globals['_CLASSIFYROW']._serialized_end=139
-  _globals['_CLASSIFYREQUEST']._serialized_start=141
-  _globals['_CLASSIFYREQUEST']._serialized_end=200
-  _globals['_LABELSCORE']._serialized_start=202
-  _globals['_LABELSCORE']._serialized_end=244
-  _globals['_CLASSIFYRESULT']._serialized_start=246
-  _globals['_CLASSIFYRESULT']._serialized_end=355
-  _globals['_CLASSIFYRESPONSE']._serialized_start=357
-  _globals['_CLASSIFYRESPONSE']._serialized_end=423
-  _globals['_GENERATEREQUEST']._serialized_start=426
-  _globals['_GENERATEREQUEST']._serialized_end=694
-  _globals['_CHATMESSAGE']._serialized_start=696
-  _globals['_CHATMESSAGE']._serialized_end=740
-  _globals['_GENERATERESPONSE']._serialized_start=743
-  _globals['_GENERATERESPONSE']._serialized_end=890
-  _globals['_INFERENCE']._serialized_start=1043
-  _globals['_INFERENCE']._serialized_end=1276
+  _globals['_CLASSIFYROW']._serialized_end=160
+  _globals['_CLASSIFYREQUEST']._serialized_start=162
+  _globals['_CLASSIFYREQUEST']._serialized_end=221
+  _globals['_LABELSCORE']._serialized_start=223
+  _globals['_LABELSCORE']._serialized_end=265
+  _globals['_CLASSIFYRESULT']._serialized_start=268
+  _globals['_CLASSIFYRESULT']._serialized_end=405
+  _globals['_CLASSIFYRESPONSE']._serialized_start=407
+  _globals['_CLASSIFYRESPONSE']._serialized_end=473
+  _globals['_GENERATEREQUEST']._serialized_start=476
+  _globals['_GENERATEREQUEST']._serialized_end=744
+  _globals['_CHATMESSAGE']._serialized_start=746
+  _globals['_CHATMESSAGE']._serialized_end=790
+  _globals['_GENERATERESPONSE']._serialized_start=793
+  _globals['_GENERATERESPONSE']._serialized_end=940
+  _globals['_INFERENCE']._serialized_start=1093
+  _globals['_INFERENCE']._serialized_end=1326
 # @@protoc_insertion_point(module_scope)

@@ -60,10 +60,15 @@ class ClassifyRow(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     ENSEMBLE_FIELD_NUMBER: _builtins.int
+    ROUTING_KEY_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """Prompt reference: `task` (alias latest), `task@alias`, `task/versions/N`, or `prompts/...` names."""
     text: _builtins.str
     """Input text."""
+    routing_key: _builtins.str
+    """Sticky routing: rows with the same key go to the same side of an alias's canary (a hash of the key and
+    the alias decides). Empty: each row is routed at random.
+    """
     @_builtins.property
     def ensemble(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Prompt ensembling: more references to versions of the same task. The row is scored under `prompt`
@@ -76,10 +81,11 @@ class ClassifyRow(_message.Message):
         prompt: _builtins.str = ...,
         text: _builtins.str = ...,
         ensemble: _abc.Iterable[_builtins.str] | None = ...,
+        routing_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble", "prompt", b"prompt", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble", "prompt", b"prompt", "routing_key", b"routing_key", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,10 +151,18 @@ class ClassifyResult(_message.Message):
     LABEL_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    CANARY_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """The resolved version, `prompts/{p}/versions/{n}`."""
     label: _builtins.str
     """Highest-scoring label."""
+    id: _builtins.str
+    """The result's id: send the row's true label back with it (LiveEvaluation.RecordOutcomes). Empty when the
+    server keeps no outcomes (--outcome-retention-days 0).
+    """
+    canary: _builtins.bool
+    """True when the alias's canary version answered (then `version` names it)."""
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelScore]:
         """All labels with their scores, in the task's label order."""
@@ -164,10 +178,12 @@ class ClassifyResult(_message.Message):
         label: _builtins.str = ...,
         scores: _abc.Iterable[Global___LabelScore] | None = ...,
         versions: _abc.Iterable[_builtins.str] | None = ...,
+        id: _builtins.str = ...,
+        canary: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "scores", b"scores", "version", b"version", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "id", b"id", "label", b"label", "scores", b"scores", "version", b"version", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
