@@ -5,17 +5,20 @@ move's evidence in the alias history and the audit log."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from coordinator.config import BackboneSpec, ServerConfig
 from promptbank import Client
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import live_pb2 as live
 from promptbank_api.v1 import live_pb2_grpc as live_grpc
 from tests.conftest import LiveServer
+from tests.pg_fixtures import fresh_db_url
 from tests.test_server import DATA, code_of, train
 
 TEXTS = sorted({t for t, _ in DATA})
@@ -188,3 +191,26 @@ def test_rollout_updates_are_checked(client: Client, stub: live_grpc.LiveEvaluat
     assert moved.shadow_fraction == 0.25
     history = client.catalog.ListAliasHistory(cat.ListAliasHistoryRequest(parent="prompts/live-checks"), timeout=60)
     assert history.events[0].action == "shadow" and history.events[0].to_version == 2
+
+
+def test_the_whole_loop_on_postgresql(request: pytest.FixtureRequest, ray_session: None, tiny_encoder: str,
+                                      tmp_path: Path) -> None:
+    """Results, a shadow, outcomes and a policy promotion with the bank on a real PostgreSQL server."""
+    cfg = ServerConfig(port=0, db=fresh_db_url(request, "postgresql", tmp_path), grace_seconds=1.0, worker_cpus=0.25, data_roots=(str(tmp_path),),
+                       backbones=(BackboneSpec("tiny-enc", tiny_encoder),))
+    pg = LiveServer(cfg)
+    try:
+        with Client(pg.address, timeout=60) as c, grpc.insecure_channel(pg.address) as ch:
+            s = live_grpc.LiveEvaluationStub(ch)
+            v1, v2 = two_versions(c, "live-pg")
+            set_rollout(s, "live-pg", "prod", shadow_version=v2,
+                        policy=live.PromotionPolicy(auto=True, margin=1.0, min_rows=len(TEXTS)))
+            results = classify(c, "live-pg@prod", TEXTS)
+            assert all(r.version == v1 and len(r.id) == 32 for r in results)
+            done = record(s, [(r.id, TRUTH[t]) for r, t in zip(results, TEXTS, strict=True)])
+            assert done.recorded == len(TEXTS) and list(done.promoted) == ["prompts/live-pg/aliases/prod"]
+            assert c.get_version("live-pg@prod").name == v2
+            assert c.get_version(v1).live.all_time.labelled == len(TEXTS)
+            assert c.get_version(v2).live.all_time.labelled == len(TEXTS)  # as the shadow
+    finally:
+        pg.stop()
