@@ -214,3 +214,20 @@ def test_the_whole_loop_on_postgresql(request: pytest.FixtureRequest, ray_sessio
             assert c.get_version(v2).live.all_time.labelled == len(TEXTS)  # as the shadow
     finally:
         pg.stop()
+
+
+def test_a_server_that_keeps_no_outcomes_gives_no_ids(ray_session: None, tiny_encoder: str, tmp_path: Path) -> None:
+    cfg = ServerConfig(port=0, db=str(tmp_path / "bank.db"), grace_seconds=1.0, worker_cpus=0.25,
+                       outcome_retention_days=0, backbones=(BackboneSpec("tiny-enc", tiny_encoder),))
+    off = LiveServer(cfg)
+    try:
+        with Client(off.address, timeout=60) as c, grpc.insecure_channel(off.address) as ch:
+            s = live_grpc.LiveEvaluationStub(ch)
+            v1 = train(c, "live-off", aliases=["prod"]).result_version
+            results = classify(c, "live-off@prod", TEXTS[:4])
+            assert [r.id for r in results] == [""] * 4 and all(r.version == v1 for r in results)
+            code, msg = code_of(lambda: record(s, [("a" * 32, "positive")]))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION and "--outcome-retention" in msg
+            assert c.get_version(v1).live.all_time.served == 0
+    finally:
+        off.stop()
