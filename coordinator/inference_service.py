@@ -154,6 +154,11 @@ class InferenceService(inf_grpc.InferenceServicer):
                 served.append(p.served_row(argmax(avg), argmax(shadow) if shadow is not None else -1))
         if served and self.outcome_log is not None:
             self.outcome_log.add(served)
+        canaries = sum(p.canary for p in plans)
+        shadows = sum(p.shadow is not None for p in plans)
+        for route, n in (("primary", len(plans) - canaries), ("canary", canaries), ("shadow", shadows)):
+            if n:
+                self.metrics.routed_rows.labels(route).inc(n)
         return inf.ClassifyResponse(results=results)
 
     async def Generate(

@@ -12,6 +12,7 @@ from bank.writer import BankDB, Tx
 from coordinator import auth
 from coordinator.config import ServerConfig
 from coordinator.live_convert import comparison_to_proto, policy_from_proto, rollout_to_proto
+from coordinator.metrics import Metrics
 from coordinator.outcome_log import OutcomeLog
 from promptbank_api.errors import FailedPrecondition, InvalidArgument
 from promptbank_api.names import movable_alias, parse_ref, strip_collection
@@ -77,8 +78,8 @@ def evidence(s: Tx, r: RolloutRecord) -> tuple[Comparison | None, Comparison | N
 
 
 class LiveEvaluationService(live_grpc.LiveEvaluationServicer):
-    def __init__(self, db: BankDB, config: ServerConfig, outcome_log: OutcomeLog | None):
-        self.db, self.config, self.outcome_log = db, config, outcome_log
+    def __init__(self, db: BankDB, config: ServerConfig, outcome_log: OutcomeLog | None, metrics: Metrics):
+        self.db, self.config, self.outcome_log, self.metrics = db, config, outcome_log, metrics
 
     async def RecordOutcomes(self, request: live.RecordOutcomesRequest, context: grpc.aio.ServicerContext
                              ) -> live.RecordOutcomesResponse:
@@ -98,6 +99,10 @@ class LiveEvaluationService(live_grpc.LiveEvaluationServicer):
         await self.outcome_log.flush()  # rows answered a moment ago are in the bank before they are matched
         pairs = [(o.result_id, o.label) for o in request.outcomes]
         report = await self.db.run(outcomes.record_outcomes, pairs)
+        for result, n in (("recorded", report.recorded), ("already", report.already),
+                          ("unknown", len(report.unknown)), ("conflicting", len(report.conflicting))):
+            if n:
+                self.metrics.outcome_results.labels(result).inc(n)
         promoted: list[str] = []
         if report.touched:
             moves = await self.db.run(rollouts.auto_promote, report)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from bank import outcomes
 from bank.writer import BankDB, Tx
@@ -21,8 +22,8 @@ PRUNE_S = 60.0  # retention is applied this often
 
 
 class OutcomeLog:
-    def __init__(self, db: BankDB, keep_days: float, keep_rows: int):
-        self.db, self.keep_days, self.keep_rows = db, keep_days, keep_rows
+    def __init__(self, db: BankDB, keep_days: float, keep_rows: int, on_drop: Callable[[int], None] | None = None):
+        self.db, self.keep_days, self.keep_rows, self.on_drop = db, keep_days, keep_rows, on_drop
         self.pending: list[ServedRow] = []
         self.dropped = 0  # rows lost because the bank could not keep up (logged)
         self._wake = asyncio.Event()
@@ -39,6 +40,8 @@ class OutcomeLog:
             over = len(self.pending) - MAX_PENDING
             del self.pending[:over]
             self.dropped += over
+            if self.on_drop is not None:
+                self.on_drop(over)
             log.warning("outcome log: the bank is behind; dropped %d served row(s) (%d so far): their result ids "
                         "will read as unknown", over, self.dropped)
         if len(self.pending) >= FLUSH_ROWS:

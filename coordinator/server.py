@@ -191,11 +191,12 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier, cv.page_bytes(config.limits)), as_server)
     catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config, scheduler), as_server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), as_server)
-    outcome_log = OutcomeLog(db, config.outcome_retention_days, config.outcome_max_rows) if config.outcomes else None
+    outcome_log = (OutcomeLog(db, config.outcome_retention_days, config.outcome_max_rows, metrics.served_rows_dropped.inc)
+                   if config.outcomes else None)
     inference = InferenceService(db, pool, config, metrics, outcome_log)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, as_server)
     undo.push_async_callback(inference.close)
-    live_pb2_grpc.add_LiveEvaluationServicer_to_server(LiveEvaluationService(db, config, outcome_log), as_server)
+    live_pb2_grpc.add_LiveEvaluationServicer_to_server(LiveEvaluationService(db, config, outcome_log, metrics), as_server)
     if outcome_log is not None:
         outcome_log.start()  # inference.close() writes its last rows and stops it
     health_servicer = health.aio.HealthServicer()
