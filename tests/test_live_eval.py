@@ -115,8 +115,14 @@ def test_shadow_is_scored_in_the_same_forward_and_compared_on_the_same_rows(
     assert cleared.shadow_version == "" and not cleared.HasField("shadow_evidence")
 
 
-def test_canary_answers_its_share_sticky_per_routing_key(client: Client, stub: live_grpc.LiveEvaluationStub) -> None:
+def routed(server: LiveServer, route: str) -> float:
+    return server.coord.metrics.registry.get_sample_value("promptbank_classify_routed_rows_total", {"route": route}) or 0
+
+
+def test_canary_answers_its_share_sticky_per_routing_key(server: LiveServer, client: Client,
+                                                         stub: live_grpc.LiveEvaluationStub) -> None:
     v1, v2 = two_versions(client, "live-canary")
+    canaries_before = routed(server, "canary")
     set_rollout(stub, "live-canary", "prod", canary_version=v2, canary_fraction=0.5)
     keys = [f"user-{i}" for i in range(48)]
     texts = [TEXTS[i % len(TEXTS)] for i in range(48)]
@@ -125,6 +131,7 @@ def test_canary_answers_its_share_sticky_per_routing_key(client: Client, stub: l
     assert [r.canary for r in first] == [r.canary for r in second]  # sticky per key
     assert all(r.version == (v2 if r.canary else v1) for r in first + second)
     assert 8 <= sum(r.canary for r in first) <= 40  # about half of 48 keys (binomial, p ~ 1e-6 outside)
+    assert routed(server, "canary") - canaries_before == 2 * sum(r.canary for r in first)
     set_rollout(stub, "live-canary", "prod", canary_fraction=0.0)
     assert not any(r.canary for r in classify(client, "live-canary@prod", texts, keys))
     set_rollout(stub, "live-canary", "prod", canary_fraction=1.0)
