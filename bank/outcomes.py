@@ -32,19 +32,23 @@ SHOWN_LABELS = 5  # valid labels an error lists
 
 def record_served(s: Session, rows: Sequence[ServedRow]) -> None:
     """Keep answered rows (one batch from the coordinator's buffer) and count them as served, for the version
-    that answered and for the shadow that scored them."""
-    if not rows:
+    that answered and for the shadow that scored them. A version deleted since (the row's or its shadow's) is
+    left out rather than failing the batch."""
+    named = sorted({r.version_id for r in rows} | {r.shadow_version_id for r in rows if r.shadow_version_id})
+    live = set(s.scalars(select(PromptVersion.id).where(PromptVersion.id.in_(named)))) if named else set()
+    kept = [(r, r.shadow_version_id if r.shadow_version_id in live else 0) for r in rows if r.version_id in live]
+    if not kept:  # rows of a version deleted since it answered them have nothing to be counted against
         return
     s.execute(insert(Served), [
         {"result_id": r.result_id, "version_id": r.version_id, "label": r.label, "alias": r.alias,
-         "canary": r.canary, "shadow_version_id": r.shadow_version_id or None,
-         "shadow_label": r.shadow_label if r.shadow_version_id else -1, "at": _naive_utc(r.at)}
-        for r in rows])
+         "canary": r.canary, "shadow_version_id": shadow or None, "shadow_label": r.shadow_label if shadow else -1,
+         "at": _naive_utc(r.at)}
+        for r, shadow in kept])
     served: Counter[int] = Counter()
-    for r in rows:
+    for r, shadow in kept:
         served[r.version_id] += 1
-        if r.shadow_version_id:
-            served[r.shadow_version_id] += 1
+        if shadow:
+            served[shadow] += 1
     counters.add(s, VersionOutcome, ("version_id",), {(v,): {"served": n} for v, n in served.items()})
 
 

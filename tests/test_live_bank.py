@@ -19,6 +19,8 @@ from bank.codec import encode_prompt
 from bank.db import make_engine, make_sessionmaker
 from bank.models import ServedRow as ServedRowRow
 from bank.models import utcnow
+from coordinator import convert
+from coordinator.tokens_service import audit_to_proto
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, NotFound
 from promptbank_domain import evidence
 from promptbank_domain.live import POLICY_PRINCIPAL, OutcomeReport, Policy, ServedRow
@@ -204,6 +206,13 @@ def test_set_alias_keeps_candidates_but_not_itself(sessions: sessionmaker[Sessio
         catalog.delete_version(s, "sent/versions/3", force=False)
         s.commit()
         assert catalog.get_rollout(s, "sent", "prod").canary_version == 0
+        # rows buffered before the delete: the gone version's are dropped, a gone shadow is left off the row
+        serve(s, "gone", [POS], ids[3])
+        serve(s, "kept", [POS], ids[2], shadow_id=ids[3], shadow_labels=[NEG])
+        s.commit()
+        rows = s.execute(select(ServedRowRow.result_id, ServedRowRow.shadow_version_id, ServedRowRow.shadow_label)).all()
+        assert [tuple(r) for r in rows] == [("kept0", None, -1)]
+        assert catalog.live_stats(s, "sent", 2, window_s=60).all_time.served == 1
 
 
 def shadowed(s: Session, ids: dict[int, int], cells: dict[str, int], prefix: str = "p") -> OutcomeReport:
@@ -225,6 +234,7 @@ def test_compare_paired_with_a_shadow_and_unpaired_with_a_canary(sessions: sessi
         paired = catalog.compare(s, "sent", "prod", 2)
         unpaired = catalog.compare(s, "sent", "prod", 3, margin=0.1)
         counts = catalog.paired_counts(s, ids[1], ids[2])
+        behind = catalog.rollout_evidence(s, "sent", "prod")  # what GetRollout shows: by the policy's margin
         shadow_stats = catalog.live_stats(s, "sent", 2, window_s=3600).all_time
     assert report.touched == (("sent", "prod"),) and report2.touched == (("sent", "prod"),)
     assert (counts.both, counts.primary_only, counts.candidate_only, counts.neither) == (30, 5, 10, 5)
@@ -234,6 +244,8 @@ def test_compare_paired_with_a_shadow_and_unpaired_with_a_canary(sessions: sessi
     assert (shadow_stats.served, shadow_stats.labelled, shadow_stats.correct) == (50, 50, 40)
     assert unpaired == evidence.unpaired("prompts/sent/versions/1", "prompts/sent/versions/3", (35, 50), (16, 20), 0.1)
     assert unpaired.method == "unpaired" and (unpaired.rows, unpaired.primary_rows) == (20, 50)
+    assert behind == (paired, evidence.unpaired(unpaired.primary_version, unpaired.candidate_version, (35, 50),
+                                                (16, 20), 0.02))
     with sessions() as s, pytest.raises(InvalidArgument, match="version 1 is what alias 'prod'"):
         catalog.compare(s, "sent", "prod", 1)
 
@@ -260,6 +272,10 @@ def test_promote_refused_cleared_and_forced(sessions: sessionmaker[Session], ids
     assert top.evidence == comparison.to_json()
     assert [(e.principal, e.resource, e.detail) for e in logged] == [("ann", "prompts/sent/aliases/prod",
                                                                       comparison.summary)]
+    message = convert.alias_event_to_proto(top)  # what ListAliasHistory sends
+    assert (message.action, message.evidence.method, message.evidence.rows) == ("promote", "paired", 80)
+    assert message.evidence.clears and message.evidence.summary == comparison.summary
+    assert audit_to_proto(logged[0]).detail == comparison.summary  # what ListAuditEvents sends
     with sessions() as s:  # the canary has no outcomes: nothing to judge by, so only force moves it
         with pytest.raises(FailedPrecondition, match="no outcomes yet"):
             catalog.promote(s, "sent", "prod", 3, "bob")
