@@ -26,7 +26,6 @@ from promptbank_api.names import (
     from_timestamp,
     movable_alias,
     strip_collection,
-    to_timestamp,
     version_name,
 )
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -329,9 +328,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
         def q(s: Tx) -> cat.ListAliasHistoryResponse:
             rows = catalog.alias_history(s, name, offset, limit)
-            out, token = cv.fill_page(rows, lambda e: cat.AliasEvent(
-                alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at),
-                principal=e.principal), offset, limit, {"parent": name}, self.page_bytes)
+            out, token = cv.fill_page(rows, cv.alias_event_to_proto, offset, limit, {"parent": name}, self.page_bytes)
             return cat.ListAliasHistoryResponse(events=out, next_page_token=token)
 
         return await self.db.read(q)

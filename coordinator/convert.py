@@ -17,7 +17,9 @@ from promptbank_api.errors import InvalidArgument
 from promptbank_api.names import to_timestamp
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
-from promptbank_domain.catalog import BackboneRecord, PromptRecord, VersionRecord
+from promptbank_api.v1 import live_pb2 as lv
+from promptbank_domain.catalog import AliasEventRecord, BackboneRecord, PromptRecord, VersionRecord
+from promptbank_domain.evidence import Comparison
 from promptbank_domain.jobs import JobEventRecord, JobRecord, JobSpec
 from promptbank_domain.task import POOLINGS, TaskSpec
 from promptbank_domain.train_config import PARAMS, on_wire
@@ -107,6 +109,22 @@ def version_to_proto(v: VersionRecord) -> cat.PromptVersion:
         aliases=v.aliases, tags=v.tags, create_time=to_timestamp(v.created_at),
         tensor=v.tensor, kind=KIND.get(v.kind, KIND[kinds.UNMARKED]),
     )
+
+
+def comparison_to_proto(c: Comparison) -> lv.Comparison:
+    return lv.Comparison(
+        primary_version=c.primary_version, candidate_version=c.candidate_version, method=c.method, rows=c.rows,
+        primary_rows=c.primary_rows, primary_accuracy=c.primary_accuracy, candidate_accuracy=c.candidate_accuracy,
+        both_correct=c.paired.both, primary_only=c.paired.primary_only, candidate_only=c.paired.candidate_only,
+        neither_correct=c.paired.neither, difference=c.difference, low=c.low, high=c.high, p_value=c.p_value,
+        margin=c.margin, clears=c.clears, summary=c.summary)
+
+
+def alias_event_to_proto(e: AliasEventRecord) -> cat.AliasEvent:
+    """One alias change; a promotion's with the comparison it was decided on."""
+    return cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version,
+                          time=to_timestamp(e.at), principal=e.principal, action=e.action,
+                          evidence=comparison_to_proto(Comparison.from_json(e.evidence)) if e.evidence else None)
 
 
 def hyperparameters_to_proto(spec: JobSpec) -> jp.Hyperparameters:
