@@ -13,11 +13,11 @@ from google.protobuf.message import Message
 
 import promptbank_kinds as kinds
 from coordinator.limits import Limits
+from coordinator.live_convert import comparison_to_proto
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.names import to_timestamp
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
-from promptbank_api.v1 import live_pb2 as lv
 from promptbank_domain.catalog import AliasEventRecord, BackboneRecord, PromptRecord, VersionRecord
 from promptbank_domain.evidence import Comparison
 from promptbank_domain.jobs import JobEventRecord, JobRecord, JobSpec
@@ -109,15 +109,6 @@ def version_to_proto(v: VersionRecord) -> cat.PromptVersion:
         aliases=v.aliases, tags=v.tags, create_time=to_timestamp(v.created_at),
         tensor=v.tensor, kind=KIND.get(v.kind, KIND[kinds.UNMARKED]),
     )
-
-
-def comparison_to_proto(c: Comparison) -> lv.Comparison:
-    return lv.Comparison(
-        primary_version=c.primary_version, candidate_version=c.candidate_version, method=c.method, rows=c.rows,
-        primary_rows=c.primary_rows, primary_accuracy=c.primary_accuracy, candidate_accuracy=c.candidate_accuracy,
-        both_correct=c.paired.both, primary_only=c.paired.primary_only, candidate_only=c.paired.candidate_only,
-        neither_correct=c.paired.neither, difference=c.difference, low=c.low, high=c.high, p_value=c.p_value,
-        margin=c.margin, clears=c.clears, summary=c.summary)
 
 
 def alias_event_to_proto(e: AliasEventRecord) -> cat.AliasEvent:

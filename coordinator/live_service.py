@@ -72,9 +72,7 @@ def policy_of(p: live.PromotionPolicy) -> Policy:
 
 def evidence(s: Tx, r: RolloutRecord) -> tuple[Comparison | None, Comparison | None]:
     """The shadow's and the canary's comparisons with the alias's version (None where there is none)."""
-    shadow = rollouts.compare(s, r.prompt, r.alias, r.shadow_version) if r.shadow_version else None
-    canary = rollouts.compare(s, r.prompt, r.alias, r.canary_version) if r.canary_version else None
-    return shadow, canary
+    return rollouts.rollout_evidence(s, r.prompt, r.alias)
 
 
 class LiveEvaluationService(live_grpc.LiveEvaluationServicer):
