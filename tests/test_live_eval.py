@@ -171,7 +171,7 @@ def test_policy_promotes_the_shadow_once_its_evidence_clears(client: Client, stu
     set_rollout(stub, "live-policy", "prod", shadow_version=v2,
                 policy=live.PromotionPolicy(auto=True, margin=1.0, min_rows=len(TEXTS)))  # a margin anything clears
     results = classify(client, "live-policy@prod", TEXTS)
-    part = record(stub, [(r.id, TRUTH[t]) for r, t in zip(results[:-1], TEXTS, strict=True)])
+    part = record(stub, [(r.id, TRUTH[t]) for r, t in zip(results[:-1], TEXTS[:-1], strict=True)])
     assert list(part.promoted) == [] and client.get_version("live-policy@prod").name == v1  # one row short
     last = record(stub, [(results[-1].id, TRUTH[TEXTS[-1]])])
     assert list(last.promoted) == ["prompts/live-policy/aliases/prod"]
