@@ -50,6 +50,8 @@ BENCHES: list[tuple[str, str, float]] = [
                "co-batched training, continuous batching (scripts/device_check.sh)", 5),
     ("generate", "64 concurrent generations over 16 tasks (deep and input prompts): continuous batching vs one "
                  "sequence at a time, PEFT per task and one batched HF generate with no prompt", 12),
+    ("live_eval", "Classify throughput with a shadow version on every row vs none, in alternating rounds on one "
+                  "coordinator, against the forward's own ceiling; outcomes recorded per second", 4),
 ]
 
 # bench/quality.py's cost on 2 CPU cores at its default sizes (3000 training rows): one prompt training run (the
