@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file promptbank/v1/inference.proto.
  */
 export const file_promptbank_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wcm9tcHRiYW5rL3YxL2luZmVyZW5jZS5wcm90bxINcHJvbXB0YmFuay52MSI9CgtDbGFzc2lmeVJvdxIOCgZwcm9tcHQYASABKAkSDAoEdGV4dBgCIAEoCRIQCghlbnNlbWJsZRgDIAMoCSI7Cg9DbGFzc2lmeVJlcXVlc3QSKAoEcm93cxgBIAMoCzIaLnByb21wdGJhbmsudjEuQ2xhc3NpZnlSb3ciKgoKTGFiZWxTY29yZRINCgVsYWJlbBgBIAEoCRINCgVzY29yZRgCIAEoASJtCg5DbGFzc2lmeVJlc3VsdBIPCgd2ZXJzaW9uGAEgASgJEg0KBWxhYmVsGAIgASgJEikKBnNjb3JlcxgDIAMoCzIZLnByb21wdGJhbmsudjEuTGFiZWxTY29yZRIQCgh2ZXJzaW9ucxgEIAMoCSJCChBDbGFzc2lmeVJlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5wcm9tcHRiYW5rLnYxLkNsYXNzaWZ5UmVzdWx0IowCCg9HZW5lcmF0ZVJlcXVlc3QSDgoGcHJvbXB0GAEgASgJEgwKBHRleHQYAiABKAkSGwoObWF4X25ld190b2tlbnMYAyABKAVIAIgBARITCgt0ZW1wZXJhdHVyZRgEIAEoARIMCgRzZWVkGAUgASgDEhIKBXRvcF9wGAYgASgBSAGIAQESEgoFdG9wX2sYByABKAVIAogBARIMCgRzdG9wGAggAygJEhAKCGJhY2tib25lGAkgASgJEiwKCG1lc3NhZ2VzGAogAygLMhoucHJvbXB0YmFuay52MS5DaGF0TWVzc2FnZUIRCg9fbWF4X25ld190b2tlbnNCCAoGX3RvcF9wQggKBl90b3BfayIsCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkikwEKEEdlbmVyYXRlUmVzcG9uc2USDAoEdGV4dBgBIAEoCRIMCgRkb25lGAIgASgIEjIKDWZpbmlzaF9yZWFzb24YAyABKA4yGy5wcm9tcHRiYW5rLnYxLkZpbmlzaFJlYXNvbhIVCg1wcm9tcHRfdG9rZW5zGAQgASgFEhgKEGdlbmVyYXRlZF90b2tlbnMYBSABKAUqkwEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQARIWChJGSU5JU0hfUkVBU09OX1NUT1AQAhIVChFGSU5JU0hfUkVBU09OX0VPUxADEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAQy6QEKCUluZmVyZW5jZRJsCghDbGFzc2lmeRIeLnByb21wdGJhbmsudjEuQ2xhc3NpZnlSZXF1ZXN0Gh8ucHJvbXB0YmFuay52MS5DbGFzc2lmeVJlc3BvbnNlIh+C0+STAhkiFC92MS9wcm9tcHRzOmNsYXNzaWZ5OgEqEm4KCEdlbmVyYXRlEh4ucHJvbXB0YmFuay52MS5HZW5lcmF0ZVJlcXVlc3QaHy5wcm9tcHRiYW5rLnYxLkdlbmVyYXRlUmVzcG9uc2UiH4LT5JMCGSIUL3YxL3Byb21wdHM6Z2VuZXJhdGU6ASowAWIGcHJvdG8z", [file_google_api_annotations]);
+  fileDesc("Ch1wcm9tcHRiYW5rL3YxL2luZmVyZW5jZS5wcm90bxINcHJvbXB0YmFuay52MSJSCgtDbGFzc2lmeVJvdxIOCgZwcm9tcHQYASABKAkSDAoEdGV4dBgCIAEoCRIQCghlbnNlbWJsZRgDIAMoCRITCgtyb3V0aW5nX2tleRgEIAEoCSI7Cg9DbGFzc2lmeVJlcXVlc3QSKAoEcm93cxgBIAMoCzIaLnByb21wdGJhbmsudjEuQ2xhc3NpZnlSb3ciKgoKTGFiZWxTY29yZRINCgVsYWJlbBgBIAEoCRINCgVzY29yZRgCIAEoASKJAQoOQ2xhc3NpZnlSZXN1bHQSDwoHdmVyc2lvbhgBIAEoCRINCgVsYWJlbBgCIAEoCRIpCgZzY29yZXMYAyADKAsyGS5wcm9tcHRiYW5rLnYxLkxhYmVsU2NvcmUSEAoIdmVyc2lvbnMYBCADKAkSCgoCaWQYBSABKAkSDgoGY2FuYXJ5GAYgASgIIkIKEENsYXNzaWZ5UmVzcG9uc2USLgoHcmVzdWx0cxgBIAMoCzIdLnByb21wdGJhbmsudjEuQ2xhc3NpZnlSZXN1bHQijAIKD0dlbmVyYXRlUmVxdWVzdBIOCgZwcm9tcHQYASABKAkSDAoEdGV4dBgCIAEoCRIbCg5tYXhfbmV3X3Rva2VucxgDIAEoBUgAiAEBEhMKC3RlbXBlcmF0dXJlGAQgASgBEgwKBHNlZWQYBSABKAMSEgoFdG9wX3AYBiABKAFIAYgBARISCgV0b3BfaxgHIAEoBUgCiAEBEgwKBHN0b3AYCCADKAkSEAoIYmFja2JvbmUYCSABKAkSLAoIbWVzc2FnZXMYCiADKAsyGi5wcm9tcHRiYW5rLnYxLkNoYXRNZXNzYWdlQhEKD19tYXhfbmV3X3Rva2Vuc0IICgZfdG9wX3BCCAoGX3RvcF9rIiwKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCSKTAQoQR2VuZXJhdGVSZXNwb25zZRIMCgR0ZXh0GAEgASgJEgwKBGRvbmUYAiABKAgSMgoNZmluaXNoX3JlYXNvbhgDIAEoDjIbLnByb21wdGJhbmsudjEuRmluaXNoUmVhc29uEhUKDXByb21wdF90b2tlbnMYBCABKAUSGAoQZ2VuZXJhdGVkX3Rva2VucxgFIAEoBSqTAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBABEhYKEkZJTklTSF9SRUFTT05fU1RPUBACEhUKEUZJTklTSF9SRUFTT05fRU9TEAMSGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQBDLpAQoJSW5mZXJlbmNlEmwKCENsYXNzaWZ5Eh4ucHJvbXB0YmFuay52MS5DbGFzc2lmeVJlcXVlc3QaHy5wcm9tcHRiYW5rLnYxLkNsYXNzaWZ5UmVzcG9uc2UiH4LT5JMCGSIUL3YxL3Byb21wdHM6Y2xhc3NpZnk6ASoSbgoIR2VuZXJhdGUSHi5wcm9tcHRiYW5rLnYxLkdlbmVyYXRlUmVxdWVzdBofLnByb21wdGJhbmsudjEuR2VuZXJhdGVSZXNwb25zZSIfgtPkkwIZIhQvdjEvcHJvbXB0czpnZW5lcmF0ZToBKjABYgZwcm90bzM", [file_google_api_annotations]);
 
 /**
  * One input row.
@@ -42,6 +42,14 @@ export type ClassifyRow = Message<"promptbank.v1.ClassifyRow"> & {
    * @generated from field: repeated string ensemble = 3;
    */
   ensemble: string[];
+
+  /**
+   * Sticky routing: rows with the same key go to the same side of an alias's canary (a hash of the key and
+   * the alias decides). Empty: each row is routed at random.
+   *
+   * @generated from field: string routing_key = 4;
+   */
+  routingKey: string;
 };
 
 /**
@@ -133,6 +141,21 @@ export type ClassifyResult = Message<"promptbank.v1.ClassifyResult"> & {
    * @generated from field: repeated string versions = 4;
    */
   versions: string[];
+
+  /**
+   * The result's id: send the row's true label back with it (LiveEvaluation.RecordOutcomes). Empty when the
+   * server keeps no outcomes (--outcome-retention 0).
+   *
+   * @generated from field: string id = 5;
+   */
+  id: string;
+
+  /**
+   * True when the alias's canary version answered (then `version` names it).
+   *
+   * @generated from field: bool canary = 6;
+   */
+  canary: boolean;
 };
 
 /**
