@@ -264,7 +264,7 @@ def _promote(a: argparse.Namespace, c: Client, ref: str) -> int:
 
 
 def _window(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+    for unit, size in (("h", 3600), ("min", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g} {unit}"
     return f"{seconds:g} s"
