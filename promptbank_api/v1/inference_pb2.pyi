@@ -159,7 +159,7 @@ class ClassifyResult(_message.Message):
     """Highest-scoring label."""
     id: _builtins.str
     """The result's id: send the row's true label back with it (LiveEvaluation.RecordOutcomes). Empty when the
-    server keeps no outcomes (--outcome-retention-days 0).
+    server keeps no outcomes (--outcome-retention 0).
     """
     canary: _builtins.bool
     """True when the alias's canary version answered (then `version` names it)."""
