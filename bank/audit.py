@@ -19,9 +19,9 @@ from promptbank_domain.tokens import AuditRecord
 RESOURCE_CHARS = 256  # the column's width: a longer resource is cut to it when recorded
 
 
-def record_write(s: Session, principal: str, rpc: str, resource: str) -> None:
-    """One successful write RPC."""
-    s.add(AuditEvent(at=utcnow(), principal=principal, rpc=rpc, resource=resource[:RESOURCE_CHARS]))
+def record_write(s: Session, principal: str, rpc: str, resource: str, *, detail: str = "") -> None:
+    """One successful write RPC (`detail`: what it decided on, e.g. a promotion's evidence)."""
+    s.add(AuditEvent(at=utcnow(), principal=principal, rpc=rpc, resource=resource[:RESOURCE_CHARS], detail=detail))
     s.flush()
 
 

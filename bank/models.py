@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -106,7 +107,8 @@ class PromptVersion(Base):
 
 
 class Alias(Base):
-    """A movable name (`latest`, `prod`) pointing at one version of a prompt."""
+    """A movable name (`latest`, `prod`) pointing at one version of a prompt, with what rides behind it: a shadow
+    version scored on a share of its rows, a canary answering a share of them, and the policy that promotes."""
 
     __tablename__ = "aliases"
     __table_args__ = (UniqueConstraint("prompt_id", "name"),)
@@ -114,8 +116,18 @@ class Alias(Base):
     prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(64))
     version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"))
+    # a deleted candidate leaves the alias serving, without it
+    shadow_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id", ondelete="SET NULL"),
+                                                          default=None)
+    shadow_fraction: Mapped[float] = mapped_column(default=1.0, server_default="1.0")
+    canary_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id", ondelete="SET NULL"),
+                                                          default=None)
+    canary_fraction: Mapped[float] = mapped_column(default=0.0, server_default="0.0")
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")  # Policy.to_json()
     prompt: Mapped[Prompt] = relationship(back_populates="aliases")
-    version: Mapped[PromptVersion] = relationship()
+    version: Mapped[PromptVersion] = relationship(foreign_keys=[version_id])
+    shadow_version: Mapped[PromptVersion | None] = relationship(foreign_keys=[shadow_version_id])
+    canary_version: Mapped[PromptVersion | None] = relationship(foreign_keys=[canary_version_id])
 
 
 class AliasEvent(Base):
@@ -129,6 +141,9 @@ class AliasEvent(Base):
     to_version: Mapped[int] = mapped_column(default=0)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     principal: Mapped[str] = mapped_column(String(64), default="", server_default="")  # who moved it
+    # "move" (SetAlias, DeleteAlias), "promote", "shadow", "canary" or "policy"
+    action: Mapped[str] = mapped_column(String(16), default="move", server_default="move")
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")  # a promotion's Comparison
 
 
 class IdempotencyKey(Base):
@@ -257,6 +272,7 @@ class AuditEvent(Base):
     principal: Mapped[str] = mapped_column(String(64), index=True)
     rpc: Mapped[str] = mapped_column(String(64), index=True)  # ListAuditEvents' method filter
     resource: Mapped[str] = mapped_column(String(256), index=True)  # ... its resource filter (a name or prefix)
+    detail: Mapped[str] = mapped_column(Text, default="", server_default="")  # e.g. a promotion's evidence
 
 
 class CatalogState(Base):
@@ -267,3 +283,63 @@ class CatalogState(Base):
     __tablename__ = "catalog_state"
     id: Mapped[int] = mapped_column(primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ServedRow(Base):
+    """One answered Classify row, kept (for a bounded retention) so its true label can be matched to it later:
+    who answered with which label, what the shadow said on the same row, and the outcome once it arrives. Labels
+    are indexes into the prompt's task labels (which never change)."""
+
+    __tablename__ = "served_rows"
+    __table_args__ = (
+        Index("ix_served_rows_version_at", "version_id", "at"),  # a version's recent window
+        Index("ix_served_rows_shadow_at", "shadow_version_id", "at"),  # ... and as a shadow
+    )
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)  # retention prunes by it
+    result_id: Mapped[str] = mapped_column(String(32), unique=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"))
+    label: Mapped[int] = mapped_column(SmallInteger)
+    alias: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    canary: Mapped[bool] = mapped_column(default=False)
+    shadow_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id", ondelete="SET NULL"),
+                                                          default=None)
+    shadow_label: Mapped[int] = mapped_column(SmallInteger, default=-1)  # -1: no shadow scored it
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    outcome: Mapped[int | None] = mapped_column(SmallInteger, default=None)  # the true label
+    outcome_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class VersionOutcome(Base):
+    """A version's totals over all time (as answerer and as shadow): they outlive the served rows' retention.
+    Only ever changed by `n = n + k`, so coordinators sharing a bank add up instead of overwriting."""
+
+    __tablename__ = "version_outcomes"
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"), primary_key=True,
+                                            autoincrement=False)
+    served: Mapped[int] = mapped_column(BigInteger, default=0)
+    labelled: Mapped[int] = mapped_column(BigInteger, default=0)
+    correct: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ConfusionCount(Base):
+    """A version's labelled rows over all time by (true label, predicted label) index."""
+
+    __tablename__ = "confusion_counts"
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"), primary_key=True)
+    true_label_index: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    predicted_label_index: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PairedCount(Base):
+    """Rows with outcomes that a primary and its shadow (the candidate) both scored, by who got them right."""
+
+    __tablename__ = "paired_counts"
+    primary_version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"),
+                                                    primary_key=True)
+    candidate_version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id", ondelete="CASCADE"),
+                                                      primary_key=True)
+    both: Mapped[int] = mapped_column(BigInteger, default=0)
+    primary_only: Mapped[int] = mapped_column(BigInteger, default=0)
+    candidate_only: Mapped[int] = mapped_column(BigInteger, default=0)
+    neither: Mapped[int] = mapped_column(BigInteger, default=0)

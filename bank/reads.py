@@ -62,7 +62,7 @@ def served(v: PromptVersion) -> ServedVersion:
 
 def alias_event(e: AliasEvent) -> AliasEventRecord:
     return AliasEventRecord(alias=e.alias, from_version=e.from_version, to_version=e.to_version, at=e.at,
-                            principal=e.principal)
+                            principal=e.principal, action=e.action, evidence=dict(e.evidence or {}))
 
 
 def job(j: Job) -> JobRecord:
@@ -89,4 +89,4 @@ def token(t: Token) -> TokenRecord:
 
 
 def audit_event(e: AuditEvent) -> AuditRecord:
-    return AuditRecord(at=e.at, principal=e.principal, rpc=e.rpc, resource=e.resource, id=e.id)
+    return AuditRecord(at=e.at, principal=e.principal, rpc=e.rpc, resource=e.resource, id=e.id, detail=e.detail)

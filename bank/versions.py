@@ -123,12 +123,16 @@ def _resolve_row(s: Session, ref: str | PromptRef) -> PromptVersion:
     p = _prompt_row(s, r.prompt)
     if r.version is not None:
         return _version_row(s, p, r.version)
-    a = s.scalar(select(Alias).where(Alias.prompt_id == p.id, Alias.name == r.alias))
+    return _alias_row(s, p, r.alias or "latest").version
+
+
+def _alias_row(s: Session, p: Prompt, name: str) -> Alias:
+    a = s.scalar(select(Alias).where(Alias.prompt_id == p.id, Alias.name == name))
     if a is None:
-        if r.alias == "latest":
+        if name == "latest":
             raise NotFound(f"prompt {p.name!r} has no versions yet")
-        raise NotFound(f"alias {r.alias!r} of prompt {p.name!r} not found")
-    return a.version
+        raise NotFound(f"alias {name!r} of prompt {p.name!r} not found")
+    return a
 
 
 def list_versions(
@@ -198,7 +202,10 @@ def set_alias(s: Session, prompt: str, name: str, version: int, principal: str =
     return reads.version(s, v)
 
 
-def _set_alias_row(s: Session, prompt: Prompt, name: str, v: PromptVersion, principal: str = "") -> Alias:
+def _set_alias_row(s: Session, prompt: Prompt, name: str, v: PromptVersion, principal: str = "", *,
+                   action: str = "move", evidence: dict[str, object] | None = None) -> Alias:
+    """Point the alias at `v`, recording the move (`action`, `evidence`: a promotion's) in its history. Its shadow
+    and canary stay, but one that is `v` itself is cleared: a version is not its own candidate."""
     check_name("alias", name)
     a = s.scalar(select(Alias).where(Alias.prompt_id == prompt.id, Alias.name == name))
     before = a.version.version if a is not None else 0
@@ -207,9 +214,13 @@ def _set_alias_row(s: Session, prompt: Prompt, name: str, v: PromptVersion, prin
         s.add(a)
     else:
         a.version = v
+        if a.shadow_version_id == v.id:
+            a.shadow_version = None
+        if a.canary_version_id == v.id:
+            a.canary_version = None
     if before != v.version:
         s.add(AliasEvent(prompt_id=prompt.id, alias=name, from_version=before, to_version=v.version, at=utcnow(),
-                         principal=principal))
+                         principal=principal, action=action, evidence=dict(evidence or {})))
     s.flush()
     return a
 

@@ -163,6 +163,14 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
     ap.add_argument("--audit-max-rows", type=int, default=ServerConfig.audit_max_rows, metavar="N",
                     help=f"keep at most about the newest N audit events (default {ServerConfig.audit_max_rows}; 0: no "
                          "bound)")
+    ap.add_argument("--outcome-retention", type=finite, default=ServerConfig.outcome_retention_days, metavar="DAYS",
+                    help="keep each classified row this long so its true label can be recorded (RecordOutcomes); "
+                         f"default {ServerConfig.outcome_retention_days:g}; 0: keep none (results carry no id)")
+    ap.add_argument("--outcome-max-rows", type=int, default=ServerConfig.outcome_max_rows, metavar="N",
+                    help=f"keep at most about the newest N classified rows (default {ServerConfig.outcome_max_rows}; "
+                         "0: no bound); versions' totals outlive them")
+    ap.add_argument("--outcome-window-hours", type=finite, default=ServerConfig.outcome_window_hours, metavar="HOURS",
+                    help=f"the span of a version's recent live accuracy (default {ServerConfig.outcome_window_hours:g})")
     for flag, name in FLAGS.items():  # one flag per row of the limits table
         default = getattr(Limits(), name)
         ap.add_argument(flag, type=int, default=default, metavar="N",
@@ -193,7 +201,8 @@ def parse(argv: list[str] | None = None) -> ServerConfig:
                               insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key,
                               tls_client_ca=a.tls_client_ca, grace_seconds=a.grace, job_lease_s=a.job_lease,
                               train_max_attempts=a.train_max_attempts, audit_retention_days=a.audit_retention_days,
-                              audit_max_rows=a.audit_max_rows,
+                              audit_max_rows=a.audit_max_rows, outcome_retention_days=a.outcome_retention,
+                              outcome_max_rows=a.outcome_max_rows, outcome_window_hours=a.outcome_window_hours,
                               generate_batching=a.generate_batching == "on", generate_max_seqs=a.generate_max_seqs,
                               generate_max_cached_tokens=a.generate_max_cached_tokens,
                               limits=Limits(**{name: getattr(a, flag[2:].replace("-", "_")) for flag, name in FLAGS.items()}), allow_models=tuple(a.allow_model),

@@ -45,6 +45,11 @@ RULES: dict[str, dict[str, str]] = {  # service -> RPC -> the least role that ma
         "CreateTrainJob": "trainer", "GetTrainJob": "trainer", "ListTrainJobs": "trainer",
         "CancelTrainJob": "trainer", "WatchTrainJob": "trainer", "UploadDataset": "trainer",
     },
+    # an outcome needs a result id, 128 random bits given only to the caller that classified the row
+    "promptbank.v1.LiveEvaluation": {
+        "RecordOutcomes": "reader", "GetRollout": "reader", "CompareVersions": "reader", "UpdateRollout": "admin",
+        "PromoteAlias": "admin",
+    },
     "promptbank.v1.Tokens": {"CreateToken": "admin", "ListTokens": "admin", "RevokeToken": "admin",
                              "ListAuditEvents": "admin"},
     "grpc.health.v1.Health": {"Check": "", "Watch": "", "List": ""},  # open: probes carry no token
@@ -54,8 +59,8 @@ RULES: dict[str, dict[str, str]] = {  # service -> RPC -> the least role that ma
 WRITES = frozenset({  # RPCs that change something: each success is written to the audit log with its principal
     "CreatePrompt", "UpdatePrompt", "DeletePrompt", "UpdatePromptVersion", "DeletePromptVersion", "SetAlias",
     "DeleteAlias", "ImportPromptVersion", "RegisterBackbone", "DeregisterBackbone", "CreateTrainJob",
-    "CancelTrainJob", "UploadDataset", "CreateToken", "RevokeToken",
-})
+    "CancelTrainJob", "UploadDataset", "CreateToken", "RevokeToken", "RecordOutcomes", "UpdateRollout",
+})  # PromoteAlias is audited by the bank, in the move's own transaction, with its evidence
 # Generate with a backbone alone (no prompt) is a use of the model itself, beyond the prompts an admin published:
 # the role of those who may already run it on any data (train jobs).
 BARE_BACKBONE_ROLE = "trainer"

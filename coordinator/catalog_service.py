@@ -8,7 +8,7 @@ import grpc
 from google.protobuf.struct_pb2 import Struct
 
 import promptbank_kinds as kinds
-from bank import catalog
+from bank import catalog, outcomes
 from bank.codec import encode_prompt
 from bank.peft_format import ImportedPrompt, export_peft, import_peft
 from bank.writer import BankDB, Tx
@@ -17,6 +17,7 @@ from coordinator import convert as cv
 from coordinator.backbone_lifecycle import deregister, record_backbone
 from coordinator.config import BackboneSpec, ServerConfig
 from coordinator.limits import Limits
+from coordinator.live_convert import live_stats_to_proto
 from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -25,7 +26,6 @@ from promptbank_api.names import (
     from_timestamp,
     movable_alias,
     strip_collection,
-    to_timestamp,
     version_name,
 )
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -187,7 +187,15 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
     async def GetPromptVersion(self, request: cat.GetPromptVersionRequest, context: grpc.aio.ServicerContext) -> cat.PromptVersion:
         ref = version_ref(request.name)
-        return await self.db.read(lambda s: cv.version_to_proto(catalog.resolve(s, ref, tensor=request.include_tensor)))
+        window = self.config.outcome_window_hours * 3600
+
+        def q(s: Tx) -> cat.PromptVersion:
+            v = catalog.resolve(s, ref, tensor=request.include_tensor)
+            msg = cv.version_to_proto(v)
+            msg.live.CopyFrom(live_stats_to_proto(outcomes.live_stats(s, v.prompt, v.version, window)))
+            return msg
+
+        return await self.db.read(q)
 
     async def ListPromptVersions(
         self, request: cat.ListPromptVersionsRequest, context: grpc.aio.ServicerContext
@@ -320,9 +328,7 @@ class CatalogService(cat_grpc.PromptCatalogServicer):
 
         def q(s: Tx) -> cat.ListAliasHistoryResponse:
             rows = catalog.alias_history(s, name, offset, limit)
-            out, token = cv.fill_page(rows, lambda e: cat.AliasEvent(
-                alias=e.alias, from_version=e.from_version, to_version=e.to_version, time=to_timestamp(e.at),
-                principal=e.principal), offset, limit, {"parent": name}, self.page_bytes)
+            out, token = cv.fill_page(rows, cv.alias_event_to_proto, offset, limit, {"parent": name}, self.page_bytes)
             return cat.ListAliasHistoryResponse(events=out, next_page_token=token)
 
         return await self.db.read(q)

@@ -118,6 +118,9 @@ class ServerConfig:
     train_max_attempts: int = 3  # dispatches of one job (a dead replica or coordinator costs one) before it FAILS
     audit_retention_days: float = 365.0  # audit events older than this are deleted (at start and on each write); 0 = kept
     audit_max_rows: int = 1_000_000  # ... and all but about the newest this many; 0 = no bound
+    outcome_retention_days: float = 30.0  # served rows kept for their outcomes this long; 0 = none kept, no result ids
+    outcome_max_rows: int = 10_000_000  # ... and all but about the newest this many; 0 = no bound
+    outcome_window_hours: float = 24.0  # a version's "recent" live accuracy spans this
     data_roots: tuple[str, ...] = ()  # directories whose files a train job's dataset.uri may read; none: no files
     auth: str = "none"  # "none" (loopback only) or "tokens": bearer tokens with roles (coordinator/auth.py)
     admin_token: str = field(default="", repr=False)  # a secret that is an admin; never printed
@@ -136,6 +139,11 @@ class ServerConfig:
     http_header_timeout_s: float = 10.0  # a connection's request headers (or its next request) must arrive within this
     http_body_timeout_s: float = 15.0  # a request body that sends nothing for this long is refused (408)
     http_max_connections: int = 512  # open HTTP connections at most; more are answered 503 and closed
+
+    @property
+    def outcomes(self) -> bool:
+        """Whether served rows are kept for outcomes (Classify results then carry ids)."""
+        return self.outcome_retention_days > 0
 
     @property
     def tls(self) -> bool:
@@ -179,6 +187,11 @@ class ServerConfig:
         _require(0 <= self.audit_retention_days <= MAX_RETENTION_DAYS, "--audit-retention-days",
                  self.audit_retention_days, f"must be in [0, {MAX_RETENTION_DAYS}] (0: keep every event)")
         _require(self.audit_max_rows >= 0, "--audit-max-rows", self.audit_max_rows, "must be >= 0 (0: no bound)")
+        _require(0 <= self.outcome_retention_days <= MAX_RETENTION_DAYS, "--outcome-retention",
+                 self.outcome_retention_days, f"must be in [0, {MAX_RETENTION_DAYS}] days (0: keep no outcomes)")
+        _require(self.outcome_max_rows >= 0, "--outcome-max-rows", self.outcome_max_rows, "must be >= 0 (0: no bound)")
+        _require(0 < self.outcome_window_hours <= 24 * MAX_RETENTION_DAYS, "--outcome-window-hours",
+                 self.outcome_window_hours, f"must be in (0, {24 * MAX_RETENTION_DAYS}] hours")
         if self.auth not in AUTH_MODES:
             raise ValueError(f"auth={self.auth!r} must be one of {list(AUTH_MODES)}")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -13,11 +13,13 @@ from google.protobuf.message import Message
 
 import promptbank_kinds as kinds
 from coordinator.limits import Limits
+from coordinator.live_convert import comparison_to_proto
 from promptbank_api.errors import InvalidArgument
 from promptbank_api.names import to_timestamp
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
-from promptbank_domain.catalog import BackboneRecord, PromptRecord, VersionRecord
+from promptbank_domain.catalog import AliasEventRecord, BackboneRecord, PromptRecord, VersionRecord
+from promptbank_domain.evidence import Comparison
 from promptbank_domain.jobs import JobEventRecord, JobRecord, JobSpec
 from promptbank_domain.task import POOLINGS, TaskSpec
 from promptbank_domain.train_config import PARAMS, on_wire
@@ -107,6 +109,13 @@ def version_to_proto(v: VersionRecord) -> cat.PromptVersion:
         aliases=v.aliases, tags=v.tags, create_time=to_timestamp(v.created_at),
         tensor=v.tensor, kind=KIND.get(v.kind, KIND[kinds.UNMARKED]),
     )
+
+
+def alias_event_to_proto(e: AliasEventRecord) -> cat.AliasEvent:
+    """One alias change; a promotion's with the comparison it was decided on."""
+    return cat.AliasEvent(alias=e.alias, from_version=e.from_version, to_version=e.to_version,
+                          time=to_timestamp(e.at), principal=e.principal, action=e.action,
+                          evidence=comparison_to_proto(Comparison.from_json(e.evidence)) if e.evidence else None)
 
 
 def hyperparameters_to_proto(spec: JobSpec) -> jp.Hyperparameters:

@@ -9,20 +9,22 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from bank import catalog
+from bank import catalog, rollouts
 from bank.writer import BankDB, Tx
-from coordinator import auth, generate_options
+from coordinator import auth, generate_options, rollout
 from coordinator.accepted import accepted
 from coordinator.batcher import BatchLimits, MicroBatcher, estimate_tokens
 from coordinator.chat import ChatTemplates
 from coordinator.config import ServerConfig
 from coordinator.metrics import Metrics
+from coordinator.outcome_log import OutcomeLog
 from coordinator.pool import ReplicaPool
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from promptbank_api.names import parse_ref
 from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from promptbank_domain.catalog import ServedVersion as Resolved  # what a row needs from the bank
+from promptbank_domain.live import Route
 from workers.cache import LRU
 
 GENERATIVE = ("causal_lm", "seq2seq")
@@ -30,15 +32,16 @@ RESOLVED_MAX = 100_000  # cached resolutions; the cache starts over past this
 
 
 class InferenceService(inf_grpc.InferenceServicer):
-    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig, metrics: Metrics | None = None):
-        self.db, self.pool, self.config = db, pool, config
+    def __init__(self, db: BankDB, pool: ReplicaPool, config: ServerConfig, metrics: Metrics | None = None,
+                 outcome_log: OutcomeLog | None = None):
+        self.db, self.pool, self.config, self.outcome_log = db, pool, config, outcome_log
         self.metrics = metrics or pool.metrics
         self.tensors: LRU[bytes] = LRU(config.prompt_cache_bytes, len)  # sha256 -> prompt bytes
         self.limits = BatchLimits(config.batch_max_rows, config.batch_max_tokens, config.batch_max_wait_ms,
                                   config.batch_forward_positions)
         self.batchers: dict[str, MicroBatcher] = {}
         self.chat_templates = ChatTemplates()  # backbone -> its tokenizer's chat template (Generate's messages)
-        self._resolved: dict[str, Resolved] = {}  # ref -> resolution, valid at catalog generation `_generation`
+        self._resolved: dict[str, Route] = {}  # ref -> resolution, valid at catalog generation `_generation`
         self._generation = -1
         self.resolutions = self.resolution_hits = 0  # counters (tests, logs)
 
@@ -50,6 +53,8 @@ class InferenceService(inf_grpc.InferenceServicer):
     async def close(self) -> None:
         for b in self.batchers.values():
             await b.close()
+        if self.outcome_log is not None:  # after the batchers: their last rows are in it
+            await self.outcome_log.close()
 
     def _validate(self, request: inf.ClassifyRequest) -> None:
         if not request.rows:
@@ -72,23 +77,23 @@ class InferenceService(inf_grpc.InferenceServicer):
             raise Unavailable(f"prompt {sha[:12]} left the coordinator's cache; retry the request")
         return data
 
-    async def resolve(self, refs: set[str]) -> dict[str, Resolved]:
-        """Resolve refs on a reader thread (never behind the writer). Resolutions are cached until the catalog
-        generation moves (an alias move, a new or deleted version, by any coordinator); prompt bytes are read
-        only for hashes not cached here."""
+    async def resolve(self, refs: set[str]) -> dict[str, Route]:
+        """Resolve refs (with an alias's shadow and canary) on a reader thread (never behind the writer).
+        Resolutions are cached until the catalog generation moves (an alias move, a new or deleted version, a
+        rollout change, by any coordinator); prompt bytes are read only for hashes not cached here."""
         known, known_gen = self._resolved, self._generation
 
-        def q(s: Tx) -> tuple[int, dict[str, Resolved], dict[str, bytes]]:
+        def q(s: Tx) -> tuple[int, dict[str, Route], dict[str, bytes]]:
             gen = catalog.generation(s)
             cached = known if gen == known_gen else {}
-            out: dict[str, Resolved] = {}
+            out: dict[str, Route] = {}
             fetched: dict[str, bytes] = {}
             for ref in refs:
                 if ref in cached:
                     out[ref] = cached[ref]
                     continue
-                out[ref] = catalog.resolve_served(s, ref)
-            for r in out.values():  # bytes not in the LRU (new, or evicted since): read them by hash
+                out[ref] = rollouts.resolve_route(s, ref)
+            for r in (v for route in out.values() for v in served_by(route)):  # bytes not cached: read by hash
                 if r.sha256 not in fetched and r.sha256 not in self.tensors:
                     fetched[r.sha256] = catalog.tensor_by_sha(s, r.sha256)
             return gen, out, fetched
@@ -104,34 +109,31 @@ class InferenceService(inf_grpc.InferenceServicer):
         self.resolutions += len(refs)
         self.resolution_hits += hits
         self.metrics.lookups("resolution", hits, len(refs) - hits)
-        shas = {r.sha256 for r in resolved.values()}
+        shas = {r.sha256 for route in resolved.values() for r in served_by(route)}
         self.metrics.lookups("tensor", len(shas - fetched.keys()), len(fetched))
-        for ref, r in resolved.items():
-            live = self.pool.get(r.backbone).info.fingerprint
-            if live != r.fingerprint:
-                raise FailedPrecondition(
-                    f"prompt {ref!r} ({r.version}) was trained on backbone {r.backbone!r} with fingerprint "
-                    f"{r.fingerprint[:12]}, but the served backbone has fingerprint {live[:12]}; retrain or import it"
-                )
+        for ref, route in resolved.items():
+            for r in served_by(route):
+                live = self.pool.get(r.backbone).info.fingerprint
+                if live != r.fingerprint:
+                    raise FailedPrecondition(
+                        f"prompt {ref!r} ({r.version}) was trained on backbone {r.backbone!r} with fingerprint "
+                        f"{r.fingerprint[:12]}, but the served backbone has fingerprint {live[:12]}; retrain or "
+                        f"import it"
+                    )
         return resolved
 
     async def Classify(self, request: inf.ClassifyRequest, context: grpc.aio.ServicerContext) -> inf.ClassifyResponse:
         self._validate(request)
-        resolved = await self.resolve({ref for row in request.rows for ref in (row.prompt, *row.ensemble)})
-        members: list[list[Resolved]] = []  # per request row: its prompt then its ensemble members
-        for i, row in enumerate(request.rows):
-            ms = [resolved[ref] for ref in (row.prompt, *row.ensemble)]
-            if len({m.prompt for m in ms}) != 1 or len({m.backbone for m in ms}) != 1:
-                raise InvalidArgument(f"rows[{i}]: ensemble members must be versions of one task on one backbone")
-            members.append(ms)
-
-        groups: dict[str, list[tuple[int, int]]] = {}  # backbone -> [(row, member)]
-        for i, ms in enumerate(members):
-            for j, m in enumerate(ms):
+        routes = await self.resolve({ref for row in request.rows for ref in (row.prompt, *row.ensemble)})
+        plans = [rollout.plan(i, row, routes, self.config.outcomes) for i, row in enumerate(request.rows)]
+        members = [p.members for p in plans]  # per request row: the version answering, then ensemble members
+        groups: dict[str, list[tuple[int, int]]] = {}  # backbone -> [(row, member)]; a shadow is one more member
+        for i, p in enumerate(plans):
+            for j, m in enumerate(p.scored):
                 groups.setdefault(m.backbone, []).append((i, j))
 
         async def run(backbone: str, slots: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[list[float]]]:
-            rs = [members[i][j] for i, j in slots]
+            rs = [plans[i].scored[j] for i, j in slots]
             rows = [(r.row_key, request.rows[i].text) for r, (i, _) in zip(rs, slots, strict=True)]
             tokens = sum(estimate_tokens(request.rows[i].text, r.n_virtual) for r, (i, _) in zip(rs, slots, strict=True))
             out = await self.batcher(backbone).submit(  # keyed by prompt *and* task (ServedVersion.row_key)
@@ -143,10 +145,20 @@ class InferenceService(inf_grpc.InferenceServicer):
         for slots, logits in await asyncio.gather(*[run(b, s) for b, s in groups.items()]):
             for slot, row_logits in zip(slots, logits, strict=True):
                 probs[slot] = softmax(row_logits)
-        results = []
-        for i, ms in enumerate(members):
+        results, served = [], []
+        for i, (p, ms) in enumerate(zip(plans, members, strict=True)):
             avg = [sum(col) / len(ms) for col in zip(*(probs[(i, j)] for j in range(len(ms))), strict=True)]
-            results.append(to_result(ms, avg))
+            results.append(to_result(ms, avg, p.result_id, p.canary))
+            if p.result_id:
+                shadow = probs[(i, len(ms))] if p.shadow is not None else None
+                served.append(p.served_row(argmax(avg), argmax(shadow) if shadow is not None else -1))
+        if served and self.outcome_log is not None:
+            self.outcome_log.add(served)
+        canaries = sum(p.canary for p in plans)
+        shadows = sum(p.shadow is not None for p in plans)
+        for route, n in (("primary", len(plans) - canaries), ("canary", canaries), ("shadow", shadows)):
+            if n:
+                self.metrics.routed_rows.labels(route).inc(n)
         return inf.ClassifyResponse(results=results)
 
     async def Generate(
@@ -163,7 +175,7 @@ class InferenceService(inf_grpc.InferenceServicer):
             backbone, key, prompts, what = bare, "", {}, f"backbone {bare!r}"
         else:
             parse_ref(request.prompt)
-            r = (await self.resolve({request.prompt}))[request.prompt]
+            r = (await self.resolve({request.prompt}))[request.prompt].primary  # a generation answers as the alias
             backbone, key, prompts = r.backbone, r.sha256, {r.sha256: self._bytes(r.sha256)}
             what = f"prompt {request.prompt!r} is on backbone {r.backbone!r}, which"
         served = self.pool.get(backbone)
@@ -189,6 +201,11 @@ class InferenceService(inf_grpc.InferenceServicer):
         yield generate_options.last_message(last)
 
 
+def served_by(route: Route) -> list[Resolved]:
+    """Every version a route may score: its own, its shadow's and its canary's."""
+    return [v for v in (route.primary, route.shadow, route.canary) if v is not None]
+
+
 def softmax(logits: list[float]) -> list[float]:
     top = max(logits)
     exp = [math.exp(x - top) for x in logits]
@@ -196,11 +213,15 @@ def softmax(logits: list[float]) -> list[float]:
     return [e / z for e in exp]
 
 
-def to_result(members: list[Resolved], probs: list[float]) -> inf.ClassifyResult:
+def argmax(probs: list[float]) -> int:
+    return max(range(len(probs)), key=probs.__getitem__)
+
+
+def to_result(members: list[Resolved], probs: list[float], result_id: str = "", canary: bool = False
+              ) -> inf.ClassifyResult:
     labels = members[0].task.labels
-    best = max(range(len(probs)), key=probs.__getitem__)
     return inf.ClassifyResult(
-        version=members[0].version, label=labels[best],
+        version=members[0].version, label=labels[argmax(probs)],
         scores=[inf.LabelScore(label=lab, score=p) for lab, p in zip(labels, probs, strict=True)],
-        versions=[m.version for m in members] if len(members) > 1 else [],
+        versions=[m.version for m in members] if len(members) > 1 else [], id=result_id, canary=canary,
     )

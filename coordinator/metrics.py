@@ -82,6 +82,15 @@ class Metrics:
                              "sends its bytes)", ["cache", "result"], registry=r)
         self.bytes_sent = Counter("promptbank_prompt_bytes_sent", "Prompt bytes sent to replicas",
                                   ["backbone"], registry=r)
+        # live evaluation: who answered the rows of aliases with a rollout, and what came back
+        self.routed_rows = Counter("promptbank_classify_routed_rows", "Classify rows by route: primary (the "
+                                   "alias's version or a pinned one), canary (its canary answered), shadow (scored "
+                                   "beside the answer, never returned)", ["route"], registry=r)
+        self.outcome_results = Counter("promptbank_outcomes", "Outcomes sent to RecordOutcomes, by result: recorded, "
+                                       "already (same label again), unknown (id never issued or past retention), "
+                                       "conflicting (another label was recorded first)", ["result"], registry=r)
+        self.served_rows_dropped = Counter("promptbank_served_rows_dropped", "Classified rows not kept for their "
+                                           "outcome because the bank fell behind", registry=r)
         # training: steps and their time, from the jobs' progress events
         self.train_steps = Counter("promptbank_train_steps", "Training steps of jobs running here",
                                    ["backbone"], registry=r)

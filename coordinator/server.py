@@ -34,7 +34,9 @@ from coordinator.config import ServerConfig
 from coordinator.errors import ErrorInterceptor
 from coordinator.inference_service import InferenceService
 from coordinator.jobs_service import JobsService
+from coordinator.live_service import LiveEvaluationService
 from coordinator.metrics import Metrics, RpcInterceptor, blocking_reader
+from coordinator.outcome_log import OutcomeLog
 from coordinator.pool import ReplicaPool, ensure_ray
 from coordinator.rest.app import RestServer, start_http
 from coordinator.rest.invoke import HandlerTable, Invoker
@@ -46,6 +48,7 @@ from promptbank_api.v1 import (
     catalog_pb2_grpc,
     inference_pb2_grpc,
     jobs_pb2_grpc,
+    live_pb2_grpc,
 )
 
 log = logging.getLogger("promptbank.coordinator")
@@ -188,9 +191,14 @@ async def _assemble(config: ServerConfig, undo: contextlib.AsyncExitStack) -> Co
     auth_pb2_grpc.add_TokensServicer_to_server(TokensService(db, verifier, cv.page_bytes(config.limits)), as_server)
     catalog_pb2_grpc.add_PromptCatalogServicer_to_server(CatalogService(db, pool, config, scheduler), as_server)
     jobs_pb2_grpc.add_TrainJobsServicer_to_server(JobsService(db, pool, scheduler, config), as_server)
-    inference = InferenceService(db, pool, config, metrics)
+    outcome_log = (OutcomeLog(db, config.outcome_retention_days, config.outcome_max_rows, metrics.served_rows_dropped.inc)
+                   if config.outcomes else None)
+    inference = InferenceService(db, pool, config, metrics, outcome_log)
     inference_pb2_grpc.add_InferenceServicer_to_server(inference, as_server)
     undo.push_async_callback(inference.close)
+    live_pb2_grpc.add_LiveEvaluationServicer_to_server(LiveEvaluationService(db, config, outcome_log, metrics), as_server)
+    if outcome_log is not None:
+        outcome_log.start()  # inference.close() writes its last rows and stops it
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

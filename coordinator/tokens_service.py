@@ -28,7 +28,7 @@ def token_to_proto(t: TokenRecord) -> ap.Token:
 
 def audit_to_proto(e: AuditRecord) -> ap.AuditEvent:
     return ap.AuditEvent(name=f"auditEvents/{e.id}", time=to_timestamp(e.at), principal=e.principal, method=e.rpc,
-                         resource=e.resource)
+                         resource=e.resource, detail=e.detail)
 
 
 class TokensService(ap_grpc.TokensServicer):

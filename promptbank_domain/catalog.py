@@ -103,10 +103,14 @@ class ServedVersion:
 
 @dataclass(frozen=True)
 class AliasEventRecord:
-    """One alias move (0 = none: created or deleted)."""
+    """One change of an alias (versions 0 = none: created or deleted). `action` says what changed: "move",
+    "promote" (with its `evidence`, a Comparison's to_json()), "shadow" or "canary" (from/to: the old and new
+    candidate) or "policy"."""
 
     alias: str
     from_version: int
     to_version: int
     at: datetime | None
     principal: str
+    action: str = "move"
+    evidence: dict[str, object] = field(default_factory=dict)

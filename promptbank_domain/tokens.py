@@ -27,6 +27,7 @@ class AuditRecord:
     rpc: str  # the method's name, e.g. "DeletePrompt"
     resource: str
     id: int = 0  # grows with time: the audit log pages by it
+    detail: str = ""  # more where the call decided something: a promotion's evidence
 
 
 @dataclass(frozen=True)
