@@ -67,7 +67,7 @@ def test_rollout_actions_compare_and_promote(server) -> None:  # type: ignore[no
         v1, v2 = two_versions(c, "cli-roll")
     said = cli(server, "prompts", "shadow", "cli-roll@prod", "cli-roll/versions/2", "--fraction", "0.5").stdout
     assert said.strip() == f"cli-roll@prod: shadow {v2} on 0.5 of rows"
-    cli(server, "prompts", "shadow", "cli-roll@prod", "2")  # back to every row
+    cli(server, "prompts", "shadow", "cli-roll@prod", "2", "--fraction", "1")  # back to every row (unset: kept)
     rows = classify_json(server, "cli-roll@prod", *TEXTS)
     with Client(server.address) as c:
         c.record_outcomes([(str(r["id"]), TRUTH[t]) for r, t in zip(rows, TEXTS, strict=True)])
