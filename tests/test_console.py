@@ -314,7 +314,7 @@ def test_a_version_page_shows_live_accuracy_and_the_prompt_page_each_alias_rollo
             span.served, span.labelled, span.correct]
         assert [float(el.get_attribute(f"data-{k}")) for k in ("accuracy", "low", "high")] == pytest.approx(
             [span.accuracy, span.low, span.high])
-    assert "last 24 h" in browser.find_element(By.ID, "live-recent").text
+    assert "last 24 h" in text_of(browser, "live-recent")  # (the header cell is upper-cased by the style)
     cells = {(td.find_element(By.XPATH, "..").get_attribute("data-label"), td.get_attribute("data-predicted")):
              int(td.text) for td in css(browser, "#confusion tbody td")}
     want = {(c.label, c.predicted): c.count for c in live.all_time.confusion}
