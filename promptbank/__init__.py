@@ -7,5 +7,6 @@ A failed call raises a class from `promptbank.errors` (`NotFound`, ...), each a 
 from promptbank.client import Client, Prediction, RpcError
 from promptbank.errors import CallError
 from promptbank.generation import Generation, GenerationResult
+from promptbank.live_calls import OutcomeSummary
 
-__all__ = ["CallError", "Client", "Generation", "GenerationResult", "Prediction", "RpcError"]
+__all__ = ["CallError", "Client", "Generation", "GenerationResult", "OutcomeSummary", "Prediction", "RpcError"]

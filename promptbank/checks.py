@@ -43,3 +43,20 @@ def rows(value: Iterable[Any], what: str) -> list[tuple[Any, str]]:
             raise TypeError(f"{what} takes (prompt, text) pairs; row {i} is {row!r}")
         out.append((row[0], row[1]))
     return out
+
+
+def fraction(value: Any, name: str, *, low_open: bool = False) -> float:
+    """A share of traffic or a margin: a finite number in [0, 1] ((0, 1] with `low_open`: a shadow that scores no
+    row is no shadow)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not (0 < value <= 1 if low_open else 0 <= value <= 1):
+        span = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"{name} must be a number in {span}, got {value!r}")
+    return float(value)
+
+
+def count(value: Any, name: str) -> int:
+    """A whole number >= 0 (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return value

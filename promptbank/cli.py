@@ -1,5 +1,5 @@
-"""The `promptbank` command line: serve, train, classify, generate, jobs, prompts, backbones, tokens, audit, demo,
-completion.
+"""The `promptbank` command line: serve, train, classify, generate, jobs, prompts, backbones, tokens, audit,
+outcomes, demo, completion.
 
 Every error a user can cause ends in one line on stderr naming the problem (never a traceback): exit 1 for an
 error the server returned, 2 for bad input here, 130 after Ctrl-C.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from promptbank import cli_args, cli_audit, cli_catalog, cli_tokens
+from promptbank import cli_args, cli_audit, cli_catalog, cli_live, cli_tokens
 from promptbank.client import DEFAULT_SERVER, RECONNECT_FOR_S, Client
 from promptbank.errors import Unauthenticated, Unavailable, typed
 from promptbank.output import emit, plural, table
@@ -130,19 +130,24 @@ def cmd_train(a: argparse.Namespace, c: Client) -> int:
     return 0
 
 
-def classify_rows(path: Path, default_prompt: str | None) -> list[tuple[str, str]]:
-    """Rows of a JSON-lines file: {"text": ..., "prompt": REF}; `--prompt` fills rows that name none."""
-    rows = []
+def classify_rows(path: Path, default_prompt: str | None, default_key: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Rows of a JSON-lines file: {"text": ..., "prompt": REF, "routing_key": KEY}; `--prompt` fills rows that name
+    no prompt, `--routing-key` rows that name no key. Returns the rows and their routing keys."""
+    rows, keys = [], []
     for n, rec in json_lines(path):
         text, prompt = rec.get("text"), rec.get("prompt", default_prompt)
+        key = rec.get("routing_key", default_key)
         if not isinstance(text, str):
             raise ValueError(f"{path}:{n}: 'text' must be a string, got {json.dumps(text)}")
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"{path}:{n}: the row names no 'prompt' (give one, or --prompt REF for all rows)")
+        if not isinstance(key, str):
+            raise ValueError(f"{path}:{n}: 'routing_key' must be a string, got {json.dumps(key)}")
         rows.append((prompt, text))
+        keys.append(key)
     if not rows:
         raise ValueError(f"{path} holds no rows")
-    return rows
+    return rows, keys
 
 
 def cmd_classify(a: argparse.Namespace, c: Client) -> int:
@@ -150,19 +155,20 @@ def cmd_classify(a: argparse.Namespace, c: Client) -> int:
         if a.texts:
             raise ValueError(f"classify: give TEXT... or --input FILE, not both (TEXT {a.texts[0]!r} with --input "
                              f"{a.input})")
-        rows = classify_rows(Path(a.input), a.prompt)
+        rows, keys = classify_rows(Path(a.input), a.prompt, a.routing_key)
     else:
         if not a.prompt or not a.texts:
             raise ValueError("classify: give --prompt REF and TEXT..., or --input FILE.jsonl")
-        rows = [(a.prompt, t) for t in a.texts]
-    preds = c.classify(rows)
+        rows, keys = [(a.prompt, t) for t in a.texts], [a.routing_key] * len(a.texts)
+    preds = c.classify(rows, routing_key=keys)
     if a.json:
         for p in preds:
             print(json.dumps({"prompt": p.prompt, "text": p.text, "label": p.label, "scores": p.scores,
-                              "version": p.version}))
+                              "version": p.version, "id": p.id, "canary": p.canary}))
         return 0
     table(preds, [("LABEL", lambda p: p.label), ("SCORE", lambda p: f"{p.scores[p.label]:.3f}"),
-                  ("VERSION", lambda p: p.version), ("TEXT", lambda p: p.text)], False, "rows")
+                  ("VERSION", lambda p: p.version + (" (canary)" if p.canary else "")), ("ID", lambda p: p.id or "-"),
+                  ("TEXT", lambda p: p.text)], False, "rows")
     return 0
 
 
@@ -288,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N (with --input: the "
                                     "prompt of rows that name none)")
     c.add_argument("--input", help='jsonl with {"prompt": REF, "text": ...} per line (may mix tasks)')
+    c.add_argument("--routing-key", default="", metavar="KEY",
+                   help="keeps a caller on one side of an alias's canary (with --input: for rows that name no "
+                        "routing_key)")
     c.add_argument("--json", action="store_true", help="one JSON object a row instead of a table")
     c.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify with --prompt")
 
@@ -323,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_catalog.add_parsers(sub)
     cli_tokens.add_parsers(sub)
     cli_audit.add_parsers(sub)
+    cli_live.add_parsers(sub)
 
     d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
     d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
@@ -342,7 +352,7 @@ HINTS = {Unauthenticated: "pass --token-file or set PROMPTBANK_TOKEN",
 
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate, "jobs": cmd_jobs,
             "prompts": cli_catalog.cmd_prompts, "backbones": cli_catalog.cmd_backbones, "tokens": cli_tokens.cmd_tokens,
-            "audit": cli_audit.cmd_audit}
+            "audit": cli_audit.cmd_audit, "outcomes": cli_live.cmd_outcomes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

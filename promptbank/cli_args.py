@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
-from promptbank import checks
+from promptbank import checks, live_calls
 
 T = TypeVar("T")
 INT64 = (-(1 << 63), (1 << 63) - 1)  # what an int64 field on the wire holds
@@ -66,7 +66,28 @@ def _seconds(text: str) -> float:
     return n
 
 
+def _share(text: str) -> float:
+    return checks.fraction(_number(text), "the value")
+
+
+def _shadow_share(text: str) -> float:
+    return checks.fraction(_number(text), "the value", low_open=True)
+
+
+def _count(text: str) -> int:
+    return checks.count(_integer(text), "the value")
+
+
+def _alias(text: str) -> str:
+    live_calls.alias_ref(text, "the alias")
+    return text
+
+
 seconds = _said(_seconds, "seconds")
+fraction = _said(_share, "fraction")
+shadow_fraction = _said(_shadow_share, "fraction")
+count = _said(_count, "count")
+alias = _said(_alias, "alias")
 address = _said(checks.address, "address")
 int64 = _said(_int64, "int64")
 at_least_one = _said(_at_least_one, "count")

@@ -9,7 +9,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from promptbank import cli_args
+from promptbank import cli_args, cli_live
 from promptbank.client import Client
 from promptbank.output import emit, enum_text, plural, table
 from promptbank.peft_files import read_adapter, write_adapter
@@ -38,7 +38,8 @@ def _filters(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     prompts = sub.add_parser("prompts", help="the prompt catalog: list, show, versions, history, create, update, "
-                                             "alias, unalias, tag, delete, export, import")
+                                             "alias, unalias, tag, delete, export, import, rollout, shadow, "
+                                             "canary, policy, compare, promote")
     ps = prompts.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = ps.add_parser("list", help="list prompts (tasks)")
     _filters(p)
@@ -96,6 +97,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _task_flags(p)
     p.add_argument("--request-id", default="", help="makes a retried import safe")
     _json(p)
+    cli_live.add_prompt_actions(ps)
 
     backbones = sub.add_parser("backbones", help="list, register or deregister backbones")
     bs = backbones.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -145,21 +147,25 @@ def kind_name(kind: int) -> str:
 
 def cmd_prompts(a: argparse.Namespace, c: Client) -> int:  # noqa: C901 - a flat dispatch reads best
     act = a.action
+    if act in cli_live.ACTIONS:
+        return cli_live.cmd_live(a, c)
     if act == "list":
         rows = c.list_prompts(tag=a.tag, backbone=a.backbone, label=a.label, created_after=a.created_after)
         table(rows, [("NAME", lambda p: p.name), ("LABELS", lambda p: ",".join(p.task.labels)),
                      ("LATEST", lambda p: p.latest_version or "-"), ("ALIASES", _aliases),
                      ("TAGS", lambda p: ",".join(p.tags) or "-")], a.json, "prompts")
     elif act == "show":
-        emit(c.get_version(a.ref), a.json)
+        cli_live.show_version(c.get_version(a.ref), a.json)
     elif act == "versions":
         versions = c.list_versions(a.prompt, backbone=a.backbone, tag=a.tag, created_after=a.created_after)
         table(versions, [("NAME", lambda v: v.name), ("KIND", lambda v: kind_name(v.kind)), ("ALIASES", lambda v: ",".join(v.aliases) or "-"),
                      ("EVAL_ACCURACY", _metric), ("TAGS", lambda v: ",".join(v.tags) or "-")], a.json, "versions")
     elif act == "history":
         table(c.alias_history(a.prompt), [("TIME", lambda e: e.time.ToJsonString()), ("ALIAS", lambda e: e.alias),
+                                          ("ACTION", lambda e: e.action or "move"),
                                           ("FROM", lambda e: e.from_version or "-"),
-                                          ("TO", lambda e: e.to_version or "-")], a.json, "alias moves")
+                                          ("TO", lambda e: e.to_version or "-"),
+                                          ("BY", lambda e: e.principal or "-")], a.json, "alias moves")
     elif act == "create":
         emit(c.create_prompt(a.prompt, a.labels, label_texts=a.label_texts, label_words=a.label_words,
                              description=a.description, tags=a.tags, owner=a.owner, pooling=a.pooling,

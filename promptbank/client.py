@@ -22,6 +22,7 @@ from promptbank.credentials import BearerToken
 from promptbank.errors import DeadlineExceeded, TypedErrors, Unavailable, said
 from promptbank.generation import Generation, GenerationResult, Message
 from promptbank.generation import request as generate_request
+from promptbank.live_calls import LiveCalls, routing_keys
 from promptbank.retry import MAX_BACKOFF_S, channel_options
 from promptbank_api.names import job_name, strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
@@ -31,6 +32,7 @@ from promptbank_api.v1 import inference_pb2 as inf
 from promptbank_api.v1 import inference_pb2_grpc as inf_grpc
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
+from promptbank_api.v1 import live_pb2_grpc as lv_grpc
 from promptbank_domain.states import TERMINAL_STATES
 
 RpcError = grpc.RpcError
@@ -41,13 +43,21 @@ TERMINAL = {jp.TrainJob.State.Value(s) for s in TERMINAL_STATES}
 
 @dataclass(frozen=True)
 class Prediction:
-    """One classified row."""
+    """One classified row. `id` is the result's id: send the row's true label back with it
+    (`Client.record_outcomes`); empty when the server keeps no outcomes. `canary` is True when an alias's canary
+    answered (then `version` names the canary)."""
 
     prompt: str
     text: str
     version: str
     label: str
     scores: dict[str, float] = field(default_factory=dict)
+    id: str = ""
+    canary: bool = False
+
+
+def _prediction(prompt: str, text: str, r: inf.ClassifyResult) -> Prediction:
+    return Prediction(prompt, text, r.version, r.label, {s.label: s.score for s in r.scores}, r.id, r.canary)
 
 
 def task_spec(labels: Sequence[str], label_texts: Sequence[str] = (), label_words: Sequence[str] = (),
@@ -74,7 +84,7 @@ def _pem(value: PEM | None) -> bytes | None:
 UPLOAD_CHUNK_BYTES = 8 << 20
 
 
-class Client(AdminCalls):
+class Client(AdminCalls, LiveCalls):
     """`Client("localhost:50051", token=..., tls_ca=...)`; every unary call carries `timeout` seconds as its
     deadline. `token` (default: env PROMPTBANK_TOKEN) is sent as a bearer token on every call. `tls_ca` (a PEM
     file or its bytes; default: env PROMPTBANK_TLS_CA) turns TLS on and is the CA the server's certificate
@@ -83,7 +93,7 @@ class Client(AdminCalls):
     unreachable server, such as a coordinator restarting, up to their deadline instead of failing at once.
     A failed call raises its status's class from `promptbank.errors` (`NotFound`, `InvalidArgument`, ...), each
     a `grpc.RpcError`, streams included. The admin calls (backbones, tokens, the audit log) are in
-    promptbank/admin_calls.py."""
+    promptbank/admin_calls.py; outcomes, rollouts and promotion in promptbank/live_calls.py."""
 
     def __init__(self, server: str | None = None, timeout: float = 60.0, max_message_bytes: int = 256 << 20,
                  token: str | None = None, tls_ca: PEM | None = None, tls_cert: PEM | None = None,
@@ -105,6 +115,7 @@ class Client(AdminCalls):
         self.catalog = cat_grpc.PromptCatalogStub(self.channel)
         self.jobs = jp_grpc.TrainJobsStub(self.channel)
         self.inference = inf_grpc.InferenceStub(self.channel)
+        self.live = lv_grpc.LiveEvaluationStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
     def close(self) -> None:
@@ -136,28 +147,31 @@ class Client(AdminCalls):
 
     # ------------------------------------------------------------ inference
 
-    def classify(self, rows: Iterable[tuple[str, str]], timeout: float | None = None) -> list[Prediction]:
-        """Classify (prompt reference, text) rows; rows may name different tasks."""
+    def classify(self, rows: Iterable[tuple[str, str]], timeout: float | None = None, *,
+                 routing_key: str | Sequence[str] | None = None) -> list[Prediction]:
+        """Classify (prompt reference, text) rows; rows may name different tasks. `routing_key` keeps a caller on
+        one side of an alias's canary: one string for every row, or a list with one key per row (None: each row
+        is routed at random)."""
         rows = _rows(rows, "classify")
-        req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=p, text=t) for p, t in rows])
+        keys = routing_keys(routing_key, len(rows), "classify")
+        req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=p, text=t, routing_key=k)
+                                        for (p, t), k in zip(rows, keys, strict=True)])
         resp = self.inference.Classify(req, timeout=self._deadline(timeout))
-        return [
-            Prediction(p, t, r.version, r.label, {s.label: s.score for s in r.scores})
-            for (p, t), r in zip(rows, resp.results, strict=True)
-        ]
+        return [_prediction(p, t, r) for (p, t), r in zip(rows, resp.results, strict=True)]
 
-    def classify_ensemble(self, rows: Iterable[tuple[Sequence[str], str]], timeout: float | None = None) -> list[Prediction]:
-        """Rows of ([ref, more refs of the same task...], text): scores averaged over the refs in one forward."""
+    def classify_ensemble(self, rows: Iterable[tuple[Sequence[str], str]], timeout: float | None = None, *,
+                          routing_key: str | Sequence[str] | None = None) -> list[Prediction]:
+        """Rows of ([ref, more refs of the same task...], text): scores averaged over the refs in one forward.
+        `routing_key` as in `classify`."""
         rows = [(strings(refs, f"row {i}'s prompts"), t) for i, (refs, t) in enumerate(_rows(rows, "classify_ensemble"))]
         empty = [i for i, (refs, _) in enumerate(rows) if not refs]
         if empty:
             raise ValueError(f"classify_ensemble: row {empty[0]} names no prompt; give at least one reference")
-        req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=r[0], ensemble=r[1:], text=t) for r, t in rows])
+        keys = routing_keys(routing_key, len(rows), "classify_ensemble")
+        req = inf.ClassifyRequest(rows=[inf.ClassifyRow(prompt=r[0], ensemble=r[1:], text=t, routing_key=k)
+                                        for (r, t), k in zip(rows, keys, strict=True)])
         resp = self.inference.Classify(req, timeout=self._deadline(timeout))
-        return [
-            Prediction("+".join(refs), t, r.version, r.label, {s.label: s.score for s in r.scores})
-            for (refs, t), r in zip(rows, resp.results, strict=True)
-        ]
+        return [_prediction("+".join(refs), t, r) for (refs, t), r in zip(rows, resp.results, strict=True)]
 
     def generate(self, prompt: str | None, text: str = "", max_new_tokens: int | None = None, temperature: float = 0.0,
                  seed: int = 0, timeout: float | None = None, *, top_p: float | None = None, top_k: int | None = None,

@@ -2,11 +2,12 @@
 fast reconnects, and a watch that resumes after the last event it saw.
 
 Retried on UNAVAILABLE (the server is restarting, or a replica is): every read, Classify and Generate (before
-their first response), and writes that are idempotent by nature (setting an alias or tags, an update). Those
+their first response), and writes that are idempotent by nature (setting an alias or tags, an update, a rollout's
+shadow/canary/policy, outcomes: an outcome sent again for its result id changes nothing). Those
 are also retried on CANCELLED: a server closing its port cancels the calls that reached it in that instant,
 before any handler ran (gRPC core's shutdown), and a caller's own cancel never comes back to be retried. Creates
 carry a request_id (the SDK always sends one), so a repeat returns the first result: they are also retried
-on ABORTED (a concurrent change won). Deletes, cancels and token creation are not retried: a repeat of one
+on ABORTED (a concurrent change won). Deletes, cancels, promotions and token creation are not retried: a repeat of one
 that did commit would report NOT_FOUND or make a second secret. With `wait_for_ready` those calls also wait
 out an unreachable server (up to their deadline) instead of failing at once.
 """
@@ -33,6 +34,7 @@ READS = {
     "promptbank.v1.TrainJobs": ["GetTrainJob", "ListTrainJobs", "WatchTrainJob"],
     "promptbank.v1.Inference": ["Classify", "Generate"],
     "promptbank.v1.Tokens": ["ListTokens", "ListAuditEvents"],
+    "promptbank.v1.LiveEvaluation": ["RecordOutcomes", "GetRollout", "UpdateRollout", "CompareVersions"],
     "grpc.health.v1.Health": ["Check"],
 }
 CREATES = {

@@ -89,8 +89,8 @@ def test_catalog_commands(server) -> None:  # type: ignore[no-untyped-def]
     tagged = json.loads(cli(server, "prompts", "tag", "cat-cli@prod", "--tags", "golden", "--json").stdout)
     assert tagged["tags"] == ["golden"] and tagged["name"] == "prompts/cat-cli/versions/1"
     history = cli(server, "prompts", "history", "cat-cli").stdout.splitlines()
-    assert history[0].split() == ["TIME", "ALIAS", "FROM", "TO"]  # a table with a header
-    assert history[1].split()[1:] == ["prod", "-", "1"]  # newest first: prod moved from nothing to version 1
+    assert history[0].split() == ["TIME", "ALIAS", "ACTION", "FROM", "TO", "BY"]  # a table with a header
+    assert history[1].split()[1:] == ["prod", "move", "-", "1", "local"]  # newest first: prod set to version 1
     cli(server, "prompts", "unalias", "cat-cli", "prod")
     denied = cli(server, "prompts", "delete", "cat-cli/versions/2", check=False)
     assert denied.returncode == 1 and "FAILED_PRECONDITION" in denied.stderr

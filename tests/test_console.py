@@ -267,3 +267,55 @@ def test_numbers_read_as_people_write_them_and_a_result_links_to_its_prompt(brow
             and len([p for p in c.get_attribute("title").split("/") if p]) > 2]  # the tests' models: under a tmp dir
     assert deep and all(c.text.startswith("…/") and c.get_attribute("title").endswith(c.text[2:]) for c in deep), \
         [(c.text, c.get_attribute("title")) for c in cells]
+
+
+def test_a_version_page_shows_live_accuracy_and_the_prompt_page_each_alias_rollout(browser: WebDriver,
+                                                                                  rest_stack: RestStack,
+                                                                                  tiny_encoder: str) -> None:
+    """Three random versions of one prompt: v1 behind `prod`, v2 its shadow, v3 its canary on a share of the routing
+    keys. After outcomes come back, the version page shows what GetPromptVersion's `live` says (all time, recent,
+    interval, confusion) and the prompt page each alias's rollout with what GetRollout's evidence says."""
+    texts = ["good great lovely", "sad horrible hate", "fine", "bad awful terrible", "wonderful happy joy", "meh"]
+    truth = ["positive", "negative", "positive", "negative", "positive", "negative"]
+    with rest_stack.client() as admin:
+        for seed in (3, 4, 5):
+            prompt = encode_prompt(torch.randn(4, 32, generator=torch.Generator().manual_seed(seed)) * 0.5)
+            config, weights = export_peft(prompt, base_model=tiny_encoder, revision="", architecture="encoder",
+                                          num_virtual_tokens=4, token_dim=32, task=TASK, extra=None)
+            admin.import_version("rest-rollout", "enc", config, weights, labels=TASK["labels"])
+        admin.set_alias("rest-rollout", "prod", 1)
+        admin.set_shadow("rest-rollout@prod", 2)
+        admin.set_canary("rest-rollout@prod", 3, 0.3)
+        preds = admin.classify([("rest-rollout@prod", t) for t in texts] * 4,
+                               routing_key=[f"user-{i}" for i in range(4 * len(texts))])
+        admin.record_outcomes([(p.id, truth[i % len(texts)]) for i, p in enumerate(preds)])
+        live = admin.get_version("rest-rollout/versions/1").live
+        rollout = admin.rollout("rest-rollout@prod")
+    assert live.all_time.labelled > 0 and rollout.shadow_evidence.method == "paired"
+
+    sign_in(browser, rest_stack, "reader", "#/prompts/rest-rollout")
+    card = wait(browser, lambda d: css(d, '#rollouts .rollout[data-alias="prod"]'))[0]
+    shadow = card.find_element(By.CSS_SELECTOR, ".shadow")
+    assert shadow.get_attribute("data-version") == "prompts/rest-rollout/versions/2"
+    assert (shadow.get_attribute("data-method"), int(shadow.get_attribute("data-rows"))) == (
+        "paired", rollout.shadow_evidence.rows)
+    assert rollout.shadow_evidence.summary in shadow.text
+    canary = card.find_element(By.CSS_SELECTOR, ".canary")
+    assert canary.get_attribute("data-version") == "prompts/rest-rollout/versions/3" and "0.300 of rows" in canary.text
+    assert (canary.get_attribute("data-method"), int(canary.get_attribute("data-rows"))) == (
+        rollout.canary_evidence.method, rollout.canary_evidence.rows)
+    assert "policy: manual" in card.text
+    assert not css(browser, '#rollouts .rollout[data-alias="latest"]')  # every publish moves latest: no rollout
+
+    browser.find_element(By.CSS_SELECTOR, 'tr.version-row[data-version="1"] a.version-link').click()
+    row = wait(browser, lambda d: css(d, "#live-all-time"))[0]
+    for span, el in ((live.all_time, row), (live.recent, browser.find_element(By.ID, "live-recent"))):
+        assert [int(el.get_attribute(f"data-{k}")) for k in ("served", "labelled", "correct")] == [
+            span.served, span.labelled, span.correct]
+        assert [float(el.get_attribute(f"data-{k}")) for k in ("accuracy", "low", "high")] == pytest.approx(
+            [span.accuracy, span.low, span.high])
+    assert "last 24 h" in text_of(browser, "live-recent")  # (the header cell is upper-cased by the style)
+    cells = {(td.find_element(By.XPATH, "..").get_attribute("data-label"), td.get_attribute("data-predicted")):
+             int(td.text) for td in css(browser, "#confusion tbody td")}
+    want = {(c.label, c.predicted): c.count for c in live.all_time.confusion}
+    assert {k: v for k, v in cells.items() if v} == want and sum(cells.values()) == live.all_time.labelled

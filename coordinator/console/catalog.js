@@ -1,7 +1,8 @@
 // The catalog: prompts with search and filters; a prompt's versions (metrics, lineage), aliases and their history;
-// alias moves and tags for admins (hidden from other roles, and refused by the server anyway).
+// alias moves and tags for admins (hidden from other roles, and refused by the server anyway); each alias's rollout.
 import { call, listAll, path } from "./api.js";
 import { h, mount, num, shortName, toast, when } from "./dom.js";
+import { rolloutsCard } from "./live.js";
 
 const chips = (items, cls = "") => (items || []).map((t) => h("span", { class: `chip ${cls}` }, t));
 
@@ -76,6 +77,7 @@ export async function promptView(ctx, id) {
       listAll(path`/v1/prompts/${id}/versions`, "versions"),
       listAll(path`/v1/prompts/${id}/aliasEvents`, "events"),
     ]);
+    const rollouts = await rolloutsCard(id, prompt.aliases);
     const task = prompt.task || {};
     const aliasName = h("input", { id: "alias-name", placeholder: "alias, e.g. prod", value: "prod", size: 10 });
     const aliasVersion = h("select", { id: "alias-version" },
@@ -102,11 +104,13 @@ export async function promptView(ctx, id) {
         h("dt", {}, "owner"), h("dd", {}, prompt.owner || ""),
         h("dt", {}, "created"), h("dd", {}, when(prompt.createTime)))),
       aliasForm && h("div", { class: "card" }, aliasForm),
+      rollouts,
       h("h2", {}, "Versions"),
       h("table", { id: "versions" }, h("thead", {}, h("tr", {}, ["version", "backbone", "metrics", "lineage", "aliases",
         "tags", "created"].map((c) => h("th", {}, c)))),
       h("tbody", {}, versions.map((v) => h("tr", { class: "version-row", "data-version": v.version },
-        h("td", {}, `v${v.version}`, h("div", { class: "muted small" },
+        h("td", {}, h("a", { class: "version-link", href: `#/prompts/${encodeURIComponent(id)}/versions/${v.version}` },
+          `v${v.version}`), h("div", { class: "muted small" },
           `${v.kind === "PROMPT_KIND_DEEP" ? "deep" : "input"} · ${(v.shape || []).join(" × ")}`)),
         h("td", {}, shortName(v.backbone)),
         h("td", { class: "small" }, Object.entries(v.metrics || {}).sort().map(([k, x]) => h("div", {}, `${k} ${num(x)}`))),
@@ -122,7 +126,8 @@ export async function promptView(ctx, id) {
         h("td", { class: "small" }, when(v.createTime)))))),
       h("h2", {}, "Alias history"),
       h("table", { id: "alias-history" }, h("tbody", {}, events.length ? events.map((e) => h("tr", {},
-        h("td", {}, e.alias), h("td", {}, e.fromVersion ? `v${e.fromVersion}` : "(new)"), h("td", {}, "→"),
+        h("td", {}, e.alias), h("td", { class: "small" }, e.action || "move"),
+        h("td", {}, e.fromVersion ? `v${e.fromVersion}` : "(new)"), h("td", {}, "→"),
         h("td", {}, e.toVersion ? `v${e.toVersion}` : "(deleted)"), h("td", { class: "small" }, e.principal || ""),
         h("td", { class: "small" }, when(e.time)))) : h("tr", {}, h("td", { class: "muted" }, "No moves yet.")))),
     );

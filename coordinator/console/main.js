@@ -4,6 +4,7 @@ import { auditView } from "./audit.js";
 import { catalogView, promptView } from "./catalog.js";
 import { h, mount, toast } from "./dom.js";
 import { jobView, jobsView } from "./jobs.js";
+import { versionView } from "./live.js";
 import { playgroundView } from "./playground.js";
 
 const ROLES = ["reader", "trainer", "admin"];
@@ -16,6 +17,7 @@ const ctx = {
 const routes = [
   [/^#\/catalog$/, () => catalogView(ctx)],
   [/^#\/prompts\/([^/]+)$/, (m) => promptView(ctx, decodeURIComponent(m[1]))],
+  [/^#\/prompts\/([^/]+)\/versions\/(\d+)$/, (m) => versionView(ctx, decodeURIComponent(m[1]), m[2])],
   [/^#\/jobs$/, () => jobsView(ctx)],
   [/^#\/jobs\/([^/]+)$/, (m) => jobView(ctx, decodeURIComponent(m[1]))],
   [/^#\/playground$/, () => playgroundView(ctx)],

@@ -1,6 +1,6 @@
 /**
  * What every Client method stands on: one connection (transport.ts), the generated Connect clients, the
- * default deadline, and close(). The methods live in catalog.ts and client.ts, by what they manage.
+ * default deadline, and close(). The methods live in catalog.ts, live.ts and client.ts, by what they manage.
  */
 import { createClient, type Client as RpcClient } from "@connectrpc/connect";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
@@ -8,6 +8,7 @@ import { Tokens } from "./gen/promptbank/v1/auth_pb.js";
 import { PromptCatalog } from "./gen/promptbank/v1/catalog_pb.js";
 import { Inference } from "./gen/promptbank/v1/inference_pb.js";
 import { TrainJobs } from "./gen/promptbank/v1/jobs_pb.js";
+import { LiveEvaluation } from "./gen/promptbank/v1/live_pb.js";
 import { attempt, backoffMs, pause, unary, type Attempt, type CallOptions } from "./calls.js";
 import { PromptBankError } from "./errors.js";
 import type { ClientOptions } from "./options.js";
@@ -22,6 +23,7 @@ export class ClientBase {
     jobs: RpcClient<typeof TrainJobs>;
     catalog: RpcClient<typeof PromptCatalog>;
     tokens: RpcClient<typeof Tokens>;
+    live: RpcClient<typeof LiveEvaluation>;
   };
   private readonly sessions: Http2SessionManager;
   /** Aborted by close(): ends every call in flight as CANCELLED and stops retries and reconnections. */
@@ -38,6 +40,7 @@ export class ClientBase {
       jobs: createClient(TrainJobs, conn.transport),
       catalog: createClient(PromptCatalog, conn.transport),
       tokens: createClient(Tokens, conn.transport),
+      live: createClient(LiveEvaluation, conn.transport),
     };
   }
 

@@ -14,7 +14,7 @@ import {
   type UploadedDataset,
 } from "./gen/promptbank/v1/jobs_pb.js";
 import { paginate, streamed, unary, type Attempt, type CallOptions } from "./calls.js";
-import { CatalogClient } from "./catalog.js";
+import { LiveClient, routingKeys } from "./live.js";
 import {
   ensembleRow,
   example,
@@ -28,7 +28,7 @@ import {
   type Prediction,
 } from "./inputs.js";
 import { FinishReason } from "./gen/promptbank/v1/inference_pb.js";
-import type { GenerateOptions, GenerationEnd, TrainJobOptions } from "./options.js";
+import type { ClassifyOptions, GenerateOptions, GenerationEnd, TrainJobOptions } from "./options.js";
 import { resumableWatch, type WatchOptions } from "./watch.js";
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -41,22 +41,31 @@ const UPLOAD_TIMEOUT_MS = 600_000;
 
 /**
  * `new Client({ address: "localhost:50051", token, tlsCa })`; every option is optional (see ClientOptions).
- * Inference and training are here; the catalog and tokens in catalog.ts; the connection in base.ts.
+ * Inference and training are here; the catalog and tokens in catalog.ts; outcomes, rollouts and promotion in
+ * live.ts; the connection in base.ts.
  */
-export class Client extends CatalogClient {
+export class Client extends LiveClient {
   // ------------------------------------------------------------ inference
 
-  /** Classifies rows `[promptRef, text]`; rows may name different tasks. Results are in row order. */
-  async classify(rows: Iterable<ClassifyInput>, options?: CallOptions): Promise<Prediction[]> {
+  /**
+   * Classifies rows `[promptRef, text]`; rows may name different tasks. Results are in row order. `routingKey`
+   * keeps a caller on one side of an alias's canary: one string for every row, or an array with one key per row
+   * (unset: each row is routed at random).
+   */
+  async classify(rows: Iterable<ClassifyInput>, options?: ClassifyOptions): Promise<Prediction[]> {
     const rs = Array.from(rows, row);
-    const resp = await unary((o) => this.rpc.inference.classify({ rows: rs }, o), this.at(options));
+    const keys = routingKeys(options?.routingKey, rs.length, "classify");
+    const req = { rows: rs.map((r, i) => ({ ...r, routingKey: keys[i]! })) };
+    const resp = await unary((o) => this.rpc.inference.classify(req, o), this.at(options));
     return resp.results.map((r, i) => prediction(rs[i]!.prompt, rs[i]!.text, r));
   }
 
-  /** Rows `[[ref, more refs of the same task...], text]`: scores averaged over the refs in one forward. */
-  async classifyEnsemble(rows: Iterable<EnsembleInput>, options?: CallOptions): Promise<Prediction[]> {
+  /** Rows `[[ref, more refs of the same task...], text]`: scores averaged over the refs in one forward.
+   * `routingKey` as in classify. */
+  async classifyEnsemble(rows: Iterable<EnsembleInput>, options?: ClassifyOptions): Promise<Prediction[]> {
     const rs = Array.from(rows, ensembleRow);
-    const req = { rows: rs.map((r) => ({ prompt: r.prompts[0], ensemble: r.prompts.slice(1), text: r.text })) };
+    const keys = routingKeys(options?.routingKey, rs.length, "classifyEnsemble");
+    const req = { rows: rs.map((r, i) => ({ prompt: r.prompts[0], ensemble: r.prompts.slice(1), text: r.text, routingKey: keys[i]! })) };
     const resp = await unary((o) => this.rpc.inference.classify(req, o), this.at(options));
     return resp.results.map((r, i) => prediction(rs[i]!.prompts.join("+"), rs[i]!.text, r));
   }

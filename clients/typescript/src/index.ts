@@ -1,7 +1,9 @@
-/** promptbank's TypeScript SDK: the Client, its error type, PEFT adapter files, and the generated API types. */
+/** promptbank's TypeScript SDK: the Client, its error type, PEFT adapter files, live evaluation's helpers, and the
+ * generated API types. */
 export { Client } from "./client.js";
 export type {
   AuditFilter,
+  ClassifyOptions,
   ClientOptions,
   CreateOptions,
   GenerateOptions,
@@ -28,3 +30,5 @@ export * from "./gen/promptbank/v1/auth_pb.js";
 export * from "./gen/promptbank/v1/catalog_pb.js";
 export * from "./gen/promptbank/v1/inference_pb.js";
 export * from "./gen/promptbank/v1/jobs_pb.js";
+export * from "./gen/promptbank/v1/live_pb.js";
+export { aliasRef, OUTCOMES_PER_CALL, versionRef, type AliasRef, type OutcomeSummary, type OutcomesInput } from "./live.js";

@@ -31,6 +31,10 @@ export interface Prediction {
   label: string;
   /** Every label's probability, in the task's label order. */
   scores: Record<string, number>;
+  /** The result's id: send the row's true label back with it (recordOutcomes); empty when the server keeps no outcomes. */
+  id: string;
+  /** True when an alias's canary answered (then `version` names the canary). */
+  canary: boolean;
 }
 
 /** The task's description; empty fields take the server's defaults (label texts and words = the labels). */
@@ -82,6 +86,8 @@ export function prediction(prompt: string, text: string, r: ClassifyResult): Pre
     versions: r.versions.length > 0 ? [...r.versions] : [r.version],
     label: r.label,
     scores: Object.fromEntries(r.scores.map((s) => [s.label, s.score])),
+    id: r.id,
+    canary: r.canary,
   };
 }
 

@@ -5,6 +5,12 @@ import type { CallOptions } from "./calls.js";
 import type { ExampleInput, TaskOptions } from "./inputs.js";
 import type { ConnectionOptions } from "./transport.js";
 
+/** Options of classify and classifyEnsemble. */
+export interface ClassifyOptions extends CallOptions {
+  /** Sticky canary routing: one key for every row, or one per row (unset: each row is routed at random). */
+  routingKey?: string | readonly string[];
+}
+
 export interface ClientOptions extends ConnectionOptions {
   /** Default deadline of each call in milliseconds (default 60 s). Streams: see their methods. */
   timeoutMs?: number;

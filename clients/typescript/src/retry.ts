@@ -3,11 +3,12 @@
  * Connect interceptor on every call, the generated clients in `client.rpc` included.
  *
  * Retried on UNAVAILABLE (the server is restarting, or a replica is): every read, Classify and Generate (before
- * their first response), and writes that are idempotent by nature (setting an alias or tags, an update). Those
+ * their first response), and writes that are idempotent by nature (setting an alias or tags, an update, a
+ * rollout's shadow/canary/policy, outcomes: one sent again for its result id changes nothing). Those
  * are also retried on CANCELLED: a server closing its port cancels the calls that reached it in that instant,
  * before any handler ran, and a caller's own cancel never comes back to be retried. Creates carry a request id
  * (the SDK always sends one), so a repeat returns the first result: they are also retried on ABORTED (a
- * concurrent change won). Deletes, cancels and token creation are not retried: a repeat of one that did commit
+ * concurrent change won). Deletes, cancels, promotions and token creation are not retried: a repeat of one that did commit
  * would report NOT_FOUND or make a second secret. Client streams (UploadDataset) are not retried here either:
  * their examples may be readable once (call it again with the same request id).
  *
@@ -38,6 +39,7 @@ export const READS: Readonly<Record<string, readonly string[]>> = {
   "promptbank.v1.TrainJobs": ["GetTrainJob", "ListTrainJobs", "WatchTrainJob"],
   "promptbank.v1.Inference": ["Classify", "Generate"],
   "promptbank.v1.Tokens": ["ListTokens", "ListAuditEvents"],
+  "promptbank.v1.LiveEvaluation": ["RecordOutcomes", "GetRollout", "UpdateRollout", "CompareVersions"],
   "grpc.health.v1.Health": ["Check"],
 };
 /** Creates carrying a request id: retried on UNAVAILABLE and ABORTED. */

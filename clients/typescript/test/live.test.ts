@@ -1,6 +1,6 @@
 /**
  * The SDK against one real server (tokens on, plaintext, loopback): training, inference, the catalog, auth and
- * errors, and retries across a restart of the server (last). Each suite is a file of its
+ * errors, live evaluation, and retries across a restart of the server (last). Each suite is a file of its
  * own under suites/; they share this server.
  */
 import { after, before } from "node:test";
@@ -13,6 +13,7 @@ import { catalogSuite } from "./suites/catalog.js";
 import { deadlineSuite } from "./suites/deadlines.js";
 import { inferenceSuite } from "./suites/inference.js";
 import { restartSuite } from "./suites/restart.js";
+import { rolloutSuite } from "./suites/rollouts.js";
 import { trainingSuite } from "./suites/training.js";
 
 const adminToken = randomBytes(24).toString("base64url");
@@ -39,4 +40,5 @@ inferenceSuite(live);
 catalogSuite(live);
 authSuite(live);
 deadlineSuite(live);
+rolloutSuite(live);
 restartSuite(live); // last: it stops and restarts the server
