@@ -57,7 +57,11 @@ def read_token(path: str | None) -> str | None:
     """The token from --token-file (None: the client falls back to env PROMPTBANK_TOKEN)."""
     if not path:
         return None
-    secret = Path(path).read_text().strip()
+    try:
+        secret = Path(path).read_text().strip()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--token-file {path} is not text (byte {exc.start + 1} is {exc.object[exc.start]:#04x}); "
+                         f"it should hold the token alone") from None
     if not secret:
         raise ValueError(f"--token-file {path} is empty")
     return secret
@@ -295,10 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     under = g.add_mutually_exclusive_group(required=True)
     under.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N")
     under.add_argument("--backbone", help="generate with the backbone alone, no prompt (trainer role)")
-    g.add_argument("--max-new-tokens", type=int, help="1..512 (default 32)")
+    g.add_argument("--max-new-tokens", type=cli_args.int32, help="1..512 (default 32)")
     g.add_argument("--temperature", type=float, default=0.0, help="0..100; 0 = greedy (default)")
     g.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1] (default 1: off)")
-    g.add_argument("--top-k", type=int, help="sample among the k likeliest tokens, 0..1000 (default 0: off)")
+    g.add_argument("--top-k", type=cli_args.int32, help="sample among the k likeliest tokens, 0..1000 (default 0: off)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the output before this text (repeatable, at most 4)")
     g.add_argument("--seed", type=cli_args.int64, default=0, help="the request's own sampling seed (default 0)")
@@ -325,10 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_audit.add_parsers(sub)
 
     d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
-    d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
-    d.add_argument("--eval-rows", type=int, default=500, help="held-out rows per task")
-    d.add_argument("--epochs", type=int, default=3)
-    d.add_argument("--port", type=int, default=0, help="0 = a free port")
+    d.add_argument("--train-rows", type=cli_args.at_least_one, default=2000, help="training rows per task (>= 1)")
+    d.add_argument("--eval-rows", type=cli_args.at_least_one, default=500, help="held-out rows per task (>= 1)")
+    d.add_argument("--epochs", type=cli_args.at_least_one, default=3, help="passes over the training rows (>= 1)")
+    d.add_argument("--port", type=cli_args.port, default=0, help="0 = a free port")
     d.add_argument("--workdir", default="", help="where the demo's SQLite bank goes (default: a temp dir)")
 
     s = sub.add_parser("completion", help="print a shell completion script: source <(promptbank completion bash)")
@@ -347,6 +351,10 @@ COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_genera
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what it would print would be lost
+        print("error: stdout is closed; nothing could be printed (redirect it to a file or /dev/null)",
+              file=sys.stderr)
+        return 2
     ap = build_parser()
     a, rest = ap.parse_known_args(argv)
     if a.cmd == "serve":
