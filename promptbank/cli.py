@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(sub.add_parser("train", help="train a prompt on a labelled file"))
 
     c = sub.add_parser("classify", help="classify texts with one prompt, or mixed rows from a jsonl file")
-    c.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N (with --input: the "
+    c.add_argument("--prompt", type=cli_args.nonempty, help="prompt reference: task, task@alias, task/versions/N (with --input: the "
                                     "prompt of rows that name none)")
     c.add_argument("--input", help='jsonl with {"prompt": REF, "text": ...} per line (may mix tasks)')
     c.add_argument("--json", action="store_true", help="one JSON object a row instead of a table")
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text with a soft prompt, streamed (causal-LM/seq2seq backbones)")
     under = g.add_mutually_exclusive_group(required=True)
-    under.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N")
+    under.add_argument("--prompt", type=cli_args.nonempty, help="prompt reference: task, task@alias, task/versions/N")
     under.add_argument("--backbone", help="generate with the backbone alone, no prompt (trainer role)")
     g.add_argument("--max-new-tokens", type=cli_args.int32, help="1..512 (default 32)")
     g.add_argument("--temperature", type=float, default=0.0, help="0..100; 0 = greedy (default)")
@@ -340,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+GLOBAL_FLAGS = ("--server", "--timeout", "--token-file", "--tls-ca", "--tls-cert", "--tls-key")
 # What to check when a call fails this way (exit 1 either way); the server's message says the rest.
 HINTS = {Unauthenticated: "pass --token-file or set PROMPTBANK_TOKEN",
          Unavailable: "retry later; if it persists, check --server and --tls-ca"}
@@ -360,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd == "serve":
         return cmd_serve(a, rest)
     if rest:
+        placed = next((r.split("=")[0] for r in rest if r.split("=")[0] in GLOBAL_FLAGS), None)
+        if placed:  # `promptbank train ... --server X`: argparse would only say "unrecognized arguments"
+            ap.error(f"{placed} is a global flag: put it before the command (promptbank {placed} VALUE {a.cmd} ...)")
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if a.cmd == "completion":

@@ -348,6 +348,8 @@ class Client(AdminCalls):
 
     def update_prompt(self, prompt: str, *, tags: Sequence[str] | None = None, owner: str | None = None,
                       description: str | None = None) -> cat.Prompt:
+        if tags is None and owner is None and description is None:  # the server would say "update_mask paths []"
+            raise ValueError("update_prompt: give tags, owner and/or description")
         msg, paths = cat.Prompt(name=f"prompts/{prompt}"), []
         if tags is not None:
             msg.tags.extend(strings(tags, "tags"))

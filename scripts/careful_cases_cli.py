@@ -71,7 +71,7 @@ def train() -> list[Case]:
         cli("train", f"{TRAIN} --task c-blank --data $W/blank.csv", ok("prompts/c-blank/versions/1", "1")),
         cli("train", f"{TRAIN} --task c-rows --data $W/good.csv --max-rows 4 --json", ok(check=_examples(4))),
         cli("train", f"{TRAIN} --task c-uri --data-uri $W/data/good.csv", ok("prompts/c-uri/versions/1")),
-        cli("train", f"{TRAIN} --task c-uri2 --data-uri good.csv", either("good.csv")),
+        cli("train", f"{TRAIN} --task c-uri2 --data-uri good.csv", bad("'good.csv'", "relative path", code=1)),
         cli("train", f"{TRAIN} --task c-big --data $W/big.csv --no-wait", ok("uploaded 25000 examples", "jobs/")),
         cli("train", f"{TRAIN} --task c-rid --data $W/good.csv --no-wait --request-id same-1", ok("jobs/")),
         cli("train", f"{TRAIN} --task c-alias --data $W/good.csv --alias prod --alias canary", ok("versions/1")),
@@ -112,13 +112,13 @@ def train() -> list[Case]:
         ("--task t --data $W/good.csv --max-steps -1", ("max_steps",), 1),
         ("--task t --data $W/good.csv --max-steps 2.5", ("--max-steps", "2.5"), 2),
         ("--task t --data $W/good.csv --max-steps many", ("--max-steps", "many"), 2),
-        ("--task t --data $W/good.csv --learning-rate nan", ("learning_rate",), 1),
-        ("--task t --data $W/good.csv --learning-rate -1", ("learning_rate",), 1),
-        ("--task t --data $W/good.csv --learning-rate inf", ("learning_rate",), 1),
+        ("--task t --data $W/good.csv --lr nan", ("learning_rate",), 1),
+        ("--task t --data $W/good.csv --lr -1", ("learning_rate",), 1),
+        ("--task t --data $W/good.csv --lr inf", ("learning_rate",), 1),
         ("--task t --data $W/good.csv --batch-size 0", ("batch_size",), 1),
         ("--task t --data $W/good.csv --batch-size 100000000", ("batch_size",), 1),
-        ("--task t --data $W/good.csv --num-virtual-tokens 0", ("num_virtual_tokens",), 1),
-        ("--task t --data $W/good.csv --num-virtual-tokens 5000", ("num_virtual_tokens",), 1),
+        ("--task t --data $W/good.csv --virtual-tokens 0", ("num_virtual_tokens",), 1),
+        ("--task t --data $W/good.csv --virtual-tokens 5000", ("num_virtual_tokens",), 1),
         ("--task t --data $W/good.csv --epochs -2", ("epochs",), 1),
         ("--task t --data $W/good.csv --eval-fraction 1", ("eval_fraction",), 1),
         ("--task t --data $W/good.csv --eval-fraction -0.1", ("eval_fraction",), 1),
@@ -144,7 +144,8 @@ def train() -> list[Case]:
         ("--task t --data $W/good.csv --alias 'has space'", ("'has space'",), 1),
         ("--task t --data $W/good.csv --reconnect-for 0", ("--reconnect-for",), 2),
         ("--task t --data $W/good.csv --frobnicate", ("--frobnicate",), 2),
-        ("--task t --data $W/good.csv --server $CLOSED", ("UNAVAILABLE",), 1),
+        ("--task t --data $W/good.csv --server $CLOSED", ("--server", "before the command"), 2),
+        ("--task t --data $W/good.csv --lr=nan --timeout=5", ("--timeout", "before the command"), 2),
     ):
         out.append(cli("train", f"{TRAIN} {args}", bad(*words, code=code, latest="latest" in args)))
     out.append(cli("train", f"{TRAIN} --task c-rid2 --data $W/good.csv --no-wait --request-id same-1",
@@ -171,7 +172,7 @@ def classify() -> list[Case]:
         ("--prompt t1", ("TEXT",), 2),
         ("'a text'", ("--prompt",), 2),
         ("--prompt nope x", ("nope",), 1),
-        ("--prompt '' x", ("''",), 1),
+        ("--prompt '' x", ("--prompt", "empty"), 2),
         ("--prompt ' t1' x", ("' t1'",), 1),
         ("--prompt t1@nope x", ("nope",), 1),
         ("--prompt t1/versions/0 x", ("version numbers",), 1),
@@ -192,9 +193,10 @@ def classify() -> list[Case]:
         ("--input $W/rows_latin1.jsonl", ("$W/rows_latin1.jsonl", "UTF-8"), 2),
         ("--input $W/packed.csv", ("$W/packed.csv",), 2),
         ("--input $W/rows.jsonl extra", ("not both", "extra"), 2),
-        ("--prompt g1 --server $CLOSED x", ("UNAVAILABLE",), 1),
+        ("--prompt g1 --server $CLOSED x", ("--server", "before the command"), 2),
     ):
         out.append(cli("classify", f"classify {args}", bad(*words, code=code)))
+    out.append(cli("classify", "--server $CLOSED classify --prompt g1 x", bad("UNAVAILABLE", "$CLOSED", code=1)))
     out.append(cli("classify", "classify --prompt t1 " + " ".join(f"t{i}" for i in range(2000)), bad("rows", code=1)))
     return out
 

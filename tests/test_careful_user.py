@@ -15,7 +15,13 @@ import pytest
 
 from coordinator.rest.transcode import load_json
 from promptbank import Client
-from promptbank.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Unavailable
+from promptbank.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
 from promptbank_api.errors import InvalidArgument as DomainInvalid
 from promptbank_api.files import read_labelled
 from promptbank_api.names import parse_ref
@@ -279,9 +285,12 @@ def test_rerun_9_nothing_is_reshaped_wrapped_or_dropped(client: Client, tmp_path
     assert closed.returncode == 2 and "stdout is closed" in closed.stderr, closed
 
 
-def test_rerun_11_errors_name_the_file_flag_or_field(tmp_path: Path) -> None:
+def test_rerun_11_errors_name_the_file_flag_or_field(client: Client, tmp_path: Path) -> None:
     """A binary token file, a CA that is not PEM (every handshake failed: DEADLINE_EXCEEDED), an empty data file
-    ("no column(s)"), and SDK values of the wrong type or width were refused in protobuf's words, naming nothing."""
+    ("no column(s)"), a global flag after the command ("unrecognized arguments"), an empty --prompt ("give
+    --prompt REF"), SDK values of the wrong type or width (refused in protobuf's words), an update of nothing
+    ("update_mask paths []") and a relative --data-uri ("outside the data roots", though it lay in one) did not
+    say what was wrong."""
     binary = csv_file(tmp_path, b"\xff\xfe\x00", "t.token")
     one_line(run("--token-file", binary, "jobs", "list"), 2, f"--token-file {binary} is not text")
     not_pem = csv_file(tmp_path, b"hello", "ca.pem")
@@ -290,6 +299,8 @@ def test_rerun_11_errors_name_the_file_flag_or_field(tmp_path: Path) -> None:
     one_line(run("train", "--task", "t", "--data", empty), 2, f"{empty} is empty (0 bytes)")
     one_line(run("generate", "--prompt", "p", "--max-new-tokens", str(1 << 40), "x"), 2, "--max-new-tokens",
              "out of range")
+    one_line(run("jobs", "list", "--server", "x:1"), 2, "--server is a global flag", "before the command")
+    one_line(run("classify", "--prompt", "", "x"), 2, "--prompt", "must not be empty")
     c = Client("localhost:1")
     for call, words in ((lambda: c.generate_full("p", "x", max_new_tokens=2.5), "max_new_tokens must be an integer"),
                         (lambda: c.generate_full("p", 5), "text must be a string"),  # type: ignore[arg-type]
@@ -298,6 +309,11 @@ def test_rerun_11_errors_name_the_file_flag_or_field(tmp_path: Path) -> None:
                         (lambda: c.classify([(5, "x")]), r"row 0 is \(5, 'x'\)")):  # type: ignore[list-item]
         with pytest.raises((TypeError, ValueError), match=words):
             call()
+    with pytest.raises(ValueError, match="give tags, owner and/or description"):
+        client.update_prompt("careful-anything")
+    with pytest.raises(PermissionDenied, match=r"'d.csv' is outside .*\(a relative path is read from the server's "
+                                               "working directory"):
+        client.create_train_job("careful-rel", "tiny-enc", dataset_uri="d.csv")
 
 
 def test_rerun_12_demo_flags_are_checked_before_anything_starts() -> None:
