@@ -64,6 +64,8 @@ class BackboneSpec:
         if "=" not in text:
             raise ValueError(f"--backbone {text!r}: use NAME=MODEL (model id or local path, optional @revision)")
         name, model = text.split("=", 1)
+        if not name.strip():
+            raise ValueError(f"--backbone {text!r}: NAME is empty (use NAME=MODEL)")
         revision = ""
         if "@" in model and not Path(model).exists():
             model, revision = model.rsplit("@", 1)

@@ -24,6 +24,7 @@ from coordinator.pool import ReplicaPool
 from coordinator.scheduler import JobScheduler
 from promptbank_api.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from promptbank_api.names import check_name, movable_alias, parse_ref, strip_collection
+from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import jobs_pb2 as jp
 from promptbank_api.v1 import jobs_pb2_grpc as jp_grpc
 from promptbank_domain import cost
@@ -86,6 +87,22 @@ def check_job_fields(job: jp.TrainJob, request_id: str, limits: Limits) -> None:
         limits.check_chars("field_chars", value, f"dataset.{name}")
 
 
+TASK_FIELDS = ("labels", "label_texts", "label_words", "pooling")  # what a job may say about its prompt's task
+
+
+def requested_task(spec: cat.TaskSpec, distinct: list[str], limits: Limits) -> tuple[TaskSpec | None, list[str]]:
+    """The task a job asks for, and which of TASK_FIELDS it gave: label texts or words without labels pair with
+    the data's labels, sorted (the labels' default), so their count is checked rather than the texts dropped."""
+    given = [f for f in TASK_FIELDS if getattr(spec, f)]
+    if not given:
+        return None, given
+    full = cat.TaskSpec()
+    full.CopyFrom(spec)
+    if not full.labels:
+        full.labels.extend(distinct)
+    return cv.task_from_proto(full, limits), given
+
+
 def check_labels(task: TaskSpec, rows: list[tuple[str, str]]) -> None:
     unknown = sorted({label for _, label in rows} - set(task.labels))
     if unknown:
@@ -139,7 +156,7 @@ class JobsService(jp_grpc.TrainJobsServicer):
             parse_ref(cfg.init_from)
         request_hash = cv.request_digest(request)
         examples = datasets.encode_rows(rows)
-        requested = cv.task_from_proto(job.task, limits) if job.task.labels else None
+        requested, given = requested_task(job.task, distinct, limits)
         limits.check("labels", len(distinct), "labels in the data")
 
         def pick_task(s: Tx) -> TaskSpec:
@@ -148,10 +165,15 @@ class JobsService(jp_grpc.TrainJobsServicer):
                 task = requested or TaskSpec(labels=tuple(distinct))
             else:
                 task = existing.task
-                if requested and requested.labels != task.labels:
+                if requested and requested.labels != task.labels and "labels" in given:
                     raise FailedPrecondition(
                         f"prompt {prompt!r} has labels {list(task.labels)}, the job asks for {list(requested.labels)}"
                     )
+                other = [f for f in given if f != "labels" and requested and getattr(requested, f) != getattr(task, f)]
+                if other:  # the stored task decides how rows are read; a job's other value would be ignored
+                    f = other[0]
+                    raise FailedPrecondition(f"prompt {prompt!r} has {f} {getattr(task, f)!r}, the job asks for "
+                                             f"{getattr(requested, f)!r}; a prompt's task is fixed when it is created")
             check_labels(task, rows)
             return task
 

@@ -74,6 +74,8 @@ class Limits:
     def check_tags(self, tags: Sequence[str], what: str) -> None:
         self.check("tags", len(tags), f"{what}: tags")
         for tag in tags:
+            if not tag.strip():
+                raise InvalidArgument(f"{what}: tag {tag!r} is empty; a tag needs a character other than white space")
             self.check("tag_chars", len(tag), f"{what}: tag {tag[:40]!r}...: characters")
 
     def check_task(self, labels: tuple[str, ...], *texts: tuple[str, ...]) -> None:

@@ -23,4 +23,6 @@ def require_under(path: str | Path, roots: tuple[str, ...], noun: str, kind: str
     if not roots:
         raise PermissionDenied(f"{noun} {str(path)!r} cannot be read: the server reads no {kind} files (start it "
                                f"with {flag} DIR to allow a directory){otherwise}")
-    raise PermissionDenied(f"{noun} {str(path)!r} is outside the server's {kind} roots{otherwise}")
+    relative = "" if Path(path).expanduser().is_absolute() else \
+        " (a relative path is read from the server's working directory, not from a root: give the full path)"
+    raise PermissionDenied(f"{noun} {str(path)!r} is outside the server's {kind} roots{relative}{otherwise}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from promptbank.checks import integer
 from promptbank_api.names import strip_collection, to_timestamp
 from promptbank_api.v1 import auth_pb2 as ap
 from promptbank_api.v1 import auth_pb2_grpc as ap_grpc
@@ -77,7 +78,9 @@ class AdminCalls:
         """The audit log's events, newest first: every one matching the filters, or the newest `most`.
         `method` is an RPC's name ("DeletePrompt"); `resource` also matches what is inside it
         (`prompts/p` finds `prompts/p/versions/2`); `after` is inclusive, `before` exclusive (naive = UTC)."""
+        if most is not None:
+            most = integer(most, "most", 1, 1 << 62)  # 0 would read as "no limit"
         req = ap.ListAuditEventsRequest(principal=principal, method=method, resource=resource,
-                                        after=to_timestamp(after), before=to_timestamp(before),
+                                        after=to_timestamp(after, "after"), before=to_timestamp(before, "before"),
                                         page_size=min(most, 1000) if most else 1000)
         return self._all_pages(self.tokens.ListAuditEvents, req, "events", most)

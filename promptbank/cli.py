@@ -57,7 +57,11 @@ def read_token(path: str | None) -> str | None:
     """The token from --token-file (None: the client falls back to env PROMPTBANK_TOKEN)."""
     if not path:
         return None
-    secret = Path(path).read_text().strip()
+    try:
+        secret = Path(path).read_text().strip()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--token-file {path} is not text (byte {exc.start + 1} is {exc.object[exc.start]:#04x}); "
+                         f"it should hold the token alone") from None
     if not secret:
         raise ValueError(f"--token-file {path} is empty")
     return secret
@@ -291,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(sub.add_parser("train", help="train a prompt on a labelled file"))
 
     c = sub.add_parser("classify", help="classify texts with one prompt, or mixed rows from a jsonl file")
-    c.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N (with --input: the "
+    c.add_argument("--prompt", type=cli_args.nonempty, help="prompt reference: task, task@alias, task/versions/N (with --input: the "
                                     "prompt of rows that name none)")
     c.add_argument("--input", help='jsonl with {"prompt": REF, "text": ...} per line (may mix tasks)')
     c.add_argument("--routing-key", default="", metavar="KEY",
@@ -302,12 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text with a soft prompt, streamed (causal-LM/seq2seq backbones)")
     under = g.add_mutually_exclusive_group(required=True)
-    under.add_argument("--prompt", help="prompt reference: task, task@alias, task/versions/N")
+    under.add_argument("--prompt", type=cli_args.nonempty, help="prompt reference: task, task@alias, task/versions/N")
     under.add_argument("--backbone", help="generate with the backbone alone, no prompt (trainer role)")
-    g.add_argument("--max-new-tokens", type=int, help="1..512 (default 32)")
+    g.add_argument("--max-new-tokens", type=cli_args.int32, help="1..512 (default 32)")
     g.add_argument("--temperature", type=float, default=0.0, help="0..100; 0 = greedy (default)")
     g.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1] (default 1: off)")
-    g.add_argument("--top-k", type=int, help="sample among the k likeliest tokens, 0..1000 (default 0: off)")
+    g.add_argument("--top-k", type=cli_args.int32, help="sample among the k likeliest tokens, 0..1000 (default 0: off)")
     g.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the output before this text (repeatable, at most 4)")
     g.add_argument("--seed", type=cli_args.int64, default=0, help="the request's own sampling seed (default 0)")
@@ -335,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_live.add_parsers(sub)
 
     d = sub.add_parser("demo", help="THE MAIN JOB: embedded service, two real tasks, one mixed batch")
-    d.add_argument("--train-rows", type=int, default=2000, help="training rows per task")
-    d.add_argument("--eval-rows", type=int, default=500, help="held-out rows per task")
-    d.add_argument("--epochs", type=int, default=3)
-    d.add_argument("--port", type=int, default=0, help="0 = a free port")
+    d.add_argument("--train-rows", type=cli_args.at_least_one, default=2000, help="training rows per task (>= 1)")
+    d.add_argument("--eval-rows", type=cli_args.at_least_one, default=500, help="held-out rows per task (>= 1)")
+    d.add_argument("--epochs", type=cli_args.at_least_one, default=3, help="passes over the training rows (>= 1)")
+    d.add_argument("--port", type=cli_args.port, default=0, help="0 = a free port")
     d.add_argument("--workdir", default="", help="where the demo's SQLite bank goes (default: a temp dir)")
 
     s = sub.add_parser("completion", help="print a shell completion script: source <(promptbank completion bash)")
@@ -346,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+GLOBAL_FLAGS = ("--server", "--timeout", "--token-file", "--tls-ca", "--tls-cert", "--tls-key")
 # What to check when a call fails this way (exit 1 either way); the server's message says the rest.
 HINTS = {Unauthenticated: "pass --token-file or set PROMPTBANK_TOKEN",
          Unavailable: "retry later; if it persists, check --server and --tls-ca"}
@@ -357,11 +362,18 @@ COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_genera
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what it would print would be lost
+        print("error: stdout is closed; nothing could be printed (redirect it to a file or /dev/null)",
+              file=sys.stderr)
+        return 2
     ap = build_parser()
     a, rest = ap.parse_known_args(argv)
     if a.cmd == "serve":
         return cmd_serve(a, rest)
     if rest:
+        placed = next((r.split("=")[0] for r in rest if r.split("=")[0] in GLOBAL_FLAGS), None)
+        if placed:  # `promptbank train ... --server X`: argparse would only say "unrecognized arguments"
+            ap.error(f"{placed} is a global flag: put it before the command (promptbank {placed} VALUE {a.cmd} ...)")
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if a.cmd == "completion":

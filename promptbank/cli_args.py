@@ -46,6 +46,27 @@ def _int64(text: str) -> int:
     return n
 
 
+def _int32(text: str) -> int:
+    n = _integer(text)
+    if not -(1 << 31) <= n < 1 << 31:
+        raise ValueError(f"{n} is out of range (a 32-bit integer)")
+    return n
+
+
+def _port(text: str) -> int:
+    n = _integer(text)
+    if not 0 <= n <= 65535:
+        raise ValueError(f"must be a port in 0..65535, got {n}")
+    return n
+
+
+def _at_least_zero(text: str) -> int:
+    n = _integer(text)
+    if n < 0:
+        raise ValueError(f"must be >= 0, got {n}")
+    return n
+
+
 def _at_least_one(text: str) -> int:
     n = _integer(text)
     if n < 1:
@@ -90,5 +111,8 @@ count = _said(_count, "count")
 alias = _said(_alias, "alias")
 address = _said(checks.address, "address")
 int64 = _said(_int64, "int64")
+int32 = _said(_int32, "int32")
+port = _said(_port, "port")
+at_least_zero = _said(_at_least_zero, "count")
 at_least_one = _said(_at_least_one, "count")
 nonempty = _said(_nonempty, "name")

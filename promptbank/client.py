@@ -16,7 +16,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promptbank.admin_calls import AdminCalls
-from promptbank.checks import address, seconds, strings
+from promptbank.checks import INT64, address, integer, pair, seconds, strings
 from promptbank.checks import rows as _rows
 from promptbank.credentials import BearerToken
 from promptbank.errors import DeadlineExceeded, TypedErrors, Unavailable, said
@@ -72,11 +72,16 @@ def task_spec(labels: Sequence[str], label_texts: Sequence[str] = (), label_word
 PEM = str | Path | bytes
 
 
-def _pem(value: PEM | None) -> bytes | None:
-    """PEM bytes from bytes or a file path."""
-    if value is None or isinstance(value, bytes):
-        return value
-    return Path(value).read_bytes()
+def _pem(value: PEM | None, name: str) -> bytes | None:
+    """PEM bytes from bytes or a file path; what is not PEM is refused here, naming it (gRPC would take it and
+    fail every handshake: DEADLINE_EXCEEDED, or abort the process)."""
+    if value is None:
+        return None
+    data = value if isinstance(value, bytes) else Path(value).read_bytes()
+    if b"-----BEGIN " not in data:
+        shown = "the bytes given" if isinstance(value, bytes) else str(value)
+        raise ValueError(f"{name} {shown} is not PEM (no -----BEGIN line)")
+    return data
 
 
 # Bytes of examples per upload message: far below the server's default receive limit (96 MiB), so long texts
@@ -103,9 +108,13 @@ class Client(AdminCalls, LiveCalls):
         opts = [("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes), *channel_options(wait_for_ready)]
         tls_ca = tls_ca if tls_ca is not None else os.environ.get("PROMPTBANK_TLS_CA") or None
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both (the --tls-cert and --tls-key files) or "
+                             "neither")
         if tls_ca is not None or tls_cert is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=_pem(tls_ca), private_key=_pem(tls_key),
-                                                 certificate_chain=_pem(tls_cert))
+            creds = grpc.ssl_channel_credentials(root_certificates=_pem(tls_ca, "tls_ca"),
+                                                 private_key=_pem(tls_key, "tls_key"),
+                                                 certificate_chain=_pem(tls_cert, "tls_cert"))
             self._raw = grpc.secure_channel(self.server, creds, options=opts)
         else:
             self._raw = grpc.insecure_channel(self.server, options=opts)
@@ -163,7 +172,8 @@ class Client(AdminCalls, LiveCalls):
                           routing_key: str | Sequence[str] | None = None) -> list[Prediction]:
         """Rows of ([ref, more refs of the same task...], text): scores averaged over the refs in one forward.
         `routing_key` as in `classify`."""
-        rows = [(strings(refs, f"row {i}'s prompts"), t) for i, (refs, t) in enumerate(_rows(rows, "classify_ensemble"))]
+        rows = [(strings(refs, f"row {i}'s prompts"), t)
+                for i, (refs, t) in enumerate(_rows(rows, "classify_ensemble", both=False))]
         empty = [i for i, (refs, _) in enumerate(rows) if not refs]
         if empty:
             raise ValueError(f"classify_ensemble: row {empty[0]} names no prompt; give at least one reference")
@@ -200,11 +210,18 @@ class Client(AdminCalls, LiveCalls):
         message well under the server's receive limit, whatever the texts' lengths); pass the returned name as
         `dataset_uri` to create_train_job."""
         rid = request_id or uuid.uuid4().hex
+        chunk_rows = integer(chunk_rows, "chunk_rows", 1, 1 << 30)
+        refused: list[TypeError] = []  # a bad row ends the stream (grpc would say only UNKNOWN); raised below
 
         def chunks() -> Iterator[jp.UploadDatasetRequest]:
             batch: list[jp.Example] = []
             first, size = True, 0
-            for text, label in examples:
+            for i, row in enumerate(examples):
+                try:
+                    text, label = pair(row, i, "upload_dataset")
+                except TypeError as exc:
+                    refused.append(exc)
+                    raise
                 batch.append(jp.Example(text=text, label=label))
                 size += len(text.encode()) + len(label.encode()) + 8  # + the fields' framing
                 if len(batch) >= chunk_rows or size >= chunk_bytes:
@@ -213,7 +230,12 @@ class Client(AdminCalls, LiveCalls):
             if batch or first:
                 yield jp.UploadDatasetRequest(request_id=rid if first else "", examples=batch)
 
-        return self.jobs.UploadDataset(chunks(), timeout=timeout)
+        try:
+            return self.jobs.UploadDataset(chunks(), timeout=timeout)
+        except grpc.RpcError:
+            if refused:
+                raise refused[0] from None
+            raise
 
     def create_train_job(
         self,
@@ -240,7 +262,7 @@ class Client(AdminCalls, LiveCalls):
         or a hub dataset id (with `text_column` / `label_column`). `eval_fraction` None: the server's default;
         0: no held-out split. Hyperparameters left unset take the server's defaults.
         """
-        examples = list(examples)
+        examples = _rows(examples, "create_train_job", "text")
         if dataset_uri and examples:
             raise ValueError(f"create_train_job: give examples or dataset_uri, not both ({len(examples)} examples "
                              f"and dataset_uri={dataset_uri!r})")
@@ -320,7 +342,7 @@ class Client(AdminCalls, LiveCalls):
     def list_prompts(self, tag: str = "", backbone: str = "", label: str = "",
                      created_after: datetime | None = None) -> list[cat.Prompt]:
         """Every prompt matching the filters (follows page tokens)."""
-        req = cat.ListPromptsRequest(tag=tag, backbone=backbone, label=label, create_after=to_timestamp(created_after))
+        req = cat.ListPromptsRequest(tag=tag, backbone=backbone, label=label, create_after=to_timestamp(created_after, "created_after"))
         return self._all_pages(self.catalog.ListPrompts, req, "prompts")
 
     def get_prompt(self, name: str) -> cat.Prompt:
@@ -335,11 +357,13 @@ class Client(AdminCalls, LiveCalls):
                       created_after: datetime | None = None) -> list[cat.PromptVersion]:
         """Every version of a prompt matching the filters, newest first."""
         req = cat.ListPromptVersionsRequest(parent=f"prompts/{prompt}", backbone=backbone, tag=tag,
-                                            create_after=to_timestamp(created_after))
+                                            create_after=to_timestamp(created_after, "created_after"))
         return self._all_pages(self.catalog.ListPromptVersions, req, "versions")
 
     def update_prompt(self, prompt: str, *, tags: Sequence[str] | None = None, owner: str | None = None,
                       description: str | None = None) -> cat.Prompt:
+        if tags is None and owner is None and description is None:  # the server would say "update_mask paths []"
+            raise ValueError("update_prompt: give tags, owner and/or description")
         msg, paths = cat.Prompt(name=f"prompts/{prompt}"), []
         if tags is not None:
             msg.tags.extend(strings(tags, "tags"))
@@ -395,5 +419,5 @@ class Client(AdminCalls, LiveCalls):
         return self.catalog.ImportPromptVersion(req, timeout=self.timeout)
 
     def set_alias(self, prompt: str, alias: str, version: int) -> cat.Alias:
-        req = cat.SetAliasRequest(parent=f"prompts/{prompt}", alias=alias, version=version)
+        req = cat.SetAliasRequest(parent=f"prompts/{prompt}", alias=alias, version=integer(version, "version", -INT64 - 1, INT64))
         return self.catalog.SetAlias(req, timeout=self.timeout)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from promptbank.checks import INT32, INT64, integer
+from promptbank.checks import text as a_string
 from promptbank_api.v1 import inference_pb2 as inf
 
 Message = tuple[str, str]  # (role, content) of a chat
@@ -30,7 +32,14 @@ def finish_name(value: int) -> str:
 def request(prompt: str | None, text: str, max_new_tokens: int | None, temperature: float, seed: int,
             top_p: float | None, top_k: int | None, stop: Sequence[str] | str, backbone: str | None,
             messages: Iterable[Message] | None) -> inf.GenerateRequest:
-    """The GenerateRequest of `Client.generate`'s arguments (the server checks every range)."""
+    """The GenerateRequest of `Client.generate`'s arguments (the server checks every range; the types and the
+    fields' widths are checked here, so a wrong one is named rather than reported by protobuf)."""
+    text = a_string(text, "text")
+    if max_new_tokens is not None:
+        max_new_tokens = integer(max_new_tokens, "max_new_tokens", -INT32 - 1, INT32)
+    if top_k is not None:
+        top_k = integer(top_k, "top_k", -INT32 - 1, INT32)
+    seed = integer(seed, "seed", -INT64 - 1, INT64)
     return inf.GenerateRequest(
         prompt=prompt or "", backbone=backbone or "", text=text, max_new_tokens=max_new_tokens,
         temperature=temperature, seed=seed, top_p=top_p, top_k=top_k, stop=[stop] if isinstance(stop, str) else stop,

@@ -10,6 +10,10 @@ from promptbank_api.v1 import jobs_pb2 as jp
 
 
 def plot_job(client: Client, job: str, out: Path) -> Path:
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; name the .png file to write")
+    if out.suffix.lower() != ".png":  # matplotlib would add .png to a bare name, or refuse another suffix late
+        raise ValueError(f"--out {out}: name a .png file")
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed

@@ -169,6 +169,8 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
         raise InvalidArgument(f"{p} is a directory; name a {'/'.join(TABLE_SUFFIXES)} file")
     if not p.is_file():
         raise InvalidArgument(f"data file {str(p)!r} does not exist")
+    if p.stat().st_size == 0:
+        raise InvalidArgument(f"{p} is empty (0 bytes): no header and no rows")
     columns, records = _records(p, encoding)
     missing = [c for c in (text_column, label_column) if c not in columns]
     if missing:

@@ -85,10 +85,13 @@ def job_name(job: str) -> str:
     return job if job.startswith("jobs/") else f"jobs/{job}"
 
 
-def to_timestamp(when: datetime | None) -> Timestamp | None:
-    """A datetime (naive = UTC, how the bank stores times) as an API Timestamp; None stays unset."""
+def to_timestamp(when: datetime | None, name: str = "time") -> Timestamp | None:
+    """A datetime (naive = UTC, how the bank stores times) as an API Timestamp; None stays unset; anything else
+    is a TypeError naming `name` (a string such as '2026-01-01' is not parsed by guess)."""
     if when is None:
         return None
+    if not isinstance(when, datetime):
+        raise TypeError(f"{name} must be a datetime (e.g. datetime(2026, 1, 1)), got {when!r}")
     t = Timestamp()
     t.FromDatetime(when if when.tzinfo else when.replace(tzinfo=UTC))
     return t

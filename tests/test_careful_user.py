@@ -13,8 +13,15 @@ from pathlib import Path
 import grpc
 import pytest
 
+from coordinator.rest.transcode import load_json
 from promptbank import Client
-from promptbank.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from promptbank.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
 from promptbank_api.errors import InvalidArgument as DomainInvalid
 from promptbank_api.files import read_labelled
 from promptbank_api.names import parse_ref
@@ -51,7 +58,7 @@ def test_bad_values_end_in_one_line_not_a_traceback(tmp_path: Path) -> None:
     one_line(run("serve", "--worker-cpus", "nan"), 2, "--worker-cpus", "finite")
     with pytest.raises(ValueError, match="row 0 names no prompt"):
         Client("localhost:1").classify_ensemble([([], "x")])
-    with pytest.raises(TypeError, match=r"\(prompt, text\) pairs; row 0 is 'task@alias'"):
+    with pytest.raises(TypeError, match=r"\(prompt, text\) pairs of strings; row 0 is 'task@alias'"):
         Client("localhost:1").classify(["task@alias"])  # type: ignore[list-item]
     with pytest.raises(DeadlineExceeded, match="server localhost:1 did not answer within 1 s"):
         Client("localhost:1").wait_ready(timeout=1)
@@ -230,3 +237,87 @@ def test_a_generation_that_cannot_finish_in_the_context_is_refused_before_a_toke
         list(client.generate("careful-ctx", "a short text", max_new_tokens=512))
     served = client.generate_full("careful-ctx", "a short text", max_new_tokens=4)  # what fits still serves
     assert served.finish_reason and served.generated_tokens >= 1
+
+
+# the rerun's classes (scripts/careful_user.py; docs/careful-user-cases.md) ------------------------------------
+
+
+def test_rerun_8_bad_values_and_files_end_in_a_named_error(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An empty backbone NAME, a client certificate without its key and a bad row deep in an upload each said a
+    traceback, a C-level abort or UNKNOWN; a string where a datetime goes said AttributeError."""
+    one_line(run("serve", "--backbone", "=x"), 2, "--backbone", "NAME is empty")
+    cert = tmp_path / "c.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    one_line(run("--tls-cert", str(cert), "jobs", "list"), 2, "--tls-key")
+    with pytest.raises(TypeError, match=r"upload_dataset takes \(text, label\) pairs of strings; row 2 is \('c', None\)"):
+        Client(server.address).upload_dataset([("a", "pos"), ("b", "neg"), ("c", None)])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="created_after must be a datetime"):
+        Client("localhost:1").list_prompts(created_after="2020-01-01")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="after must be a datetime"):
+        Client("localhost:1").list_audit_events(after="2020")  # type: ignore[arg-type]
+
+
+def test_rerun_9_nothing_is_reshaped_wrapped_or_dropped(client: Client, tmp_path: Path) -> None:
+    """A port past 65535 (gRPC takes it modulo 65536), a URL as --server, a plot name without .png (matplotlib
+    adds one), a string as an example row ("ab" -> ("a", "b")), most=0 ("no limit"), label texts without labels
+    and a job's task fields on an existing prompt (both ignored), empty tags, repeated JSON names and a closed
+    stdout were all taken."""
+    one_line(run("--server", "127.0.0.1:99999", "jobs", "list"), 2, "--server", "port 99999")
+    one_line(run("--server", "http://127.0.0.1:8051/", "jobs", "list"), 2, "--server", "is a URL")
+    one_line(run("jobs", "plot", "abc", "--out", str(tmp_path / "plot")), 2, "--out", "name a .png file")
+    one_line(run("jobs", "plot", "abc", "--out", str(tmp_path)), 2, "--out", "is a directory")
+    for call in (lambda: client.upload_dataset(["ab"]), lambda: client.create_train_job("careful-x", "tiny-enc", ["ab"])):
+        with pytest.raises(TypeError, match="row 0 is 'ab'"):
+            call()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="most=0 is out of range"):
+        client.list_audit_events(most=0)
+    with pytest.raises(InvalidArgument, match="label_texts has 1 entries but there are 2 labels"):
+        client.create_train_job("careful-texts", "tiny-enc", DATA, label_texts=["only one"], hyperparameters=HP)
+    client.create_prompt("careful-fixed", ["negative", "positive"])
+    with pytest.raises(FailedPrecondition, match="has pooling 'all', the job asks for 'text'"):
+        client.create_train_job("careful-fixed", "tiny-enc", DATA, pooling="text", hyperparameters=HP)
+    with pytest.raises(InvalidArgument, match="tag '' is empty"):
+        client.update_prompt("careful-fixed", tags=["ok", ""])
+    with pytest.raises(DomainInvalid, match="names 'rows' twice"):
+        load_json(b'{"rows": [], "rows": [{"prompt": "p", "text": "x"}]}')
+    closed = subprocess.run(["bash", "-c", f"{sys.executable} -m promptbank.cli --server localhost:1 jobs list >&-"],
+                            capture_output=True, text=True, timeout=60)
+    assert closed.returncode == 2 and "stdout is closed" in closed.stderr, closed
+
+
+def test_rerun_11_errors_name_the_file_flag_or_field(client: Client, tmp_path: Path) -> None:
+    """A binary token file, a CA that is not PEM (every handshake failed: DEADLINE_EXCEEDED), an empty data file
+    ("no column(s)"), a global flag after the command ("unrecognized arguments"), an empty --prompt ("give
+    --prompt REF"), SDK values of the wrong type or width (refused in protobuf's words), an update of nothing
+    ("update_mask paths []") and a relative --data-uri ("outside the data roots", though it lay in one) did not
+    say what was wrong."""
+    binary = csv_file(tmp_path, b"\xff\xfe\x00", "t.token")
+    one_line(run("--token-file", binary, "jobs", "list"), 2, f"--token-file {binary} is not text")
+    not_pem = csv_file(tmp_path, b"hello", "ca.pem")
+    one_line(run("--tls-ca", not_pem, "jobs", "list"), 2, f"tls_ca {not_pem} is not PEM")
+    empty = csv_file(tmp_path, b"", "empty.csv")
+    one_line(run("train", "--task", "t", "--data", empty), 2, f"{empty} is empty (0 bytes)")
+    one_line(run("generate", "--prompt", "p", "--max-new-tokens", str(1 << 40), "x"), 2, "--max-new-tokens",
+             "out of range")
+    one_line(run("jobs", "list", "--server", "x:1"), 2, "--server is a global flag", "before the command")
+    one_line(run("classify", "--prompt", "", "x"), 2, "--prompt", "must not be empty")
+    c = Client("localhost:1")
+    for call, words in ((lambda: c.generate_full("p", "x", max_new_tokens=2.5), "max_new_tokens must be an integer"),
+                        (lambda: c.generate_full("p", 5), "text must be a string"),  # type: ignore[arg-type]
+                        (lambda: c.generate_full("p", "x", seed=1 << 64), "seed=18446744073709551616 is out of range"),
+                        (lambda: c.set_alias("p", "prod", "1"), "version must be an integer"),  # type: ignore[arg-type]
+                        (lambda: c.classify([(5, "x")]), r"row 0 is \(5, 'x'\)")):  # type: ignore[list-item]
+        with pytest.raises((TypeError, ValueError), match=words):
+            call()
+    with pytest.raises(ValueError, match="give tags, owner and/or description"):
+        client.update_prompt("careful-anything")
+    with pytest.raises(PermissionDenied, match=r"'d.csv' is outside .*\(a relative path is read from the server's "
+                                               "working directory"):
+        client.create_train_job("careful-rel", "tiny-enc", dataset_uri="d.csv")
+
+
+def test_rerun_12_demo_flags_are_checked_before_anything_starts() -> None:
+    """The demo started a coordinator, then failed on the server (or hung) for row counts, epochs and ports that
+    it could have refused at once."""
+    for flag, value in (("--train-rows", "0"), ("--eval-rows", "-1"), ("--epochs", "0"), ("--port", "70000")):
+        one_line(run("demo", flag, value), 2, flag)

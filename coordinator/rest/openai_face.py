@@ -27,7 +27,7 @@ from coordinator.rest.deadline import deadline_of
 from coordinator.rest.guard import refusal
 from coordinator.rest.invoke import CallDetails, Invoker, Opened, RpcError
 from coordinator.rest.streams import interleave, prepend
-from coordinator.rest.transcode import dumps
+from coordinator.rest.transcode import dumps, unique_names
 from promptbank_api.errors import PromptBankError, ResourceExhausted
 from promptbank_api.names import strip_collection
 from promptbank_api.v1 import catalog_pb2 as cat
@@ -130,9 +130,11 @@ class OpenAIFace:
         except ResourceExhausted as exc:
             raise Refused(413, str(exc), grpc.StatusCode.RESOURCE_EXHAUSTED) from None
         try:
-            return json.loads(raw)
+            return json.loads(raw, object_pairs_hook=unique_names)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise Refused(400, f"the body is not JSON: {exc}", grpc.StatusCode.INVALID_ARGUMENT) from None
+        except PromptBankError as exc:  # a name given twice
+            raise Refused(400, str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
 
     async def _generate(self, details: CallDetails, message: inf.GenerateRequest, peer: str
                         ) -> AsyncIterator[inf.GenerateResponse | Opened]:

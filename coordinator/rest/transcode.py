@@ -76,9 +76,19 @@ def _parse(obj: Any, msg: Message, what: str) -> None:
         raise InvalidArgument(f"{what}: {exc}") from None
 
 
+def unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are distinct: a repeated name would keep only its last value, silently."""
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise InvalidArgument(f"the body names {name!r} twice; send each field once")
+        out[name] = value
+    return out
+
+
 def load_json(body: bytes) -> Any:
     try:
-        return json.loads(body) if body.strip() else {}
+        return json.loads(body, object_pairs_hook=unique_names) if body.strip() else {}
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"the body is not JSON: {exc}") from None
 
