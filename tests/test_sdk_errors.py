@@ -106,6 +106,15 @@ def _every_method(c: Client) -> dict[str, Callable[[], Any]]:
         "list_tokens": lambda: c.list_tokens(),
         "revoke_token": lambda: c.revoke_token("tokens/t"),
         "list_audit_events": lambda: c.list_audit_events(),
+        "record_outcomes": lambda: c.record_outcomes([("0" * 32, "a")]),
+        "rollout": lambda: c.rollout("p@prod"),
+        "set_shadow": lambda: c.set_shadow("p@prod", 2),
+        "clear_shadow": lambda: c.clear_shadow("p@prod"),
+        "set_canary": lambda: c.set_canary("p@prod", 2, 0.1),
+        "clear_canary": lambda: c.clear_canary("p@prod"),
+        "set_policy": lambda: c.set_policy("p@prod", True),
+        "compare": lambda: c.compare("p@prod", 2),
+        "promote": lambda: c.promote("p@prod", 2),
     }
 
 
