@@ -436,5 +436,7 @@ def pipes_demo_serve() -> list[Case]:
 
 
 def cases() -> list[Case]:
-    return [*global_flags(), *train(), *classify(), *generate(), *jobs(), *prompts(), *backbones_tokens_audit(),
-            *pipes_demo_serve()]
+    from careful_cases_live import live  # after the prompts' cases: it uses their t1 and p-imp
+
+    return [*global_flags(), *train(), *classify(), *generate(), *jobs(), *prompts(), *live(),
+            *backbones_tokens_audit(), *pipes_demo_serve()]
