@@ -8,8 +8,6 @@ Each prints for people by default and one JSON object with `--json`, as the othe
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from collections.abc import Iterable
@@ -19,6 +17,7 @@ from promptbank import cli_args
 from promptbank.client import Client
 from promptbank.live_calls import OutcomeSummary, alias_ref, version_ref
 from promptbank.output import emit, plural, to_data
+from promptbank_api.files import read_table, read_utf8, shown
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import live_pb2 as lv
 
@@ -99,8 +98,9 @@ def add_prompt_actions(ps: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def read_outcomes(name: str) -> list[tuple[str, str]]:
     """(result id, label) pairs from a file (or `-`, standard input): JSON lines when the first non-blank
     character is `{`, else CSV with a header naming `result_id` and `label`."""
-    text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    where = "<stdin>" if name == "-" else name
+    path = Path("<stdin>" if name == "-" else name)
+    text = sys.stdin.read() if name == "-" else read_utf8(path)
+    where = str(path)
     if text.lstrip().startswith("{"):
         pairs = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -114,12 +114,12 @@ def read_outcomes(name: str) -> list[tuple[str, str]]:
                 raise ValueError(f"{where}:{n}: not a JSON object")
             pairs.append(_pair(rec, f"{where}:{n}"))
         return pairs
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"result_id", "label"} - set(reader.fieldnames or ())
+    columns, records = read_table(path, text)
+    missing = {"result_id", "label"} - set(columns)
     if missing:
         raise ValueError(f"{where}: the CSV header must name result_id and label; it lacks "
-                         f"{', '.join(sorted(missing))} (header: {','.join(reader.fieldnames or ()) or 'none'})")
-    return [_pair(rec, f"{where}:{reader.line_num}") for rec in reader]
+                         f"{', '.join(sorted(missing))} (header: {shown(columns) if columns else 'none'})")
+    return [_pair(rec, f"{where}:{n}") for n, rec in enumerate(records, 2)]
 
 
 def _pair(rec: dict[str, object], where: str) -> tuple[str, str]:

@@ -71,8 +71,19 @@ def _utf8(path: Path, raw: bytes, codec: str = "utf-8") -> str:
                               f"0x{raw[exc.start]:02x}); save it as UTF-8") from None
 
 
-def _text(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """A text file, strictly UTF-8 (INVALID_ARGUMENT naming the first byte that is not)."""
     return _utf8(path, path.read_bytes())
+
+
+
+
+
+def read_table(path: Path, text: str | None = None, delimiter: str = ",") -> tuple[list[str], list[dict[str, Any]]]:
+    """A CSV table's header and rows, read as strictly as training data: UTF-8 only (a binary or compressed
+    file is named with its first bad byte), no unclosed quote, no repeated column, no row wider than the header.
+    `text`: the content when it was read already (standard input)."""
+    return _table(path, read_utf8(path) if text is None else text, delimiter)
 
 
 def shown(columns: list[str], most: int = 10, width: int = 40) -> str:
@@ -114,7 +125,7 @@ def json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if path.is_dir():
         raise InvalidArgument(f"{path} is a directory; name a JSON-lines file")
     out = []
-    for n, line in enumerate(_text(path).splitlines(), 1):
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -140,7 +151,7 @@ def _records(path: Path, encoding: str = "") -> tuple[list[str], list[dict[str, 
         return list(dict.fromkeys(k for r in records for k in r)), records
     if suffix == ".json":
         try:
-            doc = json.loads(_text(path))
+            doc = json.loads(read_utf8(path))
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{path}: line {exc.lineno}: not JSON ({exc.msg})") from None
         if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):  # {"col": [...], ...}

@@ -321,3 +321,17 @@ def test_rerun_12_demo_flags_are_checked_before_anything_starts() -> None:
     it could have refused at once."""
     for flag, value in (("--train-rows", "0"), ("--eval-rows", "-1"), ("--epochs", "0"), ("--port", "70000")):
         one_line(run("demo", flag, value), 2, flag)
+
+
+def test_outcome_files_are_read_as_strictly_as_training_data(tmp_path: Path) -> None:
+    """`outcomes record FILE`: a compressed file, a byte that is not UTF-8, an unclosed quote, a header without
+    result_id: each is refused before anything is sent, naming the file and what is wrong."""
+    packed = tmp_path / "o.csv.gz"
+    packed.write_bytes(gzip.compress(b"result_id,label\nabc,pos\n"))
+    cases = [(str(packed), ("o.csv.gz", "not UTF-8")),
+             (csv_file(tmp_path, b"result_id,label\nabc,caf\xe9\n", "latin.csv"), ("latin.csv", "line 2")),
+             (csv_file(tmp_path, b'result_id,label\n"abc,pos\n', "open.csv"), ("open.csv", "never closed")),
+             (csv_file(tmp_path, b"id,label\nabc,pos\n", "head.csv"), ("head.csv", "result_id")),
+             (csv_file(tmp_path, b"result_id,label,label\nabc,pos,neg\n", "twice.csv"), ("twice.csv", "twice"))]
+    for path, words in cases:
+        one_line(run("outcomes", "record", path), 2, *words)
