@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
-TOOLS = {"run_all.py", "render.py"}  # run the benches / render their records; not benches themselves
+TOOLS = {"run_all.py", "render.py", "accept_stale.py"}  # run the benches / render their records; not benches themselves
 BENCHES = sorted(s.removesuffix(".py") for s in SCRIPTS if s not in TOOLS)
 ENV_PATH = {"PYTHONPATH": str(ROOT)}
 
