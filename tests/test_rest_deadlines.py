@@ -163,10 +163,12 @@ def test_a_classify_past_its_deadline_is_a_504_and_its_rows_never_run(live: Live
         return live.coord.inference.batcher("enc")
 
     batcher = live.call(on_loop())
-    batcher.limits, limits = BatchLimits(max_rows=64, max_wait_ms=1500), batcher.limits  # hold each batch open
+    # hold each batch open well past the deadlines, which leave the call time to resolve its prompt (a read on a
+    # reader thread) and reach the batcher first, even on a loaded machine
+    batcher.limits, limits = BatchLimits(max_rows=64, max_wait_ms=4000), batcher.limits
     body = {"rows": [{"prompt": "dl-enc", "text": f"words {i}"} for i in range(3)]}
     try:
-        for header, value in (("X-Request-Timeout", "0.3"), ("grpc-timeout", "300m")):
+        for header, value in (("X-Request-Timeout", "1.5"), ("grpc-timeout", "1500m")):
             dropped, rows = batcher.dropped_rows, batcher.rows
             late = post(live, "/v1/prompts:classify", body, **{header: value})  # answered before its batch forms
             assert late.status_code == 504, late.text
