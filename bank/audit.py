@@ -6,13 +6,12 @@ Pages go backwards by id (keyset paging), so events recorded while a reader page
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
 
-from sqlalchemy import CursorResult, Delete, delete, func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from bank import reads
+from bank import reads, retention
 from bank.models import AuditEvent, utcnow
 from promptbank_domain.tokens import AuditRecord
 
@@ -49,22 +48,6 @@ def list_events(s: Session, limit: int, *, below: int = 0, principal: str = "", 
 
 
 def prune(s: Session, *, keep_days: float, keep_rows: int) -> int:
-    """Delete events older than `keep_days` and all but about the newest `keep_rows` (0: no bound). The row
-    bound counts ids, so it costs one index lookup: ids a rolled-back insert skipped make it keep a few fewer
-    rows, never more. Returns how many rows went."""
-    gone = 0
-    if keep_days > 0:
-        cutoff = utcnow() - timedelta(days=keep_days)
-        gone += _deleted(s, delete(AuditEvent).where(AuditEvent.at < cutoff))
-    if keep_rows > 0:
-        newest = s.scalar(select(func.max(AuditEvent.id)))
-        if newest is not None and newest > keep_rows:
-            gone += _deleted(s, delete(AuditEvent).where(AuditEvent.id <= newest - keep_rows))
-    return gone
-
-
-def _deleted(s: Session, statement: Delete) -> int:
-    """Run a bulk DELETE; the rows it removed (its result is a CursorResult: Session.execute is typed for
-    SELECTs' rows)."""
-    result = cast(CursorResult[Any], s.execute(statement.execution_options(synchronize_session=False)))
-    return max(result.rowcount, 0)
+    """Delete events older than `keep_days` and all but about the newest `keep_rows` (0: no bound). Returns how
+    many rows went."""
+    return retention.prune(s, AuditEvent, keep_days=keep_days, keep_rows=keep_rows)

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from bank import counters
-from bank.audit import _deleted
+from bank import counters, retention
 from bank.models import ConfusionCount, PairedCount, Prompt, PromptVersion, VersionOutcome, utcnow
 from bank.models import ServedRow as Served
 from bank.prompts import _prompt_row
@@ -141,14 +140,7 @@ def right_of_labelled(s: Session, version_id: int) -> tuple[int, int]:
 def prune(s: Session, *, keep_days: float, keep_rows: int) -> int:
     """Delete served rows older than `keep_days` and all but about the newest `keep_rows` (0: no bound); their
     ids then read as unknown. Totals stay. Returns how many rows went."""
-    gone = 0
-    if keep_days > 0:
-        gone += _deleted(s, delete(Served).where(Served.at < utcnow() - timedelta(days=keep_days)))
-    if keep_rows > 0:
-        newest = s.scalar(select(func.max(Served.id)))
-        if newest is not None and newest > keep_rows:
-            gone += _deleted(s, delete(Served).where(Served.id <= newest - keep_rows))
-    return gone
+    return retention.prune(s, Served, keep_days=keep_days, keep_rows=keep_rows)
 
 
 # ---------------------------------------------------------------- helpers

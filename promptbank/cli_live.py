@@ -17,7 +17,7 @@ from promptbank import cli_args
 from promptbank.client import Client
 from promptbank.live_calls import OutcomeSummary, alias_ref, version_ref
 from promptbank.output import emit, plural, to_data
-from promptbank_api.files import read_table, read_utf8, shown
+from promptbank_api.files import json_lines, read_table, read_utf8, shown
 from promptbank_api.v1 import catalog_pb2 as cat
 from promptbank_api.v1 import live_pb2 as lv
 
@@ -102,18 +102,7 @@ def read_outcomes(name: str) -> list[tuple[str, str]]:
     text = sys.stdin.read() if name == "-" else read_utf8(path)
     where = str(path)
     if text.lstrip().startswith("{"):
-        pairs = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}:{n}: not a JSON object ({err.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{where}:{n}: not a JSON object")
-            pairs.append(_pair(rec, f"{where}:{n}"))
-        return pairs
+        return [_pair(rec, f"{where}:{n}") for n, rec in json_lines(path, text)]
     columns, records = read_table(path, text)
     missing = {"result_id", "label"} - set(columns)
     if missing:

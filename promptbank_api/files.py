@@ -119,13 +119,13 @@ def _table(path: Path, text: str, delimiter: str) -> tuple[list[str], list[dict[
     return columns, records
 
 
-def json_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def json_lines(path: Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of a JSON-lines file; blank lines skipped, anything else not an object is
-    INVALID_ARGUMENT naming `path:line`."""
-    if path.is_dir():
+    INVALID_ARGUMENT naming `path:line`. `text`: the content when it was read already (standard input)."""
+    if text is None and path.is_dir():
         raise InvalidArgument(f"{path} is a directory; name a JSON-lines file")
     out = []
-    for n, line in enumerate(read_utf8(path).splitlines(), 1):
+    for n, line in enumerate((read_utf8(path) if text is None else text).splitlines(), 1):
         if not line.strip():
             continue
         try:
