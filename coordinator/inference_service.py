@@ -126,7 +126,6 @@ class InferenceService(inf_grpc.InferenceServicer):
         self._validate(request)
         routes = await self.resolve({ref for row in request.rows for ref in (row.prompt, *row.ensemble)})
         plans = [rollout.plan(i, row, routes, self.config.outcomes) for i, row in enumerate(request.rows)]
-        members = [p.members for p in plans]  # per request row: the version answering, then ensemble members
         groups: dict[str, list[tuple[int, int]]] = {}  # backbone -> [(row, member)]; a shadow is one more member
         for i, p in enumerate(plans):
             for j, m in enumerate(p.scored):
@@ -146,7 +145,8 @@ class InferenceService(inf_grpc.InferenceServicer):
             for slot, row_logits in zip(slots, logits, strict=True):
                 probs[slot] = softmax(row_logits)
         results, served = [], []
-        for i, (p, ms) in enumerate(zip(plans, members, strict=True)):
+        for i, p in enumerate(plans):
+            ms = p.members  # the version answering, then ensemble members
             avg = [sum(col) / len(ms) for col in zip(*(probs[(i, j)] for j in range(len(ms))), strict=True)]
             results.append(to_result(ms, avg, p.result_id, p.canary))
             if p.result_id:
